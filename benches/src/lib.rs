@@ -1,0 +1,1 @@
+//! Shared fixtures for vramroute's criterion benchmarks (synthetic clusters).

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh clone: installs what the tests need when missing,
+# then runs the format check, clippy with -D warnings, and every test in the workspace.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
+command -v redis-cli >/dev/null 2>&1 || need_apt+=(redis-tools)
+command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
+pkg-config --exists openssl 2>/dev/null || need_apt+=(libssl-dev pkg-config)
+if [ ${#need_apt[@]} -gt 0 ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "test.sh: installing ${need_apt[*]} with apt-get" >&2
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+    else
+        echo "test.sh: missing ${need_apt[*]}; install them (e.g. sudo apt-get install ${need_apt[*]})" >&2
+        exit 1
+    fi
+fi
+# The tests start their own redis-server processes; make sure Debian's packaged
+# service (if apt just installed it) does not matter to them.
+
+echo "== cargo fmt --all --check" >&2
+cargo fmt --all --check
+echo "== cargo clippy --workspace --all-targets -- -D warnings" >&2
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== cargo test --workspace" >&2
+cargo test --workspace --locked
+echo "test.sh: all checks passed" >&2
