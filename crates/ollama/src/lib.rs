@@ -1,0 +1,1 @@
+//! `vramroute-ollama`: the Ollama HTTP API, as vramroute needs it.
