@@ -1,0 +1,40 @@
+//! Integration tests of `vramroute-probe` on fixture sysfs trees (`tests/data/`,
+//! rebuilt by `tests/data/generate.py`).
+
+#[path = "probe/amd.rs"]
+mod amd;
+#[path = "probe/corrupt.rs"]
+mod corrupt;
+#[path = "probe/host.rs"]
+mod host;
+#[path = "probe/intel.rs"]
+mod intel;
+#[path = "probe/prober.rs"]
+mod prober;
+
+use std::path::PathBuf;
+
+use vramroute_probe::{GpuDevice, Prober, ProberConfig};
+
+/// The fixture tree `tests/data/<name>`.
+pub(crate) fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join("data")
+        .join(name)
+}
+
+/// A prober over a fixture with NVML off (deterministic on any machine).
+pub(crate) fn prober(name: &str) -> Prober {
+    Prober::new(ProberConfig {
+        sysfs_root: fixture(name),
+        proc_root: fixture(name).join("proc"),
+        nvml: false,
+        rocm: false,
+    })
+}
+
+/// The GPUs of a fixture.
+pub(crate) fn gpus(name: &str) -> Vec<GpuDevice> {
+    prober(name).probe_gpus().expect("fixture root is readable")
+}

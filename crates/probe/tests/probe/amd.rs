@@ -1,0 +1,80 @@
+//! amdgpu sysfs fixtures: discrete card, APU, two cards.
+
+use vramroute_probe::{GpuDevice, MemoryKind, Vendor};
+
+use crate::gpus;
+
+fn rx_7900_xtx(index: u32, uuid: Option<&str>) -> GpuDevice {
+    GpuDevice {
+        vendor: Vendor::Amd,
+        index,
+        name: "AMD Radeon RX 7900 XTX".into(),
+        uuid: uuid.map(str::to_owned),
+        pci_bus_id: Some("0000:03:00.0".into()),
+        // 25753026560 / 1234829312 bytes
+        memory_total_mib: Some(24_560),
+        memory_used_mib: Some(1_177),
+        memory_free_mib: Some(23_382),
+        utilization_percent: Some(4),
+        temperature_celsius: Some(41.0),
+        // power1_average is absent; power1_input (newer kernels) is used.
+        power_watts: Some(28.0),
+        memory_kind: MemoryKind::Dedicated,
+        driver: "amdgpu".into(),
+    }
+}
+
+#[test]
+fn discrete_card_with_connectors_and_render_node() {
+    // One device: connectors and renderD128 (whose `device` link points at the same
+    // PCI function) are not GPUs.
+    assert_eq!(
+        gpus("amd-discrete"),
+        [rx_7900_xtx(0, Some("6a1c2f3e8b9d0a47"))]
+    );
+}
+
+#[test]
+fn apu_counts_gtt_as_shared_memory() {
+    // card0 is simpledrm (platform device, no PCI vendor): skipped.
+    let got = gpus("amd-apu");
+    let want = GpuDevice {
+        vendor: Vendor::Amd,
+        index: 0,
+        name: "AMD Radeon 780M".into(),
+        uuid: None,
+        pci_bus_id: Some("0000:c4:00.0".into()),
+        // 512 MiB carve-out + 16483926016 bytes GTT
+        memory_total_mib: Some(16_232),
+        // 151916544 + 55508992 bytes
+        memory_used_mib: Some(197),
+        memory_free_mib: Some(16_034),
+        utilization_percent: Some(0),
+        temperature_celsius: Some(39.0),
+        power_watts: Some(7.0),
+        memory_kind: MemoryKind::Unified,
+        driver: "amdgpu".into(),
+    };
+    assert_eq!(got, [want]);
+}
+
+#[test]
+fn two_cards_are_ordered_and_indexed_by_pci_bus_not_card_number() {
+    let got = gpus("amd-two-cards");
+    let rx_6800_xt = GpuDevice {
+        vendor: Vendor::Amd,
+        index: 1,
+        name: "AMD Radeon RX 6800 XT".into(),
+        uuid: None,
+        pci_bus_id: Some("0000:0a:00.0".into()),
+        memory_total_mib: Some(16_368),
+        memory_used_mib: Some(508),
+        memory_free_mib: Some(15_860),
+        utilization_percent: Some(97),
+        temperature_celsius: Some(66.0),
+        power_watts: Some(255.0),
+        memory_kind: MemoryKind::Dedicated,
+        driver: "amdgpu".into(),
+    };
+    assert_eq!(got, [rx_7900_xtx(0, None), rx_6800_xt]);
+}

@@ -1,0 +1,62 @@
+//! Host memory and cgroup limits.
+
+use vramroute_probe::{CgroupMemory, Prober, ProberConfig};
+
+use crate::{fixture, prober};
+
+const GIB: u64 = 1 << 30;
+
+fn cgroup_prober(name: &str) -> Prober {
+    Prober::new(ProberConfig {
+        sysfs_root: fixture(name).join("sys"),
+        proc_root: fixture(name).join("proc"),
+        nvml: false,
+        rocm: false,
+    })
+}
+
+#[test]
+fn v2_service_takes_the_tightest_ancestor_limit() {
+    assert_eq!(
+        cgroup_prober("cgroup-v2").cgroup_memory(),
+        Some(CgroupMemory {
+            limit_bytes: 4 * GIB,
+            usage_bytes: Some(GIB),
+            version: 2,
+        })
+    );
+}
+
+#[test]
+fn v1_container_limit_and_unlimited_root() {
+    assert_eq!(
+        cgroup_prober("cgroup-v1").cgroup_memory(),
+        Some(CgroupMemory {
+            limit_bytes: 2 * GIB,
+            usage_bytes: Some(512 << 20),
+            version: 1,
+        })
+    );
+}
+
+#[test]
+fn max_means_no_limit() {
+    assert_eq!(prober("cgroup-unlimited").cgroup_memory(), None);
+    assert_eq!(prober("empty").cgroup_memory(), None);
+}
+
+#[test]
+fn host_memory_is_capped_by_the_limit() {
+    let limited = cgroup_prober("cgroup-v2")
+        .probe_host()
+        .expect("sysinfo works");
+    assert!(limited.total_ram_mib <= 4096);
+    assert!(limited.available_ram_mib <= 3072);
+    assert_eq!(limited.cgroup_limit_mib, Some(4096));
+    assert!(limited.cpu_count >= 1);
+
+    let free = prober("empty").probe_host().expect("sysinfo works");
+    assert!(free.total_ram_mib > 0);
+    assert!(free.available_ram_mib <= free.total_ram_mib);
+    assert_eq!(free.cgroup_limit_mib, None);
+}
