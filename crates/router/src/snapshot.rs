@@ -1,0 +1,722 @@
+//! The compact, read-only cluster snapshot the router decides on.
+//!
+//! Built once per update from [`NodeSpec`]s: nodes sorted by id (so nothing depends on
+//! input order), GPUs flattened into one array with per-node ranges, usable and free VRAM
+//! precomputed, model names interned to integers, labels to bits. The only mutable state
+//! is the per-GPU and per-node reservation counters, plain atomics that readers load with
+//! `Relaxed` ordering: reserving never blocks routing.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{invalid_config, Error, Result};
+use crate::input::NodeSpec;
+use crate::route::{Decision, FitKind};
+
+/// Most distinct labels a snapshot can index (they become bits of a `u64`).
+pub const MAX_LABELS: usize = 64;
+
+pub(crate) const NO_SLOT: u32 = u32::MAX;
+pub(crate) const UNKNOWN_MIB: u64 = u64::MAX;
+
+pub(crate) const ELIGIBLE: u8 = 1;
+pub(crate) const HAS_CPU_LOAD: u8 = 2;
+pub(crate) const HAS_LATENCY: u8 = 4;
+pub(crate) const HAS_SUCCESS_RATE: u8 = 8;
+
+/// Settings that shape a snapshot.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SnapshotConfig {
+    /// A node whose last report is older than this (ms) is stale and never chosen.
+    /// Default 30 000 (six missed 5 s reports; SOLLOL's stats expire after 120 s).
+    pub stale_after_ms: u64,
+    /// Fraction of each GPU's VRAM a model may use (SOLLOL's `vram_safety_margin`, 0.8):
+    /// usable = ⌊total × margin⌋. Must be in (0, 1].
+    pub vram_safety_margin: f64,
+    /// Fraction of RAM a CPU placement may use (SPEC: reserve 20 %, so 0.8). In (0, 1].
+    pub ram_safety_margin: f64,
+}
+
+impl Default for SnapshotConfig {
+    fn default() -> Self {
+        Self {
+            stale_after_ms: 30_000,
+            vram_safety_margin: 0.8,
+            ram_safety_margin: 0.8,
+        }
+    }
+}
+
+impl SnapshotConfig {
+    /// Checks the margins are in (0, 1] and the staleness limit is positive.
+    pub fn validate(&self) -> Result<()> {
+        for (field, m) in [
+            ("vram_safety_margin", self.vram_safety_margin),
+            ("ram_safety_margin", self.ram_safety_margin),
+        ] {
+            if !(m.is_finite() && m > 0.0 && m <= 1.0) {
+                return Err(invalid_config(field, m, "a fraction in (0, 1], e.g. 0.8"));
+            }
+        }
+        if self.stale_after_ms == 0 {
+            return Err(invalid_config(
+                "stale_after_ms",
+                0,
+                "a positive number of milliseconds",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Position of a node in a [`Snapshot`] (nodes are sorted by id). Only meaningful for the
+/// snapshot it came from; [`Decision`] carries that snapshot's [`SnapshotId`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct NodeIndex(pub(crate) u32);
+
+impl NodeIndex {
+    /// The index as `usize`.
+    pub fn get(self) -> usize {
+        self.0 as usize
+    }
+}
+
+/// Identity of one built snapshot (process-wide counter).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+pub struct SnapshotId(pub(crate) u64);
+
+impl SnapshotId {
+    /// The raw number.
+    pub fn get(self) -> u64 {
+        self.0
+    }
+}
+
+/// Whether a node may be routed to, and if not, why.
+#[derive(Clone, Debug, PartialEq)]
+pub enum NodeStatus {
+    /// Healthy, fresh and valid.
+    Eligible,
+    /// The last health check failed.
+    Unhealthy,
+    /// The last report is too old.
+    Stale {
+        /// Age of the last report, ms.
+        age_ms: u64,
+        /// The configured limit, ms.
+        limit_ms: u64,
+    },
+    /// The node's description failed [`NodeSpec::validate`].
+    Invalid(Error),
+}
+
+/// How a GPU's free VRAM was obtained.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FreeSource {
+    /// Reported by the node.
+    Reported,
+    /// Free unknown: total − used.
+    TotalMinusUsed,
+    /// Free and used unknown: usable − VRAM of the models loaded on it.
+    UsableMinusLoaded,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct NodeRow {
+    pub(crate) gpu_start: u32,
+    pub(crate) gpu_end: u32,
+    pub(crate) loaded_start: u32,
+    pub(crate) loaded_end: u32,
+    pub(crate) labels: u64,
+    /// RAM usable by a CPU placement, MiB ([`UNKNOWN_MIB`] if unknown).
+    pub(crate) ram_usable_mib: u64,
+    /// Free RAM, MiB ([`UNKNOWN_MIB`] if unknown).
+    pub(crate) ram_free_mib: u64,
+    /// Fraction 0–1.
+    pub(crate) cpu_load: f32,
+    pub(crate) latency_ms: f32,
+    pub(crate) success_rate: f32,
+    pub(crate) active_requests: u32,
+    pub(crate) cpu_count: u32,
+    /// SOLLOL host priority; `u32::MAX` when unknown.
+    pub(crate) priority: u32,
+    pub(crate) tasks: u8,
+    pub(crate) flags: u8,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct GpuRow {
+    pub(crate) index: u32,
+    pub(crate) usable_mib: u32,
+    /// Free VRAM before reservations.
+    pub(crate) free_mib: u32,
+}
+
+/// Read-only cluster view plus lock-free reservation counters. Build it with
+/// [`Snapshot::build`], route on it with [`Snapshot::route`] or through a
+/// [`Router`](crate::Router).
+///
+/// ```
+/// use vramroute_router::{GpuSpec, NodeSpec, Policy, Request, Snapshot, SnapshotConfig, Target};
+/// let mut a = NodeSpec::new("a");
+/// a.gpus.push(GpuSpec::new(0, 4096, Some(4000)));
+/// let mut b = NodeSpec::new("b");
+/// b.gpus.push(GpuSpec::new(0, 24576, Some(20000)));
+/// let snap = Snapshot::build(vec![a, b], &SnapshotConfig::default())?;
+/// let d = snap.route(&Policy::default(), &Request::new("llama3.1:8b", 4700)).expect("fits on b");
+/// assert_eq!(snap.node(d.node).id, "b");
+/// assert_eq!((d.target, d.gpu), (Target::Gpu, Some(0)));
+/// # Ok::<(), vramroute_router::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct Snapshot {
+    pub(crate) id: SnapshotId,
+    pub(crate) config: SnapshotConfig,
+    pub(crate) specs: Vec<NodeSpec>,
+    pub(crate) status: Vec<NodeStatus>,
+    pub(crate) rows: Vec<NodeRow>,
+    pub(crate) gpus: Vec<GpuRow>,
+    pub(crate) free_source: Vec<FreeSource>,
+    pub(crate) gpu_reserved: Box<[AtomicU64]>,
+    pub(crate) ram_reserved: Box<[AtomicU64]>,
+    /// Per loaded-model row: interned model id, GPU slot (absolute, or [`NO_SLOT`]), VRAM.
+    pub(crate) loaded_model: Vec<u32>,
+    pub(crate) loaded_slot: Vec<u32>,
+    pub(crate) loaded_vram_mib: Vec<u64>,
+    pub(crate) models: HashMap<Box<str>, u32>,
+    pub(crate) labels: HashMap<Box<str>, u8>,
+    pub(crate) eligible: usize,
+}
+
+static NEXT_SNAPSHOT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// Ollama treats `name` and `name:latest` as one model.
+pub(crate) fn normalize_model(name: &str) -> &str {
+    name.strip_suffix(":latest").unwrap_or(name)
+}
+
+fn to_u32_mib(v: u64) -> u32 {
+    u32::try_from(v).unwrap_or(u32::MAX)
+}
+
+impl Snapshot {
+    /// Builds a snapshot. Fails only for an invalid `config`, duplicate node ids or more
+    /// than [`MAX_LABELS`] distinct labels; a node with impossible values is kept but
+    /// marked [`NodeStatus::Invalid`] and never chosen.
+    pub fn build(mut nodes: Vec<NodeSpec>, config: &SnapshotConfig) -> Result<Snapshot> {
+        config.validate()?;
+        nodes.sort_by(|a, b| a.id.cmp(&b.id));
+        if let Some(w) = nodes.windows(2).find(|w| w[0].id == w[1].id) {
+            return Err(Error::DuplicateNode {
+                node: w[0].id.clone(),
+            });
+        }
+        if nodes.len() >= u32::MAX as usize {
+            return Err(invalid_config(
+                "nodes",
+                nodes.len(),
+                "fewer than 4294967295 nodes",
+            ));
+        }
+
+        let label_set: BTreeSet<&str> = nodes
+            .iter()
+            .flat_map(|n| n.labels.iter().map(String::as_str))
+            .collect();
+        if label_set.len() > MAX_LABELS {
+            return Err(Error::TooManyLabels {
+                count: label_set.len(),
+                max: MAX_LABELS,
+            });
+        }
+        let labels: HashMap<Box<str>, u8> = label_set
+            .iter()
+            .enumerate()
+            .map(|(bit, l)| (Box::from(*l), bit as u8))
+            .collect();
+        let model_set: BTreeSet<&str> = nodes
+            .iter()
+            .flat_map(|n| n.loaded_models.iter().map(|m| normalize_model(&m.name)))
+            .collect();
+        let models: HashMap<Box<str>, u32> = model_set
+            .iter()
+            .enumerate()
+            .map(|(id, m)| (Box::from(*m), id as u32))
+            .collect();
+
+        let mut status = Vec::with_capacity(nodes.len());
+        let mut rows = Vec::with_capacity(nodes.len());
+        let mut gpus = Vec::new();
+        let mut free_source = Vec::new();
+        let mut loaded_model = Vec::new();
+        let mut loaded_slot = Vec::new();
+        let mut loaded_vram_mib = Vec::new();
+        let mut eligible = 0;
+
+        for node in &mut nodes {
+            node.gpus.sort_by_key(|g| g.index);
+            let st = match node.validate() {
+                Err(e) => NodeStatus::Invalid(e),
+                Ok(()) if !node.healthy => NodeStatus::Unhealthy,
+                Ok(()) if node.report_age_ms > config.stale_after_ms => NodeStatus::Stale {
+                    age_ms: node.report_age_ms,
+                    limit_ms: config.stale_after_ms,
+                },
+                Ok(()) => NodeStatus::Eligible,
+            };
+            let valid = !matches!(st, NodeStatus::Invalid(_));
+            let mut flags = 0;
+            if st == NodeStatus::Eligible {
+                flags |= ELIGIBLE;
+                eligible += 1;
+            }
+
+            let gpu_start = gpus.len() as u32;
+            let loaded_start = loaded_model.len() as u32;
+            if valid {
+                // Loaded models, sorted by (model, gpu) so lookups never depend on input order.
+                let mut lm: Vec<(u32, u32, u64)> = node
+                    .loaded_models
+                    .iter()
+                    .map(|m| {
+                        let id = models
+                            .get(normalize_model(&m.name))
+                            .copied()
+                            .unwrap_or(u32::MAX);
+                        let slot = match m.gpu {
+                            Some(g) => node
+                                .gpus
+                                .iter()
+                                .position(|x| x.index == g)
+                                .map_or(NO_SLOT, |p| gpu_start + p as u32),
+                            None => NO_SLOT,
+                        };
+                        (id, slot, m.vram_mib)
+                    })
+                    .collect();
+                lm.sort_unstable();
+                for (id, slot, vram) in lm {
+                    loaded_model.push(id);
+                    loaded_slot.push(slot);
+                    loaded_vram_mib.push(vram);
+                }
+                for g in &node.gpus {
+                    let usable =
+                        (g.memory_total_mib as f64 * config.vram_safety_margin).floor() as u64;
+                    let (free, source) = match (g.memory_free_mib, g.memory_used_mib) {
+                        (Some(f), _) => (f, FreeSource::Reported),
+                        (None, Some(u)) => (g.memory_total_mib - u, FreeSource::TotalMinusUsed),
+                        (None, None) => {
+                            // Models pinned to this GPU, plus (conservatively) every model
+                            // whose GPU is unknown.
+                            let on_it: u64 = node
+                                .loaded_models
+                                .iter()
+                                .filter(|m| m.gpu.is_none_or(|x| x == g.index))
+                                .map(|m| m.vram_mib)
+                                .sum();
+                            (usable.saturating_sub(on_it), FreeSource::UsableMinusLoaded)
+                        }
+                    };
+                    gpus.push(GpuRow {
+                        index: g.index,
+                        usable_mib: to_u32_mib(usable),
+                        free_mib: to_u32_mib(free),
+                    });
+                    free_source.push(source);
+                }
+            }
+            let ram_usable_mib = node
+                .ram_total_mib
+                .filter(|_| valid)
+                .map_or(UNKNOWN_MIB, |t| {
+                    (t as f64 * config.ram_safety_margin).floor() as u64
+                });
+            let ram_free_mib = node.ram_free_mib.filter(|_| valid).unwrap_or(UNKNOWN_MIB);
+            let mut row = NodeRow {
+                gpu_start,
+                gpu_end: gpus.len() as u32,
+                loaded_start,
+                loaded_end: loaded_model.len() as u32,
+                labels: 0,
+                ram_usable_mib,
+                ram_free_mib,
+                cpu_load: 0.0,
+                latency_ms: 0.0,
+                success_rate: 1.0,
+                active_requests: node.active_requests,
+                cpu_count: node.cpu_count.unwrap_or(0),
+                priority: node.priority.unwrap_or(u32::MAX),
+                tasks: node.preferred_tasks.iter().fold(0, |m, t| m | t.bit()),
+                flags,
+            };
+            for l in &node.labels {
+                if let Some(bit) = labels.get(l.as_str()) {
+                    row.labels |= 1 << bit;
+                }
+            }
+            if valid {
+                if let Some(load) = node.cpu_load_percent {
+                    row.cpu_load = (load / 100.0) as f32;
+                    row.flags |= HAS_CPU_LOAD;
+                }
+                if let Some(lat) = node.latency_ms {
+                    row.latency_ms = lat as f32;
+                    row.flags |= HAS_LATENCY;
+                }
+                if let Some(sr) = node.success_rate {
+                    row.success_rate = sr as f32;
+                    row.flags |= HAS_SUCCESS_RATE;
+                }
+            }
+            rows.push(row);
+            status.push(st);
+        }
+
+        let gpu_reserved = (0..gpus.len()).map(|_| AtomicU64::new(0)).collect();
+        let ram_reserved = (0..rows.len()).map(|_| AtomicU64::new(0)).collect();
+        Ok(Snapshot {
+            id: SnapshotId(NEXT_SNAPSHOT_ID.fetch_add(1, Ordering::Relaxed)),
+            config: config.clone(),
+            specs: nodes,
+            status,
+            rows,
+            gpus,
+            free_source,
+            gpu_reserved,
+            ram_reserved,
+            loaded_model,
+            loaded_slot,
+            loaded_vram_mib,
+            models,
+            labels,
+            eligible,
+        })
+    }
+
+    /// This snapshot's identity.
+    pub fn id(&self) -> SnapshotId {
+        self.id
+    }
+
+    /// The configuration it was built with.
+    pub fn config(&self) -> &SnapshotConfig {
+        &self.config
+    }
+
+    /// Number of nodes (eligible or not).
+    pub fn len(&self) -> usize {
+        self.specs.len()
+    }
+
+    /// Whether there are no nodes.
+    pub fn is_empty(&self) -> bool {
+        self.specs.is_empty()
+    }
+
+    /// Number of nodes that may be routed to.
+    pub fn eligible_count(&self) -> usize {
+        self.eligible
+    }
+
+    /// All nodes, sorted by id, GPUs sorted by index.
+    pub fn nodes(&self) -> &[NodeSpec] {
+        &self.specs
+    }
+
+    /// One node. Panics if `node` is not from this snapshot and out of range.
+    pub fn node(&self, node: NodeIndex) -> &NodeSpec {
+        &self.specs[node.get()]
+    }
+
+    /// Finds a node by id (binary search).
+    pub fn node_index(&self, id: &str) -> Option<NodeIndex> {
+        self.specs
+            .binary_search_by(|n| n.id.as_str().cmp(id))
+            .ok()
+            .map(|i| NodeIndex(i as u32))
+    }
+
+    /// Whether a node may be routed to.
+    pub fn node_status(&self, node: NodeIndex) -> Result<&NodeStatus> {
+        self.check(node)?;
+        Ok(&self.status[node.get()])
+    }
+
+    /// How the free VRAM of a GPU was obtained (`None` for an invalid node).
+    pub fn free_source(&self, node: NodeIndex, gpu: u32) -> Result<Option<FreeSource>> {
+        Ok(self.gpu_slot(node, gpu)?.map(|s| self.free_source[s]))
+    }
+
+    /// Usable VRAM (total × margin) and free VRAM after reservations of one GPU, MiB.
+    /// `None` for a node marked invalid.
+    pub fn gpu_capacity_mib(&self, node: NodeIndex, gpu: u32) -> Result<Option<(u64, u64)>> {
+        Ok(self
+            .gpu_slot(node, gpu)?
+            .map(|s| (u64::from(self.gpus[s].usable_mib), self.gpu_free_now(s))))
+    }
+
+    /// MiB currently reserved on a GPU (`Some(index)`) or in the node's RAM (`None`).
+    pub fn reserved_mib(&self, node: NodeIndex, gpu: Option<u32>) -> Result<u64> {
+        Ok(self
+            .counter(node, gpu)?
+            .map_or(0, |c| c.load(Ordering::Relaxed)))
+    }
+
+    /// Counts `mib` as used on a GPU (`Some(index)`) or in the node's RAM (`None`) until
+    /// the next snapshot (or [`release`](Self::release)), so that the next decisions do not
+    /// double-book memory a routed load is about to take. Lock-free: one atomic add.
+    ///
+    /// ```
+    /// use vramroute_router::{GpuSpec, NodeSpec, Snapshot, SnapshotConfig};
+    /// let mut n = NodeSpec::new("a");
+    /// n.gpus.push(GpuSpec::new(0, 8192, Some(8000)));
+    /// let snap = Snapshot::build(vec![n], &SnapshotConfig::default())?;
+    /// let a = snap.node_index("a").expect("present");
+    /// snap.reserve(a, Some(0), 4700)?;
+    /// assert_eq!(snap.gpu_capacity_mib(a, 0)?, Some((6553, 3300)));
+    /// # Ok::<(), vramroute_router::Error>(())
+    /// ```
+    pub fn reserve(&self, node: NodeIndex, gpu: Option<u32>, mib: u64) -> Result<()> {
+        if let Some(c) = self.counter(node, gpu)? {
+            c.fetch_add(mib, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Undoes a [`reserve`](Self::reserve) (saturating at zero).
+    pub fn release(&self, node: NodeIndex, gpu: Option<u32>, mib: u64) -> Result<()> {
+        if let Some(c) = self.counter(node, gpu)? {
+            // `fetch_update` with a closure that always returns `Some` cannot fail.
+            let _ = c.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+                Some(v.saturating_sub(mib))
+            });
+        }
+        Ok(())
+    }
+
+    /// Reserves what a decision will use: `mib` on its GPU, spread over the node's GPUs in
+    /// proportion to their usable free VRAM for [`FitKind::AcrossGpus`], in RAM for a CPU
+    /// placement, nothing for [`FitKind::AlreadyLoaded`]. Returns what was reserved, for
+    /// [`release_reservation`](Self::release_reservation).
+    pub fn reserve_decision(&self, decision: &Decision, mib: u64) -> Result<Reservation> {
+        if decision.snapshot != self.id {
+            return Err(Error::SnapshotMismatch {
+                decision: decision.snapshot.0,
+                snapshot: self.id.0,
+            });
+        }
+        self.check(decision.node)?;
+        let node = decision.node;
+        let mut parts = Vec::new();
+        match decision.fit {
+            FitKind::AlreadyLoaded => {}
+            FitKind::SingleGpu => parts.push((decision.gpu, mib)),
+            FitKind::CpuNoGpu | FitKind::CpuGpuTooSmall => parts.push((None, mib)),
+            FitKind::AcrossGpus { .. } => {
+                let row = self.rows[node.get()];
+                let caps: Vec<(u32, u64)> = (row.gpu_start..row.gpu_end)
+                    .map(|s| {
+                        let s = s as usize;
+                        (
+                            self.gpus[s].index,
+                            u64::from(self.gpus[s].usable_mib).min(self.gpu_free_now(s)),
+                        )
+                    })
+                    .collect();
+                let total: u64 = caps.iter().map(|c| c.1).sum();
+                let mut left = mib;
+                for (i, (gpu, cap)) in caps.iter().enumerate() {
+                    let share = if i + 1 == caps.len() || total == 0 {
+                        left
+                    } else {
+                        ((u128::from(mib) * u128::from(*cap)) / u128::from(total)) as u64
+                    }
+                    .min(left);
+                    left -= share;
+                    if share > 0 {
+                        parts.push((Some(*gpu), share));
+                    }
+                    if total == 0 {
+                        break;
+                    }
+                }
+            }
+        }
+        for (gpu, m) in &parts {
+            self.reserve(node, *gpu, *m)?;
+        }
+        Ok(Reservation {
+            snapshot: self.id,
+            node,
+            node_id: self.specs[node.get()].id.clone(),
+            parts,
+        })
+    }
+
+    /// Like [`reserve_decision`](Self::reserve_decision) for `decision.fit` single-GPU or
+    /// CPU, but only if the memory is still free (compare-and-swap): `Ok(None)` when a
+    /// concurrent reservation took it first. Splits across GPUs reserve unconditionally.
+    pub(crate) fn try_reserve_decision(
+        &self,
+        decision: &Decision,
+        mib: u64,
+    ) -> Result<Option<Reservation>> {
+        let ni = decision.node.get();
+        let guarded = match (decision.fit, decision.gpu) {
+            (FitKind::SingleGpu, Some(g)) => self.gpu_slot(decision.node, g)?.map(|slot| {
+                (
+                    &self.gpu_reserved[slot],
+                    u64::from(self.gpus[slot].free_mib),
+                )
+            }),
+            (FitKind::CpuNoGpu | FitKind::CpuGpuTooSmall, _) if ni < self.rows.len() => {
+                let free = self.rows[ni].ram_free_mib;
+                (free != UNKNOWN_MIB).then(|| (&self.ram_reserved[ni], free))
+            }
+            _ => None,
+        };
+        if let Some((counter, base_free)) = guarded {
+            let ok = counter
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |cur| {
+                    cur.checked_add(mib).filter(|&n| n <= base_free)
+                })
+                .is_ok();
+            if !ok {
+                return Ok(None);
+            }
+            return Ok(Some(Reservation {
+                snapshot: self.id,
+                node: decision.node,
+                node_id: self.specs[ni].id.clone(),
+                parts: vec![(
+                    decision.gpu.filter(|_| decision.fit == FitKind::SingleGpu),
+                    mib,
+                )],
+            }));
+        }
+        self.reserve_decision(decision, mib).map(Some)
+    }
+
+    /// Undoes a [`reserve_decision`](Self::reserve_decision).
+    pub fn release_reservation(&self, reservation: &Reservation) -> Result<()> {
+        if reservation.snapshot != self.id {
+            return Err(Error::SnapshotMismatch {
+                decision: reservation.snapshot.0,
+                snapshot: self.id.0,
+            });
+        }
+        for (gpu, m) in &reservation.parts {
+            self.release(reservation.node, *gpu, *m)?;
+        }
+        Ok(())
+    }
+
+    /// Copies the reservations of `old` onto this snapshot, matching nodes by id and GPUs
+    /// by index (nodes or GPUs that disappeared are dropped). Use it when a fresh report
+    /// may not yet show memory a routed load is taking.
+    pub fn carry_reservations_from(&self, old: &Snapshot) {
+        for (i, spec) in old.specs.iter().enumerate() {
+            let Some(new) = self.node_index(&spec.id) else {
+                continue;
+            };
+            let ram = old.ram_reserved[i].load(Ordering::Relaxed);
+            if ram > 0 {
+                self.ram_reserved[new.get()].fetch_add(ram, Ordering::Relaxed);
+            }
+            let orow = old.rows[i];
+            let nrow = self.rows[new.get()];
+            for s in orow.gpu_start..orow.gpu_end {
+                let v = old.gpu_reserved[s as usize].load(Ordering::Relaxed);
+                let index = old.gpus[s as usize].index;
+                if v == 0 {
+                    continue;
+                }
+                if let Some(t) =
+                    (nrow.gpu_start..nrow.gpu_end).find(|&t| self.gpus[t as usize].index == index)
+                {
+                    self.gpu_reserved[t as usize].fetch_add(v, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
+    /// Bit mask of a label, 0 if no node carries it.
+    pub(crate) fn label_bit(&self, label: &str) -> Option<u64> {
+        self.labels.get(label).map(|b| 1u64 << b)
+    }
+
+    pub(crate) fn model_id(&self, name: &str) -> Option<u32> {
+        self.models.get(normalize_model(name)).copied()
+    }
+
+    #[inline]
+    pub(crate) fn gpu_free_now(&self, slot: usize) -> u64 {
+        u64::from(self.gpus[slot].free_mib)
+            .saturating_sub(self.gpu_reserved[slot].load(Ordering::Relaxed))
+    }
+
+    #[inline]
+    pub(crate) fn ram_free_now(&self, node: usize) -> u64 {
+        let free = self.rows[node].ram_free_mib;
+        if free == UNKNOWN_MIB {
+            UNKNOWN_MIB
+        } else {
+            free.saturating_sub(self.ram_reserved[node].load(Ordering::Relaxed))
+        }
+    }
+
+    fn check(&self, node: NodeIndex) -> Result<()> {
+        if node.get() < self.specs.len() {
+            Ok(())
+        } else {
+            Err(Error::NoSuchNode {
+                index: node.0,
+                len: self.specs.len(),
+            })
+        }
+    }
+
+    /// Absolute GPU slot; `Ok(None)` when the node is invalid (its GPUs are not indexed).
+    fn gpu_slot(&self, node: NodeIndex, gpu: u32) -> Result<Option<usize>> {
+        self.check(node)?;
+        let spec = &self.specs[node.get()];
+        if !spec.gpus.iter().any(|g| g.index == gpu) {
+            return Err(Error::NoSuchGpu {
+                node: spec.id.clone(),
+                gpu,
+            });
+        }
+        let row = self.rows[node.get()];
+        Ok((row.gpu_start..row.gpu_end)
+            .map(|s| s as usize)
+            .find(|&s| self.gpus[s].index == gpu))
+    }
+
+    fn counter(&self, node: NodeIndex, gpu: Option<u32>) -> Result<Option<&AtomicU64>> {
+        match gpu {
+            None => {
+                self.check(node)?;
+                Ok(Some(&self.ram_reserved[node.get()]))
+            }
+            Some(g) => Ok(self.gpu_slot(node, g)?.map(|s| &self.gpu_reserved[s])),
+        }
+    }
+}
+
+/// What [`Snapshot::reserve_decision`] reserved.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Reservation {
+    /// The snapshot it was made on.
+    pub snapshot: SnapshotId,
+    /// The node.
+    pub node: NodeIndex,
+    /// The node's id (to find it again in a later snapshot).
+    pub node_id: String,
+    /// (GPU index or `None` for RAM, MiB) pairs.
+    pub parts: Vec<(Option<u32>, u64)>,
+}
