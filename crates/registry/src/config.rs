@@ -1,0 +1,85 @@
+//! Registry settings: expiries, timeouts, discovery and push strategies.
+
+use std::time::Duration;
+
+use crate::validate::Limits;
+
+/// How discovery finds keys written by writers that keep no index (SOLLOL's Python tools).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ScanStrategy {
+    /// Never SCAN: only indexed keys (written by vramroute) are seen.
+    Never,
+    /// SCAN on the first discovery and then at most once per interval (default 30 s).
+    Periodic(Duration),
+    /// SCAN on every discovery (slow on big keyspaces; for tests and tiny clusters).
+    EveryDiscover,
+}
+
+/// Whether [`Registry::watch`](crate::Registry::watch) uses Redis keyspace notifications.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum KeyspaceEvents {
+    /// Use them if the server already has them on (`notify-keyspace-events` with `K`, `g`,
+    /// `$`, `x` or `A`); otherwise fall back to our channel plus polling.
+    IfEnabled,
+    /// Add the flags we need with `CONFIG SET` (keeping the existing ones) when missing;
+    /// fall back to our channel plus polling when the server refuses. Default.
+    Enable,
+    /// Never: our channel plus polling only.
+    Off,
+}
+
+/// Settings of a registry backend. `Default` gives SOLLOL's expiries.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RegistryConfig {
+    /// Expiry of `sollol:gpu:{node_id}` (SOLLOL: 120 s).
+    pub stats_ttl: Duration,
+    /// Expiry of `sollol:rpc:node:{host}:{port}` (SOLLOL: 3600 s).
+    pub registration_ttl: Duration,
+    /// Approximate cap of the `sollol:gpu:stats` stream (`MAXLEN ~`, SOLLOL: 1000).
+    pub stream_maxlen: usize,
+    /// Bound on every Redis call, connection included (default 2 s).
+    pub command_timeout: Duration,
+    /// Reconnect backoff: first delay (default 100 ms), doubled per attempt up to
+    /// `reconnect_max_delay` (default 5 s).
+    pub reconnect_min_delay: Duration,
+    /// Cap of the reconnect backoff.
+    pub reconnect_max_delay: Duration,
+    /// How SOLLOL-written (unindexed) keys are found.
+    pub scan: ScanStrategy,
+    /// `COUNT` hint of each SCAN call (default 1000).
+    pub scan_count: usize,
+    /// Whether watch uses keyspace notifications.
+    pub keyspace_events: KeyspaceEvents,
+    /// Interval of the polling fallback of watch (default 2 s).
+    pub poll_interval: Duration,
+    /// Index entries whose key should have expired this long ago are pruned
+    /// (default 60 s; covers clock skew between writers and readers).
+    pub index_prune_grace: Duration,
+    /// Root CA certificate(s) (PEM) to verify a `rediss://` server with, instead of the
+    /// system trust store.
+    pub tls_root_ca_pem: Option<Vec<u8>>,
+    /// Caps on what a reader accepts.
+    pub limits: Limits,
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        Self {
+            stats_ttl: Duration::from_secs(120),
+            registration_ttl: Duration::from_secs(3600),
+            stream_maxlen: 1000,
+            command_timeout: Duration::from_secs(2),
+            reconnect_min_delay: Duration::from_millis(100),
+            reconnect_max_delay: Duration::from_secs(5),
+            scan: ScanStrategy::Periodic(Duration::from_secs(30)),
+            scan_count: 1000,
+            keyspace_events: KeyspaceEvents::Enable,
+            poll_interval: Duration::from_secs(2),
+            index_prune_grace: Duration::from_secs(60),
+            tls_root_ca_pem: None,
+            limits: Limits::default(),
+        }
+    }
+}

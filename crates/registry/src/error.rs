@@ -1,0 +1,187 @@
+//! The crate's error type and the URL redaction helper.
+
+use std::time::Duration;
+
+/// Everything that can go wrong in the registry.
+///
+/// Every message names the (redacted) Redis URL and says what to do. No message ever
+/// contains a password: URLs go through [`redact_url`], and server messages are scrubbed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The URL could not be parsed or uses an unsupported scheme.
+    #[error("invalid Redis URL {url}: {reason} (expected redis://, rediss://, redis+unix://, unix:// or redis-cluster://)")]
+    InvalidUrl {
+        /// The redacted URL.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The server could not be reached (refused, unresolvable, connection dropped).
+    #[error("cannot reach Redis at {url} ({reason}): is it running and reachable from this host? Check the URL (SOLLOL_REDIS_URL / --redis-url)")]
+    Unreachable {
+        /// The redacted URL.
+        url: String,
+        /// The underlying cause, scrubbed of secrets.
+        reason: String,
+    },
+    /// The server rejected the credentials or the user lacks a permission.
+    #[error("Redis at {url} refused access ({reason}): check the username and password in the URL and the user's ACL")]
+    Auth {
+        /// The redacted URL.
+        url: String,
+        /// The server's answer, scrubbed of secrets.
+        reason: String,
+    },
+    /// An operation did not complete in time.
+    #[error("Redis at {url} did not answer {op} within {after:?}: is it overloaded or unreachable? (timeout: RegistryConfig::command_timeout)")]
+    Timeout {
+        /// The redacted URL.
+        url: String,
+        /// The operation that timed out.
+        op: &'static str,
+        /// The timeout that elapsed.
+        after: Duration,
+    },
+    /// Redis answered with an error.
+    #[error("Redis at {url} failed {op}: {reason}")]
+    Redis {
+        /// The redacted URL.
+        url: String,
+        /// The operation that failed.
+        op: &'static str,
+        /// The server's or client's message, scrubbed of secrets.
+        reason: String,
+    },
+    /// A record given to a writer would not pass our own reader's validation, so it
+    /// was not written.
+    #[error("refusing to write an invalid {what}: {reason}")]
+    InvalidRecord {
+        /// Which record kind.
+        what: &'static str,
+        /// Why it is invalid.
+        reason: String,
+    },
+    /// A test server (feature `testing`) could not be started or controlled.
+    #[error("test Redis server: {0}")]
+    TestServer(String),
+}
+
+/// The crate's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Returns `url` with any password replaced by `***`.
+///
+/// Handles `scheme://user:password@host`, `scheme://:password@host`, a password in the
+/// query string (`?password=…` / `?pass=…`, used by `redis+unix://` URLs) and
+/// comma-separated cluster seed lists. A URL without a password is returned unchanged.
+///
+/// ```
+/// use vramroute_registry::redact_url;
+/// assert_eq!(redact_url("redis://app:s3cret@10.0.0.5:6379/0"), "redis://app:***@10.0.0.5:6379/0");
+/// assert_eq!(redact_url("redis+unix:///run/redis.sock?db=1&pass=x"), "redis+unix:///run/redis.sock?db=1&pass=***");
+/// ```
+pub fn redact_url(url: &str) -> String {
+    let (scheme, rest) = match url.find("://") {
+        Some(i) => (&url[..i + 3], &url[i + 3..]),
+        None => ("", url),
+    };
+    // Split off query and fragment first: they may contain '@' or '/'.
+    let (before_query, query) = match rest.find('?') {
+        Some(i) => (&rest[..i], Some(&rest[i + 1..])),
+        None => (rest, None),
+    };
+    let mut out = String::with_capacity(url.len());
+    out.push_str(scheme);
+    // A cluster URL may carry several `user:pass@host` seeds separated by commas, but
+    // commas may also occur inside a password; redact every userinfo before an '@'
+    // that precedes the path.
+    let (authority, path) = match before_query.find('/') {
+        Some(i) if before_query[..i].contains('@') || !before_query[i..].contains('@') => {
+            (&before_query[..i], &before_query[i..])
+        }
+        // '/' inside a password: the authority ends after the last '@'-prefixed host.
+        _ => match before_query.rfind('@') {
+            Some(at) => match before_query[at..].find('/') {
+                Some(j) => (&before_query[..at + j], &before_query[at + j..]),
+                None => (before_query, ""),
+            },
+            None => (before_query, ""),
+        },
+    };
+    match authority.rfind('@') {
+        Some(at) => {
+            let userinfo = &authority[..at];
+            match userinfo.find(':') {
+                Some(colon) => {
+                    out.push_str(&userinfo[..colon]);
+                    out.push_str(":***");
+                }
+                None => out.push_str(userinfo),
+            }
+            out.push_str(&authority[at..]);
+        }
+        None => out.push_str(authority),
+    }
+    out.push_str(path);
+    if let Some(query) = query {
+        out.push('?');
+        let mut first = true;
+        for pair in query.split('&') {
+            if !first {
+                out.push('&');
+            }
+            first = false;
+            match pair.split_once('=') {
+                Some((k, _)) if matches!(k, "pass" | "password") => {
+                    out.push_str(k);
+                    out.push_str("=***");
+                }
+                _ => out.push_str(pair),
+            }
+        }
+    }
+    out
+}
+
+/// Removes every occurrence of `secret` from `text` (used on server and client messages).
+pub(crate) fn scrub(text: &str, secret: Option<&str>) -> String {
+    match secret {
+        Some(s) if !s.is_empty() => text.replace(s, "***"),
+        _ => text.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_passwords_in_every_form() {
+        let cases = [
+            ("redis://localhost:6379", "redis://localhost:6379"),
+            ("redis://:pw@h:1/0", "redis://:***@h:1/0"),
+            ("redis://user:pw@h:1/2", "redis://user:***@h:1/2"),
+            ("redis://user@h:1", "redis://user@h:1"),
+            ("rediss://u:p%40ss@h:6380/0#insecure", "rediss://u:***@h:6380/0#insecure"),
+            ("redis://u:pa/ss@h:1/0", "redis://u:***@h:1/0"),
+            ("redis://u:pa@ss@h:1/0", "redis://u:***@h:1/0"),
+            ("unix:///tmp/r.sock?pass=x&db=2", "unix:///tmp/r.sock?pass=***&db=2"),
+            ("redis+unix:///tmp/r.sock?password=x", "redis+unix:///tmp/r.sock?password=***"),
+            (
+                "redis-cluster://u:pw@10.0.0.1:7000,10.0.0.2:7000",
+                "redis-cluster://u:***@10.0.0.1:7000,10.0.0.2:7000",
+            ),
+        ];
+        for (input, want) in cases {
+            let got = redact_url(input);
+            assert_eq!(got, want, "redact_url({input})");
+        }
+    }
+
+    #[test]
+    fn scrub_removes_secret() {
+        assert_eq!(scrub("WRONGPASS hunter2", Some("hunter2")), "WRONGPASS ***");
+        assert_eq!(scrub("x", None), "x");
+    }
+}

@@ -1,0 +1,281 @@
+//! Decoding with validation: what a reader accepts from a key anyone may have written.
+//!
+//! A record that fails any check is skipped by discovery with a [`SkippedRecord`]; the
+//! rest of the view is unaffected. Writers run the same checks before writing, so we
+//! never publish what we would refuse to read.
+
+use crate::record::{GpuStatsRecord, RouterMetadata, RpcNodeRecord};
+
+/// Caps applied to every record read (and written). Defaults are documented in
+/// `docs/registry.md`; they are far above any real machine and far below what would
+/// hurt a reader.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    /// Largest accepted value, in bytes (checked before parsing). Default 256 KiB.
+    pub max_record_bytes: usize,
+    /// Most GPUs per record (`gpus`, `gpu_devices`, …). Default 256.
+    pub max_gpus: usize,
+    /// Longest string field, in bytes. Default 1024.
+    pub max_string_bytes: usize,
+    /// Largest memory value, MiB. Default 2^30 MiB (1 PiB).
+    pub max_mib: u64,
+    /// Most entries in other lists (`loaded_models`, `rpc_backends`). Default 4096.
+    pub max_list_len: usize,
+    /// Most unknown top-level keys kept. Default 64.
+    pub max_extra_keys: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_record_bytes: 256 * 1024,
+            max_gpus: 256,
+            max_string_bytes: 1024,
+            max_mib: 1 << 30,
+            max_list_len: 4096,
+            max_extra_keys: 64,
+        }
+    }
+}
+
+/// Latest accepted `timestamp`: 4102444800 s = 2100-01-01.
+pub const MAX_TIMESTAMP: f64 = 4_102_444_800.0;
+
+/// A record discovery could not use, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SkippedRecord {
+    /// The Redis key (or memory-backend key) it was read from.
+    pub key: String,
+    /// Why it was skipped, in words.
+    pub reason: String,
+}
+
+fn check_len(what: &str, len: usize, max: usize) -> Result<(), String> {
+    if len > max {
+        Err(format!("{what} has {len} entries (max {max})"))
+    } else {
+        Ok(())
+    }
+}
+
+fn check_str(what: &str, s: &str, limits: &Limits) -> Result<(), String> {
+    if s.len() > limits.max_string_bytes {
+        Err(format!("{what} is {} bytes long (max {})", s.len(), limits.max_string_bytes))
+    } else {
+        Ok(())
+    }
+}
+
+fn check_opt_str(what: &str, s: &Option<String>, limits: &Limits) -> Result<(), String> {
+    s.as_deref().map_or(Ok(()), |s| check_str(what, s, limits))
+}
+
+fn check_mib(what: &str, v: u64, limits: &Limits) -> Result<(), String> {
+    if v > limits.max_mib {
+        Err(format!("{what} = {v} MiB is absurd (max {} MiB)", limits.max_mib))
+    } else {
+        Ok(())
+    }
+}
+
+fn check_opt_mib(what: &str, v: Option<u64>, limits: &Limits) -> Result<(), String> {
+    v.map_or(Ok(()), |v| check_mib(what, v, limits))
+}
+
+fn check_extra(
+    extra: &std::collections::BTreeMap<String, serde_json::Value>,
+    limits: &Limits,
+) -> Result<(), String> {
+    check_len("unknown keys", extra.len(), limits.max_extra_keys)
+}
+
+/// Checks a stats record against `limits`.
+pub fn validate_stats(r: &GpuStatsRecord, limits: &Limits) -> Result<(), String> {
+    check_str("vendor", &r.vendor, limits)?;
+    check_str("node_id", &r.node_id, limits)?;
+    if !r.timestamp.is_finite() || r.timestamp < 0.0 || r.timestamp > MAX_TIMESTAMP {
+        return Err(format!("timestamp {} is not a plausible Unix time", r.timestamp));
+    }
+    check_len("gpus", r.gpus.len(), limits.max_gpus)?;
+    for (i, g) in r.gpus.iter().enumerate() {
+        let at = |f: &str| format!("gpus[{i}].{f}");
+        if g.index as usize >= limits.max_gpus.max(1) * 16 {
+            return Err(format!("{} = {} is absurd", at("index"), g.index));
+        }
+        check_str(&at("name"), &g.name, limits)?;
+        check_opt_mib(&at("memory_total_mb"), g.memory_total_mb, limits)?;
+        check_opt_mib(&at("memory_free_mb"), g.memory_free_mb, limits)?;
+        check_opt_mib(&at("memory_used_mb"), g.memory_used_mb, limits)?;
+        if let Some(u) = g.utilization_percent {
+            if u > 100 {
+                return Err(format!("{} = {u} is outside 0-100", at("utilization_percent")));
+            }
+        }
+        if let Some(t) = g.temperature_c {
+            if !(-100..=300).contains(&t) {
+                return Err(format!("{} = {t} is outside -100..300 °C", at("temperature_c")));
+            }
+        }
+        if let Some(p) = g.power_w {
+            if !p.is_finite() || !(0.0..=100_000.0).contains(&p) {
+                return Err(format!("{} = {p} is outside 0..100000 W", at("power_w")));
+            }
+        }
+        for (f, s) in [
+            ("uuid", &g.uuid),
+            ("pci_bus_id", &g.pci_bus_id),
+            ("memory_kind", &g.memory_kind),
+            ("driver", &g.driver),
+            ("ggml_device", &g.ggml_device),
+        ] {
+            check_opt_str(&at(f), s, limits)?;
+        }
+    }
+    for (f, s) in [
+        ("reporter_version", &r.reporter_version),
+        ("hostname", &r.hostname),
+        ("gpu_offload_reason", &r.gpu_offload_reason),
+        ("note", &r.note),
+        ("ollama_url", &r.ollama_url),
+        ("rpc_host", &r.rpc_host),
+    ] {
+        check_opt_str(f, s, limits)?;
+    }
+    if let Some(models) = &r.loaded_models {
+        check_len("loaded_models", models.len(), limits.max_list_len)?;
+        for (i, m) in models.iter().enumerate() {
+            check_str(&format!("loaded_models[{i}].name"), &m.name, limits)?;
+            check_opt_mib(&format!("loaded_models[{i}].size_mb"), m.size_mb, limits)?;
+            check_opt_mib(&format!("loaded_models[{i}].size_vram_mb"), m.size_vram_mb, limits)?;
+        }
+    }
+    check_opt_mib("cpu_ram_total_mb", r.cpu_ram_total_mb, limits)?;
+    check_opt_mib("cpu_ram_free_mb", r.cpu_ram_free_mb, limits)?;
+    if let Some(n) = r.cpu_count {
+        if n > 1 << 20 {
+            return Err(format!("cpu_count = {n} is absurd"));
+        }
+    }
+    if let Some(l) = r.cpu_load_percent {
+        if !l.is_finite() || !(0.0..=100.0).contains(&l) {
+            return Err(format!("cpu_load_percent = {l} is outside 0-100"));
+        }
+    }
+    check_extra(&r.extra, limits)
+}
+
+/// Checks a registration against `limits`.
+pub fn validate_rpc(r: &RpcNodeRecord, limits: &Limits) -> Result<(), String> {
+    check_len("gpu_devices", r.gpu_devices.len(), limits.max_gpus)?;
+    check_len("gpu_vram_mb", r.gpu_vram_mb.len(), limits.max_gpus)?;
+    check_len("gpu_names", r.gpu_names.len(), limits.max_gpus)?;
+    if r.gpu_vram_mb.len() != r.gpu_devices.len() {
+        return Err(format!(
+            "gpu_devices has {} entries but gpu_vram_mb has {}",
+            r.gpu_devices.len(),
+            r.gpu_vram_mb.len()
+        ));
+    }
+    for (i, v) in r.gpu_vram_mb.iter().enumerate() {
+        check_mib(&format!("gpu_vram_mb[{i}]"), *v, limits)?;
+    }
+    for (i, s) in r.gpu_devices.iter().chain(&r.gpu_names).enumerate() {
+        check_str(&format!("gpu device/name #{i}"), s, limits)?;
+    }
+    check_mib("cpu_ram_mb", r.cpu_ram_mb, limits)?;
+    check_str("device_config", &r.device_config, limits)?;
+    check_str("memory_config", &r.memory_config, limits)?;
+    if r.total_parallel_workers as usize > limits.max_gpus + 1 {
+        return Err(format!(
+            "total_parallel_workers = {} is absurd (max {})",
+            r.total_parallel_workers,
+            limits.max_gpus + 1
+        ));
+    }
+    for (f, v) in [
+        ("ggml_devices", &r.ggml_devices),
+        ("gpu_uuids", &r.gpu_uuids),
+        ("gpu_pci_bus_ids", &r.gpu_pci_bus_ids),
+    ] {
+        if let Some(v) = v {
+            check_len(f, v.len(), limits.max_gpus)?;
+            for s in v {
+                check_str(f, s, limits)?;
+            }
+        }
+    }
+    if let Some(v) = &r.gpu_vram_total_mb {
+        check_len("gpu_vram_total_mb", v.len(), limits.max_gpus)?;
+        for (i, m) in v.iter().enumerate() {
+            check_mib(&format!("gpu_vram_total_mb[{i}]"), *m, limits)?;
+        }
+    }
+    check_opt_mib("cpu_ram_total_mb", r.cpu_ram_total_mb, limits)?;
+    check_opt_str("reporter_version", &r.reporter_version, limits)?;
+    check_opt_str("hostname", &r.hostname, limits)?;
+    if let Some(f) = r.reserve_fraction {
+        if !f.is_finite() || !(0.0..1.0).contains(&f) {
+            return Err(format!("reserve_fraction = {f} is outside 0..1"));
+        }
+    }
+    check_extra(&r.extra, limits)
+}
+
+/// Checks router metadata against `limits`.
+pub fn validate_metadata(m: &RouterMetadata, limits: &Limits) -> Result<(), String> {
+    check_len("rpc_backends", m.rpc_backends.len(), limits.max_list_len)?;
+    for (i, b) in m.rpc_backends.iter().enumerate() {
+        check_str(&format!("rpc_backends[{i}].host"), &b.host, limits)?;
+        if b.host.is_empty() {
+            return Err(format!("rpc_backends[{i}].host is empty"));
+        }
+    }
+    check_extra(&m.extra, limits)
+}
+
+fn check_size(bytes: &[u8], limits: &Limits) -> Result<(), String> {
+    if bytes.len() > limits.max_record_bytes {
+        Err(format!(
+            "value is {} bytes (max {})",
+            bytes.len(),
+            limits.max_record_bytes
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// Parses and validates a stats record read from `sollol:gpu:{key_node_id}`. A record
+/// without `node_id` gets `key_node_id`.
+pub fn decode_stats(
+    key_node_id: &str,
+    bytes: &[u8],
+    limits: &Limits,
+) -> Result<GpuStatsRecord, String> {
+    check_size(bytes, limits)?;
+    let mut r: GpuStatsRecord =
+        serde_json::from_slice(bytes).map_err(|e| format!("bad stats record: {e}"))?;
+    if r.node_id.is_empty() {
+        r.node_id = key_node_id.to_owned();
+    }
+    validate_stats(&r, limits)?;
+    Ok(r)
+}
+
+/// Parses and validates a registration.
+pub fn decode_rpc(bytes: &[u8], limits: &Limits) -> Result<RpcNodeRecord, String> {
+    check_size(bytes, limits)?;
+    let r: RpcNodeRecord =
+        serde_json::from_slice(bytes).map_err(|e| format!("bad registration: {e}"))?;
+    validate_rpc(&r, limits)?;
+    Ok(r)
+}
+
+/// Parses and validates router metadata.
+pub fn decode_metadata(bytes: &[u8], limits: &Limits) -> Result<RouterMetadata, String> {
+    check_size(bytes, limits)?;
+    let m: RouterMetadata =
+        serde_json::from_slice(bytes).map_err(|e| format!("bad router metadata: {e}"))?;
+    validate_metadata(&m, limits)?;
+    Ok(m)
+}

@@ -1,0 +1,276 @@
+//! Change-push plumbing shared by the backends: fan-out to subscribers, the messages of
+//! our channel, keyspace-event decoding and the polling differ.
+
+use std::collections::HashMap;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::keys;
+use crate::{Change, ClusterView, RouterMetadata, RpcNodeRecord};
+
+/// Capacity of each subscriber's queue; when full, changes are dropped and a
+/// [`Change::Resync`] follows as soon as there is room.
+pub(crate) const QUEUE: usize = 4096;
+
+/// Aborts a background task when dropped.
+#[derive(Debug)]
+pub(crate) struct AbortOnDrop(pub(crate) JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// One subscriber's sending side, remembering whether it missed something.
+#[derive(Debug)]
+pub(crate) struct Sink {
+    tx: mpsc::Sender<Change>,
+    lagged: bool,
+}
+
+impl Sink {
+    pub(crate) fn new(tx: mpsc::Sender<Change>) -> Self {
+        Self { tx, lagged: false }
+    }
+
+    /// Sends without waiting; returns false once the receiver is gone.
+    pub(crate) fn send(&mut self, change: Change) -> bool {
+        use mpsc::error::TrySendError;
+        if self.lagged {
+            match self.tx.try_send(Change::Resync) {
+                Ok(()) => self.lagged = false,
+                Err(TrySendError::Full(_)) => return true,
+                Err(TrySendError::Closed(_)) => return false,
+            }
+        }
+        match self.tx.try_send(change) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) => {
+                self.lagged = true;
+                true
+            }
+            Err(TrySendError::Closed(_)) => false,
+        }
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+}
+
+/// Fan-out to every live subscriber.
+#[derive(Debug, Default)]
+pub(crate) struct Subscribers(Vec<Sink>);
+
+impl Subscribers {
+    pub(crate) fn add(&mut self, tx: mpsc::Sender<Change>) {
+        self.0.retain(|s| !s.is_closed());
+        self.0.push(Sink::new(tx));
+    }
+
+    pub(crate) fn send(&mut self, change: &Change) {
+        self.0.retain_mut(|s| s.send(change.clone()));
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.iter().all(Sink::is_closed)
+    }
+}
+
+/// The message our writers publish on [`keys::EVENTS_CHANNEL`] for a change.
+pub(crate) fn channel_message(change: &Change) -> String {
+    match change {
+        Change::Updated(id) => format!("stats:set:{id}"),
+        Change::Removed(id) => format!("stats:del:{id}"),
+        Change::RpcUpdated(m) => format!("rpc:set:{m}"),
+        Change::RpcRemoved(m) => format!("rpc:del:{m}"),
+        Change::MetadataChanged => "meta".to_owned(),
+        Change::Resync => "resync".to_owned(),
+    }
+}
+
+/// Parses a message of our channel.
+pub(crate) fn parse_channel_message(msg: &str) -> Option<Change> {
+    if msg == "meta" {
+        return Some(Change::MetadataChanged);
+    }
+    if msg == "resync" {
+        return Some(Change::Resync);
+    }
+    let (kind, rest) = msg.split_once(':')?;
+    let (op, id) = rest.split_once(':')?;
+    if id.is_empty() {
+        return None;
+    }
+    let id = id.to_owned();
+    match (kind, op) {
+        ("stats", "set") => Some(Change::Updated(id)),
+        ("stats", "del") => Some(Change::Removed(id)),
+        ("rpc", "set") => Some(Change::RpcUpdated(id)),
+        ("rpc", "del") => Some(Change::RpcRemoved(id)),
+        _ => None,
+    }
+}
+
+/// Decodes a keyspace notification (`__keyspace@{db}__:{key}` / event name).
+pub(crate) fn parse_keyspace(channel: &str, event: &str) -> Option<Change> {
+    let key = channel.strip_prefix("__keyspace@")?;
+    let key = &key[key.find("__:")? + 3..];
+    #[derive(PartialEq)]
+    enum Op {
+        Set,
+        Gone,
+    }
+    let op = match event {
+        "set" | "rename_to" | "restore" | "copy_to" => Op::Set,
+        "del" | "expired" | "evicted" | "rename_from" => Op::Gone,
+        _ => return None,
+    };
+    if let Some(id) = keys::node_id_from_stats_key(key) {
+        return Some(match op {
+            Op::Set => Change::Updated(id.to_owned()),
+            Op::Gone => Change::Removed(id.to_owned()),
+        });
+    }
+    if let Some((host, port)) = keys::rpc_from_key(key) {
+        let member = keys::rpc_member(host, port);
+        return Some(match op {
+            Op::Set => Change::RpcUpdated(member),
+            Op::Gone => Change::RpcRemoved(member),
+        });
+    }
+    if key == keys::ROUTER_METADATA {
+        return Some(Change::MetadataChanged);
+    }
+    None
+}
+
+/// What the polling fallback remembers of the previous view.
+#[derive(Debug, Default)]
+pub(crate) struct PollState {
+    stats: HashMap<String, u64>,
+    rpc: HashMap<String, RpcNodeRecord>,
+    metadata: Option<RouterMetadata>,
+    primed: bool,
+}
+
+impl PollState {
+    /// Records `view` and returns what changed since the previous call (nothing on the
+    /// first call).
+    pub(crate) fn diff(&mut self, view: &ClusterView) -> Vec<Change> {
+        let mut changes = Vec::new();
+        let stats: HashMap<String, u64> = view
+            .stats
+            .iter()
+            .map(|(id, r)| (id.clone(), r.timestamp.to_bits()))
+            .collect();
+        let rpc: HashMap<String, RpcNodeRecord> = view
+            .rpc_nodes
+            .iter()
+            .map(|e| (keys::rpc_member(&e.host, e.port), e.record.clone()))
+            .collect();
+        if self.primed {
+            for (id, ts) in &stats {
+                if self.stats.get(id) != Some(ts) {
+                    changes.push(Change::Updated(id.clone()));
+                }
+            }
+            for id in self.stats.keys() {
+                if !stats.contains_key(id) {
+                    changes.push(Change::Removed(id.clone()));
+                }
+            }
+            for (m, r) in &rpc {
+                if self.rpc.get(m) != Some(r) {
+                    changes.push(Change::RpcUpdated(m.clone()));
+                }
+            }
+            for m in self.rpc.keys() {
+                if !rpc.contains_key(m) {
+                    changes.push(Change::RpcRemoved(m.clone()));
+                }
+            }
+            if self.metadata != view.metadata {
+                changes.push(Change::MetadataChanged);
+            }
+        }
+        self.stats = stats;
+        self.rpc = rpc;
+        self.metadata = view.metadata.clone();
+        self.primed = true;
+        changes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channel_messages_round_trip() {
+        for c in [
+            Change::Updated("10.0.0.1:11434".into()),
+            Change::Removed("h:1".into()),
+            Change::RpcUpdated("10.0.0.1:50052".into()),
+            Change::RpcRemoved("fe80::1:50052".into()),
+            Change::MetadataChanged,
+            Change::Resync,
+        ] {
+            assert_eq!(parse_channel_message(&channel_message(&c)), Some(c));
+        }
+        assert_eq!(parse_channel_message("garbage"), None);
+        assert_eq!(parse_channel_message("stats:set:"), None);
+    }
+
+    #[test]
+    fn keyspace_events_decode() {
+        let ch = "__keyspace@0__:sollol:gpu:10.0.0.1:11434";
+        assert_eq!(parse_keyspace(ch, "set"), Some(Change::Updated("10.0.0.1:11434".into())));
+        assert_eq!(parse_keyspace(ch, "expired"), Some(Change::Removed("10.0.0.1:11434".into())));
+        assert_eq!(parse_keyspace(ch, "del"), Some(Change::Removed("10.0.0.1:11434".into())));
+        assert_eq!(parse_keyspace(ch, "expire"), None);
+        assert_eq!(parse_keyspace("__keyspace@3__:sollol:gpu:stats", "del"), None);
+        assert_eq!(
+            parse_keyspace("__keyspace@0__:sollol:rpc:node:10.0.0.1:50052", "expired"),
+            Some(Change::RpcRemoved("10.0.0.1:50052".into()))
+        );
+        assert_eq!(
+            parse_keyspace("__keyspace@0__:sollol:router:metadata", "set"),
+            Some(Change::MetadataChanged)
+        );
+        assert_eq!(parse_keyspace("__keyspace@0__:other", "set"), None);
+    }
+
+    #[test]
+    fn poll_diff_reports_changes_after_first_view() {
+        let mut st = PollState::default();
+        let rec = |ts: f64| crate::GpuStatsRecord { timestamp: ts, ..Default::default() };
+        let mut view = ClusterView { stats: vec![("a".into(), rec(1.0))], ..Default::default() };
+        assert!(st.diff(&view).is_empty());
+        view.stats = vec![("a".into(), rec(2.0)), ("b".into(), rec(1.0))];
+        let mut got = st.diff(&view);
+        got.sort_by_key(|c| format!("{c:?}"));
+        assert_eq!(got, vec![Change::Updated("a".into()), Change::Updated("b".into())]);
+        view.stats.remove(0);
+        assert_eq!(st.diff(&view), vec![Change::Removed("a".into())]);
+        assert!(st.diff(&view).is_empty());
+    }
+
+    #[tokio::test]
+    async fn slow_subscriber_gets_resync() {
+        let (tx, mut rx) = mpsc::channel(2);
+        let mut sink = Sink::new(tx);
+        assert!(sink.send(Change::Updated("1".into())));
+        assert!(sink.send(Change::Updated("2".into())));
+        assert!(sink.send(Change::Updated("3".into()))); // dropped, lagged
+        assert_eq!(rx.recv().await, Some(Change::Updated("1".into())));
+        assert_eq!(rx.recv().await, Some(Change::Updated("2".into())));
+        assert!(sink.send(Change::Updated("4".into())));
+        assert_eq!(rx.recv().await, Some(Change::Resync));
+        assert_eq!(rx.recv().await, Some(Change::Updated("4".into())));
+        drop(rx);
+        assert!(!sink.send(Change::Resync));
+    }
+}
