@@ -19,11 +19,22 @@
 mod backend;
 mod command;
 mod error;
+mod estimate;
+mod gguf;
 mod offer;
 mod plan;
 
 pub use backend::GgmlBackend;
 pub use command::{shell_quote, RpcServerCommand, ShellCommand};
 pub use error::{Error, Result};
+pub use estimate::{
+    estimate_from_gguf, estimate_from_ollama_show, estimate_from_ollama_tags, normalize_model_name,
+    sollol_size_table, sollol_table_estimate, EstimateSource, ModelEstimate, ModelSizer,
+    OllamaShowInfo, OllamaTagsInfo, SollolTableEntry, COMPUTE_ALLOWANCE_MIB, DEFAULT_CTX, MIB,
+};
+pub use gguf::{
+    parse_gguf, GgmlType, GgufInfo, GgufValue, TensorInfo, MAX_ARRAY_DEPTH, MAX_ARRAY_LEN,
+    MAX_DIMS, MAX_KEY_BYTES, MAX_KV, MAX_LAYERS, MAX_STRING_BYTES, MAX_TENSORS,
+};
 pub use offer::{NodeOffer, ReserveConfig, SollolCapability, Worker, WorkerKind};
 pub use plan::ClusterWorker;

@@ -2,7 +2,11 @@
 
 #[path = "alloc/commands.rs"]
 mod commands;
+#[path = "alloc/estimate.rs"]
+mod estimate;
 #[path = "alloc/fixtures.rs"]
 mod fixtures;
+#[path = "alloc/gguf.rs"]
+mod gguf;
 #[path = "alloc/offer.rs"]
 mod offer;

@@ -1,0 +1,695 @@
+//! How much memory a model needs, and where that figure came from.
+//!
+//! Need = weights + KV cache + a compute allowance. The KV cache is sized for the
+//! context actually requested, not the model's maximum:
+//!
+//! `kv_bytes = ctx × Σ_layers n_head_kv(layer) × (key_length + value_length) × 2`
+//!
+//! i.e. the familiar `2 (K and V) × n_layers × ctx × n_head_kv × head_dim × 2 bytes`
+//! when K and V have the same head size (`head_dim = embedding_length / head_count`
+//! unless the model says otherwise) and the cache is f16, llama.cpp's default.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::gguf::{GgufInfo, MAX_LAYERS};
+
+/// Bytes per MiB.
+pub const MIB: u64 = 1 << 20;
+
+/// Memory allowed per device for llama.cpp's compute buffers, backend context and
+/// fragmentation, MiB. A stated allowance, not a measurement: llama.cpp's own `--fit`
+/// keeps a 1024 MiB margin per device on top of its estimate; 512 MiB covers the
+/// compute graph of models up to 70B at the default batch size.
+pub const COMPUTE_ALLOWANCE_MIB: u64 = 512;
+
+/// Context length used when the caller has no preference (llama-server's default).
+pub const DEFAULT_CTX: u32 = 4096;
+
+/// Bytes per KV-cache element (f16, llama.cpp's default cache type).
+const KV_BYTES_PER_ELEMENT: u64 = 2;
+
+/// Where an estimate came from, in the order [`ModelSizer`] tries them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EstimateSource {
+    /// The model's GGUF header (tensor sizes and attention metadata).
+    Gguf,
+    /// Ollama's `/api/show` metadata (plus the `/api/tags` size when available).
+    OllamaShow,
+    /// Ollama's `/api/tags` file size only.
+    OllamaTags,
+    /// SOLLOL's built-in size table.
+    SollolTable,
+    /// A size the user gave.
+    Explicit,
+}
+
+impl fmt::Display for EstimateSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            EstimateSource::Gguf => "GGUF header",
+            EstimateSource::OllamaShow => "Ollama /api/show metadata",
+            EstimateSource::OllamaTags => "Ollama /api/tags size",
+            EstimateSource::SollolTable => "SOLLOL size table",
+            EstimateSource::Explicit => "explicit size",
+        })
+    }
+}
+
+/// A model's memory need. All sizes MiB, rounded up.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ModelEstimate {
+    /// The model's name.
+    pub name: String,
+    /// `weights_mib + kv_cache_mib + overhead_mib`.
+    pub total_mib: u64,
+    /// All weights.
+    pub weights_mib: u64,
+    /// KV cache at `context_length` (0 when the source cannot tell; see `notes`).
+    pub kv_cache_mib: u64,
+    /// Compute allowance for one device ([`COMPUTE_ALLOWANCE_MIB`]; 0 for an explicit size).
+    pub overhead_mib: u64,
+    /// Number of repeating layers, when known.
+    pub layer_count: Option<u32>,
+    /// Memory of one repeating layer (weights + its KV cache). From a GGUF header this is
+    /// the largest layer, so plans built on it are never optimistic.
+    pub per_layer_mib: Option<f64>,
+    /// Non-repeating weights that go with the output layer (output head and norm).
+    pub output_mib: u64,
+    /// Input weights llama.cpp always keeps on the `llama-server` host (token embeddings).
+    pub host_mib: u64,
+    /// The context length the KV cache was sized for.
+    pub context_length: Option<u32>,
+    /// KV cache bytes per token of context, when known (for "smaller --ctx" advice).
+    pub kv_bytes_per_token: Option<u64>,
+    /// Where the figures came from.
+    pub source: EstimateSource,
+    /// Caveats a reader should see (what is approximate or missing).
+    pub notes: Vec<String>,
+}
+
+fn mib_ceil(bytes: u64) -> u64 {
+    bytes.div_ceil(MIB)
+}
+
+#[allow(
+    clippy::cast_precision_loss,
+    reason = "sizes far below 2^53 bytes; the per-layer figure is informational"
+)]
+fn bytes_to_mib_f64(bytes: u64) -> f64 {
+    bytes as f64 / MIB as f64
+}
+
+impl ModelEstimate {
+    /// A size the user gave, taken as the whole need (no KV or overhead added).
+    pub fn explicit(name: impl Into<String>, mib: u64) -> ModelEstimate {
+        ModelEstimate {
+            name: name.into(),
+            total_mib: mib,
+            weights_mib: mib,
+            kv_cache_mib: 0,
+            overhead_mib: 0,
+            layer_count: None,
+            per_layer_mib: None,
+            output_mib: 0,
+            host_mib: 0,
+            context_length: None,
+            kv_bytes_per_token: None,
+            source: EstimateSource::Explicit,
+            notes: vec!["the size given is taken as the whole need".to_owned()],
+        }
+    }
+
+    /// Attaches a layer count to an estimate that has none (SOLLOL table, `/api/tags`,
+    /// explicit): every layer is taken to hold an equal share of weights and KV cache.
+    pub fn with_layers(mut self, layers: u32) -> Result<ModelEstimate> {
+        if layers == 0 || u64::from(layers) > MAX_LAYERS {
+            return Err(Error::InvalidInput(format!(
+                "a layer count of {layers} is not plausible (1 to {MAX_LAYERS})"
+            )));
+        }
+        self.layer_count = Some(layers);
+        self.per_layer_mib = Some(
+            bytes_to_mib_f64((self.weights_mib + self.kv_cache_mib) * MIB) / f64::from(layers),
+        );
+        self.output_mib = 0;
+        self.host_mib = 0;
+        self.notes.push(format!(
+            "{layers} layers of equal size assumed (weights and KV cache spread evenly)"
+        ));
+        Ok(self)
+    }
+}
+
+impl fmt::Display for ModelEstimate {
+    /// `NAME: T MiB = weights W + KV K (ctx C) + overhead O; L layers × P MiB [source: S]`
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}: {} MiB = weights {} + KV cache {}",
+            self.name, self.total_mib, self.weights_mib, self.kv_cache_mib
+        )?;
+        if let Some(ctx) = self.context_length {
+            write!(f, " (ctx {ctx})")?;
+        }
+        write!(f, " + overhead {}", self.overhead_mib)?;
+        if let (Some(layers), Some(per_layer)) = (self.layer_count, self.per_layer_mib) {
+            write!(f, "; {layers} layers × {per_layer:.1} MiB")?;
+        }
+        write!(f, " [source: {}]", self.source)?;
+        for note in &self.notes {
+            write!(f, "\n  note: {note}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Architecture numbers of a model as Ollama's `POST /api/show` reports them in
+/// `model_info` (`general.architecture`, `<arch>.block_count`, ...), plus the file size
+/// from `GET /api/tags`. The caller does the HTTP; this crate only does arithmetic.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OllamaShowInfo {
+    /// `general.architecture`.
+    pub architecture: String,
+    /// `<arch>.block_count`.
+    pub block_count: u32,
+    /// `<arch>.context_length` (the trained maximum).
+    pub context_length: Option<u32>,
+    /// `<arch>.embedding_length`.
+    pub embedding_length: u32,
+    /// `<arch>.attention.head_count`.
+    pub head_count: u32,
+    /// `<arch>.attention.head_count_kv` (defaults to `head_count`).
+    pub head_count_kv: Option<u32>,
+    /// `<arch>.attention.key_length` (defaults to `embedding_length / head_count`).
+    pub key_length: Option<u32>,
+    /// `<arch>.attention.value_length` (defaults to `key_length`'s default).
+    pub value_length: Option<u32>,
+    /// `general.parameter_count`.
+    pub parameter_count: Option<u64>,
+    /// `details.quantization_level` (`Q4_K_M`, ...).
+    pub quantization_level: Option<String>,
+    /// The model's size in bytes from `/api/tags` (`size`).
+    pub size_bytes: Option<u64>,
+}
+
+/// One model as `GET /api/tags` lists it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OllamaTagsInfo {
+    /// `name` (`llama3.1:8b`).
+    pub name: String,
+    /// `size`, bytes.
+    pub size_bytes: u64,
+}
+
+/// One row of SOLLOL's size table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct SollolTableEntry {
+    /// Normalised name (`name:tag`).
+    pub name: &'static str,
+    /// SOLLOL's figure, MiB.
+    pub size_mib: u64,
+    /// Repeating layers of the architecture (public model facts, not in SOLLOL's table).
+    pub layers: u32,
+}
+
+const fn entry(name: &'static str, size_mib: u64, layers: u32) -> SollolTableEntry {
+    SollolTableEntry {
+        name,
+        size_mib,
+        layers,
+    }
+}
+
+static SOLLOL_TABLE: [SollolTableEntry; 16] = [
+    entry("all-minilm:latest", 45, 6),
+    entry("nomic-embed-text:latest", 274, 12),
+    entry("qwen2.5-coder:0.5b", 500, 24),
+    entry("mxbai-embed-large:latest", 705, 24),
+    entry("qwen2.5-coder:1.5b", 900, 28),
+    entry("llama3.2:1b", 1300, 16),
+    entry("qwen2.5-coder:3b", 1800, 36),
+    entry("llama3.2:3b", 1900, 28),
+    entry("codellama:7b", 3600, 32),
+    entry("qwen2.5-coder:7b", 4400, 28),
+    entry("llama3.1:latest", 4700, 32),
+    entry("llama3.1:8b", 4700, 32),
+    entry("mistral:7b", 4100, 32),
+    entry("codellama:13b", 6900, 40),
+    entry("llama3.1:70b", 40000, 80),
+    entry("mixtral:8x7b", 26000, 32),
+];
+
+/// SOLLOL's model size table (SPEC.md), names normalised to `name:tag`.
+pub fn sollol_size_table() -> &'static [SollolTableEntry] {
+    &SOLLOL_TABLE
+}
+
+/// Normalises an Ollama model name: trims, lower-cases, drops a
+/// `registry.ollama.ai/library/` or `library/` prefix, and adds `:latest` when there is
+/// no tag (`llama3.1` → `llama3.1:latest`).
+pub fn normalize_model_name(name: &str) -> String {
+    let mut n = name.trim().to_ascii_lowercase();
+    for prefix in ["registry.ollama.ai/library/", "library/"] {
+        if let Some(rest) = n.strip_prefix(prefix) {
+            n = rest.to_owned();
+        }
+    }
+    let last = n.rsplit('/').next().unwrap_or(&n);
+    if !last.contains(':') {
+        n.push_str(":latest");
+    }
+    n
+}
+
+/// The SOLLOL-table estimate for `name` (with the architecture's layer count), if the
+/// table has it. KV cache is not included (SOLLOL's figure is the whole need).
+pub fn sollol_table_estimate(name: &str) -> Option<ModelEstimate> {
+    let key = normalize_model_name(name);
+    let row = SOLLOL_TABLE.iter().find(|e| e.name == key)?;
+    let base = ModelEstimate {
+        name: row.name.to_owned(),
+        total_mib: row.size_mib + COMPUTE_ALLOWANCE_MIB,
+        weights_mib: row.size_mib,
+        kv_cache_mib: 0,
+        overhead_mib: COMPUTE_ALLOWANCE_MIB,
+        layer_count: None,
+        per_layer_mib: None,
+        output_mib: 0,
+        host_mib: 0,
+        context_length: None,
+        kv_bytes_per_token: None,
+        source: EstimateSource::SollolTable,
+        notes: vec![
+            "SOLLOL's figure is the model's size; KV cache for long contexts is not included"
+                .to_owned(),
+        ],
+    };
+    base.with_layers(row.layers).ok()
+}
+
+/// Estimate from a parsed GGUF header for a context of `ctx` tokens.
+pub fn estimate_from_gguf(info: &GgufInfo, ctx: u32) -> Result<ModelEstimate> {
+    let name = info
+        .model_name()
+        .or(info.architecture())
+        .unwrap_or("GGUF model")
+        .to_owned();
+    check_ctx(&name, ctx)?;
+    let missing = |key: &str| Error::MissingMetadata {
+        model: name.clone(),
+        key: key.to_owned(),
+        hint: "the GGUF header is incomplete; give the size with --size-mb instead".to_owned(),
+    };
+    let arch = info
+        .architecture()
+        .ok_or_else(|| missing("general.architecture"))?;
+    let blocks = info
+        .arch_u64("block_count")
+        .ok_or_else(|| missing(&format!("{arch}.block_count")))?;
+    if blocks == 0 || blocks > MAX_LAYERS {
+        return Err(Error::InvalidInput(format!(
+            "GGUF `{name}` declares {blocks} blocks (1 to {MAX_LAYERS} allowed)"
+        )));
+    }
+    let layers = usize::try_from(blocks).map_err(|_| missing("block_count"))?;
+
+    // Weights, by where llama.cpp puts them.
+    let mut layer_bytes = vec![0u64; layers];
+    let (mut host_bytes, mut output_bytes, mut token_embd_bytes) = (0u64, 0u64, 0u64);
+    let mut has_output_weight = false;
+    for t in &info.tensors {
+        if let Some(l) = t.layer() {
+            let slot = usize::try_from(l)
+                .ok()
+                .and_then(|l| layer_bytes.get_mut(l))
+                .ok_or_else(|| {
+                    Error::InvalidInput(format!(
+                        "GGUF `{name}`: tensor `{}` is beyond block_count {blocks}",
+                        t.name
+                    ))
+                })?;
+            *slot = slot.saturating_add(t.size_bytes);
+        } else if t.name.starts_with("token_embd.")
+            || t.name.starts_with("position_embd.")
+            || t.name.starts_with("token_types.")
+        {
+            host_bytes = host_bytes.saturating_add(t.size_bytes);
+            if t.name == "token_embd.weight" {
+                token_embd_bytes = t.size_bytes;
+            }
+        } else {
+            has_output_weight |= t.name == "output.weight";
+            output_bytes = output_bytes.saturating_add(t.size_bytes);
+        }
+    }
+    let mut notes = Vec::new();
+    if !has_output_weight && token_embd_bytes > 0 {
+        // Tied embeddings: llama.cpp loads a copy of token_embd as the output head.
+        output_bytes = output_bytes.saturating_add(token_embd_bytes);
+        notes.push(
+            "tied embeddings: the output head is a copy of token_embd on the output device"
+                .to_owned(),
+        );
+    }
+
+    // KV cache per token, per layer.
+    let head_count = info.arch_per_layer("attention.head_count", layers);
+    let mut kv_layer_per_token = vec![0u64; layers];
+    match head_count {
+        None => notes.push(format!(
+            "no `{arch}.attention.head_count`: KV cache not estimated (non-attention model?)"
+        )),
+        Some(heads) => {
+            let heads_kv = info
+                .arch_per_layer("attention.head_count_kv", layers)
+                .unwrap_or_else(|| heads.clone());
+            let embd = info.arch_u64("embedding_length");
+            let key_len = info.arch_u64("attention.key_length");
+            let value_len = info.arch_u64("attention.value_length");
+            for (l, slot) in kv_layer_per_token.iter_mut().enumerate() {
+                let (h, hkv) = (heads[l], heads_kv[l]);
+                if h == 0 || hkv == 0 {
+                    continue; // a layer without attention (recurrent / SSM block)
+                }
+                let default_dim = embd.map(|e| e / h);
+                let k = key_len
+                    .or(default_dim)
+                    .ok_or_else(|| missing(&format!("{arch}.embedding_length")))?;
+                let v = value_len.or(default_dim).unwrap_or(k);
+                *slot = hkv
+                    .checked_mul(k.saturating_add(v))
+                    .and_then(|x| x.checked_mul(KV_BYTES_PER_ELEMENT))
+                    .ok_or_else(|| {
+                        Error::InvalidInput(format!("GGUF `{name}`: attention sizes overflow"))
+                    })?;
+            }
+        }
+    }
+    let kv_per_token = kv_layer_per_token
+        .iter()
+        .fold(0u64, |a, &b| a.saturating_add(b));
+    let kv_bytes = kv_per_token.saturating_mul(u64::from(ctx));
+    if let Some(trained) = info.arch_u64("context_length") {
+        if u64::from(ctx) > trained {
+            notes.push(format!(
+                "ctx {ctx} is above the model's trained context length {trained}"
+            ));
+        }
+    }
+
+    let biggest_layer = layer_bytes
+        .iter()
+        .zip(&kv_layer_per_token)
+        .map(|(w, kv)| w.saturating_add(kv.saturating_mul(u64::from(ctx))))
+        .max()
+        .unwrap_or(0);
+    let weights_mib = mib_ceil(info.weights_bytes());
+    let kv_cache_mib = mib_ceil(kv_bytes);
+    Ok(ModelEstimate {
+        name,
+        total_mib: weights_mib + kv_cache_mib + COMPUTE_ALLOWANCE_MIB,
+        weights_mib,
+        kv_cache_mib,
+        overhead_mib: COMPUTE_ALLOWANCE_MIB,
+        layer_count: u32::try_from(blocks).ok(),
+        per_layer_mib: Some(bytes_to_mib_f64(biggest_layer)),
+        output_mib: mib_ceil(output_bytes),
+        host_mib: mib_ceil(host_bytes),
+        context_length: Some(ctx),
+        kv_bytes_per_token: Some(kv_per_token),
+        source: EstimateSource::Gguf,
+        notes,
+    })
+}
+
+fn check_ctx(name: &str, ctx: u32) -> Result<()> {
+    if ctx == 0 {
+        return Err(Error::InvalidInput(format!(
+            "context length 0 for `{name}`: give the --ctx you will run with (e.g. {DEFAULT_CTX})"
+        )));
+    }
+    Ok(())
+}
+
+/// Approximate bits per weight of a whole model at an Ollama quantization level.
+fn bits_per_weight(level: &str) -> Option<f64> {
+    Some(match level.to_ascii_uppercase().as_str() {
+        "F32" => 32.0,
+        "F16" | "BF16" => 16.0,
+        "Q8_0" => 8.5,
+        "Q6_K" => 6.56,
+        "Q5_K_M" => 5.69,
+        "Q5_K_S" => 5.54,
+        "Q5_1" => 6.0,
+        "Q5_0" => 5.5,
+        "Q4_K_M" => 4.89,
+        "Q4_K_S" => 4.58,
+        "Q4_1" => 5.0,
+        "Q4_0" | "IQ4_NL" => 4.5,
+        "IQ4_XS" => 4.25,
+        "Q3_K_L" => 4.27,
+        "Q3_K_M" => 3.91,
+        "Q3_K_S" => 3.5,
+        "Q2_K" => 3.35,
+        _ => return None,
+    })
+}
+
+/// Estimate from Ollama's `/api/show` numbers for a context of `ctx` tokens. Weights
+/// come from `size_bytes` (the `/api/tags` size) or, failing that, parameter count ×
+/// the quantization's approximate bits per weight.
+pub fn estimate_from_ollama_show(
+    name: &str,
+    info: &OllamaShowInfo,
+    ctx: u32,
+) -> Result<ModelEstimate> {
+    check_ctx(name, ctx)?;
+    let missing = |key: &str, hint: &str| Error::MissingMetadata {
+        model: name.to_owned(),
+        key: key.to_owned(),
+        hint: hint.to_owned(),
+    };
+    if info.block_count == 0 || u64::from(info.block_count) > MAX_LAYERS {
+        return Err(missing(
+            &format!("{}.block_count", info.architecture),
+            "Ollama's /api/show reported no usable block_count; give the size with --size-mb",
+        ));
+    }
+    let mut notes = Vec::new();
+    let weights_bytes = match (
+        info.size_bytes,
+        info.parameter_count,
+        &info.quantization_level,
+    ) {
+        (Some(size), _, _) => size,
+        (None, Some(params), Some(level)) => {
+            let bits = bits_per_weight(level).ok_or_else(|| {
+                missing("size", &format!("quantization `{level}` is not in the bits-per-weight table; pass the /api/tags size"))
+            })?;
+            notes.push(format!(
+                "weights approximated as {params} parameters × {bits} bits ({level})"
+            ));
+            #[allow(
+                clippy::cast_possible_truncation,
+                clippy::cast_sign_loss,
+                clippy::cast_precision_loss,
+                reason = "an approximation by construction; far below 2^53"
+            )]
+            let bytes = (params as f64 * bits / 8.0).ceil() as u64;
+            bytes
+        }
+        _ => return Err(missing(
+            "size",
+            "pass the model's /api/tags size (or general.parameter_count and quantization_level)",
+        )),
+    };
+    let mut kv_per_token = 0u64;
+    if info.head_count == 0 {
+        notes.push("no attention.head_count: KV cache not estimated".to_owned());
+    } else {
+        let hkv = u64::from(info.head_count_kv.unwrap_or(info.head_count));
+        let default_dim = u64::from(info.embedding_length / info.head_count);
+        let k = info.key_length.map_or(default_dim, u64::from);
+        let v = info.value_length.map_or(default_dim, u64::from);
+        kv_per_token = u64::from(info.block_count)
+            .saturating_mul(hkv)
+            .saturating_mul(k.saturating_add(v))
+            .saturating_mul(KV_BYTES_PER_ELEMENT);
+    }
+    if let Some(trained) = info.context_length {
+        if ctx > trained {
+            notes.push(format!(
+                "ctx {ctx} is above the model's trained context length {trained}"
+            ));
+        }
+    }
+    let weights_mib = mib_ceil(weights_bytes);
+    let kv_cache_mib = mib_ceil(kv_per_token.saturating_mul(u64::from(ctx)));
+    let estimate = ModelEstimate {
+        name: name.to_owned(),
+        total_mib: weights_mib + kv_cache_mib + COMPUTE_ALLOWANCE_MIB,
+        weights_mib,
+        kv_cache_mib,
+        overhead_mib: COMPUTE_ALLOWANCE_MIB,
+        layer_count: None,
+        per_layer_mib: None,
+        output_mib: 0,
+        host_mib: 0,
+        context_length: Some(ctx),
+        kv_bytes_per_token: Some(kv_per_token),
+        source: EstimateSource::OllamaShow,
+        notes,
+    };
+    estimate.with_layers(info.block_count)
+}
+
+/// Estimate from `/api/tags`' file size alone: weights only, no layer count.
+pub fn estimate_from_ollama_tags(info: &OllamaTagsInfo) -> ModelEstimate {
+    let weights_mib = mib_ceil(info.size_bytes);
+    ModelEstimate {
+        name: info.name.clone(),
+        total_mib: weights_mib + COMPUTE_ALLOWANCE_MIB,
+        weights_mib,
+        kv_cache_mib: 0,
+        overhead_mib: COMPUTE_ALLOWANCE_MIB,
+        layer_count: None,
+        per_layer_mib: None,
+        output_mib: 0,
+        host_mib: 0,
+        context_length: None,
+        kv_bytes_per_token: None,
+        source: EstimateSource::OllamaTags,
+        notes: vec![
+            "/api/tags gives only the file size: KV cache not included, layer count unknown"
+                .to_owned(),
+        ],
+    }
+}
+
+/// Tries the sources a caller has, in this order: GGUF header, Ollama `/api/show`
+/// (with the `/api/tags` size), Ollama `/api/tags`, SOLLOL's table, an explicit size.
+/// The first source that knows the model wins; none → [`Error::UnknownModel`]. (To let
+/// a user's explicit size override everything, use [`ModelEstimate::explicit`] directly.)
+#[derive(Debug, Clone, Copy)]
+pub struct ModelSizer<'a> {
+    gguf: Option<&'a GgufInfo>,
+    ollama_show: Option<&'a OllamaShowInfo>,
+    ollama_tags: Option<&'a OllamaTagsInfo>,
+    sollol_table: bool,
+    explicit_mib: Option<u64>,
+}
+
+impl Default for ModelSizer<'_> {
+    fn default() -> Self {
+        ModelSizer::new()
+    }
+}
+
+impl<'a> ModelSizer<'a> {
+    /// A sizer with only SOLLOL's table as a source.
+    pub fn new() -> Self {
+        ModelSizer {
+            gguf: None,
+            ollama_show: None,
+            ollama_tags: None,
+            sollol_table: true,
+            explicit_mib: None,
+        }
+    }
+
+    /// Adds a parsed GGUF header.
+    pub fn gguf(mut self, info: &'a GgufInfo) -> Self {
+        self.gguf = Some(info);
+        self
+    }
+
+    /// Adds Ollama's `/api/show` numbers.
+    pub fn ollama_show(mut self, info: &'a OllamaShowInfo) -> Self {
+        self.ollama_show = Some(info);
+        self
+    }
+
+    /// Adds Ollama's `/api/tags` entry.
+    pub fn ollama_tags(mut self, info: &'a OllamaTagsInfo) -> Self {
+        self.ollama_tags = Some(info);
+        self
+    }
+
+    /// Adds an explicit size, MiB (the last resort).
+    pub fn explicit_mib(mut self, mib: u64) -> Self {
+        self.explicit_mib = Some(mib);
+        self
+    }
+
+    /// Does not consult SOLLOL's table.
+    pub fn without_sollol_table(mut self) -> Self {
+        self.sollol_table = false;
+        self
+    }
+
+    /// The estimate for `name` at `ctx` tokens from the first source that has it.
+    pub fn estimate(&self, name: &str, ctx: u32) -> Result<ModelEstimate> {
+        if let Some(info) = self.gguf {
+            let mut estimate = estimate_from_gguf(info, ctx)?;
+            estimate.name = name.to_owned();
+            return Ok(estimate);
+        }
+        if let Some(show) = self.ollama_show {
+            let mut show = show.clone();
+            if show.size_bytes.is_none() {
+                show.size_bytes = self.ollama_tags.map(|t| t.size_bytes);
+            }
+            return estimate_from_ollama_show(name, &show, ctx);
+        }
+        if let Some(tags) = self.ollama_tags {
+            let mut estimate = estimate_from_ollama_tags(tags);
+            estimate.name = name.to_owned();
+            return Ok(estimate);
+        }
+        if self.sollol_table {
+            if let Some(estimate) = sollol_table_estimate(name) {
+                return Ok(estimate);
+            }
+        }
+        if let Some(mib) = self.explicit_mib {
+            return Ok(ModelEstimate::explicit(name, mib));
+        }
+        Err(Error::UnknownModel {
+            name: name.to_owned(),
+            hint: "no source knows its size, and none is guessed: give it with --size-mb, \
+                   point at its GGUF file, or ask an Ollama node that has it pulled \
+                   (/api/show, /api/tags)"
+                .to_owned(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_normalise() {
+        assert_eq!(normalize_model_name("llama3.1"), "llama3.1:latest");
+        assert_eq!(normalize_model_name(" Llama3.1:8B "), "llama3.1:8b");
+        assert_eq!(
+            normalize_model_name("registry.ollama.ai/library/mistral:7b"),
+            "mistral:7b"
+        );
+        assert_eq!(normalize_model_name("user/model"), "user/model:latest");
+        assert_eq!(
+            normalize_model_name("host:5000/user/model"),
+            "host:5000/user/model:latest"
+        );
+    }
+
+    #[test]
+    fn bits_table_is_case_insensitive() {
+        assert_eq!(bits_per_weight("q4_k_m"), Some(4.89));
+        assert_eq!(bits_per_weight("Q9_X"), None);
+    }
+}

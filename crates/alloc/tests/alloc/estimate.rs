@@ -1,0 +1,238 @@
+//! Model memory estimates from every source, and the resolver's order.
+
+use expect_test::expect;
+use vramroute_alloc::{
+    estimate_from_gguf, estimate_from_ollama_show, estimate_from_ollama_tags, sollol_size_table,
+    sollol_table_estimate, Error, EstimateSource, GgufInfo, ModelEstimate, ModelSizer,
+    OllamaShowInfo, OllamaTagsInfo, COMPUTE_ALLOWANCE_MIB,
+};
+
+use crate::gguf::data;
+
+const MIB: f64 = 1_048_576.0;
+
+#[test]
+fn gguf_estimate_counts_weights_kv_for_the_requested_ctx_and_biggest_layer() {
+    let info = GgufInfo::from_path(data("tiny-llama.gguf")).unwrap();
+    let e = estimate_from_gguf(&info, 2048).unwrap();
+    assert_eq!(e.source, EstimateSource::Gguf);
+    assert_eq!(e.name, "tiny-llama");
+    assert_eq!(e.layer_count, Some(2));
+    assert_eq!(e.context_length, Some(2048));
+    // KV per token: 2 layers × 2 KV heads × (16 + 16) head dims × 2 bytes = 256 bytes.
+    assert_eq!(e.kv_bytes_per_token, Some(256));
+    // 256 × 2048 = 512 KiB → rounded up to 1 MiB.
+    assert_eq!(e.kv_cache_mib, 1);
+    // 72192 bytes of weights → 1 MiB.
+    assert_eq!(e.weights_mib, 1);
+    assert_eq!(e.overhead_mib, COMPUTE_ALLOWANCE_MIB);
+    assert_eq!(e.total_mib, 1 + 1 + COMPUTE_ALLOWANCE_MIB);
+    // Largest layer: blk.0 = 35840 bytes of weights + 128 B/token × 2048 of KV.
+    let expected = (35840.0 + 128.0 * 2048.0) / MIB;
+    assert!((e.per_layer_mib.unwrap() - expected).abs() < 1e-12);
+    // token_embd stays on the host; output + output_norm go with the output layer.
+    assert_eq!((e.host_mib, e.output_mib), (1, 1));
+    assert!(e.notes.is_empty(), "{:?}", e.notes);
+
+    // Twice the context, twice the KV per layer.
+    let e2 = estimate_from_gguf(&info, 4096).unwrap();
+    assert_eq!(e2.kv_bytes_per_token, Some(256));
+    let expected = (35840.0 + 128.0 * 4096.0) / MIB;
+    assert!((e2.per_layer_mib.unwrap() - expected).abs() < 1e-12);
+    assert_eq!(
+        e2.notes,
+        ["ctx 4096 is above the model's trained context length 2048"]
+    );
+}
+
+#[test]
+fn gguf_tied_embeddings_and_per_layer_kv_heads() {
+    let info = GgufInfo::from_path(data("tiny-tied-kquant.gguf")).unwrap();
+    let e = estimate_from_gguf(&info, 1024).unwrap();
+    // (2 + 4) KV heads × (32 + 32) × 2 bytes.
+    assert_eq!(e.kv_bytes_per_token, Some(768));
+    // Layer 1 has 4 KV heads: 2336 bytes of weights + 4 × 64 × 2 × 1024 bytes of KV.
+    let expected = (2336.0 + 512.0 * 1024.0) / MIB;
+    assert!((e.per_layer_mib.unwrap() - expected).abs() < 1e-12);
+    expect![[r#"
+        tiny-tied: 514 MiB = weights 1 + KV cache 1 (ctx 1024) + overhead 512; 2 layers × 0.5 MiB [source: GGUF header]
+          note: tied embeddings: the output head is a copy of token_embd on the output device"#]]
+    .assert_eq(&e.to_string());
+}
+
+#[test]
+fn gguf_estimate_rejects_zero_ctx() {
+    let info = GgufInfo::from_path(data("tiny-llama.gguf")).unwrap();
+    let err = estimate_from_gguf(&info, 0).unwrap_err();
+    assert!(matches!(err, Error::InvalidInput(_)));
+    assert!(err.to_string().contains("--ctx"), "{err}");
+}
+
+fn llama31_8b_show() -> OllamaShowInfo {
+    OllamaShowInfo {
+        architecture: "llama".to_owned(),
+        block_count: 32,
+        context_length: Some(131_072),
+        embedding_length: 4096,
+        head_count: 32,
+        head_count_kv: Some(8),
+        key_length: None,
+        value_length: None,
+        parameter_count: Some(8_030_261_248),
+        quantization_level: Some("Q4_K_M".to_owned()),
+        size_bytes: Some(4_920_753_328),
+    }
+}
+
+#[test]
+fn ollama_show_estimate_uses_the_kv_formula() {
+    let e = estimate_from_ollama_show("llama3.1:8b", &llama31_8b_show(), 8192).unwrap();
+    // KV = 2 × 32 layers × 8192 × 8 heads × 128 dims × 2 bytes = 1 GiB.
+    assert_eq!(e.kv_bytes_per_token, Some(2 * 32 * 8 * 128 * 2));
+    assert_eq!(e.kv_cache_mib, 1024);
+    // 4,920,753,328 bytes → 4693 MiB (4692.8 rounded up).
+    assert_eq!(e.weights_mib, 4693);
+    assert_eq!(e.total_mib, 4693 + 1024 + COMPUTE_ALLOWANCE_MIB);
+    assert_eq!(e.layer_count, Some(32));
+    expect![[r#"
+        llama3.1:8b: 6229 MiB = weights 4693 + KV cache 1024 (ctx 8192) + overhead 512; 32 layers × 178.7 MiB [source: Ollama /api/show metadata]
+          note: 32 layers of equal size assumed (weights and KV cache spread evenly)"#]]
+    .assert_eq(&e.to_string());
+}
+
+#[test]
+fn ollama_show_without_size_uses_parameters_times_bits_or_asks() {
+    let mut show = llama31_8b_show();
+    show.size_bytes = None;
+    let e = estimate_from_ollama_show("llama3.1:8b", &show, 2048).unwrap();
+    // 8,030,261,248 × 4.89 / 8 bytes = 4,908,497,188 bytes → 4682 MiB.
+    assert_eq!(e.weights_mib, 4682);
+    assert!(e.notes[0].contains("approximated"), "{:?}", e.notes);
+
+    show.quantization_level = None;
+    let err = estimate_from_ollama_show("llama3.1:8b", &show, 2048).unwrap_err();
+    expect!["model `llama3.1:8b` lacks `size`: pass the model's /api/tags size (or general.parameter_count and quantization_level)"]
+        .assert_eq(&err.to_string());
+}
+
+#[test]
+fn ollama_tags_gives_weights_only() {
+    let e = estimate_from_ollama_tags(&OllamaTagsInfo {
+        name: "phi3:mini".to_owned(),
+        size_bytes: 2_176_178_913,
+    });
+    assert_eq!(e.weights_mib, 2076);
+    assert_eq!(e.layer_count, None);
+    assert_eq!(e.source, EstimateSource::OllamaTags);
+    assert!(e.to_string().contains("KV cache not included"));
+}
+
+#[test]
+fn sollol_table_has_specs_exact_figures() {
+    let table: Vec<String> = sollol_size_table()
+        .iter()
+        .map(|e| format!("{} {} {}", e.name, e.size_mib, e.layers))
+        .collect();
+    expect![[r#"
+        [
+            "all-minilm:latest 45 6",
+            "nomic-embed-text:latest 274 12",
+            "qwen2.5-coder:0.5b 500 24",
+            "mxbai-embed-large:latest 705 24",
+            "qwen2.5-coder:1.5b 900 28",
+            "llama3.2:1b 1300 16",
+            "qwen2.5-coder:3b 1800 36",
+            "llama3.2:3b 1900 28",
+            "codellama:7b 3600 32",
+            "qwen2.5-coder:7b 4400 28",
+            "llama3.1:latest 4700 32",
+            "llama3.1:8b 4700 32",
+            "mistral:7b 4100 32",
+            "codellama:13b 6900 40",
+            "llama3.1:70b 40000 80",
+            "mixtral:8x7b 26000 32",
+        ]
+    "#]]
+    .assert_debug_eq(&table);
+    let e = sollol_table_estimate("llama3.1").unwrap();
+    assert_eq!(e.name, "llama3.1:latest");
+    assert_eq!(e.weights_mib, 4700);
+    let e = sollol_table_estimate("LLAMA3.1:70B").unwrap();
+    assert_eq!(
+        (e.weights_mib, e.layer_count, e.per_layer_mib),
+        (40000, Some(80), Some(500.0))
+    );
+    assert!(sollol_table_estimate("llama3.2").is_none());
+}
+
+#[test]
+fn sizer_tries_sources_in_order() {
+    let info = GgufInfo::from_path(data("tiny-llama.gguf")).unwrap();
+    let show = llama31_8b_show();
+    let tags = OllamaTagsInfo {
+        name: "llama3.1:8b".to_owned(),
+        size_bytes: 1 << 30,
+    };
+    let src = |s: ModelSizer<'_>| s.estimate("llama3.1:8b", 4096).unwrap().source;
+    let all = ModelSizer::new()
+        .gguf(&info)
+        .ollama_show(&show)
+        .ollama_tags(&tags)
+        .explicit_mib(1234);
+    assert_eq!(src(all), EstimateSource::Gguf);
+    let no_gguf = ModelSizer::new()
+        .ollama_show(&show)
+        .ollama_tags(&tags)
+        .explicit_mib(1234);
+    assert_eq!(src(no_gguf), EstimateSource::OllamaShow);
+    assert_eq!(
+        src(ModelSizer::new().ollama_tags(&tags).explicit_mib(1234)),
+        EstimateSource::OllamaTags
+    );
+    assert_eq!(
+        src(ModelSizer::new().explicit_mib(1234)),
+        EstimateSource::SollolTable
+    );
+    assert_eq!(
+        src(ModelSizer::new().without_sollol_table().explicit_mib(1234)),
+        EstimateSource::Explicit
+    );
+    // The GGUF estimate carries the caller's name.
+    let e = ModelSizer::new()
+        .gguf(&info)
+        .estimate("my-model", 512)
+        .unwrap();
+    assert_eq!(e.name, "my-model");
+
+    // /api/show without a size borrows /api/tags' size.
+    let mut bare = show.clone();
+    bare.size_bytes = None;
+    let e = ModelSizer::new()
+        .ollama_show(&bare)
+        .ollama_tags(&tags)
+        .estimate("llama3.1:8b", 4096)
+        .unwrap();
+    assert_eq!(e.weights_mib, 1024);
+}
+
+#[test]
+fn unknown_model_says_what_to_provide() {
+    let err = ModelSizer::new().estimate("mystery:13b", 4096).unwrap_err();
+    assert!(matches!(err, Error::UnknownModel { .. }));
+    expect!["unknown model `mystery:13b`: no source knows its size, and none is guessed: give it with --size-mb, point at its GGUF file, or ask an Ollama node that has it pulled (/api/show, /api/tags)"]
+        .assert_eq(&err.to_string());
+}
+
+#[test]
+fn explicit_and_with_layers() {
+    let e = ModelEstimate::explicit("big", 40000);
+    assert_eq!(
+        (e.total_mib, e.overhead_mib, e.layer_count),
+        (40000, 0, None)
+    );
+    let e = e.with_layers(80).unwrap();
+    assert_eq!(e.per_layer_mib, Some(500.0));
+    assert!(ModelEstimate::explicit("x", 1).with_layers(0).is_err());
+    assert_eq!(EstimateSource::Explicit.to_string(), "explicit size");
+    assert_eq!(EstimateSource::SollolTable.to_string(), "SOLLOL size table");
+}
