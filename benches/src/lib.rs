@@ -1,1 +1,2 @@
 //! Shared fixtures for vramroute's criterion benchmarks (synthetic clusters).
+pub mod route_fixtures;

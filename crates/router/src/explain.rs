@@ -390,7 +390,12 @@ impl Snapshot {
     /// ```
     pub fn explain(&self, policy: &Policy, req: &Request<'_>) -> Explanation {
         match policy {
-            Policy::Sollol(p) => explain_with(self, &Sollol(p), "sollol", req),
+            Policy::Sollol(p) => explain_with(
+                self,
+                &Sollol::new(p, &Resolved::new(self, req)),
+                "sollol",
+                req,
+            ),
             Policy::BinPack => explain_with(self, &BinPack, "binpack", req),
             Policy::Spread => explain_with(self, &Spread, "spread", req),
         }

@@ -39,6 +39,7 @@ mod error;
 mod explain;
 mod input;
 mod policy;
+mod prune;
 mod request;
 mod route;
 mod router;

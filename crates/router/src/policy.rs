@@ -85,7 +85,10 @@ impl FromStr for Policy {
 
 #[derive(Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
-#[allow(clippy::large_enum_variant, reason = "short-lived deserialization helper")]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "short-lived deserialization helper"
+)]
 enum TaggedPolicy {
     Sollol(SollolParams),
     #[serde(rename = "binpack", alias = "bin-pack")]

@@ -6,8 +6,6 @@
 //! the lower GPU index. The same generic code runs under [`explain`](crate::Snapshot::explain)
 //! with a recording [`Trace`]; under `route` the trace is a no-op the compiler removes.
 
-use std::sync::atomic::Ordering;
-
 use serde::Serialize;
 
 use crate::explain::{CpuMiss, GpuMiss, RejectReason};
@@ -15,7 +13,7 @@ use crate::policy::{Policy, SollolParams};
 use crate::request::{Complexity, Request};
 use crate::snapshot::{
     NodeIndex, NodeRow, Snapshot, SnapshotId, ELIGIBLE, HAS_CPU_LOAD, HAS_LATENCY,
-    HAS_SUCCESS_RATE, NO_SLOT, UNKNOWN_MIB,
+    HAS_SUCCESS_RATE, NO_SLOT, TOP_PRIORITY, UNKNOWN_MIB,
 };
 
 /// Where the model runs.
@@ -166,8 +164,8 @@ pub(crate) struct Resolved<'a> {
     prefer_mask: u64,
     exclude: NodeSet<'a>,
     prefer: NodeSet<'a>,
-    filters: bool,
-    prefers: bool,
+    pub(crate) filters: bool,
+    pub(crate) prefers: bool,
 }
 
 impl<'a> Resolved<'a> {
@@ -243,16 +241,16 @@ pub(crate) enum Placed {
 
 pub(crate) fn gpu_miss(s: &Snapshot, node: usize, size: u64) -> Option<GpuMiss> {
     let row = s.rows[node];
-    if row.gpu_start == row.gpu_end {
+    if row.gpu_len == 0 {
         return None;
     }
     let mut max_usable = 0;
     let mut free_of_big: Option<u64> = None;
-    for slot in row.gpu_start as usize..row.gpu_end as usize {
+    for slot in row.gpus() {
         let usable = u64::from(s.gpus[slot].usable_mib);
         max_usable = max_usable.max(usable);
         if size <= usable {
-            let f = s.gpu_free_now(slot);
+            let f = s.gpus[slot].free_now();
             free_of_big = Some(free_of_big.map_or(f, |x: u64| x.max(f)));
         }
     }
@@ -267,6 +265,9 @@ pub(crate) fn gpu_miss(s: &Snapshot, node: usize, size: u64) -> Option<GpuMiss> 
         },
     })
 }
+
+/// Offset that turns "least free" into "largest key" (free VRAM fits in `u32`).
+const LEAST_FREE_KEY: u64 = 1 << 32;
 
 /// Finds the node's placement. `least_free` picks the fullest fitting GPU (binpack)
 /// instead of the emptiest. Raises `max_gpu_free` to the node's largest free VRAM.
@@ -285,62 +286,60 @@ pub(crate) fn place<T: Trace>(
         return Placed::Ineligible;
     }
     if r.filters {
-        if r.require_impossible || row.labels & r.require_mask != r.require_mask {
+        let labels = s.labels_of[ni];
+        if r.require_impossible || labels & r.require_mask != r.require_mask {
             t.reject(ni, || RejectReason::MissingLabel);
             return Placed::Ineligible;
         }
-        if row.labels & r.exclude_mask != 0 || r.exclude.contains(s, ni) {
+        if labels & r.exclude_mask != 0 || r.exclude.contains(s, ni) {
             t.reject(ni, || RejectReason::Excluded);
             return Placed::Ineligible;
         }
     }
     let size = r.size;
     let gs = row.gpu_start as usize;
-    let ge = row.gpu_end as usize;
-    let gpus = &s.gpus[gs..ge];
-    let reserved = &s.gpu_reserved[gs..ge];
+    let gpus = &s.gpus[row.gpus()];
     let mut node_max_free = 0u64;
     let mut best = usize::MAX;
-    let mut best_free = 0u64;
+    let mut best_key = 0u64;
     let mut sum_cap = 0u64;
-    for (k, (g, res)) in gpus.iter().zip(reserved).enumerate() {
-        let free = u64::from(g.free_mib).saturating_sub(res.load(Ordering::Relaxed));
+    // Branch-light: the "fits" and "better" tests become selects, not jumps.
+    for (k, g) in gpus.iter().enumerate() {
+        let free = g.free_now();
         let usable = u64::from(g.usable_mib);
         node_max_free = node_max_free.max(free);
         sum_cap += usable.min(free);
-        if size <= usable && size <= free {
-            let better = best == usize::MAX
-                || if least_free {
-                    free < best_free
-                } else {
-                    free > best_free
-                };
-            if better {
-                best = k;
-                best_free = free;
-            }
-        }
+        let fits = (size <= usable) & (size <= free);
+        let key = if least_free {
+            LEAST_FREE_KEY - free
+        } else {
+            free + 1
+        };
+        let key = if fits { key } else { 0 };
+        let better = key > best_key;
+        best = if better { k } else { best };
+        best_key = if better { key } else { best_key };
     }
     if node_max_free > *max_gpu_free {
         *max_gpu_free = node_max_free;
     }
-    let preferred = r.prefers && (row.labels & r.prefer_mask != 0 || r.prefer.contains(s, ni));
+    let preferred = r.prefers && (s.labels_of[ni] & r.prefer_mask != 0 || r.prefer.contains(s, ni));
 
     if let Some(m) = r.model {
-        let ls = row.loaded_start as usize;
-        let le = row.loaded_end as usize;
-        if let Some(k) = s.loaded_model[ls..le].iter().position(|&x| x == m) {
+        let loaded = row.loaded();
+        let ls = loaded.start;
+        if let Some(k) = s.loaded_model[loaded].iter().position(|&x| x == m) {
             let k = ls + k;
             let slot = s.loaded_slot[k];
             if s.loaded_vram_mib[k] > 0 {
                 let (gpu, free, slot) = if slot != NO_SLOT {
                     (
-                        Some(s.gpus[slot as usize].index),
-                        s.gpu_free_now(slot as usize),
+                        Some(s.gpu_index[slot as usize]),
+                        s.gpus[slot as usize].free_now(),
                         slot,
                     )
-                } else if ge - gs == 1 {
-                    (Some(gpus[0].index), s.gpu_free_now(gs), gs as u32)
+                } else if gpus.len() == 1 {
+                    (Some(s.gpu_index[gs]), gpus[0].free_now(), gs as u32)
                 } else {
                     (None, node_max_free, NO_SLOT)
                 };
@@ -371,18 +370,23 @@ pub(crate) fn place<T: Trace>(
     }
 
     if best != usize::MAX {
+        let free = if least_free {
+            LEAST_FREE_KEY - best_key
+        } else {
+            best_key - 1
+        };
         return Placed::Cand(Cand {
             target: Target::Gpu,
-            gpu: Some(gpus[best].index),
+            gpu: Some(s.gpu_index[gs + best]),
             fit: FitKind::SingleGpu,
-            gpu_free_mib: best_free,
-            free_mib: best_free,
-            leftover_mib: best_free - size,
+            gpu_free_mib: free,
+            free_mib: free,
+            leftover_mib: free - size,
             preferred,
             slot: (gs + best) as u32,
         });
     }
-    let n = ge - gs;
+    let n = gpus.len();
     if r.allow_multi_gpu && n >= 2 && size <= sum_cap {
         return Placed::Cand(Cand {
             target: Target::Gpu,
@@ -404,14 +408,15 @@ pub(crate) fn place<T: Trace>(
         });
         return Placed::NoFit;
     }
+    let ram_usable = s.ram[ni].usable_mib;
     let ram_free = s.ram_free_now(ni);
-    if size > row.ram_usable_mib || size > ram_free {
+    if size > ram_usable || size > ram_free {
         t.reject(ni, || RejectReason::DoesNotFit {
             gpu: gpu_miss(s, ni, size),
-            cpu: if size > row.ram_usable_mib {
+            cpu: if size > ram_usable {
                 CpuMiss::RamTooSmall {
                     size_mib: size,
-                    usable_mib: row.ram_usable_mib,
+                    usable_mib: ram_usable,
                 }
             } else {
                 CpuMiss::NotEnoughRam {
@@ -464,6 +469,10 @@ pub(crate) trait Scorer {
     /// The mode-independent part of the key.
     fn base<T: Trace>(&self, s: &Snapshot, r: &Resolved<'_>, ni: usize, c: &Cand, t: &mut T)
         -> Key;
+    /// An exact shortcut for this request, if the policy has one (see `prune.rs`).
+    fn pruned(&self, _s: &Snapshot, _r: &Resolved<'_>) -> Option<Outcome> {
+        None
+    }
     /// The resource factor, which depends on whether CPU-fallback mode is in force.
     fn mode_factor<T: Trace>(
         &self,
@@ -475,20 +484,75 @@ pub(crate) trait Scorer {
     ) -> f64;
 }
 
-pub(crate) struct Sollol<'p>(pub(crate) &'p SollolParams);
+/// SOLLOL's scorer with the request's constants hoisted out of the node loop.
+pub(crate) struct Sollol<'p> {
+    p: &'p SollolParams,
+    latency_weight: f64,
+    load_weight: f64,
+    top_node: f64,
+    many_cores: f64,
+    inv_latency_fast: f64,
+    inv_latency_scale: f64,
+    inv_cpu_divisor: f64,
+    success_linear: bool,
+}
+
+impl<'p> Sollol<'p> {
+    pub(crate) fn params(&self) -> &'p SollolParams {
+        self.p
+    }
+
+    pub(crate) fn new(p: &'p SollolParams, r: &Resolved<'_>) -> Self {
+        let high = r.priority >= p.high_priority_from;
+        Sollol {
+            p,
+            latency_weight: 1.0 + f64::from(r.priority) * p.latency_priority_weight,
+            load_weight: if high {
+                p.cpu_load_weight_high_priority
+            } else {
+                p.cpu_load_weight
+            },
+            top_node: if high {
+                p.top_node_high_priority_multiplier
+            } else {
+                p.top_node_multiplier
+            },
+            many_cores: if r.complexity == Complexity::Complex {
+                p.complex_many_cores_multiplier
+            } else {
+                1.0
+            },
+            inv_latency_fast: 1.0 / p.latency_fast_scale_ms,
+            inv_latency_scale: 1.0 / p.latency_scale_ms,
+            inv_cpu_divisor: 1.0 / p.cpu_count_divisor,
+            success_linear: p.success_rate_exponent == 1.0,
+        }
+    }
+}
+
 pub(crate) struct BinPack;
 pub(crate) struct Spread;
 
+/// `b^n` by squaring; branch-free for the usual small counts.
 #[inline(always)]
-fn mul<T: Trace>(score: &mut f64, t: &mut T, name: &'static str, f: f64) {
-    *score *= f;
-    t.term(name, f);
-}
-
-#[inline(always)]
-fn div<T: Trace>(score: &mut f64, t: &mut T, name: &'static str, d: f64) {
-    *score /= d;
-    t.term(name, 1.0 / d);
+pub(crate) fn pow_u32(b: f64, n: u32) -> f64 {
+    if n < 8 {
+        let b2 = b * b;
+        let b4 = b2 * b2;
+        let x = if n & 1 != 0 { b } else { 1.0 };
+        let x = x * if n & 2 != 0 { b2 } else { 1.0 };
+        x * if n & 4 != 0 { b4 } else { 1.0 }
+    } else {
+        let (mut x, mut b, mut n) = (1.0, b, n);
+        while n > 0 {
+            if n & 1 != 0 {
+                x *= b;
+            }
+            b *= b;
+            n >>= 1;
+        }
+        x
+    }
 }
 
 impl Scorer for Sollol<'_> {
@@ -496,10 +560,15 @@ impl Scorer for Sollol<'_> {
         false
     }
 
-    fn fallback_below_mib(&self) -> Option<u64> {
-        Some(self.0.overwhelmed_below_mib)
+    fn pruned(&self, s: &Snapshot, r: &Resolved<'_>) -> Option<Outcome> {
+        crate::prune::prunable(self.p, r).then(|| crate::prune::run_pruned(s, self, r))
     }
 
+    fn fallback_below_mib(&self) -> Option<u64> {
+        Some(self.p.overwhelmed_below_mib)
+    }
+
+    /// Multiplied factors go to `num`, divided penalties to `den`; one division at the end.
     #[inline(always)]
     fn base<T: Trace>(
         &self,
@@ -509,84 +578,76 @@ impl Scorer for Sollol<'_> {
         c: &Cand,
         t: &mut T,
     ) -> Key {
-        let p = self.0;
+        let p = self.p;
         let row = &s.rows[ni];
-        let mut score = p.base_score;
-        t.term("base_score", score);
+        let flags = row.flags;
         let gpu_free = c.gpu_free_mib;
-        let overflow = p.skip_penalties_when_overwhelmed && gpu_free < p.overwhelmed_below_mib;
-        let cpu_load = if row.flags & HAS_CPU_LOAD != 0 {
+        let overflow = p.skip_penalties_when_overwhelmed & (gpu_free < p.overwhelmed_below_mib);
+        let load = if flags & HAS_CPU_LOAD != 0 {
             f64::from(row.cpu_load)
         } else {
             p.default_cpu_load
         };
-        let high_priority = r.priority >= p.high_priority_from;
-
-        if !overflow {
-            match r.complexity {
-                Complexity::Complex => {
-                    if cpu_load > p.complex_busy_cpu_above {
-                        mul(
-                            &mut score,
-                            t,
-                            "complex_busy_cpu",
-                            p.complex_busy_cpu_multiplier,
-                        );
-                    } else if cpu_load < p.complex_idle_cpu_below {
-                        mul(
-                            &mut score,
-                            t,
-                            "complex_idle_cpu",
-                            p.complex_idle_cpu_multiplier,
-                        );
-                    }
-                }
-                Complexity::Simple => {
-                    if cpu_load > p.simple_busy_cpu_above {
-                        mul(
-                            &mut score,
-                            t,
-                            "simple_busy_cpu",
-                            p.simple_busy_cpu_multiplier,
-                        );
-                    }
-                }
-                Complexity::Medium => {}
-            }
-        }
-
-        let success = if row.flags & HAS_SUCCESS_RATE != 0 {
-            f64::from(row.success_rate)
-        } else {
-            p.default_success_rate
-        };
-        let success = if p.success_rate_exponent == 1.0 {
-            success
-        } else {
-            success.powf(p.success_rate_exponent)
-        };
-        mul(&mut score, t, "success_rate", success);
-
-        let latency = if row.flags & HAS_LATENCY != 0 {
+        let latency = if flags & HAS_LATENCY != 0 {
             f64::from(row.latency_ms)
         } else {
             p.default_latency_ms
         };
+        let success = if flags & HAS_SUCCESS_RATE != 0 {
+            f64::from(row.success_rate)
+        } else {
+            p.default_success_rate
+        };
+        let mut num = p.base_score;
+        let mut den = 1.0;
+        t.term("base_score", num);
+
+        // SOLLOL: CPU load vs complexity, skipped on an overwhelmed ("overflow") GPU.
+        let (cf, name) = match r.complexity {
+            Complexity::Complex if load > p.complex_busy_cpu_above => {
+                (p.complex_busy_cpu_multiplier, "complex_busy_cpu")
+            }
+            Complexity::Complex if load < p.complex_idle_cpu_below => {
+                (p.complex_idle_cpu_multiplier, "complex_idle_cpu")
+            }
+            Complexity::Simple if load > p.simple_busy_cpu_above => {
+                (p.simple_busy_cpu_multiplier, "simple_busy_cpu")
+            }
+            _ => (1.0, ""),
+        };
+        num *= if overflow { 1.0 } else { cf };
+        if !overflow && !name.is_empty() {
+            t.term(name, cf);
+        }
+
+        let sf = if self.success_linear {
+            success
+        } else {
+            success.powf(p.success_rate_exponent)
+        };
+        num *= sf;
+        t.term("success_rate", sf);
+
+        let g = if latency < p.latency_fast_below_ms {
+            latency * self.inv_latency_fast
+        } else if latency > p.latency_slow_above_ms {
+            latency * self.inv_latency_scale
+        } else {
+            (latency * self.inv_latency_scale).min(p.latency_medium_cap)
+        };
+        let ld = if overflow {
+            1.0
+        } else {
+            1.0 + g * self.latency_weight
+        };
+        den *= ld;
         if !overflow {
-            let weight = 1.0 + f64::from(r.priority) * p.latency_priority_weight;
-            let penalty = if latency < p.latency_fast_below_ms {
-                latency / p.latency_fast_scale_ms * weight
-            } else if latency > p.latency_slow_above_ms {
-                latency / p.latency_scale_ms * weight
-            } else {
-                (latency / p.latency_scale_ms).min(p.latency_medium_cap) * weight
-            };
-            div(&mut score, t, "latency", 1.0 + penalty);
+            t.term("latency", 1.0 / ld);
         }
 
         let active = row.active_requests;
         if active > 0 {
-            let mut base = if gpu_free < p.overwhelmed_below_mib {
+            let base = if gpu_free < p.overwhelmed_below_mib {
                 p.active_base_overwhelmed
             } else if gpu_free < p.good_above_mib {
                 p.active_base_small
@@ -595,69 +656,88 @@ impl Scorer for Sollol<'_> {
             } else {
                 p.active_base_large
             };
-            if latency < p.active_fast_latency_below_ms {
-                base = (base * p.active_fast_factor).max(p.active_base_floor);
+            let base = if latency < p.active_fast_latency_below_ms {
+                (base * p.active_fast_factor).max(p.active_base_floor)
             } else if latency > p.active_slow_latency_above_ms {
-                base = (base * p.active_slow_factor).min(p.active_base_cap);
-            }
-            let n = i32::try_from(active).unwrap_or(i32::MAX);
-            div(&mut score, t, "active_requests_exponential", base.powi(n));
-            div(
-                &mut score,
-                t,
-                "active_requests_linear",
-                1.0 + p.active_linear_penalty * f64::from(active),
-            );
-        }
-
-        let load_weight = if high_priority {
-            p.cpu_load_weight_high_priority
-        } else {
-            p.cpu_load_weight
-        };
-        div(&mut score, t, "cpu_load", 1.0 + cpu_load * load_weight);
-
-        if c.fit == FitKind::AlreadyLoaded {
-            mul(&mut score, t, "warm_model", p.warm_multiplier);
-        } else if row.loaded_end > row.loaded_start {
-            mul(
-                &mut score,
-                t,
-                "cold_other_models_loaded",
-                p.cold_with_other_models_multiplier,
-            );
-        }
-        if row.priority == 0 {
-            let f = if high_priority {
-                p.top_node_high_priority_multiplier
+                (base * p.active_slow_factor).min(p.active_base_cap)
             } else {
-                p.top_node_multiplier
+                base
             };
-            mul(&mut score, t, "top_priority_node", f);
+            let e = pow_u32(base, active);
+            let lin = 1.0 + p.active_linear_penalty * f64::from(active);
+            den *= e * lin;
+            t.term("active_requests_exponential", 1.0 / e);
+            t.term("active_requests_linear", 1.0 / lin);
         }
-        if row.tasks & r.task_bit != 0 {
-            mul(&mut score, t, "preferred_task", p.preferred_task_multiplier);
+
+        let cl = 1.0 + load * self.load_weight;
+        den *= cl;
+        t.term("cpu_load", 1.0 / cl);
+
+        let warm = c.fit == FitKind::AlreadyLoaded;
+        let wf = if warm {
+            p.warm_multiplier
+        } else if row.loaded_len > 0 {
+            p.cold_with_other_models_multiplier
+        } else {
+            1.0
+        };
+        num *= wf;
+        if warm {
+            t.term("warm_model", wf);
+        } else if row.loaded_len > 0 {
+            t.term("cold_other_models_loaded", wf);
         }
-        if row.cpu_count > 1 {
-            let bonus =
-                (1.0 + f64::from(row.cpu_count) / p.cpu_count_divisor).min(p.cpu_count_bonus_cap);
-            mul(&mut score, t, "cpu_count", bonus);
-            if r.complexity == Complexity::Complex && row.cpu_count >= p.complex_many_cores_from {
-                mul(
-                    &mut score,
-                    t,
-                    "complex_many_cores",
-                    p.complex_many_cores_multiplier,
-                );
+
+        let top = flags & TOP_PRIORITY != 0;
+        num *= if top { self.top_node } else { 1.0 };
+        if top {
+            t.term("top_priority_node", self.top_node);
+        }
+        let task = row.tasks & r.task_bit != 0;
+        num *= if task {
+            p.preferred_task_multiplier
+        } else {
+            1.0
+        };
+        if task {
+            t.term("preferred_task", p.preferred_task_multiplier);
+        }
+        let cpus = u32::from(row.cpu_count);
+        if cpus > 1 {
+            let bonus = (1.0 + f64::from(cpus) * self.inv_cpu_divisor).min(p.cpu_count_bonus_cap);
+            let many = if cpus >= p.complex_many_cores_from {
+                self.many_cores
+            } else {
+                1.0
+            };
+            num *= bonus * many;
+            t.term("cpu_count", bonus);
+            if many != 1.0 {
+                t.term("complex_many_cores", many);
             }
         }
+        num *= if c.preferred {
+            p.affinity_multiplier
+        } else {
+            1.0
+        };
         if c.preferred {
-            mul(&mut score, t, "affinity", p.affinity_multiplier);
+            t.term("affinity", p.affinity_multiplier);
         }
-        if matches!(c.fit, FitKind::AcrossGpus { .. }) {
-            mul(&mut score, t, "across_gpus", p.across_gpus_multiplier);
+        let across = matches!(c.fit, FitKind::AcrossGpus { .. });
+        num *= if across {
+            p.across_gpus_multiplier
+        } else {
+            1.0
+        };
+        if across {
+            t.term("across_gpus", p.across_gpus_multiplier);
         }
-        Key { tier: 0, score }
+        Key {
+            tier: 0,
+            score: num / den,
+        }
     }
 
     #[inline(always)]
@@ -672,7 +752,7 @@ impl Scorer for Sollol<'_> {
         if !r.needs_gpu {
             return 1.0;
         }
-        let p = self.0;
+        let p = self.p;
         let g = c.gpu_free_mib;
         let (name, f) = match (fallback, c.target) {
             (false, Target::Cpu) => ("gpu_task_on_cpu", p.gpu_task_on_cpu_multiplier),
@@ -810,6 +890,20 @@ pub(crate) fn run<S: Scorer>(s: &Snapshot, sc: &S, r: &Resolved<'_>) -> Outcome 
             fallback: false,
         };
     }
+    match sc.pruned(s, r) {
+        Some(outcome) => outcome,
+        None => run_exhaustive(s, sc, r),
+    }
+}
+
+/// Scores every node (the reference the pruned search must match).
+pub(crate) fn run_exhaustive<S: Scorer>(s: &Snapshot, sc: &S, r: &Resolved<'_>) -> Outcome {
+    if s.is_empty() {
+        return Outcome {
+            result: Err(NoRoute::EmptySnapshot),
+            fallback: false,
+        };
+    }
     let dual = r.needs_gpu && sc.fallback_below_mib().is_some();
     let least_free = sc.least_free();
     let mut best_normal: Option<(Key, usize, Cand)> = None;
@@ -865,7 +959,7 @@ pub(crate) fn run<S: Scorer>(s: &Snapshot, sc: &S, r: &Resolved<'_>) -> Outcome 
 
 pub(crate) fn run_policy(s: &Snapshot, policy: &Policy, r: &Resolved<'_>) -> Outcome {
     match policy {
-        Policy::Sollol(p) => run(s, &Sollol(p), r),
+        Policy::Sollol(p) => run(s, &Sollol::new(p, r), r),
         Policy::BinPack => run(s, &BinPack, r),
         Policy::Spread => run(s, &Spread, r),
     }

@@ -44,6 +44,7 @@ impl Router {
     /// A router over `snapshot` with `policy` (validated).
     pub fn new(snapshot: Snapshot, policy: Policy) -> Result<Router> {
         policy.validate()?;
+        snapshot.prepare(&policy);
         Ok(Router {
             snapshot: ArcSwap::from_pointee(snapshot),
             policy: ArcSwap::from_pointee(policy),
@@ -134,6 +135,7 @@ impl Router {
     /// are assumed to show the memory). Routing threads keep the old snapshot until their
     /// call returns.
     pub fn update(&self, snapshot: Snapshot) {
+        snapshot.prepare(&self.policy.load());
         self.snapshot.store(Arc::new(snapshot));
     }
 
@@ -141,6 +143,7 @@ impl Router {
     /// id and GPU index), for reports that may predate loads still in progress. A
     /// reservation made concurrently with the swap may be lost.
     pub fn update_keep_reservations(&self, snapshot: Snapshot) {
+        snapshot.prepare(&self.policy.load());
         let new = Arc::new(snapshot);
         let old = self.snapshot.swap(Arc::clone(&new));
         new.carry_reservations_from(&old);
@@ -149,6 +152,7 @@ impl Router {
     /// Replaces the policy (validated first).
     pub fn set_policy(&self, policy: Policy) -> Result<()> {
         policy.validate()?;
+        self.snapshot.load().prepare(&policy);
         self.policy.store(Arc::new(policy));
         Ok(())
     }

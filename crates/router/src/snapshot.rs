@@ -7,12 +7,14 @@
 //! `Relaxed` ordering: reserving never blocks routing.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
+use arc_swap::ArcSwapOption;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{invalid_config, Error, Result};
 use crate::input::NodeSpec;
+use crate::prune::Prepared;
 use crate::route::{Decision, FitKind};
 
 /// Most distinct labels a snapshot can index (they become bits of a `u64`).
@@ -25,6 +27,8 @@ pub(crate) const ELIGIBLE: u8 = 1;
 pub(crate) const HAS_CPU_LOAD: u8 = 2;
 pub(crate) const HAS_LATENCY: u8 = 4;
 pub(crate) const HAS_SUCCESS_RATE: u8 = 8;
+/// SOLLOL host priority 0.
+pub(crate) const TOP_PRIORITY: u8 = 16;
 
 /// Settings that shape a snapshot.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -125,35 +129,61 @@ pub enum FreeSource {
     UsableMinusLoaded,
 }
 
+/// Hot per-node data, 32 bytes: what the decision loop reads for every node.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct NodeRow {
     pub(crate) gpu_start: u32,
-    pub(crate) gpu_end: u32,
     pub(crate) loaded_start: u32,
-    pub(crate) loaded_end: u32,
-    pub(crate) labels: u64,
-    /// RAM usable by a CPU placement, MiB ([`UNKNOWN_MIB`] if unknown).
-    pub(crate) ram_usable_mib: u64,
-    /// Free RAM, MiB ([`UNKNOWN_MIB`] if unknown).
-    pub(crate) ram_free_mib: u64,
+    pub(crate) gpu_len: u16,
+    pub(crate) loaded_len: u16,
+    pub(crate) flags: u8,
+    pub(crate) tasks: u8,
+    /// Saturated at `u16::MAX`.
+    pub(crate) cpu_count: u16,
+    pub(crate) active_requests: u32,
     /// Fraction 0–1.
     pub(crate) cpu_load: f32,
     pub(crate) latency_ms: f32,
     pub(crate) success_rate: f32,
-    pub(crate) active_requests: u32,
-    pub(crate) cpu_count: u32,
-    /// SOLLOL host priority; `u32::MAX` when unknown.
-    pub(crate) priority: u32,
-    pub(crate) tasks: u8,
-    pub(crate) flags: u8,
 }
 
+impl NodeRow {
+    #[inline(always)]
+    pub(crate) fn gpus(&self) -> std::ops::Range<usize> {
+        self.gpu_start as usize..self.gpu_start as usize + self.gpu_len as usize
+    }
+    #[inline(always)]
+    pub(crate) fn loaded(&self) -> std::ops::Range<usize> {
+        self.loaded_start as usize..self.loaded_start as usize + self.loaded_len as usize
+    }
+}
+
+/// RAM of a node, read only for CPU placements.
 #[derive(Clone, Copy, Debug)]
+pub(crate) struct RamRow {
+    /// RAM usable by a CPU placement, MiB ([`UNKNOWN_MIB`] if unknown).
+    pub(crate) usable_mib: u64,
+    /// Free RAM, MiB ([`UNKNOWN_MIB`] if unknown).
+    pub(crate) free_mib: u64,
+}
+
+/// Hot per-GPU data, 12 bytes, reservation counter inline so one stream feeds the loop.
+#[derive(Debug)]
 pub(crate) struct GpuRow {
-    pub(crate) index: u32,
     pub(crate) usable_mib: u32,
     /// Free VRAM before reservations.
     pub(crate) free_mib: u32,
+    pub(crate) reserved_mib: AtomicU32,
+}
+
+impl GpuRow {
+    #[inline(always)]
+    pub(crate) fn free_now(&self) -> u64 {
+        u64::from(
+            self.free_mib
+                .saturating_sub(self.reserved_mib.load(Ordering::Relaxed)),
+        )
+    }
 }
 
 /// Read-only cluster view plus lock-free reservation counters. Build it with
@@ -179,9 +209,11 @@ pub struct Snapshot {
     pub(crate) specs: Vec<NodeSpec>,
     pub(crate) status: Vec<NodeStatus>,
     pub(crate) rows: Vec<NodeRow>,
+    pub(crate) labels_of: Vec<u64>,
+    pub(crate) ram: Vec<RamRow>,
     pub(crate) gpus: Vec<GpuRow>,
+    pub(crate) gpu_index: Vec<u32>,
     pub(crate) free_source: Vec<FreeSource>,
-    pub(crate) gpu_reserved: Box<[AtomicU64]>,
     pub(crate) ram_reserved: Box<[AtomicU64]>,
     /// Per loaded-model row: interned model id, GPU slot (absolute, or [`NO_SLOT`]), VRAM.
     pub(crate) loaded_model: Vec<u32>,
@@ -190,6 +222,14 @@ pub struct Snapshot {
     pub(crate) models: HashMap<Box<str>, u32>,
     pub(crate) labels: HashMap<Box<str>, u8>,
     pub(crate) eligible: usize,
+    /// Interned model id → nodes where it is loaded (ascending).
+    pub(crate) model_nodes: Vec<Vec<u32>>,
+    /// Eligible nodes by descending largest free VRAM (before reservations), then index.
+    pub(crate) by_max_free: Vec<(u64, u32)>,
+    /// One bit per node that ever had a reservation on this snapshot.
+    pub(crate) reserved_bits: Box<[AtomicU64]>,
+    /// Per-policy score bounds, built on first use (see `prune.rs`).
+    pub(crate) prepared: ArcSwapOption<Prepared>,
 }
 
 static NEXT_SNAPSHOT_ID: AtomicU64 = AtomicU64::new(1);
@@ -250,7 +290,10 @@ impl Snapshot {
 
         let mut status = Vec::with_capacity(nodes.len());
         let mut rows = Vec::with_capacity(nodes.len());
+        let mut labels_of = Vec::with_capacity(nodes.len());
+        let mut ram = Vec::with_capacity(nodes.len());
         let mut gpus = Vec::new();
+        let mut gpu_index = Vec::new();
         let mut free_source = Vec::new();
         let mut loaded_model = Vec::new();
         let mut loaded_slot = Vec::new();
@@ -269,7 +312,7 @@ impl Snapshot {
                 Ok(()) => NodeStatus::Eligible,
             };
             let valid = !matches!(st, NodeStatus::Invalid(_));
-            let mut flags = 0;
+            let mut flags: u8 = 0;
             if st == NodeStatus::Eligible {
                 flags |= ELIGIBLE;
                 eligible += 1;
@@ -323,42 +366,47 @@ impl Snapshot {
                         }
                     };
                     gpus.push(GpuRow {
-                        index: g.index,
                         usable_mib: to_u32_mib(usable),
                         free_mib: to_u32_mib(free),
+                        reserved_mib: AtomicU32::new(0),
                     });
+                    gpu_index.push(g.index);
                     free_source.push(source);
                 }
             }
-            let ram_usable_mib = node
-                .ram_total_mib
-                .filter(|_| valid)
-                .map_or(UNKNOWN_MIB, |t| {
-                    (t as f64 * config.ram_safety_margin).floor() as u64
-                });
-            let ram_free_mib = node.ram_free_mib.filter(|_| valid).unwrap_or(UNKNOWN_MIB);
+            ram.push(RamRow {
+                usable_mib: node
+                    .ram_total_mib
+                    .filter(|_| valid)
+                    .map_or(UNKNOWN_MIB, |t| {
+                        (t as f64 * config.ram_safety_margin).floor() as u64
+                    }),
+                free_mib: node.ram_free_mib.filter(|_| valid).unwrap_or(UNKNOWN_MIB),
+            });
+            labels_of.push(
+                node.labels
+                    .iter()
+                    .filter_map(|l| labels.get(l.as_str()))
+                    .fold(0u64, |m, bit| m | (1 << bit)),
+            );
+            if node.priority == Some(0) {
+                flags |= TOP_PRIORITY;
+            }
             let mut row = NodeRow {
                 gpu_start,
-                gpu_end: gpus.len() as u32,
                 loaded_start,
-                loaded_end: loaded_model.len() as u32,
-                labels: 0,
-                ram_usable_mib,
-                ram_free_mib,
+                gpu_len: (gpus.len() as u32 - gpu_start) as u16,
+                loaded_len: (loaded_model.len() as u32 - loaded_start) as u16,
+                flags,
+                tasks: node.preferred_tasks.iter().fold(0, |m, t| m | t.bit()),
+                cpu_count: node
+                    .cpu_count
+                    .map_or(0, |c| u16::try_from(c).unwrap_or(u16::MAX)),
+                active_requests: node.active_requests,
                 cpu_load: 0.0,
                 latency_ms: 0.0,
                 success_rate: 1.0,
-                active_requests: node.active_requests,
-                cpu_count: node.cpu_count.unwrap_or(0),
-                priority: node.priority.unwrap_or(u32::MAX),
-                tasks: node.preferred_tasks.iter().fold(0, |m, t| m | t.bit()),
-                flags,
             };
-            for l in &node.labels {
-                if let Some(bit) = labels.get(l.as_str()) {
-                    row.labels |= 1 << bit;
-                }
-            }
             if valid {
                 if let Some(load) = node.cpu_load_percent {
                     row.cpu_load = (load / 100.0) as f32;
@@ -377,17 +425,45 @@ impl Snapshot {
             status.push(st);
         }
 
-        let gpu_reserved = (0..gpus.len()).map(|_| AtomicU64::new(0)).collect();
         let ram_reserved = (0..rows.len()).map(|_| AtomicU64::new(0)).collect();
+        let mut model_nodes = vec![Vec::new(); models.len()];
+        for (ni, row) in rows.iter().enumerate() {
+            for &m in &loaded_model[row.loaded()] {
+                if let Some(list) = model_nodes.get_mut(m as usize) {
+                    if list.last() != Some(&(ni as u32)) {
+                        list.push(ni as u32);
+                    }
+                }
+            }
+        }
+        let mut by_max_free: Vec<(u64, u32)> = rows
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.flags & ELIGIBLE != 0)
+            .map(|(ni, r)| {
+                let max = r
+                    .gpus()
+                    .map(|g| u64::from(gpus[g].free_mib))
+                    .max()
+                    .unwrap_or(0);
+                (max, ni as u32)
+            })
+            .collect();
+        by_max_free.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        let reserved_bits = (0..rows.len().div_ceil(64))
+            .map(|_| AtomicU64::new(0))
+            .collect();
         Ok(Snapshot {
             id: SnapshotId(NEXT_SNAPSHOT_ID.fetch_add(1, Ordering::Relaxed)),
             config: config.clone(),
             specs: nodes,
             status,
             rows,
+            labels_of,
+            ram,
             gpus,
+            gpu_index,
             free_source,
-            gpu_reserved,
             ram_reserved,
             loaded_model,
             loaded_slot,
@@ -395,6 +471,10 @@ impl Snapshot {
             models,
             labels,
             eligible,
+            model_nodes,
+            by_max_free,
+            reserved_bits,
+            prepared: ArcSwapOption::empty(),
         })
     }
 
@@ -457,19 +537,22 @@ impl Snapshot {
     pub fn gpu_capacity_mib(&self, node: NodeIndex, gpu: u32) -> Result<Option<(u64, u64)>> {
         Ok(self
             .gpu_slot(node, gpu)?
-            .map(|s| (u64::from(self.gpus[s].usable_mib), self.gpu_free_now(s))))
+            .map(|s| (u64::from(self.gpus[s].usable_mib), self.gpus[s].free_now())))
     }
 
     /// MiB currently reserved on a GPU (`Some(index)`) or in the node's RAM (`None`).
     pub fn reserved_mib(&self, node: NodeIndex, gpu: Option<u32>) -> Result<u64> {
-        Ok(self
-            .counter(node, gpu)?
-            .map_or(0, |c| c.load(Ordering::Relaxed)))
+        Ok(match self.counter(node, gpu)? {
+            Counter::Gpu(c) => u64::from(c.load(Ordering::Relaxed)),
+            Counter::Ram(c) => c.load(Ordering::Relaxed),
+            Counter::None => 0,
+        })
     }
 
     /// Counts `mib` as used on a GPU (`Some(index)`) or in the node's RAM (`None`) until
     /// the next snapshot (or [`release`](Self::release)), so that the next decisions do not
-    /// double-book memory a routed load is about to take. Lock-free: one atomic add.
+    /// double-book memory a routed load is about to take. Lock-free: one atomic update
+    /// (GPU counters saturate at 4 PiB).
     ///
     /// ```
     /// use vramroute_router::{GpuSpec, NodeSpec, Snapshot, SnapshotConfig};
@@ -482,19 +565,41 @@ impl Snapshot {
     /// # Ok::<(), vramroute_router::Error>(())
     /// ```
     pub fn reserve(&self, node: NodeIndex, gpu: Option<u32>, mib: u64) -> Result<()> {
-        if let Some(c) = self.counter(node, gpu)? {
-            c.fetch_add(mib, Ordering::Relaxed);
+        let counter = self.counter(node, gpu)?;
+        self.mark_reserved(node.get());
+        match counter {
+            Counter::Gpu(c) => {
+                let add = to_u32_mib(mib);
+                // The closure always returns `Some`, so this cannot fail.
+                let _ = c.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+                    Some(v.saturating_add(add))
+                });
+            }
+            Counter::Ram(c) => {
+                let _ = c.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+                    Some(v.saturating_add(mib))
+                });
+            }
+            Counter::None => {}
         }
         Ok(())
     }
 
     /// Undoes a [`reserve`](Self::reserve) (saturating at zero).
     pub fn release(&self, node: NodeIndex, gpu: Option<u32>, mib: u64) -> Result<()> {
-        if let Some(c) = self.counter(node, gpu)? {
-            // `fetch_update` with a closure that always returns `Some` cannot fail.
-            let _ = c.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
-                Some(v.saturating_sub(mib))
-            });
+        match self.counter(node, gpu)? {
+            Counter::Gpu(c) => {
+                let sub = to_u32_mib(mib);
+                let _ = c.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+                    Some(v.saturating_sub(sub))
+                });
+            }
+            Counter::Ram(c) => {
+                let _ = c.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+                    Some(v.saturating_sub(mib))
+                });
+            }
+            Counter::None => {}
         }
         Ok(())
     }
@@ -504,13 +609,7 @@ impl Snapshot {
     /// placement, nothing for [`FitKind::AlreadyLoaded`]. Returns what was reserved, for
     /// [`release_reservation`](Self::release_reservation).
     pub fn reserve_decision(&self, decision: &Decision, mib: u64) -> Result<Reservation> {
-        if decision.snapshot != self.id {
-            return Err(Error::SnapshotMismatch {
-                decision: decision.snapshot.0,
-                snapshot: self.id.0,
-            });
-        }
-        self.check(decision.node)?;
+        self.check_decision(decision)?;
         let node = decision.node;
         let mut parts = Vec::new();
         match decision.fit {
@@ -518,13 +617,12 @@ impl Snapshot {
             FitKind::SingleGpu => parts.push((decision.gpu, mib)),
             FitKind::CpuNoGpu | FitKind::CpuGpuTooSmall => parts.push((None, mib)),
             FitKind::AcrossGpus { .. } => {
-                let row = self.rows[node.get()];
-                let caps: Vec<(u32, u64)> = (row.gpu_start..row.gpu_end)
+                let caps: Vec<(u32, u64)> = self.rows[node.get()]
+                    .gpus()
                     .map(|s| {
-                        let s = s as usize;
                         (
-                            self.gpus[s].index,
-                            u64::from(self.gpus[s].usable_mib).min(self.gpu_free_now(s)),
+                            self.gpu_index[s],
+                            u64::from(self.gpus[s].usable_mib).min(self.gpus[s].free_now()),
                         )
                     })
                     .collect();
@@ -558,48 +656,51 @@ impl Snapshot {
         })
     }
 
-    /// Like [`reserve_decision`](Self::reserve_decision) for `decision.fit` single-GPU or
-    /// CPU, but only if the memory is still free (compare-and-swap): `Ok(None)` when a
-    /// concurrent reservation took it first. Splits across GPUs reserve unconditionally.
+    /// Like [`reserve_decision`](Self::reserve_decision), but for a single GPU or a CPU
+    /// with known free RAM only if the memory is still free (compare-and-swap): `Ok(None)`
+    /// when a concurrent reservation took it first. Splits reserve unconditionally.
     pub(crate) fn try_reserve_decision(
         &self,
         decision: &Decision,
         mib: u64,
     ) -> Result<Option<Reservation>> {
+        self.check_decision(decision)?;
         let ni = decision.node.get();
-        let guarded = match (decision.fit, decision.gpu) {
-            (FitKind::SingleGpu, Some(g)) => self.gpu_slot(decision.node, g)?.map(|slot| {
-                (
-                    &self.gpu_reserved[slot],
-                    u64::from(self.gpus[slot].free_mib),
-                )
-            }),
-            (FitKind::CpuNoGpu | FitKind::CpuGpuTooSmall, _) if ni < self.rows.len() => {
-                let free = self.rows[ni].ram_free_mib;
-                (free != UNKNOWN_MIB).then(|| (&self.ram_reserved[ni], free))
+        let ok = match (decision.fit, decision.gpu) {
+            (FitKind::SingleGpu, Some(g)) => match self.gpu_slot(decision.node, g)? {
+                Some(slot) => {
+                    let row = &self.gpus[slot];
+                    let base = u64::from(row.free_mib);
+                    row.reserved_mib
+                        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |cur| {
+                            let n = u64::from(cur) + mib;
+                            (n <= base).then_some(n as u32)
+                        })
+                        .is_ok()
+                }
+                None => return Ok(None),
+            },
+            (FitKind::CpuNoGpu | FitKind::CpuGpuTooSmall, _)
+                if self.ram[ni].free_mib != UNKNOWN_MIB =>
+            {
+                let base = self.ram[ni].free_mib;
+                self.ram_reserved[ni]
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |cur| {
+                        cur.checked_add(mib).filter(|&n| n <= base)
+                    })
+                    .is_ok()
             }
-            _ => None,
+            _ => return self.reserve_decision(decision, mib).map(Some),
         };
-        if let Some((counter, base_free)) = guarded {
-            let ok = counter
-                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |cur| {
-                    cur.checked_add(mib).filter(|&n| n <= base_free)
-                })
-                .is_ok();
-            if !ok {
-                return Ok(None);
-            }
-            return Ok(Some(Reservation {
-                snapshot: self.id,
-                node: decision.node,
-                node_id: self.specs[ni].id.clone(),
-                parts: vec![(
-                    decision.gpu.filter(|_| decision.fit == FitKind::SingleGpu),
-                    mib,
-                )],
-            }));
-        }
-        self.reserve_decision(decision, mib).map(Some)
+        Ok(ok.then(|| Reservation {
+            snapshot: self.id,
+            node: decision.node,
+            node_id: self.specs[ni].id.clone(),
+            parts: vec![(
+                decision.gpu.filter(|_| decision.fit == FitKind::SingleGpu),
+                mib,
+            )],
+        }))
     }
 
     /// Undoes a [`reserve_decision`](Self::reserve_decision).
@@ -625,27 +726,46 @@ impl Snapshot {
                 continue;
             };
             let ram = old.ram_reserved[i].load(Ordering::Relaxed);
+            if old.reserved_bits[i / 64].load(Ordering::Relaxed) & (1 << (i % 64)) != 0 {
+                self.mark_reserved(new.get());
+            }
             if ram > 0 {
                 self.ram_reserved[new.get()].fetch_add(ram, Ordering::Relaxed);
             }
-            let orow = old.rows[i];
             let nrow = self.rows[new.get()];
-            for s in orow.gpu_start..orow.gpu_end {
-                let v = old.gpu_reserved[s as usize].load(Ordering::Relaxed);
-                let index = old.gpus[s as usize].index;
+            for s in old.rows[i].gpus() {
+                let v = old.gpus[s].reserved_mib.load(Ordering::Relaxed);
                 if v == 0 {
                     continue;
                 }
-                if let Some(t) =
-                    (nrow.gpu_start..nrow.gpu_end).find(|&t| self.gpus[t as usize].index == index)
-                {
-                    self.gpu_reserved[t as usize].fetch_add(v, Ordering::Relaxed);
+                let index = old.gpu_index[s];
+                if let Some(t) = nrow.gpus().find(|&t| self.gpu_index[t] == index) {
+                    let _ = self.gpus[t].reserved_mib.fetch_update(
+                        Ordering::Relaxed,
+                        Ordering::Relaxed,
+                        |x| Some(x.saturating_add(v)),
+                    );
                 }
             }
         }
     }
 
-    /// Bit mask of a label, 0 if no node carries it.
+    /// Marks a node as holding reservations: the pruned search then scores it exactly
+    /// (its static bound no longer holds).
+    fn mark_reserved(&self, node: usize) {
+        self.reserved_bits[node / 64].fetch_or(1 << (node % 64), Ordering::Relaxed);
+    }
+
+    /// Precomputes what routing with `policy` needs (for `sollol`: per-node score bounds,
+    /// one allocation per snapshot and policy), so that the first [`route`](Self::route)
+    /// does not allocate. [`Router`](crate::Router) calls it on every update.
+    pub fn prepare(&self, policy: &crate::Policy) {
+        if let crate::Policy::Sollol(p) = policy {
+            self.prepared_for(p);
+        }
+    }
+
+    /// Bit mask of a label, `None` if no node carries it.
     pub(crate) fn label_bit(&self, label: &str) -> Option<u64> {
         self.labels.get(label).map(|b| 1u64 << b)
     }
@@ -655,14 +775,8 @@ impl Snapshot {
     }
 
     #[inline]
-    pub(crate) fn gpu_free_now(&self, slot: usize) -> u64 {
-        u64::from(self.gpus[slot].free_mib)
-            .saturating_sub(self.gpu_reserved[slot].load(Ordering::Relaxed))
-    }
-
-    #[inline]
     pub(crate) fn ram_free_now(&self, node: usize) -> u64 {
-        let free = self.rows[node].ram_free_mib;
+        let free = self.ram[node].free_mib;
         if free == UNKNOWN_MIB {
             UNKNOWN_MIB
         } else {
@@ -681,6 +795,16 @@ impl Snapshot {
         }
     }
 
+    fn check_decision(&self, decision: &Decision) -> Result<()> {
+        if decision.snapshot != self.id {
+            return Err(Error::SnapshotMismatch {
+                decision: decision.snapshot.0,
+                snapshot: self.id.0,
+            });
+        }
+        self.check(decision.node)
+    }
+
     /// Absolute GPU slot; `Ok(None)` when the node is invalid (its GPUs are not indexed).
     fn gpu_slot(&self, node: NodeIndex, gpu: u32) -> Result<Option<usize>> {
         self.check(node)?;
@@ -691,21 +815,28 @@ impl Snapshot {
                 gpu,
             });
         }
-        let row = self.rows[node.get()];
-        Ok((row.gpu_start..row.gpu_end)
-            .map(|s| s as usize)
-            .find(|&s| self.gpus[s].index == gpu))
+        Ok(self.rows[node.get()]
+            .gpus()
+            .find(|&s| self.gpu_index[s] == gpu))
     }
 
-    fn counter(&self, node: NodeIndex, gpu: Option<u32>) -> Result<Option<&AtomicU64>> {
+    fn counter(&self, node: NodeIndex, gpu: Option<u32>) -> Result<Counter<'_>> {
         match gpu {
             None => {
                 self.check(node)?;
-                Ok(Some(&self.ram_reserved[node.get()]))
+                Ok(Counter::Ram(&self.ram_reserved[node.get()]))
             }
-            Some(g) => Ok(self.gpu_slot(node, g)?.map(|s| &self.gpu_reserved[s])),
+            Some(g) => Ok(self
+                .gpu_slot(node, g)?
+                .map_or(Counter::None, |s| Counter::Gpu(&self.gpus[s].reserved_mib))),
         }
     }
+}
+
+enum Counter<'a> {
+    Gpu(&'a AtomicU32),
+    Ram(&'a AtomicU64),
+    None,
 }
 
 /// What [`Snapshot::reserve_decision`] reserved.

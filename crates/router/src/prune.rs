@@ -1,0 +1,296 @@
+//! Pruned search for the `sollol` policy: exact answers without scoring every node.
+//!
+//! For each (snapshot, [`SollolParams`]) pair we precompute, once, an upper bound of every
+//! eligible node's score over all requests in the *pruning regime* (model size at least
+//! `overwhelmed_below_mib`, no affinity, no label/node filters) and sort nodes by it. A
+//! route then scores exactly, in this order:
+//! 1. every node holding a reservation (reservations lower free VRAM, which can raise a
+//!    score above its static bound through SOLLOL's "overflow" rule),
+//! 2. every node where the requested model is loaded (the warm factor is not in the bound),
+//! 3. the remaining nodes by descending bound, stopping at the first bound below the best
+//!    exact score found.
+//!
+//! The result is identical to the full scan (`run_exhaustive`), ties included (equal
+//! scores go to the lower node index); `tests::pruned_equals_exhaustive` checks it on
+//! random clusters. Requests outside the regime, and the other policies, use the full scan.
+//!
+//! Why the bound holds in the regime: a single-GPU placement has free VRAM ≥ size ≥ the
+//! overwhelmed threshold, and a split has usable free ≥ size, so neither is "overwhelmed";
+//! only a CPU placement on a node whose GPUs all have less than the threshold free can be,
+//! and such nodes get the larger of both cases. Every request-dependent factor is replaced
+//! by its largest possible value (priority 0 for the latency weight, the smaller CPU-load
+//! weight, the best complexity factor, the best resource/mode factor).
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use crate::policy::SollolParams;
+use crate::route::{
+    place, pow_u32, Cand, Decision, NoRoute, NoTrace, Outcome, Placed, Resolved, Scorer, Sollol,
+};
+use crate::snapshot::{
+    NodeIndex, Snapshot, ELIGIBLE, HAS_CPU_LOAD, HAS_LATENCY, HAS_SUCCESS_RATE, TOP_PRIORITY,
+};
+
+/// Relative slack on every bound, far above the rounding differences between the bound's
+/// and the score's operation order.
+const BOUND_SLACK: f64 = 1e-9;
+
+/// Per-policy score bounds of one snapshot.
+#[derive(Debug)]
+pub(crate) struct Prepared {
+    pub(crate) params: SollolParams,
+    /// Eligible nodes by descending bound, then ascending index.
+    pub(crate) order: Vec<(f64, u32)>,
+}
+
+impl Prepared {
+    pub(crate) fn build(s: &Snapshot, p: &SollolParams) -> Prepared {
+        let mut order: Vec<(f64, u32)> = (0..s.rows.len())
+            .filter(|&ni| s.rows[ni].flags & ELIGIBLE != 0)
+            .map(|ni| (node_bound(s, p, ni), ni as u32))
+            .collect();
+        order.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        Prepared {
+            params: p.clone(),
+            order,
+        }
+    }
+}
+
+fn node_bound(s: &Snapshot, p: &SollolParams, ni: usize) -> f64 {
+    let row = &s.rows[ni];
+    let flags = row.flags;
+    let load = if flags & HAS_CPU_LOAD != 0 {
+        f64::from(row.cpu_load)
+    } else {
+        p.default_cpu_load
+    };
+    let latency = if flags & HAS_LATENCY != 0 {
+        f64::from(row.latency_ms)
+    } else {
+        p.default_latency_ms
+    };
+    let success = if flags & HAS_SUCCESS_RATE != 0 {
+        f64::from(row.success_rate)
+    } else {
+        p.default_success_rate
+    };
+    let success = if p.success_rate_exponent == 1.0 {
+        success
+    } else {
+        success.powf(p.success_rate_exponent)
+    };
+    let max_free = row
+        .gpus()
+        .map(|g| u64::from(s.gpus[g].free_mib))
+        .max()
+        .unwrap_or(0);
+    let low = max_free < p.overwhelmed_below_mib;
+
+    let mut common = p.base_score * success;
+    if row.loaded_len > 0 {
+        common *= p.cold_with_other_models_multiplier;
+    }
+    if flags & TOP_PRIORITY != 0 {
+        common *= p
+            .top_node_multiplier
+            .max(p.top_node_high_priority_multiplier);
+    }
+    if row.tasks != 0 {
+        common *= p.preferred_task_multiplier.max(1.0);
+    }
+    let cpus = u32::from(row.cpu_count);
+    if cpus > 1 {
+        common *= (1.0 + f64::from(cpus) * (1.0 / p.cpu_count_divisor)).min(p.cpu_count_bonus_cap);
+        if cpus >= p.complex_many_cores_from {
+            common *= p.complex_many_cores_multiplier.max(1.0);
+        }
+    }
+    if row.gpu_len >= 2 {
+        common *= p.across_gpus_multiplier.max(1.0);
+    }
+    common /= 1.0 + load * p.cpu_load_weight.min(p.cpu_load_weight_high_priority);
+
+    let active = |class: usize| -> f64 {
+        let n = row.active_requests;
+        if n == 0 {
+            return 1.0;
+        }
+        let base = [
+            p.active_base_overwhelmed,
+            p.active_base_small,
+            p.active_base_mid,
+            p.active_base_large,
+        ][class];
+        let base = if latency < p.active_fast_latency_below_ms {
+            (base * p.active_fast_factor).max(p.active_base_floor)
+        } else if latency > p.active_slow_latency_above_ms {
+            (base * p.active_slow_factor).min(p.active_base_cap)
+        } else {
+            base
+        };
+        1.0 / (pow_u32(base, n) * (1.0 + p.active_linear_penalty * f64::from(n)))
+    };
+    let complexity = {
+        let complex = if load > p.complex_busy_cpu_above {
+            p.complex_busy_cpu_multiplier
+        } else if load < p.complex_idle_cpu_below {
+            p.complex_idle_cpu_multiplier
+        } else {
+            1.0
+        };
+        let simple = if load > p.simple_busy_cpu_above {
+            p.simple_busy_cpu_multiplier
+        } else {
+            1.0
+        };
+        complex.max(simple).max(1.0)
+    };
+    let g = if latency < p.latency_fast_below_ms {
+        latency * (1.0 / p.latency_fast_scale_ms)
+    } else if latency > p.latency_slow_above_ms {
+        latency * (1.0 / p.latency_scale_ms)
+    } else {
+        (latency * (1.0 / p.latency_scale_ms)).min(p.latency_medium_cap)
+    };
+    // Latency weight is 1 + priority × w ≥ 1.
+    let penalties = complexity / (1.0 + g);
+    let mode_hi = [
+        1.0,
+        p.good_multiplier,
+        p.excellent_multiplier,
+        p.fallback_gpu_multiplier,
+        p.gpu_task_on_cpu_multiplier,
+        p.fallback_cpu_multiplier,
+    ]
+    .into_iter()
+    .fold(0.0, f64::max);
+    let mode_cpu = p
+        .gpu_task_on_cpu_multiplier
+        .max(p.fallback_cpu_multiplier)
+        .max(1.0);
+    let hi = penalties * active(1).max(active(2)).max(active(3)) * mode_hi;
+    let lo = if low {
+        let pen = if p.skip_penalties_when_overwhelmed {
+            1.0
+        } else {
+            penalties
+        };
+        pen * active(0) * mode_cpu
+    } else {
+        0.0
+    };
+    common * hi.max(lo) * (1.0 + BOUND_SLACK)
+}
+
+impl Snapshot {
+    fn is_reserved(&self, ni: usize) -> bool {
+        self.reserved_bits[ni / 64].load(Ordering::Relaxed) & (1 << (ni % 64)) != 0
+    }
+
+    fn for_each_reserved(&self, mut f: impl FnMut(usize)) {
+        for (w, word) in self.reserved_bits.iter().enumerate() {
+            let mut bits = word.load(Ordering::Relaxed);
+            while bits != 0 {
+                f(w * 64 + bits.trailing_zeros() as usize);
+                bits &= bits - 1;
+            }
+        }
+    }
+
+    pub(crate) fn prepared_for(&self, p: &SollolParams) -> Arc<Prepared> {
+        if let Some(prep) = &*self.prepared.load() {
+            if prep.params == *p {
+                return Arc::clone(prep);
+            }
+        }
+        let prep = Arc::new(Prepared::build(self, p));
+        self.prepared.store(Some(Arc::clone(&prep)));
+        prep
+    }
+}
+
+/// Whether `r` is in the pruning regime of `p`.
+pub(crate) fn prunable(p: &SollolParams, r: &Resolved<'_>) -> bool {
+    r.size >= p.overwhelmed_below_mib && !r.prefers && !r.filters
+}
+
+pub(crate) fn run_pruned(s: &Snapshot, sc: &Sollol<'_>, r: &Resolved<'_>) -> Outcome {
+    let p = sc.params();
+    let guard = s.prepared.load();
+    let owned;
+    let prep: &Prepared = match &*guard {
+        Some(prep) if prep.params == *p => prep,
+        _ => {
+            owned = s.prepared_for(p);
+            &owned
+        }
+    };
+
+    // SOLLOL's mode: are all GPUs of eligible nodes overwhelmed (reservations included)?
+    let mut max_free = 0u64;
+    s.for_each_reserved(|ni| {
+        if ni < s.rows.len() && s.rows[ni].flags & ELIGIBLE != 0 {
+            let m = s.rows[ni]
+                .gpus()
+                .map(|g| s.gpus[g].free_now())
+                .max()
+                .unwrap_or(0);
+            max_free = max_free.max(m);
+        }
+    });
+    if let Some(&(m, _)) = s
+        .by_max_free
+        .iter()
+        .find(|(_, ni)| !s.is_reserved(*ni as usize))
+    {
+        max_free = max_free.max(m);
+    }
+    let fallback = r.needs_gpu && max_free < p.overwhelmed_below_mib;
+
+    let mut best: Option<(f64, usize, Cand)> = None;
+    let visit = |best: &mut Option<(f64, usize, Cand)>, ni: usize| {
+        let mut unused = 0;
+        if let Placed::Cand(c) = place(s, r, ni, false, &mut unused, &mut NoTrace) {
+            let base = sc.base(s, r, ni, &c, &mut NoTrace);
+            let score = base.score * sc.mode_factor(r, &s.rows[ni], &c, fallback, &mut NoTrace);
+            if best
+                .as_ref()
+                .is_none_or(|&(bs, bi, _)| score > bs || (score == bs && ni < bi))
+            {
+                *best = Some((score, ni, c));
+            }
+        }
+    };
+    s.for_each_reserved(|ni| {
+        if ni < s.rows.len() {
+            visit(&mut best, ni);
+        }
+    });
+    if let Some(m) = r.model {
+        for &ni in &s.model_nodes[m as usize] {
+            visit(&mut best, ni as usize);
+        }
+    }
+    for &(bound, ni) in &prep.order {
+        if best.as_ref().is_some_and(|&(bs, _, _)| bound < bs) {
+            break;
+        }
+        visit(&mut best, ni as usize);
+    }
+    let result = match best {
+        Some((score, ni, c)) => Ok(Decision {
+            snapshot: s.id,
+            node: NodeIndex(ni as u32),
+            target: c.target,
+            gpu: c.gpu,
+            fit: c.fit,
+            score,
+            cpu_fallback: fallback,
+        }),
+        None if !prep.order.is_empty() => Err(NoRoute::NothingFits { size_mib: r.size }),
+        None => Err(NoRoute::NoEligibleNode),
+    };
+    Outcome { result, fallback }
+}
