@@ -37,4 +37,6 @@ pub use gguf::{
     MAX_DIMS, MAX_KEY_BYTES, MAX_KV, MAX_LAYERS, MAX_STRING_BYTES, MAX_TENSORS,
 };
 pub use offer::{NodeOffer, ReserveConfig, SollolCapability, Worker, WorkerKind};
-pub use plan::ClusterWorker;
+pub use plan::{
+    plan, ClusterWorker, Plan, PlanOptions, PlannedDevice, RpcServerPlan, LLAMA_MAX_DEVICES,
+};

@@ -10,3 +10,5 @@ mod fixtures;
 mod gguf;
 #[path = "alloc/offer.rs"]
 mod offer;
+#[path = "alloc/plan.rs"]
+mod plan;
