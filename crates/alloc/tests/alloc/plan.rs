@@ -18,7 +18,8 @@ fn node(id: &str, host_ip: &str, gpus_mib: &[u64], ram_mib: u64) -> Vec<ClusterW
         .zip(0u32..)
         .map(|(&mib, i)| gpu(Vendor::Nvidia, i, &format!("GPU {mib}"), Some(mib)))
         .collect();
-    let offer = NodeOffer::from_hardware(&gpus, &host(ram_mib), &ReserveConfig::default()).unwrap();
+    let offer = NodeOffer::from_hardware(&gpus, &host(ram_mib), &ReserveConfig::default())
+        .expect("valid reserve");
     let backend = offer.default_backend();
     let mut workers = offer.cluster_workers(id, host_ip, 50052, backend, false);
     for w in &mut workers {
