@@ -1,0 +1,32 @@
+//! `vramroute-node`: what one node publishes.
+//!
+//! Composes one probe of the hardware ([`vramroute_probe`]), the node's offer
+//! ([`vramroute_alloc`]) and what its Ollama says ([`vramroute_ollama`]) into the
+//! registry's record types ([`vramroute_registry`]): the live stats record, the
+//! capability registration, the human report and the JSON the reporter prints. It also
+//! owns the "publish now?" rule ([`ChangeDetector`]).
+//!
+//! **Must not know:** Redis I/O (records are handed to a `Registry` by the caller),
+//! routing, clocks (the caller passes the timestamp), HTTP (the caller passes the
+//! outcome of `GET /api/ps`).
+//!
+//! Used by `vramroute-reporter` and by the coordinator's embedded single-node mode, so
+//! both describe a node the same way.
+
+mod change;
+mod report;
+
+pub use change::ChangeDetector;
+pub use report::{gpu_log_line, NodeIdentity, NodeReport, OllamaState};
+
+/// Errors building a node report.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The offer could not be computed (e.g. an invalid reserve).
+    #[error(transparent)]
+    Alloc(#[from] vramroute_alloc::Error),
+}
+
+/// Result alias for this crate.
+pub type Result<T> = std::result::Result<T, Error>;

@@ -1,0 +1,421 @@
+//! One probe of a node, turned into everything it publishes and prints.
+
+use std::fmt::Write as _;
+
+use serde_json::{json, Value};
+use vramroute_alloc::{GgmlBackend, NodeOffer, ReserveConfig, RpcServerCommand, WorkerKind};
+use vramroute_ollama::{GpuOffload as OllamaOffload, PsResponse};
+use vramroute_probe::{GpuDevice, MemoryKind, NodeHardware};
+use vramroute_registry::{
+    keys, GpuOffload, GpuStat, GpuStatsRecord, LoadedModel, RpcNodeRecord, SCHEMA_VERSION,
+};
+
+use crate::Result;
+
+const BYTES_PER_MIB: u64 = 1_048_576;
+
+/// How this node names itself in the registry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeIdentity {
+    /// Stats key suffix: `sollol:gpu:{node_id}`, normally `{advertise_ip}:11434`.
+    pub node_id: String,
+    /// Address other nodes reach this one at (the rpc registration's host).
+    pub advertise_ip: String,
+    /// llama.cpp rpc-server port (`sollol:rpc:node:{ip}:{rpc_port}`).
+    pub rpc_port: u16,
+    /// The node's Ollama, when it has one.
+    pub ollama_url: Option<String>,
+    /// Host name, for operators.
+    pub hostname: Option<String>,
+}
+
+/// What the node's Ollama said in `GET /api/ps`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OllamaState {
+    /// The offload verdict.
+    pub offload: OllamaOffload,
+    /// Models loaded now (empty when unknown).
+    pub models: Vec<vramroute_ollama::LoadedModel>,
+    /// Why Ollama could not be read, when it could not.
+    pub error: Option<String>,
+}
+
+impl OllamaState {
+    /// From the outcome of `GET /api/ps`.
+    pub fn from_ps(ps: &vramroute_ollama::Result<PsResponse>) -> Self {
+        OllamaState {
+            offload: OllamaOffload::from_ps(ps),
+            models: ps.as_ref().map(|p| p.models.clone()).unwrap_or_default(),
+            error: ps.as_ref().err().map(ToString::to_string),
+        }
+    }
+
+    /// Ollama was not asked (`--no-ollama`).
+    pub fn not_asked() -> Self {
+        OllamaState {
+            offload: OllamaOffload::Unknown,
+            models: Vec::new(),
+            error: None,
+        }
+    }
+
+    /// The record's `gpu_offload` and its human reason.
+    fn verdict(&self) -> (GpuOffload, String) {
+        let n = self.models.len();
+        match self.offload {
+            OllamaOffload::On => (
+                GpuOffload::On,
+                format!("Ollama has {n} model(s) loaded, some in VRAM"),
+            ),
+            OllamaOffload::Off => (
+                GpuOffload::Off,
+                format!(
+                    "Ollama has {n} model(s) loaded, all with size_vram == 0: GPU offload is off"
+                ),
+            ),
+            OllamaOffload::Idle => (
+                GpuOffload::Unknown,
+                "Ollama answered with no model loaded; GPUs reported as probed".to_string(),
+            ),
+            OllamaOffload::Unknown => match &self.error {
+                Some(e) => (
+                    GpuOffload::Unknown,
+                    format!("Ollama not readable ({e}); GPUs reported as probed"),
+                ),
+                None => (
+                    GpuOffload::Unknown,
+                    "Ollama not asked; GPUs reported as probed".to_string(),
+                ),
+            },
+        }
+    }
+}
+
+/// One probe of the node with its offer and Ollama state.
+#[derive(Debug, Clone)]
+pub struct NodeReport {
+    /// What the probe saw.
+    pub hardware: NodeHardware,
+    /// One CPU worker plus one per GPU, with reserves applied.
+    pub offer: NodeOffer,
+    /// ggml backend assumed for device names and commands.
+    pub backend: GgmlBackend,
+    /// What Ollama said.
+    pub ollama: OllamaState,
+    /// When the probe ran, Unix seconds.
+    pub timestamp: f64,
+}
+
+impl NodeReport {
+    /// Build the report. `backend` defaults to the first GPU vendor's usual one.
+    pub fn new(
+        hardware: NodeHardware,
+        reserve: &ReserveConfig,
+        backend: Option<GgmlBackend>,
+        ollama: OllamaState,
+        timestamp: f64,
+    ) -> Result<Self> {
+        let offer = NodeOffer::from_hardware(&hardware.gpus, &hardware.host, reserve)?;
+        let backend = backend.unwrap_or_else(|| offer.default_backend());
+        Ok(NodeReport {
+            hardware,
+            offer,
+            backend,
+            ollama,
+            timestamp,
+        })
+    }
+
+    /// ggml device name of a GPU under this report's backend, when that backend drives it.
+    fn ggml_device(&self, gpu: &GpuDevice) -> Option<String> {
+        self.offer
+            .ggml_devices(self.backend)
+            .into_iter()
+            .find(|(_, w)| {
+                w.kind == WorkerKind::Gpu
+                    && w.gpu.as_ref().map(|g| (&g.pci_bus_id, g.vendor, g.index))
+                        == Some((&gpu.pci_bus_id, gpu.vendor, gpu.index))
+            })
+            .map(|(name, _)| name)
+    }
+
+    fn gpu_stat(&self, gpu: &GpuDevice) -> GpuStat {
+        GpuStat {
+            index: gpu.index,
+            name: gpu.name.clone(),
+            memory_total_mb: gpu.memory_total_mib,
+            memory_free_mb: gpu.memory_free_mib,
+            memory_used_mb: gpu.memory_used_mib,
+            utilization_percent: gpu.utilization_percent,
+            temperature_c: gpu.temperature_celsius.map(|t| t.round() as i32),
+            uuid: gpu.uuid.clone(),
+            pci_bus_id: gpu.pci_bus_id.clone(),
+            power_w: gpu.power_watts,
+            memory_kind: Some(
+                match gpu.memory_kind {
+                    MemoryKind::Dedicated => "dedicated",
+                    MemoryKind::Unified => "unified",
+                }
+                .to_string(),
+            ),
+            driver: Some(gpu.driver.clone()),
+            ggml_device: self.ggml_device(gpu),
+        }
+    }
+
+    /// The live stats record (`sollol:gpu:{node_id}`).
+    ///
+    /// When Ollama positively runs every loaded model on the CPU, the SOLLOL fields say
+    /// CPU-only (`vendor: "none"`, `gpus: []`) as SOLLOL's reporter would, and the
+    /// probed GPUs move to the extra key `detected_gpus` so nothing is hidden.
+    pub fn stats_record(&self, id: &NodeIdentity) -> GpuStatsRecord {
+        let (offload, reason) = self.ollama.verdict();
+        let stats: Vec<GpuStat> = self
+            .hardware
+            .gpus
+            .iter()
+            .map(|g| self.gpu_stat(g))
+            .collect();
+        let host = &self.hardware.host;
+        let mut record = GpuStatsRecord {
+            vendor: self
+                .hardware
+                .gpus
+                .first()
+                .map_or("none".to_string(), |g| g.vendor.to_string()),
+            gpus: Vec::new(),
+            timestamp: self.timestamp,
+            node_id: id.node_id.clone(),
+            schema_version: Some(SCHEMA_VERSION),
+            reporter_version: Some(env!("CARGO_PKG_VERSION").to_string()),
+            hostname: id.hostname.clone(),
+            gpu_offload: Some(offload),
+            gpu_offload_reason: Some(reason),
+            note: None,
+            loaded_models: Some(
+                self.ollama
+                    .models
+                    .iter()
+                    .map(|m| LoadedModel {
+                        name: m.name.clone(),
+                        size_mb: Some(m.size / BYTES_PER_MIB),
+                        size_vram_mb: Some(m.size_vram / BYTES_PER_MIB),
+                    })
+                    .collect(),
+            ),
+            cpu_ram_total_mb: Some(host.total_ram_mib),
+            cpu_ram_free_mb: Some(host.available_ram_mib),
+            cpu_count: Some(host.cpu_count),
+            cpu_load_percent: None,
+            ollama_url: id.ollama_url.clone(),
+            rpc_host: Some(id.advertise_ip.clone()),
+            rpc_port: Some(id.rpc_port),
+            extra: Default::default(),
+        };
+        if offload == GpuOffload::Off && !stats.is_empty() {
+            record.vendor = "none".to_string();
+            record.note = Some(
+                "GPUs present but Ollama runs every loaded model on the CPU; see detected_gpus"
+                    .to_string(),
+            );
+            record
+                .extra
+                .insert("detected_gpus".to_string(), json!(stats));
+        } else {
+            record.gpus = stats;
+        }
+        record
+    }
+
+    /// The capability registration (`sollol:rpc:node:{ip}:{rpc_port}`): SOLLOL's fields
+    /// exactly as `register_gpu_node.py` computes them, plus our hardware details.
+    pub fn rpc_record(&self) -> RpcNodeRecord {
+        let cap = self.offer.sollol_capability();
+        // Extras run parallel to `gpu_devices`: the GPUs that made it into the record.
+        let listed: Vec<&GpuDevice> = self
+            .offer
+            .gpus()
+            .filter(|w| w.budget_mib.is_some() && w.sollol_device().is_some())
+            .filter_map(|w| w.gpu.as_ref())
+            .collect();
+        let all = |f: &dyn Fn(&GpuDevice) -> Option<String>| -> Option<Vec<String>> {
+            let v: Option<Vec<String>> = listed.iter().map(|g| f(g)).collect();
+            v.filter(|v| !v.is_empty())
+        };
+        let host = &self.hardware.host;
+        RpcNodeRecord {
+            has_gpu: cap.has_gpu,
+            gpu_devices: cap.gpu_devices,
+            gpu_vram_mb: cap.gpu_vram_mb,
+            gpu_names: cap.gpu_names,
+            cpu_ram_mb: cap.cpu_ram_mb,
+            device_config: cap.device_config,
+            memory_config: cap.memory_config,
+            total_parallel_workers: cap.total_parallel_workers,
+            schema_version: Some(SCHEMA_VERSION),
+            reporter_version: Some(env!("CARGO_PKG_VERSION").to_string()),
+            hostname: None,
+            ggml_devices: all(&|g| self.ggml_device(g)),
+            gpu_uuids: all(&|g| g.uuid.clone()),
+            gpu_pci_bus_ids: all(&|g| g.pci_bus_id.clone()),
+            gpu_vram_total_mb: listed
+                .iter()
+                .map(|g| g.memory_total_mib)
+                .collect::<Option<Vec<u64>>>()
+                .filter(|v| !v.is_empty()),
+            cpu_ram_total_mb: Some(host.total_ram_mib),
+            cpu_count: Some(host.cpu_count),
+            reserve_fraction: Some(self.offer.reserve.gpu_fraction),
+            extra: Default::default(),
+        }
+    }
+
+    /// `rpc-server` for today's llama.cpp (no `--mem`, real ggml device names).
+    pub fn rpc_server_command(&self, host: &str, port: u16) -> RpcServerCommand {
+        self.offer.rpc_server_command(host, port, self.backend)
+    }
+
+    /// `rpc-server` for llama.cpp builds from before October 2025: one per device.
+    pub fn legacy_rpc_server_commands(
+        &self,
+        host: &str,
+        base_port: u16,
+    ) -> Result<Vec<RpcServerCommand>> {
+        Ok(self
+            .offer
+            .legacy_rpc_server_commands(host, base_port, self.backend)?)
+    }
+
+    /// What `vramroute-reporter probe --json` prints.
+    pub fn to_json(&self, id: &NodeIdentity, rpc_host: &str) -> Value {
+        let gpus: Vec<Value> = self
+            .hardware
+            .gpus
+            .iter()
+            .map(|g| {
+                json!({
+                    "vendor": g.vendor,
+                    "index": g.index,
+                    "name": g.name,
+                    "uuid": g.uuid,
+                    "pci_bus_id": g.pci_bus_id,
+                    "driver": g.driver,
+                    "memory_kind": g.memory_kind,
+                    "memory_total_mb": g.memory_total_mib,
+                    "memory_used_mb": g.memory_used_mib,
+                    "memory_free_mb": g.memory_free_mib,
+                    "utilization_percent": g.utilization_percent,
+                    "temperature_c": g.temperature_celsius,
+                    "power_w": g.power_watts,
+                    "ggml_device": self.ggml_device(g),
+                })
+            })
+            .collect();
+        let host = &self.hardware.host;
+        let legacy: Vec<String> = self
+            .legacy_rpc_server_commands(rpc_host, id.rpc_port)
+            .map(|v| v.iter().map(ToString::to_string).collect())
+            .unwrap_or_default();
+        let rpc_record: Value =
+            serde_json::from_str(&self.rpc_record().to_json()).unwrap_or(Value::Null);
+        json!({
+            "node_id": id.node_id,
+            "gpus": gpus,
+            "cpu_ram_mb": host.total_ram_mib,
+            "cpu_ram_available_mb": host.available_ram_mib,
+            "cpu_count": host.cpu_count,
+            "cgroup_limit_mb": host.cgroup_limit_mib,
+            "offer": self.offer,
+            "ggml_backend": self.backend,
+            "registration_key": keys::rpc_node_key(&id.advertise_ip, id.rpc_port),
+            "registration": rpc_record,
+            "rpc_server_command": self.rpc_server_command(rpc_host, id.rpc_port).to_string(),
+            "rpc_server_legacy_commands": legacy,
+        })
+    }
+
+    /// The human report (like SOLLOL's `register_gpu_node.py`, without emoji).
+    pub fn render_text(&self, id: &NodeIdentity, rpc_host: &str) -> String {
+        let mut out = String::new();
+        let host = &self.hardware.host;
+        let gpus = &self.hardware.gpus;
+        let _ = writeln!(out, "Node {}", id.node_id);
+        if gpus.is_empty() {
+            let _ = writeln!(out, "GPUs: none detected (CPU-only node)");
+        } else {
+            let _ = writeln!(out, "GPUs: {} detected", gpus.len());
+            for g in gpus {
+                let _ = writeln!(out, "  {}", gpu_log_line(g));
+                let _ = writeln!(
+                    out,
+                    "      {} | driver {} | {} memory | ggml {}",
+                    g.pci_bus_id.as_deref().unwrap_or("PCI bus id unknown"),
+                    g.driver,
+                    match g.memory_kind {
+                        MemoryKind::Dedicated => "dedicated",
+                        MemoryKind::Unified => "unified",
+                    },
+                    self.ggml_device(g)
+                        .unwrap_or_else(|| format!("(not driven by {})", self.backend)),
+                );
+            }
+        }
+        let limit = host
+            .cgroup_limit_mib
+            .map(|l| format!(" (cgroup limit {l} MB)"))
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "RAM: {} MB total, {} MB available{limit} | CPUs: {}",
+            host.total_ram_mib, host.available_ram_mib, host.cpu_count
+        );
+        let _ = writeln!(out, "\nOffer (hybrid workers):");
+        for line in self.offer.to_string().lines() {
+            let _ = writeln!(out, "  {line}");
+        }
+        let _ = writeln!(
+            out,
+            "\nSOLLOL registration ({}, expires after 1 h unless refreshed):",
+            keys::rpc_node_key(&id.advertise_ip, id.rpc_port)
+        );
+        let _ = writeln!(out, "  {}", self.rpc_record().to_json());
+        let _ = writeln!(
+            out,
+            "\nrpc-server command (llama.cpp since 2025-10, ggml backend {}):",
+            self.backend
+        );
+        let _ = writeln!(out, "  {}", self.rpc_server_command(rpc_host, id.rpc_port));
+        match self.legacy_rpc_server_commands(rpc_host, id.rpc_port) {
+            Ok(cmds) => {
+                let _ = writeln!(
+                    out,
+                    "rpc-server commands (older llama.cpp, one per device):"
+                );
+                for c in cmds {
+                    let _ = writeln!(out, "  {c}");
+                }
+            }
+            Err(e) => {
+                let _ = writeln!(out, "legacy rpc-server commands unavailable: {e}");
+            }
+        }
+        out
+    }
+}
+
+/// SOLLOL's per-GPU log line: `GPU 0: NAME | VRAM: used/total MB | Util: N% | Temp: N°C`,
+/// with `?` for values the probe could not read.
+pub fn gpu_log_line(g: &GpuDevice) -> String {
+    let opt = |v: Option<u64>| v.map_or("?".to_string(), |v| v.to_string());
+    format!(
+        "GPU {}: {} | VRAM: {}/{} MB | Util: {}% | Temp: {}°C",
+        g.index,
+        g.name,
+        opt(g.memory_used_mib),
+        opt(g.memory_total_mib),
+        g.utilization_percent
+            .map_or("?".to_string(), |u| u.to_string()),
+        g.temperature_celsius
+            .map_or("?".to_string(), |t| format!("{t:.0}")),
+    )
+}

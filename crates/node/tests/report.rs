@@ -1,0 +1,223 @@
+//! Node reports built from the probe's fixture sysfs trees.
+
+use std::path::PathBuf;
+
+use vramroute_alloc::ReserveConfig;
+use vramroute_node::{gpu_log_line, NodeIdentity, NodeReport, OllamaState};
+use vramroute_ollama::{Error as OllamaError, LoadedModel, PsResponse};
+use vramroute_probe::{
+    GpuDevice, HostMemory, MemoryKind, NodeHardware, Prober, ProberConfig, Vendor,
+};
+use vramroute_registry::{decode_rpc, decode_stats, GpuOffload, Limits};
+
+fn fixture(name: &str) -> Vec<GpuDevice> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../probe/tests/data")
+        .join(name);
+    let mut config = ProberConfig::with_sysfs_root(root);
+    config.nvml = false;
+    config.rocm = false;
+    Prober::new(config).probe_gpus().expect("fixture readable")
+}
+
+fn host() -> HostMemory {
+    HostMemory {
+        total_ram_mib: 64000,
+        available_ram_mib: 51200,
+        cpu_count: 16,
+        cgroup_limit_mib: None,
+    }
+}
+
+fn id() -> NodeIdentity {
+    NodeIdentity {
+        node_id: "10.9.66.90:11434".into(),
+        advertise_ip: "10.9.66.90".into(),
+        rpc_port: 50052,
+        ollama_url: Some("http://127.0.0.1:11434".into()),
+        hostname: Some("gpu-box".into()),
+    }
+}
+
+fn report(gpus: Vec<GpuDevice>, ollama: OllamaState) -> NodeReport {
+    let hw = NodeHardware { gpus, host: host() };
+    NodeReport::new(hw, &ReserveConfig::default(), None, ollama, 1_795_441_356.5).unwrap()
+}
+
+fn ps(models: &[(u64, u64)]) -> vramroute_ollama::Result<PsResponse> {
+    Ok(PsResponse {
+        models: models
+            .iter()
+            .enumerate()
+            .map(|(i, &(size, size_vram))| LoadedModel {
+                name: format!("m{i}:latest"),
+                model: None,
+                size,
+                size_vram,
+                digest: None,
+                details: None,
+                expires_at: None,
+                context_length: None,
+            })
+            .collect(),
+    })
+}
+
+#[test]
+fn amd_card_with_idle_ollama_is_reported_as_probed() {
+    let r = report(fixture("amd-discrete"), OllamaState::from_ps(&ps(&[])));
+    let rec = r.stats_record(&id());
+    assert_eq!(rec.vendor, "amd");
+    assert_eq!(rec.gpus.len(), 1);
+    assert_eq!(rec.gpus[0].memory_total_mb, Some(24560));
+    assert_eq!(rec.gpus[0].ggml_device.as_deref(), Some("ROCm0"));
+    assert_eq!(rec.gpu_offload, Some(GpuOffload::Unknown));
+    assert_eq!(rec.node_id, "10.9.66.90:11434");
+    // What we write parses back through the validating reader.
+    let json = rec.to_json();
+    let back = decode_stats("10.9.66.90:11434", json.as_bytes(), &Limits::default()).unwrap();
+    assert_eq!(back.gpus, rec.gpus);
+
+    let rpc = r.rpc_record();
+    assert!(rpc.has_gpu);
+    assert_eq!(rpc.gpu_devices, ["rocm:0"]);
+    assert_eq!(rpc.gpu_vram_mb, [19648]);
+    assert_eq!(rpc.cpu_ram_mb, 51200);
+    assert_eq!(rpc.device_config, "cpu,rocm:0");
+    assert_eq!(rpc.memory_config, "51200,19648");
+    assert_eq!(rpc.total_parallel_workers, 2);
+    assert_eq!(
+        rpc.ggml_devices.as_deref(),
+        Some(&["ROCm0".to_string()][..])
+    );
+    decode_rpc(rpc.to_json().as_bytes(), &Limits::default()).unwrap();
+}
+
+#[test]
+fn ollama_cpu_only_hides_nothing() {
+    let gib = 1 << 30;
+    let r = report(
+        fixture("amd-discrete"),
+        OllamaState::from_ps(&ps(&[(5 * gib, 0), (gib, 0)])),
+    );
+    let rec = r.stats_record(&id());
+    assert_eq!(rec.vendor, "none", "SOLLOL readers see a CPU-only node");
+    assert!(rec.gpus.is_empty());
+    assert_eq!(rec.gpu_offload, Some(GpuOffload::Off));
+    let detected = &rec.extra["detected_gpus"];
+    assert_eq!(
+        detected[0]["memory_total_mb"], 24560,
+        "hardware kept in extras"
+    );
+    let models = rec.loaded_models.as_ref().unwrap();
+    assert_eq!(models[0].size_mb, Some(5120));
+    assert_eq!(models[0].size_vram_mb, Some(0));
+    // The registration still describes the hardware (llama.cpp does not use Ollama).
+    assert!(r.rpc_record().has_gpu);
+}
+
+#[test]
+fn ollama_down_or_partly_on_gpu_reports_gpus() {
+    let down = Err(OllamaError::Unreachable {
+        url: "http://127.0.0.1:11434/api/ps".into(),
+        reason: "connection failed".into(),
+    });
+    let r = report(fixture("amd-discrete"), OllamaState::from_ps(&down));
+    let rec = r.stats_record(&id());
+    assert_eq!(rec.gpus.len(), 1);
+    assert!(rec.gpu_offload_reason.unwrap().contains("not readable"));
+
+    let r = report(
+        fixture("amd-discrete"),
+        OllamaState::from_ps(&ps(&[(10, 0), (10, 4)])),
+    );
+    assert_eq!(r.stats_record(&id()).gpu_offload, Some(GpuOffload::On));
+}
+
+#[test]
+fn cpu_only_node_matches_sollol_shape() {
+    let r = report(fixture("empty"), OllamaState::not_asked());
+    let rec = r.stats_record(&id());
+    assert_eq!(rec.vendor, "none");
+    assert!(rec.gpus.is_empty());
+    let rpc = r.rpc_record();
+    assert!(!rpc.has_gpu);
+    assert!(rpc.gpu_devices.is_empty() && rpc.gpu_vram_mb.is_empty());
+    assert_eq!(rpc.device_config, "cpu");
+    assert_eq!(rpc.memory_config, "51200");
+    assert_eq!(rpc.total_parallel_workers, 1);
+    assert_eq!(
+        r.rpc_server_command("0.0.0.0", 50052).to_string(),
+        "rpc-server --host 0.0.0.0 --port 50052 --device CPU"
+    );
+}
+
+#[test]
+fn nvidia_node_registration_equals_sollol_sample() {
+    let gpu = |index: u32, name: &str, total: u64, bus: &str| GpuDevice {
+        vendor: Vendor::Nvidia,
+        index,
+        name: name.into(),
+        uuid: Some(format!("GPU-{index}")),
+        pci_bus_id: Some(bus.into()),
+        memory_total_mib: Some(total),
+        memory_used_mib: Some(0),
+        memory_free_mib: Some(total),
+        utilization_percent: Some(0),
+        temperature_celsius: Some(40.0),
+        power_watts: Some(30.0),
+        memory_kind: MemoryKind::Dedicated,
+        driver: "nvidia".into(),
+    };
+    let r = report(
+        vec![
+            gpu(0, "NVIDIA GeForce RTX 3090", 24576, "0000:01:00.0"),
+            gpu(1, "NVIDIA GeForce RTX 3080", 10240, "0000:02:00.0"),
+        ],
+        OllamaState::not_asked(),
+    );
+    let sample: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../../../shared/sollol-records/rpc-node-gpu.json"),
+        )
+        .unwrap_or_else(|_| {
+            // The shared folder sits beside the checkout; fall back to its content.
+            r#"{"has_gpu": true, "gpu_devices": ["cuda:0", "cuda:1"], "gpu_vram_mb": [19660, 8192], "gpu_names": ["NVIDIA GeForce RTX 3090", "NVIDIA GeForce RTX 3080"], "cpu_ram_mb": 51200, "device_config": "cpu,cuda:0,cuda:1", "memory_config": "51200,19660,8192", "total_parallel_workers": 3}"#.to_string()
+        }),
+    )
+    .unwrap();
+    let ours: serde_json::Value = serde_json::from_str(&r.rpc_record().to_json()).unwrap();
+    for (k, v) in sample.as_object().unwrap() {
+        assert_eq!(&ours[k], v, "field {k}");
+    }
+    let cmd = r.rpc_server_command("0.0.0.0", 50052).to_string();
+    assert_eq!(
+        cmd,
+        "CUDA_DEVICE_ORDER=PCI_BUS_ID rpc-server --host 0.0.0.0 --port 50052 --device CPU,CUDA0,CUDA1"
+    );
+    assert!(!cmd.contains("--mem"));
+    assert_eq!(
+        gpu_log_line(&r.hardware.gpus[0]),
+        "GPU 0: NVIDIA GeForce RTX 3090 | VRAM: 0/24576 MB | Util: 0% | Temp: 40°C"
+    );
+}
+
+#[test]
+fn json_and_text_reports_carry_the_numbers() {
+    let r = report(fixture("intel-xe"), OllamaState::not_asked());
+    let j = r.to_json(&id(), "0.0.0.0");
+    assert_eq!(j["gpus"].as_array().unwrap().len(), 2);
+    assert_eq!(j["gpus"][0]["vendor"], "intel");
+    assert!(
+        j["gpus"][0]["memory_free_mb"].is_null(),
+        "xe used/free unknown stays null"
+    );
+    assert_eq!(j["registration"]["device_config"], "cpu,sycl:0,sycl:1");
+    let text = r.render_text(&id(), "0.0.0.0");
+    assert!(text.contains("VRAM: ?/"), "{text}");
+    assert!(
+        text.contains("rpc-server --host 0.0.0.0 --port 50052 --device CPU,SYCL0,SYCL1"),
+        "{text}"
+    );
+}
