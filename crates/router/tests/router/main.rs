@@ -1,0 +1,11 @@
+//! Integration tests of `vramroute-router` (one binary, modules per topic).
+
+mod common;
+mod explain;
+mod fit;
+mod policies;
+mod props;
+mod reservations;
+mod router;
+mod sollol_rules;
+mod validation;

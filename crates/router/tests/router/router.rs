@@ -1,0 +1,72 @@
+//! The shared Router: concurrent routing while snapshots are swapped.
+
+use vramroute_router::{Policy, Request, Router, Snapshot, SnapshotConfig};
+
+use crate::common::neutral;
+
+#[test]
+fn update_swaps_while_threads_route() {
+    let cfg = SnapshotConfig::default();
+    let build =
+        |free: u64| Snapshot::build(vec![neutral("a", &[(24_576, free)])], &cfg).expect("valid");
+    let router = Router::new(build(20_000), Policy::default()).expect("valid");
+    let req = Request::new("llama3.1:8b", 4_700).allow_cpu(false);
+    std::thread::scope(|s| {
+        for _ in 0..3 {
+            s.spawn(|| {
+                for _ in 0..2_000 {
+                    // Either snapshot is fine, but never a torn one: the GPU either fits or not.
+                    if let Ok(d) = router.route(&req) {
+                        assert_eq!(d.gpu, Some(0));
+                    }
+                }
+            });
+        }
+        for i in 0..200 {
+            router.update(build(if i % 2 == 0 { 1_000 } else { 20_000 }));
+        }
+    });
+    router.update(build(1_000));
+    assert!(router.route(&req).is_err());
+    let id = router.snapshot().id();
+    router.update_keep_reservations(build(20_000));
+    assert_ne!(router.snapshot().id(), id);
+    assert!(router.route(&req).is_ok());
+}
+
+#[test]
+fn set_policy_validates_and_reserve_node_by_id() {
+    let cfg = SnapshotConfig::default();
+    let nodes = vec![
+        neutral("a", &[(24_576, 20_000)]),
+        neutral("b", &[(24_576, 6_000)]),
+    ];
+    let router = Router::new(
+        Snapshot::build(nodes, &cfg).expect("valid"),
+        Policy::default(),
+    )
+    .expect("valid");
+    let bad = Policy::Sollol(vramroute_router::SollolParams {
+        warm_multiplier: f64::NAN,
+        ..Default::default()
+    });
+    assert!(router.set_policy(bad).is_err());
+    assert_eq!(*router.policy(), Policy::default());
+    router.set_policy(Policy::BinPack).expect("valid");
+    let req = Request::new("m", 4_700);
+    let d = router.route(&req).expect("fits");
+    assert_eq!(router.snapshot().node(d.node).id, "b");
+    router
+        .reserve_node("b", Some(0), 2_000)
+        .expect("known node");
+    assert_eq!(
+        router
+            .snapshot()
+            .node(router.route(&req).expect("fits").node)
+            .id,
+        "a"
+    );
+    assert!(router.reserve_node("zz", None, 1).is_err());
+    let e = router.explain(&req);
+    assert_eq!(e.policy, "binpack");
+}
