@@ -163,11 +163,20 @@ mod tests {
             ("redis://:pw@h:1/0", "redis://:***@h:1/0"),
             ("redis://user:pw@h:1/2", "redis://user:***@h:1/2"),
             ("redis://user@h:1", "redis://user@h:1"),
-            ("rediss://u:p%40ss@h:6380/0#insecure", "rediss://u:***@h:6380/0#insecure"),
+            (
+                "rediss://u:p%40ss@h:6380/0#insecure",
+                "rediss://u:***@h:6380/0#insecure",
+            ),
             ("redis://u:pa/ss@h:1/0", "redis://u:***@h:1/0"),
             ("redis://u:pa@ss@h:1/0", "redis://u:***@h:1/0"),
-            ("unix:///tmp/r.sock?pass=x&db=2", "unix:///tmp/r.sock?pass=***&db=2"),
-            ("redis+unix:///tmp/r.sock?password=x", "redis+unix:///tmp/r.sock?password=***"),
+            (
+                "unix:///tmp/r.sock?pass=x&db=2",
+                "unix:///tmp/r.sock?pass=***&db=2",
+            ),
+            (
+                "redis+unix:///tmp/r.sock?password=x",
+                "redis+unix:///tmp/r.sock?password=***",
+            ),
             (
                 "redis-cluster://u:pw@10.0.0.1:7000,10.0.0.2:7000",
                 "redis-cluster://u:***@10.0.0.1:7000,10.0.0.2:7000",

@@ -46,7 +46,8 @@ pub fn node_id_from_stats_key(key: &str) -> Option<&str> {
     if key == GPU_STATS_STREAM {
         return None;
     }
-    key.strip_prefix(GPU_STATS_PREFIX).filter(|id| !id.is_empty())
+    key.strip_prefix(GPU_STATS_PREFIX)
+        .filter(|id| !id.is_empty())
 }
 
 /// Splits a `host:port` string at its last colon (so IPv6 hosts work).
@@ -89,19 +90,34 @@ mod tests {
     #[test]
     fn key_round_trips() {
         assert_eq!(gpu_stats_key("10.0.0.1:11434"), "sollol:gpu:10.0.0.1:11434");
-        assert_eq!(node_id_from_stats_key("sollol:gpu:10.0.0.1:11434"), Some("10.0.0.1:11434"));
+        assert_eq!(
+            node_id_from_stats_key("sollol:gpu:10.0.0.1:11434"),
+            Some("10.0.0.1:11434")
+        );
         assert_eq!(node_id_from_stats_key("sollol:gpu:stats"), None);
         assert_eq!(node_id_from_stats_key("sollol:gpu:"), None);
-        assert_eq!(rpc_node_key("10.0.0.1", 50052), "sollol:rpc:node:10.0.0.1:50052");
-        assert_eq!(rpc_from_key("sollol:rpc:node:10.0.0.1:50052"), Some(("10.0.0.1", 50052)));
-        assert_eq!(rpc_from_key("sollol:rpc:node:fe80::1:50052"), Some(("fe80::1", 50052)));
+        assert_eq!(
+            rpc_node_key("10.0.0.1", 50052),
+            "sollol:rpc:node:10.0.0.1:50052"
+        );
+        assert_eq!(
+            rpc_from_key("sollol:rpc:node:10.0.0.1:50052"),
+            Some(("10.0.0.1", 50052))
+        );
+        assert_eq!(
+            rpc_from_key("sollol:rpc:node:fe80::1:50052"),
+            Some(("fe80::1", 50052))
+        );
         assert_eq!(rpc_from_key("sollol:rpc:node:nope"), None);
     }
 
     #[test]
     fn our_keys_are_outside_sollol_namespaces() {
         for k in [INDEX_GPU, INDEX_RPC, EVENTS_CHANNEL, LOCK_PREFIX] {
-            assert!(!k.starts_with(GPU_STATS_PREFIX) && !k.starts_with(RPC_NODE_PREFIX), "{k}");
+            assert!(
+                !k.starts_with(GPU_STATS_PREFIX) && !k.starts_with(RPC_NODE_PREFIX),
+                "{k}"
+            );
         }
     }
 

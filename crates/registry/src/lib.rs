@@ -39,8 +39,8 @@ pub use config::{KeyspaceEvents, RegistryConfig, ScanStrategy};
 pub use error::{redact_url, Error, Result};
 pub use memory::MemoryRegistry;
 pub use record::{
-    GpuOffload, GpuStat, GpuStatsRecord, LoadedModel, RouterMetadata, RpcBackend,
-    RpcNodeRecord, SCHEMA_VERSION,
+    GpuOffload, GpuStat, GpuStatsRecord, LoadedModel, RouterMetadata, RpcBackend, RpcNodeRecord,
+    SCHEMA_VERSION,
 };
 pub use redis_backend::RedisRegistry;
 pub use validate::{
@@ -145,7 +145,11 @@ impl ChangeStream {
         mode: PushMode,
         task: Option<tokio::task::JoinHandle<()>>,
     ) -> Self {
-        Self { rx, mode, _task: task.map(watch::AbortOnDrop) }
+        Self {
+            rx,
+            mode,
+            _task: task.map(watch::AbortOnDrop),
+        }
     }
 
     /// The next change; `None` when the registry is gone.
@@ -160,7 +164,10 @@ impl ChangeStream {
 
     /// The next change, or `None` if none arrives within `timeout`.
     pub async fn recv_timeout(&mut self, timeout: Duration) -> Option<Change> {
-        tokio::time::timeout(timeout, self.rx.recv()).await.ok().flatten()
+        tokio::time::timeout(timeout, self.rx.recv())
+            .await
+            .ok()
+            .flatten()
     }
 
     /// How changes reach this stream (decided when it was created).

@@ -16,9 +16,8 @@ use tokio::time::Instant;
 
 use crate::watch::{Subscribers, QUEUE};
 use crate::{
-    keys, validate, Change, ChangeStream, ClusterView, Error, GpuStatsRecord, PushMode,
-    Registry, RegistryConfig, Result, RouterMetadata, RpcNodeEntry, RpcNodeRecord,
-    SkippedRecord,
+    keys, validate, Change, ChangeStream, ClusterView, Error, GpuStatsRecord, PushMode, Registry,
+    RegistryConfig, Result, RouterMetadata, RpcNodeEntry, RpcNodeRecord, SkippedRecord,
 };
 
 #[derive(Debug)]
@@ -68,7 +67,8 @@ impl State {
             .collect();
         for (host, port) in gone {
             self.rpc.remove(&(host.clone(), port));
-            self.subscribers.send(&Change::RpcRemoved(keys::rpc_member(&host, port)));
+            self.subscribers
+                .send(&Change::RpcRemoved(keys::rpc_member(&host, port)));
         }
         self.locks.retain(|_, (_, d)| *d > now);
     }
@@ -126,7 +126,10 @@ impl MemoryRegistry {
     /// `sollol:router:metadata`. Used to simulate SOLLOL's writers and bad records.
     pub fn insert_raw(&self, key: &str, value: &str, ttl: Option<Duration>) -> Result<()> {
         let deadline = ttl.map(|t| Instant::now() + t);
-        let entry = Entry { json: value.to_owned(), deadline };
+        let entry = Entry {
+            json: value.to_owned(),
+            deadline,
+        };
         let mut st = self.state();
         let change = if let Some(id) = keys::node_id_from_stats_key(key) {
             st.stats.insert(id.to_owned(), entry);
@@ -210,10 +213,18 @@ impl MemoryRegistry {
 #[async_trait]
 impl Registry for MemoryRegistry {
     async fn publish_stats(&self, record: &GpuStatsRecord) -> Result<()> {
-        keys::check_key_part("node id", &record.node_id)
-            .map_err(|reason| Error::InvalidRecord { what: "stats record", reason })?;
-        validate::validate_stats(record, &self.inner.config.limits)
-            .map_err(|reason| Error::InvalidRecord { what: "stats record", reason })?;
+        keys::check_key_part("node id", &record.node_id).map_err(|reason| {
+            Error::InvalidRecord {
+                what: "stats record",
+                reason,
+            }
+        })?;
+        validate::validate_stats(record, &self.inner.config.limits).map_err(|reason| {
+            Error::InvalidRecord {
+                what: "stats record",
+                reason,
+            }
+        })?;
         let json = record.to_json();
         let fields = record.to_stream_fields();
         let now = Instant::now();
@@ -221,12 +232,19 @@ impl Registry for MemoryRegistry {
         st.purge(now);
         st.stats.insert(
             record.node_id.clone(),
-            Entry { json, deadline: Some(now + self.inner.config.stats_ttl) },
+            Entry {
+                json,
+                deadline: Some(now + self.inner.config.stats_ttl),
+            },
         );
         let ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
-        let id = if ms > st.last_stream_id.0 { (ms, 0) } else { (st.last_stream_id.0, st.last_stream_id.1 + 1) };
+        let id = if ms > st.last_stream_id.0 {
+            (ms, 0)
+        } else {
+            (st.last_stream_id.0, st.last_stream_id.1 + 1)
+        };
         st.last_stream_id = id;
         st.stream.push_back((format!("{}-{}", id.0, id.1), fields));
         while st.stream.len() > self.inner.config.stream_maxlen.max(1) {
@@ -237,16 +255,25 @@ impl Registry for MemoryRegistry {
     }
 
     async fn register(&self, host: &str, port: u16, record: &RpcNodeRecord) -> Result<()> {
-        keys::check_key_part("host", host)
-            .map_err(|reason| Error::InvalidRecord { what: "registration", reason })?;
-        validate::validate_rpc(record, &self.inner.config.limits)
-            .map_err(|reason| Error::InvalidRecord { what: "registration", reason })?;
+        keys::check_key_part("host", host).map_err(|reason| Error::InvalidRecord {
+            what: "registration",
+            reason,
+        })?;
+        validate::validate_rpc(record, &self.inner.config.limits).map_err(|reason| {
+            Error::InvalidRecord {
+                what: "registration",
+                reason,
+            }
+        })?;
         let now = Instant::now();
         let mut st = self.state();
         st.purge(now);
         st.rpc.insert(
             (host.to_owned(), port),
-            Entry { json: record.to_json(), deadline: Some(now + self.inner.config.registration_ttl) },
+            Entry {
+                json: record.to_json(),
+                deadline: Some(now + self.inner.config.registration_ttl),
+            },
         );
         self.put(&mut st, Change::RpcUpdated(keys::rpc_member(host, port)));
         Ok(())
@@ -267,8 +294,12 @@ impl Registry for MemoryRegistry {
     }
 
     async fn set_router_metadata(&self, metadata: &RouterMetadata) -> Result<()> {
-        validate::validate_metadata(metadata, &self.inner.config.limits)
-            .map_err(|reason| Error::InvalidRecord { what: "router metadata", reason })?;
+        validate::validate_metadata(metadata, &self.inner.config.limits).map_err(|reason| {
+            Error::InvalidRecord {
+                what: "router metadata",
+                reason,
+            }
+        })?;
         let mut st = self.state();
         st.metadata = Some(metadata.to_json());
         self.put(&mut st, Change::MetadataChanged);
@@ -294,10 +325,16 @@ impl Registry for MemoryRegistry {
         let (stats_raw, rpc_raw, meta_raw) = {
             let mut st = self.state();
             st.purge(Instant::now());
-            let stats: Vec<(String, String)> =
-                st.stats.iter().map(|(k, e)| (k.clone(), e.json.clone())).collect();
-            let rpc: Vec<((String, u16), String)> =
-                st.rpc.iter().map(|(k, e)| (k.clone(), e.json.clone())).collect();
+            let stats: Vec<(String, String)> = st
+                .stats
+                .iter()
+                .map(|(k, e)| (k.clone(), e.json.clone()))
+                .collect();
+            let rpc: Vec<((String, u16), String)> = st
+                .rpc
+                .iter()
+                .map(|(k, e)| (k.clone(), e.json.clone()))
+                .collect();
             (stats, rpc, st.metadata.clone())
         };
         let mut view = ClusterView::default();
@@ -345,7 +382,8 @@ impl Registry for MemoryRegistry {
             }
             Some(_) => Ok(false),
             None => {
-                st.locks.insert(name.to_owned(), (owner.to_owned(), now + ttl));
+                st.locks
+                    .insert(name.to_owned(), (owner.to_owned(), now + ttl));
                 Ok(true)
             }
         }

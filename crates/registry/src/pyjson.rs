@@ -281,7 +281,10 @@ mod tests {
             to_python_json(&v).expect("serialise"),
             r#"{"a": [1, 2.0, "\u00e9\u20ac\ud83d\ude00\u007f"], "b": {"c": null, "d": true}}"#
         );
-        assert_eq!(to_python_json("a\"\\\n\u{1}").expect("serialise"), r#""a\"\\\n\u0001""#);
+        assert_eq!(
+            to_python_json("a\"\\\n\u{1}").expect("serialise"),
+            r#""a\"\\\n\u0001""#
+        );
     }
 
     #[test]
@@ -298,8 +301,10 @@ mod tests {
             ("i", "-3"),
             ("s", "café"),
         ];
-        let got: Vec<(&str, &str)> =
-            fields.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let got: Vec<(&str, &str)> = fields
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
         assert_eq!(got, want);
         assert_eq!(stream_fields("{}").expect("empty"), vec![]);
         assert!(stream_fields("[1]").is_err());

@@ -427,7 +427,9 @@ impl<'de> Deserialize<'de> for GpuStatsRecord {
                         }
                     }
                 }
-                for (present, name) in [(vendor, "vendor"), (gpus, "gpus"), (timestamp, "timestamp")] {
+                for (present, name) in
+                    [(vendor, "vendor"), (gpus, "gpus"), (timestamp, "timestamp")]
+                {
                     if !present {
                         return Err(de::Error::missing_field(name));
                     }

@@ -26,9 +26,9 @@ use crate::config::{KeyspaceEvents, ScanStrategy};
 use crate::error::{redact_url, scrub};
 use crate::watch::{self, PollState, Sink, QUEUE};
 use crate::{
-    keys, validate, Change, ChangeStream, ClusterView, Error, GpuStatsRecord, PushMode,
-    Registry, RegistryConfig, Result, RouterMetadata, RpcNodeEntry, RpcNodeRecord,
-    SkippedRecord, REDIS_URL_ENV,
+    keys, validate, Change, ChangeStream, ClusterView, Error, GpuStatsRecord, PushMode, Registry,
+    RegistryConfig, Result, RouterMetadata, RpcNodeEntry, RpcNodeRecord, SkippedRecord,
+    REDIS_URL_ENV,
 };
 
 const TRY_LOCK: &str = r"
@@ -114,7 +114,10 @@ impl Conn {
 
 enum Target {
     Single(redis::Client),
-    Cluster { client: ClusterClient, seeds: Vec<redis::Client> },
+    Cluster {
+        client: Box<ClusterClient>,
+        seeds: Vec<redis::Client>,
+    },
 }
 
 #[derive(Default)]
@@ -208,7 +211,11 @@ impl RedisRegistry {
 
     /// Connects to a Redis Cluster given its seed node URLs (`redis://…` each).
     pub async fn connect_cluster(seeds: &[&str], config: RegistryConfig) -> Result<Self> {
-        let reg = Self::build(seeds.join(","), Self::cluster_target(seeds, &config)?, config)?;
+        let reg = Self::build(
+            seeds.join(","),
+            Self::cluster_target(seeds, &config)?,
+            config,
+        )?;
         reg.ping().await?;
         Ok(reg)
     }
@@ -251,7 +258,8 @@ impl RedisRegistry {
 
     /// A lazy registry for `$SOLLOL_REDIS_URL`, or `redis://localhost:6379` when unset.
     pub fn from_env(config: RegistryConfig) -> Result<Self> {
-        let url = std::env::var(REDIS_URL_ENV).unwrap_or_else(|_| crate::DEFAULT_REDIS_URL.to_owned());
+        let url =
+            std::env::var(REDIS_URL_ENV).unwrap_or_else(|_| crate::DEFAULT_REDIS_URL.to_owned());
         Self::new_lazy(&url, config)
     }
 
@@ -264,7 +272,10 @@ impl RedisRegistry {
         match (&config.tls_root_ca_pem, url.starts_with("rediss://")) {
             (Some(pem), true) => redis::Client::build_with_tls(
                 info,
-                redis::TlsCertificates { client_tls: None, root_cert: Some(pem.clone()) },
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem.clone()),
+                },
             )
             .map_err(invalid),
             _ => redis::Client::open(info).map_err(invalid),
@@ -276,8 +287,10 @@ impl RedisRegistry {
             .iter()
             .map(|s| Self::client(s, config))
             .collect::<Result<Vec<_>>>()?;
-        let infos: Vec<redis::ConnectionInfo> =
-            clients.iter().map(|c| c.get_connection_info().clone()).collect();
+        let infos: Vec<redis::ConnectionInfo> = clients
+            .iter()
+            .map(|c| c.get_connection_info().clone())
+            .collect();
         let builder = ClusterClientBuilder::new(infos)
             .connection_timeout(config.command_timeout)
             .response_timeout(config.command_timeout)
@@ -290,7 +303,10 @@ impl RedisRegistry {
             url: redact_url(&seeds.join(",")),
             reason: e.to_string(),
         })?;
-        Ok(Target::Cluster { client, seeds: clients })
+        Ok(Target::Cluster {
+            client: Box::new(client),
+            seeds: clients,
+        })
     }
 
     fn build(url: String, target: Target, config: RegistryConfig) -> Result<Self> {
@@ -300,9 +316,12 @@ impl RedisRegistry {
                 (s.password().map(str::to_owned), s.db())
             }
             Target::Cluster { seeds, .. } => (
-                seeds
-                    .first()
-                    .and_then(|c| c.get_connection_info().redis_settings().password().map(str::to_owned)),
+                seeds.first().and_then(|c| {
+                    c.get_connection_info()
+                        .redis_settings()
+                        .password()
+                        .map(str::to_owned)
+                }),
                 0,
             ),
         };
@@ -344,7 +363,11 @@ impl RedisRegistry {
         if auth {
             Error::Auth { url, reason }
         } else if e.is_timeout() {
-            Error::Timeout { url, op, after: self.inner.config.command_timeout }
+            Error::Timeout {
+                url,
+                op,
+                after: self.inner.config.command_timeout,
+            }
         } else if e.is_io_error() || e.is_connection_refusal() || e.is_connection_dropped() {
             Error::Unreachable { url, reason }
         } else {
@@ -358,8 +381,14 @@ impl RedisRegistry {
                 url: url.clone(),
                 reason: reason.clone(),
             },
-            Error::Auth { url, reason } => Error::Auth { url: url.clone(), reason: reason.clone() },
-            other => Error::Unreachable { url: String::new(), reason: other.to_string() },
+            Error::Auth { url, reason } => Error::Auth {
+                url: url.clone(),
+                reason: reason.clone(),
+            },
+            other => Error::Unreachable {
+                url: String::new(),
+                reason: other.to_string(),
+            },
         }
     }
 
@@ -431,17 +460,23 @@ impl RedisRegistry {
         };
         match tokio::time::timeout(timeout, work).await {
             Ok(r) => r,
-            Err(_) => Err(Error::Timeout { url: self.inner.url.clone(), op, after: timeout }),
+            Err(_) => Err(Error::Timeout {
+                url: self.inner.url.clone(),
+                op,
+                after: timeout,
+            }),
         }
     }
 
     async fn exec(&self, op: &'static str, cmds: Vec<Cmd>) -> Result<Vec<Value>> {
-        self.run(op, |mut c| async move { c.exec_all(cmds).await }).await
+        self.run(op, |mut c| async move { c.exec_all(cmds).await })
+            .await
     }
 
     fn publish_cmd(change: &Change) -> Cmd {
         let mut c = redis::cmd("PUBLISH");
-        c.arg(keys::EVENTS_CHANNEL).arg(watch::channel_message(change));
+        c.arg(keys::EVENTS_CHANNEL)
+            .arg(watch::channel_message(change));
         c
     }
 
@@ -464,7 +499,9 @@ impl RedisRegistry {
                         RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random),
                     )
                     .await?;
-                Ok(bytes_of(v).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default())
+                Ok(bytes_of(v)
+                    .map(|b| String::from_utf8_lossy(&b).into_owned())
+                    .unwrap_or_default())
             })
             .await?;
         Ok(parse_cluster_masters(&text))
@@ -473,7 +510,11 @@ impl RedisRegistry {
     /// One cursor SCAN sweep for `sollol:*` on every (master) node, bounded in calls.
     async fn scan_sweep(&self) -> Result<()> {
         let nodes: Vec<Option<(String, u16)>> = if self.is_cluster() {
-            self.cluster_masters().await?.into_iter().map(Some).collect()
+            self.cluster_masters()
+                .await?
+                .into_iter()
+                .map(Some)
+                .collect()
         } else {
             vec![None]
         };
@@ -483,7 +524,11 @@ impl RedisRegistry {
             let mut cursor: u64 = 0;
             for _ in 0..MAX_SCAN_CALLS {
                 let mut cmd = redis::cmd("SCAN");
-                cmd.arg(cursor).arg("MATCH").arg("sollol:*").arg("COUNT").arg(count);
+                cmd.arg(cursor)
+                    .arg("MATCH")
+                    .arg("sollol:*")
+                    .arg("COUNT")
+                    .arg(count);
                 let node = node.clone();
                 let reply = self
                     .run("SCAN", |c| async move {
@@ -600,7 +645,11 @@ impl RedisRegistry {
         match tokio::time::timeout(timeout * 2, work).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(self.map_err("SUBSCRIBE", &e)),
-            Err(_) => Err(Error::Timeout { url: self.inner.url.clone(), op: "SUBSCRIBE", after: timeout * 2 }),
+            Err(_) => Err(Error::Timeout {
+                url: self.inner.url.clone(),
+                op: "SUBSCRIBE",
+                after: timeout * 2,
+            }),
         }
     }
 
@@ -663,6 +712,146 @@ impl RedisRegistry {
             }
             _ => {}
         }
+    }
+}
+
+impl RedisRegistry {
+    async fn discover_inner(&self) -> Result<ClusterView> {
+        if self.scan_due() {
+            if let Err(e) = self.scan_sweep().await {
+                // Indexed keys can still be read; report the sweep failure only if the
+                // reads fail too.
+                tracing::warn!(error = %e, "SCAN sweep for SOLLOL-written keys failed");
+            }
+        }
+        let cfg = &self.inner.config;
+        let stale = unix_ms().saturating_sub(cfg.index_prune_grace.as_millis() as u64);
+        // Round trip 1: both indexes, the metadata, and pruning of long-dead entries.
+        let mut replies = self
+            .exec(
+                "discover (index)",
+                vec![
+                    redis::cmd("ZRANGE")
+                        .arg(keys::INDEX_GPU)
+                        .arg(0)
+                        .arg(-1)
+                        .clone(),
+                    redis::cmd("ZRANGE")
+                        .arg(keys::INDEX_RPC)
+                        .arg(0)
+                        .arg(-1)
+                        .clone(),
+                    redis::cmd("GET").arg(keys::ROUTER_METADATA).clone(),
+                    redis::cmd("ZREMRANGEBYSCORE")
+                        .arg(keys::INDEX_GPU)
+                        .arg("-inf")
+                        .arg(stale)
+                        .clone(),
+                    redis::cmd("ZREMRANGEBYSCORE")
+                        .arg(keys::INDEX_RPC)
+                        .arg("-inf")
+                        .arg(stale)
+                        .clone(),
+                ],
+            )
+            .await?
+            .into_iter();
+        let gpu_index = replies.next().map(strings_of).unwrap_or_default();
+        let rpc_index = replies.next().map(strings_of).unwrap_or_default();
+        let meta = replies.next().and_then(bytes_of);
+        let (gpu_ids, rpc_ids): (Vec<String>, Vec<String>) = {
+            let st = self.scan_state();
+            let mut g: BTreeSet<String> = gpu_index.into_iter().collect();
+            g.extend(st.legacy_gpu.iter().cloned());
+            let mut r: BTreeSet<String> = rpc_index.into_iter().collect();
+            r.extend(st.legacy_rpc.iter().cloned());
+            (g.into_iter().collect(), r.into_iter().collect())
+        };
+        // Round trip 2: every record.
+        let mut cmds = Vec::new();
+        if !gpu_ids.is_empty() {
+            let mut mget = redis::cmd("MGET");
+            for id in &gpu_ids {
+                mget.arg(keys::gpu_stats_key(id));
+            }
+            cmds.push(mget);
+        }
+        if !rpc_ids.is_empty() {
+            let mut mget = redis::cmd("MGET");
+            for m in &rpc_ids {
+                mget.arg(format!("{}{m}", keys::RPC_NODE_PREFIX));
+            }
+            cmds.push(mget);
+        }
+        let mut values = if cmds.is_empty() {
+            Vec::new()
+        } else {
+            self.exec("discover (MGET)", cmds).await?
+        }
+        .into_iter();
+        let gpu_vals = if gpu_ids.is_empty() {
+            Vec::new()
+        } else {
+            values.next().map(array_of).unwrap_or_default()
+        };
+        let rpc_vals = if rpc_ids.is_empty() {
+            Vec::new()
+        } else {
+            values.next().map(array_of).unwrap_or_default()
+        };
+
+        let mut view = ClusterView::default();
+        let mut skipped = Vec::new();
+        let (mut gone_gpu, mut gone_rpc) = (Vec::new(), Vec::new());
+        view.stats.reserve(gpu_ids.len());
+        for (id, v) in gpu_ids.into_iter().zip(gpu_vals) {
+            let Some(raw) = bytes_of(v) else {
+                gone_gpu.push(id);
+                continue;
+            };
+            match validate::decode_stats(&id, &raw, &cfg.limits) {
+                Ok(r) => view.stats.push((id, r)),
+                Err(reason) => self.skip(&mut skipped, keys::gpu_stats_key(&id), reason),
+            }
+        }
+        for (member, v) in rpc_ids.into_iter().zip(rpc_vals) {
+            let Some(raw) = bytes_of(v) else {
+                gone_rpc.push(member);
+                continue;
+            };
+            let key = format!("{}{member}", keys::RPC_NODE_PREFIX);
+            let Some((host, port)) = keys::split_host_port(&member) else {
+                self.skip(&mut skipped, key, "key has no valid :port".to_owned());
+                continue;
+            };
+            match validate::decode_rpc(&raw, &cfg.limits) {
+                Ok(record) => view.rpc_nodes.push(RpcNodeEntry {
+                    host: host.to_owned(),
+                    port,
+                    record,
+                }),
+                Err(reason) => self.skip(&mut skipped, key, reason),
+            }
+        }
+        view.rpc_nodes
+            .sort_by(|a, b| (&a.host, a.port).cmp(&(&b.host, b.port)));
+        if let Some(raw) = meta {
+            match validate::decode_metadata(&raw, &cfg.limits) {
+                Ok(m) => view.metadata = Some(m),
+                Err(reason) => self.skip(&mut skipped, keys::ROUTER_METADATA.to_owned(), reason),
+            }
+        }
+        if !gone_gpu.is_empty() || !gone_rpc.is_empty() {
+            let mut st = self.scan_state();
+            for id in &gone_gpu {
+                st.legacy_gpu.remove(id);
+            }
+            for m in &gone_rpc {
+                st.legacy_rpc.remove(m);
+            }
+        }
+        view.skipped = skipped;
+        Ok(view)
     }
 }
 
@@ -736,6 +925,13 @@ async fn watch_task(
                     }
                 }
                 _ = poll.tick(), if mode == PushMode::ChannelAndPolling => {
+                    // Without keyspace events, new SOLLOL-written keys are only visible
+                    // to a SCAN: sweep on every poll (unless scanning is off).
+                    if reg.inner.config.scan != ScanStrategy::Never {
+                        if let Err(e) = reg.scan_sweep().await {
+                            tracing::debug!(error = %e, "watch poll sweep failed");
+                        }
+                    }
                     match reg.discover().await {
                         Ok(view) => {
                             for change in poll_state.diff(&view) {
@@ -777,7 +973,10 @@ async fn watch_task(
 #[async_trait]
 impl Registry for RedisRegistry {
     async fn publish_stats(&self, record: &GpuStatsRecord) -> Result<()> {
-        let invalid = |reason| Error::InvalidRecord { what: "stats record", reason };
+        let invalid = |reason| Error::InvalidRecord {
+            what: "stats record",
+            reason,
+        };
         keys::check_key_part("node id", &record.node_id).map_err(invalid)?;
         validate::validate_stats(record, &self.inner.config.limits).map_err(invalid)?;
         let cfg = &self.inner.config;
@@ -789,7 +988,11 @@ impl Registry for RedisRegistry {
             .arg("EX")
             .arg(cfg.stats_ttl.as_secs().max(1));
         let mut xadd = redis::cmd("XADD");
-        xadd.arg(keys::GPU_STATS_STREAM).arg("MAXLEN").arg("~").arg(cfg.stream_maxlen).arg("*");
+        xadd.arg(keys::GPU_STATS_STREAM)
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(cfg.stream_maxlen)
+            .arg("*");
         for (k, v) in &fields {
             xadd.arg(k).arg(v);
         }
@@ -798,12 +1001,16 @@ impl Registry for RedisRegistry {
             .arg(unix_ms() + cfg.stats_ttl.as_millis() as u64)
             .arg(&record.node_id);
         let publish = Self::publish_cmd(&Change::Updated(record.node_id.clone()));
-        self.exec("publish stats", vec![set, xadd, zadd, publish]).await?;
+        self.exec("publish stats", vec![set, xadd, zadd, publish])
+            .await?;
         Ok(())
     }
 
     async fn register(&self, host: &str, port: u16, record: &RpcNodeRecord) -> Result<()> {
-        let invalid = |reason| Error::InvalidRecord { what: "registration", reason };
+        let invalid = |reason| Error::InvalidRecord {
+            what: "registration",
+            reason,
+        };
         keys::check_key_part("host", host).map_err(invalid)?;
         validate::validate_rpc(record, &self.inner.config.limits).map_err(invalid)?;
         let ttl = self.inner.config.registration_ttl;
@@ -814,7 +1021,9 @@ impl Registry for RedisRegistry {
             .arg("EX")
             .arg(ttl.as_secs().max(1));
         let mut zadd = redis::cmd("ZADD");
-        zadd.arg(keys::INDEX_RPC).arg(unix_ms() + ttl.as_millis() as u64).arg(&member);
+        zadd.arg(keys::INDEX_RPC)
+            .arg(unix_ms() + ttl.as_millis() as u64)
+            .arg(&member);
         let publish = Self::publish_cmd(&Change::RpcUpdated(member));
         self.exec("register", vec![set, zadd, publish]).await?;
         Ok(())
@@ -827,7 +1036,11 @@ impl Registry for RedisRegistry {
         cmds.push(Self::publish_cmd(&Change::Removed(node_id.to_owned())));
         if let Some((host, port)) = rpc {
             let member = keys::rpc_member(host, port);
-            cmds.push(redis::cmd("DEL").arg(keys::rpc_node_key(host, port)).clone());
+            cmds.push(
+                redis::cmd("DEL")
+                    .arg(keys::rpc_node_key(host, port))
+                    .clone(),
+            );
             cmds.push(redis::cmd("ZREM").arg(keys::INDEX_RPC).arg(&member).clone());
             cmds.push(Self::publish_cmd(&Change::RpcRemoved(member)));
         }
@@ -841,137 +1054,56 @@ impl Registry for RedisRegistry {
     }
 
     async fn set_router_metadata(&self, metadata: &RouterMetadata) -> Result<()> {
-        validate::validate_metadata(metadata, &self.inner.config.limits)
-            .map_err(|reason| Error::InvalidRecord { what: "router metadata", reason })?;
-        let set = redis::cmd("SET").arg(keys::ROUTER_METADATA).arg(metadata.to_json()).clone();
-        self.exec("set router metadata", vec![set, Self::publish_cmd(&Change::MetadataChanged)])
-            .await?;
+        validate::validate_metadata(metadata, &self.inner.config.limits).map_err(|reason| {
+            Error::InvalidRecord {
+                what: "router metadata",
+                reason,
+            }
+        })?;
+        let set = redis::cmd("SET")
+            .arg(keys::ROUTER_METADATA)
+            .arg(metadata.to_json())
+            .clone();
+        self.exec(
+            "set router metadata",
+            vec![set, Self::publish_cmd(&Change::MetadataChanged)],
+        )
+        .await?;
         Ok(())
     }
 
     async fn router_metadata(&self) -> Result<Option<RouterMetadata>> {
         let raw: Option<Vec<u8>> = self
             .run("GET", |mut c| async move {
-                redis::cmd("GET").arg(keys::ROUTER_METADATA).query_async(&mut c).await
+                redis::cmd("GET")
+                    .arg(keys::ROUTER_METADATA)
+                    .query_async(&mut c)
+                    .await
             })
             .await?;
         let mut skipped = Vec::new();
-        Ok(raw.and_then(|raw| match validate::decode_metadata(&raw, &self.inner.config.limits) {
-            Ok(m) => Some(m),
-            Err(reason) => {
-                self.skip(&mut skipped, keys::ROUTER_METADATA.to_owned(), reason);
-                None
-            }
-        }))
+        Ok(raw.and_then(
+            |raw| match validate::decode_metadata(&raw, &self.inner.config.limits) {
+                Ok(m) => Some(m),
+                Err(reason) => {
+                    self.skip(&mut skipped, keys::ROUTER_METADATA.to_owned(), reason);
+                    None
+                }
+            },
+        ))
     }
 
     async fn discover(&self) -> Result<ClusterView> {
-        if self.scan_due() {
-            if let Err(e) = self.scan_sweep().await {
-                // Indexed keys can still be read; report the sweep failure only if the
-                // reads fail too.
-                tracing::warn!(error = %e, "SCAN sweep for SOLLOL-written keys failed");
-            }
+        // The whole discovery (SCAN sweep included) is bounded by one timeout.
+        let timeout = self.inner.config.command_timeout;
+        match tokio::time::timeout(timeout, self.discover_inner()).await {
+            Ok(r) => r,
+            Err(_) => Err(Error::Timeout {
+                url: self.inner.url.clone(),
+                op: "discover",
+                after: timeout,
+            }),
         }
-        let cfg = &self.inner.config;
-        let stale = unix_ms().saturating_sub(cfg.index_prune_grace.as_millis() as u64);
-        // Round trip 1: both indexes, the metadata, and pruning of long-dead entries.
-        let mut replies = self
-            .exec(
-                "discover (index)",
-                vec![
-                    redis::cmd("ZRANGE").arg(keys::INDEX_GPU).arg(0).arg(-1).clone(),
-                    redis::cmd("ZRANGE").arg(keys::INDEX_RPC).arg(0).arg(-1).clone(),
-                    redis::cmd("GET").arg(keys::ROUTER_METADATA).clone(),
-                    redis::cmd("ZREMRANGEBYSCORE").arg(keys::INDEX_GPU).arg("-inf").arg(stale).clone(),
-                    redis::cmd("ZREMRANGEBYSCORE").arg(keys::INDEX_RPC).arg("-inf").arg(stale).clone(),
-                ],
-            )
-            .await?
-            .into_iter();
-        let gpu_index = replies.next().map(strings_of).unwrap_or_default();
-        let rpc_index = replies.next().map(strings_of).unwrap_or_default();
-        let meta = replies.next().and_then(bytes_of);
-        let (gpu_ids, rpc_ids): (Vec<String>, Vec<String>) = {
-            let st = self.scan_state();
-            let mut g: BTreeSet<String> = gpu_index.into_iter().collect();
-            g.extend(st.legacy_gpu.iter().cloned());
-            let mut r: BTreeSet<String> = rpc_index.into_iter().collect();
-            r.extend(st.legacy_rpc.iter().cloned());
-            (g.into_iter().collect(), r.into_iter().collect())
-        };
-        // Round trip 2: every record.
-        let mut cmds = Vec::new();
-        if !gpu_ids.is_empty() {
-            let mut mget = redis::cmd("MGET");
-            for id in &gpu_ids {
-                mget.arg(keys::gpu_stats_key(id));
-            }
-            cmds.push(mget);
-        }
-        if !rpc_ids.is_empty() {
-            let mut mget = redis::cmd("MGET");
-            for m in &rpc_ids {
-                mget.arg(format!("{}{m}", keys::RPC_NODE_PREFIX));
-            }
-            cmds.push(mget);
-        }
-        let mut values = if cmds.is_empty() {
-            Vec::new()
-        } else {
-            self.exec("discover (MGET)", cmds).await?
-        }
-        .into_iter();
-        let gpu_vals = if gpu_ids.is_empty() { Vec::new() } else { values.next().map(array_of).unwrap_or_default() };
-        let rpc_vals = if rpc_ids.is_empty() { Vec::new() } else { values.next().map(array_of).unwrap_or_default() };
-
-        let mut view = ClusterView::default();
-        let mut skipped = Vec::new();
-        let (mut gone_gpu, mut gone_rpc) = (Vec::new(), Vec::new());
-        view.stats.reserve(gpu_ids.len());
-        for (id, v) in gpu_ids.into_iter().zip(gpu_vals) {
-            let Some(raw) = bytes_of(v) else {
-                gone_gpu.push(id);
-                continue;
-            };
-            match validate::decode_stats(&id, &raw, &cfg.limits) {
-                Ok(r) => view.stats.push((id, r)),
-                Err(reason) => self.skip(&mut skipped, keys::gpu_stats_key(&id), reason),
-            }
-        }
-        for (member, v) in rpc_ids.into_iter().zip(rpc_vals) {
-            let Some(raw) = bytes_of(v) else {
-                gone_rpc.push(member);
-                continue;
-            };
-            let key = format!("{}{member}", keys::RPC_NODE_PREFIX);
-            let Some((host, port)) = keys::split_host_port(&member) else {
-                self.skip(&mut skipped, key, "key has no valid :port".to_owned());
-                continue;
-            };
-            match validate::decode_rpc(&raw, &cfg.limits) {
-                Ok(record) => view.rpc_nodes.push(RpcNodeEntry { host: host.to_owned(), port, record }),
-                Err(reason) => self.skip(&mut skipped, key, reason),
-            }
-        }
-        view.rpc_nodes.sort_by(|a, b| (&a.host, a.port).cmp(&(&b.host, b.port)));
-        if let Some(raw) = meta {
-            match validate::decode_metadata(&raw, &cfg.limits) {
-                Ok(m) => view.metadata = Some(m),
-                Err(reason) => self.skip(&mut skipped, keys::ROUTER_METADATA.to_owned(), reason),
-            }
-        }
-        if !gone_gpu.is_empty() || !gone_rpc.is_empty() {
-            let mut st = self.scan_state();
-            for id in &gone_gpu {
-                st.legacy_gpu.remove(id);
-            }
-            for m in &gone_rpc {
-                st.legacy_rpc.remove(m);
-            }
-        }
-        view.skipped = skipped;
-        Ok(view)
     }
 
     async fn watch(&self) -> Result<ChangeStream> {
@@ -982,11 +1114,20 @@ impl Registry for RedisRegistry {
     }
 
     async fn try_lock(&self, name: &str, owner: &str, ttl: Duration) -> Result<bool> {
-        let (key, owner, ms) = (keys::lock_key(name), owner.to_owned(), ttl.as_millis().max(1) as u64);
+        let (key, owner, ms) = (
+            keys::lock_key(name),
+            owner.to_owned(),
+            ttl.as_millis().max(1) as u64,
+        );
         let script = self.inner.try_lock.clone();
         let got: i64 = self
             .run("lock", |mut c| async move {
-                script.key(key).arg(owner).arg(ms).invoke_async(&mut c).await
+                script
+                    .key(key)
+                    .arg(owner)
+                    .arg(ms)
+                    .invoke_async(&mut c)
+                    .await
             })
             .await?;
         Ok(got == 1)
@@ -996,7 +1137,9 @@ impl Registry for RedisRegistry {
         let (key, owner) = (keys::lock_key(name), owner.to_owned());
         let script = self.inner.unlock.clone();
         let got: i64 = self
-            .run("unlock", |mut c| async move { script.key(key).arg(owner).invoke_async(&mut c).await })
+            .run("unlock", |mut c| async move {
+                script.key(key).arg(owner).invoke_async(&mut c).await
+            })
             .await?;
         Ok(got == 1)
     }
@@ -1017,9 +1160,16 @@ impl Registry for RedisRegistry {
         let mut out = Vec::new();
         for entry in array_of(reply) {
             let mut parts = array_of(entry).into_iter();
-            let id = parts.next().and_then(bytes_of).map(|b| String::from_utf8_lossy(&b).into_owned());
+            let id = parts
+                .next()
+                .and_then(bytes_of)
+                .map(|b| String::from_utf8_lossy(&b).into_owned());
             let flat = parts.next().map(strings_of).unwrap_or_default();
-            let fields = flat.chunks(2).filter(|c| c.len() == 2).map(|c| (c[0].clone(), c[1].clone())).collect();
+            let fields = flat
+                .chunks(2)
+                .filter(|c| c.len() == 2)
+                .map(|c| (c[0].clone(), c[1].clone()))
+                .collect();
             if let Some(id) = id {
                 out.push((id, fields));
             }
@@ -1029,8 +1179,10 @@ impl Registry for RedisRegistry {
     }
 
     async fn ping(&self) -> Result<()> {
-        self.run("PING", |mut c| async move { redis::cmd("PING").query_async::<()>(&mut c).await })
-            .await
+        self.run("PING", |mut c| async move {
+            redis::cmd("PING").query_async::<()>(&mut c).await
+        })
+        .await
     }
 
     fn skipped_records_total(&self) -> u64 {
@@ -1066,7 +1218,10 @@ mod tests {
                     d 127.0.0.1:7004@17004 master,fail - 0 0 3 disconnected\n";
         assert_eq!(
             parse_cluster_masters(text),
-            vec![("127.0.0.1".to_owned(), 7001), ("127.0.0.1".to_owned(), 7002)]
+            vec![
+                ("127.0.0.1".to_owned(), 7001),
+                ("127.0.0.1".to_owned(), 7002)
+            ]
         );
     }
 }

@@ -248,13 +248,20 @@ impl RedisServer {
         if self.opts.unix_socket {
             cmd.arg("-s").arg(self.socket_path());
         } else {
-            cmd.arg("-h").arg("127.0.0.1").arg("-p").arg(self.port.unwrap_or_default().to_string());
+            cmd.arg("-h")
+                .arg("127.0.0.1")
+                .arg("-p")
+                .arg(self.port.unwrap_or_default().to_string());
         }
         if let Some(pw) = &self.opts.password {
             cmd.arg("--no-auth-warning").arg("-a").arg(pw);
         }
         if let Some(tls) = &self.opts.tls {
-            cmd.arg("--tls").arg("--cacert").arg(&tls.ca).arg("--sni").arg("localhost");
+            cmd.arg("--tls")
+                .arg("--cacert")
+                .arg(&tls.ca)
+                .arg("--sni")
+                .arg("localhost");
         }
         cmd.args(args.iter().map(AsRef::as_ref));
         run_bounded(cmd, Duration::from_secs(10))
@@ -297,7 +304,9 @@ impl RedisServer {
             cmd.arg("--cluster-config-file").arg(dir.join("nodes.conf"));
         }
         cmd.args(&self.opts.args);
-        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
         let mut child = cmd.spawn().map_err(|e| {
             err(format!(
                 "cannot run redis-server ({e}): install it (Debian/Ubuntu: apt-get install redis-server)"
@@ -317,8 +326,10 @@ impl RedisServer {
                     self.log_tail()
                 )));
             }
-            let log_ready = std::fs::read_to_string(&log)
-                .is_ok_and(|l| l.contains("Ready to accept connections"));
+            let log_ready = std::fs::read_to_string(&log).is_ok_and(|l| {
+                l.to_ascii_lowercase()
+                    .contains("ready to accept connections")
+            });
             let port_open = self.opts.unix_socket
                 || TcpStream::connect_timeout(
                     &([127, 0, 0, 1], self.port.unwrap_or_default()).into(),
@@ -352,7 +363,9 @@ impl Drop for RedisServer {
 /// small, so reading the pipes after exit cannot block the child.)
 fn run_bounded(mut cmd: Command, limit: Duration) -> Result<String> {
     use std::io::Read;
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let mut child = cmd
         .spawn()
         .map_err(|e| err(format!("cannot run {:?}: {e}", cmd.get_program())))?;
@@ -364,7 +377,10 @@ fn run_bounded(mut cmd: Command, limit: Duration) -> Result<String> {
             Ok(None) => {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(err(format!("{:?} did not finish within {limit:?}", cmd.get_program())));
+                return Err(err(format!(
+                    "{:?} did not finish within {limit:?}",
+                    cmd.get_program()
+                )));
             }
             Err(e) => return Err(err(e.to_string())),
         }
@@ -379,7 +395,10 @@ fn run_bounded(mut cmd: Command, limit: Duration) -> Result<String> {
     if status.success() {
         Ok(out)
     } else {
-        Err(err(format!("{:?} failed ({status}): {out}{errs}", cmd.get_program())))
+        Err(err(format!(
+            "{:?} failed ({status}): {out}{errs}",
+            cmd.get_program()
+        )))
     }
 }
 
@@ -452,7 +471,10 @@ impl RedisCluster {
 
     /// One `redis://127.0.0.1:P` URL per node.
     pub fn seed_urls(&self) -> Vec<String> {
-        self.addrs().into_iter().map(|a| format!("redis://{a}")).collect()
+        self.addrs()
+            .into_iter()
+            .map(|a| format!("redis://{a}"))
+            .collect()
     }
 
     /// The nodes.
@@ -464,7 +486,8 @@ impl RedisCluster {
     pub fn cli<S: AsRef<str>>(&self, args: &[S]) -> Result<String> {
         let mut cmd = Command::new("redis-cli");
         cmd.arg("-c").arg("-h").arg("127.0.0.1");
-        cmd.arg("-p").arg(self.nodes[0].port.unwrap_or_default().to_string());
+        cmd.arg("-p")
+            .arg(self.nodes[0].port.unwrap_or_default().to_string());
         cmd.args(args.iter().map(AsRef::as_ref));
         run_bounded(cmd, Duration::from_secs(10))
     }

@@ -60,7 +60,11 @@ fn check_len(what: &str, len: usize, max: usize) -> Result<(), String> {
 
 fn check_str(what: &str, s: &str, limits: &Limits) -> Result<(), String> {
     if s.len() > limits.max_string_bytes {
-        Err(format!("{what} is {} bytes long (max {})", s.len(), limits.max_string_bytes))
+        Err(format!(
+            "{what} is {} bytes long (max {})",
+            s.len(),
+            limits.max_string_bytes
+        ))
     } else {
         Ok(())
     }
@@ -72,7 +76,10 @@ fn check_opt_str(what: &str, s: &Option<String>, limits: &Limits) -> Result<(), 
 
 fn check_mib(what: &str, v: u64, limits: &Limits) -> Result<(), String> {
     if v > limits.max_mib {
-        Err(format!("{what} = {v} MiB is absurd (max {} MiB)", limits.max_mib))
+        Err(format!(
+            "{what} = {v} MiB is absurd (max {} MiB)",
+            limits.max_mib
+        ))
     } else {
         Ok(())
     }
@@ -94,7 +101,10 @@ pub fn validate_stats(r: &GpuStatsRecord, limits: &Limits) -> Result<(), String>
     check_str("vendor", &r.vendor, limits)?;
     check_str("node_id", &r.node_id, limits)?;
     if !r.timestamp.is_finite() || r.timestamp < 0.0 || r.timestamp > MAX_TIMESTAMP {
-        return Err(format!("timestamp {} is not a plausible Unix time", r.timestamp));
+        return Err(format!(
+            "timestamp {} is not a plausible Unix time",
+            r.timestamp
+        ));
     }
     check_len("gpus", r.gpus.len(), limits.max_gpus)?;
     for (i, g) in r.gpus.iter().enumerate() {
@@ -108,12 +118,18 @@ pub fn validate_stats(r: &GpuStatsRecord, limits: &Limits) -> Result<(), String>
         check_opt_mib(&at("memory_used_mb"), g.memory_used_mb, limits)?;
         if let Some(u) = g.utilization_percent {
             if u > 100 {
-                return Err(format!("{} = {u} is outside 0-100", at("utilization_percent")));
+                return Err(format!(
+                    "{} = {u} is outside 0-100",
+                    at("utilization_percent")
+                ));
             }
         }
         if let Some(t) = g.temperature_c {
             if !(-100..=300).contains(&t) {
-                return Err(format!("{} = {t} is outside -100..300 °C", at("temperature_c")));
+                return Err(format!(
+                    "{} = {t} is outside -100..300 °C",
+                    at("temperature_c")
+                ));
             }
         }
         if let Some(p) = g.power_w {
@@ -146,7 +162,11 @@ pub fn validate_stats(r: &GpuStatsRecord, limits: &Limits) -> Result<(), String>
         for (i, m) in models.iter().enumerate() {
             check_str(&format!("loaded_models[{i}].name"), &m.name, limits)?;
             check_opt_mib(&format!("loaded_models[{i}].size_mb"), m.size_mb, limits)?;
-            check_opt_mib(&format!("loaded_models[{i}].size_vram_mb"), m.size_vram_mb, limits)?;
+            check_opt_mib(
+                &format!("loaded_models[{i}].size_vram_mb"),
+                m.size_vram_mb,
+                limits,
+            )?;
         }
     }
     check_opt_mib("cpu_ram_total_mb", r.cpu_ram_total_mb, limits)?;

@@ -227,11 +227,23 @@ mod tests {
     #[test]
     fn keyspace_events_decode() {
         let ch = "__keyspace@0__:sollol:gpu:10.0.0.1:11434";
-        assert_eq!(parse_keyspace(ch, "set"), Some(Change::Updated("10.0.0.1:11434".into())));
-        assert_eq!(parse_keyspace(ch, "expired"), Some(Change::Removed("10.0.0.1:11434".into())));
-        assert_eq!(parse_keyspace(ch, "del"), Some(Change::Removed("10.0.0.1:11434".into())));
+        assert_eq!(
+            parse_keyspace(ch, "set"),
+            Some(Change::Updated("10.0.0.1:11434".into()))
+        );
+        assert_eq!(
+            parse_keyspace(ch, "expired"),
+            Some(Change::Removed("10.0.0.1:11434".into()))
+        );
+        assert_eq!(
+            parse_keyspace(ch, "del"),
+            Some(Change::Removed("10.0.0.1:11434".into()))
+        );
         assert_eq!(parse_keyspace(ch, "expire"), None);
-        assert_eq!(parse_keyspace("__keyspace@3__:sollol:gpu:stats", "del"), None);
+        assert_eq!(
+            parse_keyspace("__keyspace@3__:sollol:gpu:stats", "del"),
+            None
+        );
         assert_eq!(
             parse_keyspace("__keyspace@0__:sollol:rpc:node:10.0.0.1:50052", "expired"),
             Some(Change::RpcRemoved("10.0.0.1:50052".into()))
@@ -246,13 +258,22 @@ mod tests {
     #[test]
     fn poll_diff_reports_changes_after_first_view() {
         let mut st = PollState::default();
-        let rec = |ts: f64| crate::GpuStatsRecord { timestamp: ts, ..Default::default() };
-        let mut view = ClusterView { stats: vec![("a".into(), rec(1.0))], ..Default::default() };
+        let rec = |ts: f64| crate::GpuStatsRecord {
+            timestamp: ts,
+            ..Default::default()
+        };
+        let mut view = ClusterView {
+            stats: vec![("a".into(), rec(1.0))],
+            ..Default::default()
+        };
         assert!(st.diff(&view).is_empty());
         view.stats = vec![("a".into(), rec(2.0)), ("b".into(), rec(1.0))];
         let mut got = st.diff(&view);
         got.sort_by_key(|c| format!("{c:?}"));
-        assert_eq!(got, vec![Change::Updated("a".into()), Change::Updated("b".into())]);
+        assert_eq!(
+            got,
+            vec![Change::Updated("a".into()), Change::Updated("b".into())]
+        );
         view.stats.remove(0);
         assert_eq!(st.diff(&view), vec![Change::Removed("a".into())]);
         assert!(st.diff(&view).is_empty());

@@ -1,0 +1,90 @@
+//! A 3-master Redis Cluster started by the test.
+
+use std::time::{Duration, Instant};
+
+use vramroute_registry::testing::RedisCluster;
+use vramroute_registry::{Change, PushMode, RedisRegistry, Registry};
+
+use crate::common::{cfg, fixture, node, rpc_record};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_master_cluster_round_trip() {
+    let cluster = RedisCluster::start().unwrap();
+    let reg = RedisRegistry::connect(&cluster.url(), cfg()).await.unwrap();
+    assert!(reg.is_cluster());
+    let seeds = cluster.seed_urls();
+    let seeds: Vec<&str> = seeds.iter().map(String::as_str).collect();
+    let other = RedisRegistry::connect_cluster(&seeds, cfg()).await.unwrap();
+    let mut changes = other.watch().await.unwrap();
+    assert_eq!(changes.mode(), PushMode::ChannelAndPolling);
+
+    for i in 0..30 {
+        reg.publish_stats(&node(i)).await.unwrap();
+    }
+    for i in 0..5 {
+        reg.register(&format!("10.0.0.{i}"), 50052, &rpc_record())
+            .await
+            .unwrap();
+    }
+    // Keys really are spread over the masters.
+    let spread = cluster
+        .nodes()
+        .iter()
+        .filter(|n| n.cli(&["DBSIZE"]).unwrap().trim() != "0")
+        .count();
+    assert_eq!(spread, 3, "keys land on every master");
+    // A SOLLOL writer (redis-cli -c follows the redirect), found by the per-master SCAN.
+    cluster
+        .cli(&[
+            "SETEX",
+            "sollol:gpu:10.1.2.3:11434",
+            "120",
+            &fixture("gpu-stats-nvidia.json"),
+        ])
+        .unwrap();
+    // `other` swept at its first discovery (inside watch); its polling fallback sweeps
+    // every poll_interval, so the new key shows up within a few hundred ms.
+    let found = crate::common::eventually(Duration::from_secs(3), || async {
+        other.discover().await.unwrap().stats.len() == 31
+    })
+    .await;
+    assert!(found, "SOLLOL-written key not found by the per-master SCAN");
+    let fresh = RedisRegistry::connect(&cluster.url(), cfg()).await.unwrap();
+    assert_eq!(
+        fresh.discover().await.unwrap().stats.len(),
+        31,
+        "first discovery sweeps"
+    );
+    let view = other.discover().await.unwrap();
+    assert_eq!(view.stats.len(), 31);
+    assert_eq!(view.rpc_nodes.len(), 5);
+    assert!(view.stats_of("10.1.2.3:11434").is_some());
+    assert!(view.skipped.is_empty());
+
+    // Push of our writes through the cluster-wide channel.
+    let rec = node(99);
+    let start = Instant::now();
+    reg.publish_stats(&rec).await.unwrap();
+    let mut got = None;
+    while start.elapsed() < Duration::from_secs(2) {
+        if changes.recv_timeout(Duration::from_millis(200)).await
+            == Some(Change::Updated(rec.node_id.clone()))
+        {
+            got = Some(start.elapsed());
+            break;
+        }
+    }
+    let latency = got.expect("no push in cluster mode");
+    assert!(
+        latency < Duration::from_millis(100),
+        "push took {latency:?}"
+    );
+
+    reg.deregister(&node(0).node_id, Some(("10.0.0.0", 50052)))
+        .await
+        .unwrap();
+    let view = other.discover().await.unwrap();
+    assert_eq!((view.stats.len(), view.rpc_nodes.len()), (31, 4));
+    let history = reg.history(5).await.unwrap();
+    assert_eq!(history.len(), 5);
+}

@@ -1,0 +1,14 @@
+//! Integration tests of `vramroute-registry` against real `redis-server` processes the
+//! tests start themselves (never the server on 6379), plus the memory backend.
+
+#![allow(clippy::unwrap_used, reason = "tests")]
+
+mod common;
+
+mod cluster;
+mod compat;
+mod faults;
+mod memory;
+mod push;
+mod redis_ops;
+mod tls;

@@ -1,0 +1,190 @@
+//! Change push: latency of new records, expiry and deletion noticed, both mechanisms.
+
+use std::time::{Duration, Instant};
+
+use vramroute_registry::testing::RedisServer;
+use vramroute_registry::{
+    Change, ChangeStream, KeyspaceEvents, PushMode, RedisRegistry, Registry, RegistryConfig,
+};
+
+use crate::common::{cfg, fixture, node};
+
+/// Waits (bounded) for `want`, ignoring other changes; returns the time it took.
+async fn wait_for(stream: &mut ChangeStream, want: &Change, limit: Duration) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        let left = limit.saturating_sub(start.elapsed());
+        match stream.recv_timeout(left).await {
+            Some(c) if &c == want => return Some(start.elapsed()),
+            Some(_) => continue,
+            None => return None,
+        }
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyspace_push_is_fast_and_sees_every_writer_and_expiry() {
+    let server = RedisServer::start().unwrap();
+    let watcher = RedisRegistry::connect(&server.url(), cfg()).await.unwrap();
+    let writer = RedisRegistry::connect(
+        &server.url(),
+        RegistryConfig {
+            stats_ttl: Duration::from_secs(1),
+            ..cfg()
+        },
+    )
+    .await
+    .unwrap();
+    let mut changes = watcher.watch().await.unwrap();
+    assert_eq!(changes.mode(), PushMode::KeyspaceEvents);
+    let flags = server
+        .cli(&["CONFIG", "GET", "notify-keyspace-events"])
+        .unwrap();
+    assert!(flags.contains('K'), "{flags}");
+
+    // Our writer.
+    let rec = node(7);
+    let start = Instant::now();
+    writer.publish_stats(&rec).await.unwrap();
+    let got = wait_for(
+        &mut changes,
+        &Change::Updated(rec.node_id.clone()),
+        Duration::from_secs(2),
+    )
+    .await;
+    let latency = start.elapsed();
+    assert!(got.is_some(), "no push for our write");
+    assert!(
+        latency < Duration::from_millis(100),
+        "push took {latency:?}"
+    );
+
+    // SOLLOL's writer (a raw SETEX): pushed too, and then discoverable without a SCAN.
+    server
+        .cli(&[
+            "SETEX",
+            "sollol:gpu:10.1.2.3:11434",
+            "120",
+            &fixture("gpu-stats-nvidia.json"),
+        ])
+        .unwrap();
+    let start = Instant::now();
+    let got = wait_for(
+        &mut changes,
+        &Change::Updated("10.1.2.3:11434".into()),
+        Duration::from_secs(2),
+    )
+    .await;
+    assert!(got.is_some(), "no push for a SOLLOL write");
+    assert!(
+        start.elapsed() < Duration::from_millis(100),
+        "push took {:?}",
+        start.elapsed()
+    );
+
+    // Expiry (1 s TTL) is noticed.
+    let got = wait_for(
+        &mut changes,
+        &Change::Removed(rec.node_id.clone()),
+        Duration::from_secs(4),
+    )
+    .await;
+    assert!(got.is_some(), "expiry not pushed");
+
+    // Deletion (graceful shutdown).
+    writer.deregister("10.1.2.3:11434", None).await.unwrap();
+    let got = wait_for(
+        &mut changes,
+        &Change::Removed("10.1.2.3:11434".into()),
+        Duration::from_secs(2),
+    )
+    .await;
+    assert!(got.is_some(), "deregistration not pushed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn channel_and_polling_fallback_when_keyspace_events_are_off() {
+    let server = RedisServer::start().unwrap();
+    let config = RegistryConfig {
+        keyspace_events: KeyspaceEvents::Off,
+        stats_ttl: Duration::from_secs(1),
+        ..cfg()
+    };
+    let reg = RedisRegistry::connect(&server.url(), config).await.unwrap();
+    let mut changes = reg.watch().await.unwrap();
+    assert_eq!(changes.mode(), PushMode::ChannelAndPolling);
+    assert_eq!(
+        server
+            .cli(&["CONFIG", "GET", "notify-keyspace-events"])
+            .unwrap()
+            .lines()
+            .nth(1)
+            .unwrap_or(""),
+        ""
+    );
+
+    let rec = node(3);
+    let start = Instant::now();
+    reg.publish_stats(&rec).await.unwrap();
+    let got = wait_for(
+        &mut changes,
+        &Change::Updated(rec.node_id.clone()),
+        Duration::from_secs(2),
+    )
+    .await;
+    assert!(got.is_some());
+    assert!(
+        start.elapsed() < Duration::from_millis(100),
+        "push took {:?}",
+        start.elapsed()
+    );
+
+    // A SOLLOL write and an expiry are found by polling (poll_interval 300 ms).
+    server
+        .cli(&[
+            "SETEX",
+            "sollol:gpu:10.1.2.4:11434",
+            "120",
+            &fixture("gpu-stats-cpu-only.json"),
+        ])
+        .unwrap();
+    let got = wait_for(
+        &mut changes,
+        &Change::Updated("10.1.2.4:11434".into()),
+        Duration::from_secs(3),
+    )
+    .await;
+    assert!(got.is_some(), "polling missed a SOLLOL write");
+    let got = wait_for(
+        &mut changes,
+        &Change::Removed(rec.node_id.clone()),
+        Duration::from_secs(4),
+    )
+    .await;
+    assert!(got.is_some(), "polling missed an expiry");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn if_enabled_mode_leaves_server_config_alone() {
+    let server = RedisServer::start().unwrap();
+    let config = RegistryConfig {
+        keyspace_events: KeyspaceEvents::IfEnabled,
+        ..cfg()
+    };
+    let reg = RedisRegistry::connect(&server.url(), config.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        reg.watch().await.unwrap().mode(),
+        PushMode::ChannelAndPolling
+    );
+    server
+        .cli(&["CONFIG", "SET", "notify-keyspace-events", "AK"])
+        .unwrap();
+    assert_eq!(reg.watch().await.unwrap().mode(), PushMode::KeyspaceEvents);
+    assert!(server
+        .cli(&["CONFIG", "GET", "notify-keyspace-events"])
+        .unwrap()
+        .contains("AK"));
+}

@@ -1,0 +1,363 @@
+//! Writes, expiry, deregistration, discovery and bad records on a real redis-server.
+
+use std::time::Duration;
+
+use vramroute_registry::testing::RedisServer;
+use vramroute_registry::{
+    RedisRegistry, Registry, RegistryConfig, RouterMetadata, RpcBackend, ScanStrategy,
+};
+
+use crate::common::{cfg, command_calls, eventually, fixture, node, rpc_record};
+
+#[tokio::test]
+async fn records_expire_after_their_ttl() {
+    let server = RedisServer::start().unwrap();
+    let config = RegistryConfig {
+        stats_ttl: Duration::from_secs(1),
+        registration_ttl: Duration::from_secs(2),
+        ..cfg()
+    };
+    let reg = RedisRegistry::connect(&server.url(), config).await.unwrap();
+    reg.publish_stats(&node(1)).await.unwrap();
+    reg.register("10.0.0.1", 50052, &rpc_record())
+        .await
+        .unwrap();
+    let ttl = reg.pttl("sollol:gpu:10.0.0.1:11434").await.unwrap();
+    assert!((1..=1000).contains(&ttl), "PTTL {ttl}");
+    let ttl = reg.pttl("sollol:rpc:node:10.0.0.1:50052").await.unwrap();
+    assert!((1000..=2000).contains(&ttl), "PTTL {ttl}");
+    let view = reg.discover().await.unwrap();
+    assert_eq!((view.stats.len(), view.rpc_nodes.len()), (1, 1));
+    let gone = eventually(Duration::from_secs(4), || async {
+        reg.discover().await.unwrap().stats.is_empty()
+    })
+    .await;
+    assert!(gone, "stats record did not expire");
+    assert_eq!(
+        reg.discover().await.unwrap().rpc_nodes.len(),
+        1,
+        "registration outlives stats"
+    );
+    let gone = eventually(Duration::from_secs(4), || async {
+        reg.discover().await.unwrap().rpc_nodes.is_empty()
+    })
+    .await;
+    assert!(gone, "registration did not expire");
+}
+
+#[tokio::test]
+async fn deregister_removes_keys_and_index_entries_at_once() {
+    let server = RedisServer::start().unwrap();
+    let reg = RedisRegistry::connect(&server.url(), cfg()).await.unwrap();
+    let (a, b) = (node(1), node(2));
+    reg.publish_stats(&a).await.unwrap();
+    reg.publish_stats(&b).await.unwrap();
+    reg.register("10.0.0.1", 50052, &rpc_record())
+        .await
+        .unwrap();
+    reg.deregister(&a.node_id, Some(("10.0.0.1", 50052)))
+        .await
+        .unwrap();
+    assert_eq!(
+        server
+            .cli(&["EXISTS", "sollol:gpu:10.0.0.1:11434"])
+            .unwrap()
+            .trim(),
+        "0"
+    );
+    assert_eq!(
+        server
+            .cli(&["EXISTS", "sollol:rpc:node:10.0.0.1:50052"])
+            .unwrap()
+            .trim(),
+        "0"
+    );
+    assert_eq!(
+        server
+            .cli(&["ZSCORE", "vramroute:index:gpu", &a.node_id])
+            .unwrap()
+            .trim(),
+        ""
+    );
+    assert_eq!(
+        server
+            .cli(&["ZSCORE", "vramroute:index:rpc", "10.0.0.1:50052"])
+            .unwrap()
+            .trim(),
+        ""
+    );
+    let view = reg.discover().await.unwrap();
+    let ids: Vec<&str> = view.stats.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(ids, [b.node_id.as_str()]);
+    assert!(view.rpc_nodes.is_empty());
+}
+
+#[tokio::test]
+async fn discovery_uses_a_constant_number_of_round_trips() {
+    let server = RedisServer::start().unwrap();
+    let config = RegistryConfig {
+        scan: ScanStrategy::Never,
+        ..cfg()
+    };
+    let reg = RedisRegistry::connect(&server.url(), config).await.unwrap();
+    for i in 0..300 {
+        reg.publish_stats(&node(i)).await.unwrap();
+    }
+    for i in 0..40 {
+        reg.register(&format!("10.0.0.{i}"), 50052, &rpc_record())
+            .await
+            .unwrap();
+    }
+    let before = server.cli(&["INFO", "commandstats"]).unwrap();
+    let view = reg.discover().await.unwrap();
+    let after = server.cli(&["INFO", "commandstats"]).unwrap();
+    assert_eq!(view.stats.len(), 300);
+    assert_eq!(view.rpc_nodes.len(), 40);
+    let delta = |c: &str| command_calls(&after, c) - command_calls(&before, c);
+    assert_eq!(delta("mget"), 2, "one MGET per record kind");
+    assert_eq!(delta("get"), 1, "metadata");
+    assert_eq!(delta("zrange"), 2, "both indexes");
+    assert_eq!(delta("scan") + delta("keys"), 0);
+    // Sorted, as documented.
+    assert!(view.stats.windows(2).all(|w| w[0].0 < w[1].0));
+}
+
+#[tokio::test]
+async fn bad_records_are_skipped_and_good_ones_kept() {
+    let server = RedisServer::start().unwrap();
+    let good_a = fixture("gpu-stats-nvidia.json");
+    let good_b = fixture("gpu-stats-cpu-only.json");
+    let huge_list = format!(
+        r#"{{"vendor": "nvidia", "gpus": [{}], "timestamp": 1.0}}"#,
+        vec![r#"{"index": 0, "name": "x"}"#; 300].join(", ")
+    );
+    let huge_string = format!(
+        r#"{{"vendor": "{}", "gpus": [], "timestamp": 1.0}}"#,
+        "x".repeat(5000)
+    );
+    let huge_value = format!(
+        r#"{{"vendor": "none", "gpus": [], "timestamp": 1.0, "pad": "{}"}}"#,
+        "x".repeat(120_000)
+    );
+    let bad = [
+        ("bad-json", "{not json".to_owned()),
+        ("missing", r#"{"vendor": "nvidia", "timestamp": 1.0}"#.to_owned()),
+        ("wrong-type", r#"{"vendor": "nvidia", "gpus": "many", "timestamp": 1.0}"#.to_owned()),
+        ("negative", r#"{"vendor": "nvidia", "gpus": [{"index": 0, "name": "x", "memory_free_mb": -5}], "timestamp": 1.0}"#.to_owned()),
+        ("absurd", r#"{"vendor": "nvidia", "gpus": [{"index": 0, "name": "x", "memory_total_mb": 1e30}], "timestamp": 1.0}"#.to_owned()),
+        ("absurd-int", r#"{"vendor": "nvidia", "gpus": [{"index": 0, "name": "x", "memory_total_mb": 18446744073709551615}], "timestamp": 1.0}"#.to_owned()),
+        ("nan-time", r#"{"vendor": "none", "gpus": [], "timestamp": NaN}"#.to_owned()),
+        ("huge-list", huge_list),
+        ("huge-string", huge_string),
+        ("huge-value", huge_value),
+        ("not-object", "[1, 2]".to_owned()),
+    ];
+    for (id, value) in &bad {
+        server
+            .cli(&["SET", &format!("sollol:gpu:{id}"), value])
+            .unwrap();
+    }
+    server
+        .cli(&["SET", "sollol:gpu:10.1.2.3:11434", &good_a])
+        .unwrap();
+    server
+        .cli(&["SET", "sollol:gpu:10.1.2.4:11434", &good_b])
+        .unwrap();
+    server
+        .cli(&[
+            "SET",
+            "sollol:rpc:node:10.9.9.9:50052",
+            r#"{"has_gpu": "yes"}"#,
+        ])
+        .unwrap();
+    server
+        .cli(&[
+            "SET",
+            "sollol:rpc:node:10.1.2.3:50052",
+            &fixture("rpc-node-gpu.json"),
+        ])
+        .unwrap();
+    server
+        .cli(&["SET", "sollol:router:metadata", "garbage"])
+        .unwrap();
+    let mut config = cfg();
+    config.limits.max_record_bytes = 100_000;
+    let reg = RedisRegistry::connect(&server.url(), config).await.unwrap();
+    let view = reg.discover().await.unwrap();
+    let ids: Vec<&str> = view.stats.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(ids, ["10.1.2.3:11434", "10.1.2.4:11434"]);
+    assert_eq!(view.rpc_nodes.len(), 1);
+    assert!(view.metadata.is_none());
+    let mut skipped: Vec<&str> = view.skipped.iter().map(|s| s.key.as_str()).collect();
+    skipped.sort_unstable();
+    let mut want: Vec<String> = bad
+        .iter()
+        .map(|(id, _)| format!("sollol:gpu:{id}"))
+        .collect();
+    want.push("sollol:rpc:node:10.9.9.9:50052".into());
+    want.push("sollol:router:metadata".into());
+    want.sort_unstable();
+    assert_eq!(skipped, want);
+    for s in &view.skipped {
+        assert!(!s.reason.is_empty());
+        assert!(s.reason.len() < 500, "reason stays short: {}", s.reason);
+    }
+    let reason = |id: &str| {
+        view.skipped
+            .iter()
+            .find(|s| s.key == format!("sollol:gpu:{id}"))
+            .map(|s| s.reason.clone())
+            .unwrap()
+    };
+    assert!(reason("missing").contains("gpus"), "{}", reason("missing"));
+    assert!(
+        reason("negative").contains("memory_free_mb") || reason("negative").contains("-5"),
+        "{}",
+        reason("negative")
+    );
+    assert!(
+        reason("absurd-int").contains("absurd"),
+        "{}",
+        reason("absurd-int")
+    );
+    assert!(
+        reason("huge-list").contains("300"),
+        "{}",
+        reason("huge-list")
+    );
+    assert_eq!(reg.skipped_records_total(), want.len() as u64);
+}
+
+#[tokio::test]
+async fn refuses_to_write_what_it_would_not_read() {
+    let server = RedisServer::start().unwrap();
+    let reg = RedisRegistry::connect(&server.url(), cfg()).await.unwrap();
+    let mut r = node(1);
+    r.timestamp = f64::NAN;
+    assert!(reg.publish_stats(&r).await.is_err());
+    let mut r = node(1);
+    r.node_id = "bad id*".into();
+    assert!(reg.publish_stats(&r).await.is_err());
+    let mut rec = rpc_record();
+    rec.gpu_vram_mb.pop();
+    assert!(reg.register("10.0.0.1", 50052, &rec).await.is_err());
+    assert_eq!(server.cli(&["DBSIZE"]).unwrap().trim(), "0");
+}
+
+#[tokio::test]
+async fn router_metadata_and_locks() {
+    let server = RedisServer::start().unwrap();
+    let reg = RedisRegistry::connect(&server.url(), cfg()).await.unwrap();
+    assert_eq!(reg.router_metadata().await.unwrap(), None);
+    let meta = RouterMetadata {
+        rpc_backends: vec![RpcBackend {
+            host: "10.0.0.1".into(),
+            port: 50052,
+        }],
+        ..RouterMetadata::default()
+    };
+    reg.set_router_metadata(&meta).await.unwrap();
+    assert_eq!(
+        server
+            .cli(&["GET", "sollol:router:metadata"])
+            .unwrap()
+            .trim(),
+        r#"{"rpc_backends": [{"host": "10.0.0.1", "port": 50052}]}"#
+    );
+    assert_eq!(reg.router_metadata().await.unwrap(), Some(meta));
+
+    let ttl = Duration::from_millis(500);
+    assert!(reg.try_lock("optimize", "a", ttl).await.unwrap());
+    assert!(!reg.try_lock("optimize", "b", ttl).await.unwrap());
+    assert!(
+        reg.try_lock("optimize", "a", ttl).await.unwrap(),
+        "holder refreshes"
+    );
+    assert!(!reg.unlock("optimize", "b").await.unwrap());
+    assert!(reg.unlock("optimize", "a").await.unwrap());
+    assert!(reg.try_lock("optimize", "b", ttl).await.unwrap());
+    let expired = eventually(Duration::from_secs(3), || async {
+        reg.try_lock("optimize", "c", ttl).await.unwrap()
+    })
+    .await;
+    assert!(expired, "lock expires");
+    assert!(
+        server
+            .cli(&["EXISTS", "vramroute:lock:optimize"])
+            .unwrap()
+            .trim()
+            == "1"
+    );
+}
+
+#[tokio::test]
+async fn stream_is_capped_near_maxlen() {
+    let server = RedisServer::start().unwrap();
+    let config = RegistryConfig {
+        stream_maxlen: 100,
+        ..cfg()
+    };
+    let reg = RedisRegistry::connect(&server.url(), config).await.unwrap();
+    for i in 0..400 {
+        reg.publish_stats(&node(i % 7)).await.unwrap();
+    }
+    let len: usize = server
+        .cli(&["XLEN", "sollol:gpu:stats"])
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!((100..300).contains(&len), "XLEN {len} with MAXLEN ~ 100");
+}
+
+#[tokio::test]
+async fn unix_socket_and_database_number() {
+    let server = RedisServer::builder().unix_socket().start().unwrap();
+    let url = format!("redis+unix://{}?db=3", server.socket_path().display());
+    let reg = RedisRegistry::connect(&url, cfg()).await.unwrap();
+    reg.publish_stats(&node(5)).await.unwrap();
+    assert_eq!(reg.discover().await.unwrap().stats.len(), 1);
+    assert_eq!(
+        server
+            .cli(&["-n", "3", "EXISTS", "sollol:gpu:10.0.0.5:11434"])
+            .unwrap()
+            .trim(),
+        "1"
+    );
+    assert_eq!(
+        server
+            .cli(&["-n", "0", "EXISTS", "sollol:gpu:10.0.0.5:11434"])
+            .unwrap()
+            .trim(),
+        "0"
+    );
+}
+
+#[tokio::test]
+async fn index_entries_of_vanished_keys_are_pruned() {
+    let server = RedisServer::start().unwrap();
+    let config = RegistryConfig {
+        index_prune_grace: Duration::ZERO,
+        stats_ttl: Duration::from_secs(1),
+        ..cfg()
+    };
+    let reg = RedisRegistry::connect(&server.url(), config).await.unwrap();
+    reg.publish_stats(&node(1)).await.unwrap();
+    assert_eq!(
+        server
+            .cli(&["ZCARD", "vramroute:index:gpu"])
+            .unwrap()
+            .trim(),
+        "1"
+    );
+    let pruned = eventually(Duration::from_secs(4), || async {
+        reg.discover().await.unwrap();
+        server
+            .cli(&["ZCARD", "vramroute:index:gpu"])
+            .unwrap()
+            .trim()
+            == "0"
+    })
+    .await;
+    assert!(pruned);
+}

@@ -1,0 +1,123 @@
+//! `rediss://` against a redis-server with `--tls-port` and a throwaway CA.
+
+use std::path::Path;
+use std::process::Command;
+
+use vramroute_registry::testing::{RedisServer, TlsFiles};
+use vramroute_registry::{RedisRegistry, Registry, RegistryConfig};
+
+use crate::common::{cfg, node};
+
+fn openssl(dir: &Path, args: &[&str]) -> bool {
+    Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// A CA and a `localhost` server certificate signed by it.
+fn make_certs(dir: &Path) -> Option<TlsFiles> {
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
+    )
+    .ok()?;
+    let steps: [&[&str]; 3] = [
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=vramroute test CA",
+        ],
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=localhost",
+        ],
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.crt",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+        ],
+    ];
+    for step in steps {
+        if !openssl(dir, step) {
+            return None;
+        }
+    }
+    Some(TlsFiles {
+        cert: dir.join("server.crt"),
+        key: dir.join("server.key"),
+        ca: dir.join("ca.crt"),
+    })
+}
+
+#[tokio::test]
+async fn tls_with_private_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(files) = make_certs(dir.path()) else {
+        println!("SKIPPED tls_with_private_ca: openssl could not create test certificates");
+        return;
+    };
+    let server = match RedisServer::builder().tls(files.clone()).start() {
+        Ok(s) => s,
+        Err(e) if e.to_string().contains("tls") || e.to_string().contains("TLS") => {
+            println!("SKIPPED tls_with_private_ca: this redis-server has no TLS support ({e})");
+            return;
+        }
+        Err(e) => panic!("{e}"),
+    };
+    let url = server.url();
+    assert!(url.starts_with("rediss://localhost:"), "{url}");
+    let ca = std::fs::read(&files.ca).unwrap();
+    let config = RegistryConfig {
+        tls_root_ca_pem: Some(ca),
+        ..cfg()
+    };
+    let reg = RedisRegistry::connect(&url, config).await.unwrap();
+    reg.publish_stats(&node(1)).await.unwrap();
+    assert_eq!(reg.discover().await.unwrap().stats.len(), 1);
+    assert_eq!(
+        server
+            .cli(&["EXISTS", "sollol:gpu:10.0.0.1:11434"])
+            .unwrap()
+            .trim(),
+        "1"
+    );
+
+    // Without our CA the system trust store rejects the certificate: a clear error.
+    let err = RedisRegistry::connect(&url, cfg()).await.unwrap_err();
+    assert!(err.to_string().contains("localhost"), "{err}");
+    // A plain-text client cannot talk to the TLS port.
+    let plain = url.replacen("rediss://", "redis://", 1);
+    assert!(RedisRegistry::connect(&plain, cfg()).await.is_err());
+}
