@@ -1,6 +1,48 @@
-//! `vramroute-reporter` (skeleton; see the open issues).
+//! `vramroute-reporter`: runs on every inference node and publishes its GPUs and RAM.
+//! Parses arguments, sets up logging and hands over to a command module.
 
-fn main() {
-    eprintln!("vramroute-reporter: not built yet");
-    std::process::exit(2);
+mod cli;
+mod logging;
+mod metrics;
+mod probe_cmd;
+mod run;
+mod settings;
+mod systemd;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+/// An error caused by what the user asked for (bad path, bad value): exit status 2.
+#[derive(Debug)]
+pub(crate) struct UsageError(pub(crate) String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    logging::init(cli.log_format, &cli.log_level);
+    let result = match cli.command {
+        cli::Command::Probe(args) => probe_cmd::run(&args),
+        cli::Command::Run(args) => run::run(*args),
+        cli::Command::Install(args) => systemd::install(&args),
+        cli::Command::Uninstall(args) => systemd::uninstall(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("vramroute-reporter: {e:#}");
+            if e.downcast_ref::<UsageError>().is_some() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
 }

@@ -1,0 +1,188 @@
+//! Command-line interface. Every `run` setting can come from a flag, an environment
+//! variable or the YAML config file (in that order of precedence), then a default.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde::Deserialize;
+
+/// Publishes this node's GPUs and RAM to a SOLLOL-compatible Redis registry.
+#[derive(Debug, Parser)]
+#[command(name = "vramroute-reporter", version, about, long_about = None)]
+pub(crate) struct Cli {
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "VRAMROUTE_LOG_FORMAT")]
+    pub(crate) log_format: LogFormat,
+    /// Log filter (tracing EnvFilter syntax), e.g. `info` or `vramroute=debug`.
+    #[arg(long, global = true, default_value = "info", env = "VRAMROUTE_LOG")]
+    pub(crate) log_level: String,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Print what this node has (GPUs, RAM), the SOLLOL record it would publish and the
+    /// rpc-server command for it. Touches no network.
+    Probe(ProbeArgs),
+    /// Probe every interval and publish live stats and the capability registration.
+    Run(Box<RunArgs>),
+    /// Write a hardened systemd unit that runs `vramroute-reporter run` with these flags.
+    Install(Box<InstallArgs>),
+    /// Remove the systemd unit written by `install`.
+    Uninstall(UninstallArgs),
+}
+
+/// Where hardware is read from, and how much of it to hold back.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct HardwareArgs {
+    /// Root of the sysfs tree to read (for tests and containers) [default: /sys].
+    #[arg(long, env = "VRAMROUTE_SYSFS_ROOT", value_name = "DIR")]
+    pub(crate) sysfs_root: Option<PathBuf>,
+    /// Do not load NVML (no NVIDIA probing).
+    #[arg(long, env = "VRAMROUTE_NO_NVML")]
+    pub(crate) no_nvml: bool,
+    /// Fraction of each GPU's VRAM and of RAM held back from the offer [default: 0.2].
+    #[arg(long, env = "VRAMROUTE_RESERVE", value_name = "FRACTION", value_parser = parse_fraction)]
+    pub(crate) reserve: Option<f64>,
+    /// ggml backend the node's rpc-server is built with (device names depend on it)
+    /// [default: by GPU vendor: cuda, hip, sycl].
+    #[arg(long, env = "VRAMROUTE_GGML_BACKEND", value_name = "BACKEND")]
+    pub(crate) ggml_backend: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ProbeArgs {
+    /// Print one JSON object instead of the human report.
+    #[arg(long)]
+    pub(crate) json: bool,
+    /// Host the printed rpc-server command binds to.
+    #[arg(long, default_value = "0.0.0.0", value_name = "IP")]
+    pub(crate) rpc_host: String,
+    /// Port the printed rpc-server command listens on.
+    #[arg(long, default_value_t = 50052)]
+    pub(crate) rpc_port: u16,
+    #[command(flatten)]
+    pub(crate) hardware: HardwareArgs,
+}
+
+/// Settings of `run`. Unset values fall back to the config file, then defaults.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct RunArgs {
+    /// YAML config file with any of the settings below (snake_case keys).
+    #[arg(long, env = "VRAMROUTE_CONFIG", value_name = "FILE")]
+    pub(crate) config: Option<PathBuf>,
+    /// Probe and publish once, print the report, and exit (for cron / systemd timers).
+    #[arg(long)]
+    pub(crate) once: bool,
+    /// Redis URL (redis://, rediss://, redis+unix://, redis-cluster://)
+    /// [default: redis://localhost:6379].
+    #[arg(long, env = "SOLLOL_REDIS_URL", value_name = "URL")]
+    pub(crate) redis_url: Option<String>,
+    /// Redis host (SOLLOL compatibility; ignored when --redis-url is given).
+    #[arg(long, value_name = "HOST")]
+    pub(crate) redis_host: Option<String>,
+    /// Redis port (SOLLOL compatibility; ignored when --redis-url is given).
+    #[arg(long, value_name = "PORT")]
+    pub(crate) redis_port: Option<u16>,
+    /// Node id in the stats key `sollol:gpu:{node_id}` [default: {advertise-ip}:11434].
+    #[arg(long, env = "VRAMROUTE_NODE_ID")]
+    pub(crate) node_id: Option<String>,
+    /// IP other nodes reach this one at [default: the local address of the route to Redis].
+    #[arg(long, env = "VRAMROUTE_ADVERTISE_IP", value_name = "IP")]
+    pub(crate) advertise_ip: Option<IpAddr>,
+    /// Port of this node's llama.cpp rpc-server [default: 50052].
+    #[arg(long, env = "VRAMROUTE_RPC_PORT")]
+    pub(crate) rpc_port: Option<u16>,
+    /// This node's Ollama [default: http://127.0.0.1:11434].
+    #[arg(long, env = "OLLAMA_URL", value_name = "URL")]
+    pub(crate) ollama_url: Option<String>,
+    /// Do not ask Ollama anything (llama.cpp-only nodes).
+    #[arg(long, env = "VRAMROUTE_NO_OLLAMA")]
+    pub(crate) no_ollama: bool,
+    /// Seconds between probes [default: 5].
+    #[arg(long, env = "VRAMROUTE_INTERVAL", value_name = "SECONDS")]
+    pub(crate) interval: Option<f64>,
+    /// Expiry of the live stats key, seconds [default: 120].
+    #[arg(long, env = "VRAMROUTE_STATS_TTL", value_name = "SECONDS")]
+    pub(crate) stats_ttl: Option<u64>,
+    /// Expiry of the capability registration, seconds [default: 3600].
+    #[arg(long, env = "VRAMROUTE_REGISTRATION_TTL", value_name = "SECONDS")]
+    pub(crate) registration_ttl: Option<u64>,
+    /// Publish at once when free VRAM of a GPU moves by more than this, MiB [default: 512].
+    #[arg(long, env = "VRAMROUTE_CHANGE_THRESHOLD_MB", value_name = "MIB")]
+    pub(crate) change_threshold_mb: Option<u64>,
+    /// Serve Prometheus metrics at http://ADDR/metrics.
+    #[arg(long, env = "VRAMROUTE_METRICS_ADDR", value_name = "ADDR")]
+    pub(crate) metrics_addr: Option<SocketAddr>,
+    #[command(flatten)]
+    pub(crate) hardware: HardwareArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct InstallArgs {
+    /// Print the unit instead of writing it.
+    #[arg(long)]
+    pub(crate) print: bool,
+    /// Where to write the unit.
+    #[arg(long, default_value = "/etc/systemd/system/vramroute-reporter.service")]
+    pub(crate) unit_path: PathBuf,
+    /// Run as this user instead of a DynamicUser.
+    #[arg(long)]
+    pub(crate) user: Option<String>,
+    /// Path of the reporter binary the unit runs [default: this executable].
+    #[arg(long, value_name = "PATH")]
+    pub(crate) binary: Option<PathBuf>,
+    #[command(flatten)]
+    pub(crate) run: RunArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct UninstallArgs {
+    /// The unit to remove.
+    #[arg(long, default_value = "/etc/systemd/system/vramroute-reporter.service")]
+    pub(crate) unit_path: PathBuf,
+}
+
+fn parse_fraction(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number; give a fraction such as 0.2"))?;
+    if !(0.0..1.0).contains(&v) {
+        return Err(format!(
+            "{v} is outside [0, 1): give a fraction such as 0.2"
+        ));
+    }
+    Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn fractions() {
+        assert_eq!(parse_fraction("0.2"), Ok(0.2));
+        assert!(parse_fraction("1").is_err());
+        assert!(parse_fraction("-0.1").is_err());
+        assert!(parse_fraction("NaN").is_err());
+        assert!(parse_fraction("lots").is_err());
+    }
+}
