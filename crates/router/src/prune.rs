@@ -6,7 +6,8 @@
 //! route then scores exactly, in this order:
 //! 1. every node holding a reservation (reservations lower free VRAM, which can raise a
 //!    score above its static bound through SOLLOL's "overflow" rule),
-//! 2. every node where the requested model is loaded (the warm factor is not in the bound),
+//! 2. the nodes where the requested model is loaded, by descending bound of the warm
+//!    placement (its free VRAM is fixed without reservations), with the same early stop,
 //! 3. the remaining nodes by descending bound, stopping at the first bound below the best
 //!    exact score found.
 //!
@@ -42,6 +43,9 @@ pub(crate) struct Prepared {
     pub(crate) params: SollolParams,
     /// Eligible nodes by descending bound, then ascending index.
     pub(crate) order: Vec<(f64, u32)>,
+    /// Per interned model: eligible nodes where it is loaded, by descending bound of the
+    /// warm placement's score.
+    pub(crate) warm: Vec<Vec<(f64, u32)>>,
 }
 
 impl Prepared {
@@ -51,14 +55,41 @@ impl Prepared {
             .map(|ni| (node_bound(s, p, ni), ni as u32))
             .collect();
         order.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        let warm = s
+            .model_nodes
+            .iter()
+            .enumerate()
+            .map(|(m, nodes)| {
+                let mut list: Vec<(f64, u32)> = nodes
+                    .iter()
+                    .filter(|&&ni| s.rows[ni as usize].flags & ELIGIBLE != 0)
+                    .map(|&ni| (warm_bound(s, p, ni as usize, m as u32), ni))
+                    .collect();
+                list.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+                list
+            })
+            .collect();
         Prepared {
             params: p.clone(),
             order,
+            warm,
         }
     }
 }
 
-fn node_bound(s: &Snapshot, p: &SollolParams, ni: usize) -> f64 {
+/// The request-independent part of a node's score bound.
+struct NodeStatic {
+    /// Everything multiplied in regardless of placement, except the warm/cold factor.
+    common: f64,
+    /// Largest complexity factor / smallest latency divisor (not applied when overflowing).
+    penalties: f64,
+    /// Active-request factor per free-VRAM class (overwhelmed, small, mid, large).
+    active: [f64; 4],
+    /// Largest free VRAM of the node's GPUs (before reservations).
+    max_free: u64,
+}
+
+fn node_static(s: &Snapshot, p: &SollolParams, ni: usize) -> NodeStatic {
     let row = &s.rows[ni];
     let flags = row.flags;
     let load = if flags & HAS_CPU_LOAD != 0 {
@@ -86,12 +117,8 @@ fn node_bound(s: &Snapshot, p: &SollolParams, ni: usize) -> f64 {
         .map(|g| u64::from(s.gpus[g].free_mib))
         .max()
         .unwrap_or(0);
-    let low = max_free < p.overwhelmed_below_mib;
 
     let mut common = p.base_score * success;
-    if row.loaded_len > 0 {
-        common *= p.cold_with_other_models_multiplier;
-    }
     if flags & TOP_PRIORITY != 0 {
         common *= p
             .top_node_multiplier
@@ -112,17 +139,17 @@ fn node_bound(s: &Snapshot, p: &SollolParams, ni: usize) -> f64 {
     }
     common /= 1.0 + load * p.cpu_load_weight.min(p.cpu_load_weight_high_priority);
 
-    let active = |class: usize| -> f64 {
-        let n = row.active_requests;
+    let n = row.active_requests;
+    let active = [
+        p.active_base_overwhelmed,
+        p.active_base_small,
+        p.active_base_mid,
+        p.active_base_large,
+    ]
+    .map(|base| {
         if n == 0 {
             return 1.0;
         }
-        let base = [
-            p.active_base_overwhelmed,
-            p.active_base_small,
-            p.active_base_mid,
-            p.active_base_large,
-        ][class];
         let base = if latency < p.active_fast_latency_below_ms {
             (base * p.active_fast_factor).max(p.active_base_floor)
         } else if latency > p.active_slow_latency_above_ms {
@@ -131,7 +158,7 @@ fn node_bound(s: &Snapshot, p: &SollolParams, ni: usize) -> f64 {
             base
         };
         1.0 / (pow_u32(base, n) * (1.0 + p.active_linear_penalty * f64::from(n)))
-    };
+    });
     let complexity = {
         let complex = if load > p.complex_busy_cpu_above {
             p.complex_busy_cpu_multiplier
@@ -154,34 +181,100 @@ fn node_bound(s: &Snapshot, p: &SollolParams, ni: usize) -> f64 {
     } else {
         (latency * (1.0 / p.latency_scale_ms)).min(p.latency_medium_cap)
     };
-    // Latency weight is 1 + priority × w ≥ 1.
-    let penalties = complexity / (1.0 + g);
-    let mode_hi = [
+    // The latency weight is 1 + priority × w ≥ 1.
+    NodeStatic {
+        common,
+        penalties: complexity / (1.0 + g),
+        active,
+        max_free,
+    }
+}
+
+fn max_of(values: &[f64]) -> f64 {
+    values.iter().copied().fold(0.0, f64::max)
+}
+
+/// Bound of a node's score for non-warm placements in the pruning regime.
+fn node_bound(s: &Snapshot, p: &SollolParams, ni: usize) -> f64 {
+    let st = node_static(s, p, ni);
+    let cold = if s.rows[ni].loaded_len > 0 {
+        p.cold_with_other_models_multiplier
+    } else {
+        1.0
+    };
+    let mode_hi = max_of(&[
         1.0,
         p.good_multiplier,
         p.excellent_multiplier,
         p.fallback_gpu_multiplier,
         p.gpu_task_on_cpu_multiplier,
         p.fallback_cpu_multiplier,
-    ]
-    .into_iter()
-    .fold(0.0, f64::max);
-    let mode_cpu = p
-        .gpu_task_on_cpu_multiplier
-        .max(p.fallback_cpu_multiplier)
-        .max(1.0);
-    let hi = penalties * active(1).max(active(2)).max(active(3)) * mode_hi;
-    let lo = if low {
+    ]);
+    let mode_cpu = max_of(&[1.0, p.gpu_task_on_cpu_multiplier, p.fallback_cpu_multiplier]);
+    let hi = st.penalties * max_of(&st.active[1..]) * mode_hi;
+    let lo = if st.max_free < p.overwhelmed_below_mib {
         let pen = if p.skip_penalties_when_overwhelmed {
             1.0
         } else {
-            penalties
+            st.penalties
         };
-        pen * active(0) * mode_cpu
+        pen * st.active[0] * mode_cpu
     } else {
         0.0
     };
-    common * hi.max(lo) * (1.0 + BOUND_SLACK)
+    st.common * cold * hi.max(lo) * (1.0 + BOUND_SLACK)
+}
+
+/// Bound of the warm placement's score of `model` on node `ni` (no reservations: the
+/// placement and its free VRAM are then fixed).
+fn warm_bound(s: &Snapshot, p: &SollolParams, ni: usize, model: u32) -> f64 {
+    let st = node_static(s, p, ni);
+    let row = &s.rows[ni];
+    let Some(k) = row.loaded().find(|&k| s.loaded_model[k] == model) else {
+        return 0.0;
+    };
+    let slot = s.loaded_slot[k];
+    let gpu_target = s.loaded_vram_mib[k] > 0;
+    let g = if !gpu_target {
+        st.max_free
+    } else if slot != crate::snapshot::NO_SLOT {
+        u64::from(s.gpus[slot as usize].free_mib)
+    } else if row.gpu_len == 1 {
+        u64::from(s.gpus[row.gpu_start as usize].free_mib)
+    } else {
+        st.max_free
+    };
+    let over = g < p.overwhelmed_below_mib;
+    let class = usize::from(!over)
+        + usize::from(g >= p.good_above_mib)
+        + usize::from(g >= p.excellent_above_mib);
+    let mode = if gpu_target {
+        let normal = if over {
+            p.overwhelmed_idle_multiplier * p.overwhelmed_busy_multiplier.max(1.0)
+        } else if g > p.excellent_above_mib {
+            p.excellent_multiplier
+        } else if g > p.good_above_mib {
+            p.good_multiplier
+        } else {
+            1.0
+        };
+        let fallback = if over {
+            p.fallback_overwhelmed_gpu_multiplier
+        } else {
+            p.fallback_gpu_multiplier
+        };
+        max_of(&[1.0, normal, fallback])
+    } else {
+        max_of(&[1.0, p.gpu_task_on_cpu_multiplier, p.fallback_cpu_multiplier])
+    };
+    let pen = if over && p.skip_penalties_when_overwhelmed {
+        1.0
+    } else {
+        st.penalties
+    };
+    // A warm row on CPU with `allow_cpu = false` falls through to a cold placement.
+    let cold = node_bound(s, p, ni);
+    (st.common * p.warm_multiplier * pen * st.active[class] * mode * (1.0 + BOUND_SLACK)).max(cold)
 }
 
 impl Snapshot {
@@ -269,7 +362,10 @@ pub(crate) fn run_pruned(s: &Snapshot, sc: &Sollol<'_>, r: &Resolved<'_>) -> Out
         }
     });
     if let Some(m) = r.model {
-        for &ni in &s.model_nodes[m as usize] {
+        for &(bound, ni) in &prep.warm[m as usize] {
+            if best.as_ref().is_some_and(|&(bs, _, _)| bound < bs) {
+                break;
+            }
             visit(&mut best, ni as usize);
         }
     }
@@ -347,7 +443,7 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(96))]
+        #![proptest_config(ProptestConfig::with_cases(256))]
         #[test]
         fn pruned_equals_exhaustive(
             mut nodes in proptest::collection::vec(node_strategy(), 1..40),
@@ -355,6 +451,7 @@ mod tests {
             priority in 0u8..=10,
             complexity in 0u8..3,
             needs_gpu in any::<bool>(),
+            allow_cpu in any::<bool>(),
             reserve in proptest::option::of((0usize..40, 0u64..20_000)),
         ) {
             for (i, n) in nodes.iter_mut().enumerate() {
@@ -367,7 +464,7 @@ mod tests {
                 s.reserve(ni, gpu, mib).expect("in range");
             }
             let complexity = [Complexity::Simple, Complexity::Medium, Complexity::Complex][complexity as usize];
-            let req = Request::new("llama3.1:8b", size).priority(priority).complexity(complexity).needs_gpu(needs_gpu);
+            let req = Request::new("llama3.1:8b", size).priority(priority).complexity(complexity).needs_gpu(needs_gpu).allow_cpu(allow_cpu);
             for params in [SollolParams::default(), SollolParams { skip_penalties_when_overwhelmed: false, ..SollolParams::default() }] {
                 let r = Resolved::new(&s, &req);
                 prop_assert!(prunable(&params, &r));
