@@ -1,2 +1,3 @@
 //! Shared fixtures for vramroute's criterion benchmarks (synthetic clusters).
 pub mod route_fixtures;
+pub mod plan_fixtures;

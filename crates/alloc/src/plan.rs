@@ -11,7 +11,6 @@
 //! `N` therefore assigns exactly those contiguous ranges (the comparison divides the same
 //! integers by the same sum, so there is no rounding drift).
 
-use std::collections::HashSet;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -187,10 +186,10 @@ impl fmt::Display for Plan {
 }
 
 /// A remote `rpc-server`: its devices in server order.
-struct Endpoint {
-    host: String,
+struct Endpoint<'a> {
+    host: &'a str,
     port: u16,
-    node_id: String,
+    node_id: &'a str,
     devs: Vec<usize>,
     gpu_layers: u64,
     cpu_layers: u64,
@@ -222,10 +221,24 @@ struct Planner<'a> {
     /// Layers the local CPU can take while also holding input and output.
     local_cpu_layers: u32,
     local_gpus: Vec<usize>,
-    endpoints: Vec<Endpoint>,
+    endpoints: Vec<Endpoint<'a>>,
 }
 
 const KIB_PER_MIB: u64 = 1024;
+
+/// Rejects a device listed twice for the same `rpc-server` (or twice locally).
+fn check_unique(workers: &[ClusterWorker], group: &[usize], w: &ClusterWorker) -> Result<()> {
+    if group
+        .iter()
+        .any(|&d| workers[d].device_name.eq_ignore_ascii_case(&w.device_name))
+    {
+        return Err(Error::InvalidInput(format!(
+            "device {} of {} is listed twice",
+            w.device_name, w.node_id
+        )));
+    }
+    Ok(())
+}
 
 fn kib_to_mib_ceil(kib: u64) -> u64 {
     kib.div_ceil(KIB_PER_MIB)
@@ -274,25 +287,12 @@ impl<'a> Planner<'a> {
         let per_layer_kib = ((per_layer * 1024.0).ceil() as u64).max(1);
         let ovh_kib = opts.per_device_overhead_mib.saturating_mul(KIB_PER_MIB);
 
-        let mut seen = HashSet::new();
         let mut cap_kib = Vec::with_capacity(workers.len());
         let mut layer_cap = Vec::with_capacity(workers.len());
         let mut local_cpu = None;
         let mut local_gpus = Vec::new();
-        let mut endpoints: Vec<Endpoint> = Vec::new();
+        let mut endpoints: Vec<Endpoint<'a>> = Vec::new();
         for (i, w) in workers.iter().enumerate() {
-            let key = (
-                w.local,
-                if w.local { "" } else { w.host.as_str() },
-                if w.local { 0 } else { w.rpc_port },
-                w.device_name.to_ascii_lowercase(),
-            );
-            if !seen.insert(key) {
-                return Err(Error::InvalidInput(format!(
-                    "device {} of {} is listed twice",
-                    w.device_name, w.node_id
-                )));
-            }
             let mut cap = w.budget_mib;
             if opts.use_live_free {
                 if let Some(free) = w.free_mib {
@@ -312,7 +312,10 @@ impl<'a> Planner<'a> {
                         ));
                     }
                 }
-                (true, WorkerKind::Gpu) => local_gpus.push(i),
+                (true, WorkerKind::Gpu) => {
+                    check_unique(workers, &local_gpus, w)?;
+                    local_gpus.push(i);
+                }
                 (false, _) => {
                     if w.host.is_empty() || w.rpc_port == 0 {
                         return Err(Error::InvalidInput(format!(
@@ -320,15 +323,21 @@ impl<'a> Planner<'a> {
                             w.device_name, w.node_id
                         )));
                     }
-                    match endpoints
-                        .iter_mut()
-                        .find(|e| e.port == w.rpc_port && e.host == w.host)
-                    {
-                        Some(e) => e.devs.push(i),
+                    // Workers of one endpoint usually come together: look at the last first.
+                    let same = |e: &Endpoint<'_>| e.port == w.rpc_port && e.host == w.host;
+                    let found = match endpoints.last() {
+                        Some(e) if same(e) => Some(endpoints.len() - 1),
+                        _ => endpoints.iter().position(same),
+                    };
+                    match found {
+                        Some(e) => {
+                            check_unique(workers, &endpoints[e].devs, w)?;
+                            endpoints[e].devs.push(i);
+                        }
                         None => endpoints.push(Endpoint {
-                            host: w.host.clone(),
+                            host: &w.host,
                             port: w.rpc_port,
-                            node_id: w.node_id.clone(),
+                            node_id: &w.node_id,
                             devs: vec![i],
                             gpu_layers: 0,
                             cpu_layers: 0,
@@ -391,10 +400,10 @@ impl<'a> Planner<'a> {
                 return Err(self.does_not_fit(false));
             }
         }
-        let by = |a: &Endpoint, b: &Endpoint, ka: u64, kb: u64| {
+        let by = |a: &Endpoint<'_>, b: &Endpoint<'_>, ka: u64, kb: u64| {
             kb.cmp(&ka)
-                .then_with(|| a.node_id.cmp(&b.node_id))
-                .then_with(|| a.host.cmp(&b.host))
+                .then_with(|| a.node_id.cmp(b.node_id))
+                .then_with(|| a.host.cmp(b.host))
                 .then_with(|| a.port.cmp(&b.port))
         };
         let mut gpu_eps: Vec<usize> = (0..self.endpoints.len())
@@ -646,7 +655,7 @@ impl<'a> Planner<'a> {
         }
         let unused: Vec<&str> = (0..self.endpoints.len())
             .filter(|e| !a.selected.contains(e))
-            .map(|e| self.endpoints[e].node_id.as_str())
+            .map(|e| self.endpoints[e].node_id)
             .collect();
         if !unused.is_empty() {
             let shown = unused.len().min(8);
@@ -743,7 +752,7 @@ impl<'a> Planner<'a> {
                     .collect();
                 let mut command = ShellCommand::new("rpc-server")
                     .arg("--host")
-                    .arg(ep.host.clone())
+                    .arg(ep.host)
                     .arg("--port")
                     .arg(ep.port.to_string())
                     .arg("--device")
@@ -755,7 +764,7 @@ impl<'a> Planner<'a> {
                     command = command.env("CUDA_DEVICE_ORDER", "PCI_BUS_ID");
                 }
                 RpcServerPlan {
-                    node_id: ep.node_id.clone(),
+                    node_id: ep.node_id.to_owned(),
                     endpoint: self.endpoint_name(e),
                     command,
                 }
