@@ -1,0 +1,188 @@
+//! `probe`, `install --print`, and bad flags.
+
+use crate::e2e::support::{fixture, run_to_end};
+
+fn probe_json(tree: &str) -> serde_json::Value {
+    let root = fixture(tree);
+    let out = run_to_end(&[
+        "probe",
+        "--json",
+        "--no-nvml",
+        "--sysfs-root",
+        root.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn probe_json_reports_every_fixture_gpu() {
+    // (tree, [(vendor, name contains, total MiB, free MiB or null)])
+    let cases: &[(&str, &[(&str, &str, u64, Option<u64>)])] = &[
+        ("amd-discrete", &[("amd", "7900 XTX", 24560, Some(23382))]),
+        (
+            "amd-two-cards",
+            &[
+                ("amd", "7900 XTX", 24560, Some(23382)),
+                ("amd", "6800 XT", 16368, Some(15860)),
+            ],
+        ),
+        (
+            "intel-xe",
+            &[
+                ("intel", "B580", 12288, None),
+                ("intel", "1550", 131072, None),
+            ],
+        ),
+        ("empty", &[]),
+    ];
+    for (tree, want) in cases {
+        let j = probe_json(tree);
+        let gpus = j["gpus"].as_array().unwrap();
+        assert_eq!(gpus.len(), want.len(), "{tree}: {j}");
+        for (g, (vendor, name, total, free)) in gpus.iter().zip(want.iter()) {
+            assert_eq!(g["vendor"], *vendor, "{tree}");
+            assert!(g["name"].as_str().unwrap().contains(name), "{tree}: {g}");
+            assert_eq!(g["memory_total_mb"], *total, "{tree}: {g}");
+            assert_eq!(g["memory_free_mb"], serde_json::json!(free), "{tree}: {g}");
+            for key in [
+                "index",
+                "pci_bus_id",
+                "memory_used_mb",
+                "utilization_percent",
+                "temperature_c",
+            ] {
+                assert!(g.get(key).is_some(), "{tree}: {key} missing");
+            }
+        }
+        assert!(j["cpu_ram_mb"].as_u64().unwrap() > 0);
+        let reg = &j["registration"];
+        assert_eq!(
+            reg["total_parallel_workers"],
+            want.len() as u64 + 1,
+            "{tree}"
+        );
+        assert_eq!(reg["has_gpu"], !want.is_empty());
+        let cmd = j["rpc_server_command"].as_str().unwrap();
+        assert!(!cmd.contains("--mem") && !cmd.contains("cuda:"), "{cmd}");
+    }
+}
+
+#[test]
+fn this_machine_is_a_cpu_only_node_with_its_ram() {
+    let out = run_to_end(&["probe", "--json", "--no-nvml"]);
+    assert!(out.status.success());
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap();
+    let total_kib: u64 = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    let ram = j["cpu_ram_mb"].as_u64().unwrap();
+    // Capped by a cgroup limit when one applies; never above physical RAM.
+    assert!(
+        ram <= total_kib / 1024 + 1 && ram > 0,
+        "{ram} vs {total_kib} KiB"
+    );
+    if j["gpus"].as_array().unwrap().is_empty() {
+        assert_eq!(j["registration"]["device_config"], "cpu");
+    }
+}
+
+#[test]
+fn human_probe_and_bad_flags() {
+    let root = fixture("amd-discrete");
+    let out = run_to_end(&["probe", "--no-nvml", "--sysfs-root", root.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(
+            "GPU 0: AMD Radeon RX 7900 XTX | VRAM: 1177/24560 MB | Util: 4% | Temp: 41°C"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("rpc-server --host 0.0.0.0 --port 50052 --device CPU,ROCm0"),
+        "{text}"
+    );
+    assert!(text.contains("-d ROCm0 -m 19648"), "legacy form: {text}");
+
+    for args in [
+        &["probe", "--sysfs-root", "/definitely/not/here"][..],
+        &["probe", "--reserve", "1.5"],
+        &["probe", "--frobnicate"],
+        &["probe", "--ggml-backend", "metal"],
+    ] {
+        let out = run_to_end(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !err.trim().is_empty() && !err.contains("panicked"),
+            "{args:?}: {err}"
+        );
+    }
+}
+
+#[test]
+fn install_print_shows_a_hardened_unit_without_the_password() {
+    let out = run_to_end(&[
+        "install",
+        "--print",
+        "--redis-url",
+        "redis://reporter:hunter2@10.0.0.5:6379/0",
+        "--interval",
+        "5",
+        "--metrics-addr",
+        "127.0.0.1:9187",
+    ]);
+    assert!(out.status.success());
+    let unit = String::from_utf8_lossy(&out.stdout);
+    assert!(!unit.contains("hunter2"), "{unit}");
+    assert!(
+        unit.contains(" run --interval 5 --metrics-addr 127.0.0.1:9187\n"),
+        "{unit}"
+    );
+    for line in [
+        "Restart=always",
+        "DynamicUser=yes",
+        "ProtectSystem=strict",
+        "EnvironmentFile=/etc/systemd/system/vramroute-reporter.env",
+    ] {
+        assert!(unit.lines().any(|l| l == line), "missing {line}: {unit}");
+    }
+}
+
+#[test]
+fn install_writes_and_uninstall_removes() {
+    let dir = tempfile::tempdir().unwrap();
+    let unit = dir.path().join("vr.service");
+    let unit_s = unit.to_str().unwrap();
+    let out = run_to_end(&[
+        "install",
+        "--unit-path",
+        unit_s,
+        "--redis-url",
+        "redis://:pw@127.0.0.1:1/0",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout)
+        .contains("systemctl daemon-reload && systemctl enable --now vr.service"));
+    let env = dir.path().join("vr.env");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&env).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert!(!std::fs::read_to_string(&unit).unwrap().contains(":pw@"));
+    let out = run_to_end(&["uninstall", "--unit-path", unit_s]);
+    assert!(out.status.success());
+    assert!(!unit.exists() && !env.exists());
+}

@@ -1,0 +1,4 @@
+pub(crate) mod support;
+
+mod cli;
+mod run;

@@ -1,0 +1,5 @@
+//! End-to-end tests of `vramroute-reporter` with a real redis-server, a real HTTP server
+//! speaking Ollama's API and fixture sysfs trees. Every wait is bounded.
+#![allow(missing_docs, reason = "test helpers")]
+
+mod e2e;
