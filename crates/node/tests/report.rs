@@ -1,4 +1,5 @@
 //! Node reports built from the probe's fixture sysfs trees.
+#![allow(clippy::unwrap_used, reason = "test helpers panic on broken fixtures")]
 
 use std::path::PathBuf;
 
