@@ -21,8 +21,9 @@ fn probe_json(tree: &str) -> serde_json::Value {
 
 #[test]
 fn probe_json_reports_every_fixture_gpu() {
-    // (tree, [(vendor, name contains, total MiB, free MiB or null)])
-    let cases: &[(&str, &[(&str, &str, u64, Option<u64>)])] = &[
+    // (vendor, name contains, total MiB, free MiB or null)
+    type Want = (&'static str, &'static str, u64, Option<u64>);
+    let cases: &[(&str, &[Want])] = &[
         ("amd-discrete", &[("amd", "7900 XTX", 24560, Some(23382))]),
         (
             "amd-two-cards",
