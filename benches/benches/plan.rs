@@ -19,11 +19,16 @@ fn plan_fits(c: &mut Criterion) {
     for workers in [8usize, 64] {
         let cluster = synthetic_workers(workers, SEED);
         if workers == 64 {
-            assert!(plan(&model, &cluster, &opts).is_ok(), "plan/64 must find a plan");
+            assert!(
+                plan(&model, &cluster, &opts).is_ok(),
+                "plan/64 must find a plan"
+            );
         }
-        group.bench_with_input(BenchmarkId::from_parameter(workers), &cluster, |b, cluster| {
-            b.iter(|| plan(black_box(&model), black_box(cluster), black_box(&opts)))
-        });
+        group.bench_with_input(
+            BenchmarkId::from_parameter(workers),
+            &cluster,
+            |b, cluster| b.iter(|| plan(black_box(&model), black_box(cluster), black_box(&opts))),
+        );
     }
     group.finish();
 }
