@@ -1,8 +1,9 @@
 //! Pruned search for the `sollol` policy: exact answers without scoring every node.
 //!
 //! For each (snapshot, [`SollolParams`]) pair we precompute, once, an upper bound of every
-//! eligible node's score over all requests in the *pruning regime* (model size at least
-//! `overwhelmed_below_mib`, no affinity, no label/node filters) and sort nodes by it. A
+//! eligible node's score over all requests in the *pruning regime* (no affinity, no
+//! label/node filters; one order for models of at least `overwhelmed_below_mib`, one for
+//! smaller models) and sort nodes by it. A
 //! route then scores exactly, in this order:
 //! 1. every node holding a reservation (reservations lower free VRAM, which can raise a
 //!    score above its static bound through SOLLOL's "overflow" rule),
@@ -15,10 +16,8 @@
 //! scores go to the lower node index); `tests::pruned_equals_exhaustive` checks it on
 //! random clusters. Requests outside the regime, and the other policies, use the full scan.
 //!
-//! Why the bound holds in the regime: a single-GPU placement has free VRAM ≥ size ≥ the
-//! overwhelmed threshold, and a split has usable free ≥ size, so neither is "overwhelmed";
-//! only a CPU placement on a node whose GPUs all have less than the threshold free can be,
-//! and such nodes get the larger of both cases. Every request-dependent factor is replaced
+//! Why the bound holds: see `node_bound` for when a placement can be "overwhelmed"; nodes
+//! where it can get the larger of both cases. Every request-dependent factor is replaced
 //! by its largest possible value (priority 0 for the latency weight, the smaller CPU-load
 //! weight, the best complexity factor, the best resource/mode factor).
 
@@ -41,8 +40,11 @@ const BOUND_SLACK: f64 = 1e-9;
 #[derive(Debug)]
 pub(crate) struct Prepared {
     pub(crate) params: SollolParams,
-    /// Eligible nodes by descending bound, then ascending index.
+    /// Eligible nodes by descending bound, then ascending index, for models of at least
+    /// `overwhelmed_below_mib`...
     pub(crate) order: Vec<(f64, u32)>,
+    /// ...and for smaller models.
+    pub(crate) order_small: Vec<(f64, u32)>,
     /// Per interned model: eligible nodes where it is loaded, by descending bound of the
     /// warm placement's score.
     pub(crate) warm: Vec<Vec<(f64, u32)>>,
@@ -50,11 +52,16 @@ pub(crate) struct Prepared {
 
 impl Prepared {
     pub(crate) fn build(s: &Snapshot, p: &SollolParams) -> Prepared {
-        let mut order: Vec<(f64, u32)> = (0..s.rows.len())
-            .filter(|&ni| s.rows[ni].flags & ELIGIBLE != 0)
-            .map(|ni| (node_bound(s, p, ni), ni as u32))
-            .collect();
-        order.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        let sorted = |small: bool| {
+            let mut order: Vec<(f64, u32)> = (0..s.rows.len())
+                .filter(|&ni| s.rows[ni].flags & ELIGIBLE != 0)
+                .map(|ni| (node_bound(s, p, ni, small), ni as u32))
+                .collect();
+            order.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+            order
+        };
+        let order = sorted(false);
+        let order_small = sorted(true);
         let warm = s
             .model_nodes
             .iter()
@@ -72,6 +79,7 @@ impl Prepared {
         Prepared {
             params: p.clone(),
             order,
+            order_small,
             warm,
         }
     }
@@ -87,6 +95,8 @@ struct NodeStatic {
     active: [f64; 4],
     /// Largest free VRAM of the node's GPUs (before reservations).
     max_free: u64,
+    /// Usable VRAM of the GPU with the most free VRAM (first such GPU), 0 without GPU.
+    top_usable: u64,
 }
 
 fn node_static(s: &Snapshot, p: &SollolParams, ni: usize) -> NodeStatic {
@@ -112,11 +122,15 @@ fn node_static(s: &Snapshot, p: &SollolParams, ni: usize) -> NodeStatic {
     } else {
         success.powf(p.success_rate_exponent)
     };
-    let max_free = row
-        .gpus()
-        .map(|g| u64::from(s.gpus[g].free_mib))
-        .max()
-        .unwrap_or(0);
+    // (free, usable) of the GPU with the most free VRAM.
+    let mut top: Option<(u64, u64)> = None;
+    for g in row.gpus() {
+        let free = u64::from(s.gpus[g].free_mib);
+        if top.is_none_or(|(f, _)| free > f) {
+            top = Some((free, u64::from(s.gpus[g].usable_mib)));
+        }
+    }
+    let (max_free, top_usable) = top.unwrap_or((0, 0));
 
     let mut common = p.base_score * success;
     if flags & TOP_PRIORITY != 0 {
@@ -187,6 +201,7 @@ fn node_static(s: &Snapshot, p: &SollolParams, ni: usize) -> NodeStatic {
         penalties: complexity / (1.0 + g),
         active,
         max_free,
+        top_usable,
     }
 }
 
@@ -194,8 +209,15 @@ fn max_of(values: &[f64]) -> f64 {
     values.iter().copied().fold(0.0, f64::max)
 }
 
-/// Bound of a node's score for non-warm placements in the pruning regime.
-fn node_bound(s: &Snapshot, p: &SollolParams, ni: usize) -> f64 {
+/// Bound of a node's score for non-warm placements in the pruning regime, for models of at
+/// least the overwhelmed threshold (`small = false`) or below it.
+///
+/// A placement is "overwhelmed" (SOLLOL's overflow: penalties skipped, overwhelmed factors)
+/// only if its free VRAM is below the threshold. A single GPU is chosen by most free VRAM
+/// among those that fit, so for a model ≥ the threshold that never happens; for a smaller
+/// model it happens only if the node's most-free GPU is below the threshold or cannot take
+/// the model (usable below the threshold). A CPU placement uses the node's largest free VRAM.
+fn node_bound(s: &Snapshot, p: &SollolParams, ni: usize, small: bool) -> f64 {
     let st = node_static(s, p, ni);
     let cold = if s.rows[ni].loaded_len > 0 {
         p.cold_with_other_models_multiplier
@@ -210,15 +232,23 @@ fn node_bound(s: &Snapshot, p: &SollolParams, ni: usize) -> f64 {
         p.gpu_task_on_cpu_multiplier,
         p.fallback_cpu_multiplier,
     ]);
-    let mode_cpu = max_of(&[1.0, p.gpu_task_on_cpu_multiplier, p.fallback_cpu_multiplier]);
+    let mode_lo = max_of(&[
+        1.0,
+        p.gpu_task_on_cpu_multiplier,
+        p.fallback_cpu_multiplier,
+        p.overwhelmed_idle_multiplier * p.overwhelmed_busy_multiplier.max(1.0),
+        p.fallback_overwhelmed_gpu_multiplier,
+    ]);
     let hi = st.penalties * max_of(&st.active[1..]) * mode_hi;
-    let lo = if st.max_free < p.overwhelmed_below_mib {
+    let low =
+        st.max_free < p.overwhelmed_below_mib || small && st.top_usable < p.overwhelmed_below_mib;
+    let lo = if low {
         let pen = if p.skip_penalties_when_overwhelmed {
             1.0
         } else {
             st.penalties
         };
-        pen * st.active[0] * mode_cpu
+        pen * st.active[0] * mode_lo
     } else {
         0.0
     };
@@ -273,7 +303,7 @@ fn warm_bound(s: &Snapshot, p: &SollolParams, ni: usize, model: u32) -> f64 {
         st.penalties
     };
     // A warm row on CPU with `allow_cpu = false` falls through to a cold placement.
-    let cold = node_bound(s, p, ni);
+    let cold = node_bound(s, p, ni, false).max(node_bound(s, p, ni, true));
     (st.common * p.warm_multiplier * pen * st.active[class] * mode * (1.0 + BOUND_SLACK)).max(cold)
 }
 
@@ -305,8 +335,8 @@ impl Snapshot {
 }
 
 /// Whether `r` is in the pruning regime of `p`.
-pub(crate) fn prunable(p: &SollolParams, r: &Resolved<'_>) -> bool {
-    r.size >= p.overwhelmed_below_mib && !r.prefers && !r.filters
+pub(crate) fn prunable(r: &Resolved<'_>) -> bool {
+    !r.prefers && !r.filters
 }
 
 pub(crate) fn run_pruned(s: &Snapshot, sc: &Sollol<'_>, r: &Resolved<'_>) -> Outcome {
@@ -369,7 +399,12 @@ pub(crate) fn run_pruned(s: &Snapshot, sc: &Sollol<'_>, r: &Resolved<'_>) -> Out
             visit(&mut best, ni as usize);
         }
     }
-    for &(bound, ni) in &prep.order {
+    let order = if r.size >= p.overwhelmed_below_mib {
+        &prep.order
+    } else {
+        &prep.order_small
+    };
+    for &(bound, ni) in order {
         if best.as_ref().is_some_and(|&(bs, _, _)| bound < bs) {
             break;
         }
@@ -385,7 +420,7 @@ pub(crate) fn run_pruned(s: &Snapshot, sc: &Sollol<'_>, r: &Resolved<'_>) -> Out
             score,
             cpu_fallback: fallback,
         }),
-        None if !prep.order.is_empty() => Err(NoRoute::NothingFits { size_mib: r.size }),
+        None if !order.is_empty() => Err(NoRoute::NothingFits { size_mib: r.size }),
         None => Err(NoRoute::NoEligibleNode),
     };
     Outcome { result, fallback }
@@ -442,12 +477,33 @@ mod tests {
             )
     }
 
+    /// A small model whose node's most-free GPU is too small (usable < size) lands on an
+    /// overwhelmed GPU, where SOLLOL skips the latency penalty: the bound must allow that.
+    #[test]
+    fn small_model_on_overwhelmed_second_gpu() {
+        let mut a = NodeSpec::new("a");
+        a.gpus.push(GpuSpec::new(0, 2_100, Some(2_100))); // usable 1680
+        a.gpus.push(GpuSpec::new(1, 8_000, Some(1_900))); // fits 1800, overwhelmed
+        a.latency_ms = Some(3_000.0);
+        let mut b = NodeSpec::new("b");
+        b.gpus.push(GpuSpec::new(0, 24_576, Some(10_000)));
+        b.latency_ms = Some(600.0);
+        let s = Snapshot::build(vec![a, b], &SnapshotConfig::default()).expect("valid");
+        let p = SollolParams::default();
+        let req = Request::new("m", 1_800);
+        let r = Resolved::new(&s, &req);
+        let sc = Sollol::new(&p, &r);
+        let full = run_exhaustive(&s, &sc, &r).result.expect("routable");
+        assert_eq!((s.node(full.node).id.as_str(), full.gpu), ("a", Some(1)));
+        assert_eq!(run_pruned(&s, &sc, &r).result, Ok(full));
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(256))]
         #[test]
         fn pruned_equals_exhaustive(
             mut nodes in proptest::collection::vec(node_strategy(), 1..40),
-            size in 2048u64..20_000,
+            size in 0u64..20_000,
             priority in 0u8..=10,
             complexity in 0u8..3,
             needs_gpu in any::<bool>(),
@@ -467,7 +523,7 @@ mod tests {
             let req = Request::new("llama3.1:8b", size).priority(priority).complexity(complexity).needs_gpu(needs_gpu).allow_cpu(allow_cpu);
             for params in [SollolParams::default(), SollolParams { skip_penalties_when_overwhelmed: false, ..SollolParams::default() }] {
                 let r = Resolved::new(&s, &req);
-                prop_assert!(prunable(&params, &r));
+                prop_assert!(prunable(&r));
                 let sc = Sollol::new(&params, &r);
                 let pruned = run_pruned(&s, &sc, &r);
                 let full = run_exhaustive(&s, &sc, &r);

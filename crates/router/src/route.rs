@@ -561,7 +561,7 @@ impl Scorer for Sollol<'_> {
     }
 
     fn pruned(&self, s: &Snapshot, r: &Resolved<'_>) -> Option<Outcome> {
-        crate::prune::prunable(self.p, r).then(|| crate::prune::run_pruned(s, self, r))
+        crate::prune::prunable(r).then(|| crate::prune::run_pruned(s, self, r))
     }
 
     fn fallback_below_mib(&self) -> Option<u64> {
