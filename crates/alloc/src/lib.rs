@@ -15,6 +15,25 @@
 //! **Must not know:** Redis, HTTP, Ollama's wire format, clocks. The crate is pure; the
 //! only I/O is reading a GGUF header ([`GgufInfo::from_path`]), which is untrusted input.
 //! All sizes are MiB (1,048,576 bytes) unless a name says otherwise.
+//!
+//! ```
+//! use vramroute_alloc::{plan, GgmlBackend, ModelSizer, NodeOffer, PlanOptions, ReserveConfig};
+//! use vramroute_probe::HostMemory;
+//!
+//! // A CPU-only node with 64000 MiB of RAM.
+//! let host = HostMemory { total_ram_mib: 64000, available_ram_mib: 60000, cpu_count: 16, cgroup_limit_mib: None };
+//! let offer = NodeOffer::from_hardware(&[], &host, &ReserveConfig::default())?;
+//! assert_eq!(offer.sollol_capability().memory_config, "51200");
+//! let cmd = offer.rpc_server_command("10.0.0.9", 50052, GgmlBackend::Cpu);
+//! assert_eq!(cmd.to_string(), "rpc-server --host 10.0.0.9 --port 50052 --device CPU");
+//!
+//! // Place llama3.1:8b (SOLLOL's table: 4700 MiB, 32 layers) on it.
+//! let model = ModelSizer::new().estimate("llama3.1:8b", 4096)?;
+//! let workers = offer.cluster_workers("10.0.0.9:11434", "10.0.0.9", 50052, GgmlBackend::Cpu, false);
+//! let p = plan(&model, &workers, &PlanOptions::default())?;
+//! assert_eq!(p.llama_server_args().join(" "), "--rpc 10.0.0.9:50052 -ngl 33 --tensor-split 33");
+//! # Ok::<(), vramroute_alloc::Error>(())
+//! ```
 
 mod backend;
 mod command;
