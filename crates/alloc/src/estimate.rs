@@ -132,9 +132,12 @@ impl ModelEstimate {
             )));
         }
         self.layer_count = Some(layers);
-        self.per_layer_mib = Some(
-            bytes_to_mib_f64((self.weights_mib + self.kv_cache_mib) * MIB) / f64::from(layers),
-        );
+        #[allow(
+            clippy::cast_precision_loss,
+            reason = "MiB figures far below 2^53; the per-layer figure is a float anyway"
+        )]
+        let mib = self.weights_mib.saturating_add(self.kv_cache_mib) as f64;
+        self.per_layer_mib = Some(mib / f64::from(layers));
         self.output_mib = 0;
         self.host_mib = 0;
         self.notes.push(format!(

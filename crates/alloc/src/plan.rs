@@ -285,7 +285,21 @@ impl<'a> Planner<'a> {
             reason = "checked finite, positive and below 1e9 MiB just above"
         )]
         let per_layer_kib = ((per_layer * 1024.0).ceil() as u64).max(1);
-        let ovh_kib = opts.per_device_overhead_mib.saturating_mul(KIB_PER_MIB);
+        // Bounds that keep every sum below in u64 (a petabyte is not a plausible layer).
+        const MAX_PLAUSIBLE_MIB: u64 = 1 << 30;
+        for (what, mib) in [
+            ("output size", model.output_mib),
+            ("input (host) size", model.host_mib),
+            ("per-device overhead", opts.per_device_overhead_mib),
+        ] {
+            if mib > MAX_PLAUSIBLE_MIB {
+                return Err(Error::InvalidInput(format!(
+                    "{what} {mib} MiB of `{}` is not plausible",
+                    model.name
+                )));
+            }
+        }
+        let ovh_kib = opts.per_device_overhead_mib * KIB_PER_MIB;
 
         let mut cap_kib = Vec::with_capacity(workers.len());
         let mut layer_cap = Vec::with_capacity(workers.len());
@@ -354,8 +368,8 @@ impl<'a> Planner<'a> {
                 }
             }
         }
-        let out_kib = model.output_mib.saturating_mul(KIB_PER_MIB);
-        let host_kib = model.host_mib.saturating_mul(KIB_PER_MIB);
+        let out_kib = model.output_mib * KIB_PER_MIB;
+        let host_kib = model.host_mib * KIB_PER_MIB;
         let local_cpu_layers = local_cpu.map_or(0, |c| {
             let fit = cap_kib[c]
                 .saturating_sub(host_kib + out_kib + ovh_kib)
@@ -832,7 +846,7 @@ impl<'a> Planner<'a> {
             (self.model.kv_bytes_per_token, self.model.context_length)
         {
             if per_token > 0 {
-                let drop_tokens = (short_kib * 1024).div_ceil(per_token);
+                let drop_tokens = short_kib.saturating_mul(1024).div_ceil(per_token);
                 let new_ctx = u64::from(ctx).saturating_sub(drop_tokens) / 256 * 256;
                 if new_ctx >= 256 {
                     suggestions.push(format!(

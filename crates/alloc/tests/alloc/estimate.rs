@@ -236,3 +236,11 @@ fn explicit_and_with_layers() {
     assert_eq!(EstimateSource::Explicit.to_string(), "explicit size");
     assert_eq!(EstimateSource::SollolTable.to_string(), "SOLLOL size table");
 }
+
+#[test]
+fn absurd_explicit_sizes_do_not_overflow() {
+    let e = ModelEstimate::explicit("x", u64::MAX)
+        .with_layers(80)
+        .unwrap();
+    assert!(e.per_layer_mib.unwrap() > 1e17);
+}

@@ -506,3 +506,41 @@ fn other_backends_name_their_devices_in_rpc_commands() {
     expect!["rpc-server --host 10.0.3.1 --port 50052 --device CPU,ROCm0"]
         .assert_eq(&p.rpc_servers[0].command.to_string());
 }
+
+#[test]
+fn absurd_sizes_are_errors_not_overflows() {
+    let workers = node("a", "10.0.0.1", &[8192], 8192);
+    let mut model = ModelEstimate::explicit("m", 1000).with_layers(10).unwrap();
+    model.output_mib = u64::MAX;
+    assert!(matches!(
+        plan(&model, &workers, &PlanOptions::default()),
+        Err(Error::InvalidInput(_))
+    ));
+    let model = ModelEstimate::explicit("m", 1000).with_layers(10).unwrap();
+    let opts = PlanOptions {
+        per_device_overhead_mib: u64::MAX,
+        ..PlanOptions::default()
+    };
+    assert!(matches!(
+        plan(&model, &workers, &opts),
+        Err(Error::InvalidInput(_))
+    ));
+    // Huge budgets are fine: they just fit.
+    let mut rich = workers.clone();
+    for w in &mut rich {
+        w.budget_mib = u64::MAX;
+    }
+    let p = plan(&model, &rich, &PlanOptions::default()).unwrap();
+    assert_llama_cpp_agrees(&p);
+    // A per-layer size at the plausibility limit fails cleanly.
+    let mut huge = ModelEstimate::explicit("m", 1000)
+        .with_layers(16_384)
+        .unwrap();
+    huge.per_layer_mib = Some(1e9);
+    huge.context_length = Some(u32::MAX);
+    huge.kv_bytes_per_token = Some(1);
+    assert!(matches!(
+        plan(&huge, &workers, &PlanOptions::default()),
+        Err(Error::DoesNotFit { .. })
+    ));
+}
