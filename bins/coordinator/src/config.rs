@@ -1,0 +1,150 @@
+//! The coordinator's YAML config: FlockParser's `gpu_router_config.yaml` keys plus ours.
+//!
+//! ```yaml
+//! nodes: ["http://10.0.0.1:11434"]     # Ollama URLs merged into the view
+//! priority_models: [llama3.1:8b]        # loaded by optimize
+//! check_interval: 300                   # seconds between optimize passes (daemon)
+//! vram_safety_margin: 0.8               # usable = total x margin
+//! auto_optimize: false                  # run optimize in the daemon
+//! log_level: info
+//! redis_url: redis://localhost:6379     # ours
+//! policy: sollol                        # ours: sollol | binpack | spread, or a map
+//!                                       #   {kind: sollol, good_above_mib: 4096, ...}
+//! listen: 127.0.0.1:8787                # ours: HTTP API address
+//! stale_after: 30                       # ours: seconds before a report is stale
+//! ollama_timeout: 3                     # ours: seconds per Ollama request (ps/tags/show)
+//! load_timeout: 120                     # ours: seconds allowed for one model load
+//! ```
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use serde::Deserialize;
+use vramroute_router::Policy;
+
+/// Parsed config; every key optional.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct Config {
+    pub(crate) nodes: Vec<String>,
+    pub(crate) priority_models: Vec<String>,
+    pub(crate) check_interval: Option<f64>,
+    pub(crate) vram_safety_margin: Option<f64>,
+    pub(crate) auto_optimize: bool,
+    pub(crate) log_level: Option<String>,
+    pub(crate) redis_url: Option<String>,
+    pub(crate) policy: Option<Policy>,
+    pub(crate) listen: Option<SocketAddr>,
+    pub(crate) stale_after: Option<f64>,
+    pub(crate) ollama_timeout: Option<f64>,
+    pub(crate) load_timeout: Option<f64>,
+}
+
+/// Defaults of the values a config may leave out.
+pub(crate) const DEFAULT_CHECK_INTERVAL_S: f64 = 300.0;
+pub(crate) const DEFAULT_LISTEN: &str = "127.0.0.1:8787";
+pub(crate) const DEFAULT_STALE_AFTER_S: f64 = 30.0;
+pub(crate) const DEFAULT_OLLAMA_TIMEOUT_S: f64 = 3.0;
+pub(crate) const DEFAULT_LOAD_TIMEOUT_S: f64 = 120.0;
+
+impl Config {
+    /// Read and check a config file.
+    pub(crate) fn load(path: &Path) -> anyhow::Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config {}", path.display()))?;
+        Self::parse(&text).with_context(|| format!("bad config {}", path.display()))
+    }
+
+    pub(crate) fn parse(text: &str) -> anyhow::Result<Config> {
+        let config: Config = if text.trim().is_empty() {
+            Config::default()
+        } else {
+            serde_yaml_ng::from_str(text)?
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        if let Some(m) = self.vram_safety_margin {
+            if !(m > 0.0 && m <= 1.0) {
+                bail!("vram_safety_margin must be in (0, 1], got {m}");
+            }
+        }
+        for (name, v) in [
+            ("check_interval", self.check_interval),
+            ("stale_after", self.stale_after),
+            ("ollama_timeout", self.ollama_timeout),
+            ("load_timeout", self.load_timeout),
+        ] {
+            if let Some(v) = v {
+                if !(v.is_finite() && v > 0.0 && v <= 86_400.0 * 7.0) {
+                    bail!("{name} must be a number of seconds in (0, 604800], got {v}");
+                }
+            }
+        }
+        for node in &self.nodes {
+            if !node.starts_with("http://") {
+                bail!("nodes: {node:?} is not an http:// Ollama URL");
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn check_interval_s(&self) -> f64 {
+        self.check_interval.unwrap_or(DEFAULT_CHECK_INTERVAL_S)
+    }
+
+    pub(crate) fn stale_after_s(&self) -> f64 {
+        self.stale_after.unwrap_or(DEFAULT_STALE_AFTER_S)
+    }
+
+    pub(crate) fn vram_safety_margin(&self) -> f64 {
+        self.vram_safety_margin.unwrap_or(0.8)
+    }
+
+    pub(crate) fn ollama_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.ollama_timeout.unwrap_or(DEFAULT_OLLAMA_TIMEOUT_S))
+    }
+
+    pub(crate) fn load_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.load_timeout.unwrap_or(DEFAULT_LOAD_TIMEOUT_S))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flockparser_config_is_accepted() {
+        let c = Config::parse(
+            "nodes:\n  - http://10.0.0.1:11434\n  - http://10.0.0.2:11434\n\
+             priority_models: [llama3.1:8b, nomic-embed-text]\ncheck_interval: 300\n\
+             vram_safety_margin: 0.8\nauto_optimize: true\nlog_level: INFO\n",
+        )
+        .unwrap();
+        assert_eq!(c.nodes.len(), 2);
+        assert_eq!(c.priority_models, ["llama3.1:8b", "nomic-embed-text"]);
+        assert_eq!(c.check_interval_s(), 300.0);
+        assert_eq!(c.vram_safety_margin, Some(0.8));
+        assert!(c.auto_optimize);
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_the_key_named() {
+        for (text, key) in [
+            ("vram_safety_margin: 1.5", "vram_safety_margin"),
+            ("check_interval: -1", "check_interval"),
+            ("nodes: [ftp://x]", "nodes"),
+            ("nodez: []", "nodez"),
+            ("check_interval: [1]", "check_interval"),
+        ] {
+            let err = format!("{:#}", Config::parse(text).unwrap_err());
+            assert!(err.contains(key), "{text}: {err}");
+        }
+        assert!(Config::parse("").unwrap().nodes.is_empty());
+    }
+}

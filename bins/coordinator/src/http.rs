@@ -1,0 +1,228 @@
+//! The daemon's HTTP API. Errors are JSON `{"error": "..."}`: 400 for a malformed
+//! request, 404 for an unknown model (saying what to provide) or path, 422 when a plan is
+//! impossible.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Json;
+use serde::Deserialize;
+use serde_json::json;
+use vramroute_router::{FitKind, Policy, Target};
+
+use crate::daemon::App;
+use crate::plan::{self, PlanError};
+use crate::route::{self, RouteQuery};
+use crate::sizes::model_size;
+
+type Shared = Arc<App>;
+
+pub(crate) fn router(app: Shared) -> axum::Router {
+    axum::Router::new()
+        .route("/v1/nodes", get(nodes))
+        .route("/v1/route", get(route_get).post(route_post))
+        .route("/v1/check", get(check))
+        .route("/v1/plan", get(plan_get))
+        .route("/v1/optimize", get(optimize_state))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .fallback(|| async {
+            error(
+                StatusCode::NOT_FOUND,
+                "no such endpoint: see docs/coordinator.md for the API",
+            )
+        })
+        .with_state(app)
+}
+
+fn error(status: StatusCode, msg: impl std::fmt::Display) -> Response {
+    (status, Json(json!({ "error": msg.to_string() }))).into_response()
+}
+
+type Params = HashMap<String, String>;
+
+fn param<T: std::str::FromStr>(p: &Params, key: &str) -> Result<Option<T>, Response> {
+    match p.get(key) {
+        None => Ok(None),
+        Some(v) => v.trim().parse().map(Some).map_err(|_| {
+            error(
+                StatusCode::BAD_REQUEST,
+                format!("query parameter {key}={v:?} is not valid"),
+            )
+        }),
+    }
+}
+
+fn model_param(p: &Params) -> Result<String, Response> {
+    p.get("model")
+        .map(|m| m.trim().to_owned())
+        .filter(|m| !m.is_empty())
+        .ok_or_else(|| {
+            error(
+                StatusCode::BAD_REQUEST,
+                "missing query parameter model=NAME",
+            )
+        })
+}
+
+fn policy_of(app: &App, name: Option<&str>) -> Result<Arc<Policy>, Response> {
+    match name {
+        None => Ok(app.router.policy()),
+        Some(n) => n
+            .parse::<Policy>()
+            .map(Arc::new)
+            .map_err(|e| error(StatusCode::BAD_REQUEST, e)),
+    }
+}
+
+async fn nodes(State(app): State<Shared>) -> Response {
+    Json(app.view.load_full().as_ref().clone()).into_response()
+}
+
+/// Body of `POST /v1/route`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RouteBody {
+    model: String,
+    #[serde(default)]
+    size_mb: Option<u64>,
+    #[serde(default)]
+    needs_gpu: Option<bool>,
+    #[serde(default)]
+    allow_cpu: Option<bool>,
+    #[serde(default)]
+    priority: Option<u8>,
+    #[serde(default)]
+    policy: Option<String>,
+}
+
+fn do_route(app: &App, q: &RouteQuery, policy: Option<&str>) -> Response {
+    let policy = match policy_of(app, policy) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let view = app.view.load_full();
+    let size = match model_size(&view, &q.model, q.size_mb) {
+        Ok(s) => s,
+        Err(e) => return error(StatusCode::NOT_FOUND, e),
+    };
+    let snap = app.router.snapshot();
+    let req = route::request(q, &size);
+    let start = Instant::now();
+    let decision = snap.route(&policy, &req);
+    let elapsed = start.elapsed().as_secs_f64();
+    let outcome = match decision {
+        Ok(d) if d.fit == FitKind::AlreadyLoaded => "already_loaded",
+        Ok(d) if d.target == Target::Gpu => "gpu",
+        Ok(_) => "cpu",
+        Err(_) => "no_route",
+    };
+    app.metrics.observe_decision(outcome, elapsed);
+    Json(route::route_sized(&snap, &policy, q, &size)).into_response()
+}
+
+async fn route_get(State(app): State<Shared>, Query(p): Query<Params>) -> Response {
+    let parsed = (|| {
+        let mut q = RouteQuery::new(&model_param(&p)?, param(&p, "size_mb")?);
+        if let Some(g) = param(&p, "needs_gpu")? {
+            q.needs_gpu = g;
+        }
+        if let Some(c) = param(&p, "allow_cpu")? {
+            q.allow_cpu = c;
+        }
+        if let Some(pr) = param(&p, "priority")? {
+            q.priority = pr;
+        }
+        Ok::<_, Response>(q)
+    })();
+    match parsed {
+        Ok(q) => do_route(&app, &q, p.get("policy").map(String::as_str)),
+        Err(r) => r,
+    }
+}
+
+async fn route_post(State(app): State<Shared>, body: Bytes) -> Response {
+    let body: RouteBody = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("malformed body: {e}; expected JSON {{\"model\": NAME, \"size_mb\"?: N, \"needs_gpu\"?: bool, \"allow_cpu\"?: bool, \"priority\"?: 1-10, \"policy\"?: NAME}}"),
+            )
+        }
+    };
+    if body.model.trim().is_empty() {
+        return error(StatusCode::BAD_REQUEST, "model must not be empty");
+    }
+    let mut q = RouteQuery::new(body.model.trim(), body.size_mb);
+    q.needs_gpu = body.needs_gpu.unwrap_or(true);
+    q.allow_cpu = body.allow_cpu.unwrap_or(true);
+    q.priority = body.priority.unwrap_or(q.priority);
+    do_route(&app, &q, body.policy.as_deref())
+}
+
+async fn check(State(app): State<Shared>, Query(p): Query<Params>) -> Response {
+    let (model, size_mb) = match (model_param(&p), param(&p, "size_mb")) {
+        (Ok(m), Ok(s)) => (m, s),
+        (Err(r), _) | (_, Err(r)) => return r,
+    };
+    let view = app.view.load_full();
+    let snap = app.router.snapshot();
+    match route::check(&view, &snap, &app.router.policy(), &model, size_mb) {
+        Ok(c) => Json(c).into_response(),
+        Err(e) => error(StatusCode::NOT_FOUND, e),
+    }
+}
+
+async fn plan_get(State(app): State<Shared>, Query(p): Query<Params>) -> Response {
+    let (model, ctx) = match (model_param(&p), param::<u32>(&p, "ctx")) {
+        (Ok(m), Ok(c)) => (m, c.unwrap_or(vramroute_alloc::DEFAULT_CTX)),
+        (Err(r), _) | (_, Err(r)) => return r,
+    };
+    let view = app.view.load_full();
+    let est = match plan::estimate(&view, &app.settings, &model, ctx, None).await {
+        Ok(e) => e,
+        Err(e) => return error(StatusCode::NOT_FOUND, e),
+    };
+    match plan::make(est, plan::workers(&view), None) {
+        Ok(a) => Json(a).into_response(),
+        Err(e @ PlanError::NeedLayerInfo(_)) => error(StatusCode::NOT_FOUND, e),
+        Err(e @ PlanError::Plan(_)) => error(StatusCode::UNPROCESSABLE_ENTITY, e),
+    }
+}
+
+async fn optimize_state(State(app): State<Shared>) -> Response {
+    Json(app.optimize_state()).into_response()
+}
+
+async fn healthz(State(app): State<Shared>) -> Response {
+    let h = app.health();
+    let view = app.view.load_full();
+    Json(json!({
+        "status": h.status,
+        "source": h.source,
+        "push": h.push,
+        "last_ok": h.last_ok,
+        "error": h.error,
+        "nodes": view.totals.nodes,
+        "stale_nodes": view.totals.stale_nodes,
+    }))
+    .into_response()
+}
+
+async fn metrics(State(app): State<Shared>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        app.metrics.encode(),
+    )
+        .into_response()
+}

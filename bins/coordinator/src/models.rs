@@ -1,0 +1,91 @@
+//! `models`: every model the coordinator can size, with each size's source.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::Serialize;
+use vramroute_alloc::{normalize_model_name, sollol_size_table};
+
+use crate::cli::OutputArgs;
+use crate::source::{self, Settings};
+use crate::view::StatusView;
+
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct SizeSeen {
+    pub(crate) source: String,
+    pub(crate) size_mb: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct ModelRow {
+    pub(crate) name: String,
+    pub(crate) sizes: Vec<SizeSeen>,
+    /// Nodes where it is loaded now.
+    pub(crate) loaded_on: Vec<String>,
+}
+
+/// SOLLOL's table, then every name seen in the view (Ollama tags, loaded models).
+pub(crate) fn collect(view: &StatusView) -> Vec<ModelRow> {
+    let mut rows: BTreeMap<String, ModelRow> = BTreeMap::new();
+    fn row<'a>(rows: &'a mut BTreeMap<String, ModelRow>, name: &str) -> &'a mut ModelRow {
+        rows.entry(normalize_model_name(name))
+            .or_insert_with(|| ModelRow {
+                name: name.to_owned(),
+                sizes: Vec::new(),
+                loaded_on: Vec::new(),
+            })
+    }
+    for e in sollol_size_table() {
+        row(&mut rows, e.name).sizes.push(SizeSeen {
+            source: "SOLLOL table".to_owned(),
+            size_mb: Some(e.size_mib),
+        });
+    }
+    for (name, seen) in view.model_sightings() {
+        let r = row(&mut rows, &name);
+        for (source, size_mb) in seen {
+            if let Some(node) = source.strip_prefix("loaded on ") {
+                r.loaded_on.push(node.to_owned());
+            }
+            r.sizes.push(SizeSeen { source, size_mb });
+        }
+    }
+    rows.into_values().collect()
+}
+
+pub(crate) fn render(rows: &[ModelRow]) -> String {
+    let mut out = String::new();
+    let width = rows.iter().map(|r| r.name.len()).max().unwrap_or(5).max(5);
+    let _ = writeln!(out, "{:<width$}  {:>8}  source", "model", "MB");
+    for r in rows {
+        for (i, s) in r.sizes.iter().enumerate() {
+            let name = if i == 0 { r.name.as_str() } else { "" };
+            let _ = writeln!(
+                out,
+                "{name:<width$}  {:>8}  {}",
+                s.size_mb.map_or_else(|| "?".to_owned(), |v| v.to_string()),
+                s.source
+            );
+        }
+    }
+    out
+}
+
+pub(crate) fn run(settings: &Settings, args: &OutputArgs) -> anyhow::Result<()> {
+    source::block_on(async {
+        let (_, view) = source::load(settings).await?;
+        let rows = collect(&view);
+        if args.json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&serde_json::json!({ "models": rows }))?
+            );
+        } else {
+            print!("{}", render(&rows));
+            for w in &view.warnings {
+                println!("warning: {w}");
+            }
+        }
+        Ok(())
+    })
+}

@@ -1,0 +1,298 @@
+//! Where the cluster comes from: a Redis registry, this machine alone (embedded), or a
+//! saved snapshot; plus the config's Ollama `nodes:` merged in.
+
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context as _;
+use vramroute_alloc::ReserveConfig;
+use vramroute_node::{NodeIdentity, NodeReport, OllamaState};
+use vramroute_ollama::OllamaClient;
+use vramroute_probe::{Prober, ProberConfig};
+use vramroute_registry::{
+    redact_url, ClusterView, MemoryRegistry, RedisRegistry, Registry, RegistryConfig,
+};
+use vramroute_router::{Policy, SnapshotConfig};
+
+use crate::cli::SourceArgs;
+use crate::config::Config;
+use crate::view::{OllamaNodeInfo, StatusView};
+use crate::UsageError;
+
+/// The line embedded mode prints (once, on stderr).
+pub(crate) const EMBEDDED_NOTICE: &str = "embedded single-node mode: no --redis-url / SOLLOL_REDIS_URL / config redis_url; showing this machine only (point it at a cluster with --redis-url redis://HOST:6379)";
+
+/// Node id of this machine in embedded mode.
+const EMBEDDED_NODE_ID: &str = "127.0.0.1:11434";
+/// The local Ollama asked in embedded mode (unless `OLLAMA_URL` says otherwise).
+const LOCAL_OLLAMA: &str = "http://127.0.0.1:11434";
+/// Bound on the embedded mode's question to the local Ollama.
+const LOCAL_OLLAMA_TIMEOUT: Duration = Duration::from_millis(800);
+
+/// Seconds since the Unix epoch.
+pub(crate) fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// Command-line source flags and the config file, resolved.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    pub(crate) config: Config,
+    pub(crate) args: SourceArgs,
+}
+
+impl Settings {
+    /// Reads the config file named by `--config` (a bad one is a usage error).
+    pub(crate) fn load(args: &SourceArgs) -> anyhow::Result<Settings> {
+        let config = match &args.config {
+            Some(path) => Config::load(path).map_err(|e| UsageError(format!("{e:#}")))?,
+            None => Config::default(),
+        };
+        Ok(Settings {
+            config,
+            args: args.clone(),
+        })
+    }
+
+    /// `--redis-url` / `SOLLOL_REDIS_URL`, else the config's `redis_url`.
+    pub(crate) fn redis_url(&self) -> Option<String> {
+        self.args
+            .redis_url
+            .clone()
+            .filter(|u| !u.trim().is_empty())
+            .or_else(|| self.config.redis_url.clone())
+    }
+
+    pub(crate) fn snapshot_config(&self) -> SnapshotConfig {
+        #[allow(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            reason = "validated: positive and at most a week"
+        )]
+        let stale_after_ms = (self.config.stale_after_s() * 1000.0) as u64;
+        SnapshotConfig {
+            stale_after_ms: stale_after_ms.max(1),
+            vram_safety_margin: self.config.vram_safety_margin(),
+            ..SnapshotConfig::default()
+        }
+    }
+
+    /// `--policy` if given, else the config's, else SOLLOL's.
+    pub(crate) fn policy(&self, flag: Option<&str>) -> anyhow::Result<Policy> {
+        match flag {
+            Some(name) => Ok(name
+                .parse::<Policy>()
+                .map_err(|e| UsageError(e.to_string()))?),
+            None => Ok(self.config.policy.clone().unwrap_or_default()),
+        }
+    }
+}
+
+/// This machine, probed in-process and published into a memory registry.
+pub(crate) struct Embedded {
+    pub(crate) registry: MemoryRegistry,
+    prober: Prober,
+    ollama: OllamaClient,
+}
+
+impl Embedded {
+    fn new(settings: &Settings) -> anyhow::Result<Embedded> {
+        let root = settings
+            .args
+            .sysfs_root
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("/sys"));
+        std::fs::read_dir(&root)
+            .map_err(|e| UsageError(format!("cannot read --sysfs-root {}: {e}", root.display())))?;
+        let mut config = ProberConfig::with_sysfs_root(root);
+        config.nvml = !settings.args.no_nvml;
+        let url = std::env::var("OLLAMA_URL").unwrap_or_else(|_| LOCAL_OLLAMA.to_owned());
+        let ollama = OllamaClient::new(&url, LOCAL_OLLAMA_TIMEOUT)
+            .or_else(|_| OllamaClient::new(LOCAL_OLLAMA, LOCAL_OLLAMA_TIMEOUT))?;
+        Ok(Embedded {
+            registry: MemoryRegistry::default(),
+            prober: Prober::new(config),
+            ollama,
+        })
+    }
+
+    /// Probes this machine and publishes its records, as a reporter would.
+    pub(crate) async fn refresh(&self) -> anyhow::Result<()> {
+        let hardware = self.prober.probe().context("cannot probe this machine")?;
+        let ollama = OllamaState::from_ps(&self.ollama.ps().await);
+        let identity = NodeIdentity {
+            node_id: EMBEDDED_NODE_ID.to_owned(),
+            advertise_ip: "127.0.0.1".to_owned(),
+            rpc_port: vramroute_registry::DEFAULT_RPC_PORT,
+            ollama_url: Some(self.ollama.base_url().to_owned()),
+            hostname: std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|h| h.trim().to_owned())
+                .filter(|h| !h.is_empty()),
+        };
+        let report = NodeReport::new(
+            hardware,
+            &ReserveConfig::default(),
+            None,
+            ollama,
+            unix_now(),
+        )?;
+        self.registry
+            .publish_stats(&report.stats_record(&identity))
+            .await?;
+        self.registry
+            .register(
+                &identity.advertise_ip,
+                identity.rpc_port,
+                &report.rpc_record(),
+            )
+            .await?;
+        Ok(())
+    }
+}
+
+/// Where views come from.
+pub(crate) enum Backend {
+    Redis(RedisRegistry),
+    Embedded(Box<Embedded>),
+    Snapshot {
+        path: PathBuf,
+        view: Box<StatusView>,
+    },
+}
+
+impl Backend {
+    /// Opens the source the flags and config name. An unreachable configured Redis is an
+    /// error (exit status 1); nothing configured means embedded mode.
+    pub(crate) async fn open(settings: &Settings, config: RegistryConfig) -> anyhow::Result<Self> {
+        if let Some(path) = &settings.args.snapshot {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                UsageError(format!("cannot read --snapshot {}: {e}", path.display()))
+            })?;
+            let view: StatusView = serde_json::from_str(&text).map_err(|e| {
+                UsageError(format!(
+                    "--snapshot {} is not a cluster view (the JSON `status --json` prints): {e}",
+                    path.display()
+                ))
+            })?;
+            return Ok(Backend::Snapshot {
+                path: path.clone(),
+                view: Box::new(view),
+            });
+        }
+        if let Some(url) = settings.redis_url() {
+            let lazy =
+                RedisRegistry::new_lazy(&url, config).map_err(|e| UsageError(e.to_string()))?;
+            lazy.ping().await?;
+            return Ok(Backend::Redis(lazy));
+        }
+        eprintln!("{EMBEDDED_NOTICE}");
+        let embedded = Embedded::new(settings)?;
+        embedded.refresh().await?;
+        Ok(Backend::Embedded(Box::new(embedded)))
+    }
+
+    /// `redis URL`, `embedded`, `snapshot FILE`.
+    pub(crate) fn describe(&self) -> String {
+        match self {
+            Backend::Redis(r) => format!("redis {}", redact_url(r.url())),
+            Backend::Embedded(_) => "embedded (this machine only)".to_owned(),
+            Backend::Snapshot { path, .. } => format!("snapshot {}", path.display()),
+        }
+    }
+
+    /// The registry behind the source (none for a snapshot).
+    pub(crate) fn registry(&self) -> Option<&dyn Registry> {
+        match self {
+            Backend::Redis(r) => Some(r),
+            Backend::Embedded(e) => Some(&e.registry),
+            Backend::Snapshot { .. } => None,
+        }
+    }
+
+    /// Reads the registry (embedded: re-probes first).
+    pub(crate) async fn discover(&self) -> anyhow::Result<Option<ClusterView>> {
+        match self {
+            Backend::Redis(r) => Ok(Some(r.discover().await?)),
+            Backend::Embedded(e) => {
+                e.refresh().await?;
+                Ok(Some(e.registry.discover().await?))
+            }
+            Backend::Snapshot { .. } => Ok(None),
+        }
+    }
+
+    /// A view built from a registry read (or the snapshot itself).
+    pub(crate) fn view_of(
+        &self,
+        cluster: Option<&ClusterView>,
+        settings: &Settings,
+        now: f64,
+    ) -> StatusView {
+        match (self, cluster) {
+            (Backend::Snapshot { view, .. }, _) => (**view).clone(),
+            (_, Some(c)) => StatusView::from_cluster(
+                c,
+                self.describe(),
+                now,
+                settings.config.stale_after_s(),
+                settings.config.vram_safety_margin(),
+            ),
+            (_, None) => StatusView::from_cluster(
+                &ClusterView::default(),
+                self.describe(),
+                now,
+                settings.config.stale_after_s(),
+                settings.config.vram_safety_margin(),
+            ),
+        }
+    }
+}
+
+/// Asks every Ollama node of the config (`/api/ps`, `/api/tags`) at once, each request
+/// bounded by the config's `ollama_timeout`.
+pub(crate) async fn query_ollama_nodes(settings: &Settings) -> Vec<OllamaNodeInfo> {
+    let timeout = settings.config.ollama_timeout();
+    let asks = settings.config.nodes.iter().map(|url| async move {
+        match OllamaClient::new(url, timeout) {
+            Ok(client) => {
+                let (ps, tags) = tokio::join!(client.ps(), client.tags());
+                OllamaNodeInfo {
+                    url: url.clone(),
+                    ps: ps.map_err(|e| e.to_string()),
+                    tags: tags.map_err(|e| e.to_string()),
+                }
+            }
+            Err(e) => OllamaNodeInfo {
+                url: url.clone(),
+                ps: Err(e.to_string()),
+                tags: Err(e.to_string()),
+            },
+        }
+    });
+    futures_util::future::join_all(asks).await
+}
+
+/// One-shot commands: open the source, read it once, merge the Ollama nodes.
+pub(crate) async fn load(settings: &Settings) -> anyhow::Result<(Backend, StatusView)> {
+    let backend = Backend::open(settings, RegistryConfig::default()).await?;
+    let cluster = backend.discover().await?;
+    let mut view = backend.view_of(cluster.as_ref(), settings, unix_now());
+    if !matches!(backend, Backend::Snapshot { .. }) && !settings.config.nodes.is_empty() {
+        view.merge_ollama(&query_ollama_nodes(settings).await);
+    }
+    Ok((backend, view))
+}
+
+/// Runs an async command body on a small runtime.
+pub(crate) fn block_on<F: std::future::Future<Output = anyhow::Result<()>>>(
+    f: F,
+) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?
+        .block_on(f)
+}

@@ -1,0 +1,648 @@
+//! The cluster view: registry records (ours and SOLLOL's) turned into (a) the
+//! serialisable view `status` prints and `--snapshot` reads back, and (b) the router's
+//! [`NodeSpec`]s.
+//!
+//! Rules:
+//! - one node per live stats record (`sollol:gpu:{node_id}`); its report age is "now"
+//!   minus the record's `timestamp` (never negative), and it is stale when older than
+//!   `stale_after` seconds;
+//! - GPUs come from the record's `gpus` (SOLLOL-written records have nothing else);
+//!   loaded models from our `loaded_models` extra, or from the node's Ollama when the
+//!   config lists it under `nodes:`;
+//! - the node's Ollama URL is our `ollama_url` extra, else `http://{node_id}` when the
+//!   node id is `ip:port` (SOLLOL's convention);
+//! - its rpc-server is our `rpc_host`/`rpc_port` extras, else the registration whose host
+//!   is the node id's IP;
+//! - every registration and every `sollol:router:metadata` backend is an rpc backend.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use vramroute_ollama::{PsResponse, TagsResponse};
+use vramroute_registry::{ClusterView, GpuOffload, GpuStatsRecord, RpcNodeRecord};
+use vramroute_router::{GpuSpec, LoadedModel as RouterModel, NodeSpec, RpcEndpoint};
+
+const BYTES_PER_MIB: u64 = 1_048_576;
+
+/// What `status --json` prints and `--snapshot` reads. All memory in MiB.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct StatusView {
+    /// Where the view came from (`redis redis://…`, `embedded`, `snapshot FILE`).
+    pub(crate) source: String,
+    /// When the view was built, Unix seconds.
+    pub(crate) generated_at: f64,
+    /// Reports older than this many seconds are stale.
+    pub(crate) stale_after_s: f64,
+    /// usable = total × this.
+    pub(crate) vram_safety_margin: f64,
+    pub(crate) nodes: Vec<NodeView>,
+    pub(crate) rpc_backends: Vec<RpcBackendView>,
+    #[serde(default)]
+    pub(crate) totals: Totals,
+    /// Records the registry skipped, with the reason.
+    #[serde(default)]
+    pub(crate) skipped: Vec<SkippedView>,
+    /// Problems met while building the view (unreachable Ollama nodes, ...).
+    #[serde(default)]
+    pub(crate) warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct NodeView {
+    pub(crate) id: String,
+    #[serde(default)]
+    pub(crate) hostname: Option<String>,
+    /// `nvidia`, `amd`, `intel`, `none`, or `unknown` for an Ollama-only node.
+    pub(crate) vendor: String,
+    /// Who wrote the record: `vramroute X.Y.Z`, `sollol` (no extras), or `ollama`
+    /// (a `nodes:` entry with no registry record).
+    pub(crate) writer: String,
+    /// The record's timestamp, Unix seconds (0 when there is no record).
+    pub(crate) timestamp: f64,
+    /// Age of the report when the view was built, seconds.
+    pub(crate) age_s: f64,
+    pub(crate) stale: bool,
+    /// Whether the node has a stats record in the registry (routable).
+    #[serde(default = "yes")]
+    pub(crate) in_registry: bool,
+    #[serde(default)]
+    pub(crate) ollama_url: Option<String>,
+    #[serde(default)]
+    pub(crate) rpc: Option<RpcEndpoint>,
+    #[serde(default)]
+    pub(crate) gpu_offload: Option<String>,
+    #[serde(default)]
+    pub(crate) note: Option<String>,
+    #[serde(default)]
+    pub(crate) cpu_ram_total_mb: Option<u64>,
+    #[serde(default)]
+    pub(crate) cpu_ram_free_mb: Option<u64>,
+    #[serde(default)]
+    pub(crate) cpu_count: Option<u32>,
+    #[serde(default)]
+    pub(crate) cpu_load_percent: Option<f64>,
+    pub(crate) gpus: Vec<GpuView>,
+    #[serde(default)]
+    pub(crate) loaded_models: Vec<LoadedView>,
+    /// Models installed in the node's Ollama (`/api/tags`), when it was asked.
+    #[serde(default)]
+    pub(crate) installed_models: Vec<InstalledView>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct GpuView {
+    pub(crate) index: u32,
+    pub(crate) name: String,
+    pub(crate) memory_total_mb: Option<u64>,
+    /// total × vram_safety_margin.
+    #[serde(default)]
+    pub(crate) memory_usable_mb: Option<u64>,
+    pub(crate) memory_free_mb: Option<u64>,
+    #[serde(default)]
+    pub(crate) memory_used_mb: Option<u64>,
+    #[serde(default)]
+    pub(crate) utilization_percent: Option<u32>,
+    #[serde(default)]
+    pub(crate) temperature_c: Option<i32>,
+    #[serde(default)]
+    pub(crate) ggml_device: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct LoadedView {
+    pub(crate) name: String,
+    #[serde(default)]
+    pub(crate) size_mb: Option<u64>,
+    #[serde(default)]
+    pub(crate) size_vram_mb: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct InstalledView {
+    pub(crate) name: String,
+    pub(crate) size_mb: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct RpcBackendView {
+    pub(crate) host: String,
+    pub(crate) port: u16,
+    /// Whether a registration (`sollol:rpc:node:{host}:{port}`) is live.
+    #[serde(default = "yes")]
+    pub(crate) registered: bool,
+    /// Whether `sollol:router:metadata` lists it.
+    #[serde(default)]
+    pub(crate) in_metadata: bool,
+    #[serde(default)]
+    pub(crate) has_gpu: bool,
+    #[serde(default)]
+    pub(crate) gpu_devices: Vec<String>,
+    /// Usable VRAM per GPU after the node's reserve, MiB.
+    #[serde(default)]
+    pub(crate) gpu_vram_mb: Vec<u64>,
+    #[serde(default)]
+    pub(crate) gpu_names: Vec<String>,
+    /// Usable RAM after the node's reserve, MiB (`None`: not registered).
+    #[serde(default)]
+    pub(crate) cpu_ram_mb: Option<u64>,
+    #[serde(default)]
+    pub(crate) device_config: Option<String>,
+    #[serde(default)]
+    pub(crate) total_parallel_workers: Option<u32>,
+    /// ggml device names (ours; derived from `gpu_devices` for SOLLOL registrations).
+    #[serde(default)]
+    pub(crate) ggml_devices: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Totals {
+    pub(crate) nodes: usize,
+    pub(crate) stale_nodes: usize,
+    pub(crate) gpus: usize,
+    pub(crate) vram_total_mb: u64,
+    pub(crate) vram_usable_mb: u64,
+    pub(crate) vram_free_mb: u64,
+    pub(crate) ram_total_mb: u64,
+    pub(crate) rpc_backends: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct SkippedView {
+    pub(crate) key: String,
+    pub(crate) reason: String,
+}
+
+/// What one Ollama node from the config's `nodes:` answered.
+#[derive(Debug, Clone)]
+pub(crate) struct OllamaNodeInfo {
+    pub(crate) url: String,
+    pub(crate) ps: Result<PsResponse, String>,
+    pub(crate) tags: Result<TagsResponse, String>,
+}
+
+/// `http://{node_id}` when the node id is `ip:port` (or `host:port`).
+pub(crate) fn derived_ollama_url(node_id: &str) -> Option<String> {
+    let (host, port) = node_id.rsplit_once(':')?;
+    if host.is_empty() || port.parse::<u16>().is_err() || host.contains(['/', ' ']) {
+        return None;
+    }
+    Some(format!("http://{node_id}"))
+}
+
+fn host_of(node_id: &str) -> &str {
+    node_id.rsplit_once(':').map_or(node_id, |(h, _)| h)
+}
+
+/// SOLLOL's `cuda:0` / `rocm:1` → ggml's `CUDA0` / `ROCm1` (the usual builds).
+pub(crate) fn ggml_name_of_sollol_device(dev: &str) -> String {
+    match dev.split_once(':') {
+        Some(("cuda", n)) => format!("CUDA{n}"),
+        Some(("rocm" | "hip", n)) => format!("ROCm{n}"),
+        Some(("xpu" | "sycl", n)) => format!("SYCL{n}"),
+        Some(("vulkan", n)) => format!("Vulkan{n}"),
+        _ => dev.to_ascii_uppercase(),
+    }
+}
+
+fn usable(total: Option<u64>, margin: f64) -> Option<u64> {
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        clippy::cast_precision_loss,
+        reason = "MiB figures far below 2^53; margin in (0, 1]"
+    )]
+    total.map(|t| (t as f64 * margin).floor() as u64)
+}
+
+fn writer_of(record: &GpuStatsRecord) -> String {
+    match (&record.reporter_version, record.schema_version) {
+        (Some(v), _) => format!("vramroute {v}"),
+        (None, Some(s)) => format!("vramroute (schema {s})"),
+        (None, None) => "sollol".to_owned(),
+    }
+}
+
+fn rpc_view(host: &str, port: u16, r: &RpcNodeRecord) -> RpcBackendView {
+    let ggml = r.ggml_devices.clone().unwrap_or_else(|| {
+        r.gpu_devices
+            .iter()
+            .map(|d| ggml_name_of_sollol_device(d))
+            .collect()
+    });
+    RpcBackendView {
+        host: host.to_owned(),
+        port,
+        registered: true,
+        in_metadata: false,
+        has_gpu: r.has_gpu,
+        gpu_devices: r.gpu_devices.clone(),
+        gpu_vram_mb: r.gpu_vram_mb.clone(),
+        gpu_names: r.gpu_names.clone(),
+        cpu_ram_mb: Some(r.cpu_ram_mb),
+        device_config: Some(r.device_config.clone()),
+        total_parallel_workers: Some(r.total_parallel_workers),
+        ggml_devices: ggml,
+    }
+}
+
+impl StatusView {
+    /// Builds the view from a registry read at `now` (Unix seconds).
+    pub(crate) fn from_cluster(
+        cluster: &ClusterView,
+        source: String,
+        now: f64,
+        stale_after_s: f64,
+        margin: f64,
+    ) -> StatusView {
+        let mut rpc_backends: Vec<RpcBackendView> = cluster
+            .rpc_nodes
+            .iter()
+            .map(|e| rpc_view(&e.host, e.port, &e.record))
+            .collect();
+        if let Some(meta) = &cluster.metadata {
+            for b in &meta.rpc_backends {
+                match rpc_backends
+                    .iter_mut()
+                    .find(|r| r.host == b.host && r.port == b.port)
+                {
+                    Some(r) => r.in_metadata = true,
+                    None => rpc_backends.push(RpcBackendView {
+                        host: b.host.clone(),
+                        port: b.port,
+                        registered: false,
+                        in_metadata: true,
+                        has_gpu: false,
+                        gpu_devices: Vec::new(),
+                        gpu_vram_mb: Vec::new(),
+                        gpu_names: Vec::new(),
+                        cpu_ram_mb: None,
+                        device_config: None,
+                        total_parallel_workers: None,
+                        ggml_devices: Vec::new(),
+                    }),
+                }
+            }
+        }
+        let nodes = cluster
+            .stats
+            .iter()
+            .map(|(id, r)| {
+                let age_s = (now - r.timestamp).max(0.0);
+                let rpc = match (&r.rpc_host, r.rpc_port) {
+                    (Some(h), Some(p)) => Some(RpcEndpoint {
+                        host: h.clone(),
+                        port: p,
+                    }),
+                    _ => cluster
+                        .rpc_nodes
+                        .iter()
+                        .find(|e| e.host == host_of(id))
+                        .map(|e| RpcEndpoint {
+                            host: e.host.clone(),
+                            port: e.port,
+                        }),
+                };
+                NodeView {
+                    id: id.clone(),
+                    hostname: r.hostname.clone(),
+                    vendor: r.vendor.clone(),
+                    writer: writer_of(r),
+                    timestamp: r.timestamp,
+                    age_s,
+                    stale: age_s > stale_after_s,
+                    in_registry: true,
+                    ollama_url: r.ollama_url.clone().or_else(|| derived_ollama_url(id)),
+                    rpc,
+                    gpu_offload: r.gpu_offload.map(|o| {
+                        match o {
+                            GpuOffload::On => "on",
+                            GpuOffload::Off => "off",
+                            GpuOffload::Unknown => "unknown",
+                        }
+                        .to_owned()
+                    }),
+                    note: r.note.clone(),
+                    cpu_ram_total_mb: r.cpu_ram_total_mb,
+                    cpu_ram_free_mb: r.cpu_ram_free_mb,
+                    cpu_count: r.cpu_count,
+                    cpu_load_percent: r.cpu_load_percent,
+                    gpus: r
+                        .gpus
+                        .iter()
+                        .map(|g| GpuView {
+                            index: g.index,
+                            name: g.name.clone(),
+                            memory_total_mb: g.memory_total_mb,
+                            memory_usable_mb: usable(g.memory_total_mb, margin),
+                            memory_free_mb: g.memory_free_mb,
+                            memory_used_mb: g.memory_used_mb,
+                            utilization_percent: g.utilization_percent,
+                            temperature_c: g.temperature_c,
+                            ggml_device: g.ggml_device.clone(),
+                        })
+                        .collect(),
+                    loaded_models: r
+                        .loaded_models
+                        .iter()
+                        .flatten()
+                        .map(|m| LoadedView {
+                            name: m.name.clone(),
+                            size_mb: m.size_mb,
+                            size_vram_mb: m.size_vram_mb,
+                        })
+                        .collect(),
+                    installed_models: Vec::new(),
+                }
+            })
+            .collect();
+        let mut view = StatusView {
+            source,
+            generated_at: now,
+            stale_after_s,
+            vram_safety_margin: margin,
+            nodes,
+            rpc_backends,
+            totals: Totals::default(),
+            skipped: cluster
+                .skipped
+                .iter()
+                .map(|s| SkippedView {
+                    key: s.key.clone(),
+                    reason: s.reason.clone(),
+                })
+                .collect(),
+            warnings: Vec::new(),
+        };
+        view.recompute_totals();
+        view
+    }
+
+    /// Merges what the config's Ollama nodes answered: loaded models (`/api/ps`) and
+    /// installed models (`/api/tags`). A node the registry does not know is added as an
+    /// Ollama-only node (shown, not routed to: its hardware is unknown).
+    pub(crate) fn merge_ollama(&mut self, infos: &[OllamaNodeInfo]) {
+        for info in infos {
+            let url = info.url.trim_end_matches('/');
+            let authority = url.strip_prefix("http://").unwrap_or(url);
+            let idx = self.nodes.iter().position(|n| {
+                n.ollama_url.as_deref().map(|u| u.trim_end_matches('/')) == Some(url)
+                    || n.id == authority
+            });
+            let idx = idx.unwrap_or_else(|| {
+                self.nodes.push(NodeView {
+                    id: authority.to_owned(),
+                    hostname: None,
+                    vendor: "unknown".to_owned(),
+                    writer: "ollama".to_owned(),
+                    timestamp: 0.0,
+                    age_s: 0.0,
+                    stale: false,
+                    in_registry: false,
+                    ollama_url: Some(url.to_owned()),
+                    rpc: None,
+                    gpu_offload: None,
+                    note: Some("listed in the config's nodes: but has no registry record; hardware unknown, not routed to".to_owned()),
+                    cpu_ram_total_mb: None,
+                    cpu_ram_free_mb: None,
+                    cpu_count: None,
+                    cpu_load_percent: None,
+                    gpus: Vec::new(),
+                    loaded_models: Vec::new(),
+                    installed_models: Vec::new(),
+                });
+                self.nodes.len() - 1
+            });
+            let node = &mut self.nodes[idx];
+            match &info.ps {
+                Ok(ps) => {
+                    node.loaded_models = ps
+                        .models
+                        .iter()
+                        .map(|m| LoadedView {
+                            name: m.name.clone(),
+                            size_mb: Some(m.size / BYTES_PER_MIB),
+                            size_vram_mb: Some(m.size_vram / BYTES_PER_MIB),
+                        })
+                        .collect();
+                }
+                Err(e) => self.warnings.push(format!("{url}: /api/ps: {e}")),
+            }
+            match &info.tags {
+                Ok(tags) => {
+                    node.installed_models = tags
+                        .models
+                        .iter()
+                        .map(|m| InstalledView {
+                            name: m.name.clone(),
+                            size_mb: m.size.div_ceil(BYTES_PER_MIB),
+                        })
+                        .collect();
+                }
+                Err(e) => self.warnings.push(format!("{url}: /api/tags: {e}")),
+            }
+        }
+        self.nodes.sort_by(|a, b| a.id.cmp(&b.id));
+        self.recompute_totals();
+    }
+
+    pub(crate) fn recompute_totals(&mut self) {
+        let mut t = Totals {
+            nodes: self.nodes.len(),
+            rpc_backends: self.rpc_backends.len(),
+            ..Totals::default()
+        };
+        for n in &self.nodes {
+            if n.stale {
+                t.stale_nodes += 1;
+                continue;
+            }
+            t.ram_total_mb += n.cpu_ram_total_mb.unwrap_or(0);
+            for g in &n.gpus {
+                t.gpus += 1;
+                t.vram_total_mb += g.memory_total_mb.unwrap_or(0);
+                t.vram_usable_mb += g.memory_usable_mb.unwrap_or(0);
+                t.vram_free_mb += g.memory_free_mb.unwrap_or(0);
+            }
+        }
+        self.totals = t;
+    }
+
+    /// The router's input: every node with a registry record. A GPU whose total is
+    /// unknown is left out (the router cannot size it).
+    pub(crate) fn node_specs(&self) -> Vec<NodeSpec> {
+        self.nodes
+            .iter()
+            .filter(|n| n.in_registry)
+            .map(|n| {
+                let mut spec = NodeSpec::new(n.id.clone());
+                spec.ollama_url = n.ollama_url.clone();
+                spec.rpc = n.rpc.clone();
+                spec.gpus = n
+                    .gpus
+                    .iter()
+                    .filter_map(|g| {
+                        let mut s = GpuSpec::new(g.index, g.memory_total_mb?, g.memory_free_mb);
+                        s.name = g.name.clone();
+                        s.memory_used_mib = g.memory_used_mb;
+                        s.utilization_percent = g.utilization_percent;
+                        s.temperature_celsius = g.temperature_c.map(f64::from);
+                        Some(s)
+                    })
+                    .collect();
+                spec.ram_total_mib = n.cpu_ram_total_mb;
+                spec.ram_free_mib = n.cpu_ram_free_mb;
+                spec.cpu_count = n.cpu_count;
+                spec.cpu_load_percent = n.cpu_load_percent;
+                spec.loaded_models = n
+                    .loaded_models
+                    .iter()
+                    .map(|m| {
+                        RouterModel::new(
+                            m.name.clone(),
+                            m.size_mb.unwrap_or(0),
+                            m.size_vram_mb.unwrap_or(0),
+                        )
+                    })
+                    .collect();
+                #[allow(
+                    clippy::cast_possible_truncation,
+                    clippy::cast_sign_loss,
+                    reason = "age is non-negative and far below u64::MAX ms"
+                )]
+                {
+                    spec.report_age_ms = (n.age_s * 1000.0) as u64;
+                }
+                spec
+            })
+            .collect()
+    }
+
+    /// Node views by id, for lookups.
+    #[cfg(test)]
+    pub(crate) fn node(&self, id: &str) -> Option<&NodeView> {
+        self.nodes.iter().find(|n| n.id == id)
+    }
+
+    /// Every model name known anywhere in the view with the sizes seen, by source.
+    pub(crate) fn model_sightings(&self) -> BTreeMap<String, Vec<(String, Option<u64>)>> {
+        let mut out: BTreeMap<String, Vec<(String, Option<u64>)>> = BTreeMap::new();
+        for n in &self.nodes {
+            for m in &n.installed_models {
+                out.entry(m.name.clone())
+                    .or_default()
+                    .push((format!("ollama tags of {}", n.id), Some(m.size_mb)));
+            }
+            for m in &n.loaded_models {
+                out.entry(m.name.clone())
+                    .or_default()
+                    .push((format!("loaded on {}", n.id), m.size_mb));
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vramroute_registry::{decode_rpc, decode_stats, Limits, RpcNodeEntry};
+
+    const NVIDIA: &str = include_str!("../tests/data/gpu-stats-nvidia.json");
+    const CPU_ONLY: &str = include_str!("../tests/data/gpu-stats-cpu-only.json");
+    const RPC: &str = include_str!("../tests/data/rpc-node-gpu.json");
+
+    fn sollol_cluster() -> ClusterView {
+        let limits = Limits::default();
+        let nv = decode_stats("10.1.2.3:11434", NVIDIA.as_bytes(), &limits)
+            .expect("SOLLOL's NVIDIA record parses");
+        let cpu = decode_stats("10.1.2.4:11434", CPU_ONLY.as_bytes(), &limits)
+            .expect("SOLLOL's CPU-only record parses");
+        let rpc = decode_rpc(RPC.as_bytes(), &limits).expect("SOLLOL's registration parses");
+        ClusterView {
+            stats: vec![
+                ("10.1.2.3:11434".to_owned(), nv),
+                ("10.1.2.4:11434".to_owned(), cpu),
+            ],
+            rpc_nodes: vec![RpcNodeEntry {
+                host: "10.1.2.3".to_owned(),
+                port: 50052,
+                record: rpc,
+            }],
+            metadata: None,
+            skipped: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn sollol_records_become_nodes_with_derived_urls_and_rpc() {
+        let ts = 1_795_441_356.327;
+        let view = StatusView::from_cluster(&sollol_cluster(), "test".into(), ts + 10.0, 30.0, 0.8);
+        assert_eq!(view.nodes.len(), 2);
+        let nv = &view.nodes[0];
+        assert_eq!(nv.writer, "sollol");
+        assert_eq!(nv.ollama_url.as_deref(), Some("http://10.1.2.3:11434"));
+        assert_eq!(nv.rpc.as_ref().map(|r| r.port), Some(50052));
+        assert_eq!(nv.gpus[0].memory_usable_mb, Some(19660));
+        assert!(!nv.stale && (nv.age_s - 10.0).abs() < 0.01);
+        assert_eq!(view.rpc_backends[0].ggml_devices, ["CUDA0", "CUDA1"]);
+        assert_eq!(view.totals.gpus, 2);
+        assert_eq!(view.totals.vram_free_mb, 27000);
+        let specs = view.node_specs();
+        assert_eq!(specs[0].gpus.len(), 2);
+        assert_eq!(specs[0].report_age_ms / 1000, 10);
+
+        let old = StatusView::from_cluster(&sollol_cluster(), "t".into(), ts + 31.0, 30.0, 0.8);
+        assert!(old.nodes.iter().all(|n| n.stale));
+        assert_eq!(old.totals.stale_nodes, 2);
+        assert_eq!(old.totals.gpus, 0);
+    }
+
+    #[test]
+    fn view_round_trips_through_json() {
+        let view = StatusView::from_cluster(&sollol_cluster(), "t".into(), 1.8e9, 30.0, 0.8);
+        let json = serde_json::to_string(&view).expect("serialises");
+        let back: StatusView = serde_json::from_str(&json).expect("parses");
+        assert_eq!(back, view);
+    }
+
+    #[test]
+    fn ollama_only_nodes_are_shown_not_routed() {
+        let mut view = StatusView::from_cluster(&sollol_cluster(), "t".into(), 1.8e9, 30.0, 0.8);
+        view.merge_ollama(&[
+            OllamaNodeInfo {
+                url: "http://10.1.2.3:11434".into(),
+                ps: Ok(serde_json::from_str(
+                    r#"{"models":[{"name":"llama3.1:8b","size":5000000000,"size_vram":5000000000}]}"#,
+                )
+                .expect("ps json")),
+                tags: Err("down".into()),
+            },
+            OllamaNodeInfo {
+                url: "http://10.9.9.9:11434/".into(),
+                ps: Ok(PsResponse::default()),
+                tags: Ok(TagsResponse::default()),
+            },
+        ]);
+        assert_eq!(view.nodes.len(), 3);
+        assert_eq!(view.nodes[0].loaded_models[0].size_mb, Some(4768));
+        assert_eq!(view.warnings.len(), 1);
+        assert!(!view.node("10.9.9.9:11434").expect("added").in_registry);
+        assert_eq!(view.node_specs().len(), 2);
+    }
+
+    #[test]
+    fn sollol_device_names_map_to_ggml() {
+        assert_eq!(ggml_name_of_sollol_device("cuda:1"), "CUDA1");
+        assert_eq!(ggml_name_of_sollol_device("rocm:0"), "ROCm0");
+        assert_eq!(ggml_name_of_sollol_device("cpu"), "CPU");
+        assert_eq!(
+            derived_ollama_url("10.0.0.1:11434").as_deref(),
+            Some("http://10.0.0.1:11434")
+        );
+        assert_eq!(derived_ollama_url("gpu-box"), None);
+    }
+}
