@@ -45,13 +45,22 @@ fn error(status: StatusCode, msg: impl std::fmt::Display) -> Response {
     (status, Json(json!({ "error": msg.to_string() }))).into_response()
 }
 
+/// An error answer, built into a [`Response`] only when returned.
+struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        error(self.0, self.1)
+    }
+}
+
 type Params = HashMap<String, String>;
 
-fn param<T: std::str::FromStr>(p: &Params, key: &str) -> Result<Option<T>, Response> {
+fn param<T: std::str::FromStr>(p: &Params, key: &str) -> Result<Option<T>, ApiError> {
     match p.get(key) {
         None => Ok(None),
         Some(v) => v.trim().parse().map(Some).map_err(|_| {
-            error(
+            ApiError(
                 StatusCode::BAD_REQUEST,
                 format!("query parameter {key}={v:?} is not valid"),
             )
@@ -59,25 +68,25 @@ fn param<T: std::str::FromStr>(p: &Params, key: &str) -> Result<Option<T>, Respo
     }
 }
 
-fn model_param(p: &Params) -> Result<String, Response> {
+fn model_param(p: &Params) -> Result<String, ApiError> {
     p.get("model")
         .map(|m| m.trim().to_owned())
         .filter(|m| !m.is_empty())
         .ok_or_else(|| {
-            error(
+            ApiError(
                 StatusCode::BAD_REQUEST,
-                "missing query parameter model=NAME",
+                "missing query parameter model=NAME".to_owned(),
             )
         })
 }
 
-fn policy_of(app: &App, name: Option<&str>) -> Result<Arc<Policy>, Response> {
+fn policy_of(app: &App, name: Option<&str>) -> Result<Arc<Policy>, ApiError> {
     match name {
         None => Ok(app.router.policy()),
         Some(n) => n
             .parse::<Policy>()
             .map(Arc::new)
-            .map_err(|e| error(StatusCode::BAD_REQUEST, e)),
+            .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string())),
     }
 }
 
@@ -105,7 +114,7 @@ struct RouteBody {
 fn do_route(app: &App, q: &RouteQuery, policy: Option<&str>) -> Response {
     let policy = match policy_of(app, policy) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let view = app.view.load_full();
     let size = match model_size(&view, &q.model, q.size_mb) {
@@ -139,11 +148,11 @@ async fn route_get(State(app): State<Shared>, Query(p): Query<Params>) -> Respon
         if let Some(pr) = param(&p, "priority")? {
             q.priority = pr;
         }
-        Ok::<_, Response>(q)
+        Ok::<_, ApiError>(q)
     })();
     match parsed {
         Ok(q) => do_route(&app, &q, p.get("policy").map(String::as_str)),
-        Err(r) => r,
+        Err(r) => r.into_response(),
     }
 }
 
@@ -170,7 +179,7 @@ async fn route_post(State(app): State<Shared>, body: Bytes) -> Response {
 async fn check(State(app): State<Shared>, Query(p): Query<Params>) -> Response {
     let (model, size_mb) = match (model_param(&p), param(&p, "size_mb")) {
         (Ok(m), Ok(s)) => (m, s),
-        (Err(r), _) | (_, Err(r)) => return r,
+        (Err(r), _) | (_, Err(r)) => return r.into_response(),
     };
     let view = app.view.load_full();
     let snap = app.router.snapshot();
@@ -183,7 +192,7 @@ async fn check(State(app): State<Shared>, Query(p): Query<Params>) -> Response {
 async fn plan_get(State(app): State<Shared>, Query(p): Query<Params>) -> Response {
     let (model, ctx) = match (model_param(&p), param::<u32>(&p, "ctx")) {
         (Ok(m), Ok(c)) => (m, c.unwrap_or(vramroute_alloc::DEFAULT_CTX)),
-        (Err(r), _) | (_, Err(r)) => return r,
+        (Err(r), _) | (_, Err(r)) => return r.into_response(),
     };
     let view = app.view.load_full();
     let est = match plan::estimate(&view, &app.settings, &model, ctx, None).await {

@@ -58,7 +58,8 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("vramroute-coordinator: {e:#}");
             let usage = e.downcast_ref::<UsageError>().is_some()
-                || e.downcast_ref::<sizes::UnknownModel>().is_some();
+                || e.downcast_ref::<sizes::UnknownModel>().is_some()
+                || matches!(e.downcast_ref(), Some(plan::PlanError::NeedLayerInfo(_)));
             ExitCode::from(if usage { 2 } else { 1 })
         }
     }

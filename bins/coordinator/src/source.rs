@@ -232,7 +232,13 @@ impl Backend {
         now: f64,
     ) -> StatusView {
         match (self, cluster) {
-            (Backend::Snapshot { view, .. }, _) => (**view).clone(),
+            (Backend::Snapshot { view, path }, _) => {
+                let mut v = (**view).clone();
+                if !v.source.starts_with("snapshot ") {
+                    v.source = format!("snapshot {} (saved from {})", path.display(), v.source);
+                }
+                v
+            }
             (_, Some(c)) => StatusView::from_cluster(
                 c,
                 self.describe(),

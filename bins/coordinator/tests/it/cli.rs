@@ -1,0 +1,178 @@
+//! The CLI without a cluster: embedded mode, errors and exit codes, snapshots.
+
+use super::support::*;
+
+#[test]
+fn embedded_status_works_with_no_redis_and_says_how_to_point_at_a_cluster() {
+    // The README's main command, on whatever this machine has.
+    let o = coord(&["status"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert_eq!(
+        err.matches("embedded single-node mode").count(),
+        1,
+        "exactly one notice line: {err}"
+    );
+    assert!(err.contains("--redis-url"), "{err}");
+    assert!(stdout(&o).contains("1 node(s)"), "{}", stdout(&o));
+
+    // On a fixture tree: the AMD card is shown with its usable VRAM.
+    let tree = fixture("amd-discrete");
+    let v = coord_json(&["--sysfs-root", &tree, "--no-nvml", "status", "--json"]);
+    assert_eq!(v["nodes"].as_array().unwrap().len(), 1);
+    let gpu = &v["nodes"][0]["gpus"][0];
+    assert_eq!(gpu["name"], "AMD Radeon RX 7900 XTX");
+    assert_eq!(gpu["memory_total_mb"], 24560);
+    assert_eq!(gpu["memory_usable_mb"], 19648);
+    assert_eq!(v["rpc_backends"][0]["ggml_devices"][0], "ROCm0");
+    assert_eq!(v["nodes"][0]["stale"], false);
+
+    // And routing on it works the same way as on a cluster.
+    let r = coord_json(&[
+        "--sysfs-root",
+        &tree,
+        "--no-nvml",
+        "route",
+        "llama3.1:8b",
+        "--json",
+    ]);
+    assert_eq!(r["placement"]["target"], "gpu");
+    assert_eq!(r["size_mb"], 4700);
+    assert_eq!(r["size_source"], "SOLLOL table");
+}
+
+#[test]
+fn unreachable_configured_redis_is_exit_1_with_a_clear_message() {
+    let url = format!("redis://127.0.0.1:{}", free_port());
+    let o = coord(&["--redis-url", &url, "status"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(err.contains("cannot reach Redis at"), "{err}");
+    assert!(!err.contains("embedded"), "{err}");
+
+    // The same from a config file.
+    let cfg = write_config(&format!("redis_url: {url}\n"));
+    let o = coord(&["--config", cfg.path().to_str().unwrap(), "status"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+}
+
+#[test]
+fn malformed_config_and_usage_errors_are_exit_2() {
+    for text in [
+        "nodez: []\n",
+        "vram_safety_margin: 3\n",
+        "nodes: [ftp://x]\n",
+        "{{{",
+    ] {
+        let cfg = write_config(text);
+        let o = coord(&["--config", cfg.path().to_str().unwrap(), "status"]);
+        assert_eq!(o.status.code(), Some(2), "{text}: {}", stderr(&o));
+        assert!(stderr(&o).contains("bad config"), "{}", stderr(&o));
+    }
+    let o = coord(&["route"]);
+    assert_eq!(o.status.code(), Some(2));
+    let o = coord(&["--snapshot", "/nonexistent/view.json", "status"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("--snapshot"), "{}", stderr(&o));
+}
+
+#[test]
+fn snapshot_round_trips_and_answers_offline() {
+    let tree = fixture("amd-discrete");
+    let o = coord(&["--sysfs-root", &tree, "--no-nvml", "status", "--json"]);
+    assert!(o.status.success());
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("view.json");
+    std::fs::write(&file, &o.stdout).unwrap();
+    let file = file.to_str().unwrap();
+
+    let first: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let mut again = coord_json(&["--snapshot", file, "status", "--json"]);
+    assert!(again["source"].as_str().unwrap().starts_with("snapshot "));
+    again["source"] = first["source"].clone();
+    assert_eq!(again, first, "status --json of a snapshot is the snapshot");
+
+    // Answers come from the file, not this machine.
+    let r = coord_json(&["--snapshot", file, "route", "codellama:13b", "--json"]);
+    assert_eq!(r["placement"]["node"], "127.0.0.1:11434");
+    assert_eq!(r["placement"]["gpu"], 0);
+    let c = coord_json(&["--snapshot", file, "check", "llama3.1:70b", "--json"]);
+    assert!(
+        c["best"].is_null(),
+        "40 GB fits neither the 24 GB card nor the RAM: {c}"
+    );
+    assert!(c["fits_on"].as_array().unwrap().is_empty());
+    assert_eq!(
+        c["nodes"][0]["gpus"][0]["reason"],
+        "Model too large (40000MB > 19648MB usable VRAM)"
+    );
+
+    // Unknown model: exit 2 naming what to provide.
+    let o = coord(&["--snapshot", file, "route", "mystery:7b"]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr(&o);
+    for hint in ["--size-mb", "--gguf", "nodes:"] {
+        assert!(err.contains(hint), "{err}");
+    }
+    let r = coord_json(&[
+        "--snapshot",
+        file,
+        "route",
+        "mystery:7b",
+        "--size-mb",
+        "3000",
+        "--json",
+    ]);
+    assert_eq!(r["size_source"], "given (--size-mb)");
+
+    // A model too big for everything is an answer with a reason, and exit 1.
+    let o = coord(&[
+        "--snapshot",
+        file,
+        "route",
+        "huge",
+        "--size-mb",
+        "900000",
+        "--no-cpu",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stdout(&o).contains("Model too large (900000MB > 19648MB usable VRAM)"),
+        "{}",
+        stdout(&o)
+    );
+}
+
+#[test]
+fn plan_says_what_to_provide_without_layer_info_and_uses_a_gguf() {
+    let tree = fixture("amd-discrete");
+    let o = coord(&["--sysfs-root", &tree, "--no-nvml", "plan", "mystery:7b"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--gguf FILE"), "{}", stderr(&o));
+
+    let gguf = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../crates/alloc/tests/data/tiny-llama.gguf"
+    );
+    let v = coord_json(&[
+        "--sysfs-root",
+        &tree,
+        "--no-nvml",
+        "plan",
+        "tiny",
+        "--gguf",
+        gguf,
+        "--ctx",
+        "512",
+        "--json",
+    ]);
+    assert!(
+        v["llama_server_command"]
+            .as_str()
+            .unwrap()
+            .starts_with("llama-server -m "),
+        "{v}"
+    );
+    assert_eq!(v["estimate"]["source"], "gguf");
+    assert_eq!(v["rpc_server_commands"].as_array().unwrap().len(), 1);
+}

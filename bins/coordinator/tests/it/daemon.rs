@@ -1,0 +1,292 @@
+//! The daemon: HTTP API on the mixed cluster, Redis restart mid-run, the optimize lock
+//! shared by two coordinators.
+
+use std::path::Path;
+use std::time::Duration;
+
+use super::cluster::{port_of, Cluster, AMD, CPU};
+use super::support::*;
+
+struct Daemon {
+    proc: Proc,
+    port: u16,
+    _config: tempfile::NamedTempFile,
+}
+
+impl Daemon {
+    fn start(config: &str) -> Daemon {
+        let port = free_port();
+        let cfg = write_config(&format!("{config}listen: 127.0.0.1:{port}\n"));
+        let proc = Proc::spawn(
+            Path::new(BIN),
+            &["--config", cfg.path().to_str().unwrap(), "daemon"],
+        );
+        let up = wait_for(Duration::from_secs(15), || {
+            http("GET", port, "/healthz", None)
+        });
+        assert!(up.is_some(), "daemon did not start: {}", proc.log());
+        Daemon {
+            proc,
+            port,
+            _config: cfg,
+        }
+    }
+
+    fn get(&self, path: &str) -> serde_json::Value {
+        get_json(self.port, path, 200)
+    }
+}
+
+#[test]
+fn http_api_answers_and_survives_a_redis_restart() {
+    let mut c = Cluster::start();
+    // A model only the AMD node's Ollama knows: sized from its /api/tags, planned from
+    // its /api/show.
+    let mut special = FakeModel::new("special:2b", 2 * GIB);
+    for (k, v) in [
+        ("general.architecture", serde_json::json!("llama")),
+        ("llama.block_count", serde_json::json!(16)),
+        ("llama.context_length", serde_json::json!(8192)),
+        ("llama.embedding_length", serde_json::json!(2048)),
+        ("llama.attention.head_count", serde_json::json!(32)),
+        ("llama.attention.head_count_kv", serde_json::json!(8)),
+    ] {
+        special.model_info.insert(k.to_owned(), v);
+    }
+    c.amd_ollama.install(special);
+    // SOLLOL's reporter re-publishes every few seconds; so does this test.
+    write_sollol_node(&c.redis, port_of(&c.nvidia_ollama.url()), now());
+    let d = Daemon::start(&format!(
+        "redis_url: {}\nstale_after: 8\nnodes: [{}]\n",
+        c.url,
+        c.amd_ollama.url()
+    ));
+    let p = d.port;
+
+    let nodes = d.get("/v1/nodes");
+    assert_eq!(nodes["nodes"].as_array().unwrap().len(), 3, "{nodes}");
+    assert_eq!(nodes["rpc_backends"].as_array().unwrap().len(), 3);
+    assert_eq!(node(&nodes, &c.nvidia_id).unwrap()["writer"], "sollol");
+
+    let r = d.get("/v1/route?model=llama3.1:8b");
+    assert_eq!(r["placement"]["node"], AMD, "{r}");
+    assert!(r["explanation"]["candidates"].as_array().unwrap().len() >= 2);
+    let r = d.get("/v1/route?model=llama3.2:1b&policy=binpack");
+    assert_eq!(r["placement"]["node"], c.nvidia_id.as_str(), "{r}");
+    // POST with size, needs_gpu, priority.
+    let (st, body) = http(
+        "POST",
+        p,
+        "/v1/route",
+        Some(r#"{"model":"custom","size_mb":3000,"needs_gpu":true,"priority":9}"#),
+    )
+    .unwrap();
+    assert_eq!(st, 200, "{body}");
+    let r: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(r["size_mb"], 3000);
+    assert_eq!(r["placement"]["target"], "gpu");
+    let (st, body) = http(
+        "POST",
+        p,
+        "/v1/route",
+        Some(r#"{"model":"tiny","size_mb":100,"needs_gpu":false,"allow_cpu":true}"#),
+    )
+    .unwrap();
+    assert_eq!(st, 200, "{body}");
+    // Errors: malformed body 400, unknown model 404 saying what to provide, bad
+    // parameters 400, unknown path 404 — all JSON.
+    for (method, path, body, status) in [
+        ("POST", "/v1/route", Some("{\"model\":"), 400),
+        ("POST", "/v1/route", Some("[1,2]"), 400),
+        (
+            "POST",
+            "/v1/route",
+            Some(r#"{"model":"x","size_mb":-5}"#),
+            400,
+        ),
+        ("GET", "/v1/route?model=mystery:7b", None, 404),
+        ("GET", "/v1/route", None, 400),
+        ("GET", "/v1/route?model=x&size_mb=lots", None, 400),
+        (
+            "GET",
+            "/v1/route?model=llama3.1:8b&policy=fastest",
+            None,
+            400,
+        ),
+        ("GET", "/v1/check?model=mystery:7b", None, 404),
+        ("GET", "/v1/plan?model=mystery:7b", None, 404),
+        ("GET", "/v1/nope", None, 404),
+    ] {
+        let (st, text) = http(method, p, path, body).unwrap();
+        assert_eq!(st, status, "{method} {path}: {text}");
+        let err: serde_json::Value =
+            serde_json::from_str(&text).unwrap_or_else(|_| panic!("{path}: not JSON: {text}"));
+        assert!(err["error"].is_string(), "{text}");
+        if status == 404 && path.contains("mystery") {
+            assert!(
+                text.contains("size_mb") || text.contains("--gguf"),
+                "{text}"
+            );
+        }
+    }
+
+    let ch = d.get("/v1/check?model=codellama:13b");
+    assert!(ch["fits_on"].as_array().unwrap().len() >= 2, "{ch}");
+    let pl = d.get("/v1/plan?model=llama3.1:70b&ctx=4096");
+    assert_eq!(
+        pl["rpc_server_commands"].as_array().unwrap().len(),
+        2,
+        "{pl}"
+    );
+    let r = d.get("/v1/route?model=special:2b");
+    assert_eq!(
+        r["size_source"],
+        format!("Ollama /api/tags of {AMD}"),
+        "{r}"
+    );
+    assert_eq!(r["size_mb"], 2048);
+    let pl = d.get("/v1/plan?model=special:2b&ctx=2048");
+    assert_eq!(pl["estimate"]["layer_count"], 16, "{pl}");
+    assert_eq!(pl["estimate"]["context_length"], 2048, "{pl}");
+    let h = d.get("/healthz");
+    assert_eq!(h["status"], "ok", "{h}");
+    let (st, metrics) = http("GET", p, "/metrics", None).unwrap();
+    assert_eq!(st, 200);
+    for name in [
+        "vramroute_coordinator_nodes{state=\"fresh\"} 3",
+        "vramroute_coordinator_gpus 3",
+        "vramroute_coordinator_vram_total_mib",
+        "vramroute_coordinator_decisions_total{outcome=\"gpu\"}",
+        "vramroute_coordinator_decision_duration_seconds_bucket",
+        "vramroute_coordinator_registry_errors_total 0",
+        "vramroute_coordinator_skipped_records",
+        "vramroute_coordinator_redis_up 1",
+    ] {
+        assert!(metrics.contains(name), "{name} missing:\n{metrics}");
+    }
+
+    // A bad record written by someone else is skipped and counted; the rest stays.
+    c.redis
+        .cli(&["SETEX", "sollol:gpu:10.9.9.9:11434", "60", "{not json"])
+        .unwrap();
+    let skipped = wait_for(Duration::from_secs(10), || {
+        let v = d.get("/v1/nodes");
+        (!v["skipped"].as_array()?.is_empty()).then_some(v)
+    })
+    .expect("bad record reported as skipped");
+    assert_eq!(skipped["nodes"].as_array().unwrap().len(), 3);
+
+    // Redis goes away: the last view is served, health is degraded, nodes go stale.
+    c.redis.stop();
+    let degraded = wait_for(Duration::from_secs(15), || {
+        let h = d.get("/healthz");
+        (h["status"] == "degraded").then_some(h)
+    })
+    .expect("healthz reports degraded");
+    assert!(
+        degraded["error"]
+            .as_str()
+            .unwrap()
+            .contains("cannot reach Redis"),
+        "{degraded}"
+    );
+    let stale = wait_for(Duration::from_secs(15), || {
+        let v = d.get("/v1/nodes");
+        (v["nodes"].as_array()?.iter().all(|n| n["stale"] == true)
+            && v["nodes"].as_array()?.len() >= 3)
+            .then_some(v)
+    });
+    assert!(
+        stale.is_some(),
+        "nodes never went stale: {}",
+        d.get("/v1/nodes")
+    );
+    let r = d.get("/v1/route?model=llama3.1:8b");
+    assert!(
+        r["placement"].is_null(),
+        "stale nodes are not routed to: {r}"
+    );
+    let (_, metrics) = http("GET", p, "/metrics", None).unwrap();
+    assert!(
+        metrics.contains("vramroute_coordinator_redis_up 0"),
+        "{metrics}"
+    );
+
+    // Redis comes back (empty): reporters republish, the daemon resumes on its own.
+    c.redis.restart().unwrap();
+    let back = wait_for(Duration::from_secs(20), || {
+        let h = d.get("/healthz");
+        let v = d.get("/v1/nodes");
+        let fresh = node(&v, AMD).is_some_and(|n| n["stale"] == false)
+            && node(&v, CPU).is_some_and(|n| n["stale"] == false);
+        (h["status"] == "ok" && fresh).then_some(v)
+    });
+    assert!(
+        back.is_some(),
+        "did not resume: {}\n{}",
+        d.get("/healthz"),
+        d.proc.log()
+    );
+    let r = d.get("/v1/route?model=llama3.1:8b");
+    assert_eq!(r["placement"]["node"], AMD, "{r}");
+
+    // A reporter stopped with SIGTERM: its node leaves the live view.
+    assert_eq!(c.cpu.terminate(), Some(0));
+    let gone = wait_for(Duration::from_secs(10), || {
+        node(&d.get("/v1/nodes"), CPU).is_none().then_some(())
+    });
+    assert!(gone.is_some(), "{}", d.get("/v1/nodes"));
+}
+
+#[test]
+fn only_the_lock_holder_optimizes_and_report_only_prints_once() {
+    let c = Cluster::start();
+    let config = format!(
+        "redis_url: {}\nauto_optimize: true\ncheck_interval: 1\npriority_models: [llama3.1:8b]\nload_timeout: 3\n",
+        c.url
+    );
+    let a = Daemon::start(&config);
+    let b = Daemon::start(&config);
+    let ran = wait_for(Duration::from_secs(15), || {
+        let (sa, sb) = (a.get("/v1/optimize"), b.get("/v1/optimize"));
+        (sa["last_run"].is_number() || sb["last_run"].is_number()).then_some((sa, sb))
+    });
+    let (sa, sb) = ran.expect("one coordinator optimized");
+    // Give the other a few passes: it must never hold the lock.
+    std::thread::sleep(Duration::from_secs(3));
+    let (sa2, sb2) = (a.get("/v1/optimize"), b.get("/v1/optimize"));
+    let holders = [&sa2, &sb2]
+        .iter()
+        .filter(|s| s["holds_lock"] == true)
+        .count();
+    assert_eq!(holders, 1, "{sa} {sb} {sa2} {sb2}");
+    let runners = [&sa2, &sb2]
+        .iter()
+        .filter(|s| s["last_run"].is_number())
+        .count();
+    assert_eq!(runners, 1, "{sa2} {sb2}");
+    let holder = if sa2["holds_lock"] == true {
+        &sa2
+    } else {
+        &sb2
+    };
+    let outcome = &holder["outcomes"][0];
+    assert!(
+        outcome["action"] == "loaded" || outcome["action"] == "already_loaded",
+        "{holder}"
+    );
+    assert_eq!(c.amd_ollama.loaded_names(), ["llama3.1:8b"]);
+    let key = c.redis.cli(&["KEYS", "vramroute:lock:*"]).unwrap();
+    assert!(key.contains("vramroute:lock:optimize"), "{key}");
+
+    // --report-only prints the cluster report once and exits.
+    let cfg = write_config(&format!("redis_url: {}\n", c.url));
+    let o = coord(&[
+        "--config",
+        cfg.path().to_str().unwrap(),
+        "daemon",
+        "--report-only",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("3 node(s)"), "{}", stdout(&o));
+}

@@ -1,0 +1,5 @@
+pub(crate) mod support;
+
+mod cli;
+mod cluster;
+mod daemon;

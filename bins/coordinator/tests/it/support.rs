@@ -1,0 +1,303 @@
+//! Process, Redis, HTTP and fixture helpers.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub(crate) use vramroute_ollama::testing::{Behaviour, FakeModel, FakeOllama};
+pub(crate) use vramroute_registry::testing::RedisServer;
+
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_vramroute-coordinator");
+pub(crate) const GIB: u64 = 1 << 30;
+
+/// The reporter binary, built into the same target directory by `cargo test --workspace`.
+pub(crate) fn reporter_bin() -> PathBuf {
+    let path = Path::new(BIN).with_file_name("vramroute-reporter");
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build -p vramroute-reporter` first (or `cargo test --workspace`, which builds it)",
+        path.display()
+    );
+    path
+}
+
+pub(crate) fn fixture(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../crates/probe/tests/data")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+pub(crate) fn data(name: &str) -> String {
+    std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/data")
+            .join(name),
+    )
+    .unwrap()
+}
+
+/// Runs the coordinator to completion (bounded to 30 s), without inheriting
+/// `SOLLOL_REDIS_URL` / `VRAMROUTE_CONFIG`.
+pub(crate) fn coord(args: &[&str]) -> Output {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .env_remove("SOLLOL_REDIS_URL")
+        .env_remove("VRAMROUTE_CONFIG")
+        .env_remove("VRAMROUTE_LOG")
+        .env("OLLAMA_URL", "http://127.0.0.1:9")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("coordinator did not finish: {args:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+pub(crate) fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub(crate) fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Runs the coordinator, asserts success, parses its stdout as JSON.
+pub(crate) fn coord_json(args: &[&str]) -> serde_json::Value {
+    let o = coord(args);
+    assert!(
+        o.status.success(),
+        "{args:?} failed: {}\n{}",
+        stderr(&o),
+        stdout(&o)
+    );
+    serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("{args:?}: not JSON ({e}): {}", stdout(&o)))
+}
+
+/// A child process (reporter or daemon), killed on drop; stderr goes to a file.
+pub(crate) struct Proc {
+    child: Option<Child>,
+    log: tempfile::NamedTempFile,
+}
+
+impl Proc {
+    pub(crate) fn spawn(bin: &Path, args: &[&str]) -> Proc {
+        let log = tempfile::NamedTempFile::new().unwrap();
+        let child = Command::new(bin)
+            .args(args)
+            .env_remove("SOLLOL_REDIS_URL")
+            .env_remove("VRAMROUTE_CONFIG")
+            .env("OLLAMA_URL", "http://127.0.0.1:9")
+            .stdout(Stdio::null())
+            .stderr(log.reopen().unwrap())
+            .spawn()
+            .unwrap();
+        Proc {
+            child: Some(child),
+            log,
+        }
+    }
+
+    /// `vramroute-reporter run` publishing every second.
+    pub(crate) fn reporter(redis: &str, tree: &str, ip: &str, extra: &[&str]) -> Proc {
+        let node_id = format!("{ip}:11434");
+        let tree = fixture(tree);
+        let mut args = vec![
+            "run",
+            "--redis-url",
+            redis,
+            "--sysfs-root",
+            &tree,
+            "--no-nvml",
+            "--node-id",
+            &node_id,
+            "--advertise-ip",
+            ip,
+            "--interval",
+            "1",
+            "--stats-ttl",
+            "10",
+        ];
+        args.extend_from_slice(extra);
+        Proc::spawn(&reporter_bin(), &args)
+    }
+
+    pub(crate) fn log(&self) -> String {
+        std::fs::read_to_string(self.log.path()).unwrap_or_default()
+    }
+
+    /// SIGTERM, then wait (at most 5 s) for the exit.
+    pub(crate) fn terminate(&mut self) -> Option<i32> {
+        let child = self.child.as_mut().unwrap();
+        let ok = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                return s.code();
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Poll `f` every 50 ms until it returns `Some`, for at most `timeout`.
+pub(crate) fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A loopback port nothing listens on now.
+pub(crate) fn free_port() -> u16 {
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if port != 6379 {
+            return port;
+        }
+    }
+}
+
+/// One HTTP/1.1 request with `Connection: close`; `None` when nothing answers.
+/// Bounded by 10 s.
+pub(crate) fn http(
+    method: &str,
+    port: u16,
+    path: &str,
+    body: Option<&str>,
+) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    let body = body.unwrap_or("");
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    let (head, rest) = out.split_once("\r\n\r\n")?;
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(rest)
+    } else {
+        rest.to_owned()
+    };
+    Some((status, body))
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((len, rest)) = s.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(len.trim(), 16) else {
+            break;
+        };
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// `GET path` as JSON, asserting the status.
+pub(crate) fn get_json(port: u16, path: &str, status: u16) -> serde_json::Value {
+    let (got, body) =
+        http("GET", port, path, None).unwrap_or_else(|| panic!("GET {path}: no answer"));
+    assert_eq!(got, status, "GET {path}: {body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: not JSON ({e}): {body}"))
+}
+
+/// Writes the NVIDIA stats record and its registration exactly as SOLLOL's tools do
+/// (`SETEX`, Python `json.dumps` spacing), for node `127.0.0.1:{ollama_port}`.
+pub(crate) fn write_sollol_node(redis: &RedisServer, ollama_port: u16, timestamp: f64) -> String {
+    let node_id = format!("127.0.0.1:{ollama_port}");
+    let stats = data("gpu-stats-nvidia.json")
+        .replace("10.1.2.3:11434", &node_id)
+        .replace("1795441356.3269339", &format!("{timestamp}"));
+    redis
+        .cli(&[
+            "SETEX",
+            &format!("sollol:gpu:{node_id}"),
+            "120",
+            stats.trim(),
+        ])
+        .unwrap();
+    redis
+        .cli(&[
+            "SETEX",
+            "sollol:rpc:node:127.0.0.1:50052",
+            "3600",
+            data("rpc-node-gpu.json").trim(),
+        ])
+        .unwrap();
+    node_id
+}
+
+pub(crate) fn now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+/// A fake Ollama with the two priority models installed.
+pub(crate) fn ollama() -> FakeOllama {
+    let o = FakeOllama::start().unwrap();
+    o.install(FakeModel::new("llama3.1:8b", 4 * GIB + GIB / 2));
+    o.install(FakeModel::new("codellama:13b", 6 * GIB + GIB / 2));
+    o
+}
+
+pub(crate) fn node<'a>(view: &'a serde_json::Value, id: &str) -> Option<&'a serde_json::Value> {
+    view["nodes"].as_array()?.iter().find(|n| n["id"] == id)
+}
+
+pub(crate) fn write_config(text: &str) -> tempfile::NamedTempFile {
+    let mut f = tempfile::NamedTempFile::new().unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+    f
+}
