@@ -88,11 +88,17 @@ pub(crate) async fn optimize(
             let d = match snapshot.route(policy, &req) {
                 Ok(d) => d,
                 Err(_) => {
-                    let e = snapshot.explain(policy, &req);
                     if outcome.skipped.is_empty() {
+                        let e = snapshot.explain(policy, &req);
                         outcome.action = "no_fit";
+                        outcome.reason =
+                            format!("no GPU node with Ollama can take it: {}", e.reason);
+                    } else {
+                        outcome.reason = format!(
+                            "no other GPU node with Ollama can take it after skipping {} node(s)",
+                            outcome.skipped.len()
+                        );
                     }
-                    outcome.reason = format!("no GPU node with Ollama can take it: {}", e.reason);
                     break;
                 }
             };
