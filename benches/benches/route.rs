@@ -1,8 +1,11 @@
 //! Routing hot path: one decision among N synthetic nodes (0–8 GPUs each), `sollol` policy.
 //!
-//! Stable ids: `route/1000`, `route/10000`, `route_concurrent/1000` (4 threads, time per
-//! decision-per-thread round), `explain/1000`, plus `route_policy/{binpack,spread}/1000`
-//! as same-run baselines. Run: `cargo bench -p vramroute-benches --bench route`.
+//! Stable ids: `route/1000`, `route/10000` (llama3.1:8b, 4700 MiB, loaded on some nodes),
+//! `route_concurrent/1000` (4 threads; one iteration = one decision on each thread),
+//! `explain/1000`. Same-run baselines: `route_variant/{cold_model,small_model,full_scan}/N`
+//! (a model loaded nowhere; a 45 MiB model; an affinity request, which disables pruning
+//! and scores every node) and `route_policy/{binpack,spread}/1000` (always full scans).
+//! Run: `cargo bench -p vramroute-benches --bench route`.
 
 use std::hint::black_box;
 use std::sync::Barrier;
@@ -33,6 +36,27 @@ fn route(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::from_parameter(nodes), &nodes, |b, _| {
             b.iter(|| snap.route(black_box(&policy), black_box(&req)))
         });
+    }
+    group.finish();
+}
+
+fn route_variants(c: &mut Criterion) {
+    let policy = Policy::default();
+    let mut group = c.benchmark_group("route_variant");
+    const PREFER: &[&str] = &["10.0.0.1:11434"];
+    let variants: [(&str, Request<'static>); 3] = [
+        ("cold_model", Request::new("qwen2.5-coder:7b", 4400)),
+        ("small_model", Request::new("all-minilm", 45)),
+        ("full_scan", request().prefer_nodes(PREFER)),
+    ];
+    for nodes in [1000usize, 10_000] {
+        let snap = snapshot(nodes);
+        for (name, req) in &variants {
+            assert!(snap.route(&policy, req).is_ok());
+            group.bench_with_input(BenchmarkId::new(*name, nodes), req, |b, req| {
+                b.iter(|| snap.route(black_box(&policy), black_box(req)))
+            });
+        }
     }
     group.finish();
 }
@@ -93,6 +117,6 @@ fn explain(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default().warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
-    targets = route, route_policies, route_concurrent, explain
+    targets = route, route_variants, route_policies, route_concurrent, explain
 }
 criterion_main!(benches);
