@@ -18,7 +18,8 @@ use vramroute_router::{Policy, Request, Router, Snapshot, SnapshotConfig};
 const SEED: u64 = 42;
 
 fn snapshot(nodes: usize) -> Snapshot {
-    Snapshot::build(synthetic_cluster(nodes, SEED), &SnapshotConfig::default()).expect("synthetic cluster is valid")
+    Snapshot::build(synthetic_cluster(nodes, SEED), &SnapshotConfig::default())
+        .expect("synthetic cluster is valid")
 }
 
 fn request() -> Request<'static> {
@@ -66,9 +67,11 @@ fn route_policies(c: &mut Criterion) {
     let snap = snapshot(1000);
     let req = request();
     for policy in [Policy::BinPack, Policy::Spread] {
-        group.bench_with_input(BenchmarkId::new(policy.name(), 1000), &policy, |b, policy| {
-            b.iter(|| snap.route(black_box(policy), black_box(&req)))
-        });
+        group.bench_with_input(
+            BenchmarkId::new(policy.name(), 1000),
+            &policy,
+            |b, policy| b.iter(|| snap.route(black_box(policy), black_box(&req))),
+        );
     }
     group.finish();
 }

@@ -17,7 +17,10 @@ impl Lcg {
 
     /// The next 32 random bits.
     pub fn next_u32(&mut self) -> u32 {
-        self.0 = self.0.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
         (self.0 >> 32) as u32
     }
 
@@ -54,7 +57,12 @@ pub fn synthetic_cluster(nodes: usize, seed: u64) -> Vec<NodeSpec> {
     let mut rng = Lcg::new(seed);
     (0..nodes)
         .map(|i| {
-            let mut n = NodeSpec::new(format!("10.{}.{}.{}:11434", (i >> 16) & 255, (i >> 8) & 255, i & 255));
+            let mut n = NodeSpec::new(format!(
+                "10.{}.{}.{}:11434",
+                (i >> 16) & 255,
+                (i >> 8) & 255,
+                i & 255
+            ));
             let gpu_count = rng.below(9);
             for g in 0..gpu_count {
                 let total = GPU_SIZES_MIB[rng.below(GPU_SIZES_MIB.len() as u32) as usize];
@@ -84,7 +92,11 @@ pub fn synthetic_cluster(nodes: usize, seed: u64) -> Vec<NodeSpec> {
             n.active_requests = rng.below(6);
             n.latency_ms = Some(20.0 + 3000.0 * rng.unit());
             n.success_rate = Some(0.8 + 0.2 * rng.unit());
-            n.report_age_ms = if rng.below(100) < 5 { 120_000 } else { u64::from(rng.below(10_000)) };
+            n.report_age_ms = if rng.below(100) < 5 {
+                120_000
+            } else {
+                u64::from(rng.below(10_000))
+            };
             n.healthy = rng.below(100) >= 3;
             n.priority = if rng.below(100) == 0 { Some(0) } else { None };
             n

@@ -53,7 +53,7 @@ pub use input::{
 pub use policy::{Policy, SollolParams};
 pub use request::{Complexity, Request, TaskKind};
 pub use route::{Decision, FitKind, NoRoute, Target};
-pub use router::{Router, RESERVE_ATTEMPTS};
+pub use router::Router;
 pub use snapshot::{
     FreeSource, NodeIndex, NodeStatus, Reservation, Snapshot, SnapshotConfig, SnapshotId,
     MAX_LABELS,

@@ -11,10 +11,6 @@ use crate::request::Request;
 use crate::route::{Decision, NoRoute};
 use crate::snapshot::{Reservation, Snapshot};
 
-/// How many times [`Router::route_and_reserve`] re-routes when a concurrent reservation
-/// took the memory it chose, before reserving regardless.
-pub const RESERVE_ATTEMPTS: usize = 8;
-
 /// The current snapshot and policy behind [`ArcSwap`]s: `route` loads both without a lock
 /// (a few atomic operations), `update` swaps a new snapshot in without waiting for readers.
 ///
@@ -59,32 +55,30 @@ impl Router {
     }
 
     /// Routes and reserves `req.size_mib` where the model goes, on the same snapshot. For a
-    /// single GPU or CPU the reservation is a compare-and-swap that fails if a concurrent
-    /// caller took the memory first; then it routes again (up to [`RESERVE_ATTEMPTS`]).
-    /// No reservation is made for a model that is already loaded.
+    /// single GPU or a CPU with known free RAM the reservation is a compare-and-swap that
+    /// fails only if concurrent reservations took the memory first; then it routes again,
+    /// seeing them. Each retry follows another caller's successful reservation, so this is
+    /// lock-free and ends (at worst with [`NoRoute::NothingFits`]). No reservation is made
+    /// for a model that is already loaded.
     pub fn route_and_reserve(
         &self,
         req: &Request<'_>,
     ) -> Result<(Decision, Option<Reservation>), NoRoute> {
         let snap = self.snapshot.load_full();
         let policy = self.policy.load();
-        for _ in 0..RESERVE_ATTEMPTS {
+        loop {
             let d = snap.route(&policy, req)?;
             if !d.needs_load() {
                 return Ok((d, None));
             }
-            // The decision is from `snap`, so the only possible failure is contention.
-            if let Ok(Some(r)) = snap.try_reserve_decision(&d, req.size_mib) {
-                return Ok((d, Some(r)));
+            match snap.try_reserve_decision(&d, req.size_mib) {
+                Ok(Some(r)) => return Ok((d, Some(r))),
+                // Contention: someone reserved this memory first; route again.
+                Ok(None) => {}
+                // Unreachable for a decision made on `snap`; never loop on it.
+                Err(_) => return Ok((d, None)),
             }
         }
-        let d = snap.route(&policy, req)?;
-        let r = if d.needs_load() {
-            snap.reserve_decision(&d, req.size_mib).ok()
-        } else {
-            None
-        };
-        Ok((d, r))
     }
 
     /// Explains a routing on the current snapshot (allocates).
