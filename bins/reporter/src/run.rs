@@ -9,7 +9,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tracing::{debug, info, warn};
 use vramroute_node::{gpu_log_line, ChangeDetector, NodeIdentity, NodeReport, OllamaState};
 use vramroute_ollama::{GpuOffload, OllamaClient};
-use vramroute_probe::{NodeHardware, Prober};
+use vramroute_probe::{GpuDevice, NodeHardware, Prober};
 use vramroute_registry::{redact_url, RedisRegistry, Registry, RegistryConfig};
 
 use crate::cli::RunArgs;
@@ -110,8 +110,8 @@ impl Reporter {
 
     /// Probe, publish, print the report; fail if Redis refuses.
     async fn once(&mut self) -> anyhow::Result<()> {
-        let hardware = self.probe()?;
-        let report = self.report(hardware).await?;
+        let gpus = self.probe()?;
+        let report = self.report(gpus).await?;
         self.publish(&report).await?;
         print!(
             "{}",
@@ -157,14 +157,14 @@ impl Reporter {
                 _ = sigterm.recv() => { info!("SIGTERM: shutting down"); break; }
                 _ = sigint.recv() => { info!("SIGINT: shutting down"); break; }
             }
-            let Ok(hardware) = self.probe() else { continue };
+            let Ok(gpus) = self.probe() else { continue };
             let now = Instant::now();
             let due = now >= next_publish;
-            let changed = self.detector.changed(&hardware.gpus);
+            let changed = self.detector.changed(&gpus);
             if !(due || changed) || retry_at.is_some_and(|t| now < t) {
                 continue;
             }
-            let report = match self.report(hardware).await {
+            let report = match self.report(gpus).await {
                 Ok(r) => r,
                 Err(e) => {
                     warn!("cannot build this node's report: {e:#}");
@@ -196,19 +196,19 @@ impl Reporter {
         Ok(())
     }
 
-    fn probe(&mut self) -> anyhow::Result<NodeHardware> {
+    /// Probe the GPUs (every tick: cheap sysfs reads and NVML queries).
+    fn probe(&mut self) -> anyhow::Result<Vec<GpuDevice>> {
         let start = Instant::now();
-        let result = self.prober.probe();
+        let result = self.prober.probe_gpus();
         self.metrics.observe_probe(start.elapsed().as_secs_f64());
         match result {
-            Ok(hardware) => {
+            Ok(gpus) => {
                 if !self.probe_ok {
                     info!("hardware probe works again");
                     self.probe_ok = true;
                 }
-                self.metrics
-                    .observe_gpus(&self.identity.node_id, &hardware.gpus);
-                Ok(hardware)
+                self.metrics.observe_gpus(&self.identity.node_id, &gpus);
+                Ok(gpus)
             }
             Err(e) => {
                 if self.probe_ok {
@@ -220,7 +220,12 @@ impl Reporter {
         }
     }
 
-    async fn report(&mut self, hardware: NodeHardware) -> anyhow::Result<NodeReport> {
+    /// The full report, with host memory and Ollama's state (only when publishing).
+    async fn report(&mut self, gpus: Vec<GpuDevice>) -> anyhow::Result<NodeReport> {
+        let hardware = NodeHardware {
+            gpus,
+            host: self.prober.probe_host()?,
+        };
         let ollama = match &self.ollama {
             Some(client) => OllamaState::from_ps(&client.ps().await),
             None => OllamaState::not_asked(),
