@@ -492,3 +492,38 @@ impl RedisCluster {
         run_bounded(cmd, Duration::from_secs(10))
     }
 }
+
+/// Reads the cluster the way SOLLOL's `GPURedisSubscriber.poll_gpu_stats` does — `KEYS
+/// sollol:gpu:*`, then one `GET` per key, each parsed as JSON — and returns how many
+/// records parsed. A same-run baseline for benchmarks; never use it in production (`KEYS`
+/// blocks Redis).
+pub async fn sollol_style_poll(url: &str) -> Result<usize> {
+    let redis_err = |e: redis::RedisError| err(e.to_string());
+    let client = redis::Client::open(url).map_err(redis_err)?;
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .map_err(redis_err)?;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("sollol:gpu:*")
+        .query_async(&mut conn)
+        .await
+        .map_err(redis_err)?;
+    let mut parsed = 0;
+    for key in keys {
+        if key == crate::keys::GPU_STATS_STREAM {
+            continue;
+        }
+        let data: Option<String> = redis::cmd("GET")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .map_err(redis_err)?;
+        if let Some(data) = data {
+            if serde_json::from_str::<serde_json::Value>(&data).is_ok() {
+                parsed += 1;
+            }
+        }
+    }
+    Ok(parsed)
+}

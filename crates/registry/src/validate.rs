@@ -50,18 +50,50 @@ pub struct SkippedRecord {
     pub reason: String,
 }
 
-fn check_len(what: &str, len: usize, max: usize) -> Result<(), String> {
+/// A field name, formatted only when a check fails (validation runs on every record
+/// read, so the happy path must not allocate).
+trait Name {
+    fn name(&self) -> String;
+}
+
+impl Name for &str {
+    fn name(&self) -> String {
+        (*self).to_owned()
+    }
+}
+
+impl Name for String {
+    fn name(&self) -> String {
+        self.clone()
+    }
+}
+
+/// `prefix[index].field`, built lazily.
+struct At<'a>(&'a str, usize, &'a str);
+
+impl Name for At<'_> {
+    fn name(&self) -> String {
+        if self.2.is_empty() {
+            format!("{}[{}]", self.0, self.1)
+        } else {
+            format!("{}[{}].{}", self.0, self.1, self.2)
+        }
+    }
+}
+
+fn check_len(what: impl Name, len: usize, max: usize) -> Result<(), String> {
     if len > max {
-        Err(format!("{what} has {len} entries (max {max})"))
+        Err(format!("{} has {len} entries (max {max})", what.name()))
     } else {
         Ok(())
     }
 }
 
-fn check_str(what: &str, s: &str, limits: &Limits) -> Result<(), String> {
+fn check_str(what: impl Name, s: &str, limits: &Limits) -> Result<(), String> {
     if s.len() > limits.max_string_bytes {
         Err(format!(
-            "{what} is {} bytes long (max {})",
+            "{} is {} bytes long (max {})",
+            what.name(),
             s.len(),
             limits.max_string_bytes
         ))
@@ -70,14 +102,15 @@ fn check_str(what: &str, s: &str, limits: &Limits) -> Result<(), String> {
     }
 }
 
-fn check_opt_str(what: &str, s: &Option<String>, limits: &Limits) -> Result<(), String> {
+fn check_opt_str(what: impl Name, s: &Option<String>, limits: &Limits) -> Result<(), String> {
     s.as_deref().map_or(Ok(()), |s| check_str(what, s, limits))
 }
 
-fn check_mib(what: &str, v: u64, limits: &Limits) -> Result<(), String> {
+fn check_mib(what: impl Name, v: u64, limits: &Limits) -> Result<(), String> {
     if v > limits.max_mib {
         Err(format!(
-            "{what} = {v} MiB is absurd (max {} MiB)",
+            "{} = {v} MiB is absurd (max {} MiB)",
+            what.name(),
             limits.max_mib
         ))
     } else {
@@ -85,7 +118,7 @@ fn check_mib(what: &str, v: u64, limits: &Limits) -> Result<(), String> {
     }
 }
 
-fn check_opt_mib(what: &str, v: Option<u64>, limits: &Limits) -> Result<(), String> {
+fn check_opt_mib(what: impl Name, v: Option<u64>, limits: &Limits) -> Result<(), String> {
     v.map_or(Ok(()), |v| check_mib(what, v, limits))
 }
 
@@ -108,19 +141,19 @@ pub fn validate_stats(r: &GpuStatsRecord, limits: &Limits) -> Result<(), String>
     }
     check_len("gpus", r.gpus.len(), limits.max_gpus)?;
     for (i, g) in r.gpus.iter().enumerate() {
-        let at = |f: &str| format!("gpus[{i}].{f}");
+        let at = |f: &'static str| At("gpus", i, f);
         if g.index as usize >= limits.max_gpus.max(1) * 16 {
-            return Err(format!("{} = {} is absurd", at("index"), g.index));
+            return Err(format!("{} = {} is absurd", at("index").name(), g.index));
         }
-        check_str(&at("name"), &g.name, limits)?;
-        check_opt_mib(&at("memory_total_mb"), g.memory_total_mb, limits)?;
-        check_opt_mib(&at("memory_free_mb"), g.memory_free_mb, limits)?;
-        check_opt_mib(&at("memory_used_mb"), g.memory_used_mb, limits)?;
+        check_str(at("name"), &g.name, limits)?;
+        check_opt_mib(at("memory_total_mb"), g.memory_total_mb, limits)?;
+        check_opt_mib(at("memory_free_mb"), g.memory_free_mb, limits)?;
+        check_opt_mib(at("memory_used_mb"), g.memory_used_mb, limits)?;
         if let Some(u) = g.utilization_percent {
             if u > 100 {
                 return Err(format!(
                     "{} = {u} is outside 0-100",
-                    at("utilization_percent")
+                    at("utilization_percent").name()
                 ));
             }
         }
@@ -128,13 +161,16 @@ pub fn validate_stats(r: &GpuStatsRecord, limits: &Limits) -> Result<(), String>
             if !(-100..=300).contains(&t) {
                 return Err(format!(
                     "{} = {t} is outside -100..300 °C",
-                    at("temperature_c")
+                    at("temperature_c").name()
                 ));
             }
         }
         if let Some(p) = g.power_w {
             if !p.is_finite() || !(0.0..=100_000.0).contains(&p) {
-                return Err(format!("{} = {p} is outside 0..100000 W", at("power_w")));
+                return Err(format!(
+                    "{} = {p} is outside 0..100000 W",
+                    at("power_w").name()
+                ));
             }
         }
         for (f, s) in [
@@ -144,7 +180,7 @@ pub fn validate_stats(r: &GpuStatsRecord, limits: &Limits) -> Result<(), String>
             ("driver", &g.driver),
             ("ggml_device", &g.ggml_device),
         ] {
-            check_opt_str(&at(f), s, limits)?;
+            check_opt_str(at(f), s, limits)?;
         }
     }
     for (f, s) in [
@@ -160,10 +196,10 @@ pub fn validate_stats(r: &GpuStatsRecord, limits: &Limits) -> Result<(), String>
     if let Some(models) = &r.loaded_models {
         check_len("loaded_models", models.len(), limits.max_list_len)?;
         for (i, m) in models.iter().enumerate() {
-            check_str(&format!("loaded_models[{i}].name"), &m.name, limits)?;
-            check_opt_mib(&format!("loaded_models[{i}].size_mb"), m.size_mb, limits)?;
+            check_str(At("loaded_models", i, "name"), &m.name, limits)?;
+            check_opt_mib(At("loaded_models", i, "size_mb"), m.size_mb, limits)?;
             check_opt_mib(
-                &format!("loaded_models[{i}].size_vram_mb"),
+                At("loaded_models", i, "size_vram_mb"),
                 m.size_vram_mb,
                 limits,
             )?;
@@ -197,10 +233,10 @@ pub fn validate_rpc(r: &RpcNodeRecord, limits: &Limits) -> Result<(), String> {
         ));
     }
     for (i, v) in r.gpu_vram_mb.iter().enumerate() {
-        check_mib(&format!("gpu_vram_mb[{i}]"), *v, limits)?;
+        check_mib(At("gpu_vram_mb", i, ""), *v, limits)?;
     }
     for (i, s) in r.gpu_devices.iter().chain(&r.gpu_names).enumerate() {
-        check_str(&format!("gpu device/name #{i}"), s, limits)?;
+        check_str(At("gpu_devices+gpu_names", i, ""), s, limits)?;
     }
     check_mib("cpu_ram_mb", r.cpu_ram_mb, limits)?;
     check_str("device_config", &r.device_config, limits)?;
@@ -227,7 +263,7 @@ pub fn validate_rpc(r: &RpcNodeRecord, limits: &Limits) -> Result<(), String> {
     if let Some(v) = &r.gpu_vram_total_mb {
         check_len("gpu_vram_total_mb", v.len(), limits.max_gpus)?;
         for (i, m) in v.iter().enumerate() {
-            check_mib(&format!("gpu_vram_total_mb[{i}]"), *m, limits)?;
+            check_mib(At("gpu_vram_total_mb", i, ""), *m, limits)?;
         }
     }
     check_opt_mib("cpu_ram_total_mb", r.cpu_ram_total_mb, limits)?;
@@ -245,7 +281,7 @@ pub fn validate_rpc(r: &RpcNodeRecord, limits: &Limits) -> Result<(), String> {
 pub fn validate_metadata(m: &RouterMetadata, limits: &Limits) -> Result<(), String> {
     check_len("rpc_backends", m.rpc_backends.len(), limits.max_list_len)?;
     for (i, b) in m.rpc_backends.iter().enumerate() {
-        check_str(&format!("rpc_backends[{i}].host"), &b.host, limits)?;
+        check_str(At("rpc_backends", i, "host"), &b.host, limits)?;
         if b.host.is_empty() {
             return Err(format!("rpc_backends[{i}].host is empty"));
         }

@@ -1,0 +1,124 @@
+//! Registry hot paths: a full cluster-view read from a real redis-server this bench
+//! starts, and record decoding.
+//!
+//! Stable ids: `discover/1000`, `discover/10000` (stats + registration of every node,
+//! read with `RedisRegistry::discover`), `decode/1000` (parse + validate 1000 stats
+//! records and 1000 registrations), and the same-run baseline `sollol_poll/1000`
+//! (SOLLOL's reader: `KEYS sollol:gpu:*` + one GET per node).
+//! Run: `cargo bench -p vramroute-benches --bench registry`.
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use vramroute_benches::registry_fixtures::{rpc_host, rpc_record, stats_record};
+use vramroute_registry::testing::{sollol_style_poll, RedisServer};
+use vramroute_registry::{
+    decode_rpc, decode_stats, Limits, RedisRegistry, Registry, RegistryConfig,
+};
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+/// Publishes `nodes` stats records and registrations, 200 nodes in flight at a time.
+async fn populate(reg: &RedisRegistry, nodes: usize) {
+    let chunk = 200;
+    for start in (0..nodes).step_by(chunk) {
+        let mut set = tokio::task::JoinSet::new();
+        for i in start..(start + chunk).min(nodes) {
+            let reg = reg.clone();
+            set.spawn(async move {
+                reg.publish_stats(&stats_record(i)).await.expect("publish");
+                reg.register(&rpc_host(i), 50052, &rpc_record(i))
+                    .await
+                    .expect("register");
+            });
+        }
+        while let Some(done) = set.join_next().await {
+            done.expect("writer task");
+        }
+    }
+}
+
+fn config() -> RegistryConfig {
+    RegistryConfig {
+        command_timeout: Duration::from_secs(10),
+        ..RegistryConfig::default()
+    }
+}
+
+/// A fresh dataset of `nodes` nodes on `server`, and a registry that has read it once.
+fn prepare(rt: &tokio::runtime::Runtime, server: &RedisServer, nodes: usize) -> RedisRegistry {
+    server.cli(&["FLUSHALL"]).expect("flush");
+    let reg = rt
+        .block_on(RedisRegistry::connect(&server.url(), config()))
+        .expect("connect");
+    rt.block_on(populate(&reg, nodes));
+    let view = rt.block_on(reg.discover()).expect("discover");
+    assert_eq!(view.stats.len(), nodes);
+    assert_eq!(view.rpc_nodes.len(), nodes);
+    assert!(view.skipped.is_empty());
+    reg
+}
+
+fn discover(c: &mut Criterion) {
+    let rt = runtime();
+    let server = RedisServer::start().expect("start redis-server (is it installed?)");
+    let mut group = c.benchmark_group("discover");
+    group.measurement_time(Duration::from_secs(8));
+    for nodes in [1000usize, 10_000] {
+        let reg = prepare(&rt, &server, nodes);
+        group.throughput(Throughput::Elements(nodes as u64));
+        if nodes >= 10_000 {
+            group.sample_size(20);
+        }
+        group.bench_with_input(BenchmarkId::from_parameter(nodes), &nodes, |b, _| {
+            b.iter(|| black_box(rt.block_on(reg.discover()).expect("discover")))
+        });
+    }
+    group.finish();
+
+    // Same-run baseline: SOLLOL's reader on the same 1000 nodes.
+    let nodes = 1000;
+    let _reg = prepare(&rt, &server, nodes);
+    let url = server.url();
+    assert_eq!(rt.block_on(sollol_style_poll(&url)).expect("poll"), nodes);
+    let mut group = c.benchmark_group("sollol_poll");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(nodes as u64));
+    group.bench_function(BenchmarkId::from_parameter(nodes), |b| {
+        b.iter(|| black_box(rt.block_on(sollol_style_poll(&url)).expect("poll")))
+    });
+    group.finish();
+}
+
+fn decode(c: &mut Criterion) {
+    let stats: Vec<(String, String)> = (0..1000)
+        .map(|i| {
+            let r = stats_record(i);
+            (r.node_id.clone(), r.to_json())
+        })
+        .collect();
+    let rpcs: Vec<String> = (0..1000).map(|i| rpc_record(i).to_json()).collect();
+    let limits = Limits::default();
+    let mut group = c.benchmark_group("decode");
+    group.throughput(Throughput::Elements(1000));
+    group.bench_function(BenchmarkId::from_parameter(1000), |b| {
+        b.iter(|| {
+            for (id, json) in &stats {
+                black_box(decode_stats(id, json.as_bytes(), &limits).expect("valid"));
+            }
+            for json in &rpcs {
+                black_box(decode_rpc(json.as_bytes(), &limits).expect("valid"));
+            }
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, decode, discover);
+criterion_main!(benches);
