@@ -7,7 +7,7 @@ use crate::error::Result;
 ///
 /// A backend reports the devices it sees; the [`Prober`](crate::Prober) merges the
 /// reports of all backends, removes duplicates and assigns indices. `index` in the
-/// returned devices is therefore a placeholder the prober overwrites.
+/// returned devices is provisional: the prober renumbers them per vendor in PCI order.
 pub trait GpuBackend: Send + Sync {
     /// Short stable name for logs (`"nvml"`, `"amdgpu-sysfs"`, ...).
     fn name(&self) -> &'static str;
