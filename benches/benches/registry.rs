@@ -2,13 +2,15 @@
 //! starts, and record decoding.
 //!
 //! Stable ids: `discover/1000`, `discover/10000` (stats + registration of every node,
-//! read with `RedisRegistry::discover`), `decode/1000` (parse + validate 1000 stats
+//! read with `RedisRegistry::discover`; records unchanged between reads, so decoded
+//! records are reused), `discover_cold/1000`, `discover_cold/10000` (the same with the
+//! decode cache emptied before each read: every record decoded), `decode/1000` (parse + validate 1000 stats
 //! records and 1000 registrations), and the same-run baseline `sollol_poll/1000`
 //! (SOLLOL's reader: `KEYS sollol:gpu:*` + one GET per node).
 //! Run: `cargo bench -p vramroute-benches --bench registry`.
 
 use std::hint::black_box;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use vramroute_benches::registry_fixtures::{rpc_host, rpc_record, stats_record};
@@ -68,10 +70,10 @@ fn prepare(rt: &tokio::runtime::Runtime, server: &RedisServer, nodes: usize) -> 
 fn discover(c: &mut Criterion) {
     let rt = runtime();
     let server = RedisServer::start().expect("start redis-server (is it installed?)");
-    let mut group = c.benchmark_group("discover");
-    group.measurement_time(Duration::from_secs(8));
     for nodes in [1000usize, 10_000] {
         let reg = prepare(&rt, &server, nodes);
+        let mut group = c.benchmark_group("discover");
+        group.measurement_time(Duration::from_secs(8));
         group.throughput(Throughput::Elements(nodes as u64));
         if nodes >= 10_000 {
             group.sample_size(20);
@@ -79,8 +81,32 @@ fn discover(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::from_parameter(nodes), &nodes, |b, _| {
             b.iter(|| black_box(rt.block_on(reg.discover()).expect("discover")))
         });
+        group.finish();
+
+        // The same read with the decode cache emptied before each one (every record
+        // decoded, as on a coordinator's first discovery or when every record changed).
+        let mut group = c.benchmark_group("discover_cold");
+        group.measurement_time(Duration::from_secs(8));
+        group.throughput(Throughput::Elements(nodes as u64));
+        if nodes >= 10_000 {
+            group.sample_size(20);
+        }
+        group.bench_with_input(BenchmarkId::from_parameter(nodes), &nodes, |b, _| {
+            // Timed like `discover` (the view is dropped inside the timed part); only the
+            // emptying of the cache is left out.
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    reg.clear_decode_cache();
+                    let start = Instant::now();
+                    drop(black_box(rt.block_on(reg.discover()).expect("discover")));
+                    total += start.elapsed();
+                }
+                total
+            })
+        });
+        group.finish();
     }
-    group.finish();
 
     // Same-run baseline: SOLLOL's reader on the same 1000 nodes.
     let nodes = 1000;

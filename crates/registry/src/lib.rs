@@ -23,6 +23,7 @@ use async_trait::async_trait;
 use tokio::sync::mpsc;
 
 mod config;
+mod decode_cache;
 mod error;
 pub mod keys;
 mod memory;

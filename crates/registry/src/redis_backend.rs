@@ -23,6 +23,7 @@ use redis::{Cmd, IntoConnectionInfo, RedisError, RedisFuture, Value};
 use tokio::sync::mpsc;
 
 use crate::config::{KeyspaceEvents, ScanStrategy};
+use crate::decode_cache::{self, DecodeCaches};
 use crate::error::{redact_url, scrub};
 use crate::watch::{self, PollState, Sink, QUEUE};
 use crate::{
@@ -51,36 +52,6 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0
 ";
-
-/// Maps `f` over `items`, on up to 4 threads when there are enough items to pay for them
-/// (decoding dominates discovery of big clusters).
-fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
-    const MIN_PER_THREAD: usize = 256;
-    let threads = std::thread::available_parallelism()
-        .map_or(1, usize::from)
-        .min(4)
-        .min(items.len() / MIN_PER_THREAD)
-        .max(1);
-    if threads == 1 {
-        return items.iter().map(&f).collect();
-    }
-    let chunk = items.len().div_ceil(threads);
-    let f = &f;
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = items
-            .chunks(chunk)
-            .map(|part| scope.spawn(move || part.iter().map(f).collect::<Vec<R>>()))
-            .collect();
-        let mut out = Vec::with_capacity(items.len());
-        for h in handles {
-            match h.join() {
-                Ok(part) => out.extend(part),
-                Err(panic) => std::panic::resume_unwind(panic),
-            }
-        }
-        out
-    })
-}
 
 /// Most SCAN calls per node in one sweep (× `scan_count` keys each).
 const MAX_SCAN_CALLS: usize = 100_000;
@@ -186,6 +157,7 @@ struct Inner {
     try_lock: redis::Script,
     unlock: redis::Script,
     warned: Mutex<HashSet<String>>,
+    decoded: Mutex<DecodeCaches<GpuStatsRecord, RpcNodeRecord>>,
 }
 
 /// The Redis [`Registry`]. Cheap to clone; clones share one connection.
@@ -378,6 +350,7 @@ impl RedisRegistry {
                 try_lock: redis::Script::new(TRY_LOCK),
                 unlock: redis::Script::new(UNLOCK),
                 warned: Mutex::new(HashSet::new()),
+                decoded: Mutex::new(DecodeCaches::default()),
             }),
         })
     }
@@ -394,6 +367,17 @@ impl RedisRegistry {
 
     fn scan_state(&self) -> MutexGuard<'_, ScanState> {
         self.inner.scan.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn decode_caches(&self) -> MutexGuard<'_, DecodeCaches<GpuStatsRecord, RpcNodeRecord>> {
+        self.inner.decoded.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Forgets the decoded records kept from the previous discovery, so the next
+    /// [`Registry::discover`] decodes every record (benchmarks use it to measure a cold
+    /// read). Discovery itself keeps only the last read's records.
+    pub fn clear_decode_cache(&self) {
+        *self.decode_caches() = DecodeCaches::default();
     }
 
     fn map_err(&self, op: &'static str, e: &RedisError) -> Error {
@@ -879,15 +863,26 @@ impl RedisRegistry {
                 None => gone_rpc.push(member),
             }
         }
-        let stats = par_map(&stats_raw, |(id, bytes)| {
-            validate::decode_stats(id, bytes, limits)
+        // Records whose bytes are unchanged since the previous discovery are not decoded
+        // again (see `decode_cache`). The caches are taken out while decoding: a
+        // concurrent discovery decodes from scratch rather than waiting.
+        let caches = std::mem::take(&mut *self.decode_caches());
+        let (stats, stats_cache) =
+            decode_cache::decode_all(stats_raw, caches.stats, |id, bytes| {
+                validate::decode_stats(id, bytes, limits)
+            });
+        let (rpcs, rpc_cache) = decode_cache::decode_all(rpc_raw, caches.rpc, |_, bytes| {
+            validate::decode_rpc(bytes, limits)
         });
-        let rpcs = par_map(&rpc_raw, |(_, bytes)| validate::decode_rpc(bytes, limits));
+        *self.decode_caches() = DecodeCaches {
+            stats: stats_cache,
+            rpc: rpc_cache,
+        };
 
         let mut view = ClusterView::default();
         let mut bad = Vec::new();
         view.stats.reserve(stats.len());
-        for ((id, _), decoded) in stats_raw.into_iter().zip(stats) {
+        for (id, decoded) in stats {
             match decoded {
                 Ok(r) => view.stats.push((id, r)),
                 Err(reason) => bad.push(SkippedRecord {
@@ -897,7 +892,7 @@ impl RedisRegistry {
             }
         }
         view.rpc_nodes.reserve(rpcs.len());
-        for ((member, _), decoded) in rpc_raw.into_iter().zip(rpcs) {
+        for (member, decoded) in rpcs {
             let key = || format!("{}{member}", keys::RPC_NODE_PREFIX);
             match (keys::split_host_port(&member), decoded) {
                 (Some((host, port)), Ok(record)) => {

@@ -1,0 +1,196 @@
+//! Reuse of the previous discovery's decoded records when their bytes have not changed.
+//!
+//! Reporters republish every 5 s while a coordinator may discover more often, so most
+//! records read by a discovery are byte-for-byte what the previous one read. Each cache
+//! entry keeps the exact bytes a record was decoded from and the outcome (the record, or
+//! why it was skipped); a record is decoded again only when its bytes differ. Decoding is
+//! a pure function of (key, bytes, limits) and the limits are fixed per registry, so a
+//! hit returns exactly what decoding would. The cache holds only the entries of the last
+//! discovery (keys that vanished are dropped with it) and its bytes are the very buffers
+//! Redis returned (moved, not copied).
+
+/// One decoded record and the bytes it came from.
+pub(crate) struct Cached<T> {
+    id: String,
+    bytes: Vec<u8>,
+    decoded: Result<T, String>,
+}
+
+/// The decode caches of one registry: per record kind, sorted by id.
+pub(crate) struct DecodeCaches<S, R> {
+    pub(crate) stats: Vec<Cached<S>>,
+    pub(crate) rpc: Vec<Cached<R>>,
+}
+
+impl<S, R> Default for DecodeCaches<S, R> {
+    fn default() -> Self {
+        Self {
+            stats: Vec::new(),
+            rpc: Vec::new(),
+        }
+    }
+}
+
+/// Maps `f` over `items`, on up to 4 threads when there are enough items to pay for them
+/// (decoding dominates discovery of big clusters). Output order is input order.
+pub(crate) fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    const MIN_PER_THREAD: usize = 256;
+    let threads = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .min(4)
+        .min(items.len() / MIN_PER_THREAD)
+        .max(1);
+    if threads == 1 {
+        return items.iter().map(&f).collect();
+    }
+    let chunk = items.len().div_ceil(threads);
+    let f = &f;
+    std::thread::scope(|scope| {
+        let mut parts = items.chunks(chunk);
+        // The first chunk runs on this thread.
+        let first = parts.next().unwrap_or_default();
+        let handles: Vec<_> = parts
+            .map(|part| scope.spawn(move || part.iter().map(f).collect::<Vec<R>>()))
+            .collect();
+        let mut out = Vec::with_capacity(items.len());
+        out.extend(first.iter().map(f));
+        for h in handles {
+            match h.join() {
+                Ok(part) => out.extend(part),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        out
+    })
+}
+
+/// An id and what decoding its record gave: the record, or why it is skipped.
+pub(crate) type Decoded<T> = (String, Result<T, String>);
+
+/// Decodes `raw` (`(id, bytes)`, normally sorted by id) with `decode`, reusing the
+/// entries of `old` (sorted by id) whose bytes are unchanged. Returns each id with its
+/// outcome, in input order, and the cache for the next call.
+pub(crate) fn decode_all<T, F>(
+    raw: Vec<(String, Vec<u8>)>,
+    old: Vec<Cached<T>>,
+    decode: F,
+) -> (Vec<Decoded<T>>, Vec<Cached<T>>)
+where
+    T: Clone + Send + Sync,
+    F: Fn(&str, &[u8]) -> Result<T, String> + Sync,
+{
+    // Pair every record with its previous entry (a merge of two sorted lists; an
+    // unsorted input only costs misses, never a wrong hit).
+    let mut old = old.into_iter().peekable();
+    let items: Vec<(String, Vec<u8>, Option<Cached<T>>)> = raw
+        .into_iter()
+        .map(|(id, bytes)| {
+            while old.next_if(|c| c.id < id).is_some() {}
+            let prior = old.next_if(|c| c.id == id);
+            (id, bytes, prior)
+        })
+        .collect();
+    drop(old);
+    // A hit clones the cached outcome for the caller; a miss decodes and clones the
+    // outcome for the cache. Both run on the worker threads.
+    let outcomes = par_map(&items, |(id, bytes, prior)| match prior {
+        Some(p) if p.bytes == *bytes => (p.decoded.clone(), None),
+        _ => {
+            let decoded = decode(id, bytes);
+            let keep = decoded.clone();
+            (decoded, Some(keep))
+        }
+    });
+    let mut out = Vec::with_capacity(items.len());
+    let mut cache = Vec::with_capacity(items.len());
+    for ((id, bytes, prior), (result, fresh)) in items.into_iter().zip(outcomes) {
+        match (fresh, prior) {
+            (Some(decoded), _) => cache.push(Cached {
+                id: id.clone(),
+                bytes,
+                decoded,
+            }),
+            (None, Some(prior)) => cache.push(prior),
+            (None, None) => {}
+        }
+        out.push((id, result));
+    }
+    (out, cache)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn run(
+        raw: &[(&str, &str)],
+        old: Vec<Cached<String>>,
+        calls: &AtomicUsize,
+    ) -> (Vec<Decoded<String>>, Vec<Cached<String>>) {
+        let raw = raw
+            .iter()
+            .map(|(id, b)| ((*id).to_owned(), b.as_bytes().to_vec()))
+            .collect();
+        decode_all(raw, old, |id, bytes| {
+            calls.fetch_add(1, Ordering::Relaxed);
+            let s = String::from_utf8_lossy(bytes);
+            if s.starts_with("bad") {
+                Err(format!("{id}: bad"))
+            } else {
+                Ok(format!("{id}={s}"))
+            }
+        })
+    }
+
+    #[test]
+    fn unchanged_bytes_are_not_decoded_again() {
+        let calls = AtomicUsize::new(0);
+        let (out, cache) = run(&[("a", "1"), ("b", "bad"), ("c", "3")], Vec::new(), &calls);
+        assert_eq!(calls.load(Ordering::Relaxed), 3);
+        let first = out.clone();
+        // Same bytes: no decoding, same outcomes (errors included).
+        let (out, cache) = run(&[("a", "1"), ("b", "bad"), ("c", "3")], cache, &calls);
+        assert_eq!(calls.load(Ordering::Relaxed), 3);
+        assert_eq!(out, first);
+        // One changed, one gone, one new: only those two are decoded.
+        let (out, cache) = run(&[("a", "1"), ("b", "2"), ("d", "4")], cache, &calls);
+        assert_eq!(calls.load(Ordering::Relaxed), 5);
+        assert_eq!(
+            out,
+            vec![
+                ("a".to_owned(), Ok("a=1".to_owned())),
+                ("b".to_owned(), Ok("b=2".to_owned())),
+                ("d".to_owned(), Ok("d=4".to_owned())),
+            ]
+        );
+        let ids: Vec<&str> = cache.iter().map(|c| c.id.as_str()).collect();
+        assert_eq!(ids, ["a", "b", "d"]);
+    }
+
+    #[test]
+    fn same_bytes_under_another_key_are_decoded_for_that_key() {
+        let calls = AtomicUsize::new(0);
+        let (_, cache) = run(&[("a", "x")], Vec::new(), &calls);
+        let (out, _) = run(&[("b", "x")], cache, &calls);
+        assert_eq!(calls.load(Ordering::Relaxed), 2);
+        assert_eq!(out, vec![("b".to_owned(), Ok("b=x".to_owned()))]);
+    }
+
+    #[test]
+    fn big_batches_keep_their_order() {
+        let calls = AtomicUsize::new(0);
+        let raw: Vec<(String, String)> = (0..2000)
+            .map(|i| (format!("{i:05}"), i.to_string()))
+            .collect();
+        let refs: Vec<(&str, &str)> = raw.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+        let (out, cache) = run(&refs, Vec::new(), &calls);
+        let (again, _) = run(&refs, cache, &calls);
+        assert_eq!(calls.load(Ordering::Relaxed), 2000);
+        assert_eq!(out, again);
+        for (i, (id, r)) in out.iter().enumerate() {
+            assert_eq!(id, &format!("{i:05}"));
+            assert_eq!(r.as_deref(), Ok(format!("{i:05}={i}").as_str()));
+        }
+    }
+}
