@@ -79,32 +79,44 @@ where
     T: Clone + Send + Sync,
     F: Fn(&str, &[u8]) -> Result<T, String> + Sync,
 {
-    // Pair every record with its previous entry (a merge of two sorted lists; an
-    // unsorted input only costs misses, never a wrong hit).
-    let mut old = old.into_iter().peekable();
-    let items: Vec<(String, Vec<u8>, Option<Cached<T>>)> = raw
+    // Pair every record with its previous entry when the bytes are the same (a merge of
+    // two sorted lists; an unsorted input only costs misses, never a wrong hit).
+    let mut old: Vec<Option<Cached<T>>> = old.into_iter().map(Some).collect();
+    let mut next = 0;
+    let items: Vec<(String, Vec<u8>, Option<usize>)> = raw
         .into_iter()
         .map(|(id, bytes)| {
-            while old.next_if(|c| c.id < id).is_some() {}
-            let prior = old.next_if(|c| c.id == id);
-            (id, bytes, prior)
+            let mut hit = None;
+            while let Some(Some(c)) = old.get(next) {
+                if c.id < id {
+                    next += 1;
+                    continue;
+                }
+                if c.id == id && c.bytes == bytes {
+                    hit = Some(next);
+                    next += 1;
+                }
+                break;
+            }
+            (id, bytes, hit)
         })
         .collect();
-    drop(old);
     // A hit clones the cached outcome for the caller; a miss decodes and clones the
     // outcome for the cache. Both run on the worker threads.
-    let outcomes = par_map(&items, |(id, bytes, prior)| match prior {
-        Some(p) if p.bytes == *bytes => (p.decoded.clone(), None),
-        _ => {
-            let decoded = decode(id, bytes);
-            let keep = decoded.clone();
-            (decoded, Some(keep))
+    let outcomes = par_map(&items, |(id, bytes, hit)| {
+        match hit.and_then(|i| old[i].as_ref()) {
+            Some(prior) => (prior.decoded.clone(), None),
+            None => {
+                let decoded = decode(id, bytes);
+                let keep = decoded.clone();
+                (decoded, Some(keep))
+            }
         }
     });
     let mut out = Vec::with_capacity(items.len());
     let mut cache = Vec::with_capacity(items.len());
-    for ((id, bytes, prior), (result, fresh)) in items.into_iter().zip(outcomes) {
-        match (fresh, prior) {
+    for ((id, bytes, hit), (result, fresh)) in items.into_iter().zip(outcomes) {
+        match (fresh, hit.and_then(|i| old[i].take())) {
             (Some(decoded), _) => cache.push(Cached {
                 id: id.clone(),
                 bytes,

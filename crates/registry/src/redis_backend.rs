@@ -777,10 +777,12 @@ impl RedisRegistry {
             )
             .await?
             .into_iter();
-        let merge = |index: Vec<String>, legacy: Vec<String>| -> Vec<String> {
-            let mut all: BTreeSet<String> = index.into_iter().collect();
+        // Sorted and deduplicated (the index is in score order).
+        let merge = |mut all: Vec<String>, legacy: Vec<String>| -> Vec<String> {
             all.extend(legacy);
-            all.into_iter().collect()
+            all.sort_unstable();
+            all.dedup();
+            all
         };
         let gpu_ids = merge(
             replies.next().map(strings_of).unwrap_or_default(),
@@ -793,17 +795,20 @@ impl RedisRegistry {
         let meta = replies.next().and_then(bytes_of);
         // Round trip 2: every record.
         let mut cmds = Vec::new();
-        if !gpu_ids.is_empty() {
-            let mut mget = redis::cmd("MGET");
-            for id in &gpu_ids {
-                mget.arg(keys::gpu_stats_key(id));
+        let mut key = String::new();
+        for (prefix, ids) in [
+            (keys::GPU_STATS_PREFIX, &gpu_ids),
+            (keys::RPC_NODE_PREFIX, &rpc_ids),
+        ] {
+            if ids.is_empty() {
+                continue;
             }
-            cmds.push(mget);
-        }
-        if !rpc_ids.is_empty() {
             let mut mget = redis::cmd("MGET");
-            for m in &rpc_ids {
-                mget.arg(format!("{}{m}", keys::RPC_NODE_PREFIX));
+            for id in ids {
+                key.clear();
+                key.push_str(prefix);
+                key.push_str(id);
+                mget.arg(key.as_str());
             }
             cmds.push(mget);
         }
