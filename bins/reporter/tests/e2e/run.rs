@@ -312,3 +312,21 @@ fn bad_config_and_values_are_usage_errors() {
     ]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn starts_while_redis_is_down_and_publishes_when_it_appears() {
+    let mut redis = RedisServer::start().unwrap();
+    redis.stop();
+    let mut r = start(&redis, &fixture("amd-discrete"), &["--no-ollama"]);
+    std::thread::sleep(Duration::from_millis(1200));
+    assert!(
+        r.is_running(),
+        "must not exit while Redis is down: {}",
+        r.log()
+    );
+    redis.restart().unwrap();
+    let back = wait_for(WAIT, || get_json(&redis, STATS).and(get_json(&redis, RPC)));
+    assert!(back.is_some(), "not published: {}", r.log());
+    let log = r.log();
+    assert_eq!(log.matches("cannot publish").count(), 1, "{log}");
+}
