@@ -2,18 +2,21 @@
 //!
 //! Reporters republish every 5 s while a coordinator may discover more often, so most
 //! records read by a discovery are byte-for-byte what the previous one read. Each cache
-//! entry keeps the exact bytes a record was decoded from and the outcome (the record, or
-//! why it was skipped); a record is decoded again only when its bytes differ. Decoding is
-//! a pure function of (key, bytes, limits) and the limits are fixed per registry, so a
-//! hit returns exactly what decoding would. The cache holds only the entries of the last
-//! discovery (keys that vanished are dropped with it) and its bytes are the very buffers
-//! Redis returned (moved, not copied).
+//! entry keeps the exact bytes last read under its key; once the same bytes have been
+//! read twice in a row the outcome (the record, or why it was skipped) is kept too, and
+//! from then on the record is cloned instead of decoded until its bytes change. Keeping
+//! an outcome costs a clone, so it is not done on first sight: a cold discovery, or one
+//! where every record changed, costs what it would without the cache (plus one byte
+//! comparison per record). Decoding is a pure function of (key, bytes, limits) and the
+//! limits are fixed per registry, so a hit returns exactly what decoding would. The cache
+//! holds only the entries of the last discovery (keys that vanished are dropped with it)
+//! and its bytes are the very buffers Redis returned (moved, not copied).
 
-/// One decoded record and the bytes it came from.
+/// The bytes last read under one key and, once they were read twice, their outcome.
 pub(crate) struct Cached<T> {
     id: String,
     bytes: Vec<u8>,
-    decoded: Result<T, String>,
+    decoded: Option<Result<T, String>>,
 }
 
 /// The decode caches of one registry: per record kind, sorted by id.
@@ -101,29 +104,35 @@ where
             (id, bytes, hit)
         })
         .collect();
-    // A hit clones the cached outcome for the caller; a miss decodes and clones the
-    // outcome for the cache. Both run on the worker threads.
+    // A hit with a kept outcome clones it; anything else is decoded, and the outcome is
+    // kept (cloned) when these bytes were already read last time. On the worker threads.
     let outcomes = par_map(&items, |(id, bytes, hit)| {
-        match hit.and_then(|i| old[i].as_ref()) {
-            Some(prior) => (prior.decoded.clone(), None),
+        let prior = hit.and_then(|i| old[i].as_ref());
+        match prior.and_then(|p| p.decoded.as_ref()) {
+            Some(kept) => (kept.clone(), None),
             None => {
                 let decoded = decode(id, bytes);
-                let keep = decoded.clone();
-                (decoded, Some(keep))
+                let keep = prior.map(|_| decoded.clone());
+                (decoded, keep)
             }
         }
     });
     let mut out = Vec::with_capacity(items.len());
     let mut cache = Vec::with_capacity(items.len());
-    for ((id, bytes, hit), (result, fresh)) in items.into_iter().zip(outcomes) {
-        match (fresh, hit.and_then(|i| old[i].take())) {
-            (Some(decoded), _) => cache.push(Cached {
+    for ((id, bytes, hit), (result, keep)) in items.into_iter().zip(outcomes) {
+        match hit.and_then(|i| old[i].take()) {
+            // Same bytes as last time: the old entry stays, with the outcome if new.
+            Some(mut prior) => {
+                if keep.is_some() {
+                    prior.decoded = keep;
+                }
+                cache.push(prior);
+            }
+            None => cache.push(Cached {
                 id: id.clone(),
                 bytes,
-                decoded,
+                decoded: None,
             }),
-            (None, Some(prior)) => cache.push(prior),
-            (None, None) => {}
         }
         out.push((id, result));
     }
@@ -158,16 +167,21 @@ mod tests {
     #[test]
     fn unchanged_bytes_are_not_decoded_again() {
         let calls = AtomicUsize::new(0);
-        let (out, cache) = run(&[("a", "1"), ("b", "bad"), ("c", "3")], Vec::new(), &calls);
+        let batch = [("a", "1"), ("b", "bad"), ("c", "3")];
+        let (out, cache) = run(&batch, Vec::new(), &calls);
         assert_eq!(calls.load(Ordering::Relaxed), 3);
         let first = out.clone();
-        // Same bytes: no decoding, same outcomes (errors included).
-        let (out, cache) = run(&[("a", "1"), ("b", "bad"), ("c", "3")], cache, &calls);
-        assert_eq!(calls.load(Ordering::Relaxed), 3);
+        // Same bytes a second time: decoded again, and the outcomes kept.
+        let (out, cache) = run(&batch, cache, &calls);
+        assert_eq!(calls.load(Ordering::Relaxed), 6);
+        assert_eq!(out, first);
+        // And from then on not decoded: same outcomes (errors included).
+        let (out, cache) = run(&batch, cache, &calls);
+        assert_eq!(calls.load(Ordering::Relaxed), 6);
         assert_eq!(out, first);
         // One changed, one gone, one new: only those two are decoded.
         let (out, cache) = run(&[("a", "1"), ("b", "2"), ("d", "4")], cache, &calls);
-        assert_eq!(calls.load(Ordering::Relaxed), 5);
+        assert_eq!(calls.load(Ordering::Relaxed), 8);
         assert_eq!(
             out,
             vec![
@@ -184,8 +198,9 @@ mod tests {
     fn same_bytes_under_another_key_are_decoded_for_that_key() {
         let calls = AtomicUsize::new(0);
         let (_, cache) = run(&[("a", "x")], Vec::new(), &calls);
+        let (_, cache) = run(&[("a", "x")], cache, &calls);
         let (out, _) = run(&[("b", "x")], cache, &calls);
-        assert_eq!(calls.load(Ordering::Relaxed), 2);
+        assert_eq!(calls.load(Ordering::Relaxed), 3);
         assert_eq!(out, vec![("b".to_owned(), Ok("b=x".to_owned()))]);
     }
 
@@ -197,9 +212,11 @@ mod tests {
             .collect();
         let refs: Vec<(&str, &str)> = raw.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
         let (out, cache) = run(&refs, Vec::new(), &calls);
-        let (again, _) = run(&refs, cache, &calls);
-        assert_eq!(calls.load(Ordering::Relaxed), 2000);
+        let (again, cache) = run(&refs, cache, &calls);
+        let (third, _) = run(&refs, cache, &calls);
+        assert_eq!(calls.load(Ordering::Relaxed), 4000);
         assert_eq!(out, again);
+        assert_eq!(out, third);
         for (i, (id, r)) in out.iter().enumerate() {
             assert_eq!(id, &format!("{i:05}"));
             assert_eq!(r.as_deref(), Ok(format!("{i:05}={i}").as_str()));

@@ -899,13 +899,13 @@ impl RedisRegistry {
         view.rpc_nodes.reserve(rpcs.len());
         for (member, decoded) in rpcs {
             let key = || format!("{}{member}", keys::RPC_NODE_PREFIX);
-            match (keys::split_host_port(&member), decoded) {
-                (Some((host, port)), Ok(record)) => {
-                    view.rpc_nodes.push(RpcNodeEntry {
-                        host: host.to_owned(),
-                        port,
-                        record,
-                    });
+            let split = keys::split_host_port(&member).map(|(host, port)| (host.len(), port));
+            match (split, decoded) {
+                (Some((host_len, port)), Ok(record)) => {
+                    // The member's own buffer becomes the host (no new allocation).
+                    let mut host = member;
+                    host.truncate(host_len);
+                    view.rpc_nodes.push(RpcNodeEntry { host, port, record });
                 }
                 (None, _) => bad.push(SkippedRecord {
                     key: key(),

@@ -361,3 +361,45 @@ async fn index_entries_of_vanished_keys_are_pruned() {
     .await;
     assert!(pruned);
 }
+
+#[tokio::test]
+async fn repeated_discovery_sees_every_change_despite_the_decode_cache() {
+    let server = RedisServer::start().unwrap();
+    let reg = RedisRegistry::connect(&server.url(), cfg()).await.unwrap();
+    let mut a = node(1);
+    reg.publish_stats(&a).await.unwrap();
+    reg.publish_stats(&node(2)).await.unwrap();
+    reg.register("10.0.0.1", 50052, &rpc_record())
+        .await
+        .unwrap();
+    let first = reg.discover().await.unwrap();
+    // Unchanged records, read again and again (decoded, then kept, then reused).
+    for _ in 0..3 {
+        assert_eq!(reg.discover().await.unwrap(), first);
+    }
+    // A changed record is decoded again.
+    a.gpus[0].memory_free_mb = Some(1234);
+    reg.publish_stats(&a).await.unwrap();
+    let view = reg.discover().await.unwrap();
+    assert_eq!(view.stats_of(&a.node_id), Some(&a));
+    // A record turned bad is skipped, every time, and counted every time.
+    let key = format!("sollol:gpu:{}", a.node_id);
+    server.cli(&["SET", &key, "{not json"]).unwrap();
+    for _ in 0..3 {
+        let before = reg.skipped_records_total();
+        let view = reg.discover().await.unwrap();
+        assert!(view.stats_of(&a.node_id).is_none());
+        assert_eq!(view.skipped.len(), 1);
+        assert_eq!(view.skipped[0].key, key);
+        assert_eq!(reg.skipped_records_total(), before + 1);
+    }
+    // Good again; a deleted record disappears; a cleared cache changes nothing.
+    reg.publish_stats(&a).await.unwrap();
+    reg.deregister(&node(2).node_id, None).await.unwrap();
+    let view = reg.discover().await.unwrap();
+    assert_eq!(view.stats.len(), 1);
+    assert_eq!(view.stats_of(&a.node_id), Some(&a));
+    assert!(view.skipped.is_empty());
+    reg.clear_decode_cache();
+    assert_eq!(reg.discover().await.unwrap(), view);
+}
