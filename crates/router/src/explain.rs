@@ -10,8 +10,8 @@ use serde::Serialize;
 use crate::policy::Policy;
 use crate::request::Request;
 use crate::route::{
-    gpu_miss, place, run, BinPack, Cand, Decision, FitKind, NoRoute, Placed, Resolved, Scorer,
-    Sollol, Spread, Target, Trace,
+    gpu_miss, place, run, Cand, Decision, FitKind, NoRoute, Placed, Resolved, Scorer, Sollol,
+    Target, Trace, BIN_PACK, SPREAD,
 };
 use crate::snapshot::{NodeIndex, NodeStatus, Snapshot, NO_SLOT};
 
@@ -396,8 +396,8 @@ impl Snapshot {
                 "sollol",
                 req,
             ),
-            Policy::BinPack => explain_with(self, &BinPack, "binpack", req),
-            Policy::Spread => explain_with(self, &Spread, "spread", req),
+            Policy::BinPack => explain_with(self, &BIN_PACK, "binpack", req),
+            Policy::Spread => explain_with(self, &SPREAD, "spread", req),
         }
     }
 }

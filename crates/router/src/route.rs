@@ -530,8 +530,15 @@ impl<'p> Sollol<'p> {
     }
 }
 
-pub(crate) struct BinPack;
-pub(crate) struct Spread;
+/// The `binpack` / `spread` scorer: least free memory first, or most.
+pub(crate) struct ByFreeMemory {
+    pub(crate) least_free: bool,
+}
+
+/// `binpack`.
+pub(crate) const BIN_PACK: ByFreeMemory = ByFreeMemory { least_free: true };
+/// `spread`.
+pub(crate) const SPREAD: ByFreeMemory = ByFreeMemory { least_free: false };
 
 /// `b^n` by squaring; branch-free for the usual small counts.
 #[inline(always)]
@@ -806,9 +813,11 @@ fn memory_tier<T: Trace>(c: &Cand, t: &mut T) -> u8 {
     (rank << 2) | (u8::from(c.preferred) << 1) | u8::from(warm)
 }
 
-impl Scorer for BinPack {
+/// `binpack` (fill the fullest memory that still fits) and `spread` (most free memory
+/// first) differ only in the direction of one key.
+impl Scorer for ByFreeMemory {
     fn least_free(&self) -> bool {
-        true
+        self.least_free
     }
     fn fallback_below_mib(&self) -> Option<u64> {
         None
@@ -823,47 +832,14 @@ impl Scorer for BinPack {
         t: &mut T,
     ) -> Key {
         let tier = memory_tier(c, t);
-        t.term("leftover_mib", c.leftover_mib as f64);
-        Key {
-            tier,
-            score: -(c.leftover_mib as f64),
-        }
-    }
-    #[inline(always)]
-    fn mode_factor<T: Trace>(
-        &self,
-        _r: &Resolved<'_>,
-        _row: &NodeRow,
-        _c: &Cand,
-        _fb: bool,
-        _t: &mut T,
-    ) -> f64 {
-        1.0
-    }
-}
-
-impl Scorer for Spread {
-    fn least_free(&self) -> bool {
-        false
-    }
-    fn fallback_below_mib(&self) -> Option<u64> {
-        None
-    }
-    #[inline(always)]
-    fn base<T: Trace>(
-        &self,
-        _s: &Snapshot,
-        _r: &Resolved<'_>,
-        _ni: usize,
-        c: &Cand,
-        t: &mut T,
-    ) -> Key {
-        let tier = memory_tier(c, t);
-        t.term("free_mib", c.free_mib as f64);
-        Key {
-            tier,
-            score: c.free_mib as f64,
-        }
+        let score = if self.least_free {
+            t.term("leftover_mib", c.leftover_mib as f64);
+            -(c.leftover_mib as f64)
+        } else {
+            t.term("free_mib", c.free_mib as f64);
+            c.free_mib as f64
+        };
+        Key { tier, score }
     }
     #[inline(always)]
     fn mode_factor<T: Trace>(
@@ -960,8 +936,8 @@ pub(crate) fn run_exhaustive<S: Scorer>(s: &Snapshot, sc: &S, r: &Resolved<'_>) 
 pub(crate) fn run_policy(s: &Snapshot, policy: &Policy, r: &Resolved<'_>) -> Outcome {
     match policy {
         Policy::Sollol(p) => run(s, &Sollol::new(p, r), r),
-        Policy::BinPack => run(s, &BinPack, r),
-        Policy::Spread => run(s, &Spread, r),
+        Policy::BinPack => run(s, &BIN_PACK, r),
+        Policy::Spread => run(s, &SPREAD, r),
     }
 }
 
