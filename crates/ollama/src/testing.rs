@@ -242,23 +242,36 @@ async fn tags(State(state): State<Shared>) -> Response {
     Json(json!({ "models": models })).into_response()
 }
 
-async fn show(State(state): State<Shared>, body: Option<Json<Value>>) -> Response {
-    if let Some(r) = misbehave(&state).await {
-        return r;
+/// The request body and its `model`, or the answer to send instead (misbehaviour or 400).
+async fn model_request(
+    state: &Shared,
+    body: Option<Json<Value>>,
+) -> Result<(Value, String), Response> {
+    if let Some(r) = misbehave(state).await {
+        return Err(r);
     }
     let Some(Json(body)) = body else {
-        return (
+        return Err((
             StatusCode::BAD_REQUEST,
             Json(json!({"error": "invalid request"})),
         )
-            .into_response();
+            .into_response());
     };
     let name = body
         .get("model")
         .and_then(Value::as_str)
-        .unwrap_or_default();
+        .unwrap_or_default()
+        .to_string();
+    Ok((body, name))
+}
+
+async fn show(State(state): State<Shared>, body: Option<Json<Value>>) -> Response {
+    let (_, name) = match model_request(&state, body).await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
     let inner = lock(&state);
-    match inner.installed.get(name) {
+    match inner.installed.get(&name) {
         Some(m) => Json(json!({
             "details": details(),
             "model_info": m.model_info,
@@ -274,21 +287,10 @@ async fn show(State(state): State<Shared>, body: Option<Json<Value>>) -> Respons
 }
 
 async fn generate(State(state): State<Shared>, body: Option<Json<Value>>) -> Response {
-    if let Some(r) = misbehave(&state).await {
-        return r;
-    }
-    let Some(Json(body)) = body else {
-        return (
-            StatusCode::BAD_REQUEST,
-            Json(json!({"error": "invalid request"})),
-        )
-            .into_response();
+    let (body, name) = match model_request(&state, body).await {
+        Ok(v) => v,
+        Err(r) => return r,
     };
-    let name = body
-        .get("model")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string();
     let unload = matches!(body.get("keep_alive"), Some(v) if v == &json!(0) || v == &json!("0"));
     let mut inner = lock(&state);
     inner.generate_calls.push(body.clone());
