@@ -564,13 +564,13 @@ mod tests {
         let rpc = decode_rpc(RPC.as_bytes(), &limits).expect("SOLLOL's registration parses");
         ClusterView {
             stats: vec![
-                ("10.1.2.3:11434".to_owned(), nv),
-                ("10.1.2.4:11434".to_owned(), cpu),
+                ("10.1.2.3:11434".to_owned(), nv.into()),
+                ("10.1.2.4:11434".to_owned(), cpu.into()),
             ],
             rpc_nodes: vec![RpcNodeEntry {
                 host: "10.1.2.3".to_owned(),
                 port: 50052,
-                record: rpc,
+                record: rpc.into(),
             }],
             metadata: None,
             skipped: Vec::new(),

@@ -16,6 +16,7 @@
 //!   private `redis-server` processes for tests.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -63,15 +64,18 @@ pub struct RpcNodeEntry {
     pub host: String,
     /// Port from the key.
     pub port: u16,
-    /// The registration.
-    pub record: RpcNodeRecord,
+    /// The registration, shared with the registry's cache (unchanged records are not
+    /// copied from one discovery to the next).
+    pub record: Arc<RpcNodeRecord>,
 }
 
 /// Everything discovery read, in one consistent shape.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ClusterView {
-    /// Live stats records by node id (from the key), sorted by node id.
-    pub stats: Vec<(String, GpuStatsRecord)>,
+    /// Live stats records by node id (from the key), sorted by node id. Records are
+    /// shared (`Arc`): a record unchanged since the previous discovery is the same
+    /// allocation.
+    pub stats: Vec<(String, Arc<GpuStatsRecord>)>,
     /// Live registrations, sorted by `(host, port)`.
     pub rpc_nodes: Vec<RpcNodeEntry>,
     /// `sollol:router:metadata`, when present and valid.
@@ -86,7 +90,7 @@ impl ClusterView {
         self.stats
             .binary_search_by(|(id, _)| id.as_str().cmp(node_id))
             .ok()
-            .map(|i| &self.stats[i].1)
+            .map(|i| &*self.stats[i].1)
     }
 
     /// The registration of `host:port`, if present.
@@ -94,7 +98,7 @@ impl ClusterView {
         self.rpc_nodes
             .iter()
             .find(|e| e.host == host && e.port == port)
-            .map(|e| &e.record)
+            .map(|e| &*e.record)
     }
 }
 

@@ -341,13 +341,17 @@ impl Registry for MemoryRegistry {
         let mut skipped = Vec::new();
         for (id, raw) in stats_raw {
             match validate::decode_stats(&id, raw.as_bytes(), limits) {
-                Ok(r) => view.stats.push((id, r)),
+                Ok(r) => view.stats.push((id, Arc::new(r))),
                 Err(reason) => self.skip(&mut skipped, keys::gpu_stats_key(&id), reason),
             }
         }
         for ((host, port), raw) in rpc_raw {
             match validate::decode_rpc(raw.as_bytes(), limits) {
-                Ok(record) => view.rpc_nodes.push(RpcNodeEntry { host, port, record }),
+                Ok(record) => view.rpc_nodes.push(RpcNodeEntry {
+                    host,
+                    port,
+                    record: Arc::new(record),
+                }),
                 Err(reason) => self.skip(&mut skipped, keys::rpc_node_key(&host, port), reason),
             }
         }

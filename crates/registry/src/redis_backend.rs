@@ -92,8 +92,9 @@ impl ConnectionLike for Conn {
 
 impl Conn {
     /// Runs `cmds` and returns their replies in order: one pipeline on a standalone
-    /// server; concurrent requests on a cluster (pipelines there must stay in one slot).
-    async fn exec_all(&mut self, cmds: Vec<Cmd>) -> redis::RedisResult<Vec<Value>> {
+    /// server (executed in order); concurrent requests on a cluster (pipelines there must
+    /// stay in one slot), after the first one has completed when `ordered`.
+    async fn exec_all(&mut self, cmds: Vec<Cmd>, ordered: bool) -> redis::RedisResult<Vec<Value>> {
         match self {
             Conn::Single(c) => {
                 let mut pipe = redis::pipe();
@@ -103,13 +104,32 @@ impl Conn {
                 pipe.query_async(c).await
             }
             Conn::Cluster(c) => {
-                let futs = cmds.into_iter().map(|cmd| {
-                    let mut c = c.clone();
-                    async move { cmd.query_async::<Value>(&mut c).await }
-                });
-                futures_util::future::try_join_all(futs).await
+                let mut cmds = cmds.into_iter();
+                if ordered {
+                    // The first command (a record's SET) must land before the others
+                    // (its index ZADD): a reader that sees the new score must find the
+                    // new value. One more round trip, in cluster mode only.
+                    if let Some(first) = cmds.next() {
+                        let head = first.query_async::<Value>(c).await?;
+                        let mut rest = Self::concurrent(c, cmds).await?;
+                        rest.insert(0, head);
+                        return Ok(rest);
+                    }
+                }
+                Self::concurrent(c, cmds).await
             }
         }
+    }
+
+    async fn concurrent(
+        c: &ClusterConnection,
+        cmds: impl Iterator<Item = Cmd>,
+    ) -> redis::RedisResult<Vec<Value>> {
+        let futs = cmds.map(|cmd| {
+            let mut c = c.clone();
+            async move { cmd.query_async::<Value>(&mut c).await }
+        });
+        futures_util::future::try_join_all(futs).await
     }
 }
 
@@ -134,15 +154,6 @@ struct ScanState {
     last: Option<Instant>,
     legacy_gpu: BTreeSet<String>,
     legacy_rpc: BTreeSet<String>,
-}
-
-/// What one discovery read, before decoding.
-struct RawView {
-    gpu_ids: Vec<String>,
-    gpu_vals: Vec<Value>,
-    rpc_ids: Vec<String>,
-    rpc_vals: Vec<Value>,
-    meta: Option<Vec<u8>>,
 }
 
 struct Inner {
@@ -198,6 +209,44 @@ fn strings_of(v: Value) -> Vec<String> {
             .collect(),
         _ => Vec::new(),
     }
+}
+
+/// `(member, score)` pairs of a `ZRANGE … WITHSCORES` reply (RESP2: a flat list;
+/// RESP3: a list of pairs).
+fn scored_of(v: Value) -> Vec<(String, f64)> {
+    fn score(v: &Value) -> Option<f64> {
+        match v {
+            Value::Double(f) => Some(*f),
+            Value::Int(i) => Some(*i as f64),
+            Value::BulkString(b) => std::str::from_utf8(b).ok()?.parse().ok(),
+            Value::SimpleString(s) => s.parse().ok(),
+            _ => None,
+        }
+    }
+    let items = array_of(v);
+    let mut out = Vec::with_capacity(items.len() / 2);
+    let mut push = |m: Value, s: &Value| {
+        if let (Some(m), Some(s)) = (
+            bytes_of(m).and_then(|b| String::from_utf8(b).ok()),
+            score(s),
+        ) {
+            out.push((m, s));
+        }
+    };
+    if matches!(items.first(), Some(Value::Array(_))) {
+        for pair in items {
+            let mut pair = array_of(pair).into_iter();
+            if let (Some(m), Some(s)) = (pair.next(), pair.next()) {
+                push(m, &s);
+            }
+        }
+    } else {
+        let mut it = items.into_iter();
+        while let (Some(m), Some(s)) = (it.next(), it.next()) {
+            push(m, &s);
+        }
+    }
+    out
 }
 
 fn array_of(v: Value) -> Vec<Value> {
@@ -374,8 +423,8 @@ impl RedisRegistry {
     }
 
     /// Forgets the decoded records kept from the previous discovery, so the next
-    /// [`Registry::discover`] decodes every record (benchmarks use it to measure a cold
-    /// read). Discovery itself keeps only the last read's records.
+    /// [`Registry::discover`] reads and decodes every record (benchmarks use it to
+    /// measure a cold read). Discovery itself keeps only the last read's records.
     pub fn clear_decode_cache(&self) {
         *self.decode_caches() = DecodeCaches::default();
     }
@@ -494,7 +543,14 @@ impl RedisRegistry {
     }
 
     async fn exec(&self, op: &'static str, cmds: Vec<Cmd>) -> Result<Vec<Value>> {
-        self.run(op, |mut c| async move { c.exec_all(cmds).await })
+        self.run(op, |mut c| async move { c.exec_all(cmds, false).await })
+            .await
+    }
+
+    /// As [`Self::exec`], with the first command completed before the others start (a
+    /// record's `SET` before its index `ZADD`, also in cluster mode).
+    async fn exec_ordered(&self, op: &'static str, cmds: Vec<Cmd>) -> Result<Vec<Value>> {
+        self.run(op, |mut c| async move { c.exec_all(cmds, true).await })
             .await
     }
 
@@ -727,13 +783,16 @@ impl RedisRegistry {
     }
 
     fn note_key_seen(&self, change: &Change) {
-        let mut st = self.scan_state();
+        // A write by any writer (keyspace mode sees SOLLOL's too, which leave our index
+        // score unchanged) makes the next discovery read the key again.
         match change {
             Change::Updated(id) => {
-                st.legacy_gpu.insert(id.clone());
+                self.scan_state().legacy_gpu.insert(id.clone());
+                self.decode_caches().forget_stats(id);
             }
             Change::RpcUpdated(m) => {
-                st.legacy_rpc.insert(m.clone());
+                self.scan_state().legacy_rpc.insert(m.clone());
+                self.decode_caches().forget_rpc(m);
             }
             _ => {}
         }
@@ -741,68 +800,79 @@ impl RedisRegistry {
 }
 
 impl RedisRegistry {
-    /// The raw index members, record values and metadata, in two round trips (a Lua
-    /// script doing the same in one was measured 2× slower: Lua string and table work
-    /// costs more than the saved round trip on a LAN).
-    async fn fetch_raw(&self, legacy_gpu: Vec<String>, legacy_rpc: Vec<String>) -> Result<RawView> {
+    /// Discovery in at most two round trips (a Lua script doing the same in one was
+    /// measured 2× slower: Lua string and table work costs more than the saved round trip
+    /// on a LAN): the indexes with their scores and the metadata, then — only when some
+    /// record is new, changed or unindexed — one `MGET` per kind of the records to read
+    /// (see `decode_cache`: records whose index score is unchanged are reused).
+    async fn discover_inner(&self) -> Result<ClusterView> {
+        // A discovery that sweeps also re-reads every record (the cache is not used):
+        // writes by others that leave our index score unchanged (a raw `SET` or `DEL` of
+        // an indexed key) are seen within the sweep period at worst.
+        let sweep = self.scan_due();
+        if sweep {
+            if let Err(e) = self.scan_sweep().await {
+                // Indexed keys can still be read.
+                tracing::warn!(error = %e, "SCAN sweep for SOLLOL-written keys failed");
+            }
+        }
         let stale =
             unix_ms().saturating_sub(self.inner.config.index_prune_grace.as_millis() as u64);
-        // Round trip 1: both indexes, the metadata, and pruning of long-dead entries.
+        // Round trip 1: both indexes with scores, the metadata, and pruning of long-dead
+        // entries.
+        let zrange = |key: &str| {
+            redis::cmd("ZRANGE")
+                .arg(key)
+                .arg(0)
+                .arg(-1)
+                .arg("WITHSCORES")
+                .clone()
+        };
+        let prune = |key: &str| {
+            redis::cmd("ZREMRANGEBYSCORE")
+                .arg(key)
+                .arg("-inf")
+                .arg(stale)
+                .clone()
+        };
         let mut replies = self
             .exec(
                 "discover (index)",
                 vec![
-                    redis::cmd("ZRANGE")
-                        .arg(keys::INDEX_GPU)
-                        .arg(0)
-                        .arg(-1)
-                        .clone(),
-                    redis::cmd("ZRANGE")
-                        .arg(keys::INDEX_RPC)
-                        .arg(0)
-                        .arg(-1)
-                        .clone(),
+                    zrange(keys::INDEX_GPU),
+                    zrange(keys::INDEX_RPC),
                     redis::cmd("GET").arg(keys::ROUTER_METADATA).clone(),
-                    redis::cmd("ZREMRANGEBYSCORE")
-                        .arg(keys::INDEX_GPU)
-                        .arg("-inf")
-                        .arg(stale)
-                        .clone(),
-                    redis::cmd("ZREMRANGEBYSCORE")
-                        .arg(keys::INDEX_RPC)
-                        .arg("-inf")
-                        .arg(stale)
-                        .clone(),
+                    prune(keys::INDEX_GPU),
+                    prune(keys::INDEX_RPC),
                 ],
             )
             .await?
             .into_iter();
-        // Sorted and deduplicated (the index is in score order).
-        let merge = |mut all: Vec<String>, legacy: Vec<String>| -> Vec<String> {
-            all.extend(legacy);
-            all.sort_unstable();
-            all.dedup();
-            all
-        };
-        let gpu_ids = merge(
-            replies.next().map(strings_of).unwrap_or_default(),
-            legacy_gpu,
-        );
-        let rpc_ids = merge(
-            replies.next().map(strings_of).unwrap_or_default(),
-            legacy_rpc,
-        );
+        let gpu_index = replies.next().map(scored_of).unwrap_or_default();
+        let rpc_index = replies.next().map(scored_of).unwrap_or_default();
         let meta = replies.next().and_then(bytes_of);
-        // Round trip 2: every record.
+        let now = unix_ms() as f64;
+        // The caches are taken out while this discovery runs: a concurrent discovery
+        // reads everything rather than waiting.
+        let caches = std::mem::take(&mut *self.decode_caches());
+        let caches = if sweep {
+            DecodeCaches::default()
+        } else {
+            caches
+        };
+        let (gpu_plan, rpc_plan) = {
+            let st = self.scan_state();
+            (
+                decode_cache::plan(gpu_index, &st.legacy_gpu, now, caches.stats),
+                decode_cache::plan(rpc_index, &st.legacy_rpc, now, caches.rpc),
+            )
+        };
+        // Round trip 2, only if something is to be read: the new, changed and unindexed
+        // records.
+        let counts = [gpu_plan.fetch_count(), rpc_plan.fetch_count()];
         let mut cmds = Vec::new();
         let mut key = String::new();
-        for (prefix, ids) in [
-            (keys::GPU_STATS_PREFIX, &gpu_ids),
-            (keys::RPC_NODE_PREFIX, &rpc_ids),
-        ] {
-            if ids.is_empty() {
-                continue;
-            }
+        let mut mget = |prefix: &str, ids: &mut dyn Iterator<Item = &str>| {
             let mut mget = redis::cmd("MGET");
             for id in ids {
                 key.clear();
@@ -810,7 +880,13 @@ impl RedisRegistry {
                 key.push_str(id);
                 mget.arg(key.as_str());
             }
-            cmds.push(mget);
+            mget
+        };
+        if counts[0] > 0 {
+            cmds.push(mget(keys::GPU_STATS_PREFIX, &mut gpu_plan.to_fetch()));
+        }
+        if counts[1] > 0 {
+            cmds.push(mget(keys::RPC_NODE_PREFIX, &mut rpc_plan.to_fetch()));
         }
         let mut values = if cmds.is_empty() {
             Vec::new()
@@ -818,89 +894,49 @@ impl RedisRegistry {
             self.exec("discover (MGET)", cmds).await?
         }
         .into_iter();
-        let gpu_vals = if gpu_ids.is_empty() {
-            Vec::new()
-        } else {
-            values.next().map(array_of).unwrap_or_default()
-        };
-        let rpc_vals = if rpc_ids.is_empty() {
-            Vec::new()
-        } else {
-            values.next().map(array_of).unwrap_or_default()
-        };
-        Ok(RawView {
-            gpu_ids,
-            gpu_vals,
-            rpc_ids,
-            rpc_vals,
-            meta,
-        })
-    }
-
-    async fn discover_inner(&self) -> Result<ClusterView> {
-        if self.scan_due() {
-            if let Err(e) = self.scan_sweep().await {
-                // Indexed keys can still be read.
-                tracing::warn!(error = %e, "SCAN sweep for SOLLOL-written keys failed");
+        let mut take = |n: usize| -> Vec<Option<Vec<u8>>> {
+            if n == 0 {
+                return Vec::new();
             }
-        }
-        let (legacy_gpu, legacy_rpc) = {
-            let st = self.scan_state();
-            (
-                st.legacy_gpu.iter().cloned().collect(),
-                st.legacy_rpc.iter().cloned().collect(),
-            )
+            values
+                .next()
+                .map(array_of)
+                .unwrap_or_default()
+                .into_iter()
+                .map(bytes_of)
+                .collect()
         };
-        let raw = self.fetch_raw(legacy_gpu, legacy_rpc).await?;
+        let (gpu_vals, rpc_vals) = (take(counts[0]), take(counts[1]));
         let limits = &self.inner.config.limits;
-        let (mut gone_gpu, mut gone_rpc) = (Vec::new(), Vec::new());
-        let mut stats_raw = Vec::with_capacity(raw.gpu_ids.len());
-        for (id, v) in raw.gpu_ids.into_iter().zip(raw.gpu_vals) {
-            match bytes_of(v) {
-                Some(bytes) => stats_raw.push((id, bytes)),
-                None => gone_gpu.push(id),
-            }
-        }
-        let mut rpc_raw = Vec::with_capacity(raw.rpc_ids.len());
-        for (member, v) in raw.rpc_ids.into_iter().zip(raw.rpc_vals) {
-            match bytes_of(v) {
-                Some(bytes) => rpc_raw.push((member, bytes)),
-                None => gone_rpc.push(member),
-            }
-        }
-        // Records whose bytes are unchanged since the previous discovery are not decoded
-        // again (see `decode_cache`). The caches are taken out while decoding: a
-        // concurrent discovery decodes from scratch rather than waiting.
-        let caches = std::mem::take(&mut *self.decode_caches());
-        let (stats, stats_cache) =
-            decode_cache::decode_all(stats_raw, caches.stats, |id, bytes| {
-                validate::decode_stats(id, bytes, limits)
-            });
-        let (rpcs, rpc_cache) = decode_cache::decode_all(rpc_raw, caches.rpc, |_, bytes| {
+        let stats = decode_cache::finish(gpu_plan, gpu_vals, |id, bytes| {
+            validate::decode_stats(id, bytes, limits)
+        });
+        let rpcs = decode_cache::finish(rpc_plan, rpc_vals, |_, bytes| {
             validate::decode_rpc(bytes, limits)
         });
         *self.decode_caches() = DecodeCaches {
-            stats: stats_cache,
-            rpc: rpc_cache,
+            stats: stats.cache,
+            rpc: rpcs.cache,
         };
 
         let mut view = ClusterView::default();
         let mut bad = Vec::new();
-        view.stats.reserve(stats.len());
-        for (id, decoded) in stats {
-            match decoded {
+        view.stats.reserve(stats.found.len());
+        // Already sorted by id.
+        for (id, outcome) in stats.found {
+            match outcome {
                 Ok(r) => view.stats.push((id, r)),
                 Err(reason) => bad.push(SkippedRecord {
                     key: keys::gpu_stats_key(&id),
-                    reason,
+                    reason: reason.to_string(),
                 }),
             }
         }
-        view.rpc_nodes.reserve(rpcs.len());
-        for (member, decoded) in rpcs {
+        view.rpc_nodes.reserve(rpcs.found.len());
+        for (member, outcome) in rpcs.found {
             let key = || format!("{}{member}", keys::RPC_NODE_PREFIX);
             let split = keys::split_host_port(&member).map(|(host, port)| (host.len(), port));
-            match (split, decoded) {
+            match (split, outcome) {
                 (Some((host_len, port)), Ok(record)) => {
                     // The member's own buffer becomes the host (no new allocation).
                     let mut host = member;
@@ -911,14 +947,16 @@ impl RedisRegistry {
                     key: key(),
                     reason: "key has no valid :port".to_owned(),
                 }),
-                (_, Err(reason)) => bad.push(SkippedRecord { key: key(), reason }),
+                (_, Err(reason)) => bad.push(SkippedRecord {
+                    key: key(),
+                    reason: reason.to_string(),
+                }),
             }
         }
-        // Index order is score order; the view is sorted by id.
-        view.stats.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        // Members sort as strings; the view is sorted by (host, port).
         view.rpc_nodes
             .sort_unstable_by(|a, b| (&a.host, a.port).cmp(&(&b.host, b.port)));
-        if let Some(raw) = raw.meta {
+        if let Some(raw) = meta {
             match validate::decode_metadata(&raw, limits) {
                 Ok(m) => view.metadata = Some(m),
                 Err(reason) => bad.push(SkippedRecord {
@@ -928,19 +966,18 @@ impl RedisRegistry {
             }
         }
         self.report_skipped(&bad);
-        if !gone_gpu.is_empty() || !gone_rpc.is_empty() {
+        if !stats.gone.is_empty() || !rpcs.gone.is_empty() {
             let mut st = self.scan_state();
-            for id in &gone_gpu {
+            for id in &stats.gone {
                 st.legacy_gpu.remove(id);
             }
-            for m in &gone_rpc {
+            for m in &rpcs.gone {
                 st.legacy_rpc.remove(m);
             }
         }
         view.skipped = bad;
         Ok(view)
     }
-
     /// Counts skipped records and logs each once while it stays bad (not on every
     /// discovery).
     fn report_skipped(&self, bad: &[SkippedRecord]) {
@@ -1105,7 +1142,8 @@ impl Registry for RedisRegistry {
             .arg(unix_ms() + cfg.stats_ttl.as_millis() as u64)
             .arg(&record.node_id);
         let publish = Self::publish_cmd(&Change::Updated(record.node_id.clone()));
-        self.exec("publish stats", vec![set, xadd, zadd, publish])
+        // SET first: a reader that sees the new index score must find this value.
+        self.exec_ordered("publish stats", vec![set, xadd, zadd, publish])
             .await?;
         Ok(())
     }
@@ -1129,7 +1167,9 @@ impl Registry for RedisRegistry {
             .arg(unix_ms() + ttl.as_millis() as u64)
             .arg(&member);
         let publish = Self::publish_cmd(&Change::RpcUpdated(member));
-        self.exec("register", vec![set, zadd, publish]).await?;
+        // SET first: a reader that sees the new index score must find this value.
+        self.exec_ordered("register", vec![set, zadd, publish])
+            .await?;
         Ok(())
     }
 

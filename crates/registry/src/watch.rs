@@ -2,6 +2,7 @@
 //! our channel, keyspace-event decoding and the polling differ.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -151,7 +152,7 @@ pub(crate) fn parse_keyspace(channel: &str, event: &str) -> Option<Change> {
 #[derive(Debug, Default)]
 pub(crate) struct PollState {
     stats: HashMap<String, u64>,
-    rpc: HashMap<String, RpcNodeRecord>,
+    rpc: HashMap<String, Arc<RpcNodeRecord>>,
     metadata: Option<RouterMetadata>,
     primed: bool,
 }
@@ -166,7 +167,7 @@ impl PollState {
             .iter()
             .map(|(id, r)| (id.clone(), r.timestamp.to_bits()))
             .collect();
-        let rpc: HashMap<String, RpcNodeRecord> = view
+        let rpc: HashMap<String, Arc<RpcNodeRecord>> = view
             .rpc_nodes
             .iter()
             .map(|e| (keys::rpc_member(&e.host, e.port), e.record.clone()))
@@ -263,11 +264,14 @@ mod tests {
             ..Default::default()
         };
         let mut view = ClusterView {
-            stats: vec![("a".into(), rec(1.0))],
+            stats: vec![("a".into(), Arc::new(rec(1.0)))],
             ..Default::default()
         };
         assert!(st.diff(&view).is_empty());
-        view.stats = vec![("a".into(), rec(2.0)), ("b".into(), rec(1.0))];
+        view.stats = vec![
+            ("a".into(), Arc::new(rec(2.0))),
+            ("b".into(), Arc::new(rec(1.0))),
+        ];
         let mut got = st.diff(&view);
         got.sort_by_key(|c| format!("{c:?}"));
         assert_eq!(

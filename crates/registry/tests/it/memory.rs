@@ -112,7 +112,7 @@ async fn bad_records_are_skipped_like_redis() {
     assert!(reg.insert_raw("other:key", "{}", None).is_err());
     let view = reg.discover().await.unwrap();
     assert_eq!(view.stats.len(), 1);
-    assert_eq!(view.stats[0].1, nvidia_record());
+    assert_eq!(*view.stats[0].1, nvidia_record());
     let mut keys: Vec<&str> = view.skipped.iter().map(|s| s.key.as_str()).collect();
     keys.sort_unstable();
     assert_eq!(

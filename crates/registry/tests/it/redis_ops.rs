@@ -382,9 +382,13 @@ async fn repeated_discovery_sees_every_change_despite_the_decode_cache() {
     reg.publish_stats(&a).await.unwrap();
     let view = reg.discover().await.unwrap();
     assert_eq!(view.stats_of(&a.node_id), Some(&a));
-    // A record turned bad is skipped, every time, and counted every time.
+    // A record turned bad (by a writer that keeps the index, as ours do: a new score)
+    // is skipped, every time, and counted every time.
     let key = format!("sollol:gpu:{}", a.node_id);
     server.cli(&["SET", &key, "{not json"]).unwrap();
+    server
+        .cli(&["ZADD", "vramroute:index:gpu", "4102444800000", &a.node_id])
+        .unwrap();
     for _ in 0..3 {
         let before = reg.skipped_records_total();
         let view = reg.discover().await.unwrap();
