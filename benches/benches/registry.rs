@@ -2,11 +2,14 @@
 //! starts, and record decoding.
 //!
 //! Stable ids: `discover/1000`, `discover/10000` (stats + registration of every node,
-//! read with `RedisRegistry::discover`; records unchanged between reads, so decoded
-//! records are reused), `discover_cold/1000`, `discover_cold/10000` (the same with the
-//! decode cache emptied before each read: every record decoded), `decode/1000` (parse + validate 1000 stats
-//! records and 1000 registrations), and the same-run baseline `sollol_poll/1000`
-//! (SOLLOL's reader: `KEYS sollol:gpu:*` + one GET per node).
+//! read with `RedisRegistry::discover`; records unchanged between reads, so the steady
+//! state: only the indexes are read, and decoded records are shared),
+//! `discover_cold/1000`, `discover_cold/10000` (the same with the decode cache emptied
+//! before each read, not timed: every record read and decoded), `discover_churn/1000`
+//! (10 % of the nodes republish their stats between reads, not timed),
+//! `decode/1000` (parse + validate 1000 stats records and 1000 registrations), and the
+//! same-run baseline `sollol_poll/1000` (SOLLOL's reader: `KEYS sollol:gpu:*` + one GET
+//! per node).
 //! Run: `cargo bench -p vramroute-benches --bench registry`.
 
 use std::hint::black_box;
@@ -107,6 +110,36 @@ fn discover(c: &mut Criterion) {
         });
         group.finish();
     }
+
+    // Churn: between reads (not timed), 10 % of the nodes republish their stats (new
+    // index scores), as reporters do every few seconds; the rest is unchanged.
+    let nodes = 1000;
+    let reg = prepare(&rt, &server, nodes);
+    let mut group = c.benchmark_group("discover_churn");
+    group.measurement_time(Duration::from_secs(8));
+    group.throughput(Throughput::Elements(nodes as u64));
+    let mut next = 0usize;
+    group.bench_function(BenchmarkId::from_parameter(nodes), |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                rt.block_on(async {
+                    for _ in 0..nodes / 10 {
+                        reg.publish_stats(&stats_record(next % nodes))
+                            .await
+                            .expect("republish");
+                        next += 1;
+                    }
+                });
+                let start = Instant::now();
+                drop(black_box(rt.block_on(reg.discover()).expect("discover")));
+                total += start.elapsed();
+            }
+            total
+        })
+    });
+    group.finish();
+    drop(reg);
 
     // Same-run baseline: SOLLOL's reader on the same 1000 nodes.
     let nodes = 1000;

@@ -7,6 +7,7 @@ mod common;
 
 mod cluster;
 mod compat;
+mod delta;
 mod faults;
 mod memory;
 mod push;

@@ -1,0 +1,255 @@
+//! Incremental discovery: records whose index score is unchanged are reused (shared, not
+//! fetched), everything else is read, and the view stays exactly what a full read gives.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use vramroute_registry::testing::RedisServer;
+use vramroute_registry::{RedisRegistry, Registry, RegistryConfig, ScanStrategy};
+
+use crate::common::{cfg, command_calls, fixture, node, rpc_record};
+
+fn no_scan() -> RegistryConfig {
+    RegistryConfig {
+        scan: ScanStrategy::Never,
+        ..cfg()
+    }
+}
+
+fn mgets(server: &RedisServer) -> u64 {
+    command_calls(&server.cli(&["INFO", "commandstats"]).unwrap(), "mget")
+}
+
+#[tokio::test]
+async fn repeated_discovery_returns_the_same_shared_view_without_reading_records() {
+    let server = RedisServer::start().unwrap();
+    let reg = RedisRegistry::connect(&server.url(), no_scan())
+        .await
+        .unwrap();
+    for i in 0..20 {
+        reg.publish_stats(&node(i)).await.unwrap();
+    }
+    reg.register("10.0.0.1", 50052, &rpc_record())
+        .await
+        .unwrap();
+    let first = reg.discover().await.unwrap();
+    assert_eq!((first.stats.len(), first.rpc_nodes.len()), (20, 1));
+    let before = mgets(&server);
+    for _ in 0..3 {
+        let again = reg.discover().await.unwrap();
+        assert_eq!(again, first);
+        // The same allocations: nothing was read or decoded again.
+        assert!(again
+            .stats
+            .iter()
+            .zip(&first.stats)
+            .all(|(a, b)| Arc::ptr_eq(&a.1, &b.1)));
+        assert!(Arc::ptr_eq(
+            &again.rpc_nodes[0].record,
+            &first.rpc_nodes[0].record
+        ));
+    }
+    assert_eq!(mgets(&server), before, "no MGET when nothing changed");
+    // A cleared cache reads everything and gives the same view.
+    reg.clear_decode_cache();
+    assert_eq!(reg.discover().await.unwrap(), first);
+    assert_eq!(mgets(&server), before + 2);
+}
+
+#[tokio::test]
+async fn republished_records_are_seen_and_only_they_are_read() {
+    let server = RedisServer::start().unwrap();
+    let reg = RedisRegistry::connect(&server.url(), no_scan())
+        .await
+        .unwrap();
+    for i in 0..10 {
+        reg.publish_stats(&node(i)).await.unwrap();
+    }
+    reg.register("10.0.0.1", 50052, &rpc_record())
+        .await
+        .unwrap();
+    let first = reg.discover().await.unwrap();
+    // Another registry (another coordinator's reporter) republishes one node.
+    let writer = RedisRegistry::connect(&server.url(), no_scan())
+        .await
+        .unwrap();
+    let mut changed = node(3);
+    changed.gpus[0].memory_free_mb = Some(1234);
+    writer.publish_stats(&changed).await.unwrap();
+    let mut rpc = rpc_record();
+    rpc.cpu_ram_mb += 1;
+    writer.register("10.0.0.1", 50052, &rpc).await.unwrap();
+    let before = server.cli(&["INFO", "commandstats"]).unwrap();
+    let view = reg.discover().await.unwrap();
+    let after = server.cli(&["INFO", "commandstats"]).unwrap();
+    assert_eq!(view.stats_of(&changed.node_id), Some(&changed));
+    assert_eq!(view.rpc_node("10.0.0.1", 50052), Some(&rpc));
+    assert_eq!(
+        command_calls(&after, "mget") - command_calls(&before, "mget"),
+        2
+    );
+    // Every other record is the one read before.
+    for ((id, a), (_, b)) in view.stats.iter().zip(&first.stats) {
+        assert_eq!(Arc::ptr_eq(a, b), *id != changed.node_id, "{id}");
+    }
+}
+
+#[tokio::test]
+async fn deregistered_nodes_disappear() {
+    let server = RedisServer::start().unwrap();
+    let reg = RedisRegistry::connect(&server.url(), cfg()).await.unwrap();
+    reg.publish_stats(&node(1)).await.unwrap();
+    reg.publish_stats(&node(2)).await.unwrap();
+    reg.register("10.0.0.1", 50052, &rpc_record())
+        .await
+        .unwrap();
+    assert_eq!(reg.discover().await.unwrap().stats.len(), 2);
+    assert_eq!(reg.discover().await.unwrap().stats.len(), 2);
+    reg.deregister(&node(1).node_id, Some(("10.0.0.1", 50052)))
+        .await
+        .unwrap();
+    let view = reg.discover().await.unwrap();
+    let ids: Vec<&str> = view.stats.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(ids, [node(2).node_id.as_str()]);
+    assert!(view.rpc_nodes.is_empty());
+}
+
+#[tokio::test]
+async fn expired_index_entries_are_neither_read_nor_returned() {
+    let server = RedisServer::start().unwrap();
+    let reg = RedisRegistry::connect(&server.url(), no_scan())
+        .await
+        .unwrap();
+    reg.publish_stats(&node(1)).await.unwrap();
+    reg.publish_stats(&node(2)).await.unwrap();
+    assert_eq!(reg.discover().await.unwrap().stats.len(), 2);
+    // Node 1's deadline passes (its key is left in place to show it is not read).
+    let past = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+        - 1000;
+    server
+        .cli(&[
+            "ZADD",
+            "vramroute:index:gpu",
+            &past.to_string(),
+            &node(1).node_id,
+        ])
+        .unwrap();
+    let before = mgets(&server);
+    let view = reg.discover().await.unwrap();
+    let ids: Vec<&str> = view.stats.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(ids, [node(2).node_id.as_str()]);
+    assert_eq!(mgets(&server), before);
+    // A real expiry: short TTL, nothing read, nothing returned.
+    let short = RegistryConfig {
+        stats_ttl: Duration::from_secs(1),
+        ..no_scan()
+    };
+    let writer = RedisRegistry::connect(&server.url(), short).await.unwrap();
+    writer.publish_stats(&node(3)).await.unwrap();
+    assert_eq!(reg.discover().await.unwrap().stats.len(), 2);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let view = reg.discover().await.unwrap();
+    let ids: Vec<&str> = view.stats.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(ids, [node(2).node_id.as_str()]);
+}
+
+#[tokio::test]
+async fn raw_sollol_writes_are_read_every_time() {
+    let server = RedisServer::start().unwrap();
+    let config = RegistryConfig {
+        scan: ScanStrategy::EveryDiscover,
+        ..cfg()
+    };
+    let reg = RedisRegistry::connect(&server.url(), config).await.unwrap();
+    reg.publish_stats(&node(1)).await.unwrap();
+    let key = "sollol:gpu:10.1.2.3:11434";
+    let nvidia = fixture("gpu-stats-nvidia.json");
+    server.cli(&["SETEX", key, "60", &nvidia]).unwrap();
+    let view = reg.discover().await.unwrap();
+    assert_eq!(view.stats.len(), 2);
+    assert_eq!(
+        view.stats_of("10.1.2.3:11434").unwrap().gpus[0].memory_free_mb,
+        Some(18000)
+    );
+    // SOLLOL overwrites its record (no index, no score): seen on the next discovery.
+    let updated = nvidia.replace("\"memory_free_mb\": 18000", "\"memory_free_mb\": 17000");
+    assert_ne!(updated, nvidia);
+    server.cli(&["SETEX", key, "60", &updated]).unwrap();
+    let view = reg.discover().await.unwrap();
+    assert_eq!(
+        view.stats_of("10.1.2.3:11434").unwrap().gpus[0].memory_free_mb,
+        Some(17000)
+    );
+    // And with periodic sweeps (the default), between two sweeps too.
+    let reg = RedisRegistry::connect(&server.url(), cfg()).await.unwrap();
+    assert_eq!(reg.discover().await.unwrap().stats.len(), 2);
+    server.cli(&["SETEX", key, "60", &nvidia]).unwrap();
+    let view = reg.discover().await.unwrap();
+    assert_eq!(
+        view.stats_of("10.1.2.3:11434").unwrap().gpus[0].memory_free_mb,
+        Some(18000)
+    );
+    server.cli(&["DEL", key]).unwrap();
+    assert_eq!(reg.discover().await.unwrap().stats.len(), 1);
+}
+
+#[tokio::test]
+async fn bad_records_stay_reported_while_unchanged() {
+    let server = RedisServer::start().unwrap();
+    let reg = RedisRegistry::connect(&server.url(), no_scan())
+        .await
+        .unwrap();
+    reg.publish_stats(&node(1)).await.unwrap();
+    let bad = node(2);
+    let key = format!("sollol:gpu:{}", bad.node_id);
+    // Indexed like ours, value bad.
+    server.cli(&["SET", &key, "{not json"]).unwrap();
+    server
+        .cli(&["ZADD", "vramroute:index:gpu", "4102444800000", &bad.node_id])
+        .unwrap();
+    let before_mget = mgets(&server);
+    for round in 0..4 {
+        let before = reg.skipped_records_total();
+        let view = reg.discover().await.unwrap();
+        assert_eq!(view.stats.len(), 1, "round {round}");
+        assert_eq!(view.skipped.len(), 1, "round {round}");
+        assert_eq!(view.skipped[0].key, key);
+        assert!(!view.skipped[0].reason.is_empty());
+        assert_eq!(reg.skipped_records_total(), before + 1);
+    }
+    // Read once only (the outcome is cached under the unchanged score).
+    assert_eq!(mgets(&server), before_mget + 1);
+    // Fixed by a writer: gone from the skipped list.
+    reg.publish_stats(&bad).await.unwrap();
+    let view = reg.discover().await.unwrap();
+    assert_eq!(view.stats.len(), 2);
+    assert!(view.skipped.is_empty());
+}
+
+#[tokio::test]
+async fn third_party_writes_to_indexed_keys_are_seen_through_keyspace_events() {
+    let server = RedisServer::start().unwrap();
+    let reg = RedisRegistry::connect(&server.url(), no_scan())
+        .await
+        .unwrap();
+    let mut stream = reg.watch().await.unwrap();
+    let a = node(1);
+    reg.publish_stats(&a).await.unwrap();
+    assert_eq!(reg.discover().await.unwrap().stats_of(&a.node_id), Some(&a));
+    while stream
+        .recv_timeout(Duration::from_millis(200))
+        .await
+        .is_some()
+    {}
+    // A raw overwrite of our key that leaves the index score as it was.
+    let mut b = a.clone();
+    b.gpus[0].memory_free_mb = Some(42);
+    server
+        .cli(&["SET", &format!("sollol:gpu:{}", a.node_id), &b.to_json()])
+        .unwrap();
+    assert!(stream.recv_timeout(Duration::from_secs(2)).await.is_some());
+    assert_eq!(reg.discover().await.unwrap().stats_of(&a.node_id), Some(&b));
+}
