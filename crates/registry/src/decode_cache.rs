@@ -111,7 +111,7 @@ pub(crate) fn plan<T>(
     now_ms: f64,
     old: Vec<Cached<T>>,
 ) -> Plan<T> {
-    indexed.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    sort_by_id(&mut indexed);
     indexed.dedup_by(|a, b| a.0 == b.0);
     let mut old = old.into_iter().peekable();
     let mut leg = legacy.iter().peekable();
@@ -144,6 +144,30 @@ pub(crate) fn plan<T>(
         steps.push(Step::Fetch(None));
     }
     Plan { ids, steps }
+}
+
+/// Sorts `(id, score)` pairs by id (byte order), comparing first a 16-byte big-endian
+/// prefix of each id kept next to its position (no pointer chasing for ids that differ
+/// in their first 16 bytes, as `ip:port` ids mostly do), then the ids themselves.
+fn sort_by_id(items: &mut Vec<(String, f64)>) {
+    fn prefix(s: &str) -> u128 {
+        let b = s.as_bytes();
+        let mut a = [0u8; 16];
+        let n = b.len().min(16);
+        a[..n].copy_from_slice(&b[..n]);
+        u128::from_be_bytes(a)
+    }
+    let mut keys: Vec<(u128, usize)> = items
+        .iter()
+        .enumerate()
+        .map(|(i, (id, _))| (prefix(id), i))
+        .collect();
+    keys.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| items[a.1].0.cmp(&items[b.1].0)));
+    let mut sorted = Vec::with_capacity(items.len());
+    for (_, i) in keys {
+        sorted.push(std::mem::take(&mut items[i]));
+    }
+    *items = sorted;
 }
 
 /// Maps `f` over `items`, on up to 4 threads when there are enough items to pay for them
@@ -368,6 +392,31 @@ mod tests {
         caches.forget_stats("b");
         let (_, fetched) = run(&store, 0.0, caches.stats, &calls);
         assert_eq!(fetched, ["b"]);
+    }
+
+    #[test]
+    fn ids_sort_in_byte_order() {
+        let mut ids: Vec<String> = [
+            "10.0.0.10:11434",
+            "10.0.0.1:11434",
+            "a",
+            "",
+            "ab",
+            "ab\u{0}",
+            "0123456789abcdefZ",
+            "0123456789abcdefA",
+            "0123456789abcdef",
+            "10.0.0.1:1143",
+            "é",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        let mut items: Vec<(String, f64)> = ids.iter().map(|s| (s.clone(), 1.0)).collect();
+        sort_by_id(&mut items);
+        ids.sort();
+        let got: Vec<String> = items.into_iter().map(|(s, _)| s).collect();
+        assert_eq!(got, ids);
     }
 
     #[test]
