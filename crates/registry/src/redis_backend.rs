@@ -1,9 +1,12 @@
 //! The Redis backend: standalone (TCP, TLS, Unix socket, ACL, database number) or Redis
 //! Cluster.
 //!
-//! Discovery reads our indexes (`vramroute:index:gpu`, `vramroute:index:rpc`) and the
-//! metadata in one round trip, then every record with one `MGET` per kind in a second:
-//! two round trips whatever the node count. Keys written by SOLLOL's tools (which keep no
+//! Discovery reads our indexes (`vramroute:index:gpu`, `vramroute:index:rpc`) with their
+//! scores (each record's expiry deadline, i.e. its version) and the metadata in one round
+//! trip, then — only if some record is new, changed or unindexed — those records with
+//! one `MGET` per kind in a second: at most two round trips whatever the node count.
+//! Records whose score is unchanged are shared from the previous discovery
+//! (`decode_cache`). Keys written by SOLLOL's tools (which keep no
 //! index) are found by a bounded cursor `SCAN` (per [`ScanStrategy`]) and by keyspace
 //! notifications, and remembered locally until they vanish.
 
