@@ -28,9 +28,7 @@ use crate::policy::SollolParams;
 use crate::route::{
     place, pow_u32, Cand, Decision, NoRoute, NoTrace, Outcome, Placed, Resolved, Scorer, Sollol,
 };
-use crate::snapshot::{
-    NodeIndex, Snapshot, ELIGIBLE, HAS_CPU_LOAD, HAS_LATENCY, HAS_SUCCESS_RATE, TOP_PRIORITY,
-};
+use crate::snapshot::{NodeIndex, Snapshot, ELIGIBLE, TOP_PRIORITY};
 
 /// Relative slack on every bound, far above the rounding differences between the bound's
 /// and the score's operation order.
@@ -102,21 +100,7 @@ struct NodeStatic {
 fn node_static(s: &Snapshot, p: &SollolParams, ni: usize) -> NodeStatic {
     let row = &s.rows[ni];
     let flags = row.flags;
-    let load = if flags & HAS_CPU_LOAD != 0 {
-        f64::from(row.cpu_load)
-    } else {
-        p.default_cpu_load
-    };
-    let latency = if flags & HAS_LATENCY != 0 {
-        f64::from(row.latency_ms)
-    } else {
-        p.default_latency_ms
-    };
-    let success = if flags & HAS_SUCCESS_RATE != 0 {
-        f64::from(row.success_rate)
-    } else {
-        p.default_success_rate
-    };
+    let (load, latency, success) = row.signals(p);
     let success = if p.success_rate_exponent == 1.0 {
         success
     } else {

@@ -12,8 +12,7 @@ use crate::explain::{CpuMiss, GpuMiss, RejectReason};
 use crate::policy::{Policy, SollolParams};
 use crate::request::{Complexity, Request};
 use crate::snapshot::{
-    NodeIndex, NodeRow, Snapshot, SnapshotId, ELIGIBLE, HAS_CPU_LOAD, HAS_LATENCY,
-    HAS_SUCCESS_RATE, NO_SLOT, TOP_PRIORITY, UNKNOWN_MIB,
+    NodeIndex, NodeRow, Snapshot, SnapshotId, ELIGIBLE, NO_SLOT, TOP_PRIORITY, UNKNOWN_MIB,
 };
 
 /// Where the model runs.
@@ -590,21 +589,7 @@ impl Scorer for Sollol<'_> {
         let flags = row.flags;
         let gpu_free = c.gpu_free_mib;
         let overflow = p.skip_penalties_when_overwhelmed & (gpu_free < p.overwhelmed_below_mib);
-        let load = if flags & HAS_CPU_LOAD != 0 {
-            f64::from(row.cpu_load)
-        } else {
-            p.default_cpu_load
-        };
-        let latency = if flags & HAS_LATENCY != 0 {
-            f64::from(row.latency_ms)
-        } else {
-            p.default_latency_ms
-        };
-        let success = if flags & HAS_SUCCESS_RATE != 0 {
-            f64::from(row.success_rate)
-        } else {
-            p.default_success_rate
-        };
+        let (load, latency, success) = row.signals(p);
         let mut num = p.base_score;
         let mut den = 1.0;
         t.term("base_score", num);

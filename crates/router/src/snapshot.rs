@@ -148,6 +148,26 @@ pub(crate) struct NodeRow {
 }
 
 impl NodeRow {
+    /// CPU load, latency and success rate, each the reported value or the policy's
+    /// default when the node did not report it.
+    #[inline(always)]
+    pub(crate) fn signals(&self, p: &crate::policy::SollolParams) -> (f64, f64, f64) {
+        let known = |flag: u8, v: f32, default: f64| {
+            if self.flags & flag != 0 {
+                f64::from(v)
+            } else {
+                default
+            }
+        };
+        (
+            known(HAS_CPU_LOAD, self.cpu_load, p.default_cpu_load),
+            known(HAS_LATENCY, self.latency_ms, p.default_latency_ms),
+            known(HAS_SUCCESS_RATE, self.success_rate, p.default_success_rate),
+        )
+    }
+}
+
+impl NodeRow {
     #[inline(always)]
     pub(crate) fn gpus(&self) -> std::ops::Range<usize> {
         self.gpu_start as usize..self.gpu_start as usize + self.gpu_len as usize
