@@ -39,6 +39,10 @@ pub struct RegistryConfig {
     pub registration_ttl: Duration,
     /// Approximate cap of the `sollol:gpu:stats` stream (`MAXLEN ~`, SOLLOL: 1000).
     pub stream_maxlen: usize,
+    /// Approximate cap of our change log `vramroute:changes` (`MAXLEN ~`, default
+    /// 100,000 entries, a few MB in Redis). A reader more writes than this behind reads
+    /// the whole cluster again instead of the changes.
+    pub change_log_maxlen: usize,
     /// Bound on every Redis call, connection included (default 2 s).
     pub command_timeout: Duration,
     /// Reconnect backoff: first delay (default 100 ms), doubled per attempt up to
@@ -70,6 +74,7 @@ impl Default for RegistryConfig {
             stats_ttl: Duration::from_secs(120),
             registration_ttl: Duration::from_secs(3600),
             stream_maxlen: 1000,
+            change_log_maxlen: 100_000,
             command_timeout: Duration::from_secs(2),
             reconnect_min_delay: Duration::from_millis(100),
             reconnect_max_delay: Duration::from_secs(5),

@@ -15,6 +15,15 @@ pub const ROUTER_METADATA: &str = "sollol:router:metadata";
 pub const INDEX_GPU: &str = "vramroute:index:gpu";
 /// Ours: sorted set of `host:port` members with a live registration, scored like [`INDEX_GPU`].
 pub const INDEX_RPC: &str = "vramroute:index:rpc";
+/// Ours: the change log, a stream capped near `RegistryConfig::change_log_maxlen`
+/// (`XADD … MAXLEN ~`). Every write of ours appends `gpu {node_id}` or `rpc {host:port}`
+/// after the write itself, so a reader that has seen an entry can read that write.
+/// Lets discovery read only what changed.
+pub const CHANGES: &str = "vramroute:changes";
+/// Field of a change-log entry naming a stats record's node id.
+pub(crate) const CHANGE_GPU: &str = "gpu";
+/// Field of a change-log entry naming a registration's `host:port`.
+pub(crate) const CHANGE_RPC: &str = "rpc";
 /// Ours: pub/sub channel on which our writers announce changes.
 pub const EVENTS_CHANNEL: &str = "vramroute:events";
 /// Ours: prefix of named locks (`vramroute:lock:{name}`), e.g. the coordinators' optimize lock.

@@ -24,7 +24,7 @@ use async_trait::async_trait;
 use tokio::sync::mpsc;
 
 mod config;
-mod decode_cache;
+mod delta;
 mod error;
 pub mod keys;
 mod memory;
@@ -194,12 +194,12 @@ impl futures_util::Stream for ChangeStream {
 #[async_trait]
 pub trait Registry: Send + Sync {
     /// Publishes live stats: `SET sollol:gpu:{node_id} … EX stats_ttl`, `XADD
-    /// sollol:gpu:stats MAXLEN ~ stream_maxlen …` (SOLLOL's field encoding), our index and
-    /// a change announcement, in one round trip. Refuses a record our reader would skip.
+    /// sollol:gpu:stats MAXLEN ~ stream_maxlen …` (SOLLOL's field encoding), our index, our
+    /// change log and a change announcement, in one round trip. Refuses a record our reader would skip.
     async fn publish_stats(&self, record: &GpuStatsRecord) -> Result<()>;
 
     /// Registers (or refreshes) an RPC node: `SET sollol:rpc:node:{host}:{port} … EX
-    /// registration_ttl`, plus our index and announcement.
+    /// registration_ttl`, plus our index, change log and announcement.
     async fn register(&self, host: &str, port: u16, record: &RpcNodeRecord) -> Result<()>;
 
     /// Deletes a node's stats key now (and its registration when `rpc` is given), for a

@@ -1,12 +1,13 @@
 //! The Redis backend: standalone (TCP, TLS, Unix socket, ACL, database number) or Redis
 //! Cluster.
 //!
-//! Discovery reads our indexes (`vramroute:index:gpu`, `vramroute:index:rpc`) with their
-//! scores (each record's expiry deadline, i.e. its version) and the metadata in one round
-//! trip, then — only if some record is new, changed or unindexed — those records with
-//! one `MGET` per kind in a second: at most two round trips whatever the node count.
-//! Records whose score is unchanged are shared from the previous discovery
-//! (`decode_cache`). Keys written by SOLLOL's tools (which keep no
+//! Discovery reads, in one round trip, our change log (`vramroute:changes`) since the
+//! last discovery, the index entries that expired since (`vramroute:index:gpu`,
+//! `vramroute:index:rpc`) and the metadata; then — only if some record is new, changed or
+//! unindexed — those records with one `MGET` per kind in a second: at most two round
+//! trips whatever the node count, and work proportional to what changed. The first
+//! discovery (and one after a gap) reads every live id of the indexes and every record
+//! instead (`delta` explains both reads). Keys written by SOLLOL's tools (which keep no
 //! index) are found by a bounded cursor `SCAN` (per [`ScanStrategy`]) and by keyspace
 //! notifications, and remembered locally until they vanish.
 
@@ -26,7 +27,7 @@ use redis::{Cmd, IntoConnectionInfo, RedisError, RedisFuture, Value};
 use tokio::sync::mpsc;
 
 use crate::config::{KeyspaceEvents, ScanStrategy};
-use crate::decode_cache::{self, DecodeCaches};
+use crate::delta::{self, Kept};
 use crate::error::{redact_url, scrub};
 use crate::watch::{self, PollState, Sink, QUEUE};
 use crate::{
@@ -95,8 +96,8 @@ impl ConnectionLike for Conn {
 
 impl Conn {
     /// Runs `cmds` and returns their replies in order: one pipeline on a standalone
-    /// server (executed in order); concurrent requests on a cluster (pipelines there must
-    /// stay in one slot), after the first one has completed when `ordered`.
+    /// server (executed in order); on a cluster (where pipelines must stay in one slot),
+    /// concurrent requests, or one after the other when `ordered`.
     async fn exec_all(&mut self, cmds: Vec<Cmd>, ordered: bool) -> redis::RedisResult<Vec<Value>> {
         match self {
             Conn::Single(c) => {
@@ -107,19 +108,16 @@ impl Conn {
                 pipe.query_async(c).await
             }
             Conn::Cluster(c) => {
-                let mut cmds = cmds.into_iter();
                 if ordered {
-                    // The first command (a record's SET) must land before the others
-                    // (its index ZADD): a reader that sees the new score must find the
-                    // new value. One more round trip, in cluster mode only.
-                    if let Some(first) = cmds.next() {
-                        let head = first.query_async::<Value>(c).await?;
-                        let mut rest = Self::concurrent(c, cmds).await?;
-                        rest.insert(0, head);
-                        return Ok(rest);
+                    // A record's SET, index ZADD and change-log XADD must land in that
+                    // order (see `delta`): one round trip each, in cluster mode only.
+                    let mut out = Vec::with_capacity(cmds.len());
+                    for cmd in cmds {
+                        out.push(cmd.query_async::<Value>(c).await?);
                     }
+                    return Ok(out);
                 }
-                Self::concurrent(c, cmds).await
+                Self::concurrent(c, cmds.into_iter()).await
             }
         }
     }
@@ -155,8 +153,32 @@ struct Slot {
 #[derive(Default)]
 struct ScanState {
     last: Option<Instant>,
+    /// Ids whose keys exist without our index (found by SCAN or keyspace events).
     legacy_gpu: BTreeSet<String>,
     legacy_rpc: BTreeSet<String>,
+    /// Ids whose keys someone wrote or deleted (keyspace events) since the last
+    /// discovery: read again by the next one.
+    dirty_gpu: BTreeSet<String>,
+    dirty_rpc: BTreeSet<String>,
+}
+
+/// What a registry kept from its previous discovery (see `delta`).
+struct Known {
+    /// Id of the newest change-log entry seen; `None` when the log was empty.
+    cursor: Option<String>,
+    stats: Kept<GpuStatsRecord>,
+    rpc: Kept<RpcNodeRecord>,
+    /// When it was read: after `index_prune_grace / 2`, expired index entries may have
+    /// been pruned unseen, so the next discovery reads everything.
+    at: Instant,
+}
+
+/// What round trip 1 of a discovery found: the new cursor, what to read, the metadata.
+struct Head {
+    cursor: Option<String>,
+    stats: delta::Plan<GpuStatsRecord>,
+    rpc: delta::Plan<RpcNodeRecord>,
+    meta: Option<Vec<u8>>,
 }
 
 struct Inner {
@@ -171,7 +193,7 @@ struct Inner {
     try_lock: redis::Script,
     unlock: redis::Script,
     warned: Mutex<HashSet<String>>,
-    decoded: Mutex<DecodeCaches<GpuStatsRecord, RpcNodeRecord>>,
+    known: Mutex<Option<Known>>,
 }
 
 /// The Redis [`Registry`]. Cheap to clone; clones share one connection.
@@ -214,39 +236,23 @@ fn strings_of(v: Value) -> Vec<String> {
     }
 }
 
-/// `(member, score)` pairs of a `ZRANGE … WITHSCORES` reply (RESP2: a flat list;
-/// RESP3: a list of pairs).
-fn scored_of(v: Value) -> Vec<(String, f64)> {
-    fn score(v: &Value) -> Option<f64> {
-        match v {
-            Value::Double(f) => Some(*f),
-            Value::Int(i) => Some(*i as f64),
-            Value::BulkString(b) => std::str::from_utf8(b).ok()?.parse().ok(),
-            Value::SimpleString(s) => s.parse().ok(),
-            _ => None,
+/// The entries of an `XRANGE`/`XREVRANGE` reply: `(entry id, [(field, value)])`.
+fn stream_entries(v: Value) -> Vec<(String, Vec<(String, String)>)> {
+    let mut out = Vec::new();
+    for entry in array_of(v) {
+        let mut parts = array_of(entry).into_iter();
+        let id = parts
+            .next()
+            .and_then(bytes_of)
+            .map(|b| String::from_utf8_lossy(&b).into_owned());
+        let flat = parts.next().map(strings_of).unwrap_or_default();
+        let mut fields = Vec::with_capacity(flat.len() / 2);
+        let mut flat = flat.into_iter();
+        while let (Some(k), Some(v)) = (flat.next(), flat.next()) {
+            fields.push((k, v));
         }
-    }
-    let items = array_of(v);
-    let mut out = Vec::with_capacity(items.len() / 2);
-    let mut push = |m: Value, s: &Value| {
-        if let (Some(m), Some(s)) = (
-            bytes_of(m).and_then(|b| String::from_utf8(b).ok()),
-            score(s),
-        ) {
-            out.push((m, s));
-        }
-    };
-    if matches!(items.first(), Some(Value::Array(_))) {
-        for pair in items {
-            let mut pair = array_of(pair).into_iter();
-            if let (Some(m), Some(s)) = (pair.next(), pair.next()) {
-                push(m, &s);
-            }
-        }
-    } else {
-        let mut it = items.into_iter();
-        while let (Some(m), Some(s)) = (it.next(), it.next()) {
-            push(m, &s);
+        if let Some(id) = id {
+            out.push((id, fields));
         }
     }
     out
@@ -402,7 +408,7 @@ impl RedisRegistry {
                 try_lock: redis::Script::new(TRY_LOCK),
                 unlock: redis::Script::new(UNLOCK),
                 warned: Mutex::new(HashSet::new()),
-                decoded: Mutex::new(DecodeCaches::default()),
+                known: Mutex::new(None),
             }),
         })
     }
@@ -421,15 +427,16 @@ impl RedisRegistry {
         self.inner.scan.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn decode_caches(&self) -> MutexGuard<'_, DecodeCaches<GpuStatsRecord, RpcNodeRecord>> {
-        self.inner.decoded.lock().unwrap_or_else(|p| p.into_inner())
+    fn known(&self) -> MutexGuard<'_, Option<Known>> {
+        self.inner.known.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Forgets the decoded records kept from the previous discovery, so the next
-    /// [`Registry::discover`] reads and decodes every record (benchmarks use it to
-    /// measure a cold read). Discovery itself keeps only the last read's records.
+    /// [`Registry::discover`] is a full read: every live id, every record read and
+    /// decoded (benchmarks use it to measure a cold read). Discovery itself keeps only
+    /// the last read's records.
     pub fn clear_decode_cache(&self) {
-        *self.decode_caches() = DecodeCaches::default();
+        *self.known() = None;
     }
 
     fn map_err(&self, op: &'static str, e: &RedisError) -> Error {
@@ -550,11 +557,25 @@ impl RedisRegistry {
             .await
     }
 
-    /// As [`Self::exec`], with the first command completed before the others start (a
-    /// record's `SET` before its index `ZADD`, also in cluster mode).
+    /// As [`Self::exec`], with each command completed before the next starts, also in
+    /// cluster mode (a record's `SET`, then its index `ZADD`, then its log `XADD`).
     async fn exec_ordered(&self, op: &'static str, cmds: Vec<Cmd>) -> Result<Vec<Value>> {
         self.run(op, |mut c| async move { c.exec_all(cmds, true).await })
             .await
+    }
+
+    /// `XADD vramroute:changes MAXLEN ~ … * {field} {id}`: the change-log entry of a
+    /// write (or delete) of the record `id`.
+    fn log_cmd(&self, field: &str, id: &str) -> Cmd {
+        let mut c = redis::cmd("XADD");
+        c.arg(keys::CHANGES)
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(self.inner.config.change_log_maxlen.max(1))
+            .arg("*")
+            .arg(field)
+            .arg(id);
+        c
     }
 
     fn publish_cmd(change: &Change) -> Cmd {
@@ -786,18 +807,17 @@ impl RedisRegistry {
     }
 
     fn note_key_seen(&self, change: &Change) {
-        // A write by any writer (keyspace mode sees SOLLOL's too, which leave our index
-        // score unchanged) makes the next discovery read the key again.
+        // A write or delete by any writer (keyspace mode sees SOLLOL's too, which write
+        // no change log) makes the next discovery read the key again.
         match change {
-            Change::Updated(id) => {
-                self.scan_state().legacy_gpu.insert(id.clone());
-                self.decode_caches().forget_stats(id);
+            Change::Updated(id) | Change::Removed(id) => {
+                self.scan_state().dirty_gpu.insert(id.clone());
             }
-            Change::RpcUpdated(m) => {
-                self.scan_state().legacy_rpc.insert(m.clone());
-                self.decode_caches().forget_rpc(m);
+            Change::RpcUpdated(m) | Change::RpcRemoved(m) => {
+                self.scan_state().dirty_rpc.insert(m.clone());
             }
-            _ => {}
+            Change::MetadataChanged => {}
+            Change::Resync => *self.known() = None,
         }
     }
 }
@@ -805,13 +825,13 @@ impl RedisRegistry {
 impl RedisRegistry {
     /// Discovery in at most two round trips (a Lua script doing the same in one was
     /// measured 2× slower: Lua string and table work costs more than the saved round trip
-    /// on a LAN): the indexes with their scores and the metadata, then — only when some
-    /// record is new, changed or unindexed — one `MGET` per kind of the records to read
-    /// (see `decode_cache`: records whose index score is unchanged are reused).
+    /// on a LAN): what changed (or, on a full read, every live id) and the metadata, then
+    /// — only when some record is new, changed or unindexed — one `MGET` per kind of the
+    /// records to read. See `delta` for the two kinds of read.
     async fn discover_inner(&self) -> Result<ClusterView> {
-        // A discovery that sweeps also re-reads every record (the cache is not used):
-        // writes by others that leave our index score unchanged (a raw `SET` or `DEL` of
-        // an indexed key) are seen within the sweep period at worst.
+        // A discovery that sweeps also re-reads every record: writes by others that
+        // write no change log (a raw `SET` or `DEL` of an indexed key) are seen within
+        // the sweep period at worst.
         let sweep = self.scan_due();
         if sweep {
             if let Err(e) = self.scan_sweep().await {
@@ -819,60 +839,31 @@ impl RedisRegistry {
                 tracing::warn!(error = %e, "SCAN sweep for SOLLOL-written keys failed");
             }
         }
-        let stale =
-            unix_ms().saturating_sub(self.inner.config.index_prune_grace.as_millis() as u64);
-        // Round trip 1: both indexes with scores, the metadata, and pruning of long-dead
-        // entries.
-        let zrange = |key: &str| {
-            redis::cmd("ZRANGE")
-                .arg(key)
-                .arg(0)
-                .arg(-1)
-                .arg("WITHSCORES")
-                .clone()
-        };
-        let prune = |key: &str| {
-            redis::cmd("ZREMRANGEBYSCORE")
-                .arg(key)
-                .arg("-inf")
-                .arg(stale)
-                .clone()
-        };
-        let mut replies = self
-            .exec(
-                "discover (index)",
-                vec![
-                    zrange(keys::INDEX_GPU),
-                    zrange(keys::INDEX_RPC),
-                    redis::cmd("GET").arg(keys::ROUTER_METADATA).clone(),
-                    prune(keys::INDEX_GPU),
-                    prune(keys::INDEX_RPC),
-                ],
-            )
-            .await?
-            .into_iter();
-        let gpu_index = replies.next().map(scored_of).unwrap_or_default();
-        let rpc_index = replies.next().map(scored_of).unwrap_or_default();
-        let meta = replies.next().and_then(bytes_of);
-        let now = unix_ms() as f64;
-        // The caches are taken out while this discovery runs: a concurrent discovery
-        // reads everything rather than waiting.
-        let caches = std::mem::take(&mut *self.decode_caches());
-        let caches = if sweep {
-            DecodeCaches::default()
-        } else {
-            caches
-        };
-        let (gpu_plan, rpc_plan) = {
-            let st = self.scan_state();
+        // What the last discovery kept is taken out while this one runs (a concurrent
+        // discovery does a full read rather than waiting), and is only put back by a
+        // discovery that succeeded.
+        let known = self.known().take();
+        let dirty = {
+            let mut st = self.scan_state();
             (
-                decode_cache::plan(gpu_index, &st.legacy_gpu, now, caches.stats),
-                decode_cache::plan(rpc_index, &st.legacy_rpc, now, caches.rpc),
+                std::mem::take(&mut st.dirty_gpu),
+                std::mem::take(&mut st.dirty_rpc),
             )
         };
-        // Round trip 2, only if something is to be read: the new, changed and unindexed
-        // records.
-        let counts = [gpu_plan.fetch_count(), rpc_plan.fetch_count()];
+        let grace = self.inner.config.index_prune_grace / 2;
+        let head = match known {
+            Some(known) if !sweep && known.at.elapsed() < grace => {
+                match self.read_changes(known, dirty).await? {
+                    Some(head) => head,
+                    None => self.read_live().await?,
+                }
+            }
+            _ => self.read_live().await?,
+        };
+        let at = Instant::now();
+
+        // Round trip 2, only if something is to be read.
+        let counts = [head.stats.fetch_count(), head.rpc.fetch_count()];
         let mut cmds = Vec::new();
         let mut key = String::new();
         let mut mget = |prefix: &str, ids: &mut dyn Iterator<Item = &str>| {
@@ -886,10 +877,10 @@ impl RedisRegistry {
             mget
         };
         if counts[0] > 0 {
-            cmds.push(mget(keys::GPU_STATS_PREFIX, &mut gpu_plan.to_fetch()));
+            cmds.push(mget(keys::GPU_STATS_PREFIX, &mut head.stats.to_fetch()));
         }
         if counts[1] > 0 {
-            cmds.push(mget(keys::RPC_NODE_PREFIX, &mut rpc_plan.to_fetch()));
+            cmds.push(mget(keys::RPC_NODE_PREFIX, &mut head.rpc.to_fetch()));
         }
         let mut values = if cmds.is_empty() {
             Vec::new()
@@ -911,16 +902,23 @@ impl RedisRegistry {
         };
         let (gpu_vals, rpc_vals) = (take(counts[0]), take(counts[1]));
         let limits = &self.inner.config.limits;
-        let stats = decode_cache::finish(gpu_plan, gpu_vals, |id, bytes| {
+        let stats = delta::finish(head.stats, gpu_vals, |id, bytes| {
             validate::decode_stats(id, bytes, limits)
         });
-        let rpcs = decode_cache::finish(rpc_plan, rpc_vals, |_, bytes| {
+        let rpcs = delta::finish(head.rpc, rpc_vals, |_, bytes| {
             validate::decode_rpc(bytes, limits)
         });
-        *self.decode_caches() = DecodeCaches {
-            stats: stats.cache,
-            rpc: rpcs.cache,
-        };
+        {
+            let mut st = self.scan_state();
+            stats.note_unindexed(&mut st.legacy_gpu);
+            rpcs.note_unindexed(&mut st.legacy_rpc);
+        }
+        *self.known() = Some(Known {
+            cursor: head.cursor,
+            stats: stats.kept,
+            rpc: rpcs.kept,
+            at,
+        });
 
         let mut view = ClusterView::default();
         let mut bad = Vec::new();
@@ -959,7 +957,7 @@ impl RedisRegistry {
         // Members sort as strings; the view is sorted by (host, port).
         view.rpc_nodes
             .sort_unstable_by(|a, b| (&a.host, a.port).cmp(&(&b.host, b.port)));
-        if let Some(raw) = meta {
+        if let Some(raw) = head.meta {
             match validate::decode_metadata(&raw, limits) {
                 Ok(m) => view.metadata = Some(m),
                 Err(reason) => bad.push(SkippedRecord {
@@ -969,18 +967,141 @@ impl RedisRegistry {
             }
         }
         self.report_skipped(&bad);
-        if !stats.gone.is_empty() || !rpcs.gone.is_empty() {
-            let mut st = self.scan_state();
-            for id in &stats.gone {
-                st.legacy_gpu.remove(id);
-            }
-            for m in &rpcs.gone {
-                st.legacy_rpc.remove(m);
-            }
-        }
         view.skipped = bad;
         Ok(view)
     }
+
+    /// `ZREMRANGEBYSCORE` of the index entries of `key` whose deadline passed more than
+    /// `index_prune_grace` ago.
+    fn prune_cmd(&self, key: &str) -> Cmd {
+        let stale =
+            unix_ms().saturating_sub(self.inner.config.index_prune_grace.as_millis() as u64);
+        redis::cmd("ZREMRANGEBYSCORE")
+            .arg(key)
+            .arg("-inf")
+            .arg(stale)
+            .clone()
+    }
+
+    /// Round trip 1 of a full read: the newest change-log entry (the cursor: read first,
+    /// so every write after it shows up in the log), every live id of both indexes
+    /// (deadline in the future; no scores, which Redis formats slowly), the metadata,
+    /// and pruning of long-dead index entries.
+    async fn read_live(&self) -> Result<Head> {
+        let now = unix_ms();
+        let live = |key: &str| {
+            redis::cmd("ZRANGEBYSCORE")
+                .arg(key)
+                .arg(format!("({now}"))
+                .arg("+inf")
+                .clone()
+        };
+        let mut replies = self
+            .exec(
+                "discover (index)",
+                vec![
+                    redis::cmd("XREVRANGE")
+                        .arg(keys::CHANGES)
+                        .arg("+")
+                        .arg("-")
+                        .arg("COUNT")
+                        .arg(1)
+                        .clone(),
+                    live(keys::INDEX_GPU),
+                    live(keys::INDEX_RPC),
+                    redis::cmd("GET").arg(keys::ROUTER_METADATA).clone(),
+                    self.prune_cmd(keys::INDEX_GPU),
+                    self.prune_cmd(keys::INDEX_RPC),
+                ],
+            )
+            .await?
+            .into_iter();
+        let cursor = replies
+            .next()
+            .map(stream_entries)
+            .and_then(|e| e.into_iter().next())
+            .map(|(id, _)| id);
+        let gpu_live = replies.next().map(strings_of).unwrap_or_default();
+        let rpc_live = replies.next().map(strings_of).unwrap_or_default();
+        let meta = replies.next().and_then(bytes_of);
+        let st = self.scan_state();
+        let stats = delta::plan_full(gpu_live, &st.legacy_gpu);
+        let rpc = delta::plan_full(rpc_live, &st.legacy_rpc);
+        drop(st);
+        Ok(Head {
+            cursor,
+            stats,
+            rpc,
+            meta,
+        })
+    }
+
+    /// Round trip 1 of a delta read: the index entries whose deadline has passed, the
+    /// change log from `known.cursor` on, the metadata, and pruning. `None` when the log
+    /// cannot be trusted (cursor entry trimmed or log reset) or holds more changes than
+    /// a full read would cost: the caller then does a full read.
+    async fn read_changes(
+        &self,
+        known: Known,
+        dirty: (BTreeSet<String>, BTreeSet<String>),
+    ) -> Result<Option<Head>> {
+        let now = unix_ms();
+        let expired = |key: &str| {
+            redis::cmd("ZRANGEBYSCORE")
+                .arg(key)
+                .arg("-inf")
+                .arg(now)
+                .clone()
+        };
+        // More changes than this: a full read is cheaper.
+        let cap = known.stats.len() + known.rpc.len() + 1024;
+        // Expired entries first: a record republished in between is in the log.
+        let mut replies = self
+            .exec(
+                "discover (changes)",
+                vec![
+                    expired(keys::INDEX_GPU),
+                    expired(keys::INDEX_RPC),
+                    redis::cmd("XRANGE")
+                        .arg(keys::CHANGES)
+                        .arg(known.cursor.as_deref().unwrap_or("-"))
+                        .arg("+")
+                        .arg("COUNT")
+                        .arg(cap + 1)
+                        .clone(),
+                    redis::cmd("GET").arg(keys::ROUTER_METADATA).clone(),
+                    self.prune_cmd(keys::INDEX_GPU),
+                    self.prune_cmd(keys::INDEX_RPC),
+                ],
+            )
+            .await?
+            .into_iter();
+        let gpu_expired = replies.next().map(strings_of).unwrap_or_default();
+        let rpc_expired = replies.next().map(strings_of).unwrap_or_default();
+        let entries = replies.next().map(stream_entries).unwrap_or_default();
+        let meta = replies.next().and_then(bytes_of);
+        let Some(logged) = delta::read_log(known.cursor, entries, cap) else {
+            tracing::debug!("change log trimmed past our cursor, reset or too long: full read");
+            return Ok(None);
+        };
+        let st = self.scan_state();
+        let stats = delta::plan_delta(
+            known.stats,
+            gpu_expired,
+            logged.gpu,
+            dirty.0,
+            &st.legacy_gpu,
+        );
+        let rpc = delta::plan_delta(known.rpc, rpc_expired, logged.rpc, dirty.1, &st.legacy_rpc);
+        drop(st);
+        Ok(Some(Head {
+            cursor: logged.cursor,
+            stats,
+            rpc,
+            meta,
+        }))
+    }
+
     /// Counts skipped records and logs each once while it stays bad (not on every
     /// discovery).
     fn report_skipped(&self, bad: &[SkippedRecord]) {
@@ -1103,6 +1224,8 @@ async fn watch_task(
                     pubsub = p;
                     mode = m;
                     backoff = cfg.reconnect_min_delay;
+                    // Keyspace events may have been missed: read everything next time.
+                    reg.note_key_seen(&Change::Resync);
                     if !sink.send(Change::Resync) {
                         return;
                     }
@@ -1144,9 +1267,11 @@ impl Registry for RedisRegistry {
         zadd.arg(keys::INDEX_GPU)
             .arg(unix_ms() + cfg.stats_ttl.as_millis() as u64)
             .arg(&record.node_id);
+        let log = self.log_cmd(keys::CHANGE_GPU, &record.node_id);
         let publish = Self::publish_cmd(&Change::Updated(record.node_id.clone()));
-        // SET first: a reader that sees the new index score must find this value.
-        self.exec_ordered("publish stats", vec![set, xadd, zadd, publish])
+        // In this order: a reader that sees the index entry or the log entry must find
+        // this value, and one that sees the log entry must find the index entry.
+        self.exec_ordered("publish stats", vec![set, xadd, zadd, log, publish])
             .await?;
         Ok(())
     }
@@ -1169,9 +1294,10 @@ impl Registry for RedisRegistry {
         zadd.arg(keys::INDEX_RPC)
             .arg(unix_ms() + ttl.as_millis() as u64)
             .arg(&member);
+        let log = self.log_cmd(keys::CHANGE_RPC, &member);
         let publish = Self::publish_cmd(&Change::RpcUpdated(member));
-        // SET first: a reader that sees the new index score must find this value.
-        self.exec_ordered("register", vec![set, zadd, publish])
+        // In this order: see `publish_stats`.
+        self.exec_ordered("register", vec![set, zadd, log, publish])
             .await?;
         Ok(())
     }
@@ -1180,6 +1306,7 @@ impl Registry for RedisRegistry {
         let mut cmds = Vec::new();
         cmds.push(redis::cmd("DEL").arg(keys::gpu_stats_key(node_id)).clone());
         cmds.push(redis::cmd("ZREM").arg(keys::INDEX_GPU).arg(node_id).clone());
+        cmds.push(self.log_cmd(keys::CHANGE_GPU, node_id));
         cmds.push(Self::publish_cmd(&Change::Removed(node_id.to_owned())));
         if let Some((host, port)) = rpc {
             let member = keys::rpc_member(host, port);
@@ -1189,9 +1316,10 @@ impl Registry for RedisRegistry {
                     .clone(),
             );
             cmds.push(redis::cmd("ZREM").arg(keys::INDEX_RPC).arg(&member).clone());
+            cmds.push(self.log_cmd(keys::CHANGE_RPC, &member));
             cmds.push(Self::publish_cmd(&Change::RpcRemoved(member)));
         }
-        self.exec("deregister", cmds).await?;
+        self.exec_ordered("deregister", cmds).await?;
         let mut st = self.scan_state();
         st.legacy_gpu.remove(node_id);
         if let Some((host, port)) = rpc {
@@ -1304,23 +1432,7 @@ impl Registry for RedisRegistry {
                     .await
             })
             .await?;
-        let mut out = Vec::new();
-        for entry in array_of(reply) {
-            let mut parts = array_of(entry).into_iter();
-            let id = parts
-                .next()
-                .and_then(bytes_of)
-                .map(|b| String::from_utf8_lossy(&b).into_owned());
-            let flat = parts.next().map(strings_of).unwrap_or_default();
-            let fields = flat
-                .chunks(2)
-                .filter(|c| c.len() == 2)
-                .map(|c| (c[0].clone(), c[1].clone()))
-                .collect();
-            if let Some(id) = id {
-                out.push((id, fields));
-            }
-        }
+        let mut out = stream_entries(reply);
         out.reverse();
         Ok(out)
     }

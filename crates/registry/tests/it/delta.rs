@@ -1,5 +1,7 @@
-//! Incremental discovery: records whose index score is unchanged are reused (shared, not
-//! fetched), everything else is read, and the view stays exactly what a full read gives.
+//! Incremental discovery: only records named by the change log since the last discovery
+//! (or written by others: keyspace events, SCAN) are read; the rest is reused (shared,
+//! not fetched), and the view stays exactly what a full read gives — also when the log
+//! was trimmed past a reader or reset, or the reader paused too long.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -17,7 +19,16 @@ fn no_scan() -> RegistryConfig {
 }
 
 fn mgets(server: &RedisServer) -> u64 {
-    command_calls(&server.cli(&["INFO", "commandstats"]).unwrap(), "mget")
+    calls(server, "mget")
+}
+
+fn calls(server: &RedisServer, cmd: &str) -> u64 {
+    command_calls(&server.cli(&["INFO", "commandstats"]).unwrap(), cmd)
+}
+
+/// Full reads so far (each reads the change-log cursor with one `XREVRANGE`).
+fn full_reads(server: &RedisServer) -> u64 {
+    calls(server, "xrevrange")
 }
 
 #[tokio::test]
@@ -252,4 +263,79 @@ async fn third_party_writes_to_indexed_keys_are_seen_through_keyspace_events() {
         .unwrap();
     assert!(stream.recv_timeout(Duration::from_secs(2)).await.is_some());
     assert_eq!(reg.discover().await.unwrap().stats_of(&a.node_id), Some(&b));
+}
+
+#[tokio::test]
+async fn a_trimmed_or_reset_change_log_falls_back_to_a_full_read() {
+    let server = RedisServer::start().unwrap();
+    let config = RegistryConfig {
+        change_log_maxlen: 10,
+        ..no_scan()
+    };
+    let reg = RedisRegistry::connect(&server.url(), config.clone())
+        .await
+        .unwrap();
+    for i in 0..5 {
+        reg.publish_stats(&node(i)).await.unwrap();
+    }
+    assert_eq!(reg.discover().await.unwrap().stats.len(), 5);
+    assert_eq!(full_reads(&server), 1);
+    // A few changes: read from the log.
+    let writer = RedisRegistry::connect(&server.url(), config).await.unwrap();
+    let mut latest: Vec<_> = (0..5).map(node).collect();
+    latest[2].gpus[0].memory_free_mb = Some(2);
+    writer.publish_stats(&latest[2]).await.unwrap();
+    assert_eq!(
+        reg.discover().await.unwrap().stats_of(&latest[2].node_id),
+        Some(&latest[2])
+    );
+    assert_eq!(full_reads(&server), 1);
+    // Far more writes than the log keeps: the reader's cursor entry is trimmed away.
+    for round in 0..60u64 {
+        for r in &mut latest {
+            r.gpus[0].memory_free_mb = Some(round);
+            writer.publish_stats(r).await.unwrap();
+        }
+    }
+    let len: u64 = server
+        .cli(&["XLEN", "vramroute:changes"])
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(len < 300, "the log was trimmed (XLEN {len})");
+    let view = reg.discover().await.unwrap();
+    assert_eq!(full_reads(&server), 2);
+    for r in &latest {
+        assert_eq!(view.stats_of(&r.node_id), Some(r));
+    }
+    // The log is deleted (as by FLUSHALL or a restart without persistence), then written.
+    server.cli(&["DEL", "vramroute:changes"]).unwrap();
+    latest[0].gpus[0].memory_free_mb = Some(7);
+    writer.publish_stats(&latest[0]).await.unwrap();
+    let view = reg.discover().await.unwrap();
+    assert_eq!(full_reads(&server), 3);
+    assert_eq!(view.stats_of(&latest[0].node_id), Some(&latest[0]));
+    // And back to reading changes only.
+    let before = mgets(&server);
+    assert_eq!(reg.discover().await.unwrap(), view);
+    assert_eq!((full_reads(&server), mgets(&server)), (3, before));
+}
+
+#[tokio::test]
+async fn a_reader_that_paused_past_half_the_prune_grace_reads_everything() {
+    let server = RedisServer::start().unwrap();
+    let config = RegistryConfig {
+        index_prune_grace: Duration::from_millis(400),
+        ..no_scan()
+    };
+    let reg = RedisRegistry::connect(&server.url(), config).await.unwrap();
+    reg.publish_stats(&node(1)).await.unwrap();
+    let first = reg.discover().await.unwrap();
+    assert_eq!(reg.discover().await.unwrap(), first);
+    assert_eq!(full_reads(&server), 1);
+    // Expired index entries may have been pruned unseen since: a full read.
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert_eq!(reg.discover().await.unwrap(), first);
+    assert_eq!(full_reads(&server), 2);
 }

@@ -116,10 +116,28 @@ async fn discovery_uses_a_constant_number_of_round_trips() {
     let delta = |c: &str| command_calls(&after, c) - command_calls(&before, c);
     assert_eq!(delta("mget"), 2, "one MGET per record kind");
     assert_eq!(delta("get"), 1, "metadata");
-    assert_eq!(delta("zrange"), 2, "both indexes");
+    assert_eq!(delta("zrangebyscore"), 2, "live ids of both indexes");
+    assert_eq!(delta("xrevrange"), 1, "the change-log cursor");
     assert_eq!(delta("scan") + delta("keys"), 0);
     // Sorted, as documented.
     assert!(view.stats.windows(2).all(|w| w[0].0 < w[1].0));
+    // The next discovery reads only the changes: two logged writes, two records read.
+    let seventh = node(7);
+    reg.publish_stats(&seventh).await.unwrap();
+    reg.register("10.0.0.3", 50052, &rpc_record())
+        .await
+        .unwrap();
+    let before = server.cli(&["INFO", "commandstats"]).unwrap();
+    let again = reg.discover().await.unwrap();
+    let after = server.cli(&["INFO", "commandstats"]).unwrap();
+    assert_eq!(again.stats_of(&seventh.node_id), Some(&seventh));
+    assert_eq!((again.stats.len(), again.rpc_nodes.len()), (300, 40));
+    let delta = |c: &str| command_calls(&after, c) - command_calls(&before, c);
+    assert_eq!(delta("xrange"), 1, "the change log");
+    assert_eq!(delta("zrangebyscore"), 2, "expired entries of both indexes");
+    assert_eq!(delta("mget"), 2, "the two changed records");
+    assert_eq!(delta("get"), 1, "metadata");
+    assert_eq!(delta("xrevrange") + delta("scan") + delta("keys"), 0);
 }
 
 #[tokio::test]
@@ -382,12 +400,15 @@ async fn repeated_discovery_sees_every_change_despite_the_decode_cache() {
     reg.publish_stats(&a).await.unwrap();
     let view = reg.discover().await.unwrap();
     assert_eq!(view.stats_of(&a.node_id), Some(&a));
-    // A record turned bad (by a writer that keeps the index, as ours do: a new score)
-    // is skipped, every time, and counted every time.
+    // A record turned bad (by a writer that keeps the index and the change log, as ours
+    // do) is skipped, every time, and counted every time.
     let key = format!("sollol:gpu:{}", a.node_id);
     server.cli(&["SET", &key, "{not json"]).unwrap();
     server
         .cli(&["ZADD", "vramroute:index:gpu", "4102444800000", &a.node_id])
+        .unwrap();
+    server
+        .cli(&["XADD", "vramroute:changes", "*", "gpu", &a.node_id])
         .unwrap();
     for _ in 0..3 {
         let before = reg.skipped_records_total();

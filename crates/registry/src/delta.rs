@@ -1,0 +1,530 @@
+//! Incremental ("delta") discovery: keep the records decoded by earlier discoveries and,
+//! on the next one, read only what the change log says was written since.
+//!
+//! Our writers, in one pipeline and in this order, `SET` a record's value, `ZADD` its id
+//! into the kind's index (score = expiry deadline, Unix ms), and `XADD` its id to the
+//! change log (`vramroute:changes`, a capped stream); a deregistration `DEL`s, `ZREM`s
+//! and logs the id the same way. A reader keeps what it knows — per kind, the decoding
+//! outcome of every live indexed id (the record behind an `Arc`, or why it is skipped) —
+//! and the id of the last log entry it has seen (its cursor). Two kinds of read:
+//!
+//! - **full** (first discovery, after a gap, on a sweep, or when the log cannot be
+//!   trusted): the cursor (newest log entry) first, then every live id of each index
+//!   (deadline in the future, read without scores), then the values of all of them. Any
+//!   write after the cursor was read shows up in the log on the next discovery.
+//! - **delta**: the index entries whose deadline has passed (their keys expired with
+//!   them: dropped, not read), then the log from the cursor on; only the logged ids are
+//!   read. The cursor entry must still be the first one returned: if it was trimmed away
+//!   (the reader fell more than the log's cap behind) or the log was reset (FLUSHALL, a
+//!   restart without persistence), the reader does a full read instead.
+//!
+//! Ids found only by a SCAN or a keyspace event (keys written by SOLLOL's tools, which
+//! keep no index and write no log) are read on every discovery and never kept. Decoding
+//! is a pure function of (key, bytes, limits) and the limits are fixed per registry, so a
+//! kept outcome is what decoding the current value would give, as long as only writers
+//! that log write indexed keys; others' writes are caught by keyspace events (an id to
+//! read again) and by the periodic sweep (a full read). See `docs/registry.md`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use crate::keys;
+
+/// What decoding one record gave: the shared record, or why it is skipped.
+pub(crate) type Outcome<T> = Result<Arc<T>, Arc<str>>;
+
+/// The outcomes a reader keeps for one kind of record: live indexed ids, by id.
+pub(crate) type Kept<T> = BTreeMap<String, Outcome<T>>;
+
+/// The ids one discovery reads, sorted by id, each with whether it is indexed (its
+/// outcome is then kept), and the outcomes kept from before.
+pub(crate) struct Plan<T> {
+    kept: Kept<T>,
+    fetch: Vec<(String, bool)>,
+}
+
+impl<T> Plan<T> {
+    /// The ids to read, in order.
+    pub(crate) fn to_fetch(&self) -> impl Iterator<Item = &str> {
+        self.fetch.iter().map(|(id, _)| id.as_str())
+    }
+
+    /// How many ids to read.
+    pub(crate) fn fetch_count(&self) -> usize {
+        self.fetch.len()
+    }
+}
+
+/// A full read: every `live` id of the index (any order; its outcome will be kept) and
+/// every `unindexed` id not among them (read, not kept).
+pub(crate) fn plan_full<T>(mut live: Vec<String>, unindexed: &BTreeSet<String>) -> Plan<T> {
+    sort_ids(&mut live);
+    live.dedup();
+    let mut fetch = Vec::with_capacity(live.len() + unindexed.len());
+    let mut others = unindexed.iter().peekable();
+    for id in live {
+        while let Some(o) = others.next_if(|o| o.as_str() < id.as_str()) {
+            fetch.push((o.clone(), false));
+        }
+        others.next_if(|o| **o == id);
+        fetch.push((id, true));
+    }
+    fetch.extend(others.map(|o| (o.clone(), false)));
+    Plan {
+        kept: Kept::new(),
+        fetch,
+    }
+}
+
+/// A delta read: `kept` without the `expired` ids, reading every `logged` id (indexed),
+/// every `dirty` id (someone wrote its key; indexed when kept) and every `unindexed` id
+/// not kept.
+pub(crate) fn plan_delta<T>(
+    mut kept: Kept<T>,
+    expired: Vec<String>,
+    logged: Vec<String>,
+    dirty: BTreeSet<String>,
+    unindexed: &BTreeSet<String>,
+) -> Plan<T> {
+    for id in &expired {
+        kept.remove(id);
+    }
+    let mut fetch: BTreeMap<String, bool> = BTreeMap::new();
+    for id in logged {
+        fetch.insert(id, true);
+    }
+    for id in dirty {
+        let indexed = kept.contains_key(&id);
+        *fetch.entry(id).or_insert(indexed) |= indexed;
+    }
+    for id in unindexed {
+        if !kept.contains_key(id) {
+            fetch.entry(id.clone()).or_insert(false);
+        }
+    }
+    Plan {
+        kept,
+        fetch: fetch.into_iter().collect(),
+    }
+}
+
+/// Sorts ids in byte order, comparing first a 16-byte big-endian prefix of each id kept
+/// next to its position (no pointer chasing for ids that differ in their first 16
+/// bytes, as `ip:port` ids mostly do), then the ids themselves.
+fn sort_ids(ids: &mut Vec<String>) {
+    fn prefix(s: &str) -> u128 {
+        let b = s.as_bytes();
+        let mut a = [0u8; 16];
+        let n = b.len().min(16);
+        a[..n].copy_from_slice(&b[..n]);
+        u128::from_be_bytes(a)
+    }
+    let mut keys: Vec<(u128, usize)> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (prefix(id), i))
+        .collect();
+    keys.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| ids[a.1].cmp(&ids[b.1])));
+    let mut sorted = Vec::with_capacity(ids.len());
+    for (_, i) in keys {
+        sorted.push(std::mem::take(&mut ids[i]));
+    }
+    *ids = sorted;
+}
+
+/// Maps `f` over `items`, on up to 4 threads when there are enough items to pay for them
+/// (decoding dominates a full read of a big cluster). Output order is input order.
+pub(crate) fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    const MIN_PER_THREAD: usize = 256;
+    let threads = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .min(4)
+        .min(items.len() / MIN_PER_THREAD)
+        .max(1);
+    if threads == 1 {
+        return items.iter().map(&f).collect();
+    }
+    let chunk = items.len().div_ceil(threads);
+    let f = &f;
+    std::thread::scope(|scope| {
+        let mut parts = items.chunks(chunk);
+        // The first chunk runs on this thread.
+        let first = parts.next().unwrap_or_default();
+        let handles: Vec<_> = parts
+            .map(|part| scope.spawn(move || part.iter().map(f).collect::<Vec<R>>()))
+            .collect();
+        let mut out = Vec::with_capacity(items.len());
+        out.extend(first.iter().map(f));
+        for h in handles {
+            match h.join() {
+                Ok(part) => out.extend(part),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        out
+    })
+}
+
+/// What a discovery found for one kind of record.
+pub(crate) struct Finished<T> {
+    /// Every present id with its outcome, sorted by id.
+    pub(crate) found: Vec<(String, Outcome<T>)>,
+    /// Read ids whose key is gone.
+    pub(crate) gone: Vec<String>,
+    /// Read ids that are present but not indexed (to read again next time).
+    pub(crate) unindexed: Vec<String>,
+    /// The outcomes to keep for the next discovery.
+    pub(crate) kept: Kept<T>,
+}
+
+impl<T> Finished<T> {
+    /// Updates the set of ids known to exist without our index: adds those read now,
+    /// drops those gone and those now kept (indexed).
+    pub(crate) fn note_unindexed(&self, unindexed: &mut BTreeSet<String>) {
+        unindexed.extend(self.unindexed.iter().cloned());
+        for id in &self.gone {
+            unindexed.remove(id);
+        }
+        unindexed.retain(|id| !self.kept.contains_key(id));
+    }
+}
+
+/// The ids a change log names after a reader's cursor, and the new cursor.
+pub(crate) struct Logged {
+    pub(crate) cursor: Option<String>,
+    pub(crate) gpu: Vec<String>,
+    pub(crate) rpc: Vec<String>,
+}
+
+/// Reads the log `entries` (`(entry id, fields)`, oldest first) returned by `XRANGE
+/// log {cursor} + COUNT {cap + 1}` (from `-` without a cursor). `None` when they cannot
+/// be trusted or are too many: the cursor entry is not the first one (trimmed away, or
+/// the log was reset), entries exist but the reader saw an empty log (it may have been
+/// trimmed since), or there are more than `cap`.
+pub(crate) fn read_log(
+    cursor: Option<String>,
+    entries: Vec<(String, Vec<(String, String)>)>,
+    cap: usize,
+) -> Option<Logged> {
+    if entries.len() > cap {
+        return None;
+    }
+    let mut entries = entries.into_iter();
+    match &cursor {
+        Some(c) => {
+            if entries.next().is_none_or(|(id, _)| id != *c) {
+                return None;
+            }
+        }
+        None => {
+            if !entries.as_slice().is_empty() {
+                return None;
+            }
+        }
+    }
+    let mut logged = Logged {
+        cursor,
+        gpu: Vec::new(),
+        rpc: Vec::new(),
+    };
+    for (id, fields) in entries {
+        for (field, value) in fields {
+            match field.as_str() {
+                keys::CHANGE_GPU => logged.gpu.push(value),
+                keys::CHANGE_RPC => logged.rpc.push(value),
+                // Fields a later version may add.
+                _ => {}
+            }
+        }
+        logged.cursor = Some(id);
+    }
+    Some(logged)
+}
+
+/// Completes `plan` with the values read for its [`Plan::to_fetch`] ids (in that order;
+/// `None` for a missing key), decoding them with `decode`.
+pub(crate) fn finish<T, F>(plan: Plan<T>, values: Vec<Option<Vec<u8>>>, decode: F) -> Finished<T>
+where
+    T: Send + Sync,
+    F: Fn(&str, &[u8]) -> Result<T, String> + Sync,
+{
+    let Plan { mut kept, fetch } = plan;
+    let fetched: Vec<(&str, Option<Vec<u8>>)> = fetch
+        .iter()
+        .map(|(id, _)| id.as_str())
+        .zip(values.into_iter().chain(std::iter::repeat(None)))
+        .collect();
+    let decoded: Vec<Option<Outcome<T>>> = par_map(&fetched, |(id, bytes)| {
+        bytes.as_ref().map(|b| match decode(id, b) {
+            Ok(r) => Ok(Arc::new(r)),
+            Err(reason) => Err(Arc::from(reason)),
+        })
+    });
+    drop(fetched);
+    let mut gone = Vec::new();
+    let mut extra = Vec::new();
+    for ((id, indexed), outcome) in fetch.into_iter().zip(decoded) {
+        match (outcome, indexed) {
+            (None, _) => {
+                kept.remove(&id);
+                gone.push(id);
+            }
+            (Some(outcome), true) => {
+                kept.insert(id, outcome);
+            }
+            (Some(outcome), false) => {
+                kept.remove(&id);
+                extra.push((id, outcome));
+            }
+        }
+    }
+    // Merge the kept outcomes with the unindexed ones read now (both sorted by id).
+    let mut found = Vec::with_capacity(kept.len() + extra.len());
+    let mut extra_iter = extra.into_iter().peekable();
+    let mut unindexed = Vec::new();
+    for (id, outcome) in &kept {
+        while let Some((e, o)) = extra_iter.next_if(|(e, _)| e < id) {
+            unindexed.push(e.clone());
+            found.push((e, o));
+        }
+        found.push((id.clone(), outcome.clone()));
+    }
+    for (e, o) in extra_iter {
+        unindexed.push(e.clone());
+        found.push((e, o));
+    }
+    Finished {
+        found,
+        gone,
+        unindexed,
+        kept,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    type Store<'a> = BTreeMap<&'a str, &'a str>;
+
+    /// Reads `plan` against `store` (id → value), counting decodes in `calls`.
+    fn read(plan: Plan<String>, store: &Store<'_>, calls: &AtomicUsize) -> Finished<String> {
+        let values = plan
+            .to_fetch()
+            .map(|id| store.get(id).map(|v| v.as_bytes().to_vec()))
+            .collect();
+        finish(plan, values, |id, bytes| {
+            calls.fetch_add(1, Ordering::Relaxed);
+            let s = String::from_utf8_lossy(bytes);
+            if s.starts_with("bad") {
+                Err(format!("{id}: bad"))
+            } else {
+                Ok(format!("{id}={s}"))
+            }
+        })
+    }
+
+    fn ids(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    fn set(v: &[&str]) -> BTreeSet<String> {
+        v.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    fn plain(found: &[(String, Outcome<String>)]) -> Vec<(String, Result<String, String>)> {
+        found
+            .iter()
+            .map(|(id, o)| {
+                (
+                    id.clone(),
+                    o.as_ref().map(|r| (**r).clone()).map_err(|e| e.to_string()),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_full_read_reads_and_keeps_every_live_id_and_reads_unindexed_ones() {
+        let calls = AtomicUsize::new(0);
+        let store: Store = [("a", "1"), ("b", "bad"), ("c", "3"), ("x", "9")].into();
+        let plan = plan_full(ids(&["c", "a", "b", "a"]), &set(&["a", "x", "y"]));
+        let fetched: Vec<&str> = plan.to_fetch().collect();
+        assert_eq!(fetched, ["a", "b", "c", "x", "y"]);
+        let done = read(plan, &store, &calls);
+        assert_eq!(calls.load(Ordering::Relaxed), 4);
+        assert_eq!(
+            plain(&done.found),
+            vec![
+                ("a".into(), Ok("a=1".into())),
+                ("b".into(), Err("b: bad".into())),
+                ("c".into(), Ok("c=3".into())),
+                ("x".into(), Ok("x=9".into())),
+            ]
+        );
+        assert_eq!(done.gone, ["y"]);
+        assert_eq!(done.unindexed, ["x"]);
+        let kept: Vec<&str> = done.kept.keys().map(String::as_str).collect();
+        assert_eq!(kept, ["a", "b", "c"]);
+    }
+
+    #[test]
+    fn a_delta_read_reads_only_logged_dirty_and_unindexed_ids() {
+        let calls = AtomicUsize::new(0);
+        let mut store: Store = [("a", "1"), ("b", "bad"), ("c", "3"), ("x", "9")].into();
+        let first = read(
+            plan_full(ids(&["a", "b", "c"]), &set(&["x"])),
+            &store,
+            &calls,
+        );
+        assert_eq!(calls.load(Ordering::Relaxed), 4);
+        // Nothing logged: only the unindexed id is read; the rest is shared.
+        let plan = plan_delta(first.kept, vec![], vec![], set(&[]), &set(&["x"]));
+        assert_eq!(plan.to_fetch().collect::<Vec<_>>(), ["x"]);
+        let again = read(plan, &store, &calls);
+        assert_eq!(calls.load(Ordering::Relaxed), 5);
+        assert_eq!(plain(&again.found), plain(&first.found));
+        assert!(Arc::ptr_eq(
+            again.found[0].1.as_ref().unwrap(),
+            first.found[0].1.as_ref().unwrap()
+        ));
+        // b rewritten and logged, d new and logged, c deleted and logged, a expired.
+        store.insert("b", "2");
+        store.insert("d", "4");
+        store.remove("c");
+        let plan = plan_delta(
+            again.kept,
+            ids(&["a"]),
+            ids(&["d", "b", "c"]),
+            set(&[]),
+            &set(&["x"]),
+        );
+        assert_eq!(plan.to_fetch().collect::<Vec<_>>(), ["b", "c", "d", "x"]);
+        let third = read(plan, &store, &calls);
+        assert_eq!(
+            plain(&third.found),
+            vec![
+                ("b".into(), Ok("b=2".into())),
+                ("d".into(), Ok("d=4".into())),
+                ("x".into(), Ok("x=9".into())),
+            ]
+        );
+        assert_eq!(third.gone, ["c"]);
+        let kept: Vec<&str> = third.kept.keys().map(String::as_str).collect();
+        assert_eq!(kept, ["b", "d"]);
+    }
+
+    #[test]
+    fn dirty_ids_are_read_again_and_kept_only_when_indexed() {
+        let calls = AtomicUsize::new(0);
+        let mut store: Store = [("a", "1"), ("z", "7")].into();
+        let first = read(plan_full(ids(&["a"]), &set(&[])), &store, &calls);
+        // A raw write to a (kept) indexed key, and one to an unindexed key.
+        store.insert("a", "2");
+        let plan = plan_delta(first.kept, vec![], vec![], set(&["a", "z"]), &set(&[]));
+        let done = read(plan, &store, &calls);
+        assert_eq!(
+            plain(&done.found),
+            vec![
+                ("a".into(), Ok("a=2".into())),
+                ("z".into(), Ok("z=7".into()))
+            ]
+        );
+        assert_eq!(done.unindexed, ["z"]);
+        assert_eq!(done.kept.keys().collect::<Vec<_>>(), ["a"]);
+    }
+
+    #[test]
+    fn an_expired_id_logged_again_is_read() {
+        let calls = AtomicUsize::new(0);
+        let store: Store = [("a", "1")].into();
+        let first = read(plan_full(ids(&["a"]), &set(&[])), &store, &calls);
+        let plan = plan_delta(first.kept, ids(&["a"]), ids(&["a"]), set(&[]), &set(&[]));
+        let done = read(plan, &store, &calls);
+        assert_eq!(plain(&done.found), vec![("a".into(), Ok("a=1".into()))]);
+        assert_eq!(done.kept.len(), 1);
+    }
+
+    fn entry(id: &str, fields: &[(&str, &str)]) -> (String, Vec<(String, String)>) {
+        (
+            id.to_owned(),
+            fields
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn the_log_is_read_after_the_cursor_and_refused_when_untrustworthy() {
+        let log = vec![
+            entry("5-0", &[("gpu", "a")]),
+            entry("6-0", &[("gpu", "b"), ("future", "x")]),
+            entry("7-0", &[("rpc", "h:1")]),
+        ];
+        let got = read_log(Some("5-0".into()), log.clone(), 10).unwrap();
+        assert_eq!(got.cursor.as_deref(), Some("7-0"));
+        assert_eq!((got.gpu, got.rpc), (ids(&["b"]), ids(&["h:1"])));
+        // Nothing new: the cursor stays.
+        let got = read_log(Some("7-0".into()), log[2..].to_vec(), 10).unwrap();
+        assert_eq!(got.cursor.as_deref(), Some("7-0"));
+        assert!(got.gpu.is_empty() && got.rpc.is_empty());
+        // The cursor entry was trimmed away, or the log reset (gone or newer ids).
+        assert!(read_log(Some("4-0".into()), log.clone(), 10).is_none());
+        assert!(read_log(Some("7-0".into()), vec![], 10).is_none());
+        // An empty log seen before: entries now may be the tail of a trimmed log.
+        assert!(read_log(None, vec![], 10).is_some());
+        assert!(read_log(None, log.clone(), 10).is_none());
+        // More than the cap: a full read is cheaper.
+        assert!(read_log(Some("5-0".into()), log, 2).is_none());
+    }
+
+    #[test]
+    fn unindexed_ids_are_tracked_until_gone_or_indexed() {
+        let calls = AtomicUsize::new(0);
+        let store: Store = [("a", "1"), ("x", "9")].into();
+        let mut unindexed = set(&["a", "x", "y"]);
+        let done = read(plan_full(ids(&["a"]), &unindexed), &store, &calls);
+        done.note_unindexed(&mut unindexed);
+        assert_eq!(unindexed, set(&["x"]));
+    }
+
+    #[test]
+    fn ids_sort_in_byte_order() {
+        let mut want: Vec<String> = ids(&[
+            "10.0.0.10:11434",
+            "10.0.0.1:11434",
+            "a",
+            "",
+            "ab",
+            "ab\u{0}",
+            "0123456789abcdefZ",
+            "0123456789abcdefA",
+            "0123456789abcdef",
+            "10.0.0.1:1143",
+            "é",
+        ]);
+        let mut got = want.clone();
+        sort_ids(&mut got);
+        want.sort();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn big_batches_keep_their_order() {
+        let calls = AtomicUsize::new(0);
+        let raw: Vec<(String, String)> = (0..2000)
+            .rev()
+            .map(|i| (format!("{i:05}"), i.to_string()))
+            .collect();
+        let store: Store = raw.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+        let live = raw.iter().map(|(a, _)| a.clone()).collect();
+        let out = read(plan_full(live, &set(&[])), &store, &calls);
+        assert_eq!(calls.load(Ordering::Relaxed), 2000);
+        for (i, (id, r)) in out.found.iter().enumerate() {
+            assert_eq!(id, &format!("{i:05}"));
+            assert_eq!(r.as_deref().unwrap(), &format!("{i:05}={i}"));
+        }
+    }
+}
