@@ -339,3 +339,91 @@ async fn a_reader_that_paused_past_half_the_prune_grace_reads_everything() {
     assert_eq!(reg.discover().await.unwrap(), first);
     assert_eq!(full_reads(&server), 2);
 }
+
+/// A small deterministic generator (xorshift), so a failure replays exactly.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+#[tokio::test]
+async fn delta_reads_equal_full_reads_over_random_writes() {
+    let server = RedisServer::start().unwrap();
+    let config = RegistryConfig {
+        // Small, so the log is trimmed past the reader now and then.
+        change_log_maxlen: 40,
+        ..no_scan()
+    };
+    let reader = RedisRegistry::connect(&server.url(), config.clone())
+        .await
+        .unwrap();
+    let writers = [
+        RedisRegistry::connect(&server.url(), config.clone())
+            .await
+            .unwrap(),
+        RedisRegistry::connect(&server.url(), config.clone())
+            .await
+            .unwrap(),
+    ];
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let before = full_reads(&server);
+    let steps = 150;
+    for step in 0..steps {
+        // 1–30 writes between two discoveries, by either writer; now and then 150–200,
+        // more than the log keeps.
+        let writes = if rng.below(10) == 0 {
+            150 + rng.below(50)
+        } else {
+            1 + rng.below(30)
+        };
+        for _ in 0..writes {
+            let w = &writers[rng.below(2) as usize];
+            let i = rng.below(12) as usize;
+            let host = format!("10.0.0.{i}");
+            match rng.below(10) {
+                0..=4 => {
+                    let mut r = node(i);
+                    r.gpus[0].memory_free_mb = Some(rng.below(24_000));
+                    w.publish_stats(&r).await.unwrap();
+                }
+                5..=6 => {
+                    let mut r = rpc_record();
+                    r.cpu_ram_mb = rng.below(64_000);
+                    w.register(&host, 50052, &r).await.unwrap();
+                }
+                7 => w
+                    .deregister(&node(i).node_id, Some((&host, 50052)))
+                    .await
+                    .unwrap(),
+                8 => w.deregister(&node(i).node_id, None).await.unwrap(),
+                _ => {
+                    // What an expiry leaves: the key gone, the index entry in the past.
+                    let id = node(i).node_id;
+                    server.cli(&["DEL", &format!("sollol:gpu:{id}")]).unwrap();
+                    server
+                        .cli(&["ZADD", "vramroute:index:gpu", "1000", &id])
+                        .unwrap();
+                }
+            }
+        }
+        let delta = reader.discover().await.unwrap();
+        let fresh = RedisRegistry::connect(&server.url(), no_scan())
+            .await
+            .unwrap();
+        let full = fresh.discover().await.unwrap();
+        assert_eq!(delta, full, "step {step}");
+    }
+    // Both kinds of read happened (each fresh registry did one full read per step).
+    let reader_full_reads = full_reads(&server) - before - steps;
+    eprintln!("the reader did {reader_full_reads} full reads in {steps} discoveries");
+    assert!(
+        (2..steps / 2).contains(&reader_full_reads),
+        "the reader did {reader_full_reads} full reads in {steps} discoveries"
+    );
+}
