@@ -10,7 +10,8 @@
 //! - [`RedisRegistry`] (standalone, TLS, Unix socket, ACL, Redis Cluster) and
 //!   [`MemoryRegistry`] (in-process, same semantics, expiry included);
 //! - [`Registry::discover`] returns a [`ClusterView`] in a constant number of round
-//!   trips; bad records become [`SkippedRecord`]s, never errors;
+//!   trips, reading only what changed since the previous call; bad records become
+//!   [`SkippedRecord`]s, never errors;
 //! - [`Registry::watch`] returns a [`ChangeStream`] of [`Change`]s;
 //! - feature `testing`: [`testing::RedisServer`] and [`testing::RedisCluster`] start
 //!   private `redis-server` processes for tests.
@@ -213,7 +214,9 @@ pub trait Registry: Send + Sync {
     /// `Ok(None)` too (counted as skipped and logged).
     async fn router_metadata(&self) -> Result<Option<RouterMetadata>>;
 
-    /// Reads the whole cluster in a constant number of round trips.
+    /// Reads the whole cluster in a constant number of round trips. The Redis backend
+    /// reads only what its change log names since the previous call (records unchanged
+    /// since are shared `Arc`s), or everything when it cannot trust the log.
     async fn discover(&self) -> Result<ClusterView>;
 
     /// Subscribes to changes. A new stats record is announced within 100 ms of its write;

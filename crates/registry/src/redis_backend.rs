@@ -194,6 +194,9 @@ struct Inner {
     unlock: redis::Script,
     warned: Mutex<HashSet<String>>,
     known: Mutex<Option<Known>>,
+    /// Bumped by whatever invalidates what discovery keeps (a `Resync`, a cleared
+    /// cache): a discovery that started before does not put its records back.
+    known_epoch: AtomicU64,
 }
 
 /// The Redis [`Registry`]. Cheap to clone; clones share one connection.
@@ -409,6 +412,7 @@ impl RedisRegistry {
                 unlock: redis::Script::new(UNLOCK),
                 warned: Mutex::new(HashSet::new()),
                 known: Mutex::new(None),
+                known_epoch: AtomicU64::new(0),
             }),
         })
     }
@@ -436,6 +440,7 @@ impl RedisRegistry {
     /// decoded (benchmarks use it to measure a cold read). Discovery itself keeps only
     /// the last read's records.
     pub fn clear_decode_cache(&self) {
+        self.inner.known_epoch.fetch_add(1, Ordering::SeqCst);
         *self.known() = None;
     }
 
@@ -817,7 +822,7 @@ impl RedisRegistry {
                 self.scan_state().dirty_rpc.insert(m.clone());
             }
             Change::MetadataChanged => {}
-            Change::Resync => *self.known() = None,
+            Change::Resync => self.clear_decode_cache(),
         }
     }
 }
@@ -842,6 +847,7 @@ impl RedisRegistry {
         // What the last discovery kept is taken out while this one runs (a concurrent
         // discovery does a full read rather than waiting), and is only put back by a
         // discovery that succeeded.
+        let epoch = self.inner.known_epoch.load(Ordering::SeqCst);
         let known = self.known().take();
         let dirty = {
             let mut st = self.scan_state();
@@ -913,12 +919,16 @@ impl RedisRegistry {
             stats.note_unindexed(&mut st.legacy_gpu);
             rpcs.note_unindexed(&mut st.legacy_rpc);
         }
-        *self.known() = Some(Known {
-            cursor: head.cursor,
-            stats: stats.kept,
-            rpc: rpcs.kept,
-            at,
-        });
+        let mut slot = self.known();
+        if self.inner.known_epoch.load(Ordering::SeqCst) == epoch {
+            *slot = Some(Known {
+                cursor: head.cursor,
+                stats: stats.kept,
+                rpc: rpcs.kept,
+                at,
+            });
+        }
+        drop(slot);
 
         let mut view = ClusterView::default();
         let mut bad = Vec::new();
@@ -1303,11 +1313,12 @@ impl Registry for RedisRegistry {
     }
 
     async fn deregister(&self, node_id: &str, rpc: Option<(&str, u16)>) -> Result<()> {
-        let mut cmds = Vec::new();
-        cmds.push(redis::cmd("DEL").arg(keys::gpu_stats_key(node_id)).clone());
-        cmds.push(redis::cmd("ZREM").arg(keys::INDEX_GPU).arg(node_id).clone());
-        cmds.push(self.log_cmd(keys::CHANGE_GPU, node_id));
-        cmds.push(Self::publish_cmd(&Change::Removed(node_id.to_owned())));
+        let mut cmds = vec![
+            redis::cmd("DEL").arg(keys::gpu_stats_key(node_id)).clone(),
+            redis::cmd("ZREM").arg(keys::INDEX_GPU).arg(node_id).clone(),
+            self.log_cmd(keys::CHANGE_GPU, node_id),
+            Self::publish_cmd(&Change::Removed(node_id.to_owned())),
+        ];
         if let Some((host, port)) = rpc {
             let member = keys::rpc_member(host, port);
             cmds.push(
