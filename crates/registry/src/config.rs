@@ -43,6 +43,11 @@ pub struct RegistryConfig {
     /// 100,000 entries, a few MB in Redis). A reader more writes than this behind reads
     /// the whole cluster again instead of the changes.
     pub change_log_maxlen: usize,
+    /// Most time between two full reads of the cluster by `discover` (default 30 s);
+    /// the discoveries in between read only what the change log names. Bounds how long
+    /// a write by a writer that keeps no change log (a raw `SET`/`DEL` of one of our keys,
+    /// an older vramroute) can go unseen.
+    pub full_read_interval: Duration,
     /// Bound on every Redis call, connection included (default 2 s).
     pub command_timeout: Duration,
     /// Reconnect backoff: first delay (default 100 ms), doubled per attempt up to
@@ -75,6 +80,7 @@ impl Default for RegistryConfig {
             registration_ttl: Duration::from_secs(3600),
             stream_maxlen: 1000,
             change_log_maxlen: 100_000,
+            full_read_interval: Duration::from_secs(30),
             command_timeout: Duration::from_secs(2),
             reconnect_min_delay: Duration::from_millis(100),
             reconnect_max_delay: Duration::from_secs(5),

@@ -36,11 +36,26 @@ pub(crate) type Outcome<T> = Result<Arc<T>, Arc<str>>;
 /// The outcomes a reader keeps for one kind of record: live indexed ids, by id.
 pub(crate) type Kept<T> = BTreeMap<String, Outcome<T>>;
 
-/// The ids one discovery reads, sorted by id, each with whether it is indexed (its
-/// outcome is then kept), and the outcomes kept from before.
+/// How one id read by a discovery is treated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Read {
+    /// Live in the index (a full read just listed it): its outcome is kept.
+    Indexed,
+    /// Named by the change log or a keyspace event while kept: kept if the index still
+    /// lists it as live when it is read ([`Plan::confirm`]), otherwise treated like an
+    /// unindexed id when SCAN or keyspace events found its key, otherwise dropped.
+    Logged,
+    /// Found only by SCAN or keyspace events: returned, read again every time, not kept.
+    Unindexed,
+    /// Not live in the index and not found otherwise: neither returned nor kept.
+    Dropped,
+}
+
+/// The ids one discovery reads, sorted by id, each with how it is treated, and the
+/// outcomes kept from before.
 pub(crate) struct Plan<T> {
     kept: Kept<T>,
-    fetch: Vec<(String, bool)>,
+    fetch: Vec<(String, Read)>,
 }
 
 impl<T> Plan<T> {
@@ -53,6 +68,33 @@ impl<T> Plan<T> {
     pub(crate) fn fetch_count(&self) -> usize {
         self.fetch.len()
     }
+
+    /// The [`Read::Logged`] ids, in order: their index entries are read with their
+    /// values.
+    pub(crate) fn to_confirm(&self) -> impl Iterator<Item = &str> {
+        self.fetch
+            .iter()
+            .filter(|(_, r)| *r == Read::Logged)
+            .map(|(id, _)| id.as_str())
+    }
+
+    /// Settles the [`Read::Logged`] ids with `live` (one answer per [`Self::to_confirm`]
+    /// id, in order: whether the index lists it with a deadline in the future) and the
+    /// ids SCAN or keyspace events found (`unindexed`), as a full read would see them.
+    pub(crate) fn confirm(&mut self, live: &[bool], unindexed: &BTreeSet<String>) {
+        let mut live = live.iter();
+        for (id, read) in &mut self.fetch {
+            if *read == Read::Logged {
+                *read = if live.next().copied().unwrap_or(false) {
+                    Read::Indexed
+                } else if unindexed.contains(id.as_str()) {
+                    Read::Unindexed
+                } else {
+                    Read::Dropped
+                };
+            }
+        }
+    }
 }
 
 /// A full read: every `live` id of the index (any order; its outcome will be kept) and
@@ -64,42 +106,46 @@ pub(crate) fn plan_full<T>(mut live: Vec<String>, unindexed: &BTreeSet<String>) 
     let mut others = unindexed.iter().peekable();
     for id in live {
         while let Some(o) = others.next_if(|o| o.as_str() < id.as_str()) {
-            fetch.push((o.clone(), false));
+            fetch.push((o.clone(), Read::Unindexed));
         }
         others.next_if(|o| **o == id);
-        fetch.push((id, true));
+        fetch.push((id, Read::Indexed));
     }
-    fetch.extend(others.map(|o| (o.clone(), false)));
+    fetch.extend(others.map(|o| (o.clone(), Read::Unindexed)));
     Plan {
         kept: Kept::new(),
         fetch,
     }
 }
 
-/// A delta read: `kept` without the `expired` ids, reading every `logged` id (indexed),
-/// every `dirty` id (someone wrote its key; indexed when kept) and every `unindexed` id
-/// not kept.
+/// A delta read: `kept` without the `expired` ids, reading every `logged` id and every
+/// `dirty` id (someone wrote its key) — [`Read::Logged`] when logged or kept, else
+/// [`Read::Unindexed`] — and every `unindexed` id not kept.
 pub(crate) fn plan_delta<T>(
     mut kept: Kept<T>,
     expired: Vec<String>,
     logged: Vec<String>,
-    dirty: BTreeSet<String>,
+    dirty: &BTreeSet<String>,
     unindexed: &BTreeSet<String>,
 ) -> Plan<T> {
     for id in &expired {
         kept.remove(id);
     }
-    let mut fetch: BTreeMap<String, bool> = BTreeMap::new();
+    let mut fetch: BTreeMap<String, Read> = BTreeMap::new();
     for id in logged {
-        fetch.insert(id, true);
+        fetch.insert(id, Read::Logged);
     }
     for id in dirty {
-        let indexed = kept.contains_key(&id);
-        *fetch.entry(id).or_insert(indexed) |= indexed;
+        let read = if kept.contains_key(id) {
+            Read::Logged
+        } else {
+            Read::Unindexed
+        };
+        fetch.entry(id.clone()).or_insert(read);
     }
     for id in unindexed {
         if !kept.contains_key(id) {
-            fetch.entry(id.clone()).or_insert(false);
+            fetch.entry(id.clone()).or_insert(Read::Unindexed);
         }
     }
     Plan {
@@ -263,18 +309,22 @@ where
     drop(fetched);
     let mut gone = Vec::new();
     let mut extra = Vec::new();
-    for ((id, indexed), outcome) in fetch.into_iter().zip(decoded) {
-        match (outcome, indexed) {
+    for ((id, read), outcome) in fetch.into_iter().zip(decoded) {
+        match (outcome, read) {
             (None, _) => {
                 kept.remove(&id);
                 gone.push(id);
             }
-            (Some(outcome), true) => {
+            (Some(outcome), Read::Indexed) => {
                 kept.insert(id, outcome);
             }
-            (Some(outcome), false) => {
+            (Some(outcome), Read::Unindexed) => {
                 kept.remove(&id);
                 extra.push((id, outcome));
+            }
+            // Unsettled (the caller did not confirm) counts as not live.
+            (Some(_), Read::Dropped | Read::Logged) => {
+                kept.remove(&id);
             }
         }
     }
@@ -308,8 +358,17 @@ mod tests {
 
     type Store<'a> = BTreeMap<&'a str, &'a str>;
 
-    /// Reads `plan` against `store` (id → value), counting decodes in `calls`.
-    fn read(plan: Plan<String>, store: &Store<'_>, calls: &AtomicUsize) -> Finished<String> {
+    /// Reads `plan` against `store` (id → value), with `index` the live ids of the index
+    /// and `unindexed` the ids found otherwise, counting decodes in `calls`.
+    fn read_with(
+        mut plan: Plan<String>,
+        store: &Store<'_>,
+        index: &[&str],
+        unindexed: &BTreeSet<String>,
+        calls: &AtomicUsize,
+    ) -> Finished<String> {
+        let live: Vec<bool> = plan.to_confirm().map(|id| index.contains(&id)).collect();
+        plan.confirm(&live, unindexed);
         let values = plan
             .to_fetch()
             .map(|id| store.get(id).map(|v| v.as_bytes().to_vec()))
@@ -323,6 +382,12 @@ mod tests {
                 Ok(format!("{id}={s}"))
             }
         })
+    }
+
+    /// [`read_with`] where every id of `store` is live in the index.
+    fn read(plan: Plan<String>, store: &Store<'_>, calls: &AtomicUsize) -> Finished<String> {
+        let index: Vec<&str> = store.keys().copied().collect();
+        read_with(plan, store, &index, &BTreeSet::new(), calls)
     }
 
     fn ids(v: &[&str]) -> Vec<String> {
@@ -380,9 +445,9 @@ mod tests {
         );
         assert_eq!(calls.load(Ordering::Relaxed), 4);
         // Nothing logged: only the unindexed id is read; the rest is shared.
-        let plan = plan_delta(first.kept, vec![], vec![], set(&[]), &set(&["x"]));
+        let plan = plan_delta(first.kept, vec![], vec![], &set(&[]), &set(&["x"]));
         assert_eq!(plan.to_fetch().collect::<Vec<_>>(), ["x"]);
-        let again = read(plan, &store, &calls);
+        let again = read_with(plan, &store, &["a", "b", "c"], &set(&["x"]), &calls);
         assert_eq!(calls.load(Ordering::Relaxed), 5);
         assert_eq!(plain(&again.found), plain(&first.found));
         assert!(Arc::ptr_eq(
@@ -397,11 +462,12 @@ mod tests {
             again.kept,
             ids(&["a"]),
             ids(&["d", "b", "c"]),
-            set(&[]),
+            &set(&[]),
             &set(&["x"]),
         );
         assert_eq!(plan.to_fetch().collect::<Vec<_>>(), ["b", "c", "d", "x"]);
-        let third = read(plan, &store, &calls);
+        assert_eq!(plan.to_confirm().collect::<Vec<_>>(), ["b", "c", "d"]);
+        let third = read_with(plan, &store, &["b", "d"], &set(&["x"]), &calls);
         assert_eq!(
             plain(&third.found),
             vec![
@@ -422,8 +488,9 @@ mod tests {
         let first = read(plan_full(ids(&["a"]), &set(&[])), &store, &calls);
         // A raw write to a (kept) indexed key, and one to an unindexed key.
         store.insert("a", "2");
-        let plan = plan_delta(first.kept, vec![], vec![], set(&["a", "z"]), &set(&[]));
-        let done = read(plan, &store, &calls);
+        let plan = plan_delta(first.kept, vec![], vec![], &set(&["a", "z"]), &set(&[]));
+        assert_eq!(plan.to_confirm().collect::<Vec<_>>(), ["a"]);
+        let done = read_with(plan, &store, &["a"], &set(&[]), &calls);
         assert_eq!(
             plain(&done.found),
             vec![
@@ -440,10 +507,29 @@ mod tests {
         let calls = AtomicUsize::new(0);
         let store: Store = [("a", "1")].into();
         let first = read(plan_full(ids(&["a"]), &set(&[])), &store, &calls);
-        let plan = plan_delta(first.kept, ids(&["a"]), ids(&["a"]), set(&[]), &set(&[]));
+        let plan = plan_delta(first.kept, ids(&["a"]), ids(&["a"]), &set(&[]), &set(&[]));
         let done = read(plan, &store, &calls);
         assert_eq!(plain(&done.found), vec![("a".into(), Ok("a=1".into()))]);
         assert_eq!(done.kept.len(), 1);
+    }
+
+    #[test]
+    fn a_logged_id_the_index_no_longer_lists_is_not_kept() {
+        // A publish and a deregister interleaved: the key is back, its index entry gone.
+        let calls = AtomicUsize::new(0);
+        let store: Store = [("a", "1"), ("b", "2")].into();
+        let first = read(plan_full(ids(&["a", "b"]), &set(&[])), &store, &calls);
+        let plan = plan_delta(first.kept, vec![], ids(&["a", "b"]), &set(&[]), &set(&[]));
+        let done = read_with(plan, &store, &["b"], &set(&[]), &calls);
+        assert_eq!(plain(&done.found), vec![("b".into(), Ok("b=2".into()))]);
+        assert_eq!(done.kept.keys().collect::<Vec<_>>(), ["b"]);
+        assert!(done.gone.is_empty() && done.unindexed.is_empty());
+        // The same when SCAN found the key: returned as an unindexed record.
+        let plan = plan_delta(done.kept, vec![], ids(&["a"]), &set(&[]), &set(&["a"]));
+        let done = read_with(plan, &store, &["b"], &set(&["a"]), &calls);
+        assert_eq!(done.found.len(), 2);
+        assert_eq!(done.unindexed, ["a"]);
+        assert_eq!(done.kept.keys().collect::<Vec<_>>(), ["b"]);
     }
 
     fn entry(id: &str, fields: &[(&str, &str)]) -> (String, Vec<(String, String)>) {

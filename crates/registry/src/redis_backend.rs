@@ -95,29 +95,25 @@ impl ConnectionLike for Conn {
 }
 
 impl Conn {
-    /// Runs `cmds` and returns their replies in order: one pipeline on a standalone
-    /// server (executed in order); on a cluster (where pipelines must stay in one slot),
-    /// concurrent requests, or one after the other when `ordered`.
-    async fn exec_all(&mut self, cmds: Vec<Cmd>, ordered: bool) -> redis::RedisResult<Vec<Value>> {
+    /// Runs `stages` of commands and returns every reply in order: one pipeline on a
+    /// standalone server (executed in order); on a cluster (where pipelines must stay in
+    /// one slot), the commands of a stage concurrently, each stage after the previous one
+    /// has completed.
+    async fn exec_stages(&mut self, stages: Vec<Vec<Cmd>>) -> redis::RedisResult<Vec<Value>> {
         match self {
             Conn::Single(c) => {
                 let mut pipe = redis::pipe();
-                for cmd in cmds {
+                for cmd in stages.into_iter().flatten() {
                     pipe.add_command(cmd);
                 }
                 pipe.query_async(c).await
             }
             Conn::Cluster(c) => {
-                if ordered {
-                    // A record's SET, index ZADD and change-log XADD must land in that
-                    // order (see `delta`): one round trip each, in cluster mode only.
-                    let mut out = Vec::with_capacity(cmds.len());
-                    for cmd in cmds {
-                        out.push(cmd.query_async::<Value>(c).await?);
-                    }
-                    return Ok(out);
+                let mut out = Vec::new();
+                for stage in stages {
+                    out.extend(Self::concurrent(c, stage.into_iter()).await?);
                 }
-                Self::concurrent(c, cmds.into_iter()).await
+                Ok(out)
             }
         }
     }
@@ -171,11 +167,15 @@ struct Known {
     /// When it was read: after `index_prune_grace / 2`, expired index entries may have
     /// been pruned unseen, so the next discovery reads everything.
     at: Instant,
+    /// When the last full read was; the next one is due `full_read_interval` after it.
+    last_full: Instant,
 }
 
 /// What round trip 1 of a discovery found: the new cursor, what to read, the metadata.
 struct Head {
     cursor: Option<String>,
+    /// When the full read before this delta read was; `None` for a full read.
+    last_full: Option<Instant>,
     stats: delta::Plan<GpuStatsRecord>,
     rpc: delta::Plan<RpcNodeRecord>,
     meta: Option<Vec<u8>>,
@@ -220,6 +220,12 @@ fn unix_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// A key expiry in milliseconds (`SET … PX`), at least 1; the index deadline of the
+/// record is the write time plus the same amount.
+fn ttl_ms(ttl: Duration) -> u64 {
+    u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
 fn bytes_of(v: Value) -> Option<Vec<u8>> {
     match v {
         Value::BulkString(b) => Some(b),
@@ -239,6 +245,17 @@ fn strings_of(v: Value) -> Vec<String> {
     }
 }
 
+/// A sorted-set score (`ZSCORE`), `None` for a missing member.
+fn score_of(v: &Value) -> Option<f64> {
+    match v {
+        Value::Double(f) => Some(*f),
+        Value::Int(i) => Some(*i as f64),
+        Value::BulkString(b) => std::str::from_utf8(b).ok()?.parse().ok(),
+        Value::SimpleString(s) => s.parse().ok(),
+        _ => None,
+    }
+}
+
 /// The entries of an `XRANGE`/`XREVRANGE` reply: `(entry id, [(field, value)])`.
 fn stream_entries(v: Value) -> Vec<(String, Vec<(String, String)>)> {
     let mut out = Vec::new();
@@ -248,7 +265,16 @@ fn stream_entries(v: Value) -> Vec<(String, Vec<(String, String)>)> {
             .next()
             .and_then(bytes_of)
             .map(|b| String::from_utf8_lossy(&b).into_owned());
-        let flat = parts.next().map(strings_of).unwrap_or_default();
+        // Lossy, so a value that is not UTF-8 cannot shift the pairs.
+        let flat: Vec<String> = parts
+            .next()
+            .map(array_of)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|v| {
+                bytes_of(v).map_or_else(String::new, |b| String::from_utf8_lossy(&b).into_owned())
+            })
+            .collect();
         let mut fields = Vec::with_capacity(flat.len() / 2);
         let mut flat = flat.into_iter();
         while let (Some(k), Some(v)) = (flat.next(), flat.next()) {
@@ -558,14 +584,20 @@ impl RedisRegistry {
     }
 
     async fn exec(&self, op: &'static str, cmds: Vec<Cmd>) -> Result<Vec<Value>> {
-        self.run(op, |mut c| async move { c.exec_all(cmds, false).await })
-            .await
+        self.exec_staged(op, vec![cmds]).await
     }
 
     /// As [`Self::exec`], with each command completed before the next starts, also in
     /// cluster mode (a record's `SET`, then its index `ZADD`, then its log `XADD`).
     async fn exec_ordered(&self, op: &'static str, cmds: Vec<Cmd>) -> Result<Vec<Value>> {
-        self.run(op, |mut c| async move { c.exec_all(cmds, true).await })
+        self.exec_staged(op, cmds.into_iter().map(|c| vec![c]).collect())
+            .await
+    }
+
+    /// As [`Self::exec`], with each stage completed before the next starts (in cluster
+    /// mode; a standalone pipeline runs in order anyway).
+    async fn exec_staged(&self, op: &'static str, stages: Vec<Vec<Cmd>>) -> Result<Vec<Value>> {
+        self.run(op, |mut c| async move { c.exec_stages(stages).await })
             .await
     }
 
@@ -844,11 +876,7 @@ impl RedisRegistry {
                 tracing::warn!(error = %e, "SCAN sweep for SOLLOL-written keys failed");
             }
         }
-        // What the last discovery kept is taken out while this one runs (a concurrent
-        // discovery does a full read rather than waiting), and is only put back by a
-        // discovery that succeeded.
-        let epoch = self.inner.known_epoch.load(Ordering::SeqCst);
-        let known = self.known().take();
+        // Ids keyspace events named since the last discovery: put back if this one fails.
         let dirty = {
             let mut st = self.scan_state();
             (
@@ -856,21 +884,46 @@ impl RedisRegistry {
                 std::mem::take(&mut st.dirty_rpc),
             )
         };
-        let grace = self.inner.config.index_prune_grace / 2;
-        let head = match known {
-            Some(known) if !sweep && known.at.elapsed() < grace => {
+        let result = self.discover_with(sweep, &dirty).await;
+        if result.is_err() {
+            let mut st = self.scan_state();
+            st.dirty_gpu.extend(dirty.0);
+            st.dirty_rpc.extend(dirty.1);
+        }
+        result
+    }
+
+    async fn discover_with(
+        &self,
+        sweep: bool,
+        dirty: &(BTreeSet<String>, BTreeSet<String>),
+    ) -> Result<ClusterView> {
+        // What the last discovery kept is taken out while this one runs (a concurrent
+        // discovery does a full read rather than waiting), and is only put back by a
+        // discovery that succeeded.
+        let epoch = self.inner.known_epoch.load(Ordering::SeqCst);
+        let known = self.known().take();
+        let cfg = &self.inner.config;
+        let mut head = match known {
+            Some(known)
+                if !sweep
+                    && known.at.elapsed() < cfg.index_prune_grace / 2
+                    && known.last_full.elapsed() < cfg.full_read_interval =>
+            {
                 match self.read_changes(known, dirty).await? {
                     Some(head) => head,
-                    None => self.read_live().await?,
+                    None => self.read_live(dirty).await?,
                 }
             }
-            _ => self.read_live().await?,
+            _ => self.read_live(dirty).await?,
         };
         let at = Instant::now();
 
-        // Round trip 2, only if something is to be read.
+        // Round trip 2, only if something is to be read: the records, then the index
+        // entries of the logged ones (a record is kept only while the index lists it).
         let counts = [head.stats.fetch_count(), head.rpc.fetch_count()];
-        let mut cmds = Vec::new();
+        let mut mgets = Vec::new();
+        let mut scores = Vec::new();
         let mut key = String::new();
         let mut mget = |prefix: &str, ids: &mut dyn Iterator<Item = &str>| {
             let mut mget = redis::cmd("MGET");
@@ -883,15 +936,24 @@ impl RedisRegistry {
             mget
         };
         if counts[0] > 0 {
-            cmds.push(mget(keys::GPU_STATS_PREFIX, &mut head.stats.to_fetch()));
+            mgets.push(mget(keys::GPU_STATS_PREFIX, &mut head.stats.to_fetch()));
         }
         if counts[1] > 0 {
-            cmds.push(mget(keys::RPC_NODE_PREFIX, &mut head.rpc.to_fetch()));
+            mgets.push(mget(keys::RPC_NODE_PREFIX, &mut head.rpc.to_fetch()));
         }
-        let mut values = if cmds.is_empty() {
+        let zscore = |index: &str, id: &str| redis::cmd("ZSCORE").arg(index).arg(id).clone();
+        scores.extend(
+            head.stats
+                .to_confirm()
+                .map(|id| zscore(keys::INDEX_GPU, id)),
+        );
+        let gpu_confirms = scores.len();
+        scores.extend(head.rpc.to_confirm().map(|id| zscore(keys::INDEX_RPC, id)));
+        let mut values = if mgets.is_empty() {
             Vec::new()
         } else {
-            self.exec("discover (MGET)", cmds).await?
+            self.exec_staged("discover (MGET)", vec![mgets, scores])
+                .await?
         }
         .into_iter();
         let mut take = |n: usize| -> Vec<Option<Vec<u8>>> {
@@ -907,6 +969,16 @@ impl RedisRegistry {
                 .collect()
         };
         let (gpu_vals, rpc_vals) = (take(counts[0]), take(counts[1]));
+        let now = unix_ms() as f64;
+        let live: Vec<bool> = values
+            .map(|v| score_of(&v).is_some_and(|s| s > now))
+            .collect();
+        {
+            let st = self.scan_state();
+            let (gpu_live, rpc_live) = live.split_at(gpu_confirms.min(live.len()));
+            head.stats.confirm(gpu_live, &st.legacy_gpu);
+            head.rpc.confirm(rpc_live, &st.legacy_rpc);
+        }
         let limits = &self.inner.config.limits;
         let stats = delta::finish(head.stats, gpu_vals, |id, bytes| {
             validate::decode_stats(id, bytes, limits)
@@ -926,6 +998,7 @@ impl RedisRegistry {
                 stats: stats.kept,
                 rpc: rpcs.kept,
                 at,
+                last_full: head.last_full.unwrap_or(at),
             });
         }
         drop(slot);
@@ -997,7 +1070,7 @@ impl RedisRegistry {
     /// so every write after it shows up in the log), every live id of both indexes
     /// (deadline in the future; no scores, which Redis formats slowly), the metadata,
     /// and pruning of long-dead index entries.
-    async fn read_live(&self) -> Result<Head> {
+    async fn read_live(&self, dirty: &(BTreeSet<String>, BTreeSet<String>)) -> Result<Head> {
         let now = unix_ms();
         let live = |key: &str| {
             redis::cmd("ZRANGEBYSCORE")
@@ -1007,21 +1080,23 @@ impl RedisRegistry {
                 .clone()
         };
         let mut replies = self
-            .exec(
+            .exec_staged(
                 "discover (index)",
                 vec![
-                    redis::cmd("XREVRANGE")
+                    vec![redis::cmd("XREVRANGE")
                         .arg(keys::CHANGES)
                         .arg("+")
                         .arg("-")
                         .arg("COUNT")
                         .arg(1)
-                        .clone(),
-                    live(keys::INDEX_GPU),
-                    live(keys::INDEX_RPC),
-                    redis::cmd("GET").arg(keys::ROUTER_METADATA).clone(),
-                    self.prune_cmd(keys::INDEX_GPU),
-                    self.prune_cmd(keys::INDEX_RPC),
+                        .clone()],
+                    vec![
+                        live(keys::INDEX_GPU),
+                        live(keys::INDEX_RPC),
+                        redis::cmd("GET").arg(keys::ROUTER_METADATA).clone(),
+                        self.prune_cmd(keys::INDEX_GPU),
+                        self.prune_cmd(keys::INDEX_RPC),
+                    ],
                 ],
             )
             .await?
@@ -1035,11 +1110,18 @@ impl RedisRegistry {
         let rpc_live = replies.next().map(strings_of).unwrap_or_default();
         let meta = replies.next().and_then(bytes_of);
         let st = self.scan_state();
-        let stats = delta::plan_full(gpu_live, &st.legacy_gpu);
-        let rpc = delta::plan_full(rpc_live, &st.legacy_rpc);
+        // Ids keyspace events named are read like ids SCAN found.
+        let with = |found: &BTreeSet<String>, named: &BTreeSet<String>| {
+            let mut all = found.clone();
+            all.extend(named.iter().cloned());
+            all
+        };
+        let stats = delta::plan_full(gpu_live, &with(&st.legacy_gpu, &dirty.0));
+        let rpc = delta::plan_full(rpc_live, &with(&st.legacy_rpc, &dirty.1));
         drop(st);
         Ok(Head {
             cursor,
+            last_full: None,
             stats,
             rpc,
             meta,
@@ -1053,7 +1135,7 @@ impl RedisRegistry {
     async fn read_changes(
         &self,
         known: Known,
-        dirty: (BTreeSet<String>, BTreeSet<String>),
+        dirty: &(BTreeSet<String>, BTreeSet<String>),
     ) -> Result<Option<Head>> {
         let now = unix_ms();
         let expired = |key: &str| {
@@ -1067,21 +1149,22 @@ impl RedisRegistry {
         let cap = known.stats.len() + known.rpc.len() + 1024;
         // Expired entries first: a record republished in between is in the log.
         let mut replies = self
-            .exec(
+            .exec_staged(
                 "discover (changes)",
                 vec![
-                    expired(keys::INDEX_GPU),
-                    expired(keys::INDEX_RPC),
-                    redis::cmd("XRANGE")
-                        .arg(keys::CHANGES)
-                        .arg(known.cursor.as_deref().unwrap_or("-"))
-                        .arg("+")
-                        .arg("COUNT")
-                        .arg(cap + 1)
-                        .clone(),
-                    redis::cmd("GET").arg(keys::ROUTER_METADATA).clone(),
-                    self.prune_cmd(keys::INDEX_GPU),
-                    self.prune_cmd(keys::INDEX_RPC),
+                    vec![expired(keys::INDEX_GPU), expired(keys::INDEX_RPC)],
+                    vec![
+                        redis::cmd("XRANGE")
+                            .arg(keys::CHANGES)
+                            .arg(known.cursor.as_deref().unwrap_or("-"))
+                            .arg("+")
+                            .arg("COUNT")
+                            .arg(cap + 1)
+                            .clone(),
+                        redis::cmd("GET").arg(keys::ROUTER_METADATA).clone(),
+                        self.prune_cmd(keys::INDEX_GPU),
+                        self.prune_cmd(keys::INDEX_RPC),
+                    ],
                 ],
             )
             .await?
@@ -1099,13 +1182,14 @@ impl RedisRegistry {
             known.stats,
             gpu_expired,
             logged.gpu,
-            dirty.0,
+            &dirty.0,
             &st.legacy_gpu,
         );
-        let rpc = delta::plan_delta(known.rpc, rpc_expired, logged.rpc, dirty.1, &st.legacy_rpc);
+        let rpc = delta::plan_delta(known.rpc, rpc_expired, logged.rpc, &dirty.1, &st.legacy_rpc);
         drop(st);
         Ok(Some(Head {
             cursor: logged.cursor,
+            last_full: Some(known.last_full),
             stats,
             rpc,
             meta,
@@ -1262,8 +1346,8 @@ impl Registry for RedisRegistry {
         let mut set = redis::cmd("SET");
         set.arg(keys::gpu_stats_key(&record.node_id))
             .arg(json)
-            .arg("EX")
-            .arg(cfg.stats_ttl.as_secs().max(1));
+            .arg("PX")
+            .arg(ttl_ms(cfg.stats_ttl));
         let mut xadd = redis::cmd("XADD");
         xadd.arg(keys::GPU_STATS_STREAM)
             .arg("MAXLEN")
@@ -1275,7 +1359,7 @@ impl Registry for RedisRegistry {
         }
         let mut zadd = redis::cmd("ZADD");
         zadd.arg(keys::INDEX_GPU)
-            .arg(unix_ms() + cfg.stats_ttl.as_millis() as u64)
+            .arg(unix_ms().saturating_add(ttl_ms(cfg.stats_ttl)))
             .arg(&record.node_id);
         let log = self.log_cmd(keys::CHANGE_GPU, &record.node_id);
         let publish = Self::publish_cmd(&Change::Updated(record.node_id.clone()));
@@ -1298,11 +1382,11 @@ impl Registry for RedisRegistry {
         let mut set = redis::cmd("SET");
         set.arg(keys::rpc_node_key(host, port))
             .arg(record.to_json())
-            .arg("EX")
-            .arg(ttl.as_secs().max(1));
+            .arg("PX")
+            .arg(ttl_ms(ttl));
         let mut zadd = redis::cmd("ZADD");
         zadd.arg(keys::INDEX_RPC)
-            .arg(unix_ms() + ttl.as_millis() as u64)
+            .arg(unix_ms().saturating_add(ttl_ms(ttl)))
             .arg(&member);
         let log = self.log_cmd(keys::CHANGE_RPC, &member);
         let publish = Self::publish_cmd(&Change::RpcUpdated(member));

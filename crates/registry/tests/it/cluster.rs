@@ -87,4 +87,19 @@ async fn three_master_cluster_round_trip() {
     assert_eq!((view.stats.len(), view.rpc_nodes.len()), (31, 4));
     let history = reg.history(5).await.unwrap();
     assert_eq!(history.len(), 5);
+
+    // Delta reads in cluster mode (the log, the index and the records live on different
+    // masters) see a change and equal a full read.
+    let mut changed = node(5);
+    changed.gpus[0].memory_free_mb = Some(77);
+    reg.publish_stats(&changed).await.unwrap();
+    let delta = other.discover().await.unwrap();
+    assert_eq!(delta.stats_of(&changed.node_id), Some(&changed));
+    let full = RedisRegistry::connect(&cluster.url(), cfg())
+        .await
+        .unwrap()
+        .discover()
+        .await
+        .unwrap();
+    assert_eq!(delta, full);
 }

@@ -402,6 +402,21 @@ async fn delta_reads_equal_full_reads_over_random_writes() {
                     .await
                     .unwrap(),
                 8 => w.deregister(&node(i).node_id, None).await.unwrap(),
+                9 if rng.below(2) == 0 => {
+                    // What a publish and a deregister of one node, interleaved, can
+                    // leave: DEL, SET, ZADD, ZREM, XADD, XADD — the key back, no index
+                    // entry, two log entries.
+                    let id = node(i).node_id;
+                    server
+                        .cli(&["SET", &format!("sollol:gpu:{id}"), &node(i).to_json()])
+                        .unwrap();
+                    server.cli(&["ZREM", "vramroute:index:gpu", &id]).unwrap();
+                    for _ in 0..2 {
+                        server
+                            .cli(&["XADD", "vramroute:changes", "*", "gpu", &id])
+                            .unwrap();
+                    }
+                }
                 _ => {
                     // What an expiry leaves: the key gone, the index entry in the past.
                     let id = node(i).node_id;
@@ -426,4 +441,28 @@ async fn delta_reads_equal_full_reads_over_random_writes() {
         (2..steps / 2).contains(&reader_full_reads),
         "the reader did {reader_full_reads} full reads in {steps} discoveries"
     );
+}
+
+#[tokio::test]
+async fn full_reads_recur_and_catch_writes_that_bypass_the_log() {
+    let server = RedisServer::start().unwrap();
+    let config = RegistryConfig {
+        full_read_interval: Duration::from_millis(300),
+        ..no_scan()
+    };
+    let reg = RedisRegistry::connect(&server.url(), config).await.unwrap();
+    reg.publish_stats(&node(1)).await.unwrap();
+    reg.publish_stats(&node(2)).await.unwrap();
+    assert_eq!(reg.discover().await.unwrap().stats.len(), 2);
+    // A raw DEL of one of our keys: no log entry, no keyspace watch running.
+    server
+        .cli(&["DEL", &format!("sollol:gpu:{}", node(1).node_id)])
+        .unwrap();
+    assert_eq!(reg.discover().await.unwrap().stats.len(), 2);
+    assert_eq!(full_reads(&server), 1);
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    let view = reg.discover().await.unwrap();
+    assert_eq!(full_reads(&server), 2);
+    let ids: Vec<&str> = view.stats.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(ids, [node(2).node_id.as_str()]);
 }
