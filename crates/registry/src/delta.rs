@@ -8,14 +8,17 @@
 //! outcome of every live indexed id (the record behind an `Arc`, or why it is skipped) —
 //! and the id of the last log entry it has seen (its cursor). Two kinds of read:
 //!
-//! - **full** (first discovery, after a gap, on a sweep, or when the log cannot be
-//!   trusted): the cursor (newest log entry) first, then every live id of each index
-//!   (deadline in the future, read without scores), then the values of all of them. Any
-//!   write after the cursor was read shows up in the log on the next discovery.
+//! - **full** (first discovery, every `full_read_interval`, after a gap, on a sweep, or
+//!   when the log cannot be trusted): the cursor (newest log entry) first, then every
+//!   live id of each index (deadline in the future, read without scores), then the
+//!   values of all of them. Any write after the cursor was read shows up in the log on
+//!   the next discovery.
 //! - **delta**: the index entries whose deadline has passed (their keys expired with
 //!   them: dropped, not read), then the log from the cursor on; only the logged ids are
-//!   read. The cursor entry must still be the first one returned: if it was trimmed away
-//!   (the reader fell more than the log's cap behind) or the log was reset (FLUSHALL, a
+//!   read, each with its index entry, and kept only while that entry is live (so
+//!   interleaved writes and deletes of one record end as a full read would see them).
+//!   The cursor entry must still be the first one returned: if it was trimmed away (the
+//!   reader fell more than the log's cap behind) or the log was reset (FLUSHALL, a
 //!   restart without persistence), the reader does a full read instead.
 //!
 //! Ids found only by a SCAN or a keyspace event (keys written by SOLLOL's tools, which

@@ -194,12 +194,13 @@ impl futures_util::Stream for ChangeStream {
 /// All methods are bounded by [`RegistryConfig::command_timeout`] (Redis backend).
 #[async_trait]
 pub trait Registry: Send + Sync {
-    /// Publishes live stats: `SET sollol:gpu:{node_id} … EX stats_ttl`, `XADD
+    /// Publishes live stats: `SET sollol:gpu:{node_id} … PX stats_ttl`, `XADD
     /// sollol:gpu:stats MAXLEN ~ stream_maxlen …` (SOLLOL's field encoding), our index, our
-    /// change log and a change announcement, in one round trip. Refuses a record our reader would skip.
+    /// change log and a change announcement, in one round trip (one per command, in
+    /// order, in Cluster mode). Refuses a record our reader would skip.
     async fn publish_stats(&self, record: &GpuStatsRecord) -> Result<()>;
 
-    /// Registers (or refreshes) an RPC node: `SET sollol:rpc:node:{host}:{port} … EX
+    /// Registers (or refreshes) an RPC node: `SET sollol:rpc:node:{host}:{port} … PX
     /// registration_ttl`, plus our index, change log and announcement.
     async fn register(&self, host: &str, port: u16, record: &RpcNodeRecord) -> Result<()>;
 
