@@ -95,17 +95,27 @@ fn prepare(rt: &tokio::runtime::Runtime, server: &RedisServer, nodes: usize) -> 
     reg
 }
 
+/// A benchmark group reading `nodes` nodes per iteration (fewer samples at 10,000).
+fn discover_group<'a>(
+    c: &'a mut Criterion,
+    name: &str,
+    nodes: usize,
+) -> criterion::BenchmarkGroup<'a, criterion::measurement::WallTime> {
+    let mut group = c.benchmark_group(name);
+    group.measurement_time(Duration::from_secs(8));
+    group.throughput(Throughput::Elements(nodes as u64));
+    if nodes >= 10_000 {
+        group.sample_size(20);
+    }
+    group
+}
+
 fn discover(c: &mut Criterion) {
     let rt = runtime();
     let server = RedisServer::start().expect("start redis-server (is it installed?)");
     for nodes in [1000usize, 10_000] {
         let reg = prepare(&rt, &server, nodes);
-        let mut group = c.benchmark_group("discover");
-        group.measurement_time(Duration::from_secs(8));
-        group.throughput(Throughput::Elements(nodes as u64));
-        if nodes >= 10_000 {
-            group.sample_size(20);
-        }
+        let mut group = discover_group(c, "discover", nodes);
         group.bench_with_input(BenchmarkId::from_parameter(nodes), &nodes, |b, _| {
             b.iter(|| black_box(rt.block_on(reg.discover()).expect("discover")))
         });
@@ -113,12 +123,7 @@ fn discover(c: &mut Criterion) {
 
         // The same read with the decode cache emptied before each one (every record
         // decoded, as on a coordinator's first discovery or when every record changed).
-        let mut group = c.benchmark_group("discover_cold");
-        group.measurement_time(Duration::from_secs(8));
-        group.throughput(Throughput::Elements(nodes as u64));
-        if nodes >= 10_000 {
-            group.sample_size(20);
-        }
+        let mut group = discover_group(c, "discover_cold", nodes);
         group.bench_with_input(BenchmarkId::from_parameter(nodes), &nodes, |b, _| {
             // Timed like `discover` (the view is dropped inside the timed part); only the
             // emptying of the cache is left out.
@@ -140,12 +145,7 @@ fn discover(c: &mut Criterion) {
     // change-log entries), as reporters do every few seconds; the rest is unchanged.
     for nodes in [1000usize, 10_000] {
         let reg = prepare(&rt, &server, nodes);
-        let mut group = c.benchmark_group("discover_churn");
-        group.measurement_time(Duration::from_secs(8));
-        group.throughput(Throughput::Elements(nodes as u64));
-        if nodes >= 10_000 {
-            group.sample_size(20);
-        }
+        let mut group = discover_group(c, "discover_churn", nodes);
         let mut next = 0usize;
         group.bench_function(BenchmarkId::from_parameter(nodes), |b| {
             b.iter_custom(|iters| {

@@ -40,7 +40,7 @@ pub struct RegistryConfig {
     /// Approximate cap of the `sollol:gpu:stats` stream (`MAXLEN ~`, SOLLOL: 1000).
     pub stream_maxlen: usize,
     /// Approximate cap of our change log `vramroute:changes` (`MAXLEN ~`, default
-    /// 100,000 entries, a few MB in Redis). A reader more writes than this behind reads
+    /// 100,000 entries, about 3.5 MB in Redis). A reader more writes than this behind reads
     /// the whole cluster again instead of the changes.
     pub change_log_maxlen: usize,
     /// Most time between two full reads of the cluster by `discover` (default 30 s);
