@@ -301,6 +301,12 @@ fn check_size(bytes: &[u8], limits: &Limits) -> Result<(), String> {
     }
 }
 
+/// The value as text: one UTF-8 check of the whole value, cheaper than the check of
+/// every string that parsing bytes would do.
+fn utf8(bytes: &[u8]) -> Result<&str, String> {
+    std::str::from_utf8(bytes).map_err(|e| format!("value is not UTF-8 text: {e}"))
+}
+
 /// Parses and validates a stats record read from `sollol:gpu:{key_node_id}`. A record
 /// without `node_id` gets `key_node_id`.
 pub fn decode_stats(
@@ -310,7 +316,7 @@ pub fn decode_stats(
 ) -> Result<GpuStatsRecord, String> {
     check_size(bytes, limits)?;
     let mut r: GpuStatsRecord =
-        serde_json::from_slice(bytes).map_err(|e| format!("bad stats record: {e}"))?;
+        serde_json::from_str(utf8(bytes)?).map_err(|e| format!("bad stats record: {e}"))?;
     if r.node_id.is_empty() {
         r.node_id = key_node_id.to_owned();
     }
@@ -322,7 +328,7 @@ pub fn decode_stats(
 pub fn decode_rpc(bytes: &[u8], limits: &Limits) -> Result<RpcNodeRecord, String> {
     check_size(bytes, limits)?;
     let r: RpcNodeRecord =
-        serde_json::from_slice(bytes).map_err(|e| format!("bad registration: {e}"))?;
+        serde_json::from_str(utf8(bytes)?).map_err(|e| format!("bad registration: {e}"))?;
     validate_rpc(&r, limits)?;
     Ok(r)
 }
