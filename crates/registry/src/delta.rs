@@ -82,15 +82,16 @@ impl<T> Plan<T> {
     }
 
     /// Settles the [`Read::Logged`] ids with `live` (one answer per [`Self::to_confirm`]
-    /// id, in order: whether the index lists it with a deadline in the future) and the
-    /// ids SCAN or keyspace events found (`unindexed`), as a full read would see them.
-    pub(crate) fn confirm(&mut self, live: &[bool], unindexed: &BTreeSet<String>) {
+    /// id, in order: whether the index lists it with a deadline in the future) and
+    /// `unindexed` (whether SCAN or keyspace events found the id's key), as a full read
+    /// would see them.
+    pub(crate) fn confirm(&mut self, live: &[bool], unindexed: impl Fn(&str) -> bool) {
         let mut live = live.iter();
         for (id, read) in &mut self.fetch {
             if *read == Read::Logged {
                 *read = if live.next().copied().unwrap_or(false) {
                     Read::Indexed
-                } else if unindexed.contains(id.as_str()) {
+                } else if unindexed(id) {
                     Read::Unindexed
                 } else {
                     Read::Dropped
@@ -371,7 +372,7 @@ mod tests {
         calls: &AtomicUsize,
     ) -> Finished<String> {
         let live: Vec<bool> = plan.to_confirm().map(|id| index.contains(&id)).collect();
-        plan.confirm(&live, unindexed);
+        plan.confirm(&live, |id| unindexed.contains(id));
         let values = plan
             .to_fetch()
             .map(|id| store.get(id).map(|v| v.as_bytes().to_vec()))

@@ -234,7 +234,8 @@ impl Registry for MemoryRegistry {
             record.node_id.clone(),
             Entry {
                 json,
-                deadline: Some(now + self.inner.config.stats_ttl),
+                // An absurd TTL that overflows the clock never expires.
+                deadline: now.checked_add(self.inner.config.stats_ttl),
             },
         );
         let ms = std::time::SystemTime::now()
@@ -272,7 +273,7 @@ impl Registry for MemoryRegistry {
             (host.to_owned(), port),
             Entry {
                 json: record.to_json(),
-                deadline: Some(now + self.inner.config.registration_ttl),
+                deadline: now.checked_add(self.inner.config.registration_ttl),
             },
         );
         self.put(&mut st, Change::RpcUpdated(keys::rpc_member(host, port)));

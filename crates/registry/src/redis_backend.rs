@@ -220,10 +220,12 @@ fn unix_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// A key expiry in milliseconds (`SET … PX`), at least 1; the index deadline of the
-/// record is the write time plus the same amount.
+/// A key expiry in milliseconds (`SET … PX`), at least 1 and at most 2^53 (285,000
+/// years: Redis refuses larger ones, and index scores stay exact); the index deadline
+/// of the record is the write time plus the same amount.
 fn ttl_ms(ttl: Duration) -> u64 {
-    u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)
+    const MAX: u64 = 1 << 53;
+    u64::try_from(ttl.as_millis()).unwrap_or(MAX).clamp(1, MAX)
 }
 
 fn bytes_of(v: Value) -> Option<Vec<u8>> {
@@ -865,7 +867,10 @@ impl RedisRegistry {
     /// on a LAN): what changed (or, on a full read, every live id) and the metadata, then
     /// — only when some record is new, changed or unindexed — one `MGET` per kind of the
     /// records to read. See `delta` for the two kinds of read.
-    async fn discover_inner(&self) -> Result<ClusterView> {
+    async fn discover_inner(
+        &self,
+        dirty: &(BTreeSet<String>, BTreeSet<String>),
+    ) -> Result<ClusterView> {
         // A discovery that sweeps also re-reads every record: writes by others that
         // write no change log (a raw `SET` or `DEL` of an indexed key) are seen within
         // the sweep period at worst.
@@ -876,21 +881,7 @@ impl RedisRegistry {
                 tracing::warn!(error = %e, "SCAN sweep for SOLLOL-written keys failed");
             }
         }
-        // Ids keyspace events named since the last discovery: put back if this one fails.
-        let dirty = {
-            let mut st = self.scan_state();
-            (
-                std::mem::take(&mut st.dirty_gpu),
-                std::mem::take(&mut st.dirty_rpc),
-            )
-        };
-        let result = self.discover_with(sweep, &dirty).await;
-        if result.is_err() {
-            let mut st = self.scan_state();
-            st.dirty_gpu.extend(dirty.0);
-            st.dirty_rpc.extend(dirty.1);
-        }
-        result
+        self.discover_with(sweep, dirty).await
     }
 
     async fn discover_with(
@@ -949,6 +940,7 @@ impl RedisRegistry {
         );
         let gpu_confirms = scores.len();
         scores.extend(head.rpc.to_confirm().map(|id| zscore(keys::INDEX_RPC, id)));
+        let confirms = scores.len();
         let mut values = if mgets.is_empty() {
             Vec::new()
         } else {
@@ -973,11 +965,33 @@ impl RedisRegistry {
         let live: Vec<bool> = values
             .map(|v| score_of(&v).is_some_and(|s| s > now))
             .collect();
+        // A short reply must not read as "every record gone".
+        if gpu_vals.len() != counts[0] || rpc_vals.len() != counts[1] || live.len() != confirms {
+            return Err(Error::Redis {
+                url: self.inner.url.clone(),
+                op: "discover (MGET)",
+                reason: format!(
+                    "unexpected reply: {} + {} values for {} + {} keys, {} index entries for {}",
+                    gpu_vals.len(),
+                    rpc_vals.len(),
+                    counts[0],
+                    counts[1],
+                    live.len(),
+                    confirms
+                ),
+            });
+        }
         {
+            // A logged id the index no longer lists is returned as a full read would:
+            // when SCAN or a keyspace event found its key.
             let st = self.scan_state();
-            let (gpu_live, rpc_live) = live.split_at(gpu_confirms.min(live.len()));
-            head.stats.confirm(gpu_live, &st.legacy_gpu);
-            head.rpc.confirm(rpc_live, &st.legacy_rpc);
+            let (gpu_live, rpc_live) = live.split_at(gpu_confirms);
+            head.stats.confirm(gpu_live, |id| {
+                st.legacy_gpu.contains(id) || dirty.0.contains(id)
+            });
+            head.rpc.confirm(rpc_live, |id| {
+                st.legacy_rpc.contains(id) || dirty.1.contains(id)
+            });
         }
         let limits = &self.inner.config.limits;
         let stats = delta::finish(head.stats, gpu_vals, |id, bytes| {
@@ -1057,8 +1071,8 @@ impl RedisRegistry {
     /// `ZREMRANGEBYSCORE` of the index entries of `key` whose deadline passed more than
     /// `index_prune_grace` ago.
     fn prune_cmd(&self, key: &str) -> Cmd {
-        let stale =
-            unix_ms().saturating_sub(self.inner.config.index_prune_grace.as_millis() as u64);
+        let grace = u64::try_from(self.inner.config.index_prune_grace.as_millis());
+        let stale = unix_ms().saturating_sub(grace.unwrap_or(u64::MAX));
         redis::cmd("ZREMRANGEBYSCORE")
             .arg(key)
             .arg("-inf")
@@ -1466,14 +1480,30 @@ impl Registry for RedisRegistry {
     async fn discover(&self) -> Result<ClusterView> {
         // The whole discovery (SCAN sweep included) is bounded by one timeout.
         let timeout = self.inner.config.command_timeout;
-        match tokio::time::timeout(timeout, self.discover_inner()).await {
+        // Ids keyspace events named since the last discovery, put back if this one fails
+        // or times out (taken out here, outside the timeout, so a cancelled discovery
+        // cannot lose them).
+        let dirty = {
+            let mut st = self.scan_state();
+            (
+                std::mem::take(&mut st.dirty_gpu),
+                std::mem::take(&mut st.dirty_rpc),
+            )
+        };
+        let result = match tokio::time::timeout(timeout, self.discover_inner(&dirty)).await {
             Ok(r) => r,
             Err(_) => Err(Error::Timeout {
                 url: self.inner.url.clone(),
                 op: "discover",
                 after: timeout,
             }),
+        };
+        if result.is_err() {
+            let mut st = self.scan_state();
+            st.dirty_gpu.extend(dirty.0);
+            st.dirty_rpc.extend(dirty.1);
         }
+        result
     }
 
     async fn watch(&self) -> Result<ChangeStream> {

@@ -136,6 +136,7 @@ async fn discovery_uses_a_constant_number_of_round_trips() {
     assert_eq!(delta("xrange"), 1, "the change log");
     assert_eq!(delta("zrangebyscore"), 2, "expired entries of both indexes");
     assert_eq!(delta("mget"), 2, "the two changed records");
+    assert_eq!(delta("zscore"), 2, "their index entries");
     assert_eq!(delta("get"), 1, "metadata");
     assert_eq!(delta("xrevrange") + delta("scan") + delta("keys"), 0);
 }
@@ -427,4 +428,42 @@ async fn repeated_discovery_sees_every_change_despite_the_decode_cache() {
     assert!(view.skipped.is_empty());
     reg.clear_decode_cache();
     assert_eq!(reg.discover().await.unwrap(), view);
+}
+
+#[tokio::test]
+async fn absurd_durations_neither_panic_nor_break_writes() {
+    let server = RedisServer::start().unwrap();
+    let config = RegistryConfig {
+        stats_ttl: Duration::MAX,
+        registration_ttl: Duration::MAX,
+        index_prune_grace: Duration::MAX,
+        full_read_interval: Duration::MAX,
+        ..cfg()
+    };
+    let reg = RedisRegistry::connect(&server.url(), config.clone())
+        .await
+        .unwrap();
+    reg.publish_stats(&node(1)).await.unwrap();
+    reg.register("10.0.0.1", 50052, &rpc_record())
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        let view = reg.discover().await.unwrap();
+        assert_eq!((view.stats.len(), view.rpc_nodes.len()), (1, 1));
+    }
+    // Capped at 2^53 ms, far beyond any deployment.
+    let pttl: i64 = server
+        .cli(&["PTTL", &format!("sollol:gpu:{}", node(1).node_id)])
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(pttl > 1 << 52, "PTTL {pttl}");
+    // The memory backend too.
+    let mem = vramroute_registry::MemoryRegistry::new(config);
+    mem.publish_stats(&node(1)).await.unwrap();
+    mem.register("10.0.0.1", 50052, &rpc_record())
+        .await
+        .unwrap();
+    assert_eq!(mem.discover().await.unwrap().stats.len(), 1);
 }
