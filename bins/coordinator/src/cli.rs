@@ -3,7 +3,9 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
+
+use crate::logging::LogFormat;
 
 /// Answers where LLM models fit and where requests should go, from the cluster's
 /// registry (Redis), a saved snapshot, or this machine alone.
@@ -41,15 +43,6 @@ pub(crate) struct SourceArgs {
     /// Embedded mode: do not load NVML.
     #[arg(long, global = true)]
     pub(crate) no_nvml: bool,
-}
-
-/// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub(crate) enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line.
-    Json,
 }
 
 #[derive(Debug, Subcommand)]

@@ -6,6 +6,7 @@ mod cli;
 mod config;
 mod daemon;
 mod http;
+#[path = "../../shared/logging.rs"]
 mod logging;
 mod metrics;
 mod models;
@@ -42,7 +43,12 @@ fn main() -> ExitCode {
         };
         let level = cli.log_level.clone();
         let level = level.or_else(|| settings.config.log_level.clone());
-        logging::init(cli.log_format, level.as_deref().unwrap_or(default));
+        logging::init(
+            cli.log_format,
+            level.as_deref().unwrap_or(default),
+            "vramroute-coordinator",
+            "warn",
+        );
         match &cli.command {
             cli::Command::Status(a) => status::run(&settings, a),
             cli::Command::Route(a) => route::run_route(&settings, a),

@@ -4,8 +4,9 @@
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
-use serde::Deserialize;
+use clap::{Args, Parser, Subcommand};
+
+use crate::logging::LogFormat;
 
 /// Publishes this node's GPUs and RAM to a SOLLOL-compatible Redis registry.
 #[derive(Debug, Parser)]
@@ -19,16 +20,6 @@ pub(crate) struct Cli {
     pub(crate) log_level: String,
     #[command(subcommand)]
     pub(crate) command: Command,
-}
-
-/// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub(crate) enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line.
-    Json,
 }
 
 #[derive(Debug, Subcommand)]

@@ -2,6 +2,7 @@
 //! Parses arguments, sets up logging and hands over to a command module.
 
 mod cli;
+#[path = "../../shared/logging.rs"]
 mod logging;
 mod metrics;
 mod probe_cmd;
@@ -27,7 +28,7 @@ impl std::error::Error for UsageError {}
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
-    logging::init(cli.log_format, &cli.log_level);
+    logging::init(cli.log_format, &cli.log_level, "vramroute-reporter", "info");
     let result = match cli.command {
         cli::Command::Probe(args) => probe_cmd::run(&args),
         cli::Command::Run(args) => run::run(*args),
