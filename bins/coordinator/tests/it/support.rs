@@ -6,6 +6,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+#[path = "../../../shared/test_proc.rs"]
+mod test_proc;
+pub(crate) use test_proc::{signal_and_wait, wait_for};
+
 pub(crate) use vramroute_ollama::testing::{Behaviour, FakeModel, FakeOllama};
 pub(crate) use vramroute_registry::testing::RedisServer;
 
@@ -139,24 +143,7 @@ impl Proc {
 
     /// SIGTERM, then wait (at most 5 s) for the exit.
     pub(crate) fn terminate(&mut self) -> Option<i32> {
-        let child = self.child.as_mut().unwrap();
-        let ok = Command::new("kill")
-            .arg("-TERM")
-            .arg(child.id().to_string())
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            if let Some(s) = child.try_wait().unwrap() {
-                return s.code();
-            }
-            if Instant::now() > deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        signal_and_wait(self.child.as_mut().unwrap(), "TERM", Duration::from_secs(5))
     }
 }
 
@@ -166,20 +153,6 @@ impl Drop for Proc {
             let _ = c.kill();
             let _ = c.wait();
         }
-    }
-}
-
-/// Poll `f` every 50 ms until it returns `Some`, for at most `timeout`.
-pub(crate) fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return Some(v);
-        }
-        if Instant::now() > deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 

@@ -6,6 +6,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+#[path = "../../../shared/test_proc.rs"]
+mod test_proc;
+pub(crate) use test_proc::wait_for;
+
 pub(crate) use vramroute_registry::testing::RedisServer;
 
 pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_vramroute-reporter");
@@ -76,33 +80,13 @@ impl Reporter {
         std::fs::read_to_string(self.log.path()).unwrap_or_default()
     }
 
-    pub(crate) fn pid(&self) -> u32 {
-        self.child.as_ref().unwrap().id()
-    }
-
     pub(crate) fn is_running(&mut self) -> bool {
         matches!(self.child.as_mut().unwrap().try_wait(), Ok(None))
     }
 
     /// Send a signal with kill(1) and wait (at most `within`) for the exit status.
     pub(crate) fn signal_and_wait(&mut self, sig: &str, within: Duration) -> Option<i32> {
-        let status = Command::new("kill")
-            .arg(format!("-{sig}"))
-            .arg(self.pid().to_string())
-            .status()
-            .unwrap();
-        assert!(status.success());
-        let deadline = Instant::now() + within;
-        let child = self.child.as_mut().unwrap();
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                return status.code();
-            }
-            if Instant::now() > deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        test_proc::signal_and_wait(self.child.as_mut().unwrap(), sig, within)
     }
 }
 
@@ -112,20 +96,6 @@ impl Drop for Reporter {
             let _ = c.kill();
             let _ = c.wait();
         }
-    }
-}
-
-/// Poll `f` every 25 ms until it returns `Some`, for at most `timeout`.
-pub(crate) fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return Some(v);
-        }
-        if Instant::now() > deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(25));
     }
 }
 

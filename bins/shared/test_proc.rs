@@ -1,0 +1,40 @@
+//! Child-process helpers of both binaries' end-to-end tests (each includes this file
+//! with `#[path]`).
+
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+/// Polls `f` every 25 ms until it returns `Some`, for at most `timeout`.
+pub(crate) fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// Sends `sig` (a kill(1) signal name) to `child` and waits at most `within` for its
+/// exit status (`None` when it is still running, or was killed by a signal).
+pub(crate) fn signal_and_wait(child: &mut Child, sig: &str, within: Duration) -> Option<i32> {
+    let sent = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(child.id().to_string())
+        .status()
+        .expect("run kill(1)");
+    assert!(sent.success(), "kill -{sig} failed");
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait for the child") {
+            return status.code();
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
