@@ -177,16 +177,15 @@ impl<'a> Resolved<'a> {
                 None => require_impossible = true,
             }
         }
-        let exclude_mask = req
-            .exclude_labels
-            .iter()
-            .filter_map(|l| s.label_bit(l))
-            .fold(0, |m, b| m | b);
-        let prefer_mask = req
-            .prefer_labels
-            .iter()
-            .filter_map(|l| s.label_bit(l))
-            .fold(0, |m, b| m | b);
+        // Labels no node has contribute no bit.
+        let mask = |labels: &[&str]| {
+            labels
+                .iter()
+                .filter_map(|l| s.label_bit(l))
+                .fold(0, |m, b| m | b)
+        };
+        let exclude_mask = mask(req.exclude_labels);
+        let prefer_mask = mask(req.prefer_labels);
         let exclude = NodeSet::resolve(s, req.exclude_nodes);
         let prefer = NodeSet::resolve(s, req.prefer_nodes);
         let filters =
