@@ -881,14 +881,6 @@ impl RedisRegistry {
                 tracing::warn!(error = %e, "SCAN sweep for SOLLOL-written keys failed");
             }
         }
-        self.discover_with(sweep, dirty).await
-    }
-
-    async fn discover_with(
-        &self,
-        sweep: bool,
-        dirty: &(BTreeSet<String>, BTreeSet<String>),
-    ) -> Result<ClusterView> {
         // What the last discovery kept is taken out while this one runs (a concurrent
         // discovery does a full read rather than waiting), and is only put back by a
         // discovery that succeeded.

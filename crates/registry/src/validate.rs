@@ -337,7 +337,7 @@ pub fn decode_rpc(bytes: &[u8], limits: &Limits) -> Result<RpcNodeRecord, String
 pub fn decode_metadata(bytes: &[u8], limits: &Limits) -> Result<RouterMetadata, String> {
     check_size(bytes, limits)?;
     let m: RouterMetadata =
-        serde_json::from_slice(bytes).map_err(|e| format!("bad router metadata: {e}"))?;
+        serde_json::from_str(utf8(bytes)?).map_err(|e| format!("bad router metadata: {e}"))?;
     validate_metadata(&m, limits)?;
     Ok(m)
 }
