@@ -686,6 +686,10 @@ impl Snapshot {
     ) -> Result<Option<Reservation>> {
         self.check_decision(decision)?;
         let ni = decision.node.get();
+        // Mark before the compare-and-swap: a counter above zero must never be seen on an
+        // unmarked node, or the pruned search would trust that node's static bound. A mark
+        // left by a failed CAS only makes the search score the node exactly.
+        self.mark_reserved(ni);
         let ok = match (decision.fit, decision.gpu) {
             (FitKind::SingleGpu, Some(g)) => match self.gpu_slot(decision.node, g)? {
                 Some(slot) => {
@@ -746,7 +750,15 @@ impl Snapshot {
                 continue;
             };
             let ram = old.ram_reserved[i].load(Ordering::Relaxed);
-            if old.reserved_bits[i / 64].load(Ordering::Relaxed) & (1 << (i % 64)) != 0 {
+            let any_gpu = old.rows[i]
+                .gpus()
+                .any(|s| old.gpus[s].reserved_mib.load(Ordering::Relaxed) > 0);
+            // Mark before adding (as every reservation path does): a counter above zero
+            // is never visible on an unmarked node.
+            if ram > 0
+                || any_gpu
+                || old.reserved_bits[i / 64].load(Ordering::Relaxed) & (1 << (i % 64)) != 0
+            {
                 self.mark_reserved(new.get());
             }
             if ram > 0 {

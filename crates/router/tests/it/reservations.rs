@@ -1,6 +1,8 @@
 //! Reservations keep routed loads counted until the next report.
 
-use vramroute_router::{FitKind, Policy, Request, Router, Snapshot, SnapshotConfig};
+use vramroute_router::{
+    FitKind, GpuSpec, NodeSpec, Policy, Request, Router, Snapshot, SnapshotConfig,
+};
 
 use crate::common::{chosen, neutral, snap};
 
@@ -152,4 +154,35 @@ fn route_and_reserve_never_double_books() {
         .release(r.as_ref().expect("reserved"))
         .expect("release");
     assert!(router.route_and_reserve(&req).is_ok());
+}
+
+/// Regression: `route_and_reserve` reserved without marking the node, so the pruned
+/// search trusted the node's static bound and skipped it: it picked `b` (11.43) where
+/// scoring every node picks the now-overwhelmed `a` (51.43, SOLLOL skips penalties).
+#[test]
+fn route_and_reserve_marks_the_node_for_the_pruned_search() {
+    let mut a = NodeSpec::new("a");
+    a.gpus.push(GpuSpec::new(0, 8_000, Some(6_600)));
+    a.latency_ms = Some(3_000.0);
+    let mut b = NodeSpec::new("b");
+    b.gpus.push(GpuSpec::new(0, 24_576, Some(10_000)));
+    b.latency_ms = Some(600.0);
+    let router = Router::new(
+        Snapshot::build(vec![a, b], &SnapshotConfig::default()).expect("valid"),
+        Policy::default(),
+    )
+    .expect("valid policy");
+    let big = Request::new("llama3.1:8b", 4_700).exclude_nodes(&["b"]);
+    let (d, r) = router.route_and_reserve(&big).expect("fits a");
+    let snap = router.snapshot();
+    assert_eq!(snap.node(d.node).id, "a");
+    assert_eq!(r.expect("reserved").parts, vec![(Some(0), 4_700)]);
+
+    let small = Request::new("qwen2.5-coder:3b", 1_800);
+    let full = snap
+        .route_exhaustive(&Policy::default(), &small)
+        .expect("fits");
+    assert_eq!(snap.node(full.node).id, "a");
+    assert!((full.score - 51.43).abs() < 0.01, "{}", full.score);
+    assert_eq!(router.route(&small), Ok(full));
 }
