@@ -28,7 +28,7 @@ pub(crate) struct ModelRow {
 pub(crate) fn collect(view: &StatusView) -> Vec<ModelRow> {
     let mut rows: BTreeMap<String, ModelRow> = BTreeMap::new();
     fn row<'a>(rows: &'a mut BTreeMap<String, ModelRow>, name: &str) -> &'a mut ModelRow {
-        rows.entry(normalize_model_name(name))
+        rows.entry(normalize_model_name(name).into_owned())
             .or_insert_with(|| ModelRow {
                 name: name.to_owned(),
                 sizes: Vec::new(),

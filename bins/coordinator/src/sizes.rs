@@ -2,7 +2,7 @@
 //! with no source is an [`UnknownModel`] error that says what to provide.
 
 use serde::Serialize;
-use vramroute_alloc::{normalize_model_name, sollol_table_estimate};
+use vramroute_alloc::sollol_table_estimate;
 
 use crate::view::StatusView;
 
@@ -32,9 +32,7 @@ impl std::fmt::Display for UnknownModel {
 
 impl std::error::Error for UnknownModel {}
 
-pub(crate) fn same_model(a: &str, b: &str) -> bool {
-    normalize_model_name(a) == normalize_model_name(b)
-}
+pub(crate) use vramroute_router::same_model;
 
 /// The size of `model`: an explicit size wins, then SOLLOL's table, then an Ollama
 /// node's `/api/tags` file size, then the size of a loaded copy (`/api/ps`).

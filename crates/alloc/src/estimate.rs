@@ -12,6 +12,7 @@
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
+use vramroute_router::normalize_model_name;
 
 use crate::error::{Error, Result};
 use crate::gguf::{GgufInfo, MAX_LAYERS};
@@ -249,23 +250,6 @@ static SOLLOL_TABLE: [SollolTableEntry; 16] = [
 /// SOLLOL's model size table (SPEC.md), names normalised to `name:tag`.
 pub fn sollol_size_table() -> &'static [SollolTableEntry] {
     &SOLLOL_TABLE
-}
-
-/// Normalises an Ollama model name: trims, lower-cases, drops a
-/// `registry.ollama.ai/library/` or `library/` prefix, and adds `:latest` when there is
-/// no tag (`llama3.1` → `llama3.1:latest`).
-pub fn normalize_model_name(name: &str) -> String {
-    let mut n = name.trim().to_ascii_lowercase();
-    for prefix in ["registry.ollama.ai/library/", "library/"] {
-        if let Some(rest) = n.strip_prefix(prefix) {
-            n = rest.to_owned();
-        }
-    }
-    let last = n.rsplit('/').next().unwrap_or(&n);
-    if !last.contains(':') {
-        n.push_str(":latest");
-    }
-    n
 }
 
 /// The SOLLOL-table estimate for `name` (with the architecture's layer count), if the
@@ -674,21 +658,6 @@ impl<'a> ModelSizer<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn names_normalise() {
-        assert_eq!(normalize_model_name("llama3.1"), "llama3.1:latest");
-        assert_eq!(normalize_model_name(" Llama3.1:8B "), "llama3.1:8b");
-        assert_eq!(
-            normalize_model_name("registry.ollama.ai/library/mistral:7b"),
-            "mistral:7b"
-        );
-        assert_eq!(normalize_model_name("user/model"), "user/model:latest");
-        assert_eq!(
-            normalize_model_name("host:5000/user/model"),
-            "host:5000/user/model:latest"
-        );
-    }
 
     #[test]
     fn bits_table_is_case_insensitive() {

@@ -47,9 +47,9 @@ pub use backend::GgmlBackend;
 pub use command::{shell_quote, RpcServerCommand, ShellCommand};
 pub use error::{Error, Result};
 pub use estimate::{
-    estimate_from_gguf, estimate_from_ollama_show, estimate_from_ollama_tags, normalize_model_name,
-    sollol_size_table, sollol_table_estimate, EstimateSource, ModelEstimate, ModelSizer,
-    OllamaShowInfo, OllamaTagsInfo, SollolTableEntry, COMPUTE_ALLOWANCE_MIB, DEFAULT_CTX, MIB,
+    estimate_from_gguf, estimate_from_ollama_show, estimate_from_ollama_tags, sollol_size_table,
+    sollol_table_estimate, EstimateSource, ModelEstimate, ModelSizer, OllamaShowInfo,
+    OllamaTagsInfo, SollolTableEntry, COMPUTE_ALLOWANCE_MIB, DEFAULT_CTX, MIB,
 };
 pub use gguf::{
     parse_gguf, GgmlType, GgufInfo, GgufValue, TensorInfo, MAX_ARRAY_DEPTH, MAX_ARRAY_LEN,
@@ -59,3 +59,6 @@ pub use offer::{NodeOffer, ReserveConfig, SollolCapability, Worker, WorkerKind};
 pub use plan::{
     plan, ClusterWorker, Plan, PlanOptions, PlannedDevice, RpcServerPlan, LLAMA_MAX_DEVICES,
 };
+/// The model-name rule, owned by the router (one rule, one home); re-exported here
+/// because alloc's size table is keyed by it.
+pub use vramroute_router::normalize_model_name;

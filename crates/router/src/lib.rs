@@ -38,6 +38,7 @@
 mod error;
 mod explain;
 mod input;
+mod model_name;
 mod policy;
 mod prune;
 mod request;
@@ -50,6 +51,7 @@ pub use explain::{Candidate, CpuMiss, Explanation, GpuMiss, RejectReason, Reject
 pub use input::{
     GpuSpec, LoadedModel, NodeSpec, RpcEndpoint, MAX_GPU_MEMORY_MIB, MAX_LATENCY_MS, MAX_RAM_MIB,
 };
+pub use model_name::{normalize_model_name, same_model};
 pub use policy::{Policy, SollolParams};
 pub use request::{Complexity, Request, TaskKind};
 pub use route::{Decision, FitKind, NoRoute, Target};

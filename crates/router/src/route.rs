@@ -949,7 +949,11 @@ impl Snapshot {
     /// For tests only: like [`route`](Self::route), but scores every node (no pruning),
     /// the reference the fast path must agree with. Not part of the stable API.
     #[doc(hidden)]
-    pub fn route_exhaustive(&self, policy: &Policy, req: &Request<'_>) -> Result<Decision, NoRoute> {
+    pub fn route_exhaustive(
+        &self,
+        policy: &Policy,
+        req: &Request<'_>,
+    ) -> Result<Decision, NoRoute> {
         let r = Resolved::new(self, req);
         match policy {
             Policy::Sollol(p) => run_exhaustive(self, &Sollol::new(p, &r), &r),

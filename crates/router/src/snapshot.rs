@@ -6,6 +6,7 @@
 //! is the per-GPU and per-node reservation counters, plain atomics that readers load with
 //! `Relaxed` ordering: reserving never blocks routing.
 
+use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
@@ -14,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{invalid_config, Error, Result};
 use crate::input::NodeSpec;
+use crate::model_name::{is_clean, normalize_model_name, untagged_alias};
 use crate::prune::Prepared;
 use crate::route::{Decision, FitKind};
 
@@ -254,11 +256,6 @@ pub struct Snapshot {
 
 static NEXT_SNAPSHOT_ID: AtomicU64 = AtomicU64::new(1);
 
-/// Ollama treats `name` and `name:latest` as one model.
-pub(crate) fn normalize_model(name: &str) -> &str {
-    name.strip_suffix(":latest").unwrap_or(name)
-}
-
 fn to_u32_mib(v: u64) -> u32 {
     u32::try_from(v).unwrap_or(u32::MAX)
 }
@@ -298,15 +295,25 @@ impl Snapshot {
             .enumerate()
             .map(|(bit, l)| (Box::from(*l), bit as u8))
             .collect();
-        let model_set: BTreeSet<&str> = nodes
+        let model_set: BTreeSet<Cow<'_, str>> = nodes
             .iter()
-            .flat_map(|n| n.loaded_models.iter().map(|m| normalize_model(&m.name)))
+            .flat_map(|n| {
+                n.loaded_models
+                    .iter()
+                    .map(|m| normalize_model_name(&m.name))
+            })
             .collect();
-        let models: HashMap<Box<str>, u32> = model_set
-            .iter()
-            .enumerate()
-            .map(|(id, m)| (Box::from(*m), id as u32))
-            .collect();
+        let mut models: HashMap<Box<str>, u32> = HashMap::with_capacity(model_set.len() * 2);
+        for (id, m) in model_set.iter().enumerate() {
+            models.insert(Box::from(&**m), id as u32);
+            // `llama3.1` for `llama3.1:latest`: see `model_id`. Never a canonical name
+            // (those are tagged), so it cannot collide.
+            if let Some(alias) = untagged_alias(m) {
+                models.insert(Box::from(alias), id as u32);
+            }
+        }
+        let model_count = model_set.len();
+        drop(model_set);
 
         let mut status = Vec::with_capacity(nodes.len());
         let mut rows = Vec::with_capacity(nodes.len());
@@ -347,7 +354,7 @@ impl Snapshot {
                     .iter()
                     .map(|m| {
                         let id = models
-                            .get(normalize_model(&m.name))
+                            .get(&*normalize_model_name(&m.name))
                             .copied()
                             .unwrap_or(u32::MAX);
                         let slot = match m.gpu {
@@ -446,7 +453,7 @@ impl Snapshot {
         }
 
         let ram_reserved = (0..rows.len()).map(|_| AtomicU64::new(0)).collect();
-        let mut model_nodes = vec![Vec::new(); models.len()];
+        let mut model_nodes = vec![Vec::new(); model_count];
         for (ni, row) in rows.iter().enumerate() {
             for &m in &loaded_model[row.loaded()] {
                 if let Some(list) = model_nodes.get_mut(m as usize) {
@@ -803,7 +810,13 @@ impl Snapshot {
     }
 
     pub(crate) fn model_id(&self, name: &str) -> Option<u32> {
-        self.models.get(normalize_model(name)).copied()
+        // Canonical names, and clean untagged ones (interned as aliases), are looked up as
+        // written: no allocation on the hot path. Other spellings are rare.
+        if is_clean(name) {
+            self.models.get(name).copied()
+        } else {
+            self.models.get(&*normalize_model_name(name)).copied()
+        }
     }
 
     #[inline]

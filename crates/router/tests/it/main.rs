@@ -3,6 +3,7 @@
 mod common;
 mod explain;
 mod fit;
+mod model_names;
 mod policies;
 mod props;
 mod reservations;
