@@ -13,8 +13,9 @@
 //!    exact score found.
 //!
 //! The result is identical to the full scan (`run_exhaustive`), ties included (equal
-//! scores go to the lower node index); `tests::pruned_equals_exhaustive` checks it on
-//! random clusters. Requests outside the regime, and the other policies, use the full scan.
+//! scores go to the lower node index); `pruned_equals_exhaustive` (`tests/it/prune.rs`)
+//! checks it on random clusters, after reservations made through every public path and
+//! for every spelling of the requested model. Requests outside the regime, and the other policies, use the full scan.
 //!
 //! Why the bound holds: see `node_bound` for when a placement can be "overwhelmed"; nodes
 //! where it can get the larger of both cases. Every request-dependent factor is replaced
@@ -412,54 +413,9 @@ pub(crate) fn run_pruned(s: &Snapshot, sc: &Sollol<'_>, r: &Resolved<'_>) -> Out
 
 #[cfg(test)]
 mod tests {
-    use proptest::prelude::*;
-
     use super::*;
     use crate::route::run_exhaustive;
-    use crate::{Complexity, GpuSpec, LoadedModel, NodeSpec, Request, SnapshotConfig};
-
-    fn node_strategy() -> impl Strategy<Value = NodeSpec> {
-        (
-            proptest::collection::vec((1u64..30_000, 0u32..=100), 0..4),
-            proptest::option::of(0.0f64..100.0),
-            proptest::option::of(0.0f64..3000.0),
-            proptest::option::of(0.5f64..1.0),
-            0u32..4,
-            proptest::option::of(1u32..64),
-            0u8..8,
-            (any::<bool>(), any::<bool>(), 0u64..40_000),
-        )
-            .prop_map(
-                |(gpus, load, lat, sr, active, cpus, misc, (healthy, warm, age))| {
-                    let mut n = NodeSpec::new("");
-                    for (i, (total, pct)) in gpus.iter().enumerate() {
-                        n.gpus.push(GpuSpec::new(
-                            i as u32,
-                            *total,
-                            Some(total * u64::from(*pct) / 100),
-                        ));
-                    }
-                    n.cpu_load_percent = load;
-                    n.latency_ms = lat;
-                    n.success_rate = sr;
-                    n.active_requests = active;
-                    n.cpu_count = cpus;
-                    n.ram_total_mib = Some(16_384);
-                    n.ram_free_mib = Some(8_192 + u64::from(misc) * 1000);
-                    n.healthy = healthy || misc % 2 == 0;
-                    n.report_age_ms = age;
-                    n.priority = (misc == 3).then_some(0);
-                    if warm && !n.gpus.is_empty() {
-                        n.loaded_models
-                            .push(LoadedModel::new("llama3.1:8b", 4700, 4700));
-                    } else if misc == 5 {
-                        n.loaded_models
-                            .push(LoadedModel::new("mistral:7b", 4100, 4100));
-                    }
-                    n
-                },
-            )
-    }
+    use crate::{GpuSpec, NodeSpec, Request, SnapshotConfig};
 
     /// A small model whose node's most-free GPU is too small (usable < size) lands on an
     /// overwhelmed GPU, where SOLLOL skips the latency penalty: the bound must allow that.
@@ -480,40 +436,5 @@ mod tests {
         let full = run_exhaustive(&s, &sc, &r).result.expect("routable");
         assert_eq!((s.node(full.node).id.as_str(), full.gpu), ("a", Some(1)));
         assert_eq!(run_pruned(&s, &sc, &r).result, Ok(full));
-    }
-
-    proptest! {
-        #![proptest_config(ProptestConfig::with_cases(256))]
-        #[test]
-        fn pruned_equals_exhaustive(
-            mut nodes in proptest::collection::vec(node_strategy(), 1..40),
-            size in 0u64..20_000,
-            priority in 0u8..=10,
-            complexity in 0u8..3,
-            needs_gpu in any::<bool>(),
-            allow_cpu in any::<bool>(),
-            reserve in proptest::option::of((0usize..40, 0u64..20_000)),
-        ) {
-            for (i, n) in nodes.iter_mut().enumerate() {
-                n.id = format!("n{i:02}");
-            }
-            let s = Snapshot::build(nodes, &SnapshotConfig::default()).expect("valid");
-            if let Some((ni, mib)) = reserve {
-                let ni = NodeIndex((ni % s.len()) as u32);
-                let gpu = s.node(ni).gpus.first().map(|g| g.index);
-                s.reserve(ni, gpu, mib).expect("in range");
-            }
-            let complexity = [Complexity::Simple, Complexity::Medium, Complexity::Complex][complexity as usize];
-            let req = Request::new("llama3.1:8b", size).priority(priority).complexity(complexity).needs_gpu(needs_gpu).allow_cpu(allow_cpu);
-            for params in [SollolParams::default(), SollolParams { skip_penalties_when_overwhelmed: false, ..SollolParams::default() }] {
-                let r = Resolved::new(&s, &req);
-                prop_assert!(prunable(&r));
-                let sc = Sollol::new(&params, &r);
-                let pruned = run_pruned(&s, &sc, &r);
-                let full = run_exhaustive(&s, &sc, &r);
-                prop_assert_eq!(pruned.result, full.result);
-                prop_assert_eq!(pruned.fallback, full.fallback);
-            }
-        }
     }
 }

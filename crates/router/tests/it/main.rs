@@ -6,6 +6,7 @@ mod fit;
 mod model_names;
 mod policies;
 mod props;
+mod prune;
 mod reservations;
 mod router;
 mod sollol_rules;

@@ -1,10 +1,11 @@
-//! Properties over random clusters: a chosen GPU fits, stale nodes are never chosen, the
-//! decision does not depend on input order, `explain` agrees with `route`.
+//! Properties over random clusters: a chosen GPU fits, stale nodes are never chosen, no
+//! route is refused while some node could take the model, the decision does not depend
+//! on input order, `explain` agrees with the exhaustive scorer.
 
 use proptest::prelude::*;
 use vramroute_router::{
-    FitKind, GpuSpec, LoadedModel, NodeSpec, NodeStatus, Policy, Request, Snapshot, SnapshotConfig,
-    Target,
+    same_model, FitKind, GpuSpec, LoadedModel, NoRoute, NodeSpec, NodeStatus, Policy, Request,
+    Snapshot, SnapshotConfig, Target,
 };
 
 const MODELS: [&str; 3] = ["llama3.1:8b", "mistral:7b", "nomic-embed-text"];
@@ -72,9 +73,23 @@ fn cluster() -> impl Strategy<Value = Vec<NodeSpec>> {
     })
 }
 
+/// Ollama's spellings of one model: as written, upper case, `library/`-prefixed, and for
+/// the untagged name of a `:latest` model, tagged.
+fn spell(model: usize, spelling: u8) -> String {
+    let m = MODELS[model];
+    match spelling % 4 {
+        0 => m.to_owned(),
+        1 => m.to_ascii_uppercase(),
+        2 => format!("library/{m}"),
+        _ if m.contains(':') => m.to_owned(),
+        _ => format!("{m}:latest"),
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Req {
     model: usize,
+    spelling: u8,
     size: u64,
     needs_gpu: bool,
     allow_cpu: bool,
@@ -85,7 +100,7 @@ struct Req {
 
 fn req() -> impl Strategy<Value = Req> {
     (
-        0usize..3,
+        (0usize..3, any::<u8>()),
         0u64..40_000,
         any::<bool>(),
         any::<bool>(),
@@ -94,8 +109,9 @@ fn req() -> impl Strategy<Value = Req> {
         any::<bool>(),
     )
         .prop_map(
-            |(model, size, needs_gpu, allow_cpu, multi, priority, prefer_fast)| Req {
+            |((model, spelling), size, needs_gpu, allow_cpu, multi, priority, prefer_fast)| Req {
                 model,
+                spelling,
                 size,
                 needs_gpu,
                 allow_cpu,
@@ -106,8 +122,8 @@ fn req() -> impl Strategy<Value = Req> {
         )
 }
 
-fn request(r: &Req) -> Request<'static> {
-    let req = Request::new(MODELS[r.model], r.size)
+fn request<'a>(r: &Req, model: &'a str) -> Request<'a> {
+    let req = Request::new(model, r.size)
         .needs_gpu(r.needs_gpu)
         .allow_cpu(r.allow_cpu)
         .allow_multi_gpu(r.multi)
@@ -123,8 +139,80 @@ fn policies() -> [Policy; 3] {
     [Policy::default(), Policy::BinPack, Policy::Spread]
 }
 
+/// Checks that `no` was the right answer: no eligible node could take the model under the
+/// fit rules (warm copy, one GPU with size ≤ usable and ≤ free, a split where allowed, RAM
+/// where allowed; unknown RAM counts as enough), and the variant names the right case.
+fn justified(s: &Snapshot, r: &Req, model: &str, no: NoRoute) -> Result<(), TestCaseError> {
+    if s.is_empty() {
+        prop_assert_eq!(no, NoRoute::EmptySnapshot);
+        return Ok(());
+    }
+    let cfg = s.config();
+    let mut eligible = 0;
+    for spec in s.nodes() {
+        let ni = s.node_index(&spec.id).expect("present");
+        if !matches!(s.node_status(ni).expect("in range"), NodeStatus::Eligible) {
+            continue;
+        }
+        eligible += 1;
+        let warm = spec
+            .loaded_models
+            .iter()
+            .find(|m| same_model(&m.name, model));
+        prop_assert!(
+            !warm.is_some_and(|m| m.vram_mib > 0 || r.allow_cpu),
+            "{} holds {model} warm",
+            spec.id
+        );
+        let caps: Vec<(u64, u64)> = spec
+            .gpus
+            .iter()
+            .map(|g| {
+                s.gpu_capacity_mib(ni, g.index)
+                    .expect("gpu")
+                    .expect("valid")
+            })
+            .collect();
+        for (g, &(usable, free)) in spec.gpus.iter().zip(&caps) {
+            prop_assert!(
+                !(r.size <= usable && r.size <= free),
+                "{} GPU {} fits {}: usable {usable}, free {free}",
+                spec.id,
+                g.index,
+                r.size
+            );
+        }
+        let split: u64 = caps.iter().map(|&(u, f)| u.min(f)).sum();
+        prop_assert!(
+            !(r.multi && caps.len() >= 2 && r.size <= split),
+            "{} fits {} across its GPUs ({split})",
+            spec.id,
+            r.size
+        );
+        if r.allow_cpu {
+            let usable = spec
+                .ram_total_mib
+                .map(|t| (t as f64 * cfg.ram_safety_margin).floor() as u64);
+            let reserved = s.reserved_mib(ni, None).expect("ram");
+            let free = spec.ram_free_mib.map(|f| f.saturating_sub(reserved));
+            prop_assert!(
+                !(usable.is_none_or(|u| r.size <= u) && free.is_none_or(|f| r.size <= f)),
+                "{} fits {} in RAM (usable {usable:?}, free {free:?})",
+                spec.id,
+                r.size
+            );
+        }
+    }
+    if eligible == 0 {
+        prop_assert_eq!(no, NoRoute::NoEligibleNode);
+    } else {
+        prop_assert_eq!(no, NoRoute::NothingFits { size_mib: r.size });
+    }
+    Ok(())
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(128))]
+    #![proptest_config(ProptestConfig::with_cases(256))]
 
     #[test]
     fn chosen_gpu_fits_and_stale_is_never_chosen(nodes in cluster(), r in req(), reserve in proptest::collection::vec((0usize..30, 0u64..30_000), 0..3)) {
@@ -136,9 +224,16 @@ proptest! {
                 s.reserve(idx, gpu, mib).expect("in range");
             }
         }
-        let req = request(&r);
+        let model = spell(r.model, r.spelling);
+        let req = request(&r, &model);
         for policy in policies() {
-            let Ok(d) = s.route(&policy, &req) else { continue };
+            let d = match s.route(&policy, &req) {
+                Ok(d) => d,
+                Err(e) => {
+                    justified(&s, &r, &model, e)?;
+                    continue;
+                }
+            };
             let spec = s.node(d.node);
             prop_assert!(matches!(s.node_status(d.node).expect("in range"), NodeStatus::Eligible));
             prop_assert!(spec.healthy && spec.report_age_ms <= s.config().stale_after_ms);
@@ -157,7 +252,7 @@ proptest! {
                     prop_assert!(r.size <= total);
                 }
                 FitKind::AlreadyLoaded => {
-                    prop_assert!(spec.loaded_models.iter().any(|m| m.name == MODELS[r.model]));
+                    prop_assert!(spec.loaded_models.iter().any(|m| same_model(&m.name, &model)));
                 }
                 FitKind::CpuNoGpu | FitKind::CpuGpuTooSmall => {
                     prop_assert!(r.allow_cpu);
@@ -183,7 +278,8 @@ proptest! {
             })
             .collect();
         let b = Snapshot::build(shuffled, &cfg).expect("valid");
-        let req = request(&r);
+        let model = spell(r.model, r.spelling);
+        let req = request(&r, &model);
         for policy in policies() {
             let da = a.route(&policy, &req);
             let db = b.route(&policy, &req);
@@ -200,17 +296,31 @@ proptest! {
     }
 
     #[test]
-    fn explain_agrees_with_route(nodes in cluster(), r in req()) {
+    fn explain_agrees_with_the_exhaustive_scorer(nodes in cluster(), r in req(), reserve in proptest::collection::vec((0usize..30, 0u64..30_000), 0..3)) {
         let s = Snapshot::build(nodes, &SnapshotConfig::default()).expect("valid");
-        let req = request(&r);
+        for (ni, mib) in reserve {
+            if let Some(n) = s.nodes().get(ni) {
+                let gpu = n.gpus.first().map(|g| g.index);
+                let idx = s.node_index(&n.id).expect("present");
+                s.reserve(idx, gpu, mib).expect("in range");
+            }
+        }
+        let model = spell(r.model, r.spelling);
+        let req = request(&r, &model);
         for policy in policies() {
-            let d = s.route(&policy, &req);
+            let full = s.route_exhaustive(&policy, &req);
             let e = s.explain(&policy, &req);
-            prop_assert_eq!(e.decision, d.ok());
+            prop_assert_eq!(e.decision, full.ok(), "{}", e);
+            prop_assert_eq!(e.no_route, full.err());
             prop_assert_eq!(e.candidates.len() + e.rejected.len(), s.len());
-            if let Ok(d) = d {
-                prop_assert_eq!(e.candidates[0].node, d.node);
-                prop_assert_eq!(e.candidates[0].score.to_bits(), d.score.to_bits());
+            match full {
+                Ok(d) => {
+                    prop_assert_eq!(e.cpu_fallback, d.cpu_fallback);
+                    prop_assert_eq!(e.node_id.as_deref(), Some(s.node(d.node).id.as_str()));
+                    prop_assert_eq!(e.candidates[0].node, d.node);
+                    prop_assert_eq!(e.candidates[0].score.to_bits(), d.score.to_bits());
+                }
+                Err(_) => prop_assert!(e.node_id.is_none()),
             }
         }
     }
