@@ -8,32 +8,14 @@
 //!
 //! The file is `{"config": SnapshotConfig?, "policy": Policy?, "nodes": [NodeSpec, ...]}`
 //! (see `examples/data/snapshot.json`). The model's size comes from `--size-mib` or from
-//! SOLLOL's size table; an unknown model without `--size-mib` is an error, never a guess.
+//! the cluster layer's size resolver (SOLLOL's table here); an unknown model without
+//! `--size-mib` is an error, never a guess.
 
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
+use vramroute_cluster::{model_size, StatusView};
 use vramroute_router::{NodeSpec, Policy, Request, Snapshot, SnapshotConfig, Target};
-
-/// SOLLOL's model-size table (MiB), from SPEC.md.
-const SOLLOL_MODEL_SIZES_MIB: &[(&str, u64)] = &[
-    ("all-minilm", 45),
-    ("nomic-embed-text", 274),
-    ("qwen2.5-coder:0.5b", 500),
-    ("mxbai-embed-large", 705),
-    ("qwen2.5-coder:1.5b", 900),
-    ("llama3.2:1b", 1300),
-    ("qwen2.5-coder:3b", 1800),
-    ("llama3.2:3b", 1900),
-    ("codellama:7b", 3600),
-    ("qwen2.5-coder:7b", 4400),
-    ("llama3.1:latest", 4700),
-    ("llama3.1:8b", 4700),
-    ("mistral:7b", 4100),
-    ("codellama:13b", 6900),
-    ("llama3.1:70b", 40000),
-    ("mixtral:8x7b", 26000),
-];
 
 struct Args {
     snapshot: String,
@@ -104,14 +86,15 @@ fn run() -> Result<()> {
     let policy = args.policy.or(file_policy).unwrap_or_default();
     policy.validate()?;
 
-    let size_mib = match args.size_mib {
-        Some(s) => s,
-        None => SOLLOL_MODEL_SIZES_MIB
-            .iter()
-            .find(|(name, _)| *name == args.model)
-            .map(|(_, s)| *s)
-            .with_context(|| format!("size of {:?} unknown: pass --size-mib", args.model))?,
-    };
+    // The cluster layer's one size resolver (explicit size, then SOLLOL's table here: a
+    // saved snapshot carries no Ollama answers).
+    let size = model_size(
+        &StatusView::empty(args.snapshot.clone()),
+        &args.model,
+        args.size_mib,
+    )
+    .map_err(|e| anyhow::anyhow!("{e} (here: pass --size-mib N)"))?;
+    let size_mib = size.size_mb;
     let snapshot = Snapshot::build(nodes, &config)?;
     let req = Request::new(&args.model, size_mib)
         .allow_cpu(!args.gpu_only)

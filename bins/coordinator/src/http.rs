@@ -16,10 +16,11 @@ use serde::Deserialize;
 use serde_json::json;
 use vramroute_router::{FitKind, Policy, Target};
 
-use crate::daemon::App;
-use crate::plan::{self, PlanError};
-use crate::route::{self, RouteQuery};
-use crate::sizes::model_size;
+use vramroute_cluster::{
+    check as check_fits, model_estimate, model_size, plan, route_sized, EstimateOptions, RouteQuery,
+};
+
+use crate::app::App;
 
 type Shared = Arc<App>;
 
@@ -43,6 +44,16 @@ pub(crate) fn router(app: Shared) -> axum::Router {
 
 fn error(status: StatusCode, msg: impl std::fmt::Display) -> Response {
     (status, Json(json!({ "error": msg.to_string() }))).into_response()
+}
+
+/// A cluster-layer error as an answer: input errors (unknown model, no layer
+/// information) are 404 with what to provide; the rest `other`.
+fn cluster_error(e: &vramroute_cluster::Error, other: StatusCode) -> Response {
+    match crate::cli_hint(e) {
+        Some(hint) => error(StatusCode::NOT_FOUND, format!("{e} ({hint})")),
+        None if e.is_input() => error(StatusCode::NOT_FOUND, e),
+        None => error(other, e),
+    }
 }
 
 /// An error answer, built into a [`Response`] only when returned.
@@ -82,7 +93,7 @@ fn model_param(p: &Params) -> Result<String, ApiError> {
 
 fn policy_of(app: &App, name: Option<&str>) -> Result<Arc<Policy>, ApiError> {
     match name {
-        None => Ok(app.router.policy()),
+        None => Ok(app.live.router().policy()),
         Some(n) => n
             .parse::<Policy>()
             .map(Arc::new)
@@ -91,7 +102,7 @@ fn policy_of(app: &App, name: Option<&str>) -> Result<Arc<Policy>, ApiError> {
 }
 
 async fn nodes(State(app): State<Shared>) -> Response {
-    Json(app.view.load_full().as_ref().clone()).into_response()
+    Json(app.live.view().as_ref().clone()).into_response()
 }
 
 /// Body of `POST /v1/route`.
@@ -116,13 +127,13 @@ fn do_route(app: &App, q: &RouteQuery, policy: Option<&str>) -> Response {
         Ok(p) => p,
         Err(r) => return r.into_response(),
     };
-    let view = app.view.load_full();
+    let view = app.live.view();
     let size = match model_size(&view, &q.model, q.size_mb) {
         Ok(s) => s,
-        Err(e) => return error(StatusCode::NOT_FOUND, e),
+        Err(e) => return cluster_error(&e, StatusCode::NOT_FOUND),
     };
-    let snap = app.router.snapshot();
-    let req = route::request(q, &size);
+    let snap = app.live.router().snapshot();
+    let req = q.request(&size);
     let start = Instant::now();
     let decision = snap.route(&policy, &req);
     let elapsed = start.elapsed().as_secs_f64();
@@ -133,7 +144,7 @@ fn do_route(app: &App, q: &RouteQuery, policy: Option<&str>) -> Response {
         Err(_) => "no_route",
     };
     app.metrics.observe_decision(outcome, elapsed);
-    Json(route::route_sized(&snap, &policy, q, &size)).into_response()
+    Json(route_sized(&snap, &policy, q, &size)).into_response()
 }
 
 async fn route_get(State(app): State<Shared>, Query(p): Query<Params>) -> Response {
@@ -181,11 +192,11 @@ async fn check(State(app): State<Shared>, Query(p): Query<Params>) -> Response {
         (Ok(m), Ok(s)) => (m, s),
         (Err(r), _) | (_, Err(r)) => return r.into_response(),
     };
-    let view = app.view.load_full();
-    let snap = app.router.snapshot();
-    match route::check(&view, &snap, &app.router.policy(), &model, size_mb) {
+    let view = app.live.view();
+    let snap = app.live.router().snapshot();
+    match check_fits(&view, &snap, &app.live.router().policy(), &model, size_mb) {
         Ok(c) => Json(c).into_response(),
-        Err(e) => error(StatusCode::NOT_FOUND, e),
+        Err(e) => cluster_error(&e, StatusCode::NOT_FOUND),
     }
 }
 
@@ -194,15 +205,15 @@ async fn plan_get(State(app): State<Shared>, Query(p): Query<Params>) -> Respons
         (Ok(m), Ok(c)) => (m, c.unwrap_or(vramroute_alloc::DEFAULT_CTX)),
         (Err(r), _) | (_, Err(r)) => return r.into_response(),
     };
-    let view = app.view.load_full();
-    let est = match plan::estimate(&view, &app.settings, &model, ctx, None).await {
+    let view = app.live.view();
+    let opts = EstimateOptions::new(ctx, app.settings.config.ollama_timeout());
+    let est = match model_estimate(&view, &model, None, &opts).await {
         Ok(e) => e,
-        Err(e) => return error(StatusCode::NOT_FOUND, e),
+        Err(e) => return cluster_error(&e, StatusCode::UNPROCESSABLE_ENTITY),
     };
     match plan::make(est, plan::workers(&view), None) {
         Ok(a) => Json(a).into_response(),
-        Err(e @ PlanError::NeedLayerInfo(_)) => error(StatusCode::NOT_FOUND, e),
-        Err(e @ PlanError::Plan(_)) => error(StatusCode::UNPROCESSABLE_ENTITY, e),
+        Err(e) => cluster_error(&e, StatusCode::UNPROCESSABLE_ENTITY),
     }
 }
 
@@ -211,8 +222,8 @@ async fn optimize_state(State(app): State<Shared>) -> Response {
 }
 
 async fn healthz(State(app): State<Shared>) -> Response {
-    let h = app.health();
-    let view = app.view.load_full();
+    let h = app.live.health();
+    let view = app.live.view();
     Json(json!({
         "status": h.status,
         "source": h.source,

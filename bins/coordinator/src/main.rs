@@ -2,6 +2,7 @@
 //! optimization, and a daemon with an HTTP API. Parses arguments, sets up logging and
 //! hands over to a command module; errors become exit codes (1 runtime, 2 usage).
 
+mod app;
 mod cli;
 mod config;
 mod daemon;
@@ -13,10 +14,8 @@ mod models;
 mod optimize;
 mod plan;
 mod route;
-mod sizes;
 mod source;
 mod status;
-mod view;
 
 use std::process::ExitCode;
 
@@ -33,6 +32,22 @@ impl std::fmt::Display for UsageError {
 }
 
 impl std::error::Error for UsageError {}
+
+/// What a CLI user can do about a cluster-layer input error, in this binary's flags.
+pub(crate) fn cli_hint(e: &vramroute_cluster::Error) -> Option<&'static str> {
+    match e {
+        vramroute_cluster::Error::UnknownModel { .. } => Some(
+            "give the size with --size-mb N (HTTP: size_mb=N), point `plan` at the model's \
+             GGUF file with --gguf FILE, or list an Ollama node that has it pulled under \
+             `nodes:` in the config",
+        ),
+        vramroute_cluster::Error::NeedLayerInfo { .. } => Some(
+            "give the model's GGUF file with --gguf FILE, or list an Ollama node that has it \
+             pulled under `nodes:` in the config",
+        ),
+        _ => None,
+    }
+}
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
@@ -63,9 +78,12 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("vramroute-coordinator: {e:#}");
+            if let Some(hint) = e.downcast_ref().and_then(cli_hint) {
+                eprintln!("hint: {hint}");
+            }
             let usage = e.downcast_ref::<UsageError>().is_some()
-                || e.downcast_ref::<sizes::UnknownModel>().is_some()
-                || matches!(e.downcast_ref(), Some(plan::PlanError::NeedLayerInfo(_)));
+                || e.downcast_ref::<vramroute_cluster::Error>()
+                    .is_some_and(vramroute_cluster::Error::is_input);
             ExitCode::from(if usage { 2 } else { 1 })
         }
     }

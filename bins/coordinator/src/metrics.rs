@@ -9,7 +9,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-use crate::view::StatusView;
+use vramroute_cluster::StatusView;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct StateLabels {
@@ -141,5 +141,23 @@ impl Metrics {
             out.clear();
         }
         out
+    }
+}
+
+/// Feeds the cluster layer's events into the metrics.
+pub(crate) struct MetricsObserver(pub(crate) std::sync::Arc<Metrics>);
+
+impl vramroute_cluster::Observer for MetricsObserver {
+    fn view(&self, view: &StatusView, skipped_total: u64) {
+        self.0.observe_view(view, skipped_total);
+    }
+
+    fn registry_ok(&self) {
+        self.0.set_redis_up(true);
+    }
+
+    fn registry_error(&self, _error: &vramroute_cluster::Error) {
+        self.0.set_redis_up(false);
+        self.0.registry_error();
     }
 }

@@ -4,11 +4,12 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use serde::Serialize;
-use vramroute_alloc::{normalize_model_name, sollol_size_table};
+use vramroute_alloc::sollol_size_table;
+use vramroute_router::normalize_model_name;
 
 use crate::cli::OutputArgs;
 use crate::source::{self, Settings};
-use crate::view::StatusView;
+use vramroute_cluster::StatusView;
 
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct SizeSeen {

@@ -2,10 +2,12 @@
 //! saved snapshot; plus the config's Ollama `nodes:` merged in.
 
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::Context as _;
+use async_trait::async_trait;
 use vramroute_alloc::ReserveConfig;
+use vramroute_cluster::{unix_now, Feed, LiveConfig, OllamaNodeInfo, StatusView};
 use vramroute_node::{NodeIdentity, NodeReport, OllamaState};
 use vramroute_ollama::OllamaClient;
 use vramroute_probe::{Prober, ProberConfig};
@@ -16,7 +18,6 @@ use vramroute_router::{Policy, SnapshotConfig};
 
 use crate::cli::SourceArgs;
 use crate::config::Config;
-use crate::view::{OllamaNodeInfo, StatusView};
 use crate::UsageError;
 
 /// The line embedded mode prints (once, on stderr).
@@ -28,13 +29,6 @@ const EMBEDDED_NODE_ID: &str = "127.0.0.1:11434";
 const LOCAL_OLLAMA: &str = "http://127.0.0.1:11434";
 /// Bound on the embedded mode's question to the local Ollama.
 const LOCAL_OLLAMA_TIMEOUT: Duration = Duration::from_millis(800);
-
-/// Seconds since the Unix epoch.
-pub(crate) fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
-}
 
 /// Command-line source flags and the config file, resolved.
 #[derive(Debug, Clone)]
@@ -77,6 +71,11 @@ impl Settings {
             vram_safety_margin: self.config.vram_safety_margin(),
             ..SnapshotConfig::default()
         }
+    }
+
+    /// The cluster layer's settings from the config.
+    pub(crate) fn live_config(&self) -> LiveConfig {
+        LiveConfig::new(self.config.stale_after_s(), self.snapshot_config())
     }
 
     /// `--policy` if given, else the config's, else SOLLOL's.
@@ -213,7 +212,7 @@ impl Backend {
     }
 
     /// Reads the registry (embedded: re-probes first).
-    pub(crate) async fn discover(&self) -> anyhow::Result<Option<ClusterView>> {
+    pub(crate) async fn read(&self) -> anyhow::Result<Option<ClusterView>> {
         match self {
             Backend::Redis(r) => Ok(Some(r.discover().await?)),
             Backend::Embedded(e) => {
@@ -223,45 +222,70 @@ impl Backend {
             Backend::Snapshot { .. } => Ok(None),
         }
     }
+}
 
-    /// A view built from a registry read (or the snapshot itself).
-    pub(crate) fn view_of(
-        &self,
-        cluster: Option<&ClusterView>,
-        settings: &Settings,
-        now: f64,
-    ) -> StatusView {
-        match (self, cluster) {
-            (Backend::Snapshot { view, path }, _) => {
+/// A backend with the config's Ollama `nodes:`: what the cluster layer follows.
+pub(crate) struct Source {
+    pub(crate) backend: Backend,
+    nodes: Vec<String>,
+    ollama_timeout: Duration,
+}
+
+impl Source {
+    pub(crate) fn new(backend: Backend, settings: &Settings) -> Source {
+        Source {
+            backend,
+            nodes: settings.config.nodes.clone(),
+            ollama_timeout: settings.config.ollama_timeout(),
+        }
+    }
+}
+
+#[async_trait]
+impl Feed for Source {
+    fn describe(&self) -> String {
+        self.backend.describe()
+    }
+
+    async fn discover(&self) -> vramroute_cluster::Result<Option<ClusterView>> {
+        self.backend
+            .read()
+            .await
+            .map_err(|e| vramroute_cluster::Error::Source(format!("{e:#}")))
+    }
+
+    fn registry(&self) -> Option<&dyn Registry> {
+        self.backend.registry()
+    }
+
+    /// Embedded mode re-probes on every discovery, which itself announces a change: it
+    /// is refreshed by the timer only.
+    fn wants_push(&self) -> bool {
+        matches!(self.backend, Backend::Redis(_))
+    }
+
+    async fn ollama_nodes(&self) -> Vec<OllamaNodeInfo> {
+        query_ollama_nodes(&self.nodes, self.ollama_timeout).await
+    }
+
+    fn saved_view(&self) -> Option<StatusView> {
+        match &self.backend {
+            Backend::Snapshot { view, path } => {
                 let mut v = (**view).clone();
                 if !v.source.starts_with("snapshot ") {
                     v.source = format!("snapshot {} (saved from {})", path.display(), v.source);
                 }
-                v
+                Some(v)
             }
-            (_, Some(c)) => StatusView::from_cluster(
-                c,
-                self.describe(),
-                now,
-                settings.config.stale_after_s(),
-                settings.config.vram_safety_margin(),
-            ),
-            (_, None) => StatusView::from_cluster(
-                &ClusterView::default(),
-                self.describe(),
-                now,
-                settings.config.stale_after_s(),
-                settings.config.vram_safety_margin(),
-            ),
+            _ => None,
         }
     }
 }
 
 /// Asks every Ollama node of the config (`/api/ps`, `/api/tags`) at once, each request
 /// bounded by the config's `ollama_timeout`.
-pub(crate) async fn query_ollama_nodes(settings: &Settings) -> Vec<OllamaNodeInfo> {
-    let timeout = settings.config.ollama_timeout();
-    let asks = settings.config.nodes.iter().map(|url| async move {
+pub(crate) async fn query_ollama_nodes(nodes: &[String], timeout: Duration) -> Vec<OllamaNodeInfo> {
+    let asks = nodes.iter().map(|url| async move {
         match OllamaClient::new(url, timeout) {
             Ok(client) => {
                 let (ps, tags) = tokio::join!(client.ps(), client.tags());
@@ -282,14 +306,18 @@ pub(crate) async fn query_ollama_nodes(settings: &Settings) -> Vec<OllamaNodeInf
 }
 
 /// One-shot commands: open the source, read it once, merge the Ollama nodes.
-pub(crate) async fn load(settings: &Settings) -> anyhow::Result<(Backend, StatusView)> {
+pub(crate) async fn load(settings: &Settings) -> anyhow::Result<(Source, StatusView)> {
     let backend = Backend::open(settings, RegistryConfig::default()).await?;
-    let cluster = backend.discover().await?;
-    let mut view = backend.view_of(cluster.as_ref(), settings, unix_now());
-    if !matches!(backend, Backend::Snapshot { .. }) && !settings.config.nodes.is_empty() {
-        view.merge_ollama(&query_ollama_nodes(settings).await);
+    let source = Source::new(backend, settings);
+    if let Some(view) = source.saved_view() {
+        return Ok((source, view));
     }
-    Ok((backend, view))
+    let cluster = source.backend.read().await?.unwrap_or_default();
+    let ollama = source.ollama_nodes().await;
+    let view = settings
+        .live_config()
+        .view_of(&cluster, &ollama, source.describe(), unix_now());
+    Ok((source, view))
 }
 
 /// Runs an async command body on a small runtime.

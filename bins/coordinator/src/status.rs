@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 
 use crate::cli::OutputArgs;
 use crate::source::{self, Settings};
-use crate::view::StatusView;
+use vramroute_cluster::StatusView;
 
 pub(crate) fn run(settings: &Settings, args: &OutputArgs) -> anyhow::Result<()> {
     source::block_on(async {

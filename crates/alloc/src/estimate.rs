@@ -35,7 +35,10 @@ const KV_BYTES_PER_ELEMENT: u64 = 2;
 /// Where an estimate came from, in the order [`ModelSizer`] tries them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum EstimateSource {
+    /// A size the user gave: it overrides every other source.
+    Explicit,
     /// The model's GGUF header (tensor sizes and attention metadata).
     Gguf,
     /// Ollama's `/api/show` metadata (plus the `/api/tags` size when available).
@@ -44,8 +47,8 @@ pub enum EstimateSource {
     OllamaTags,
     /// SOLLOL's built-in size table.
     SollolTable,
-    /// A size the user gave.
-    Explicit,
+    /// The size Ollama's `/api/ps` reports for a copy loaded somewhere.
+    LoadedCopy,
 }
 
 impl fmt::Display for EstimateSource {
@@ -56,6 +59,7 @@ impl fmt::Display for EstimateSource {
             EstimateSource::OllamaTags => "Ollama /api/tags size",
             EstimateSource::SollolTable => "SOLLOL size table",
             EstimateSource::Explicit => "explicit size",
+            EstimateSource::LoadedCopy => "Ollama /api/ps size of a loaded copy",
         })
     }
 }
@@ -122,6 +126,13 @@ impl ModelEstimate {
             source: EstimateSource::Explicit,
             notes: vec!["the size given is taken as the whole need".to_owned()],
         }
+    }
+
+    /// The figure routing compares with free VRAM or RAM: weights plus KV cache (SOLLOL's
+    /// convention: its table's figure is the model's whole need; the per-device compute
+    /// allowance is a planning matter).
+    pub fn routing_mib(&self) -> u64 {
+        self.weights_mib.saturating_add(self.kv_cache_mib)
     }
 
     /// Attaches a layer count to an estimate that has none (SOLLOL table, `/api/tags`,
@@ -557,17 +568,26 @@ pub fn estimate_from_ollama_tags(info: &OllamaTagsInfo) -> ModelEstimate {
     }
 }
 
-/// Tries the sources a caller has, in this order: GGUF header, Ollama `/api/show`
-/// (with the `/api/tags` size), Ollama `/api/tags`, SOLLOL's table, an explicit size.
-/// The first source that knows the model wins; none → [`Error::UnknownModel`]. (To let
-/// a user's explicit size override everything, use [`ModelEstimate::explicit`] directly.)
+/// The one model-size resolver. It tries the sources a caller has, in this order:
+///
+/// 1. an explicit size (the user's word overrides everything),
+/// 2. the model's GGUF header,
+/// 3. Ollama's `/api/show` metadata (with the `/api/tags` size),
+/// 4. Ollama's `/api/tags` file size,
+/// 5. SOLLOL's size table,
+/// 6. the `/api/ps` size of a copy loaded somewhere.
+///
+/// Measured sources come before tabulated ones, and the table before a loaded copy
+/// (whose size includes that instance's context). The first source that knows the model
+/// wins; none → [`Error::UnknownModel`]: a size is never guessed.
 #[derive(Debug, Clone, Copy)]
 pub struct ModelSizer<'a> {
+    explicit_mib: Option<u64>,
     gguf: Option<&'a GgufInfo>,
     ollama_show: Option<&'a OllamaShowInfo>,
     ollama_tags: Option<&'a OllamaTagsInfo>,
     sollol_table: bool,
-    explicit_mib: Option<u64>,
+    loaded_mib: Option<u64>,
 }
 
 impl Default for ModelSizer<'_> {
@@ -580,12 +600,19 @@ impl<'a> ModelSizer<'a> {
     /// A sizer with only SOLLOL's table as a source.
     pub fn new() -> Self {
         ModelSizer {
+            explicit_mib: None,
             gguf: None,
             ollama_show: None,
             ollama_tags: None,
             sollol_table: true,
-            explicit_mib: None,
+            loaded_mib: None,
         }
+    }
+
+    /// Adds an explicit size, MiB (it wins over every other source).
+    pub fn explicit_mib(mut self, mib: u64) -> Self {
+        self.explicit_mib = Some(mib);
+        self
     }
 
     /// Adds a parsed GGUF header.
@@ -606,20 +633,23 @@ impl<'a> ModelSizer<'a> {
         self
     }
 
-    /// Adds an explicit size, MiB (the last resort).
-    pub fn explicit_mib(mut self, mib: u64) -> Self {
-        self.explicit_mib = Some(mib);
-        self
-    }
-
     /// Does not consult SOLLOL's table.
     pub fn without_sollol_table(mut self) -> Self {
         self.sollol_table = false;
         self
     }
 
+    /// Adds the `/api/ps` size of a loaded copy, MiB (the last resort).
+    pub fn loaded_mib(mut self, mib: u64) -> Self {
+        self.loaded_mib = Some(mib);
+        self
+    }
+
     /// The estimate for `name` at `ctx` tokens from the first source that has it.
     pub fn estimate(&self, name: &str, ctx: u32) -> Result<ModelEstimate> {
+        if let Some(mib) = self.explicit_mib {
+            return Ok(ModelEstimate::explicit(name, mib));
+        }
         if let Some(info) = self.gguf {
             let mut estimate = estimate_from_gguf(info, ctx)?;
             estimate.name = name.to_owned();
@@ -642,12 +672,16 @@ impl<'a> ModelSizer<'a> {
                 return Ok(estimate);
             }
         }
-        if let Some(mib) = self.explicit_mib {
-            return Ok(ModelEstimate::explicit(name, mib));
+        if let Some(mib) = self.loaded_mib {
+            let mut estimate = ModelEstimate::explicit(name, mib);
+            estimate.source = EstimateSource::LoadedCopy;
+            estimate.notes =
+                vec!["the size Ollama reports for a loaded copy (includes its context)".to_owned()];
+            return Ok(estimate);
         }
         Err(Error::UnknownModel {
             name: name.to_owned(),
-            hint: "no source knows its size, and none is guessed: give it with --size-mb, \
+            hint: "no source knows its size, and none is guessed: give it explicitly, \
                    point at its GGUF file, or ask an Ollama node that has it pulled \
                    (/api/show, /api/tags)"
                 .to_owned(),

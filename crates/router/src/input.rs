@@ -73,12 +73,14 @@ impl GpuSpec {
 pub struct LoadedModel {
     /// Model name as Ollama reports it (`llama3.1:8b`; a missing tag means `:latest`).
     pub name: String,
-    /// Whole model size in MiB.
+    /// Whole model size in MiB; `None` when unknown.
     #[serde(default)]
-    pub size_mib: u64,
-    /// Part of it held in VRAM, in MiB (`0` = running on CPU).
+    pub size_mib: Option<u64>,
+    /// Part of it held in VRAM, in MiB (`Some(0)` = running on CPU); `None` when unknown:
+    /// the model is then taken to be where Ollama puts a model by default, on the GPU
+    /// when the node has one.
     #[serde(default)]
-    pub vram_mib: u64,
+    pub vram_mib: Option<u64>,
     /// The GPU index holding it, when known.
     #[serde(default)]
     pub gpu: Option<u32>,
@@ -87,6 +89,15 @@ pub struct LoadedModel {
 impl LoadedModel {
     /// A model of `size_mib` with `vram_mib` of it in VRAM, GPU unknown.
     pub fn new(name: impl Into<String>, size_mib: u64, vram_mib: u64) -> Self {
+        Self::with_sizes(name, Some(size_mib), Some(vram_mib))
+    }
+
+    /// A model whose sizes may be unknown (`None`), GPU unknown.
+    pub fn with_sizes(
+        name: impl Into<String>,
+        size_mib: Option<u64>,
+        vram_mib: Option<u64>,
+    ) -> Self {
         Self {
             name: name.into(),
             size_mib,
@@ -312,10 +323,10 @@ impl NodeSpec {
                     "a model name",
                 ));
             }
-            if model.vram_mib > MAX_GPU_MEMORY_MIB * 64 {
+            if model.vram_mib.is_some_and(|v| v > MAX_GPU_MEMORY_MIB * 64) {
                 return Err(bad(
                     format!("loaded_models[{i}].vram_mib"),
-                    model.vram_mib.to_string(),
+                    format!("{:?}", model.vram_mib),
                     "a plausible VRAM size",
                 ));
             }

@@ -37,6 +37,7 @@
 
 mod error;
 mod explain;
+mod gpu_fit;
 mod input;
 mod model_name;
 mod policy;
@@ -48,6 +49,7 @@ mod snapshot;
 
 pub use error::{Error, Result};
 pub use explain::{Candidate, CpuMiss, Explanation, GpuMiss, RejectReason, Rejected, ScoreTerm};
+pub use gpu_fit::GpuFit;
 pub use input::{
     GpuSpec, LoadedModel, NodeSpec, RpcEndpoint, MAX_GPU_MEMORY_MIB, MAX_LATENCY_MS, MAX_RAM_MIB,
 };

@@ -365,7 +365,13 @@ impl Snapshot {
                                 .map_or(NO_SLOT, |p| gpu_start + p as u32),
                             None => NO_SLOT,
                         };
-                        (id, slot, m.vram_mib)
+                        // Unknown VRAM share: where Ollama puts a model by default.
+                        let vram = match m.vram_mib {
+                            Some(v) => v,
+                            None if node.gpus.is_empty() => 0,
+                            None => UNKNOWN_MIB,
+                        };
+                        (id, slot, vram)
                     })
                     .collect();
                 lm.sort_unstable();
@@ -387,8 +393,9 @@ impl Snapshot {
                                 .loaded_models
                                 .iter()
                                 .filter(|m| m.gpu.is_none_or(|x| x == g.index))
-                                .map(|m| m.vram_mib)
-                                .sum();
+                                // Unknown: as much as the whole GPU (conservative).
+                                .map(|m| m.vram_mib.or(m.size_mib).unwrap_or(UNKNOWN_MIB))
+                                .fold(0u64, u64::saturating_add);
                             (usable.saturating_sub(on_it), FreeSource::UsableMinusLoaded)
                         }
                     };

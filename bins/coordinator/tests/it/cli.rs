@@ -38,7 +38,7 @@ fn embedded_status_works_with_no_redis_and_says_how_to_point_at_a_cluster() {
     ]);
     assert_eq!(r["placement"]["target"], "gpu");
     assert_eq!(r["size_mb"], 4700);
-    assert_eq!(r["size_source"], "SOLLOL table");
+    assert_eq!(r["size_source"], "SOLLOL size table");
 }
 
 #[test]
@@ -123,7 +123,7 @@ fn snapshot_round_trips_and_answers_offline() {
         "3000",
         "--json",
     ]);
-    assert_eq!(r["size_source"], "given (--size-mb)");
+    assert_eq!(r["size_source"], "explicit size");
 
     // A model too big for everything is an answer with a reason, and exit 1.
     let o = coord(&[

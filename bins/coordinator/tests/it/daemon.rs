@@ -141,7 +141,7 @@ fn http_api_answers_and_survives_a_redis_restart() {
     let r = d.get("/v1/route?model=special:2b");
     assert_eq!(
         r["size_source"],
-        format!("Ollama /api/tags of {AMD}"),
+        format!("Ollama /api/tags size of {AMD}"),
         "{r}"
     );
     assert_eq!(r["size_mb"], 2048);

@@ -174,29 +174,46 @@ fn sizer_tries_sources_in_order() {
         size_bytes: 1 << 30,
     };
     let src = |s: ModelSizer<'_>| s.estimate("llama3.1:8b", 4096).unwrap().source;
+    // One order: explicit, GGUF, /api/show, /api/tags, SOLLOL's table, a loaded copy.
     let all = ModelSizer::new()
         .gguf(&info)
         .ollama_show(&show)
         .ollama_tags(&tags)
+        .loaded_mib(999)
         .explicit_mib(1234);
-    assert_eq!(src(all), EstimateSource::Gguf);
+    assert_eq!(src(all), EstimateSource::Explicit);
+    let no_explicit = ModelSizer::new()
+        .gguf(&info)
+        .ollama_show(&show)
+        .ollama_tags(&tags)
+        .loaded_mib(999);
+    assert_eq!(src(no_explicit), EstimateSource::Gguf);
     let no_gguf = ModelSizer::new()
         .ollama_show(&show)
         .ollama_tags(&tags)
-        .explicit_mib(1234);
+        .loaded_mib(999);
     assert_eq!(src(no_gguf), EstimateSource::OllamaShow);
     assert_eq!(
-        src(ModelSizer::new().ollama_tags(&tags).explicit_mib(1234)),
+        src(ModelSizer::new().ollama_tags(&tags).loaded_mib(999)),
         EstimateSource::OllamaTags
     );
     assert_eq!(
-        src(ModelSizer::new().explicit_mib(1234)),
+        src(ModelSizer::new().loaded_mib(999)),
         EstimateSource::SollolTable
     );
+    let loaded = ModelSizer::new()
+        .without_sollol_table()
+        .loaded_mib(999)
+        .estimate("llama3.1:8b", 4096)
+        .unwrap();
     assert_eq!(
-        src(ModelSizer::new().without_sollol_table().explicit_mib(1234)),
-        EstimateSource::Explicit
+        (loaded.source, loaded.routing_mib()),
+        (EstimateSource::LoadedCopy, 999)
     );
+    assert!(ModelSizer::new()
+        .without_sollol_table()
+        .estimate("llama3.1:8b", 4096)
+        .is_err());
     // The GGUF estimate carries the caller's name.
     let e = ModelSizer::new()
         .gguf(&info)

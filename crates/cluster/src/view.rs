@@ -13,179 +13,245 @@
 //!   node id is `ip:port` (SOLLOL's convention);
 //! - its rpc-server is our `rpc_host`/`rpc_port` extras, else the registration whose host
 //!   is the node id's IP;
-//! - every registration and every `sollol:router:metadata` backend is an rpc backend.
+//! - every registration and every router-metadata backend is an rpc backend;
+//! - a node whose stats record carries no RAM figures (SOLLOL writes none) takes its
+//!   usable RAM from its rpc registration (`cpu_ram_mb`, after the node's own reserve),
+//!   so a model larger than that never lands on its CPU.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use vramroute_ollama::{PsResponse, TagsResponse};
 use vramroute_registry::{ClusterView, GpuOffload, GpuStatsRecord, RpcNodeRecord};
-use vramroute_router::{GpuSpec, LoadedModel as RouterModel, NodeSpec, RpcEndpoint};
+use vramroute_router::{
+    GpuSpec, LoadedModel as RouterModel, NodeSpec, RpcEndpoint, SnapshotConfig,
+};
 
 const BYTES_PER_MIB: u64 = 1_048_576;
 
 /// What `status --json` prints and `--snapshot` reads. All memory in MiB.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub(crate) struct StatusView {
+pub struct StatusView {
     /// Where the view came from (`redis redis://…`, `embedded`, `snapshot FILE`).
-    pub(crate) source: String,
+    pub source: String,
     /// When the view was built, Unix seconds.
-    pub(crate) generated_at: f64,
+    pub generated_at: f64,
     /// Reports older than this many seconds are stale.
-    pub(crate) stale_after_s: f64,
+    pub stale_after_s: f64,
     /// usable = total × this.
-    pub(crate) vram_safety_margin: f64,
-    pub(crate) nodes: Vec<NodeView>,
-    pub(crate) rpc_backends: Vec<RpcBackendView>,
+    pub vram_safety_margin: f64,
+    /// Every node, by id.
+    pub nodes: Vec<NodeView>,
+    /// Every llama.cpp rpc backend (registrations and router metadata).
+    pub rpc_backends: Vec<RpcBackendView>,
+    /// Sums over the fresh nodes.
     #[serde(default)]
-    pub(crate) totals: Totals,
+    pub totals: Totals,
     /// Records the registry skipped, with the reason.
     #[serde(default)]
-    pub(crate) skipped: Vec<SkippedView>,
+    pub skipped: Vec<SkippedView>,
     /// Problems met while building the view (unreachable Ollama nodes, ...).
     #[serde(default)]
-    pub(crate) warnings: Vec<String>,
+    pub warnings: Vec<String>,
 }
 
+/// One node of the view.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub(crate) struct NodeView {
-    pub(crate) id: String,
+pub struct NodeView {
+    /// SOLLOL's node id, `{ip}:{ollama_port}`.
+    pub id: String,
+    /// The node's hostname, when its reporter sent one.
     #[serde(default)]
-    pub(crate) hostname: Option<String>,
+    pub hostname: Option<String>,
     /// `nvidia`, `amd`, `intel`, `none`, or `unknown` for an Ollama-only node.
-    pub(crate) vendor: String,
+    pub vendor: String,
     /// Who wrote the record: `vramroute X.Y.Z`, `sollol` (no extras), or `ollama`
     /// (a `nodes:` entry with no registry record).
-    pub(crate) writer: String,
+    pub writer: String,
     /// The record's timestamp, Unix seconds (0 when there is no record).
-    pub(crate) timestamp: f64,
+    pub timestamp: f64,
     /// Age of the report when the view was built, seconds.
-    pub(crate) age_s: f64,
-    pub(crate) stale: bool,
+    pub age_s: f64,
+    /// Older than the view's `stale_after_s`: shown, not routed to.
+    pub stale: bool,
     /// Whether the node has a stats record in the registry (routable).
     #[serde(default = "yes")]
-    pub(crate) in_registry: bool,
+    pub in_registry: bool,
+    /// The node's Ollama base URL (ours, or `http://{node_id}` by SOLLOL's convention).
     #[serde(default)]
-    pub(crate) ollama_url: Option<String>,
+    pub ollama_url: Option<String>,
+    /// The node's llama.cpp rpc-server, when it runs one.
     #[serde(default)]
-    pub(crate) rpc: Option<RpcEndpoint>,
+    pub rpc: Option<RpcEndpoint>,
+    /// `on`, `off` or `unknown`: whether Ollama offloads to the GPU (ours only).
     #[serde(default)]
-    pub(crate) gpu_offload: Option<String>,
+    pub gpu_offload: Option<String>,
+    /// A note the reporter (or this view) attached.
     #[serde(default)]
-    pub(crate) note: Option<String>,
+    pub note: Option<String>,
+    /// Total RAM, MiB (from our stats extras).
     #[serde(default)]
-    pub(crate) cpu_ram_total_mb: Option<u64>,
+    pub cpu_ram_total_mb: Option<u64>,
+    /// Free RAM, MiB (from our stats extras).
     #[serde(default)]
-    pub(crate) cpu_ram_free_mb: Option<u64>,
+    pub cpu_ram_free_mb: Option<u64>,
+    /// Usable RAM the node registered for llama.cpp (its rpc registration's
+    /// `cpu_ram_mb`, after the node's own reserve), MiB. SOLLOL-written nodes have no
+    /// other RAM figure.
     #[serde(default)]
-    pub(crate) cpu_count: Option<u32>,
+    pub cpu_ram_registered_mb: Option<u64>,
+    /// Logical CPUs.
     #[serde(default)]
-    pub(crate) cpu_load_percent: Option<f64>,
-    pub(crate) gpus: Vec<GpuView>,
+    pub cpu_count: Option<u32>,
+    /// CPU load, percent.
     #[serde(default)]
-    pub(crate) loaded_models: Vec<LoadedView>,
+    pub cpu_load_percent: Option<f64>,
+    /// The node's GPUs, as its record lists them.
+    pub gpus: Vec<GpuView>,
+    /// Models loaded now (our extras, or the node's Ollama `/api/ps`).
+    #[serde(default)]
+    pub loaded_models: Vec<LoadedView>,
     /// Models installed in the node's Ollama (`/api/tags`), when it was asked.
     #[serde(default)]
-    pub(crate) installed_models: Vec<InstalledView>,
+    pub installed_models: Vec<InstalledView>,
 }
 
 fn yes() -> bool {
     true
 }
 
+/// One GPU of a node.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub(crate) struct GpuView {
-    pub(crate) index: u32,
-    pub(crate) name: String,
-    pub(crate) memory_total_mb: Option<u64>,
+pub struct GpuView {
+    /// GPU index on the node.
+    pub index: u32,
+    /// Name.
+    pub name: String,
+    /// Total VRAM, MiB.
+    pub memory_total_mb: Option<u64>,
     /// total × vram_safety_margin.
     #[serde(default)]
-    pub(crate) memory_usable_mb: Option<u64>,
-    pub(crate) memory_free_mb: Option<u64>,
+    pub memory_usable_mb: Option<u64>,
+    /// Free VRAM, MiB.
+    pub memory_free_mb: Option<u64>,
+    /// Used VRAM, MiB.
     #[serde(default)]
-    pub(crate) memory_used_mb: Option<u64>,
+    pub memory_used_mb: Option<u64>,
+    /// Utilisation, percent.
     #[serde(default)]
-    pub(crate) utilization_percent: Option<u32>,
+    pub utilization_percent: Option<u32>,
+    /// Temperature, °C.
     #[serde(default)]
-    pub(crate) temperature_c: Option<i32>,
+    pub temperature_c: Option<i32>,
+    /// llama.cpp's device name (`CUDA0`), when the reporter knows it.
     #[serde(default)]
-    pub(crate) ggml_device: Option<String>,
+    pub ggml_device: Option<String>,
 }
 
+/// A model loaded on a node.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub(crate) struct LoadedView {
-    pub(crate) name: String,
+pub struct LoadedView {
+    /// Name.
+    pub name: String,
+    /// Size, MiB, when known.
     #[serde(default)]
-    pub(crate) size_mb: Option<u64>,
+    pub size_mb: Option<u64>,
+    /// Part in VRAM, MiB, when known.
     #[serde(default)]
-    pub(crate) size_vram_mb: Option<u64>,
+    pub size_vram_mb: Option<u64>,
 }
 
+/// A model pulled on a node (its Ollama's `/api/tags`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub(crate) struct InstalledView {
-    pub(crate) name: String,
-    pub(crate) size_mb: u64,
+pub struct InstalledView {
+    /// Name.
+    pub name: String,
+    /// File size, MiB (rounded up).
+    pub size_mb: u64,
 }
 
+/// A llama.cpp rpc backend.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub(crate) struct RpcBackendView {
-    pub(crate) host: String,
-    pub(crate) port: u16,
+pub struct RpcBackendView {
+    /// Host or IP.
+    pub host: String,
+    /// rpc-server port.
+    pub port: u16,
     /// Whether a registration (`sollol:rpc:node:{host}:{port}`) is live.
     #[serde(default = "yes")]
-    pub(crate) registered: bool,
+    pub registered: bool,
     /// Whether `sollol:router:metadata` lists it.
     #[serde(default)]
-    pub(crate) in_metadata: bool,
+    pub in_metadata: bool,
+    /// Registered with a GPU.
     #[serde(default)]
-    pub(crate) has_gpu: bool,
+    pub has_gpu: bool,
+    /// SOLLOL-style device names (`cuda:0`).
     #[serde(default)]
-    pub(crate) gpu_devices: Vec<String>,
+    pub gpu_devices: Vec<String>,
     /// Usable VRAM per GPU after the node's reserve, MiB.
     #[serde(default)]
-    pub(crate) gpu_vram_mb: Vec<u64>,
+    pub gpu_vram_mb: Vec<u64>,
+    /// GPU names.
     #[serde(default)]
-    pub(crate) gpu_names: Vec<String>,
+    pub gpu_names: Vec<String>,
     /// Usable RAM after the node's reserve, MiB (`None`: not registered).
     #[serde(default)]
-    pub(crate) cpu_ram_mb: Option<u64>,
+    pub cpu_ram_mb: Option<u64>,
+    /// SOLLOL's `device_config` (`cpu,cuda:0`).
     #[serde(default)]
-    pub(crate) device_config: Option<String>,
+    pub device_config: Option<String>,
+    /// SOLLOL's worker count (1 + GPUs).
     #[serde(default)]
-    pub(crate) total_parallel_workers: Option<u32>,
+    pub total_parallel_workers: Option<u32>,
     /// ggml device names (ours; derived from `gpu_devices` for SOLLOL registrations).
     #[serde(default)]
-    pub(crate) ggml_devices: Vec<String>,
+    pub ggml_devices: Vec<String>,
 }
 
+/// Sums over the view's fresh nodes.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub(crate) struct Totals {
-    pub(crate) nodes: usize,
-    pub(crate) stale_nodes: usize,
-    pub(crate) gpus: usize,
-    pub(crate) vram_total_mb: u64,
-    pub(crate) vram_usable_mb: u64,
-    pub(crate) vram_free_mb: u64,
-    pub(crate) ram_total_mb: u64,
-    pub(crate) rpc_backends: usize,
+pub struct Totals {
+    /// Nodes in the view.
+    pub nodes: usize,
+    /// Of which stale.
+    pub stale_nodes: usize,
+    /// GPUs on fresh nodes.
+    pub gpus: usize,
+    /// Total VRAM of those GPUs, MiB.
+    pub vram_total_mb: u64,
+    /// Usable VRAM (total × margin), MiB.
+    pub vram_usable_mb: u64,
+    /// Free VRAM, MiB.
+    pub vram_free_mb: u64,
+    /// RAM of fresh nodes (known figures only), MiB.
+    pub ram_total_mb: u64,
+    /// rpc backends.
+    pub rpc_backends: usize,
 }
 
+/// A registry record that was skipped.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub(crate) struct SkippedView {
-    pub(crate) key: String,
-    pub(crate) reason: String,
+pub struct SkippedView {
+    /// The Redis key.
+    pub key: String,
+    /// Why it was skipped.
+    pub reason: String,
 }
 
 /// What one Ollama node from the config's `nodes:` answered.
 #[derive(Debug, Clone)]
-pub(crate) struct OllamaNodeInfo {
-    pub(crate) url: String,
-    pub(crate) ps: Result<PsResponse, String>,
-    pub(crate) tags: Result<TagsResponse, String>,
+pub struct OllamaNodeInfo {
+    /// The Ollama base URL asked.
+    pub url: String,
+    /// Its `/api/ps`, or why not.
+    pub ps: Result<PsResponse, String>,
+    /// Its `/api/tags`, or why not.
+    pub tags: Result<TagsResponse, String>,
 }
 
 /// `http://{node_id}` when the node id is `ip:port` (or `host:port`).
-pub(crate) fn derived_ollama_url(node_id: &str) -> Option<String> {
+pub fn derived_ollama_url(node_id: &str) -> Option<String> {
     let (host, port) = node_id.rsplit_once(':')?;
     if host.is_empty() || port.parse::<u16>().is_err() || host.contains(['/', ' ']) {
         return None;
@@ -198,7 +264,7 @@ fn host_of(node_id: &str) -> &str {
 }
 
 /// SOLLOL's `cuda:0` / `rocm:1` → ggml's `CUDA0` / `ROCm1` (the usual builds).
-pub(crate) fn ggml_name_of_sollol_device(dev: &str) -> String {
+fn ggml_name_of_sollol_device(dev: &str) -> String {
     match dev.split_once(':') {
         Some(("cuda", n)) => format!("CUDA{n}"),
         Some(("rocm" | "hip", n)) => format!("ROCm{n}"),
@@ -216,6 +282,38 @@ fn usable(total: Option<u64>, margin: f64) -> Option<u64> {
         reason = "MiB figures far below 2^53; margin in (0, 1]"
     )]
     total.map(|t| (t as f64 * margin).floor() as u64)
+}
+
+/// The smallest total whose usable share `floor(total × margin)` is `usable` (for
+/// `margin` in (0, 1]: `ceil(usable / margin)` satisfies `usable ≤ total × margin <
+/// usable + margin`).
+fn total_for_usable(usable: u64, margin: f64) -> u64 {
+    if !(margin > 0.0 && margin <= 1.0) {
+        return usable;
+    }
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        clippy::cast_precision_loss,
+        reason = "MiB figures far below 2^53; margin in (0, 1]"
+    )]
+    let mut total = (usable as f64 / margin).ceil() as u64;
+    // Float rounding can land one off either way: settle on the exact figure.
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        clippy::cast_precision_loss,
+        reason = "as above"
+    )]
+    let usable_of = |t: u64| (t as f64 * margin).floor() as u64;
+    for _ in 0..4 {
+        if total > 0 && usable_of(total - 1) >= usable {
+            total -= 1;
+        } else if usable_of(total) < usable {
+            total = total.saturating_add(1);
+        }
+    }
+    total
 }
 
 fn writer_of(record: &GpuStatsRecord) -> String {
@@ -250,8 +348,13 @@ fn rpc_view(host: &str, port: u16, r: &RpcNodeRecord) -> RpcBackendView {
 }
 
 impl StatusView {
+    /// A view with no nodes (for sizing models without a cluster).
+    pub fn empty(source: impl Into<String>) -> StatusView {
+        StatusView::from_cluster(&ClusterView::default(), source.into(), 0.0, 30.0, 0.8)
+    }
+
     /// Builds the view from a registry read at `now` (Unix seconds).
-    pub(crate) fn from_cluster(
+    pub fn from_cluster(
         cluster: &ClusterView,
         source: String,
         now: f64,
@@ -292,19 +395,22 @@ impl StatusView {
             .iter()
             .map(|(id, r)| {
                 let age_s = (now - r.timestamp).max(0.0);
+                let registration = match (&r.rpc_host, r.rpc_port) {
+                    (Some(h), Some(p)) => cluster
+                        .rpc_nodes
+                        .iter()
+                        .find(|e| &e.host == h && e.port == p),
+                    _ => cluster.rpc_nodes.iter().find(|e| e.host == host_of(id)),
+                };
                 let rpc = match (&r.rpc_host, r.rpc_port) {
                     (Some(h), Some(p)) => Some(RpcEndpoint {
                         host: h.clone(),
                         port: p,
                     }),
-                    _ => cluster
-                        .rpc_nodes
-                        .iter()
-                        .find(|e| e.host == host_of(id))
-                        .map(|e| RpcEndpoint {
-                            host: e.host.clone(),
-                            port: e.port,
-                        }),
+                    _ => registration.map(|e| RpcEndpoint {
+                        host: e.host.clone(),
+                        port: e.port,
+                    }),
                 };
                 NodeView {
                     id: id.clone(),
@@ -328,6 +434,7 @@ impl StatusView {
                     note: r.note.clone(),
                     cpu_ram_total_mb: r.cpu_ram_total_mb,
                     cpu_ram_free_mb: r.cpu_ram_free_mb,
+                    cpu_ram_registered_mb: registration.map(|e| e.record.cpu_ram_mb),
                     cpu_count: r.cpu_count,
                     cpu_load_percent: r.cpu_load_percent,
                     gpus: r
@@ -384,7 +491,7 @@ impl StatusView {
     /// Merges what the config's Ollama nodes answered: loaded models (`/api/ps`) and
     /// installed models (`/api/tags`). A node the registry does not know is added as an
     /// Ollama-only node (shown, not routed to: its hardware is unknown).
-    pub(crate) fn merge_ollama(&mut self, infos: &[OllamaNodeInfo]) {
+    pub fn merge_ollama(&mut self, infos: &[OllamaNodeInfo]) {
         for info in infos {
             let url = info.url.trim_end_matches('/');
             let authority = url.strip_prefix("http://").unwrap_or(url);
@@ -408,6 +515,7 @@ impl StatusView {
                     note: Some("listed in the config's nodes: but has no registry record; hardware unknown, not routed to".to_owned()),
                     cpu_ram_total_mb: None,
                     cpu_ram_free_mb: None,
+                    cpu_ram_registered_mb: None,
                     cpu_count: None,
                     cpu_load_percent: None,
                     gpus: Vec::new(),
@@ -449,7 +557,8 @@ impl StatusView {
         self.recompute_totals();
     }
 
-    pub(crate) fn recompute_totals(&mut self) {
+    /// Recomputes [`Totals`] from the nodes and backends (after editing them).
+    pub fn recompute_totals(&mut self) {
         let mut t = Totals {
             nodes: self.nodes.len(),
             rpc_backends: self.rpc_backends.len(),
@@ -472,8 +581,12 @@ impl StatusView {
     }
 
     /// The router's input: every node with a registry record. A GPU whose total is
-    /// unknown is left out (the router cannot size it).
-    pub(crate) fn node_specs(&self) -> Vec<NodeSpec> {
+    /// unknown is left out (the router cannot size it). RAM: the record's total when it
+    /// has one; otherwise the usable RAM the node registered, given to the router as the
+    /// total whose usable share (× `config.ram_safety_margin`) is exactly that figure, so
+    /// a model larger than it never lands on the node's CPU. A loaded model's unknown
+    /// sizes stay unknown.
+    pub fn node_specs(&self, config: &SnapshotConfig) -> Vec<NodeSpec> {
         self.nodes
             .iter()
             .filter(|n| n.in_registry)
@@ -493,20 +606,17 @@ impl StatusView {
                         Some(s)
                     })
                     .collect();
-                spec.ram_total_mib = n.cpu_ram_total_mb;
+                spec.ram_total_mib = n.cpu_ram_total_mb.or_else(|| {
+                    n.cpu_ram_registered_mb
+                        .map(|usable| total_for_usable(usable, config.ram_safety_margin))
+                });
                 spec.ram_free_mib = n.cpu_ram_free_mb;
                 spec.cpu_count = n.cpu_count;
                 spec.cpu_load_percent = n.cpu_load_percent;
                 spec.loaded_models = n
                     .loaded_models
                     .iter()
-                    .map(|m| {
-                        RouterModel::new(
-                            m.name.clone(),
-                            m.size_mb.unwrap_or(0),
-                            m.size_vram_mb.unwrap_or(0),
-                        )
-                    })
+                    .map(|m| RouterModel::with_sizes(m.name.clone(), m.size_mb, m.size_vram_mb))
                     .collect();
                 #[allow(
                     clippy::cast_possible_truncation,
@@ -521,14 +631,13 @@ impl StatusView {
             .collect()
     }
 
-    /// Node views by id, for lookups.
-    #[cfg(test)]
-    pub(crate) fn node(&self, id: &str) -> Option<&NodeView> {
+    /// The node with this id.
+    pub fn node(&self, id: &str) -> Option<&NodeView> {
         self.nodes.iter().find(|n| n.id == id)
     }
 
     /// Every model name known anywhere in the view with the sizes seen, by source.
-    pub(crate) fn model_sightings(&self) -> BTreeMap<String, Vec<(String, Option<u64>)>> {
+    pub fn model_sightings(&self) -> BTreeMap<String, Vec<(String, Option<u64>)>> {
         let mut out: BTreeMap<String, Vec<(String, Option<u64>)>> = BTreeMap::new();
         for n in &self.nodes {
             for m in &n.installed_models {
@@ -551,9 +660,10 @@ mod tests {
     use super::*;
     use vramroute_registry::{decode_rpc, decode_stats, Limits, RpcNodeEntry};
 
-    const NVIDIA: &str = include_str!("../tests/data/gpu-stats-nvidia.json");
-    const CPU_ONLY: &str = include_str!("../tests/data/gpu-stats-cpu-only.json");
-    const RPC: &str = include_str!("../tests/data/rpc-node-gpu.json");
+    const NVIDIA: &str = include_str!("../../../bins/coordinator/tests/data/gpu-stats-nvidia.json");
+    const CPU_ONLY: &str =
+        include_str!("../../../bins/coordinator/tests/data/gpu-stats-cpu-only.json");
+    const RPC: &str = include_str!("../../../bins/coordinator/tests/data/rpc-node-gpu.json");
 
     fn sollol_cluster() -> ClusterView {
         let limits = Limits::default();
@@ -591,7 +701,7 @@ mod tests {
         assert_eq!(view.rpc_backends[0].ggml_devices, ["CUDA0", "CUDA1"]);
         assert_eq!(view.totals.gpus, 2);
         assert_eq!(view.totals.vram_free_mb, 27000);
-        let specs = view.node_specs();
+        let specs = view.node_specs(&SnapshotConfig::default());
         assert_eq!(specs[0].gpus.len(), 2);
         assert_eq!(specs[0].report_age_ms / 1000, 10);
 
@@ -631,7 +741,7 @@ mod tests {
         assert_eq!(view.nodes[0].loaded_models[0].size_mb, Some(4768));
         assert_eq!(view.warnings.len(), 1);
         assert!(!view.node("10.9.9.9:11434").expect("added").in_registry);
-        assert_eq!(view.node_specs().len(), 2);
+        assert_eq!(view.node_specs(&SnapshotConfig::default()).len(), 2);
     }
 
     #[test]

@@ -1,0 +1,37 @@
+//! What the daemon's tasks and HTTP handlers share.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use serde::Serialize;
+use vramroute_cluster::{LiveCluster, Outcome};
+
+use crate::metrics::Metrics;
+use crate::source::Settings;
+
+/// The last optimize pass of this coordinator.
+#[derive(Debug, Clone, Default, Serialize)]
+pub(crate) struct OptimizeState {
+    pub(crate) auto_optimize: bool,
+    /// Whether this coordinator held the lock at its last attempt.
+    pub(crate) holds_lock: bool,
+    pub(crate) last_run: Option<f64>,
+    pub(crate) outcomes: Vec<Outcome>,
+}
+
+/// Everything the HTTP handlers share.
+pub(crate) struct App {
+    pub(crate) settings: Settings,
+    pub(crate) live: Arc<LiveCluster>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) optimize: Mutex<OptimizeState>,
+}
+
+pub(crate) fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl App {
+    pub(crate) fn optimize_state(&self) -> OptimizeState {
+        locked(&self.optimize).clone()
+    }
+}

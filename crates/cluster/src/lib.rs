@@ -1,0 +1,76 @@
+//! `vramroute-cluster`: the cluster layer — registry records in, a cluster view, model
+//! sizes, fit tables, placement plans, optimize decisions and a live router out.
+//!
+//! **Owns:** the composition registry → view → router / alloc that the coordinator (or
+//! any embedding application) needs, each rule once:
+//! - [`StatusView`]: the serialisable cluster view, built from a registry
+//!   [`ClusterView`](vramroute_registry::ClusterView) plus optional Ollama answers
+//!   ([`OllamaNodeInfo`]), and turned into the router's node specs
+//!   ([`StatusView::node_specs`]);
+//! - [`model_size`] / [`model_estimate`]: the one size resolver (alloc's
+//!   [`ModelSizer`](vramroute_alloc::ModelSizer) order, fed from the view);
+//! - [`route`] / [`check`]: a routing answer and the fit table, both the router's own
+//!   (check's best is route's choice);
+//! - [`plan::workers`] / [`plan::make`]: the planner's inputs and a plan with commands;
+//! - [`optimize()`]: load priority models on their best GPU nodes through Ollama;
+//! - [`LiveCluster`]: a task following a registry [`Feed`] that keeps an arc-swapped
+//!   router current, keeping reservations across updates.
+//!
+//! **Must not know:** Redis key names (the registry's), CLI flags, HTTP serving,
+//! metrics formats, or process concerns. It does I/O only through the registry and the
+//! Ollama client it is handed or told to build.
+//!
+//! Module layers (each imports only from layers above it): `error` → `view` → `sizes` →
+//! `route`, `plan` → `optimize`, `live`.
+//!
+//! ```
+//! use vramroute_cluster::{check, model_size, route, RouteQuery, StatusView};
+//! use vramroute_registry::{ClusterView, GpuStat, GpuStatsRecord};
+//! use vramroute_router::{Policy, Snapshot, SnapshotConfig};
+//!
+//! let mut record = GpuStatsRecord::default();
+//! record.vendor = "nvidia".into();
+//! record.node_id = "10.0.0.1:11434".into();
+//! record.timestamp = 1_800_000_000.0;
+//! let mut gpu = GpuStat::default();
+//! gpu.name = "RTX 4090".into();
+//! gpu.memory_total_mb = Some(24564);
+//! gpu.memory_free_mb = Some(20000);
+//! record.gpus.push(gpu);
+//! let mut cluster = ClusterView::default();
+//! cluster.stats.push((record.node_id.clone(), record.into()));
+//!
+//! let view = StatusView::from_cluster(&cluster, "example".into(), 1_800_000_001.0, 30.0, 0.8);
+//! let cfg = SnapshotConfig::default();
+//! let snap = Snapshot::build(view.node_specs(&cfg), &cfg)?;
+//! let policy = Policy::default();
+//! let answer = route(&view, &snap, &policy, &RouteQuery::new("llama3.1:8b", None))?;
+//! let table = check(&view, &snap, &policy, "llama3.1:8b", None)?;
+//! assert_eq!(answer.placement, table.best);
+//! assert_eq!(model_size(&view, "llama3.1:8b", None)?.size_mb, 4700);
+//! # Ok::<(), vramroute_cluster::Error>(())
+//! ```
+
+mod error;
+mod live;
+pub mod optimize;
+pub mod plan;
+mod route;
+mod sizes;
+mod view;
+
+pub use error::{Error, Result};
+pub use live::{
+    unix_now, Feed, Health, LiveCluster, LiveConfig, Observer, RegistryFeed, ReservationId,
+};
+pub use optimize::{optimize, OptimizeOptions, Outcome};
+pub use plan::PlanAnswer;
+pub use route::{
+    check, check_sized, route, route_sized, CheckAnswer, GpuRoom, NodeFit, Placement, RouteAnswer,
+    RouteQuery,
+};
+pub use sizes::{model_estimate, model_size, EstimateOptions, ModelSize};
+pub use view::{
+    derived_ollama_url, GpuView, InstalledView, LoadedView, NodeView, OllamaNodeInfo,
+    RpcBackendView, SkippedView, StatusView, Totals,
+};

@@ -1,0 +1,498 @@
+//! A live cluster: a task that follows a registry (change push, with periodic
+//! rediscovery as the fallback) and keeps a [`Router`] and the [`StatusView`] current,
+//! keeping the reservations made through it across updates until they expire.
+//!
+//! Reservations: a routed cold load takes memory that the node's next report may not
+//! show yet. [`LiveCluster::route_and_reserve`] and [`LiveCluster::reserve`] record each
+//! reservation with its time; every update re-applies the live ones (by node id and GPU
+//! index) to the new snapshot and drops those older than
+//! [`LiveConfig::reservation_hold`] or released with [`LiveCluster::release`].
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use serde::Serialize;
+use tracing::{debug, info, warn};
+use vramroute_registry::{ChangeStream, ClusterView, Registry};
+use vramroute_router::{Decision, NoRoute, Policy, Request, Router, Snapshot, SnapshotConfig};
+
+use crate::error::{Error, Result};
+use crate::view::{OllamaNodeInfo, StatusView};
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// Where a live cluster's records come from. [`RegistryFeed`] wraps any [`Registry`];
+/// an application with another source (a probe of this machine, a saved view)
+/// implements it.
+#[async_trait]
+pub trait Feed: Send + Sync {
+    /// A short description for logs and the view's `source` (never a password).
+    fn describe(&self) -> String;
+
+    /// Reads the cluster; `Ok(None)` when the source has no registry (a saved view).
+    async fn discover(&self) -> Result<Option<ClusterView>>;
+
+    /// The registry to watch for changes, if the source has push (else rediscovery on
+    /// the timer only).
+    fn registry(&self) -> Option<&dyn Registry>;
+
+    /// Whether to subscribe to the registry's change push (default: when it has one).
+    fn wants_push(&self) -> bool {
+        self.registry().is_some()
+    }
+
+    /// What Ollama nodes outside the registry answered (asked every
+    /// [`LiveConfig::ollama_every`]); none by default.
+    async fn ollama_nodes(&self) -> Vec<OllamaNodeInfo> {
+        Vec::new()
+    }
+
+    /// A fixed view to serve instead of building one from records.
+    fn saved_view(&self) -> Option<StatusView> {
+        None
+    }
+}
+
+/// A [`Feed`] over a registry.
+pub struct RegistryFeed<R> {
+    registry: R,
+    name: String,
+}
+
+impl<R: Registry> RegistryFeed<R> {
+    /// Follows `registry`, described as `name` (e.g. a redacted URL).
+    pub fn new(registry: R, name: impl Into<String>) -> Self {
+        RegistryFeed {
+            registry,
+            name: name.into(),
+        }
+    }
+
+    /// The registry.
+    pub fn get(&self) -> &R {
+        &self.registry
+    }
+}
+
+#[async_trait]
+impl<R: Registry> Feed for RegistryFeed<R> {
+    fn describe(&self) -> String {
+        self.name.clone()
+    }
+
+    async fn discover(&self) -> Result<Option<ClusterView>> {
+        Ok(Some(self.registry.discover().await?))
+    }
+
+    fn registry(&self) -> Option<&dyn Registry> {
+        Some(&self.registry)
+    }
+}
+
+/// How a live cluster builds its view and follows its feed.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct LiveConfig {
+    /// Reports older than this are stale, seconds.
+    pub stale_after_s: f64,
+    /// The router's snapshot settings (its `vram_safety_margin` is the view's too).
+    pub snapshot: SnapshotConfig,
+    /// How often report ages are recomputed.
+    pub tick: Duration,
+    /// Rediscovery even without change push.
+    pub rediscover_every: Duration,
+    /// How often [`Feed::ollama_nodes`] is asked again.
+    pub ollama_every: Duration,
+    /// Delay before retrying a lost or refused change subscription.
+    pub watch_retry: Duration,
+    /// How long a reservation is kept across updates.
+    pub reservation_hold: Duration,
+}
+
+impl Default for LiveConfig {
+    fn default() -> Self {
+        LiveConfig {
+            stale_after_s: 30.0,
+            snapshot: SnapshotConfig::default(),
+            tick: Duration::from_secs(1),
+            rediscover_every: Duration::from_secs(5),
+            ollama_every: Duration::from_secs(30),
+            watch_retry: Duration::from_secs(2),
+            reservation_hold: Duration::from_secs(30),
+        }
+    }
+}
+
+impl LiveConfig {
+    /// Defaults with these staleness and snapshot settings.
+    pub fn new(stale_after_s: f64, snapshot: SnapshotConfig) -> Self {
+        LiveConfig {
+            stale_after_s,
+            snapshot,
+            ..LiveConfig::default()
+        }
+    }
+
+    /// Builds the view of `cluster` (plus Ollama answers) at `now`, Unix seconds.
+    pub fn view_of(
+        &self,
+        cluster: &ClusterView,
+        ollama: &[OllamaNodeInfo],
+        source: String,
+        now: f64,
+    ) -> StatusView {
+        let mut view = StatusView::from_cluster(
+            cluster,
+            source,
+            now,
+            self.stale_after_s,
+            self.snapshot.vram_safety_margin,
+        );
+        if !ollama.is_empty() {
+            view.merge_ollama(ollama);
+        }
+        view
+    }
+}
+
+/// Registry health as a live cluster sees it.
+#[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
+pub struct Health {
+    /// `ok` or `degraded` (serving the last view).
+    pub status: &'static str,
+    /// The feed's description.
+    pub source: String,
+    /// Unix seconds of the last successful read.
+    pub last_ok: Option<f64>,
+    /// The last error, while degraded.
+    pub error: Option<String>,
+    /// How changes arrive (`KeyspaceEvents`, ..., or `none`).
+    pub push: String,
+}
+
+/// What a live cluster reports as it goes (metrics, logs). Every method has a no-op
+/// default.
+pub trait Observer: Send + Sync {
+    /// A new view was published; `skipped_total` counts records the registry skipped.
+    fn view(&self, _view: &StatusView, _skipped_total: u64) {}
+    /// A registry read succeeded.
+    fn registry_ok(&self) {}
+    /// A registry read failed.
+    fn registry_error(&self, _error: &Error) {}
+}
+
+struct NoObserver;
+impl Observer for NoObserver {}
+
+/// A reservation made through a [`LiveCluster`], kept across updates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+pub struct ReservationId(u64);
+
+#[derive(Debug, Clone)]
+struct Held {
+    id: u64,
+    node_id: String,
+    /// (GPU index or `None` for RAM, MiB).
+    parts: Vec<(Option<u32>, u64)>,
+    at: Instant,
+}
+
+/// A router and view kept current from a [`Feed`]. Share it in an `Arc`; run
+/// [`follow`](Self::follow) on a task.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::sync::Arc;
+/// use vramroute_cluster::{LiveCluster, LiveConfig, RegistryFeed};
+/// use vramroute_registry::{RedisRegistry, RegistryConfig};
+/// use vramroute_router::{Policy, Request};
+///
+/// let redis = RedisRegistry::new_lazy("redis://127.0.0.1:6390", RegistryConfig::default())?;
+/// let feed = Arc::new(RegistryFeed::new(redis, "redis 127.0.0.1:6390"));
+/// let live = Arc::new(LiveCluster::start(feed.as_ref(), Policy::default(), LiveConfig::default()).await?);
+/// tokio::spawn(live.clone().follow(feed));
+/// let decision = live.router().route(&Request::new("llama3.1:8b", 4700));
+/// # Ok(()) }
+/// ```
+pub struct LiveCluster {
+    router: Router,
+    view: ArcSwap<StatusView>,
+    config: LiveConfig,
+    health: Mutex<Health>,
+    held: Mutex<Vec<Held>>,
+    next_id: AtomicU64,
+    observer: Box<dyn Observer>,
+    /// The records and Ollama answers read by [`start`](Self::start), for `follow`.
+    first: Mutex<Option<(ClusterView, Vec<OllamaNodeInfo>)>>,
+}
+
+fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl std::fmt::Debug for LiveCluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LiveCluster")
+            .field("nodes", &self.view.load().nodes.len())
+            .field("health", &self.health())
+            .finish_non_exhaustive()
+    }
+}
+
+impl LiveCluster {
+    /// A live cluster serving `view` until the first update.
+    pub fn new(view: StatusView, policy: Policy, config: LiveConfig) -> Result<LiveCluster> {
+        let snap = Snapshot::build(view.node_specs(&config.snapshot), &config.snapshot)?;
+        let router = Router::new(snap, policy)?;
+        Ok(LiveCluster {
+            router,
+            health: Mutex::new(Health {
+                status: "ok",
+                source: view.source.clone(),
+                last_ok: Some(unix_now()),
+                error: None,
+                push: "none".to_owned(),
+            }),
+            view: ArcSwap::from_pointee(view),
+            config,
+            held: Mutex::new(Vec::new()),
+            next_id: AtomicU64::new(1),
+            observer: Box::new(NoObserver),
+            first: Mutex::new(None),
+        })
+    }
+
+    /// Reads `feed` once and serves what it read. A feed that cannot be read is an error.
+    pub async fn start(feed: &dyn Feed, policy: Policy, config: LiveConfig) -> Result<LiveCluster> {
+        if let Some(view) = feed.saved_view() {
+            return LiveCluster::new(view, policy, config);
+        }
+        let cluster = feed.discover().await?.unwrap_or_default();
+        let ollama = feed.ollama_nodes().await;
+        let view = config.view_of(&cluster, &ollama, feed.describe(), unix_now());
+        let live = LiveCluster::new(view, policy, config)?;
+        *locked(&live.first) = Some((cluster, ollama));
+        Ok(live)
+    }
+
+    /// Reports views and registry health to `observer` from now on.
+    pub fn with_observer(mut self, observer: Box<dyn Observer>) -> Self {
+        self.observer = observer;
+        self
+    }
+
+    /// The router (lock-free; route from any thread).
+    pub fn router(&self) -> &Router {
+        &self.router
+    }
+
+    /// The current view.
+    pub fn view(&self) -> Arc<StatusView> {
+        self.view.load_full()
+    }
+
+    /// The settings in force.
+    pub fn config(&self) -> &LiveConfig {
+        &self.config
+    }
+
+    /// Registry health.
+    pub fn health(&self) -> Health {
+        locked(&self.health).clone()
+    }
+
+    /// Publishes `view`: a new snapshot for the router with the held reservations
+    /// re-applied. A view the router cannot take (it never happens for views this crate
+    /// builds) is logged and the old one kept.
+    pub fn publish(&self, view: StatusView, skipped_total: u64) {
+        let cfg = &self.config.snapshot;
+        match Snapshot::build(view.node_specs(cfg), cfg) {
+            Ok(snap) => {
+                self.reapply(&snap);
+                self.router.update(snap);
+            }
+            Err(e) => warn!("cannot build a routing snapshot: {e}"),
+        }
+        self.observer.view(&view, skipped_total);
+        self.view.store(Arc::new(view));
+    }
+
+    fn reapply(&self, snap: &Snapshot) {
+        let hold = self.config.reservation_hold;
+        let mut held = locked(&self.held);
+        held.retain(|h| h.at.elapsed() < hold);
+        for h in held.iter() {
+            if let Some(node) = snap.node_index(&h.node_id) {
+                for (gpu, mib) in &h.parts {
+                    // A GPU that left the node's report takes its reservation with it.
+                    let _ = snap.reserve(node, *gpu, *mib);
+                }
+            }
+        }
+    }
+
+    fn hold(&self, node_id: String, parts: Vec<(Option<u32>, u64)>) -> ReservationId {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        locked(&self.held).push(Held {
+            id,
+            node_id,
+            parts,
+            at: Instant::now(),
+        });
+        ReservationId(id)
+    }
+
+    /// Routes `req` and, for a cold load, reserves its size where it goes (see
+    /// [`Router::route_and_reserve`]); the reservation is kept across updates.
+    pub fn route_and_reserve(
+        &self,
+        req: &Request<'_>,
+    ) -> std::result::Result<(Decision, Option<ReservationId>), NoRoute> {
+        let (d, r) = self.router.route_and_reserve(req)?;
+        Ok((d, r.map(|r| self.hold(r.node_id, r.parts))))
+    }
+
+    /// Reserves `mib` on a node's GPU (`Some(index)`) or RAM (`None`), kept across
+    /// updates.
+    pub fn reserve(&self, node_id: &str, gpu: Option<u32>, mib: u64) -> Result<ReservationId> {
+        self.router.reserve_node(node_id, gpu, mib)?;
+        Ok(self.hold(node_id.to_owned(), vec![(gpu, mib)]))
+    }
+
+    /// Ends a reservation now (the load finished or failed).
+    pub fn release(&self, id: ReservationId) {
+        let mut held = locked(&self.held);
+        let snap = self.router.snapshot();
+        held.retain(|h| {
+            if h.id != id.0 {
+                return true;
+            }
+            if let Some(node) = snap.node_index(&h.node_id) {
+                for (gpu, mib) in &h.parts {
+                    let _ = snap.release(node, *gpu, *mib);
+                }
+            }
+            false
+        });
+    }
+
+    /// Reservations held now.
+    pub fn reservations_held(&self) -> usize {
+        locked(&self.held).len()
+    }
+
+    fn set_ok(&self) {
+        let mut h = locked(&self.health);
+        if h.status != "ok" {
+            info!(source = %h.source, "registry reachable: view is live again");
+        }
+        h.status = "ok";
+        h.last_ok = Some(unix_now());
+        h.error = None;
+        drop(h);
+        self.observer.registry_ok();
+    }
+
+    fn set_degraded(&self, e: &Error) {
+        let mut h = locked(&self.health);
+        if h.status == "ok" {
+            warn!("registry read failed, serving the last view (nodes go stale after stale_after): {e}");
+        }
+        h.status = "degraded";
+        h.error = Some(format!(
+            "{e}; serving the last view, nodes go stale after their report age exceeds stale_after"
+        ));
+        drop(h);
+        self.observer.registry_error(e);
+    }
+
+    /// Follows `feed` until the task is dropped: rediscovers on every change push (a
+    /// burst coalesced into one read), every `rediscover_every` without one, and
+    /// republishes every `tick` so report ages and staleness stay current. A failed read
+    /// keeps the last records (health `degraded`); a lost subscription is retried.
+    pub async fn follow<F: Feed + ?Sized>(self: Arc<Self>, feed: Arc<F>) {
+        let cfg = self.config.clone();
+        let mut tick = tokio::time::interval(cfg.tick);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let saved = feed.saved_view();
+        let first = locked(&self.first).take();
+        let have_first = first.is_some();
+        let (mut cluster, mut ollama) = first.unwrap_or_default();
+        let mut have_cluster = have_first;
+        let mut stream: Option<ChangeStream> = None;
+        let mut watch_due = Instant::now();
+        let now = Instant::now();
+        let mut last_discover = have_first.then_some(now);
+        let mut last_ollama = have_first.then_some(now);
+        let mut dirty = !have_first;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                change = next_change(&mut stream) => match change {
+                    Some(c) => { debug!(?c, "registry change"); dirty = true; }
+                    None => { stream = None; }
+                },
+            }
+            if let Some(s) = stream.as_mut() {
+                while s.try_recv().is_some() {}
+            }
+            if let Some(view) = &saved {
+                self.publish(view.clone(), 0);
+                continue;
+            }
+            if feed.wants_push() && stream.is_none() && Instant::now() >= watch_due {
+                if let Some(reg) = feed.registry() {
+                    match tokio::time::timeout(Duration::from_secs(5), reg.watch()).await {
+                        Ok(Ok(s)) => {
+                            locked(&self.health).push = format!("{:?}", s.mode());
+                            stream = Some(s);
+                            dirty = true;
+                        }
+                        Ok(Err(e)) => debug!("change push unavailable, retrying: {e}"),
+                        Err(_) => debug!("change push subscription timed out, retrying"),
+                    }
+                }
+                watch_due = Instant::now() + cfg.watch_retry;
+            }
+            let due = last_discover.is_none_or(|t| t.elapsed() >= cfg.rediscover_every);
+            if dirty || due {
+                last_discover = Some(Instant::now());
+                match feed.discover().await {
+                    Ok(c) => {
+                        cluster = c.unwrap_or_default();
+                        have_cluster = true;
+                        dirty = false;
+                        self.set_ok();
+                    }
+                    Err(e) => self.set_degraded(&e),
+                }
+            }
+            if last_ollama.is_none_or(|t| t.elapsed() >= cfg.ollama_every) {
+                last_ollama = Some(Instant::now());
+                ollama = feed.ollama_nodes().await;
+            }
+            if !have_cluster {
+                continue;
+            }
+            let skipped = feed.registry().map_or(0, |r| r.skipped_records_total());
+            let view = cfg.view_of(&cluster, &ollama, feed.describe(), unix_now());
+            self.publish(view, skipped);
+        }
+    }
+}
+
+async fn next_change(stream: &mut Option<ChangeStream>) -> Option<vramroute_registry::Change> {
+    match stream {
+        Some(s) => s.recv().await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,273 @@
+//! How big a model is, and where that figure came from: the one size resolver of the
+//! cluster layer. It gathers what the cluster view knows about a model (an Ollama node's
+//! `/api/tags` entry, a loaded copy's `/api/ps` size) and hands it, with what the caller
+//! gave (an explicit size, a GGUF header), to alloc's [`ModelSizer`], whose order is the
+//! one order every command uses:
+//!
+//! 1. an explicit size, 2. the GGUF header, 3. Ollama `/api/show` (plans only: it costs a
+//! request), 4. Ollama `/api/tags` file size, 5. SOLLOL's table, 6. a loaded copy's size.
+//!
+//! Never guessed: a model no source knows is [`Error::UnknownModel`].
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Serialize;
+use vramroute_alloc::{
+    estimate_from_ollama_show, EstimateSource, GgufInfo, ModelEstimate, ModelSizer, OllamaShowInfo,
+    OllamaTagsInfo, DEFAULT_CTX,
+};
+use vramroute_ollama::{OllamaClient, ShowResponse};
+use vramroute_router::same_model;
+
+use crate::error::{Error, Result};
+use crate::view::{NodeView, StatusView};
+
+const BYTES_PER_MIB: u64 = 1_048_576;
+/// Most Ollama nodes asked for `/api/show` while sizing one model for a plan.
+const MAX_SHOW_ASKS: usize = 4;
+
+/// The size used for fit checks and routing, MiB, with its source.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct ModelSize {
+    /// The model as asked.
+    pub model: String,
+    /// Weights plus KV cache, MiB ([`ModelEstimate::routing_mib`]).
+    pub size_mb: u64,
+    /// Where the figure came from, as text (`SOLLOL size table`, `Ollama /api/tags size
+    /// of 10.0.0.1:11434`, ...).
+    pub source: String,
+}
+
+impl ModelSize {
+    /// A size the caller states, MiB.
+    pub fn explicit(model: &str, size_mb: u64) -> ModelSize {
+        ModelSize {
+            model: model.to_owned(),
+            size_mb,
+            source: EstimateSource::Explicit.to_string(),
+        }
+    }
+}
+
+/// What the view knows about `model`: the first node that has it pulled (its
+/// `/api/tags` entry) and the first loaded copy with a known size.
+struct Sightings<'v> {
+    tags: Option<(&'v NodeView, OllamaTagsInfo)>,
+    loaded: Option<(&'v NodeView, u64)>,
+}
+
+fn sightings<'v>(view: &'v StatusView, model: &str) -> Sightings<'v> {
+    let tags = view.nodes.iter().find_map(|n| {
+        n.installed_models
+            .iter()
+            .find(|m| same_model(&m.name, model))
+            .map(|m| {
+                (
+                    n,
+                    OllamaTagsInfo {
+                        name: m.name.clone(),
+                        size_bytes: m.size_mb.saturating_mul(BYTES_PER_MIB),
+                    },
+                )
+            })
+    });
+    let loaded = view.nodes.iter().find_map(|n| {
+        n.loaded_models
+            .iter()
+            .find(|m| same_model(&m.name, model))
+            .and_then(|m| Some((n, m.size_mb?)))
+    });
+    Sightings { tags, loaded }
+}
+
+fn source_text(e: &ModelEstimate, s: &Sightings<'_>, show_node: Option<&str>) -> String {
+    match (e.source, show_node) {
+        (EstimateSource::OllamaShow, Some(node)) => format!("{} of {node}", e.source),
+        (EstimateSource::OllamaTags, _) => match &s.tags {
+            Some((n, _)) => format!("{} of {}", e.source, n.id),
+            None => e.source.to_string(),
+        },
+        (EstimateSource::LoadedCopy, _) => match &s.loaded {
+            Some((n, _)) => format!("{} on {}", e.source, n.id),
+            None => e.source.to_string(),
+        },
+        _ => e.source.to_string(),
+    }
+}
+
+fn sizer<'a>(
+    s: &'a Sightings<'_>,
+    explicit_mb: Option<u64>,
+    gguf: Option<&'a GgufInfo>,
+    show: Option<&'a OllamaShowInfo>,
+) -> ModelSizer<'a> {
+    let mut sizer = ModelSizer::new();
+    if let Some(mb) = explicit_mb {
+        sizer = sizer.explicit_mib(mb);
+    }
+    if let Some(info) = gguf {
+        sizer = sizer.gguf(info);
+    }
+    if let Some(info) = show {
+        sizer = sizer.ollama_show(info);
+    }
+    if let Some((_, info)) = &s.tags {
+        sizer = sizer.ollama_tags(info);
+    }
+    if let Some((_, mb)) = s.loaded {
+        sizer = sizer.loaded_mib(mb);
+    }
+    sizer
+}
+
+fn unknown(model: &str, e: vramroute_alloc::Error) -> Error {
+    match e {
+        vramroute_alloc::Error::UnknownModel { .. } => Error::UnknownModel {
+            model: model.to_owned(),
+        },
+        other => Error::Alloc(other),
+    }
+}
+
+/// The routing size of `model` from what the view knows (no network): an explicit size
+/// wins, then the view's `/api/tags` entries, SOLLOL's table, then a loaded copy.
+///
+/// ```
+/// use vramroute_cluster::{model_size, StatusView};
+/// let view = StatusView::empty("example");
+/// assert_eq!(model_size(&view, "llama3.1:8b", None)?.size_mb, 4700);
+/// assert_eq!(model_size(&view, "Llama3.1:8B", Some(5000))?.size_mb, 5000);
+/// assert!(model_size(&view, "my-finetune", None).is_err());
+/// # Ok::<(), vramroute_cluster::Error>(())
+/// ```
+pub fn model_size(view: &StatusView, model: &str, explicit_mb: Option<u64>) -> Result<ModelSize> {
+    let s = sightings(view, model);
+    let e = sizer(&s, explicit_mb, None, None)
+        .estimate(model, DEFAULT_CTX)
+        .map_err(|e| unknown(model, e))?;
+    Ok(ModelSize {
+        model: model.to_owned(),
+        size_mb: e.routing_mib(),
+        source: source_text(&e, &s, None),
+    })
+}
+
+/// How [`model_estimate`] may ask Ollama nodes.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct EstimateOptions {
+    /// Timeout of each `/api/show` request.
+    pub ollama_timeout: Duration,
+    /// Context length the estimate is for, tokens.
+    pub ctx: u32,
+}
+
+impl Default for EstimateOptions {
+    fn default() -> Self {
+        EstimateOptions {
+            ollama_timeout: Duration::from_secs(5),
+            ctx: DEFAULT_CTX,
+        }
+    }
+}
+
+impl EstimateOptions {
+    /// Options for a context of `ctx` tokens, asking Ollama with `ollama_timeout`.
+    pub fn new(ctx: u32, ollama_timeout: Duration) -> Self {
+        EstimateOptions {
+            ollama_timeout,
+            ctx,
+        }
+    }
+}
+
+fn show_info(show: &ShowResponse, size_bytes: Option<u64>) -> Option<OllamaShowInfo> {
+    let u32_of = |k: &str| show.arch_u64(k).and_then(|v| u32::try_from(v).ok());
+    Some(OllamaShowInfo {
+        architecture: show.architecture()?.to_owned(),
+        block_count: u32_of("block_count")?,
+        context_length: u32_of("context_length"),
+        embedding_length: u32_of("embedding_length").unwrap_or(0),
+        head_count: u32_of("attention.head_count").unwrap_or(0),
+        head_count_kv: u32_of("attention.head_count_kv"),
+        key_length: u32_of("attention.key_length"),
+        value_length: u32_of("attention.value_length"),
+        parameter_count: show.parameter_count(),
+        quantization_level: show
+            .details
+            .as_ref()
+            .and_then(|d| d.quantization_level.clone()),
+        size_bytes,
+    })
+}
+
+/// The model's estimate at `opts.ctx` tokens with per-layer figures, for a plan: the
+/// same order as [`model_size`], with the GGUF file at `gguf` when given and the
+/// `/api/show` metadata of up to 4 nodes that have the model pulled (each request
+/// bounded by `opts.ollama_timeout`). A plan needs a layer count: a source without one
+/// (an `/api/tags` size, a loaded copy) is passed over for SOLLOL's table, which carries
+/// the architecture's layers; none → [`Error::NeedLayerInfo`].
+pub async fn model_estimate(
+    view: &StatusView,
+    model: &str,
+    gguf: Option<&Path>,
+    opts: &EstimateOptions,
+) -> Result<ModelEstimate> {
+    let s = sightings(view, model);
+    if let Some(path) = gguf {
+        let info = GgufInfo::from_path(path)?;
+        return Ok(sizer(&s, None, Some(&info), None).estimate(model, opts.ctx)?);
+    }
+    let mut tried = Vec::new();
+    for n in view.nodes.iter().filter(|n| n.ollama_url.is_some()) {
+        let Some(installed) = n
+            .installed_models
+            .iter()
+            .find(|m| same_model(&m.name, model))
+        else {
+            continue;
+        };
+        if tried.len() >= MAX_SHOW_ASKS {
+            break;
+        }
+        let Some(url) = n.ollama_url.as_deref() else {
+            continue;
+        };
+        let client = match OllamaClient::new(url, opts.ollama_timeout) {
+            Ok(c) => c,
+            Err(e) => {
+                tried.push(format!("{url}: {e}"));
+                continue;
+            }
+        };
+        match client.show(&installed.name).await {
+            Ok(show) => {
+                let size = installed.size_mb.saturating_mul(BYTES_PER_MIB);
+                match show_info(&show, Some(size)) {
+                    Some(info) => return Ok(estimate_from_ollama_show(model, &info, opts.ctx)?),
+                    None => tried.push(format!(
+                        "{url}: /api/show has no general.architecture / <arch>.block_count"
+                    )),
+                }
+            }
+            Err(e) => tried.push(format!("{url}: {e}")),
+        }
+    }
+    // Without layer information only SOLLOL's table (which carries layers) can plan.
+    if let Ok(e) = ModelSizer::new().estimate(model, opts.ctx) {
+        if e.layer_count.is_some() {
+            return Ok(e);
+        }
+    }
+    let asked = if tried.is_empty() {
+        String::new()
+    } else {
+        format!(" (asked: {})", tried.join("; "))
+    };
+    Err(Error::NeedLayerInfo {
+        model: model.to_owned(),
+        asked,
+    })
+}

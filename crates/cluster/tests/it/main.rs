@@ -1,0 +1,6 @@
+//! Integration tests of the cluster layer.
+
+mod common;
+mod live;
+mod props;
+mod sollol;
