@@ -61,7 +61,7 @@ fn unknown_model_size_is_an_error_not_a_guess() {
     let (ok, _, err) = run(&["mystery:1b"]);
     assert!(!ok);
     assert!(
-        err.contains("size of \"mystery:1b\" unknown: pass --size-mib"),
+        err.contains("unknown model `mystery:1b`") && err.contains("pass --size-mib N"),
         "{err}"
     );
     let (ok, out, _) = run(&["mystery:1b", "--size-mib", "90000", "--gpu-only"]);

@@ -236,7 +236,7 @@ fn sizer_tries_sources_in_order() {
 fn unknown_model_says_what_to_provide() {
     let err = ModelSizer::new().estimate("mystery:13b", 4096).unwrap_err();
     assert!(matches!(err, Error::UnknownModel { .. }));
-    expect!["unknown model `mystery:13b`: no source knows its size, and none is guessed: give it with --size-mb, point at its GGUF file, or ask an Ollama node that has it pulled (/api/show, /api/tags)"]
+    expect!["unknown model `mystery:13b`: no source knows its size, and none is guessed: give it explicitly, point at its GGUF file, or ask an Ollama node that has it pulled (/api/show, /api/tags)"]
         .assert_eq(&err.to_string());
 }
 
