@@ -510,3 +510,63 @@ async fn the_last_request_body_is_kept_byte_for_byte() {
         Some(&b"{not json"[..])
     );
 }
+
+#[tokio::test]
+async fn error_after_n_chunks_is_sent_in_band_as_ollama_does() {
+    let fake = fake(4);
+    fake.set_fault(Fault::ErrorAfterChunks(1));
+    let chat = r#"{"model":"llama3.1:8b","messages":[{"role":"user","content":"hi"}]}"#;
+    let r = post(&fake, "/api/chat", chat).await;
+    assert_eq!(r.status(), 200, "the status went out before the failure");
+    let (bytes, aborted) = read_all(r).await;
+    assert!(!aborted);
+    let text = String::from_utf8(bytes).expect("utf-8");
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(lines[0].contains(r#""content":"tok0 ""#), "{text}");
+    assert_eq!(
+        lines[1],
+        r#"{"error":"an error was encountered while running the model"}"#
+    );
+
+    let body =
+        r#"{"model":"llama3.1:8b","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
+    let (bytes, aborted) = read_all(post(&fake, "/v1/chat/completions", body).await).await;
+    assert!(!aborted);
+    let text = String::from_utf8(bytes).expect("utf-8");
+    assert!(text.starts_with("data: {"), "{text}");
+    assert!(
+        text.ends_with(
+            "\n\n{\"error\":{\"message\":\"an error was encountered while running the model\",\"type\":\"api_error\",\"param\":null,\"code\":null}}\n"
+        ),
+        "raw JSON after one event, no [DONE]: {text}"
+    );
+
+    let body =
+        r#"{"model":"llama3.1:8b","stream":false,"messages":[{"role":"user","content":"hi"}]}"#;
+    assert_eq!(post(&fake, "/api/chat", body).await.status(), 500);
+    let s = fake.stats("/api/chat");
+    assert_eq!((s.failed, s.completed), (2, 0));
+}
+
+#[tokio::test]
+async fn a_client_that_goes_away_before_the_first_byte_is_counted_as_cancelled() {
+    let fake = FakeOllama::builder()
+        .model_named(MODEL)
+        .first_byte_delay(Duration::from_secs(3))
+        .start()
+        .expect("starts");
+    let body = r#"{"model":"llama3.1:8b","input":"x"}"#;
+    let mut s = TcpStream::connect(fake.addr()).expect("connect");
+    s.write_all(raw_post("/api/embed", body).as_bytes())
+        .expect("write");
+    fake.wait_for("/api/embed", WAIT, |s| s.received == 1)
+        .await
+        .expect("received");
+    drop(s);
+    let stats = fake
+        .wait_for("/api/embed", Duration::from_secs(2), |s| s.cancelled == 1)
+        .await
+        .expect("cancelled while waiting, well before the 3 s delay ends");
+    assert_eq!(stats.completed, 0);
+}

@@ -43,6 +43,9 @@ enum Dialect {
     OpenAi,
 }
 
+/// The error Ollama reports when a generation fails after it started.
+const MODEL_ERROR: &str = "an error was encountered while running the model";
+
 const JSON: &str = "application/json; charset=utf-8";
 const NDJSON: &str = "application/x-ndjson";
 const EVENT_STREAM: &str = "text/event-stream";
@@ -208,6 +211,10 @@ async fn respond(
             StatusCode::SERVICE_UNAVAILABLE,
             "server busy, please try again.  maximum pending requests exceeded",
         )),
+        // Not streamed, Ollama reports a failed generation as a 500.
+        Fault::ErrorAfterChunks(_) if !reply.streamed => {
+            Some((StatusCode::INTERNAL_SERVER_ERROR, MODEL_ERROR))
+        }
         _ => None,
     };
     if let Some((status, message)) = failure {
@@ -231,6 +238,18 @@ async fn respond(
         }
         _ => None,
     };
+    let mut end = Outcome::Completed;
+    if let Fault::ErrorAfterChunks(n) = knobs.fault {
+        // The status is 200 already: Ollama appends the error to the stream and ends it.
+        // On /v1 its error writer sends the OpenAI error object as raw JSON, without
+        // `data: ` and without `[DONE]`.
+        frames.truncate(n.min(knobs.chunks));
+        frames.push(match dialect {
+            Dialect::Ollama => ndjson(wire::ollama_error(MODEL_ERROR)),
+            Dialect::OpenAi => ndjson(wire::openai_error(500, MODEL_ERROR)),
+        });
+        end = Outcome::Failed;
+    }
     if !reply.streamed && content_length.is_none() {
         content_length = Some(frames.iter().map(String::len).sum());
     }
@@ -239,7 +258,7 @@ async fn respond(
     } else {
         Duration::ZERO
     };
-    let mut response = Response::new(track::body(frames, delay, abort_after, tracker));
+    let mut response = Response::new(track::body(frames, delay, abort_after, tracker, end));
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,

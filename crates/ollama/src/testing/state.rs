@@ -45,6 +45,12 @@ pub enum Fault {
     /// chunk goes out but not the final `done` object / `[DONE]` event. A non-streamed
     /// reply sends the first half of its body (under a full `Content-Length`).
     AbortAfterChunks(usize),
+    /// Send the first N chunks, then Ollama's in-band error and end the reply cleanly,
+    /// status still 200: `{"error":"an error was encountered while running the model"}`
+    /// as one more NDJSON line on `/api/*`; on `/v1/*`, as Ollama does, the OpenAI error
+    /// object as raw JSON (no `data: ` prefix, no `[DONE]`). A non-streamed reply is a
+    /// 500 with that error instead.
+    ErrorAfterChunks(usize),
 }
 
 /// How replies are shaped in time and whether they fail.

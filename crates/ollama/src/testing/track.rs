@@ -98,13 +98,15 @@ impl Drop for Tracker {
 /// A body that sends `frames` with `delay` before each one but the first, and, with
 /// `abort_after: Some(n)`, aborts the connection after `n` frames (hyper then closes
 /// it without finishing the reply; with `n == 0` before anything, the status line
-/// included). The tracker is finished when the last frame is handed over (completed) or
-/// at the abort (failed); dropped earlier, it counts the request as cancelled.
+/// included). The tracker is finished when the last frame is handed over (as `end`:
+/// completed, or failed for an in-band error) or at the abort (failed); dropped earlier,
+/// it counts the request as cancelled.
 pub(super) fn body(
     frames: Vec<String>,
     delay: Duration,
     abort_after: Option<usize>,
     tracker: Tracker,
+    end: Outcome,
 ) -> Body {
     struct Emit {
         frames: std::vec::IntoIter<String>,
@@ -112,6 +114,7 @@ pub(super) fn body(
         delay: Duration,
         abort_after: Option<usize>,
         tracker: Option<Tracker>,
+        end: Outcome,
     }
     let start = Emit {
         frames: frames.into_iter(),
@@ -119,6 +122,7 @@ pub(super) fn body(
         delay,
         abort_after,
         tracker: Some(tracker),
+        end,
     };
     let stream = futures_util::stream::unfold(start, |mut st| async move {
         let tracker = st.tracker.take()?;
@@ -137,12 +141,12 @@ pub(super) fn body(
             tokio::time::sleep(st.delay).await;
         }
         let Some(frame) = st.frames.next() else {
-            tracker.finish(Outcome::Completed);
+            tracker.finish(st.end);
             return None;
         };
         st.sent += 1;
         if st.frames.len() == 0 && st.abort_after != Some(st.sent) {
-            tracker.finish(Outcome::Completed);
+            tracker.finish(st.end);
         } else {
             st.tracker = Some(tracker);
         }
