@@ -28,6 +28,7 @@ pub enum Behaviour {
 /// `/api/chat` with messages, `/api/embed`, `/api/embeddings`, `/v1/chat/completions`,
 /// `/v1/completions`, `/v1/embeddings`), after the first-byte delay.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum Fault {
     /// No failure.
     #[default]

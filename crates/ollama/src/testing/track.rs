@@ -10,6 +10,7 @@ use axum::body::{Body, Bytes};
 
 /// What one path of the fake server has seen. Counters only grow.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct PathStats {
     /// Requests received (counted before any delay or fault).
     pub received: u64,
