@@ -9,7 +9,9 @@
 //!
 //! Entry types: [`OllamaClient`], [`PsResponse`], [`TagsResponse`], [`ShowResponse`],
 //! [`GpuOffload`]. With the `testing` feature, [`testing::FakeOllama`] is a real HTTP
-//! server on loopback that speaks the same shapes, for tests.
+//! server on loopback that behaves like Ollama for tests: these endpoints plus inference
+//! (Ollama's and the OpenAI-compatible API, streamed chunk by chunk), with injectable
+//! delays and faults and per-path counters.
 
 mod client;
 mod offload;
