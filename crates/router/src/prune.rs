@@ -15,7 +15,8 @@
 //! The result is identical to the full scan (`run_exhaustive`), ties included (equal
 //! scores go to the lower node index); `pruned_equals_exhaustive` (`tests/it/prune.rs`)
 //! checks it on random clusters, after reservations made through every public path and
-//! for every spelling of the requested model. Requests outside the regime, and the other policies, use the full scan.
+//! for every spelling of the requested model. Requests outside the regime, and the other
+//! policies, use the full scan.
 //!
 //! The bounds themselves (`node_bound`, `warm_bound`) live beside the score they bound,
 //! in `sollol.rs`. Reservations are read through `reservation.rs` (`is_reserved`,
