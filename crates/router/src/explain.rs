@@ -7,162 +7,14 @@ use std::fmt;
 
 use serde::Serialize;
 
+use crate::decision::{Decision, FitKind, NoRoute, RejectReason, Target};
+use crate::fit::{gpu_miss, place, Cand, Placed, Resolved, Trace};
 use crate::policy::Policy;
 use crate::request::Request;
-use crate::route::{
-    gpu_miss, place, run, Cand, Decision, FitKind, NoRoute, Placed, Resolved, Scorer, Sollol,
-    Target, Trace, BIN_PACK, SPREAD,
-};
+use crate::route::run_policy;
+use crate::scorer::{Scorer, BIN_PACK, SPREAD};
 use crate::snapshot::{NodeIndex, NodeStatus, Snapshot, NO_SLOT};
-
-/// Why the GPUs of a node cannot take the model.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum GpuMiss {
-    /// Larger than the usable VRAM (total × margin) of every GPU.
-    TooLarge {
-        /// Model size, MiB.
-        size_mib: u64,
-        /// The largest usable VRAM, MiB.
-        usable_mib: u64,
-    },
-    /// Some GPU is big enough but has too little free VRAM now.
-    NotEnoughFree {
-        /// Model size, MiB.
-        size_mib: u64,
-        /// The most free VRAM on a big-enough GPU, MiB.
-        free_mib: u64,
-    },
-}
-
-impl fmt::Display for GpuMiss {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            GpuMiss::TooLarge {
-                size_mib,
-                usable_mib,
-            } => {
-                write!(
-                    f,
-                    "Model too large ({size_mib}MB > {usable_mib}MB usable VRAM)"
-                )
-            }
-            GpuMiss::NotEnoughFree { size_mib, free_mib } => {
-                write!(
-                    f,
-                    "Not enough free VRAM ({size_mib}MB needed, {free_mib}MB free)"
-                )
-            }
-        }
-    }
-}
-
-/// Why the CPU of a node cannot take the model.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum CpuMiss {
-    /// The request does not allow a CPU placement.
-    NotAllowed,
-    /// Larger than the usable RAM (total × margin).
-    RamTooSmall {
-        /// Model size, MiB.
-        size_mib: u64,
-        /// Usable RAM, MiB.
-        usable_mib: u64,
-    },
-    /// Not enough free RAM now.
-    NotEnoughRam {
-        /// Model size, MiB.
-        size_mib: u64,
-        /// Free RAM, MiB.
-        free_mib: u64,
-    },
-}
-
-impl fmt::Display for CpuMiss {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            CpuMiss::NotAllowed => f.write_str("CPU placement not allowed"),
-            CpuMiss::RamTooSmall {
-                size_mib,
-                usable_mib,
-            } => {
-                write!(
-                    f,
-                    "Model too large for RAM ({size_mib}MB > {usable_mib}MB usable RAM)"
-                )
-            }
-            CpuMiss::NotEnoughRam { size_mib, free_mib } => {
-                write!(
-                    f,
-                    "Not enough free RAM ({size_mib}MB needed, {free_mib}MB free)"
-                )
-            }
-        }
-    }
-}
-
-/// Why a node was not a candidate.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum RejectReason {
-    /// Its last health check failed.
-    Unhealthy,
-    /// Its last report is too old.
-    Stale {
-        /// Report age, ms.
-        age_ms: u64,
-        /// Configured limit, ms.
-        limit_ms: u64,
-    },
-    /// Its report holds impossible values (see the rejection's text).
-    Invalid,
-    /// It lacks a label the request requires.
-    MissingLabel,
-    /// The request excludes it (by id or label).
-    Excluded,
-    /// Neither its GPUs nor (where allowed) its CPU can hold the model.
-    DoesNotFit {
-        /// Why not on GPU (`None`: the node has no GPU).
-        gpu: Option<GpuMiss>,
-        /// Why not on CPU.
-        cpu: CpuMiss,
-    },
-}
-
-impl RejectReason {
-    pub(crate) fn from_status(st: &NodeStatus) -> RejectReason {
-        match st {
-            NodeStatus::Eligible | NodeStatus::Invalid(_) => RejectReason::Invalid,
-            NodeStatus::Unhealthy => RejectReason::Unhealthy,
-            NodeStatus::Stale { age_ms, limit_ms } => RejectReason::Stale {
-                age_ms: *age_ms,
-                limit_ms: *limit_ms,
-            },
-        }
-    }
-}
-
-impl fmt::Display for RejectReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            RejectReason::Unhealthy => f.write_str("Node unhealthy"),
-            RejectReason::Stale { age_ms, limit_ms } => {
-                write!(f, "Report stale ({age_ms}ms old > {limit_ms}ms)")
-            }
-            RejectReason::Invalid => f.write_str("Report invalid"),
-            RejectReason::MissingLabel => f.write_str("Missing a required label"),
-            RejectReason::Excluded => f.write_str("Excluded by the request"),
-            RejectReason::DoesNotFit { gpu, cpu } => {
-                match gpu {
-                    Some(g) => write!(f, "{g}")?,
-                    None => f.write_str("Node has no GPU")?,
-                }
-                write!(f, "; {cpu}")
-            }
-        }
-    }
-}
+use crate::sollol::Sollol;
 
 /// One factor of a candidate's score. Under `sollol` each value is a multiplier and the
 /// score is their product (`base_score` first); under `binpack` / `spread` the values are
@@ -285,11 +137,12 @@ fn candidate_reason(s: &Snapshot, ni: usize, c: &Cand, size: u64) -> String {
 fn explain_with<S: Scorer>(
     s: &Snapshot,
     sc: &S,
-    policy: &'static str,
+    (policy, name): (&Policy, &'static str),
     req: &Request<'_>,
 ) -> Explanation {
     let r = Resolved::new(s, req);
-    let outcome = run(s, sc, &r);
+    // The decision itself comes from the same search as `route` (pruned or not).
+    let outcome = run_policy(s, policy, &r);
     let mut candidates = Vec::new();
     let mut rejected = Vec::new();
     let mut max_free = 0;
@@ -358,7 +211,7 @@ fn explain_with<S: Scorer>(
         None => no_route.map_or_else(String::new, |e| e.to_string()),
     };
     Explanation {
-        policy,
+        policy: name,
         model: req.model.to_owned(),
         size_mib: req.size_mib,
         needs_gpu: req.needs_gpu,
@@ -393,11 +246,11 @@ impl Snapshot {
             Policy::Sollol(p) => explain_with(
                 self,
                 &Sollol::new(p, &Resolved::new(self, req)),
-                "sollol",
+                (policy, "sollol"),
                 req,
             ),
-            Policy::BinPack => explain_with(self, &BIN_PACK, "binpack", req),
-            Policy::Spread => explain_with(self, &SPREAD, "spread", req),
+            Policy::BinPack => explain_with(self, &BIN_PACK, (policy, "binpack"), req),
+            Policy::Spread => explain_with(self, &SPREAD, (policy, "spread"), req),
         }
     }
 }

@@ -1,12 +1,13 @@
-//! The fit rule of one GPU, for fit tables: the same test the router's placement makes
-//! (`size ≤ usable` and `size ≤ free now`, reservations counted).
+//! One GPU's fit, for fit tables: the placement's own rule (`fit::gpu_fits`) with its
+//! reason.
 
 use std::fmt;
 
 use serde::Serialize;
 
+use crate::decision::GpuMiss;
 use crate::error::Result;
-use crate::explain::GpuMiss;
+use crate::fit::gpu_fits;
 use crate::snapshot::{NodeIndex, Snapshot};
 
 /// Whether one GPU can take a model now.
@@ -61,18 +62,18 @@ impl Snapshot {
         let Some((usable_mib, free_mib)) = self.gpu_capacity_mib(node, gpu)? else {
             return Ok(None);
         };
-        Ok(Some(if size_mib > usable_mib {
-            GpuFit::Miss(GpuMiss::TooLarge {
-                size_mib,
-                usable_mib,
-            })
-        } else if size_mib > free_mib {
-            GpuFit::Miss(GpuMiss::NotEnoughFree { size_mib, free_mib })
-        } else {
+        Ok(Some(if gpu_fits(size_mib, usable_mib, free_mib) {
             GpuFit::Fits {
                 usable_mib,
                 free_mib,
             }
+        } else if size_mib > usable_mib {
+            GpuFit::Miss(GpuMiss::TooLarge {
+                size_mib,
+                usable_mib,
+            })
+        } else {
+            GpuFit::Miss(GpuMiss::NotEnoughFree { size_mib, free_mib })
         }))
     }
 }

@@ -34,21 +34,49 @@
 //! ```
 //!
 //! See `docs/router.md` for the rules, every constant and how each maps to SOLLOL.
+//!
+//! ## Module layers
+//!
+//! The modules form a DAG; each may import (`use crate::…`) only modules listed before
+//! it, and adds methods to [`Snapshot`] only from its own layer:
+//! 1. `error`, `request`, `model_name` — leaves (errors, the request, the model-name rule).
+//! 2. `policy` (error), `input` (error, request) — configuration and node descriptions.
+//! 3. `snapshot` (error, input, model_name, policy) — the compact data, its build and
+//!    accessors; holds the bound cache slot but not its contents.
+//! 4. `decision` (snapshot) — `Decision`, `FitKind`, `Target`, `NoRoute`, miss reasons.
+//! 5. `reservation` (decision, error, snapshot) — every reservation path and the
+//!    "reserved" marks; `fit` (decision, request, snapshot) — the fit rules;
+//!    `gpu_fit` (decision, error, fit, snapshot) — one GPU's fit with its reason.
+//! 6. `scorer` (decision, fit, snapshot) — the `Scorer` trait, binpack/spread, the
+//!    exhaustive scan.
+//! 7. `sollol` (decision, fit, policy, request, scorer, snapshot) — SOLLOL's score and
+//!    its bounds.
+//! 8. `prune` (decision, fit, policy, scorer, snapshot, sollol) — the pruned search
+//!    (reads the marks through `reservation`'s `Snapshot` methods).
+//! 9. `route` (decision, fit, policy, prune, request, scorer, snapshot, sollol).
+//! 10. `explain` (… route, scorer, sollol …); then `router` (decision, error, explain,
+//!     policy, request, reservation, snapshot).
 
+mod decision;
 mod error;
 mod explain;
+mod fit;
 mod gpu_fit;
 mod input;
 mod model_name;
 mod policy;
 mod prune;
 mod request;
+mod reservation;
 mod route;
 mod router;
+mod scorer;
 mod snapshot;
+mod sollol;
 
+pub use decision::{CpuMiss, Decision, FitKind, GpuMiss, NoRoute, RejectReason, Target};
 pub use error::{Error, Result};
-pub use explain::{Candidate, CpuMiss, Explanation, GpuMiss, RejectReason, Rejected, ScoreTerm};
+pub use explain::{Candidate, Explanation, Rejected, ScoreTerm};
 pub use gpu_fit::GpuFit;
 pub use input::{
     GpuSpec, LoadedModel, NodeSpec, RpcEndpoint, MAX_GPU_MEMORY_MIB, MAX_LATENCY_MS, MAX_RAM_MIB,
@@ -56,9 +84,8 @@ pub use input::{
 pub use model_name::{normalize_model_name, same_model};
 pub use policy::{Policy, SollolParams};
 pub use request::{Complexity, Request, TaskKind};
-pub use route::{Decision, FitKind, NoRoute, Target};
+pub use reservation::Reservation;
 pub use router::Router;
 pub use snapshot::{
-    FreeSource, NodeIndex, NodeStatus, Reservation, Snapshot, SnapshotConfig, SnapshotId,
-    MAX_LABELS,
+    FreeSource, NodeIndex, NodeStatus, Snapshot, SnapshotConfig, SnapshotId, MAX_LABELS,
 };

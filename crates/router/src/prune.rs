@@ -15,39 +15,21 @@
 //! The result is identical to the full scan (`run_exhaustive`), ties included (equal
 //! scores go to the lower node index); `pruned_equals_exhaustive` (`tests/it/prune.rs`)
 //! checks it on random clusters, after reservations made through every public path and
-//! for every spelling of the requested model. Requests outside the regime, and the other policies, use the full scan.
+//! for every spelling of the requested model. Requests outside the regime, and the other
+//! policies, use the full scan.
 //!
-//! Why the bound holds: see `node_bound` for when a placement can be "overwhelmed"; nodes
-//! where it can get the larger of both cases. Every request-dependent factor is replaced
-//! by its largest possible value (priority 0 for the latency weight, the smaller CPU-load
-//! weight, the best complexity factor, the best resource/mode factor).
+//! The bounds themselves (`node_bound`, `warm_bound`) live beside the score they bound,
+//! in `sollol.rs`. Reservations are read through `reservation.rs` (`is_reserved`,
+//! `for_each_reserved`).
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use crate::policy::SollolParams;
-use crate::route::{
-    place, pow_u32, Cand, Decision, NoRoute, NoTrace, Outcome, Placed, Resolved, Scorer, Sollol,
-};
-use crate::snapshot::{NodeIndex, Snapshot, ELIGIBLE, TOP_PRIORITY};
-
-/// Relative slack on every bound, far above the rounding differences between the bound's
-/// and the score's operation order.
-const BOUND_SLACK: f64 = 1e-9;
-
-/// Per-policy score bounds of one snapshot.
-#[derive(Debug)]
-pub(crate) struct Prepared {
-    pub(crate) params: SollolParams,
-    /// Eligible nodes by descending bound, then ascending index, for models of at least
-    /// `overwhelmed_below_mib`...
-    pub(crate) order: Vec<(f64, u32)>,
-    /// ...and for smaller models.
-    pub(crate) order_small: Vec<(f64, u32)>,
-    /// Per interned model: eligible nodes where it is loaded, by descending bound of the
-    /// warm placement's score.
-    pub(crate) warm: Vec<Vec<(f64, u32)>>,
-}
+use crate::decision::{Decision, NoRoute};
+use crate::fit::{place, Cand, NoTrace, Placed, Resolved};
+use crate::policy::{Policy, SollolParams};
+use crate::scorer::{Outcome, Scorer};
+use crate::snapshot::{NodeIndex, Prepared, Snapshot, ELIGIBLE};
+use crate::sollol::{node_bound, warm_bound, Sollol};
 
 impl Prepared {
     pub(crate) fn build(s: &Snapshot, p: &SollolParams) -> Prepared {
@@ -84,226 +66,13 @@ impl Prepared {
     }
 }
 
-/// The request-independent part of a node's score bound.
-struct NodeStatic {
-    /// Everything multiplied in regardless of placement, except the warm/cold factor.
-    common: f64,
-    /// Largest complexity factor / smallest latency divisor (not applied when overflowing).
-    penalties: f64,
-    /// Active-request factor per free-VRAM class (overwhelmed, small, mid, large).
-    active: [f64; 4],
-    /// Largest free VRAM of the node's GPUs (before reservations).
-    max_free: u64,
-    /// Usable VRAM of the GPU with the most free VRAM (first such GPU), 0 without GPU.
-    top_usable: u64,
-}
-
-fn node_static(s: &Snapshot, p: &SollolParams, ni: usize) -> NodeStatic {
-    let row = &s.rows[ni];
-    let flags = row.flags;
-    let (load, latency, success) = row.signals(p);
-    let success = if p.success_rate_exponent == 1.0 {
-        success
-    } else {
-        success.powf(p.success_rate_exponent)
-    };
-    // (free, usable) of the GPU with the most free VRAM.
-    let mut top: Option<(u64, u64)> = None;
-    for g in row.gpus() {
-        let free = u64::from(s.gpus[g].free_mib);
-        if top.is_none_or(|(f, _)| free > f) {
-            top = Some((free, u64::from(s.gpus[g].usable_mib)));
-        }
-    }
-    let (max_free, top_usable) = top.unwrap_or((0, 0));
-
-    let mut common = p.base_score * success;
-    if flags & TOP_PRIORITY != 0 {
-        common *= p
-            .top_node_multiplier
-            .max(p.top_node_high_priority_multiplier);
-    }
-    if row.tasks != 0 {
-        common *= p.preferred_task_multiplier.max(1.0);
-    }
-    let cpus = u32::from(row.cpu_count);
-    if cpus > 1 {
-        common *= (1.0 + f64::from(cpus) * (1.0 / p.cpu_count_divisor)).min(p.cpu_count_bonus_cap);
-        if cpus >= p.complex_many_cores_from {
-            common *= p.complex_many_cores_multiplier.max(1.0);
-        }
-    }
-    if row.gpu_len >= 2 {
-        common *= p.across_gpus_multiplier.max(1.0);
-    }
-    common /= 1.0 + load * p.cpu_load_weight.min(p.cpu_load_weight_high_priority);
-
-    let n = row.active_requests;
-    let active = [
-        p.active_base_overwhelmed,
-        p.active_base_small,
-        p.active_base_mid,
-        p.active_base_large,
-    ]
-    .map(|base| {
-        if n == 0 {
-            return 1.0;
-        }
-        let base = if latency < p.active_fast_latency_below_ms {
-            (base * p.active_fast_factor).max(p.active_base_floor)
-        } else if latency > p.active_slow_latency_above_ms {
-            (base * p.active_slow_factor).min(p.active_base_cap)
-        } else {
-            base
-        };
-        1.0 / (pow_u32(base, n) * (1.0 + p.active_linear_penalty * f64::from(n)))
-    });
-    let complexity = {
-        let complex = if load > p.complex_busy_cpu_above {
-            p.complex_busy_cpu_multiplier
-        } else if load < p.complex_idle_cpu_below {
-            p.complex_idle_cpu_multiplier
-        } else {
-            1.0
-        };
-        let simple = if load > p.simple_busy_cpu_above {
-            p.simple_busy_cpu_multiplier
-        } else {
-            1.0
-        };
-        complex.max(simple).max(1.0)
-    };
-    let g = if latency < p.latency_fast_below_ms {
-        latency * (1.0 / p.latency_fast_scale_ms)
-    } else if latency > p.latency_slow_above_ms {
-        latency * (1.0 / p.latency_scale_ms)
-    } else {
-        (latency * (1.0 / p.latency_scale_ms)).min(p.latency_medium_cap)
-    };
-    // The latency weight is 1 + priority × w ≥ 1.
-    NodeStatic {
-        common,
-        penalties: complexity / (1.0 + g),
-        active,
-        max_free,
-        top_usable,
-    }
-}
-
-fn max_of(values: &[f64]) -> f64 {
-    values.iter().copied().fold(0.0, f64::max)
-}
-
-/// Bound of a node's score for non-warm placements in the pruning regime, for models of at
-/// least the overwhelmed threshold (`small = false`) or below it.
-///
-/// A placement is "overwhelmed" (SOLLOL's overflow: penalties skipped, overwhelmed factors)
-/// only if its free VRAM is below the threshold. A single GPU is chosen by most free VRAM
-/// among those that fit, so for a model ≥ the threshold that never happens; for a smaller
-/// model it happens only if the node's most-free GPU is below the threshold or cannot take
-/// the model (usable below the threshold). A CPU placement uses the node's largest free VRAM.
-fn node_bound(s: &Snapshot, p: &SollolParams, ni: usize, small: bool) -> f64 {
-    let st = node_static(s, p, ni);
-    let cold = if s.rows[ni].loaded_len > 0 {
-        p.cold_with_other_models_multiplier
-    } else {
-        1.0
-    };
-    let mode_hi = max_of(&[
-        1.0,
-        p.good_multiplier,
-        p.excellent_multiplier,
-        p.fallback_gpu_multiplier,
-        p.gpu_task_on_cpu_multiplier,
-        p.fallback_cpu_multiplier,
-    ]);
-    let mode_lo = max_of(&[
-        1.0,
-        p.gpu_task_on_cpu_multiplier,
-        p.fallback_cpu_multiplier,
-        p.overwhelmed_idle_multiplier * p.overwhelmed_busy_multiplier.max(1.0),
-        p.fallback_overwhelmed_gpu_multiplier,
-    ]);
-    let hi = st.penalties * max_of(&st.active[1..]) * mode_hi;
-    let low =
-        st.max_free < p.overwhelmed_below_mib || small && st.top_usable < p.overwhelmed_below_mib;
-    let lo = if low {
-        let pen = if p.skip_penalties_when_overwhelmed {
-            1.0
-        } else {
-            st.penalties
-        };
-        pen * st.active[0] * mode_lo
-    } else {
-        0.0
-    };
-    st.common * cold * hi.max(lo) * (1.0 + BOUND_SLACK)
-}
-
-/// Bound of the warm placement's score of `model` on node `ni` (no reservations: the
-/// placement and its free VRAM are then fixed).
-fn warm_bound(s: &Snapshot, p: &SollolParams, ni: usize, model: u32) -> f64 {
-    let st = node_static(s, p, ni);
-    let row = &s.rows[ni];
-    let Some(k) = row.loaded().find(|&k| s.loaded_model[k] == model) else {
-        return 0.0;
-    };
-    let slot = s.loaded_slot[k];
-    let gpu_target = s.loaded_vram_mib[k] > 0;
-    let g = if !gpu_target {
-        st.max_free
-    } else if slot != crate::snapshot::NO_SLOT {
-        u64::from(s.gpus[slot as usize].free_mib)
-    } else if row.gpu_len == 1 {
-        u64::from(s.gpus[row.gpu_start as usize].free_mib)
-    } else {
-        st.max_free
-    };
-    let over = g < p.overwhelmed_below_mib;
-    let class = usize::from(!over)
-        + usize::from(g >= p.good_above_mib)
-        + usize::from(g >= p.excellent_above_mib);
-    let mode = if gpu_target {
-        let normal = if over {
-            p.overwhelmed_idle_multiplier * p.overwhelmed_busy_multiplier.max(1.0)
-        } else if g > p.excellent_above_mib {
-            p.excellent_multiplier
-        } else if g > p.good_above_mib {
-            p.good_multiplier
-        } else {
-            1.0
-        };
-        let fallback = if over {
-            p.fallback_overwhelmed_gpu_multiplier
-        } else {
-            p.fallback_gpu_multiplier
-        };
-        max_of(&[1.0, normal, fallback])
-    } else {
-        max_of(&[1.0, p.gpu_task_on_cpu_multiplier, p.fallback_cpu_multiplier])
-    };
-    let pen = if over && p.skip_penalties_when_overwhelmed {
-        1.0
-    } else {
-        st.penalties
-    };
-    // A warm row on CPU with `allow_cpu = false` falls through to a cold placement.
-    let cold = node_bound(s, p, ni, false).max(node_bound(s, p, ni, true));
-    (st.common * p.warm_multiplier * pen * st.active[class] * mode * (1.0 + BOUND_SLACK)).max(cold)
-}
-
 impl Snapshot {
-    fn is_reserved(&self, ni: usize) -> bool {
-        self.reserved_bits[ni / 64].load(Ordering::Relaxed) & (1 << (ni % 64)) != 0
-    }
-
-    fn for_each_reserved(&self, mut f: impl FnMut(usize)) {
-        for (w, word) in self.reserved_bits.iter().enumerate() {
-            let mut bits = word.load(Ordering::Relaxed);
-            while bits != 0 {
-                f(w * 64 + bits.trailing_zeros() as usize);
-                bits &= bits - 1;
-            }
+    /// Precomputes what routing with `policy` needs (for `sollol`: per-node score bounds,
+    /// one allocation per snapshot and policy), so that the first [`route`](Self::route)
+    /// does not allocate. [`Router`](crate::Router) calls it on every update.
+    pub fn prepare(&self, policy: &Policy) {
+        if let Policy::Sollol(p) = policy {
+            self.prepared_for(p);
         }
     }
 
@@ -414,7 +183,8 @@ pub(crate) fn run_pruned(s: &Snapshot, sc: &Sollol<'_>, r: &Resolved<'_>) -> Out
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::route::run_exhaustive;
+    use crate::policy::SollolParams;
+    use crate::scorer::run_exhaustive;
     use crate::{GpuSpec, NodeSpec, Request, SnapshotConfig};
 
     /// A small model whose node's most-free GPU is too small (usable < size) lands on an

@@ -4,12 +4,13 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
+use crate::decision::{Decision, NoRoute};
 use crate::error::{Error, Result};
 use crate::explain::Explanation;
 use crate::policy::Policy;
 use crate::request::Request;
-use crate::route::{Decision, NoRoute};
-use crate::snapshot::{Reservation, Snapshot};
+use crate::reservation::Reservation;
+use crate::snapshot::Snapshot;
 
 /// The current snapshot and policy behind [`ArcSwap`]s: `route` loads both without a lock
 /// (a few atomic operations), `update` swaps a new snapshot in without waiting for readers.

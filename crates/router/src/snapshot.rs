@@ -16,8 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{invalid_config, Error, Result};
 use crate::input::NodeSpec;
 use crate::model_name::{is_clean, normalize_model_name, untagged_alias};
-use crate::prune::Prepared;
-use crate::route::{Decision, FitKind};
+use crate::policy::SollolParams;
 
 /// Most distinct labels a snapshot can index (they become bits of a `u64`).
 pub const MAX_LABELS: usize = 64;
@@ -79,7 +78,7 @@ impl SnapshotConfig {
 }
 
 /// Position of a node in a [`Snapshot`] (nodes are sorted by id). Only meaningful for the
-/// snapshot it came from; [`Decision`] carries that snapshot's [`SnapshotId`].
+/// snapshot it came from; [`Decision`](crate::Decision) carries that snapshot's [`SnapshotId`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub struct NodeIndex(pub(crate) u32);
 
@@ -153,7 +152,7 @@ impl NodeRow {
     /// CPU load, latency and success rate, each the reported value or the policy's
     /// default when the node did not report it.
     #[inline(always)]
-    pub(crate) fn signals(&self, p: &crate::policy::SollolParams) -> (f64, f64, f64) {
+    pub(crate) fn signals(&self, p: &SollolParams) -> (f64, f64, f64) {
         let known = |flag: u8, v: f32, default: f64| {
             if self.flags & flag != 0 {
                 f64::from(v)
@@ -256,7 +255,7 @@ pub struct Snapshot {
 
 static NEXT_SNAPSHOT_ID: AtomicU64 = AtomicU64::new(1);
 
-fn to_u32_mib(v: u64) -> u32 {
+pub(crate) fn to_u32_mib(v: u64) -> u32 {
     u32::try_from(v).unwrap_or(u32::MAX)
 }
 
@@ -574,243 +573,6 @@ impl Snapshot {
             .map(|s| (u64::from(self.gpus[s].usable_mib), self.gpus[s].free_now())))
     }
 
-    /// MiB currently reserved on a GPU (`Some(index)`) or in the node's RAM (`None`).
-    pub fn reserved_mib(&self, node: NodeIndex, gpu: Option<u32>) -> Result<u64> {
-        Ok(match self.counter(node, gpu)? {
-            Counter::Gpu(c) => u64::from(c.load(Ordering::Relaxed)),
-            Counter::Ram(c) => c.load(Ordering::Relaxed),
-            Counter::None => 0,
-        })
-    }
-
-    /// Counts `mib` as used on a GPU (`Some(index)`) or in the node's RAM (`None`) until
-    /// the next snapshot (or [`release`](Self::release)), so that the next decisions do not
-    /// double-book memory a routed load is about to take. Lock-free: one atomic update
-    /// (GPU counters saturate at 4 PiB).
-    ///
-    /// ```
-    /// use vramroute_router::{GpuSpec, NodeSpec, Snapshot, SnapshotConfig};
-    /// let mut n = NodeSpec::new("a");
-    /// n.gpus.push(GpuSpec::new(0, 8192, Some(8000)));
-    /// let snap = Snapshot::build(vec![n], &SnapshotConfig::default())?;
-    /// let a = snap.node_index("a").expect("present");
-    /// snap.reserve(a, Some(0), 4700)?;
-    /// assert_eq!(snap.gpu_capacity_mib(a, 0)?, Some((6553, 3300)));
-    /// # Ok::<(), vramroute_router::Error>(())
-    /// ```
-    pub fn reserve(&self, node: NodeIndex, gpu: Option<u32>, mib: u64) -> Result<()> {
-        let counter = self.counter(node, gpu)?;
-        self.mark_reserved(node.get());
-        match counter {
-            Counter::Gpu(c) => {
-                let add = to_u32_mib(mib);
-                // The closure always returns `Some`, so this cannot fail.
-                let _ = c.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
-                    Some(v.saturating_add(add))
-                });
-            }
-            Counter::Ram(c) => {
-                let _ = c.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
-                    Some(v.saturating_add(mib))
-                });
-            }
-            Counter::None => {}
-        }
-        Ok(())
-    }
-
-    /// Undoes a [`reserve`](Self::reserve) (saturating at zero).
-    pub fn release(&self, node: NodeIndex, gpu: Option<u32>, mib: u64) -> Result<()> {
-        match self.counter(node, gpu)? {
-            Counter::Gpu(c) => {
-                let sub = to_u32_mib(mib);
-                let _ = c.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
-                    Some(v.saturating_sub(sub))
-                });
-            }
-            Counter::Ram(c) => {
-                let _ = c.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
-                    Some(v.saturating_sub(mib))
-                });
-            }
-            Counter::None => {}
-        }
-        Ok(())
-    }
-
-    /// Reserves what a decision will use: `mib` on its GPU, spread over the node's GPUs in
-    /// proportion to their usable free VRAM for [`FitKind::AcrossGpus`], in RAM for a CPU
-    /// placement, nothing for [`FitKind::AlreadyLoaded`]. Returns what was reserved, for
-    /// [`release_reservation`](Self::release_reservation).
-    pub fn reserve_decision(&self, decision: &Decision, mib: u64) -> Result<Reservation> {
-        self.check_decision(decision)?;
-        let node = decision.node;
-        let mut parts = Vec::new();
-        match decision.fit {
-            FitKind::AlreadyLoaded => {}
-            FitKind::SingleGpu => parts.push((decision.gpu, mib)),
-            FitKind::CpuNoGpu | FitKind::CpuGpuTooSmall => parts.push((None, mib)),
-            FitKind::AcrossGpus { .. } => {
-                let caps: Vec<(u32, u64)> = self.rows[node.get()]
-                    .gpus()
-                    .map(|s| {
-                        (
-                            self.gpu_index[s],
-                            u64::from(self.gpus[s].usable_mib).min(self.gpus[s].free_now()),
-                        )
-                    })
-                    .collect();
-                let total: u64 = caps.iter().map(|c| c.1).sum();
-                let mut left = mib;
-                for (i, (gpu, cap)) in caps.iter().enumerate() {
-                    let share = if i + 1 == caps.len() || total == 0 {
-                        left
-                    } else {
-                        ((u128::from(mib) * u128::from(*cap)) / u128::from(total)) as u64
-                    }
-                    .min(left);
-                    left -= share;
-                    if share > 0 {
-                        parts.push((Some(*gpu), share));
-                    }
-                    if total == 0 {
-                        break;
-                    }
-                }
-            }
-        }
-        for (gpu, m) in &parts {
-            self.reserve(node, *gpu, *m)?;
-        }
-        Ok(Reservation {
-            snapshot: self.id,
-            node,
-            node_id: self.specs[node.get()].id.clone(),
-            parts,
-        })
-    }
-
-    /// Like [`reserve_decision`](Self::reserve_decision), but for a single GPU or a CPU
-    /// with known free RAM only if the memory is still free (compare-and-swap): `Ok(None)`
-    /// when a concurrent reservation took it first. Splits reserve unconditionally.
-    pub(crate) fn try_reserve_decision(
-        &self,
-        decision: &Decision,
-        mib: u64,
-    ) -> Result<Option<Reservation>> {
-        self.check_decision(decision)?;
-        let ni = decision.node.get();
-        // Mark before the compare-and-swap: a counter above zero must never be seen on an
-        // unmarked node, or the pruned search would trust that node's static bound. A mark
-        // left by a failed CAS only makes the search score the node exactly.
-        self.mark_reserved(ni);
-        let ok = match (decision.fit, decision.gpu) {
-            (FitKind::SingleGpu, Some(g)) => match self.gpu_slot(decision.node, g)? {
-                Some(slot) => {
-                    let row = &self.gpus[slot];
-                    let base = u64::from(row.free_mib);
-                    row.reserved_mib
-                        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |cur| {
-                            let n = u64::from(cur) + mib;
-                            (n <= base).then_some(n as u32)
-                        })
-                        .is_ok()
-                }
-                None => return Ok(None),
-            },
-            (FitKind::CpuNoGpu | FitKind::CpuGpuTooSmall, _)
-                if self.ram[ni].free_mib != UNKNOWN_MIB =>
-            {
-                let base = self.ram[ni].free_mib;
-                self.ram_reserved[ni]
-                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |cur| {
-                        cur.checked_add(mib).filter(|&n| n <= base)
-                    })
-                    .is_ok()
-            }
-            _ => return self.reserve_decision(decision, mib).map(Some),
-        };
-        Ok(ok.then(|| Reservation {
-            snapshot: self.id,
-            node: decision.node,
-            node_id: self.specs[ni].id.clone(),
-            parts: vec![(
-                decision.gpu.filter(|_| decision.fit == FitKind::SingleGpu),
-                mib,
-            )],
-        }))
-    }
-
-    /// Undoes a [`reserve_decision`](Self::reserve_decision).
-    pub fn release_reservation(&self, reservation: &Reservation) -> Result<()> {
-        if reservation.snapshot != self.id {
-            return Err(Error::SnapshotMismatch {
-                decision: reservation.snapshot.0,
-                snapshot: self.id.0,
-            });
-        }
-        for (gpu, m) in &reservation.parts {
-            self.release(reservation.node, *gpu, *m)?;
-        }
-        Ok(())
-    }
-
-    /// Copies the reservations of `old` onto this snapshot, matching nodes by id and GPUs
-    /// by index (nodes or GPUs that disappeared are dropped). Use it when a fresh report
-    /// may not yet show memory a routed load is taking.
-    pub fn carry_reservations_from(&self, old: &Snapshot) {
-        for (i, spec) in old.specs.iter().enumerate() {
-            let Some(new) = self.node_index(&spec.id) else {
-                continue;
-            };
-            let ram = old.ram_reserved[i].load(Ordering::Relaxed);
-            let any_gpu = old.rows[i]
-                .gpus()
-                .any(|s| old.gpus[s].reserved_mib.load(Ordering::Relaxed) > 0);
-            // Mark before adding (as every reservation path does): a counter above zero
-            // is never visible on an unmarked node.
-            if ram > 0
-                || any_gpu
-                || old.reserved_bits[i / 64].load(Ordering::Relaxed) & (1 << (i % 64)) != 0
-            {
-                self.mark_reserved(new.get());
-            }
-            if ram > 0 {
-                self.ram_reserved[new.get()].fetch_add(ram, Ordering::Relaxed);
-            }
-            let nrow = self.rows[new.get()];
-            for s in old.rows[i].gpus() {
-                let v = old.gpus[s].reserved_mib.load(Ordering::Relaxed);
-                if v == 0 {
-                    continue;
-                }
-                let index = old.gpu_index[s];
-                if let Some(t) = nrow.gpus().find(|&t| self.gpu_index[t] == index) {
-                    let _ = self.gpus[t].reserved_mib.fetch_update(
-                        Ordering::Relaxed,
-                        Ordering::Relaxed,
-                        |x| Some(x.saturating_add(v)),
-                    );
-                }
-            }
-        }
-    }
-
-    /// Marks a node as holding reservations: the pruned search then scores it exactly
-    /// (its static bound no longer holds).
-    fn mark_reserved(&self, node: usize) {
-        self.reserved_bits[node / 64].fetch_or(1 << (node % 64), Ordering::Relaxed);
-    }
-
-    /// Precomputes what routing with `policy` needs (for `sollol`: per-node score bounds,
-    /// one allocation per snapshot and policy), so that the first [`route`](Self::route)
-    /// does not allocate. [`Router`](crate::Router) calls it on every update.
-    pub fn prepare(&self, policy: &crate::Policy) {
-        if let crate::Policy::Sollol(p) = policy {
-            self.prepared_for(p);
-        }
-    }
-
     /// Bit mask of a label, `None` if no node carries it.
     pub(crate) fn label_bit(&self, label: &str) -> Option<u64> {
         self.labels.get(label).map(|b| 1u64 << b)
@@ -836,7 +598,7 @@ impl Snapshot {
         }
     }
 
-    fn check(&self, node: NodeIndex) -> Result<()> {
+    pub(crate) fn check(&self, node: NodeIndex) -> Result<()> {
         if node.get() < self.specs.len() {
             Ok(())
         } else {
@@ -847,18 +609,8 @@ impl Snapshot {
         }
     }
 
-    fn check_decision(&self, decision: &Decision) -> Result<()> {
-        if decision.snapshot != self.id {
-            return Err(Error::SnapshotMismatch {
-                decision: decision.snapshot.0,
-                snapshot: self.id.0,
-            });
-        }
-        self.check(decision.node)
-    }
-
     /// Absolute GPU slot; `Ok(None)` when the node is invalid (its GPUs are not indexed).
-    fn gpu_slot(&self, node: NodeIndex, gpu: u32) -> Result<Option<usize>> {
+    pub(crate) fn gpu_slot(&self, node: NodeIndex, gpu: u32) -> Result<Option<usize>> {
         self.check(node)?;
         let spec = &self.specs[node.get()];
         if !spec.gpus.iter().any(|g| g.index == gpu) {
@@ -871,35 +623,19 @@ impl Snapshot {
             .gpus()
             .find(|&s| self.gpu_index[s] == gpu))
     }
-
-    fn counter(&self, node: NodeIndex, gpu: Option<u32>) -> Result<Counter<'_>> {
-        match gpu {
-            None => {
-                self.check(node)?;
-                Ok(Counter::Ram(&self.ram_reserved[node.get()]))
-            }
-            Some(g) => Ok(self
-                .gpu_slot(node, g)?
-                .map_or(Counter::None, |s| Counter::Gpu(&self.gpus[s].reserved_mib))),
-        }
-    }
 }
 
-enum Counter<'a> {
-    Gpu(&'a AtomicU32),
-    Ram(&'a AtomicU64),
-    None,
-}
-
-/// What [`Snapshot::reserve_decision`] reserved.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Reservation {
-    /// The snapshot it was made on.
-    pub snapshot: SnapshotId,
-    /// The node.
-    pub node: NodeIndex,
-    /// The node's id (to find it again in a later snapshot).
-    pub node_id: String,
-    /// (GPU index or `None` for RAM, MiB) pairs.
-    pub parts: Vec<(Option<u32>, u64)>,
+/// Per-policy score bounds of one snapshot: built and read by the pruned search
+/// (`prune.rs`); the snapshot only holds the cache slot.
+#[derive(Debug)]
+pub(crate) struct Prepared {
+    pub(crate) params: SollolParams,
+    /// Eligible nodes by descending bound, then ascending index, for models of at least
+    /// `overwhelmed_below_mib`...
+    pub(crate) order: Vec<(f64, u32)>,
+    /// ...and for smaller models.
+    pub(crate) order_small: Vec<(f64, u32)>,
+    /// Per interned model: eligible nodes where it is loaded, by descending bound of the
+    /// warm placement's score.
+    pub(crate) warm: Vec<Vec<(f64, u32)>>,
 }
