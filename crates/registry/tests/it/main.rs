@@ -5,6 +5,7 @@
 
 mod common;
 
+#[cfg(feature = "cluster")]
 mod cluster;
 mod compat;
 mod delta;
@@ -12,4 +13,5 @@ mod faults;
 mod memory;
 mod push;
 mod redis_ops;
+#[cfg(feature = "tls")]
 mod tls;
