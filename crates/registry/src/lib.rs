@@ -14,7 +14,8 @@
 //!   [`SkippedRecord`]s, never errors;
 //! - [`Registry::watch`] returns a [`ChangeStream`] of [`Change`]s;
 //! - feature `testing`: [`testing::RedisServer`] and [`testing::RedisCluster`] start
-//!   private `redis-server` processes for tests.
+//!   private `redis-server` processes for tests; [`testing::fixtures`] holds SOLLOL's
+//!   captured records (the workspace's one copy).
 //!
 //! # Cargo features
 //!

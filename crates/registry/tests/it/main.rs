@@ -10,6 +10,7 @@ mod cluster;
 mod compat;
 mod delta;
 mod faults;
+mod fixtures;
 mod memory;
 mod push;
 mod redis_ops;
