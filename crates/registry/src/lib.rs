@@ -36,14 +36,15 @@
 //! only declares and re-exports):
 //!
 //! ```text
-//! testing                       (feature; error, keys, fixtures)
-//! redis_backend/*               (Redis backend; its own layering in its mod.rs)
-//! memory                        (in-process backend)
-//! watch                         (push plumbing shared by the backends)
-//! registry                      (the Registry trait)
-//! change, view                  (ChangeStream & co; ClusterView)
-//! delta                         (incremental discovery: keys)
-//! config → validate → record → pyjson;  error;  keys
+//! testing                      (feature: test servers; testing/fixtures → pyjson)
+//! redis_backend/*              (the Redis backend; its own layering in its mod.rs)
+//! memory                       (the in-process backend)
+//! watch                        (push plumbing shared by both backends)
+//! registry                     (the Registry trait)
+//! change, view                 (Change, PushMode, ChangeStream; ClusterView)
+//! delta                        (what incremental discovery reads and keeps)
+//! config → validate → record → pyjson
+//! error, keys                  (leaves)
 //! ```
 
 mod change;

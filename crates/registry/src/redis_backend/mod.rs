@@ -25,8 +25,9 @@
 //! | `state` | [`RedisRegistry`] and the state its clones share |
 //! | `conn`, `scripts`, `value` | the connection type, the Lua scripts, reply decoding (leaves) |
 //!
-//! `pubsub` uses `scan` (it sweeps while polling); `discover` uses `scan`; everything
-//! above `state` uses `exec`; nothing imports `impl_registry` or this file.
+//! `pubsub` uses `scan` (it sweeps while polling); `discover` uses `scan`; the modules
+//! above `state` that run commands do so through `exec`; nothing imports
+//! `impl_registry` or this file.
 
 mod conn;
 mod discover;
