@@ -26,6 +26,8 @@ echo "== cargo fmt --all --check" >&2
 cargo fmt --all --check
 echo "== cargo clippy --workspace --all-targets -- -D warnings" >&2
 cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== cargo check -p vramroute-registry --no-default-features (no TLS, no Cluster, no OpenSSL)" >&2
+cargo check -p vramroute-registry --no-default-features --locked
 echo "== cargo test --workspace" >&2
 cargo test --workspace --locked
 echo "test.sh: all checks passed" >&2

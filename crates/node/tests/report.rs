@@ -9,6 +9,7 @@ use vramroute_ollama::{Error as OllamaError, LoadedModel, PsResponse};
 use vramroute_probe::{
     GpuDevice, HostMemory, MemoryKind, NodeHardware, Prober, ProberConfig, Vendor,
 };
+use vramroute_registry::testing::fixtures;
 use vramroute_registry::{decode_rpc, decode_stats, GpuOffload, Limits};
 
 fn fixture(name: &str) -> Vec<GpuDevice> {
@@ -177,17 +178,7 @@ fn nvidia_node_registration_equals_sollol_sample() {
         ],
         OllamaState::not_asked(),
     );
-    let sample: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(
-            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("../../../shared/sollol-records/rpc-node-gpu.json"),
-        )
-        .unwrap_or_else(|_| {
-            // The shared folder sits beside the checkout; fall back to its content.
-            r#"{"has_gpu": true, "gpu_devices": ["cuda:0", "cuda:1"], "gpu_vram_mb": [19660, 8192], "gpu_names": ["NVIDIA GeForce RTX 3090", "NVIDIA GeForce RTX 3080"], "cpu_ram_mb": 51200, "device_config": "cpu,cuda:0,cuda:1", "memory_config": "51200,19660,8192", "total_parallel_workers": 3}"#.to_string()
-        }),
-    )
-    .unwrap();
+    let sample: serde_json::Value = serde_json::from_str(fixtures::RPC_NODE_GPU).unwrap();
     let ours: serde_json::Value = serde_json::from_str(&r.rpc_record().to_json()).unwrap();
     for (k, v) in sample.as_object().unwrap() {
         assert_eq!(&ours[k], v, "field {k}");

@@ -1,8 +1,16 @@
-//! Registry settings: expiries, timeouts, discovery and push strategies.
+//! Registry settings: expiries, timeouts, discovery and push strategies, and SOLLOL's
+//! defaults (`SOLLOL_REDIS_URL`, its default URL, the default rpc-server port).
 
 use std::time::Duration;
 
 use crate::validate::Limits;
+
+/// The environment variable SOLLOL reads its Redis URL from.
+pub const REDIS_URL_ENV: &str = "SOLLOL_REDIS_URL";
+/// SOLLOL's default Redis URL.
+pub const DEFAULT_REDIS_URL: &str = "redis://localhost:6379";
+/// The default llama.cpp rpc-server port SOLLOL registers.
+pub const DEFAULT_RPC_PORT: u16 = 50052;
 
 /// How discovery finds keys written by writers that keep no index (SOLLOL's Python tools).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -18,7 +18,7 @@ pub enum Error {
         reason: String,
     },
     /// The server could not be reached (refused, unresolvable, connection dropped).
-    #[error("cannot reach Redis at {url} ({reason}): is it running and reachable from this host? Check the URL (SOLLOL_REDIS_URL / --redis-url)")]
+    #[error("cannot reach Redis at {url} ({reason}): is it running and reachable from this host? Check the URL (SOLLOL_REDIS_URL by default)")]
     Unreachable {
         /// The redacted URL.
         url: String,
@@ -61,6 +61,17 @@ pub enum Error {
         what: &'static str,
         /// Why it is invalid.
         reason: String,
+    },
+    /// The URL or configuration needs a cargo feature of this crate that this build
+    /// leaves out (`tls` for `rediss://`, `cluster` for Redis Cluster).
+    #[error("{what} at {url} needs the `{feature}` cargo feature of vramroute-registry, which this build leaves out: enable it on the vramroute-registry dependency (it is on by default)")]
+    FeatureDisabled {
+        /// The redacted URL.
+        url: String,
+        /// What was asked for (e.g. "Redis Cluster").
+        what: &'static str,
+        /// The feature to enable.
+        feature: &'static str,
     },
     /// A test server (feature `testing`) could not be started or controlled.
     #[error("test Redis server: {0}")]

@@ -14,11 +14,15 @@ use async_trait::async_trait;
 use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
 
+use crate::change::{Change, ChangeStream, PushMode};
+use crate::config::RegistryConfig;
+use crate::error::{Error, Result};
+use crate::keys;
+use crate::record::{GpuStatsRecord, RouterMetadata, RpcNodeRecord};
+use crate::registry::Registry;
+use crate::validate::{self, SkippedRecord};
+use crate::view::{ClusterView, RpcNodeEntry};
 use crate::watch::{Subscribers, QUEUE};
-use crate::{
-    keys, validate, Change, ChangeStream, ClusterView, Error, GpuStatsRecord, PushMode, Registry,
-    RegistryConfig, Result, RouterMetadata, RpcNodeEntry, RpcNodeRecord, SkippedRecord,
-};
 
 #[derive(Debug)]
 struct Entry {

@@ -244,17 +244,13 @@ fn de_port<'de, D: Deserializer<'de>>(d: D) -> Result<u16, D::Error> {
 impl Serialize for GpuStatsRecord {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut map = serializer.serialize_map(None)?;
+        // SOLLOL's `gpu_reporter.py` builds every stats dict as `vendor, gpus, timestamp`
+        // (`note` after `timestamp` on its CPU-only override path), then adds `node_id`
+        // (see `testing::fixtures`); the same data gives the same bytes, in the key and
+        // in the stream entry. Our extras follow.
         map.serialize_entry("vendor", &self.vendor)?;
-        // SOLLOL's writers emit `vendor, timestamp, gpus` for GPU records and
-        // `vendor, gpus, timestamp` for CPU-only ones (see shared/sollol-records); follow
-        // them so that the same data gives the same bytes.
-        if self.gpus.is_empty() {
-            map.serialize_entry("gpus", &self.gpus)?;
-            map.serialize_entry("timestamp", &self.timestamp)?;
-        } else {
-            map.serialize_entry("timestamp", &self.timestamp)?;
-            map.serialize_entry("gpus", &self.gpus)?;
-        }
+        map.serialize_entry("gpus", &self.gpus)?;
+        map.serialize_entry("timestamp", &self.timestamp)?;
         if let Some(note) = &self.note {
             map.serialize_entry("note", note)?;
         }

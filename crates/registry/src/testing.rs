@@ -10,6 +10,9 @@
 //! Both need `redis-server` and `redis-cli` on `PATH` (Debian/Ubuntu: `apt-get install
 //! redis-server`). Every wait is bounded; failures carry the server log's last lines.
 //!
+//! [`fixtures`] holds SOLLOL's own records (captured from its Python writers), the one
+//! copy every crate's tests compare against.
+//!
 //! ```no_run
 //! # fn main() -> vramroute_registry::Result<()> {
 //! use vramroute_registry::testing::RedisServer;
@@ -23,7 +26,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::{Error, Result};
+use crate::error::{Error, Result};
+
+pub mod fixtures;
 
 /// How long a server may take to become ready.
 const START_TIMEOUT: Duration = Duration::from_secs(10);

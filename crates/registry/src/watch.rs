@@ -5,24 +5,15 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 
+use crate::change::Change;
 use crate::keys;
-use crate::{Change, ClusterView, RouterMetadata, RpcNodeRecord};
+use crate::record::{RouterMetadata, RpcNodeRecord};
+use crate::view::ClusterView;
 
 /// Capacity of each subscriber's queue; when full, changes are dropped and a
 /// [`Change::Resync`] follows as soon as there is room.
 pub(crate) const QUEUE: usize = 4096;
-
-/// Aborts a background task when dropped.
-#[derive(Debug)]
-pub(crate) struct AbortOnDrop(pub(crate) JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
 
 /// One subscriber's sending side, remembering whether it missed something.
 #[derive(Debug)]

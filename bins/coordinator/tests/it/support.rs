@@ -11,6 +11,7 @@ mod test_proc;
 pub(crate) use test_proc::{signal_and_wait, wait_for};
 
 pub(crate) use vramroute_ollama::testing::{Behaviour, FakeModel, FakeOllama};
+use vramroute_registry::testing::fixtures;
 pub(crate) use vramroute_registry::testing::RedisServer;
 
 pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_vramroute-coordinator");
@@ -33,15 +34,6 @@ pub(crate) fn fixture(name: &str) -> String {
         .join(name)
         .display()
         .to_string()
-}
-
-pub(crate) fn data(name: &str) -> String {
-    std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/data")
-            .join(name),
-    )
-    .unwrap()
 }
 
 /// Runs the coordinator to completion (bounded to 30 s), without inheriting
@@ -228,23 +220,18 @@ pub(crate) fn get_json(port: u16, path: &str, status: u16) -> serde_json::Value 
 /// (`SETEX`, Python `json.dumps` spacing), for node `127.0.0.1:{ollama_port}`.
 pub(crate) fn write_sollol_node(redis: &RedisServer, ollama_port: u16, timestamp: f64) -> String {
     let node_id = format!("127.0.0.1:{ollama_port}");
-    let stats = data("gpu-stats-nvidia.json")
+    let stats = fixtures::GPU_STATS_NVIDIA
         .replace("10.1.2.3:11434", &node_id)
         .replace("1795441356.3269339", &format!("{timestamp}"));
     redis
-        .cli(&[
-            "SETEX",
-            &format!("sollol:gpu:{node_id}"),
-            "120",
-            stats.trim(),
-        ])
+        .cli(&["SETEX", &format!("sollol:gpu:{node_id}"), "120", &stats])
         .unwrap();
     redis
         .cli(&[
             "SETEX",
             "sollol:rpc:node:127.0.0.1:50052",
             "3600",
-            data("rpc-node-gpu.json").trim(),
+            fixtures::RPC_NODE_GPU,
         ])
         .unwrap();
     node_id

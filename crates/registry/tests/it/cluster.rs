@@ -5,7 +5,9 @@ use std::time::{Duration, Instant};
 use vramroute_registry::testing::RedisCluster;
 use vramroute_registry::{Change, PushMode, RedisRegistry, Registry};
 
-use crate::common::{cfg, fixture, node, rpc_record};
+use vramroute_registry::testing::fixtures::GPU_STATS_NVIDIA;
+
+use crate::common::{cfg, node, rpc_record};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_master_cluster_round_trip() {
@@ -39,7 +41,7 @@ async fn three_master_cluster_round_trip() {
             "SETEX",
             "sollol:gpu:10.1.2.3:11434",
             "120",
-            &fixture("gpu-stats-nvidia.json"),
+            GPU_STATS_NVIDIA,
         ])
         .unwrap();
     // `other` swept at its first discovery (inside watch); its polling fallback sweeps

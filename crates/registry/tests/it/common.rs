@@ -15,19 +15,7 @@ pub(crate) fn cfg() -> RegistryConfig {
     }
 }
 
-/// A fixture file captured from SOLLOL's writers, without the trailing newline.
-pub(crate) fn fixture(name: &str) -> String {
-    let path = format!(
-        "{}/tests/data/sollol-records/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{path}: {e}"))
-        .trim_end()
-        .to_owned()
-}
-
-/// The data of `gpu-stats-nvidia.json` as our types.
+/// The data of `testing::fixtures::GPU_STATS_NVIDIA` as our types.
 pub(crate) fn nvidia_record() -> GpuStatsRecord {
     GpuStatsRecord {
         vendor: "nvidia".into(),
@@ -59,7 +47,7 @@ pub(crate) fn nvidia_record() -> GpuStatsRecord {
     }
 }
 
-/// The data of `gpu-stats-cpu-only.json`.
+/// The data of `testing::fixtures::GPU_STATS_CPU_ONLY`.
 pub(crate) fn cpu_record() -> GpuStatsRecord {
     GpuStatsRecord {
         vendor: "none".into(),
@@ -69,7 +57,7 @@ pub(crate) fn cpu_record() -> GpuStatsRecord {
     }
 }
 
-/// The data of `rpc-node-gpu.json`.
+/// The data of `testing::fixtures::RPC_NODE_GPU`.
 pub(crate) fn rpc_record() -> RpcNodeRecord {
     RpcNodeRecord {
         has_gpu: true,

@@ -1,40 +1,23 @@
-//! Wire compatibility with SOLLOL's writers and readers (shared/sollol-records).
+//! Wire compatibility with SOLLOL's writers and readers (`testing::fixtures`, the copy
+//! of shared/sollol-records).
 
-use vramroute_registry::pyjson::stream_fields;
 use vramroute_registry::testing::RedisServer;
 use vramroute_registry::{
     decode_rpc, decode_stats, Limits, RedisRegistry, Registry, RpcNodeRecord,
 };
 
-use crate::common::{cfg, cpu_record, fixture, nvidia_record, rpc_record};
+use vramroute_registry::testing::fixtures::{
+    self, GPU_STATS_CPU_ONLY, GPU_STATS_NVIDIA, RPC_NODE_GPU,
+};
 
-/// The ordered field maps of `stream-entries.json` (order matters, so no serde_json::Map).
+use crate::common::{cfg, cpu_record, nvidia_record, rpc_record};
+
+/// The ordered field maps of `testing::fixtures::STREAM_ENTRIES`.
 fn fixture_stream_entries() -> Vec<Vec<(String, String)>> {
-    let text = fixture("stream-entries.json");
-    let mut out = Vec::new();
-    let mut rest = text.as_str();
-    while let Some(at) = rest.find("\"fields\": {") {
-        let start = at + "\"fields\": ".len();
-        let bytes = rest.as_bytes();
-        let (mut depth, mut in_str, mut i) = (0, false, start);
-        loop {
-            match bytes[i] {
-                b'\\' if in_str => i += 1,
-                b'"' => in_str = !in_str,
-                b'{' if !in_str => depth += 1,
-                b'}' if !in_str => {
-                    depth -= 1;
-                    if depth == 0 {
-                        break;
-                    }
-                }
-                _ => {}
-            }
-            i += 1;
-        }
-        out.push(stream_fields(&rest[start..=i]).unwrap());
-        rest = &rest[i..];
-    }
+    let out: Vec<_> = fixtures::stream_entries()
+        .into_iter()
+        .map(|(_, fields)| fields)
+        .collect();
     assert_eq!(out.len(), 2, "fixture has two entries");
     out
 }
@@ -42,29 +25,19 @@ fn fixture_stream_entries() -> Vec<Vec<(String, String)>> {
 #[test]
 fn sollol_records_parse_into_our_types() {
     let limits = Limits::default();
-    let nv = decode_stats(
-        "10.1.2.3:11434",
-        fixture("gpu-stats-nvidia.json").as_bytes(),
-        &limits,
-    )
-    .unwrap();
+    let nv = decode_stats("10.1.2.3:11434", GPU_STATS_NVIDIA.as_bytes(), &limits).unwrap();
     assert_eq!(nv, nvidia_record());
-    let cpu = decode_stats(
-        "10.1.2.4:11434",
-        fixture("gpu-stats-cpu-only.json").as_bytes(),
-        &limits,
-    )
-    .unwrap();
+    let cpu = decode_stats("10.1.2.4:11434", GPU_STATS_CPU_ONLY.as_bytes(), &limits).unwrap();
     assert_eq!(cpu, cpu_record());
-    let rpc = decode_rpc(fixture("rpc-node-gpu.json").as_bytes(), &limits).unwrap();
+    let rpc = decode_rpc(RPC_NODE_GPU.as_bytes(), &limits).unwrap();
     assert_eq!(rpc, rpc_record());
 }
 
 #[test]
 fn our_writer_is_byte_identical_to_sollol() {
-    assert_eq!(nvidia_record().to_json(), fixture("gpu-stats-nvidia.json"));
-    assert_eq!(cpu_record().to_json(), fixture("gpu-stats-cpu-only.json"));
-    assert_eq!(rpc_record().to_json(), fixture("rpc-node-gpu.json"));
+    assert_eq!(nvidia_record().to_json(), GPU_STATS_NVIDIA);
+    assert_eq!(cpu_record().to_json(), GPU_STATS_CPU_ONLY);
+    assert_eq!(rpc_record().to_json(), RPC_NODE_GPU);
     let entries = fixture_stream_entries();
     assert_eq!(nvidia_record().to_stream_fields(), entries[0]);
     assert_eq!(cpu_record().to_stream_fields(), entries[1]);
@@ -77,7 +50,7 @@ fn unknown_values_are_omitted_not_zero_or_null() {
     r.gpus[0].memory_used_mb = None;
     r.gpus[0].temperature_c = None;
     let json = r.to_json();
-    assert!(json.starts_with(r#"{"vendor": "nvidia", "timestamp": 1795441356.3269339, "gpus": [{"index": 0, "name": "NVIDIA GeForce RTX 3090", "memory_total_mb": 24576, "utilization_percent": 41}, "#), "{json}");
+    assert!(json.starts_with(r#"{"vendor": "nvidia", "gpus": [{"index": 0, "name": "NVIDIA GeForce RTX 3090", "memory_total_mb": 24576, "utilization_percent": 41}, "#), "{json}");
     assert!(!json.contains("null"));
     // And it reads back with the unknowns still unknown.
     let back = decode_stats("x", json.as_bytes(), &Limits::default()).unwrap();
@@ -142,18 +115,9 @@ async fn redis_round_trip_is_byte_identical_with_sollol_expiries() {
         .unwrap();
 
     let get = |k: &str| server.cli(&["GET", k]).unwrap().trim_end().to_owned();
-    assert_eq!(
-        get("sollol:gpu:10.1.2.3:11434"),
-        fixture("gpu-stats-nvidia.json")
-    );
-    assert_eq!(
-        get("sollol:gpu:10.1.2.4:11434"),
-        fixture("gpu-stats-cpu-only.json")
-    );
-    assert_eq!(
-        get("sollol:rpc:node:10.1.2.3:50052"),
-        fixture("rpc-node-gpu.json")
-    );
+    assert_eq!(get("sollol:gpu:10.1.2.3:11434"), GPU_STATS_NVIDIA);
+    assert_eq!(get("sollol:gpu:10.1.2.4:11434"), GPU_STATS_CPU_ONLY);
+    assert_eq!(get("sollol:rpc:node:10.1.2.3:50052"), RPC_NODE_GPU);
 
     // Expiries exactly as SOLLOL's (SETEX 120 / SET EX 3600).
     let ttl = reg.pttl("sollol:gpu:10.1.2.3:11434").await.unwrap();
@@ -203,7 +167,7 @@ async fn records_written_as_sollol_writes_them_are_discovered() {
             "SETEX",
             "sollol:gpu:10.1.2.3:11434",
             "120",
-            &fixture("gpu-stats-nvidia.json"),
+            GPU_STATS_NVIDIA,
         ])
         .unwrap();
     server
@@ -211,14 +175,14 @@ async fn records_written_as_sollol_writes_them_are_discovered() {
             "SETEX",
             "sollol:gpu:10.1.2.4:11434",
             "120",
-            &fixture("gpu-stats-cpu-only.json"),
+            GPU_STATS_CPU_ONLY,
         ])
         .unwrap();
     server
         .cli(&[
             "SET",
             "sollol:rpc:node:10.1.2.3:50052",
-            &fixture("rpc-node-gpu.json"),
+            RPC_NODE_GPU,
             "EX",
             "3600",
         ])

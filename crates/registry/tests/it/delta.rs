@@ -9,7 +9,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use vramroute_registry::testing::RedisServer;
 use vramroute_registry::{RedisRegistry, Registry, RegistryConfig, ScanStrategy};
 
-use crate::common::{cfg, command_calls, fixture, node, rpc_record};
+use vramroute_registry::testing::fixtures::GPU_STATS_NVIDIA;
+
+use crate::common::{cfg, command_calls, node, rpc_record};
 
 fn no_scan() -> RegistryConfig {
     RegistryConfig {
@@ -177,8 +179,8 @@ async fn raw_sollol_writes_are_read_every_time() {
     let reg = RedisRegistry::connect(&server.url(), config).await.unwrap();
     reg.publish_stats(&node(1)).await.unwrap();
     let key = "sollol:gpu:10.1.2.3:11434";
-    let nvidia = fixture("gpu-stats-nvidia.json");
-    server.cli(&["SETEX", key, "60", &nvidia]).unwrap();
+    let nvidia = GPU_STATS_NVIDIA;
+    server.cli(&["SETEX", key, "60", nvidia]).unwrap();
     let view = reg.discover().await.unwrap();
     assert_eq!(view.stats.len(), 2);
     assert_eq!(
@@ -197,7 +199,7 @@ async fn raw_sollol_writes_are_read_every_time() {
     // And with periodic sweeps (the default), between two sweeps too.
     let reg = RedisRegistry::connect(&server.url(), cfg()).await.unwrap();
     assert_eq!(reg.discover().await.unwrap().stats.len(), 2);
-    server.cli(&["SETEX", key, "60", &nvidia]).unwrap();
+    server.cli(&["SETEX", key, "60", nvidia]).unwrap();
     let view = reg.discover().await.unwrap();
     assert_eq!(
         view.stats_of("10.1.2.3:11434").unwrap().gpus[0].memory_free_mb,

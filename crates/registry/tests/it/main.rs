@@ -5,11 +5,14 @@
 
 mod common;
 
+#[cfg(feature = "cluster")]
 mod cluster;
 mod compat;
 mod delta;
 mod faults;
+mod fixtures;
 mod memory;
 mod push;
 mod redis_ops;
+#[cfg(feature = "tls")]
 mod tls;

@@ -6,7 +6,9 @@ use vramroute_registry::{
     Change, MemoryRegistry, PushMode, Registry, RegistryConfig, RouterMetadata, RpcBackend,
 };
 
-use crate::common::{fixture, node, nvidia_record, rpc_record};
+use vramroute_registry::testing::fixtures::GPU_STATS_NVIDIA;
+
+use crate::common::{node, nvidia_record, rpc_record};
 
 #[tokio::test(start_paused = true)]
 async fn publish_discover_expire_and_push() {
@@ -99,12 +101,8 @@ async fn deregister_locks_metadata_and_history() {
 #[tokio::test]
 async fn bad_records_are_skipped_like_redis() {
     let reg = MemoryRegistry::default();
-    reg.insert_raw(
-        "sollol:gpu:10.1.2.3:11434",
-        &fixture("gpu-stats-nvidia.json"),
-        None,
-    )
-    .unwrap();
+    reg.insert_raw("sollol:gpu:10.1.2.3:11434", GPU_STATS_NVIDIA, None)
+        .unwrap();
     reg.insert_raw("sollol:gpu:bad", "{nope", None).unwrap();
     reg.insert_raw("sollol:gpu:neg", r#"{"vendor": "amd", "gpus": [{"index": 0, "name": "x", "memory_free_mb": -1}], "timestamp": 1.0}"#, None).unwrap();
     reg.insert_raw("sollol:rpc:node:h:1", r#"{"has_gpu": true}"#, None)

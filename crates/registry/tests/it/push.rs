@@ -7,7 +7,9 @@ use vramroute_registry::{
     Change, ChangeStream, KeyspaceEvents, PushMode, RedisRegistry, Registry, RegistryConfig,
 };
 
-use crate::common::{cfg, fixture, node};
+use vramroute_registry::testing::fixtures::{GPU_STATS_CPU_ONLY, GPU_STATS_NVIDIA};
+
+use crate::common::{cfg, node};
 
 /// Waits (bounded) for `want`, ignoring other changes; returns the time it took.
 async fn wait_for(stream: &mut ChangeStream, want: &Change, limit: Duration) -> Option<Duration> {
@@ -66,7 +68,7 @@ async fn keyspace_push_is_fast_and_sees_every_writer_and_expiry() {
             "SETEX",
             "sollol:gpu:10.1.2.3:11434",
             "120",
-            &fixture("gpu-stats-nvidia.json"),
+            GPU_STATS_NVIDIA,
         ])
         .unwrap();
     let start = Instant::now();
@@ -146,7 +148,7 @@ async fn channel_and_polling_fallback_when_keyspace_events_are_off() {
             "SETEX",
             "sollol:gpu:10.1.2.4:11434",
             "120",
-            &fixture("gpu-stats-cpu-only.json"),
+            GPU_STATS_CPU_ONLY,
         ])
         .unwrap();
     let got = wait_for(

@@ -7,7 +7,9 @@ use vramroute_registry::{
     RedisRegistry, Registry, RegistryConfig, RouterMetadata, RpcBackend, ScanStrategy,
 };
 
-use crate::common::{cfg, command_calls, eventually, fixture, node, rpc_record};
+use vramroute_registry::testing::fixtures::{GPU_STATS_CPU_ONLY, GPU_STATS_NVIDIA, RPC_NODE_GPU};
+
+use crate::common::{cfg, command_calls, eventually, node, rpc_record};
 
 #[tokio::test]
 async fn records_expire_after_their_ttl() {
@@ -144,8 +146,8 @@ async fn discovery_uses_a_constant_number_of_round_trips() {
 #[tokio::test]
 async fn bad_records_are_skipped_and_good_ones_kept() {
     let server = RedisServer::start().unwrap();
-    let good_a = fixture("gpu-stats-nvidia.json");
-    let good_b = fixture("gpu-stats-cpu-only.json");
+    let good_a = GPU_STATS_NVIDIA;
+    let good_b = GPU_STATS_CPU_ONLY;
     let huge_list = format!(
         r#"{{"vendor": "nvidia", "gpus": [{}], "timestamp": 1.0}}"#,
         vec![r#"{"index": 0, "name": "x"}"#; 300].join(", ")
@@ -177,10 +179,10 @@ async fn bad_records_are_skipped_and_good_ones_kept() {
             .unwrap();
     }
     server
-        .cli(&["SET", "sollol:gpu:10.1.2.3:11434", &good_a])
+        .cli(&["SET", "sollol:gpu:10.1.2.3:11434", good_a])
         .unwrap();
     server
-        .cli(&["SET", "sollol:gpu:10.1.2.4:11434", &good_b])
+        .cli(&["SET", "sollol:gpu:10.1.2.4:11434", good_b])
         .unwrap();
     server
         .cli(&[
@@ -190,11 +192,7 @@ async fn bad_records_are_skipped_and_good_ones_kept() {
         ])
         .unwrap();
     server
-        .cli(&[
-            "SET",
-            "sollol:rpc:node:10.1.2.3:50052",
-            &fixture("rpc-node-gpu.json"),
-        ])
+        .cli(&["SET", "sollol:rpc:node:10.1.2.3:50052", RPC_NODE_GPU])
         .unwrap();
     server
         .cli(&["SET", "sollol:router:metadata", "garbage"])

@@ -1,0 +1,91 @@
+//! The connection type ([`Conn`]): one reconnecting connection to a single server or
+//! a cluster connection, behind redis's `ConnectionLike`, and how a batch of commands
+//! runs on each (one pipeline, or concurrent per-slot commands stage by stage). Knows
+//! nothing of the registry.
+
+use redis::aio::{ConnectionLike, ConnectionManager};
+#[cfg(feature = "cluster")]
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, RedisFuture, Value};
+
+/// An open connection: a reconnecting one to a single server, or a cluster one.
+#[derive(Clone)]
+pub(super) enum Conn {
+    /// One server, reconnected by the manager.
+    Single(ConnectionManager),
+    /// A Redis Cluster (routing by slot).
+    #[cfg(feature = "cluster")]
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Conn::Single(c) => c.req_packed_command(cmd),
+            #[cfg(feature = "cluster")]
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            #[cfg(feature = "cluster")]
+            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(c) => c.get_db(),
+            #[cfg(feature = "cluster")]
+            Conn::Cluster(_) => 0,
+        }
+    }
+}
+
+impl Conn {
+    /// Runs `stages` of commands and returns every reply in order: one pipeline on a
+    /// standalone server (executed in order); on a cluster (where pipelines must stay in
+    /// one slot), the commands of a stage concurrently, each stage after the previous one
+    /// has completed.
+    pub(super) async fn exec_stages(
+        &mut self,
+        stages: Vec<Vec<Cmd>>,
+    ) -> redis::RedisResult<Vec<Value>> {
+        match self {
+            Conn::Single(c) => {
+                let mut pipe = redis::pipe();
+                for cmd in stages.into_iter().flatten() {
+                    pipe.add_command(cmd);
+                }
+                pipe.query_async(c).await
+            }
+            #[cfg(feature = "cluster")]
+            Conn::Cluster(c) => {
+                let mut out = Vec::new();
+                for stage in stages {
+                    out.extend(Self::concurrent(c, stage.into_iter()).await?);
+                }
+                Ok(out)
+            }
+        }
+    }
+
+    #[cfg(feature = "cluster")]
+    async fn concurrent(
+        c: &ClusterConnection,
+        cmds: impl Iterator<Item = Cmd>,
+    ) -> redis::RedisResult<Vec<Value>> {
+        let futs = cmds.map(|cmd| {
+            let mut c = c.clone();
+            async move { cmd.query_async::<Value>(&mut c).await }
+        });
+        futures_util::future::try_join_all(futs).await
+    }
+}

@@ -1,0 +1,155 @@
+//! The registry's shared state: what it connects to ([`Target`]), its one connection
+//! slot with the backoff bookkeeping ([`Slot`]), what SCAN and keyspace events found
+//! ([`ScanState`]), what the previous discovery kept ([`Known`]), and the
+//! [`RedisRegistry`] handle itself. Every other module of `redis` works on these; this
+//! one imports none of them but `conn` and `scripts`.
+
+use std::collections::{BTreeSet, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+#[cfg(feature = "cluster")]
+use redis::cluster::ClusterClient;
+
+use super::conn::Conn;
+use super::scripts::Scripts;
+use crate::config::RegistryConfig;
+use crate::delta::Kept;
+use crate::error::Error;
+use crate::record::{GpuStatsRecord, RpcNodeRecord};
+use crate::validate::SkippedRecord;
+
+/// What a registry connects to.
+pub(super) enum Target {
+    /// One server (TCP, TLS or Unix socket).
+    Single(redis::Client),
+    /// A Redis Cluster, with its seed nodes (pub/sub connects to one of them).
+    #[cfg(feature = "cluster")]
+    Cluster {
+        client: Box<ClusterClient>,
+        seeds: Vec<redis::Client>,
+    },
+}
+
+/// The shared connection, or when the next attempt to open one may start.
+#[derive(Default)]
+pub(super) struct Slot {
+    pub(super) conn: Option<Conn>,
+    pub(super) failures: u32,
+    pub(super) next_attempt: Option<Instant>,
+    pub(super) last_error: Option<Error>,
+}
+
+/// Ids of keys without our index, found by SCAN or named by keyspace events.
+#[derive(Default)]
+pub(super) struct ScanState {
+    pub(super) last: Option<Instant>,
+    /// Ids whose keys exist without our index (found by SCAN or keyspace events).
+    pub(super) legacy_gpu: BTreeSet<String>,
+    pub(super) legacy_rpc: BTreeSet<String>,
+    /// Ids whose keys someone wrote or deleted (keyspace events) since the last
+    /// discovery: read again by the next one.
+    pub(super) dirty_gpu: BTreeSet<String>,
+    pub(super) dirty_rpc: BTreeSet<String>,
+}
+
+/// What a registry kept from its previous discovery (see `delta`).
+pub(super) struct Known {
+    /// Id of the newest change-log entry seen; `None` when the log was empty.
+    pub(super) cursor: Option<String>,
+    pub(super) stats: Kept<GpuStatsRecord>,
+    pub(super) rpc: Kept<RpcNodeRecord>,
+    /// When it was read: after `index_prune_grace / 2`, expired index entries may have
+    /// been pruned unseen, so the next discovery reads everything.
+    pub(super) at: Instant,
+    /// When the last full read was; the next one is due `full_read_interval` after it.
+    pub(super) last_full: Instant,
+}
+/// Everything a [`RedisRegistry`] and its clones share.
+pub(super) struct Inner {
+    pub(super) config: RegistryConfig,
+    pub(super) target: Target,
+    pub(super) url: String,
+    pub(super) secret: Option<String>,
+    pub(super) db: i64,
+    pub(super) slot: tokio::sync::Mutex<Slot>,
+    pub(super) scan: Mutex<ScanState>,
+    pub(super) skipped: AtomicU64,
+    pub(super) scripts: Scripts,
+    pub(super) warned: Mutex<HashSet<String>>,
+    pub(super) known: Mutex<Option<Known>>,
+    /// Bumped by whatever invalidates what discovery keeps (a `Resync`, a cleared
+    /// cache): a discovery that started before does not put its records back.
+    pub(super) known_epoch: AtomicU64,
+}
+
+/// The Redis [`Registry`](crate::Registry). Cheap to clone; clones share one connection.
+#[derive(Clone)]
+pub struct RedisRegistry {
+    pub(super) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for RedisRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisRegistry")
+            .field("url", &self.inner.url)
+            .field("cluster", &self.is_cluster())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisRegistry {
+    /// The URL, password redacted.
+    pub fn url(&self) -> &str {
+        &self.inner.url
+    }
+
+    /// Whether this is a Redis Cluster connection.
+    pub fn is_cluster(&self) -> bool {
+        #[cfg(feature = "cluster")]
+        return matches!(self.inner.target, Target::Cluster { .. });
+        #[cfg(not(feature = "cluster"))]
+        false
+    }
+
+    pub(super) fn scan_state(&self) -> MutexGuard<'_, ScanState> {
+        self.inner.scan.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(super) fn known(&self) -> MutexGuard<'_, Option<Known>> {
+        self.inner.known.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Forgets the decoded records kept from the previous discovery, so the next
+    /// [`Registry::discover`](crate::Registry::discover) is a full read: every live id, every record read and
+    /// decoded (benchmarks use it to measure a cold read). Discovery itself keeps only
+    /// the last read's records.
+    pub fn clear_decode_cache(&self) {
+        self.inner.known_epoch.fetch_add(1, Ordering::SeqCst);
+        *self.known() = None;
+    }
+
+    /// Records a skipped record (the caller logs it when first seen).
+    pub(super) fn skip(&self, skipped: &mut Vec<SkippedRecord>, key: String, reason: String) {
+        self.inner.skipped.fetch_add(1, Ordering::Relaxed);
+        skipped.push(SkippedRecord { key, reason });
+    }
+
+    /// Counts skipped records and logs each once while it stays bad (not on every
+    /// discovery).
+    pub(super) fn report_skipped(&self, bad: &[SkippedRecord]) {
+        self.inner
+            .skipped
+            .fetch_add(bad.len() as u64, Ordering::Relaxed);
+        let mut warned = self.inner.warned.lock().unwrap_or_else(|p| p.into_inner());
+        let mut now = HashSet::with_capacity(bad.len());
+        for s in bad {
+            if !warned.contains(&s.key) {
+                tracing::warn!(key = %s.key, reason = %s.reason, "skipping bad registry record");
+            }
+            now.insert(s.key.clone());
+        }
+        *warned = now;
+    }
+}

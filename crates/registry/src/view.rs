@@ -1,0 +1,52 @@
+//! What discovery returns: [`ClusterView`] and its [`RpcNodeEntry`]s. Plain data over
+//! the record types; no I/O.
+
+use std::sync::Arc;
+
+use crate::record::{GpuStatsRecord, RouterMetadata, RpcNodeRecord};
+use crate::validate::SkippedRecord;
+
+/// A registered RPC node as discovery returns it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RpcNodeEntry {
+    /// Host from the key `sollol:rpc:node:{host}:{port}`.
+    pub host: String,
+    /// Port from the key.
+    pub port: u16,
+    /// The registration, shared with the registry's cache (unchanged records are not
+    /// copied from one discovery to the next).
+    pub record: Arc<RpcNodeRecord>,
+}
+
+/// Everything discovery read, in one consistent shape.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ClusterView {
+    /// Live stats records by node id (from the key), sorted by node id. Records are
+    /// shared (`Arc`): a record unchanged since the previous discovery is the same
+    /// allocation.
+    pub stats: Vec<(String, Arc<GpuStatsRecord>)>,
+    /// Live registrations, sorted by `(host, port)`.
+    pub rpc_nodes: Vec<RpcNodeEntry>,
+    /// `sollol:router:metadata`, when present and valid.
+    pub metadata: Option<RouterMetadata>,
+    /// Records that were present but unusable, with the reason.
+    pub skipped: Vec<SkippedRecord>,
+}
+
+impl ClusterView {
+    /// The stats record of `node_id`, if present.
+    pub fn stats_of(&self, node_id: &str) -> Option<&GpuStatsRecord> {
+        self.stats
+            .binary_search_by(|(id, _)| id.as_str().cmp(node_id))
+            .ok()
+            .map(|i| &*self.stats[i].1)
+    }
+
+    /// The registration of `host:port`, if present.
+    pub fn rpc_node(&self, host: &str, port: u16) -> Option<&RpcNodeRecord> {
+        self.rpc_nodes
+            .iter()
+            .find(|e| e.host == host && e.port == port)
+            .map(|e| &*e.record)
+    }
+}
