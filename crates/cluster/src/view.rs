@@ -660,10 +660,9 @@ mod tests {
     use super::*;
     use vramroute_registry::{decode_rpc, decode_stats, Limits, RpcNodeEntry};
 
-    const NVIDIA: &str = include_str!("../../../bins/coordinator/tests/data/gpu-stats-nvidia.json");
-    const CPU_ONLY: &str =
-        include_str!("../../../bins/coordinator/tests/data/gpu-stats-cpu-only.json");
-    const RPC: &str = include_str!("../../../bins/coordinator/tests/data/rpc-node-gpu.json");
+    use vramroute_registry::testing::fixtures::{
+        GPU_STATS_CPU_ONLY as CPU_ONLY, GPU_STATS_NVIDIA as NVIDIA, RPC_NODE_GPU as RPC,
+    };
 
     fn sollol_cluster() -> ClusterView {
         let limits = Limits::default();
