@@ -26,6 +26,13 @@ echo "== cargo fmt --all --check" >&2
 cargo fmt --all --check
 echo "== cargo clippy --workspace --all-targets -- -D warnings" >&2
 cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== cargo package (library crates, manifest check)" >&2
+# Packages the library crates together without the verification build (~11 s; the full
+# verified form takes minutes and lives in docs/releasing.md).
+cargo package --workspace \
+    --exclude vramroute-reporter --exclude vramroute-coordinator \
+    --exclude vramroute-benches --exclude vramroute-examples \
+    --no-verify --locked --allow-dirty >/dev/null
 echo "== cargo test --workspace" >&2
 cargo test --workspace --locked
 echo "test.sh: all checks passed" >&2
