@@ -1,0 +1,4 @@
+//! The examples package's one integration-test binary.
+
+mod architecture;
+mod route_snapshot;
