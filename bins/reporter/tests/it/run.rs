@@ -5,7 +5,7 @@ use std::time::Duration;
 use vramroute_ollama::testing::{Behaviour, FakeOllama};
 use vramroute_registry::keys;
 
-use crate::e2e::support::*;
+use crate::support::*;
 
 /// The stats key of the node these tests run (SOLLOL's `sollol:gpu:{node_id}`).
 fn stats_key() -> String {
