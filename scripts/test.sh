@@ -28,6 +28,13 @@ echo "== cargo clippy --workspace --all-targets -- -D warnings" >&2
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo check -p vramroute-registry --no-default-features (no TLS, no Cluster, no OpenSSL)" >&2
 cargo check -p vramroute-registry --no-default-features --locked
+echo "== cargo package (library crates, manifest check)" >&2
+# Packages the library crates together without the verification build (~11 s; the full
+# verified form takes minutes and lives in docs/releasing.md).
+cargo package --workspace \
+    --exclude vramroute-reporter --exclude vramroute-coordinator \
+    --exclude vramroute-benches --exclude vramroute-examples \
+    --no-verify --locked --allow-dirty >/dev/null
 echo "== cargo test --workspace" >&2
 cargo test --workspace --locked
 echo "test.sh: all checks passed" >&2

@@ -174,7 +174,10 @@ pub(crate) fn render(view: &StatusView) -> String {
                 }
             )
         } else {
-            "no registration (listed in sollol:router:metadata only)".to_owned()
+            format!(
+                "no registration (listed in {} only)",
+                vramroute_registry::keys::ROUTER_METADATA
+            )
         };
         let _ = writeln!(
             out,

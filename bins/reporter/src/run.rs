@@ -10,7 +10,7 @@ use tracing::{debug, info, warn};
 use vramroute_node::{gpu_log_line, ChangeDetector, NodeIdentity, NodeReport, OllamaState};
 use vramroute_ollama::{GpuOffload, OllamaClient};
 use vramroute_probe::{GpuDevice, NodeHardware, Prober};
-use vramroute_registry::{redact_url, RedisRegistry, Registry, RegistryConfig};
+use vramroute_registry::{keys, redact_url, RedisRegistry, Registry, RegistryConfig};
 
 use crate::cli::RunArgs;
 use crate::metrics::Metrics;
@@ -118,8 +118,8 @@ impl Reporter {
             report.render_text(&self.identity, &self.identity.advertise_ip)
         );
         println!(
-            "published sollol:gpu:{} and the registration to {}",
-            self.identity.node_id,
+            "published {} and the registration to {}",
+            keys::gpu_stats_key(&self.identity.node_id),
             redact_url(&self.settings.redis_url)
         );
         Ok(())

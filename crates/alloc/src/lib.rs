@@ -16,6 +16,16 @@
 //! only I/O is reading a GGUF header ([`GgufInfo::from_path`]), which is untrusted input.
 //! All sizes are MiB (1,048,576 bytes) unless a name says otherwise.
 //!
+//! **Module layering** (each module uses only modules on lines above it; no cycles):
+//! 1. `error` — the crate's [`Error`] and [`Result`].
+//! 2. `command` (shell-quoted command lines; uses nothing), `backend` ([`GgmlBackend`],
+//!    ggml device names) and `gguf` (the GGUF header reader) — each uses at most `error`.
+//! 3. `estimate` (model memory) — uses `error`, `gguf`.
+//! 4. `worker` ([`Worker`], [`WorkerKind`], [`ClusterWorker`], and the SOLLOL ↔ ggml
+//!    device-name rules) — uses `backend`.
+//! 5. `offer` (what a node offers) — uses `error`, `backend`, `command`, `worker`.
+//! 6. `plan` (cluster placement) — uses `error`, `command`, `estimate`, `worker`.
+//!
 //! ```
 //! use vramroute_alloc::{plan, GgmlBackend, ModelSizer, NodeOffer, PlanOptions, ReserveConfig};
 //! use vramroute_probe::HostMemory;
@@ -42,6 +52,7 @@ mod estimate;
 mod gguf;
 mod offer;
 mod plan;
+mod worker;
 
 pub use backend::GgmlBackend;
 pub use command::{shell_quote, RpcServerCommand, ShellCommand};
@@ -55,10 +66,9 @@ pub use gguf::{
     parse_gguf, GgmlType, GgufInfo, GgufValue, TensorInfo, MAX_ARRAY_DEPTH, MAX_ARRAY_LEN,
     MAX_DIMS, MAX_KEY_BYTES, MAX_KV, MAX_LAYERS, MAX_STRING_BYTES, MAX_TENSORS,
 };
-pub use offer::{NodeOffer, ReserveConfig, SollolCapability, Worker, WorkerKind};
-pub use plan::{
-    plan, ClusterWorker, Plan, PlanOptions, PlannedDevice, RpcServerPlan, LLAMA_MAX_DEVICES,
-};
+pub use offer::{NodeOffer, ReserveConfig, SollolCapability};
+pub use plan::{plan, Plan, PlanOptions, PlannedDevice, RpcServerPlan, LLAMA_MAX_DEVICES};
 /// The model-name rule, owned by the router (one rule, one home); re-exported here
 /// because alloc's size table is keyed by it.
 pub use vramroute_router::normalize_model_name;
+pub use worker::{ggml_device_of_sollol, sollol_device_name, ClusterWorker, Worker, WorkerKind};

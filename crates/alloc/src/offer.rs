@@ -4,12 +4,12 @@
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
-use vramroute_probe::{GpuDevice, HostMemory, Vendor};
+use vramroute_probe::{GpuDevice, HostMemory};
 
 use crate::backend::GgmlBackend;
 use crate::command::{RpcServerCommand, ShellCommand};
 use crate::error::{Error, Result};
-use crate::plan::ClusterWorker;
+use crate::worker::{ClusterWorker, Worker, WorkerKind};
 
 /// How much of each memory pool is held back from the budget.
 ///
@@ -102,49 +102,6 @@ fn budget(total_mib: u64, fraction: f64, floor_mib: u64) -> u64 {
         total_mib.saturating_sub(floor_mib)
     } else {
         kept
-    }
-}
-
-/// Whether a worker computes on the host CPU or on a GPU.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum WorkerKind {
-    /// Host CPU and RAM.
-    Cpu,
-    /// One GPU and its memory.
-    Gpu,
-}
-
-/// One worker of a node's offer.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Worker {
-    /// CPU or GPU.
-    pub kind: WorkerKind,
-    /// `CPU`, or the GPU's name as probed.
-    pub name: String,
-    /// Total memory of the pool, MiB (RAM for the CPU worker); `None` when the probe
-    /// could not read a GPU's VRAM size.
-    pub total_mib: Option<u64>,
-    /// What may be used after the reserve, MiB; `None` when the total is unknown.
-    pub budget_mib: Option<u64>,
-    /// Free right now, MiB (available RAM for the CPU worker), when known.
-    pub free_mib: Option<u64>,
-    /// The probed GPU this worker came from (`None` for the CPU worker).
-    pub gpu: Option<GpuDevice>,
-}
-
-impl Worker {
-    /// SOLLOL's device spelling for a GPU worker: `cuda:N` (NVIDIA), `rocm:N` (AMD),
-    /// `sycl:N` (Intel; SOLLOL itself only knows NVIDIA, so this is our analogue: the
-    /// compute stack's name and the vendor index, like `rocm`). `None` for the CPU worker.
-    pub fn sollol_device(&self) -> Option<String> {
-        let gpu = self.gpu.as_ref()?;
-        let stack = match gpu.vendor {
-            Vendor::Nvidia => "cuda",
-            Vendor::Amd => "rocm",
-            Vendor::Intel => "sycl",
-        };
-        Some(format!("{stack}:{}", gpu.index))
     }
 }
 

@@ -21,6 +21,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use vramroute_alloc::ggml_device_of_sollol;
 use vramroute_ollama::{PsResponse, TagsResponse};
 use vramroute_registry::{ClusterView, GpuOffload, GpuStatsRecord, RpcNodeRecord};
 use vramroute_router::{
@@ -263,17 +264,6 @@ fn host_of(node_id: &str) -> &str {
     node_id.rsplit_once(':').map_or(node_id, |(h, _)| h)
 }
 
-/// SOLLOL's `cuda:0` / `rocm:1` → ggml's `CUDA0` / `ROCm1` (the usual builds).
-fn ggml_name_of_sollol_device(dev: &str) -> String {
-    match dev.split_once(':') {
-        Some(("cuda", n)) => format!("CUDA{n}"),
-        Some(("rocm" | "hip", n)) => format!("ROCm{n}"),
-        Some(("xpu" | "sycl", n)) => format!("SYCL{n}"),
-        Some(("vulkan", n)) => format!("Vulkan{n}"),
-        _ => dev.to_ascii_uppercase(),
-    }
-}
-
 fn usable(total: Option<u64>, margin: f64) -> Option<u64> {
     #[allow(
         clippy::cast_possible_truncation,
@@ -328,7 +318,7 @@ fn rpc_view(host: &str, port: u16, r: &RpcNodeRecord) -> RpcBackendView {
     let ggml = r.ggml_devices.clone().unwrap_or_else(|| {
         r.gpu_devices
             .iter()
-            .map(|d| ggml_name_of_sollol_device(d))
+            .map(|d| ggml_device_of_sollol(d))
             .collect()
     });
     RpcBackendView {
@@ -744,10 +734,7 @@ mod tests {
     }
 
     #[test]
-    fn sollol_device_names_map_to_ggml() {
-        assert_eq!(ggml_name_of_sollol_device("cuda:1"), "CUDA1");
-        assert_eq!(ggml_name_of_sollol_device("rocm:0"), "ROCm0");
-        assert_eq!(ggml_name_of_sollol_device("cpu"), "CPU");
+    fn ollama_urls_derive_from_node_ids() {
         assert_eq!(
             derived_ollama_url("10.0.0.1:11434").as_deref(),
             Some("http://10.0.0.1:11434")

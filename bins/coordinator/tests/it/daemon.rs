@@ -167,7 +167,12 @@ fn http_api_answers_and_survives_a_redis_restart() {
 
     // A bad record written by someone else is skipped and counted; the rest stays.
     c.redis
-        .cli(&["SETEX", "sollol:gpu:10.9.9.9:11434", "60", "{not json"])
+        .cli(&[
+            "SETEX",
+            &vramroute_registry::keys::gpu_stats_key("10.9.9.9:11434"),
+            "60",
+            "{not json",
+        ])
         .unwrap();
     let skipped = wait_for(Duration::from_secs(10), || {
         let v = d.get("/v1/nodes");
@@ -276,8 +281,15 @@ fn only_the_lock_holder_optimizes_and_report_only_prints_once() {
         "{holder}"
     );
     assert_eq!(c.amd_ollama.loaded_names(), ["llama3.1:8b"]);
-    let key = c.redis.cli(&["KEYS", "vramroute:lock:*"]).unwrap();
-    assert!(key.contains("vramroute:lock:optimize"), "{key}");
+    let lock = format!("{}optimize", vramroute_registry::keys::LOCK_PREFIX);
+    let key = c
+        .redis
+        .cli(&[
+            "KEYS",
+            &format!("{}*", vramroute_registry::keys::LOCK_PREFIX),
+        ])
+        .unwrap();
+    assert!(key.contains(&lock), "{key}");
 
     // --report-only prints the cluster report once and exits.
     let cfg = write_config(&format!("redis_url: {}\n", c.url));

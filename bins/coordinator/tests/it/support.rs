@@ -224,12 +224,17 @@ pub(crate) fn write_sollol_node(redis: &RedisServer, ollama_port: u16, timestamp
         .replace("10.1.2.3:11434", &node_id)
         .replace("1795441356.3269339", &format!("{timestamp}"));
     redis
-        .cli(&["SETEX", &format!("sollol:gpu:{node_id}"), "120", &stats])
+        .cli(&[
+            "SETEX",
+            &vramroute_registry::keys::gpu_stats_key(&node_id),
+            "120",
+            &stats,
+        ])
         .unwrap();
     redis
         .cli(&[
             "SETEX",
-            "sollol:rpc:node:127.0.0.1:50052",
+            &vramroute_registry::keys::rpc_node_key("127.0.0.1", 50052),
             "3600",
             fixtures::RPC_NODE_GPU,
         ])

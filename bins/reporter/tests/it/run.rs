@@ -3,11 +3,19 @@
 use std::time::Duration;
 
 use vramroute_ollama::testing::{Behaviour, FakeOllama};
+use vramroute_registry::keys;
 
-use crate::e2e::support::*;
+use crate::support::*;
 
-const STATS: &str = "sollol:gpu:127.0.0.1:11434";
-const RPC: &str = "sollol:rpc:node:127.0.0.1:50052";
+/// The stats key of the node these tests run (SOLLOL's `sollol:gpu:{node_id}`).
+fn stats_key() -> String {
+    keys::gpu_stats_key("127.0.0.1:11434")
+}
+
+/// The registration key of the node these tests run (`sollol:rpc:node:{ip}:{port}`).
+fn rpc_key() -> String {
+    keys::rpc_node_key("127.0.0.1", 50052)
+}
 const WAIT: Duration = Duration::from_secs(10);
 
 fn start(redis: &RedisServer, tree: &std::path::Path, extra: &[&str]) -> Reporter {
@@ -31,7 +39,7 @@ fn stats_where(
     redis: &RedisServer,
     pred: impl Fn(&serde_json::Value) -> bool,
 ) -> Option<serde_json::Value> {
-    wait_for(WAIT, || get_json(redis, STATS).filter(|v| pred(v)))
+    wait_for(WAIT, || get_json(redis, &stats_key()).filter(|v| pred(v)))
 }
 
 #[test]
@@ -44,16 +52,16 @@ fn publishes_both_keys_with_expiries_and_deregisters_on_sigterm() {
     assert_eq!(stats["gpus"][0]["memory_total_mb"], 24560);
     assert_eq!(stats["gpus"][0]["memory_free_mb"], 23382);
     assert!(stats["timestamp"].is_f64());
-    let reg = wait_for(WAIT, || get_json(&redis, RPC)).expect("registration");
+    let reg = wait_for(WAIT, || get_json(&redis, &rpc_key())).expect("registration");
     assert_eq!(reg["device_config"], "cpu,rocm:0");
     assert_eq!(reg["gpu_vram_mb"], serde_json::json!([19648]));
-    let t = ttl(&redis, STATS);
+    let t = ttl(&redis, &stats_key());
     assert!((100..=120).contains(&t), "stats ttl {t}");
-    let t = ttl(&redis, RPC);
+    let t = ttl(&redis, &rpc_key());
     assert!((3500..=3600).contains(&t), "registration ttl {t}");
     // The stream got entries with SOLLOL's field encoding.
     let len: u64 = redis
-        .cli(&["XLEN", "sollol:gpu:stats"])
+        .cli(&["XLEN", keys::GPU_STATS_STREAM])
         .unwrap()
         .trim()
         .parse()
@@ -62,8 +70,11 @@ fn publishes_both_keys_with_expiries_and_deregisters_on_sigterm() {
 
     let code = r.signal_and_wait("TERM", Duration::from_secs(2));
     assert_eq!(code, Some(0), "exit within 2 s with status 0: {}", r.log());
-    assert!(get_json(&redis, STATS).is_none(), "stats deleted");
-    assert!(get_json(&redis, RPC).is_none(), "registration deleted");
+    assert!(get_json(&redis, &stats_key()).is_none(), "stats deleted");
+    assert!(
+        get_json(&redis, &rpc_key()).is_none(),
+        "registration deleted"
+    );
     assert!(r.log().contains("deregistered"), "{}", r.log());
 }
 
@@ -84,10 +95,10 @@ fn custom_ttls_are_honoured() {
     let stats = stats_where(&redis, |_| true).expect("stats");
     assert_eq!(stats["vendor"], "none");
     assert_eq!(stats["gpus"], serde_json::json!([]));
-    let t = ttl(&redis, STATS);
+    let t = ttl(&redis, &stats_key());
     assert!((20..=30).contains(&t), "stats ttl {t}");
-    wait_for(WAIT, || get_json(&redis, RPC)).expect("registration");
-    let t = ttl(&redis, RPC);
+    wait_for(WAIT, || get_json(&redis, &rpc_key())).expect("registration");
+    let t = ttl(&redis, &rpc_key());
     assert!((590..=600).contains(&t), "registration ttl {t}");
 }
 
@@ -186,7 +197,7 @@ fn vram_change_publishes_before_the_interval() {
         .join("class/drm/card0/device/mem_info_vram_used");
     std::fs::write(&used, format!("{}\n", 9369u64 << 20)).unwrap();
     let s = wait_for(Duration::from_secs(5), || {
-        get_json(&redis, STATS).filter(|v| v["gpus"][0]["memory_free_mb"] == 15191)
+        get_json(&redis, &stats_key()).filter(|v| v["gpus"][0]["memory_free_mb"] == 15191)
     });
     assert!(s.is_some(), "no early publish: {}", r.log());
     assert!(r.log().contains("publishing now"), "{}", r.log());
@@ -212,7 +223,9 @@ fn survives_redis_restart_and_logs_once_per_outage() {
     assert!(r.is_running(), "must not exit while Redis is down");
     redis.restart().unwrap();
     // Re-published (stats and registration) within an interval or two of Redis returning.
-    let back = wait_for(WAIT, || get_json(&redis, STATS).and(get_json(&redis, RPC)));
+    let back = wait_for(WAIT, || {
+        get_json(&redis, &stats_key()).and(get_json(&redis, &rpc_key()))
+    });
     assert!(back.is_some(), "not re-published: {}", r.log());
     let log = r.log();
     assert_eq!(log.matches("cannot publish").count(), 1, "{log}");
@@ -266,7 +279,7 @@ fn wrong_password_is_a_clear_error_without_the_password() {
         text.contains("rpc-server --host 127.0.0.1 --port 50052 --device CPU"),
         "{text}"
     );
-    assert!(get_json(&redis, STATS).is_some());
+    assert!(get_json(&redis, &stats_key()).is_some());
 }
 
 #[test]
@@ -325,7 +338,9 @@ fn starts_while_redis_is_down_and_publishes_when_it_appears() {
         r.log()
     );
     redis.restart().unwrap();
-    let back = wait_for(WAIT, || get_json(&redis, STATS).and(get_json(&redis, RPC)));
+    let back = wait_for(WAIT, || {
+        get_json(&redis, &stats_key()).and(get_json(&redis, &rpc_key()))
+    });
     assert!(back.is_some(), "not published: {}", r.log());
     let log = r.log();
     assert_eq!(log.matches("cannot publish").count(), 1, "{log}");

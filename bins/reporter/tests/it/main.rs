@@ -3,4 +3,6 @@
 #![allow(missing_docs, reason = "test helpers")]
 #![allow(clippy::unwrap_used, reason = "test helpers panic on broken fixtures")]
 
-mod e2e;
+mod cli;
+mod run;
+pub(crate) mod support;

@@ -1,15 +1,10 @@
 //! Integration tests of `vramroute-probe` on fixture sysfs trees (`tests/data/`,
 //! rebuilt by `tests/data/generate.py`).
 
-#[path = "probe/amd.rs"]
 mod amd;
-#[path = "probe/corrupt.rs"]
 mod corrupt;
-#[path = "probe/host.rs"]
 mod host;
-#[path = "probe/intel.rs"]
 mod intel;
-#[path = "probe/prober.rs"]
 mod prober;
 
 use std::path::PathBuf;

@@ -5,4 +5,8 @@
 #![allow(missing_docs, reason = "test helpers")]
 #![allow(clippy::unwrap_used, reason = "test helpers panic on broken fixtures")]
 
-mod it;
+pub(crate) mod support;
+
+mod cli;
+mod cluster;
+mod daemon;

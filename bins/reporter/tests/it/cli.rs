@@ -1,6 +1,6 @@
 //! `probe`, `install --print`, and bad flags.
 
-use crate::e2e::support::{fixture, run_to_end};
+use crate::support::{fixture, run_to_end};
 
 fn probe_json(tree: &str) -> serde_json::Value {
     let root = fixture(tree);

@@ -10,9 +10,7 @@ use std::time::{Duration, Instant};
 
 use vramroute_registry::testing::RedisServer;
 
-#[path = "../../bins/shared/test_proc.rs"]
-#[allow(dead_code, reason = "shared helpers; this test uses some of them")]
-mod test_proc;
+use crate::test_proc;
 
 const EXAMPLE: &str = env!("CARGO_BIN_EXE_live-router");
 

@@ -1,5 +1,0 @@
-pub(crate) mod support;
-
-mod cli;
-mod cluster;
-mod daemon;

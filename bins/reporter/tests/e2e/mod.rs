@@ -1,4 +1,0 @@
-pub(crate) mod support;
-
-mod cli;
-mod run;

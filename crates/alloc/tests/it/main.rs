@@ -1,0 +1,8 @@
+//! Integration tests of `vramroute-alloc` (one test binary, `it`; its modules are the other files of `tests/it/`).
+
+mod commands;
+mod estimate;
+mod fixtures;
+mod gguf;
+mod offer;
+mod plan;

@@ -1,0 +1,3 @@
+//! Integration tests of `vramroute-node` (one test binary, `it`).
+
+mod report;

@@ -1,0 +1,3 @@
+//! Integration tests of `vramroute-ollama` (one test binary, `it`).
+
+mod client;
