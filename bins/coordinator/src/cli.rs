@@ -123,6 +123,15 @@ pub(crate) struct DaemonArgs {
     /// Print the cluster report once and exit.
     #[arg(long)]
     pub(crate) report_only: bool,
+    /// Address of the Ollama/OpenAI-compatible gateway, or `off` [default: the config's
+    /// gateway_listen, else 127.0.0.1:11435]. A non-loopback address without API keys
+    /// is served with a warning.
+    #[arg(long, value_name = "ADDR|off")]
+    pub(crate) gateway_listen: Option<String>,
+    /// File of gateway API keys, one per line (also read: VRAMROUTE_GATEWAY_KEYS).
+    /// Requests then need `Authorization: Bearer KEY`. Keys are never logged.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) gateway_keys_file: Option<std::path::PathBuf>,
 }
 
 #[cfg(test)]

@@ -14,10 +14,17 @@
 //! stale_after: 30                       # ours: seconds before a report is stale
 //! ollama_timeout: 3                     # ours: seconds per Ollama request (ps/tags/show)
 //! load_timeout: 120                     # ours: seconds allowed for one model load
+//! gateway_listen: 127.0.0.1:11435       # ours: the gateway's address, or `off`
+//! gateway_keys_file: /etc/vramroute/keys  # ours: API keys, one per line (never inline)
+//! gateway_first_byte_timeout: 300       # ours: seconds to a node's first byte (loads!)
+//! gateway_idle_timeout: 300             # ours: longest silence mid-stream, seconds
+//! gateway_max_body_mb: 32               # ours: largest request body, MiB
+//! gateway_max_attempts: 3               # ours: nodes tried per request (failover)
+//! admin_requires_key: false             # ours: the API's /v1/* needs a gateway key too
 //! ```
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
@@ -40,6 +47,13 @@ pub(crate) struct Config {
     pub(crate) stale_after: Option<f64>,
     pub(crate) ollama_timeout: Option<f64>,
     pub(crate) load_timeout: Option<f64>,
+    pub(crate) gateway_listen: Option<String>,
+    pub(crate) gateway_keys_file: Option<PathBuf>,
+    pub(crate) gateway_first_byte_timeout: Option<f64>,
+    pub(crate) gateway_idle_timeout: Option<f64>,
+    pub(crate) gateway_max_body_mb: Option<u64>,
+    pub(crate) gateway_max_attempts: Option<usize>,
+    pub(crate) admin_requires_key: bool,
 }
 
 /// Defaults of the values a config may leave out.
@@ -48,6 +62,7 @@ pub(crate) const DEFAULT_LISTEN: &str = "127.0.0.1:8787";
 pub(crate) const DEFAULT_STALE_AFTER_S: f64 = 30.0;
 pub(crate) const DEFAULT_OLLAMA_TIMEOUT_S: f64 = 3.0;
 pub(crate) const DEFAULT_LOAD_TIMEOUT_S: f64 = 120.0;
+pub(crate) const DEFAULT_GATEWAY_LISTEN: &str = "127.0.0.1:11435";
 
 impl Config {
     /// Read and check a config file.
@@ -78,12 +93,30 @@ impl Config {
             ("stale_after", self.stale_after),
             ("ollama_timeout", self.ollama_timeout),
             ("load_timeout", self.load_timeout),
+            (
+                "gateway_first_byte_timeout",
+                self.gateway_first_byte_timeout,
+            ),
+            ("gateway_idle_timeout", self.gateway_idle_timeout),
         ] {
             if let Some(v) = v {
                 if !(v.is_finite() && v > 0.0 && v <= 86_400.0 * 7.0) {
                     bail!("{name} must be a number of seconds in (0, 604800], got {v}");
                 }
             }
+        }
+        if let Some(mb) = self.gateway_max_body_mb {
+            if !(1..=1024).contains(&mb) {
+                bail!("gateway_max_body_mb must be 1 to 1024, got {mb}");
+            }
+        }
+        if let Some(n) = self.gateway_max_attempts {
+            if !(1..=16).contains(&n) {
+                bail!("gateway_max_attempts must be 1 to 16, got {n}");
+            }
+        }
+        if let Some(l) = &self.gateway_listen {
+            gateway_addr(l).map_err(|e| anyhow::anyhow!("gateway_listen: {e}"))?;
         }
         for node in &self.nodes {
             if !node.starts_with("http://") {
@@ -112,6 +145,35 @@ impl Config {
     pub(crate) fn load_timeout(&self) -> Duration {
         Duration::from_secs_f64(self.load_timeout.unwrap_or(DEFAULT_LOAD_TIMEOUT_S))
     }
+
+    /// The gateway's settings (keys are read by the daemon from the file and env).
+    pub(crate) fn gateway(&self) -> vramroute_gateway::GatewayConfig {
+        let mut g = vramroute_gateway::GatewayConfig::default();
+        if let Some(s) = self.gateway_first_byte_timeout {
+            g.first_byte_timeout = Duration::from_secs_f64(s);
+        }
+        if let Some(s) = self.gateway_idle_timeout {
+            g.idle_timeout = Duration::from_secs_f64(s);
+        }
+        if let Some(mb) = self.gateway_max_body_mb {
+            g.max_body_bytes = usize::try_from(mb << 20).unwrap_or(usize::MAX);
+        }
+        if let Some(n) = self.gateway_max_attempts {
+            g.max_attempts = n;
+        }
+        g
+    }
+}
+
+/// A gateway address: `off` (no gateway) is `None`.
+pub(crate) fn gateway_addr(text: &str) -> anyhow::Result<Option<SocketAddr>> {
+    let t = text.trim();
+    if t.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    t.parse()
+        .map(Some)
+        .map_err(|_| anyhow::anyhow!("{t:?} is not an address like 127.0.0.1:11435, or `off`"))
 }
 
 #[cfg(test)]

@@ -11,13 +11,15 @@ use anyhow::Context as _;
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{debug, info, warn};
 use vramroute_cluster::{optimize, unix_now, Feed, LiveCluster};
+use vramroute_gateway::{ApiKeys, Gateway, GatewayMetrics};
 use vramroute_registry::RegistryConfig;
 
 use crate::app::{locked, App, OptimizeState};
 use crate::cli::DaemonArgs;
-use crate::config::DEFAULT_LISTEN;
+use crate::config::{gateway_addr, DEFAULT_GATEWAY_LISTEN, DEFAULT_LISTEN};
 use crate::metrics::{Metrics, MetricsObserver};
 use crate::source::{Backend, Settings, Source};
+use crate::UsageError;
 
 /// Name of the optimize lock (the registry names its key).
 pub(crate) const OPTIMIZE_LOCK: &str = "optimize";
@@ -30,6 +32,25 @@ pub(crate) fn run(settings: Settings, args: &DaemonArgs) -> anyhow::Result<()> {
         .context("cannot start the async runtime")?;
     let report_only = args.report_only;
     let listen = args.listen;
+    let gateway_listen = match args
+        .gateway_listen
+        .as_deref()
+        .or(settings.config.gateway_listen.as_deref())
+    {
+        Some(text) => {
+            gateway_addr(text).map_err(|e| UsageError(format!("--gateway-listen: {e}")))?
+        }
+        None => Some(
+            DEFAULT_GATEWAY_LISTEN
+                .parse()
+                .context("default gateway address")?,
+        ),
+    };
+    let keys = load_keys(
+        args.gateway_keys_file
+            .as_deref()
+            .or(settings.config.gateway_keys_file.as_deref()),
+    )?;
     runtime.block_on(async move {
         let config = RegistryConfig {
             poll_interval: Duration::from_secs(2),
@@ -37,7 +58,9 @@ pub(crate) fn run(settings: Settings, args: &DaemonArgs) -> anyhow::Result<()> {
         };
         let backend = Backend::open(&settings, config).await?;
         let source = Arc::new(Source::new(backend, &settings));
-        let metrics = Arc::new(Metrics::new());
+        let mut metrics = Metrics::new();
+        let gateway_metrics = Arc::new(GatewayMetrics::new(metrics.registry_mut()));
+        let metrics = Arc::new(metrics);
         let live = LiveCluster::start(
             source.as_ref(),
             settings.policy(None)?,
@@ -59,6 +82,27 @@ pub(crate) fn run(settings: Settings, args: &DaemonArgs) -> anyhow::Result<()> {
             &live.view(),
             source.registry().map_or(0, |r| r.skipped_records_total()),
         );
+        let gateway = match gateway_listen {
+            Some(addr) => {
+                let mut cfg = settings.config.gateway();
+                cfg.keys = keys.clone();
+                let gw = Gateway::new(live.clone(), cfg, gateway_metrics)
+                    .map_err(|e| UsageError(e.to_string()))?;
+                let l = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+                    format!("cannot listen on {addr} for the gateway (--gateway-listen / config gateway_listen; `off` disables it)")
+                })?;
+                let bound = l.local_addr().unwrap_or(addr);
+                if !bound.ip().is_loopback() && keys.is_empty() {
+                    warn!(gateway = %bound, "the gateway listens beyond this machine without API keys: anyone who can reach it can use every node (set gateway_keys_file or VRAMROUTE_GATEWAY_KEYS)");
+                }
+                info!(gateway = %bound, api_keys = keys.len(), "gateway listening (Ollama and OpenAI-compatible)");
+                Some((gw, l))
+            }
+            None => {
+                info!("gateway off");
+                None
+            }
+        };
         let app = Arc::new(App {
             optimize: Mutex::new(OptimizeState {
                 auto_optimize: settings.config.auto_optimize,
@@ -66,6 +110,17 @@ pub(crate) fn run(settings: Settings, args: &DaemonArgs) -> anyhow::Result<()> {
             }),
             metrics,
             live: live.clone(),
+            admin_keys: if settings.config.admin_requires_key {
+                if keys.is_empty() {
+                    return Err(UsageError(
+                        "admin_requires_key is set but no gateway API key is configured (gateway_keys_file or VRAMROUTE_GATEWAY_KEYS)".to_owned(),
+                    )
+                    .into());
+                }
+                Some(keys)
+            } else {
+                None
+            },
             settings,
         });
         let listener = tokio::net::TcpListener::bind(addr)
@@ -90,22 +145,48 @@ pub(crate) fn run(settings: Settings, args: &DaemonArgs) -> anyhow::Result<()> {
         }
         let mut sigterm = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
         let mut sigint = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
-        let shutdown = async move {
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
             tokio::select! {
                 _ = sigterm.recv() => info!("SIGTERM: shutting down"),
                 _ = sigint.recv() => info!("SIGINT: shutting down"),
             }
+            let _ = stop_tx.send(true);
+        });
+        let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|s| *s).await;
         };
+        let gateway_task = gateway.map(|(gw, l)| {
+            let stop = stopped(stop_rx.clone());
+            tokio::spawn(async move {
+                axum::serve(l, gw.router())
+                    .with_graceful_shutdown(stop)
+                    .await
+            })
+        });
         axum::serve(listener, crate::http::router(app.clone()))
-            .with_graceful_shutdown(shutdown)
+            .with_graceful_shutdown(stopped(stop_rx))
             .await
             .context("HTTP server failed")?;
+        if let Some(t) = gateway_task {
+            // Streams in flight get a moment to finish; then the process ends anyway.
+            let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+        }
         if let Some(reg) = source.registry() {
             let _ = tokio::time::timeout(Duration::from_secs(1), reg.unlock(OPTIMIZE_LOCK, &owner))
                 .await;
         }
         Ok(())
     })
+}
+
+/// The gateway's API keys: the file's (when given) and the environment's.
+fn load_keys(file: Option<&std::path::Path>) -> anyhow::Result<ApiKeys> {
+    let from_file = match file {
+        Some(p) => ApiKeys::from_file(p).map_err(|e| UsageError(e.to_string()))?,
+        None => ApiKeys::default(),
+    };
+    Ok(from_file.union(ApiKeys::from_env().unwrap_or_default()))
 }
 
 async fn optimize_loop(app: Arc<App>, source: Arc<Source>, owner: String) {

@@ -31,6 +31,10 @@ pub(crate) fn router(app: Shared) -> axum::Router {
         .route("/v1/check", get(check))
         .route("/v1/plan", get(plan_get))
         .route("/v1/optimize", get(optimize_state))
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            admin_auth,
+        ))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .fallback(|| async {
@@ -40,6 +44,21 @@ pub(crate) fn router(app: Shared) -> axum::Router {
             )
         })
         .with_state(app)
+}
+
+/// `/v1/*` needs a gateway API key when the config says `admin_requires_key`.
+async fn admin_auth(
+    State(app): State<Shared>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match &app.admin_keys {
+        Some(keys) if !keys.allows(req.headers()) => error(
+            StatusCode::UNAUTHORIZED,
+            "missing or invalid API key: send Authorization: Bearer KEY",
+        ),
+        _ => next.run(req).await,
+    }
 }
 
 fn error(status: StatusCode, msg: impl std::fmt::Display) -> Response {
@@ -120,9 +139,12 @@ struct RouteBody {
     priority: Option<u8>,
     #[serde(default)]
     policy: Option<String>,
+    #[serde(default)]
+    explain: bool,
 }
 
-fn do_route(app: &App, q: &RouteQuery, policy: Option<&str>) -> Response {
+/// Routes on the router's fast path; the full explanation only when asked for.
+fn do_route(app: &App, q: &RouteQuery, policy: Option<&str>, explain: bool) -> Response {
     let policy = match policy_of(app, policy) {
         Ok(p) => p,
         Err(r) => return r.into_response(),
@@ -144,7 +166,15 @@ fn do_route(app: &App, q: &RouteQuery, policy: Option<&str>) -> Response {
         Err(_) => "no_route",
     };
     app.metrics.observe_decision(outcome, elapsed);
-    Json(route_sized(&snap, &policy, q, &size)).into_response()
+    let mut answer = route_sized(&snap, &policy, q, &size, explain);
+    if !explain {
+        // Answer with the decision just timed (the snapshot may have moved since).
+        if let Ok(d) = decision {
+            answer.placement = Some(vramroute_cluster::Placement::of(&snap, &d));
+            answer.reason = vramroute_cluster::short_reason(&d);
+        }
+    }
+    Json(answer).into_response()
 }
 
 async fn route_get(State(app): State<Shared>, Query(p): Query<Params>) -> Response {
@@ -162,7 +192,15 @@ async fn route_get(State(app): State<Shared>, Query(p): Query<Params>) -> Respon
         Ok::<_, ApiError>(q)
     })();
     match parsed {
-        Ok(q) => do_route(&app, &q, p.get("policy").map(String::as_str)),
+        Ok(q) => match param::<bool>(&p, "explain") {
+            Ok(explain) => do_route(
+                &app,
+                &q,
+                p.get("policy").map(String::as_str),
+                explain.unwrap_or(false),
+            ),
+            Err(r) => r.into_response(),
+        },
         Err(r) => r.into_response(),
     }
 }
@@ -173,7 +211,7 @@ async fn route_post(State(app): State<Shared>, body: Bytes) -> Response {
         Err(e) => {
             return error(
                 StatusCode::BAD_REQUEST,
-                format!("malformed body: {e}; expected JSON {{\"model\": NAME, \"size_mb\"?: N, \"needs_gpu\"?: bool, \"allow_cpu\"?: bool, \"priority\"?: 1-10, \"policy\"?: NAME}}"),
+                format!("malformed body: {e}; expected JSON {{\"model\": NAME, \"size_mb\"?: N, \"needs_gpu\"?: bool, \"allow_cpu\"?: bool, \"priority\"?: 1-10, \"policy\"?: NAME, \"explain\"?: bool}}"),
             )
         }
     };
@@ -184,7 +222,7 @@ async fn route_post(State(app): State<Shared>, body: Bytes) -> Response {
     q.needs_gpu = body.needs_gpu.unwrap_or(true);
     q.allow_cpu = body.allow_cpu.unwrap_or(true);
     q.priority = body.priority.unwrap_or(q.priority);
-    do_route(&app, &q, body.policy.as_deref())
+    do_route(&app, &q, body.policy.as_deref(), body.explain)
 }
 
 async fn check(State(app): State<Shared>, Query(p): Query<Params>) -> Response {

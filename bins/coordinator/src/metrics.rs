@@ -102,6 +102,11 @@ impl Metrics {
         Metrics { registry, ..m }
     }
 
+    /// The registry, for other components' metrics (the gateway's).
+    pub(crate) fn registry_mut(&mut self) -> &mut Registry {
+        &mut self.registry
+    }
+
     pub(crate) fn observe_view(&self, view: &StatusView, skipped_total: u64) {
         let t = &view.totals;
         self.nodes

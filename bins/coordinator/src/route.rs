@@ -34,7 +34,9 @@ pub(crate) fn run_route(settings: &Settings, args: &RouteArgs) -> anyhow::Result
                 "size: {} MB ({}); source: {}",
                 answer.size_mb, answer.size_source, view.source
             );
-            print!("{}", answer.explanation);
+            if let Some(e) = &answer.explanation {
+                print!("{e}");
+            }
             if let Some(url) = answer
                 .placement
                 .as_ref()

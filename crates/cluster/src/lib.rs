@@ -14,14 +14,15 @@
 //! - [`plan::workers`] / [`plan::make`]: the planner's inputs and a plan with commands;
 //! - [`optimize()`]: load priority models on their best GPU nodes through Ollama;
 //! - [`LiveCluster`]: a task following a registry [`Feed`] that keeps an arc-swapped
-//!   router current, keeping reservations across updates.
+//!   router current, keeping reservations across updates, with the [`LoadSignals`] that
+//!   forwarding measures (requests in flight, latency, success rate) fed to the router.
 //!
 //! **Must not know:** Redis key names (the registry's), CLI flags, HTTP serving,
 //! metrics formats, or process concerns. It does I/O only through the registry and the
 //! Ollama client it is handed or told to build.
 //!
-//! Module layers (each imports only from layers above it): `error` → `view` → `sizes` →
-//! `route`, `plan` → `optimize`, `live`.
+//! Module layers (each imports only from layers above it): `error`, `signals` → `view` →
+//! `sizes` → `route`, `plan` → `optimize`, `live`.
 //!
 //! ```
 //! use vramroute_cluster::{check, model_size, route, RouteQuery, StatusView};
@@ -56,6 +57,7 @@ mod live;
 pub mod optimize;
 pub mod plan;
 mod route;
+mod signals;
 mod sizes;
 mod view;
 
@@ -66,9 +68,10 @@ pub use live::{
 pub use optimize::{optimize, OptimizeOptions, Outcome};
 pub use plan::PlanAnswer;
 pub use route::{
-    check, check_sized, route, route_sized, CheckAnswer, GpuRoom, NodeFit, Placement, RouteAnswer,
-    RouteQuery,
+    check, check_sized, route, route_sized, short_reason, CheckAnswer, GpuRoom, NodeFit, Placement,
+    RouteAnswer, RouteQuery,
 };
+pub use signals::{InFlight, LoadSignals, NodeLoad};
 pub use sizes::{model_estimate, model_size, EstimateOptions, ModelSize};
 pub use view::{
     derived_ollama_url, GpuView, InstalledView, LoadedView, NodeView, OllamaNodeInfo,

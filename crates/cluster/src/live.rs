@@ -17,9 +17,13 @@ use async_trait::async_trait;
 use serde::Serialize;
 use tracing::{debug, info, warn};
 use vramroute_registry::{ChangeStream, ClusterView, Registry};
-use vramroute_router::{Decision, NoRoute, Policy, Request, Router, Snapshot, SnapshotConfig};
+use vramroute_router::{
+    Decision, LoadedModel as ResidentModel, NoRoute, NodeSpec, Policy, Request, Router, Snapshot,
+    SnapshotConfig,
+};
 
 use crate::error::{Error, Result};
+use crate::signals::LoadSignals;
 use crate::view::{OllamaNodeInfo, StatusView};
 
 /// Seconds since the Unix epoch.
@@ -201,6 +205,8 @@ pub struct ReservationId(u64);
 struct Held {
     id: u64,
     node_id: String,
+    /// The model being loaded: the reservation ends when the node's report lists it.
+    model: Option<String>,
     /// (GPU index or `None` for RAM, MiB).
     parts: Vec<(Option<u32>, u64)>,
     at: Instant,
@@ -231,6 +237,7 @@ pub struct LiveCluster {
     held: Mutex<Vec<Held>>,
     next_id: AtomicU64,
     observer: Box<dyn Observer>,
+    signals: LoadSignals,
     /// The records and Ollama answers read by [`start`](Self::start), for `follow`.
     first: Mutex<Option<(ClusterView, Vec<OllamaNodeInfo>)>>,
 }
@@ -267,6 +274,7 @@ impl LiveCluster {
             held: Mutex::new(Vec::new()),
             next_id: AtomicU64::new(1),
             observer: Box::new(NoObserver),
+            signals: LoadSignals::default(),
             first: Mutex::new(None),
         })
     }
@@ -305,6 +313,12 @@ impl LiveCluster {
         &self.config
     }
 
+    /// The load signals fed into every published view (record into them what
+    /// forwarding measures).
+    pub fn signals(&self) -> &LoadSignals {
+        &self.signals
+    }
+
     /// Registry health.
     pub fn health(&self) -> Health {
         locked(&self.health).clone()
@@ -313,11 +327,23 @@ impl LiveCluster {
     /// Publishes `view`: a new snapshot for the router with the held reservations
     /// re-applied. A view the router cannot take (it never happens for views this crate
     /// builds) is logged and the old one kept.
-    pub fn publish(&self, view: StatusView, skipped_total: u64) {
+    pub fn publish(&self, mut view: StatusView, skipped_total: u64) {
+        view.apply_load(&self.signals);
         let cfg = &self.config.snapshot;
-        match Snapshot::build(view.node_specs(cfg), cfg) {
+        let held = self.prune_held(&view);
+        let mut specs = view.node_specs(cfg);
+        mark_loading(&mut specs, &held);
+        match Snapshot::build(specs, cfg) {
             Ok(snap) => {
-                self.reapply(&snap);
+                for h in &held {
+                    if let Some(node) = snap.node_index(&h.node_id) {
+                        for (gpu, mib) in &h.parts {
+                            // A GPU that left the node's report takes its reservation
+                            // with it.
+                            let _ = snap.reserve(node, *gpu, *mib);
+                        }
+                    }
+                }
                 self.router.update(snap);
             }
             Err(e) => warn!("cannot build a routing snapshot: {e}"),
@@ -326,25 +352,35 @@ impl LiveCluster {
         self.view.store(Arc::new(view));
     }
 
-    fn reapply(&self, snap: &Snapshot) {
+    /// Drops the held reservations that expired and those whose model `view` now shows
+    /// loaded on their node; returns the rest.
+    fn prune_held(&self, view: &StatusView) -> Vec<Held> {
         let hold = self.config.reservation_hold;
         let mut held = locked(&self.held);
-        held.retain(|h| h.at.elapsed() < hold);
-        for h in held.iter() {
-            if let Some(node) = snap.node_index(&h.node_id) {
-                for (gpu, mib) in &h.parts {
-                    // A GPU that left the node's report takes its reservation with it.
-                    let _ = snap.reserve(node, *gpu, *mib);
-                }
-            }
-        }
+        held.retain(|h| {
+            let loaded = h.model.as_deref().is_some_and(|m| {
+                view.node(&h.node_id).is_some_and(|n| {
+                    n.loaded_models
+                        .iter()
+                        .any(|l| vramroute_router::same_model(&l.name, m))
+                })
+            });
+            h.at.elapsed() < hold && !loaded
+        });
+        held.clone()
     }
 
-    fn hold(&self, node_id: String, parts: Vec<(Option<u32>, u64)>) -> ReservationId {
+    fn hold(
+        &self,
+        node_id: String,
+        model: Option<String>,
+        parts: Vec<(Option<u32>, u64)>,
+    ) -> ReservationId {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         locked(&self.held).push(Held {
             id,
             node_id,
+            model,
             parts,
             at: Instant::now(),
         });
@@ -352,20 +388,40 @@ impl LiveCluster {
     }
 
     /// Routes `req` and, for a cold load, reserves its size where it goes (see
-    /// [`Router::route_and_reserve`]); the reservation is kept across updates.
+    /// [`Router::route_and_reserve`]); the reservation is kept across updates until the
+    /// node's report lists the model loaded, it is [released](Self::release), or
+    /// [`LiveConfig::reservation_hold`] passes.
     pub fn route_and_reserve(
         &self,
         req: &Request<'_>,
     ) -> std::result::Result<(Decision, Option<ReservationId>), NoRoute> {
         let (d, r) = self.router.route_and_reserve(req)?;
-        Ok((d, r.map(|r| self.hold(r.node_id, r.parts))))
+        let Some(r) = r else {
+            return Ok((d, None));
+        };
+        // The model is already loading there (a reservation made since the last
+        // publish): one load, one reservation.
+        let loading = locked(&self.held).iter().any(|h| {
+            h.node_id == r.node_id
+                && h.model
+                    .as_deref()
+                    .is_some_and(|m| vramroute_router::same_model(m, req.model))
+        });
+        if loading {
+            let _ = self.router.release(&r);
+            return Ok((d, None));
+        }
+        Ok((
+            d,
+            Some(self.hold(r.node_id, Some(req.model.to_owned()), r.parts)),
+        ))
     }
 
     /// Reserves `mib` on a node's GPU (`Some(index)`) or RAM (`None`), kept across
     /// updates.
     pub fn reserve(&self, node_id: &str, gpu: Option<u32>, mib: u64) -> Result<ReservationId> {
         self.router.reserve_node(node_id, gpu, mib)?;
-        Ok(self.hold(node_id.to_owned(), vec![(gpu, mib)]))
+        Ok(self.hold(node_id.to_owned(), None, vec![(gpu, mib)]))
     }
 
     /// Ends a reservation now (the load finished or failed).
@@ -487,6 +543,32 @@ impl LiveCluster {
             let view = cfg.view_of(&cluster, &ollama, feed.describe(), unix_now());
             self.publish(view, skipped);
         }
+    }
+}
+
+/// Marks each held reservation's model as resident on its node (where the load goes):
+/// requests for it route there warm instead of loading it a second time elsewhere.
+fn mark_loading(specs: &mut [NodeSpec], held: &[Held]) {
+    for h in held {
+        let Some(model) = &h.model else { continue };
+        let Some(spec) = specs.iter_mut().find(|s| s.id == h.node_id) else {
+            continue;
+        };
+        if spec
+            .loaded_models
+            .iter()
+            .any(|m| vramroute_router::same_model(&m.name, model))
+        {
+            continue;
+        }
+        let total: u64 = h.parts.iter().map(|p| p.1).sum();
+        let vram: u64 = h.parts.iter().filter(|p| p.0.is_some()).map(|p| p.1).sum();
+        let mut m = ResidentModel::with_sizes(model.clone(), Some(total), Some(vram));
+        m.gpu = match h.parts.as_slice() {
+            [(Some(g), _)] if spec.gpus.iter().any(|x| x.index == *g) => Some(*g),
+            _ => None,
+        };
+        spec.loaded_models.push(m);
     }
 }
 

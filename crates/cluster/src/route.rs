@@ -100,15 +100,37 @@ pub struct RouteAnswer {
     pub policy: &'static str,
     /// `None`: no node can take it (see `reason`).
     pub placement: Option<Placement>,
-    /// One-line reason in SOLLOL's style.
+    /// One-line reason: SOLLOL's style with an explanation, else the decision's short
+    /// reason ([`short_reason`]) or why nothing fits.
     pub reason: String,
-    /// Every candidate and every rejection.
-    pub explanation: Explanation,
+    /// Every candidate and every rejection, when asked for (it allocates: ~1 ms at
+    /// 1,000 nodes).
+    pub explanation: Option<Explanation>,
+}
+
+/// A decision's short reason, for headers and logs (no explanation is built):
+/// `already loaded on GPU 0`, `fits GPU 1`, `split across GPUs`, `CPU (node has no
+/// GPU)`, …, with the score.
+pub fn short_reason(d: &Decision) -> String {
+    let place = match (d.fit, d.gpu) {
+        (FitKind::AlreadyLoaded, Some(g)) => format!("already loaded on GPU {g}"),
+        (FitKind::AlreadyLoaded, None) if d.target == Target::Cpu => {
+            "already loaded (CPU)".to_owned()
+        }
+        (FitKind::AlreadyLoaded, None) => "already loaded".to_owned(),
+        (FitKind::SingleGpu, Some(g)) => format!("fits GPU {g}"),
+        (FitKind::SingleGpu, None) => "fits a GPU".to_owned(),
+        (FitKind::AcrossGpus { .. }, _) => "split across GPUs".to_owned(),
+        (FitKind::CpuNoGpu, _) => "CPU (node has no GPU)".to_owned(),
+        (FitKind::CpuGpuTooSmall, _) => "CPU (GPUs too small or full)".to_owned(),
+    };
+    format!("{place}; score {:.3}", d.score)
 }
 
 /// Routes `q` on `snapshot` and explains the decision (which allocates: for the hot path
-/// use [`Snapshot::route`] or a [`LiveCluster`](crate::LiveCluster)'s router). The size
-/// comes from the query or [`model_size`].
+/// use [`route_sized`] without an explanation, [`Snapshot::route`], or a
+/// [`LiveCluster`](crate::LiveCluster)'s router). The size comes from the query or
+/// [`model_size`].
 pub fn route(
     view: &StatusView,
     snapshot: &Snapshot,
@@ -116,24 +138,38 @@ pub fn route(
     q: &RouteQuery,
 ) -> Result<RouteAnswer> {
     let size = model_size(view, &q.model, q.size_mb)?;
-    Ok(route_sized(snapshot, policy, q, &size))
+    Ok(route_sized(snapshot, policy, q, &size, true))
 }
 
-/// [`route`] with the size already known.
+/// [`route`] with the size already known; `explain: false` keeps to the router's fast
+/// path (the answer's reason is then the decision's [`short_reason`]).
 pub fn route_sized(
     snapshot: &Snapshot,
     policy: &Policy,
     q: &RouteQuery,
     size: &ModelSize,
+    explain: bool,
 ) -> RouteAnswer {
-    let explanation = snapshot.explain(policy, &q.request(size));
+    let (placement, reason, explanation) = if explain {
+        let e = snapshot.explain(policy, &q.request(size));
+        (
+            e.decision.map(|d| Placement::of(snapshot, &d)),
+            e.reason.clone(),
+            Some(e),
+        )
+    } else {
+        match snapshot.route(policy, &q.request(size)) {
+            Ok(d) => (Some(Placement::of(snapshot, &d)), short_reason(&d), None),
+            Err(no) => (None, no.to_string(), None),
+        }
+    };
     RouteAnswer {
         model: q.model.clone(),
         size_mb: size.size_mb,
         size_source: size.source.clone(),
         policy: policy.name(),
-        placement: explanation.decision.map(|d| Placement::of(snapshot, &d)),
-        reason: explanation.reason.clone(),
+        placement,
+        reason,
         explanation,
     }
 }

@@ -22,6 +22,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use vramroute_alloc::ggml_device_of_sollol;
+
+use crate::signals::{LoadSignals, NodeLoad};
 use vramroute_ollama::{PsResponse, TagsResponse};
 use vramroute_registry::{ClusterView, GpuOffload, GpuStatsRecord, RpcNodeRecord};
 use vramroute_router::{
@@ -115,6 +117,10 @@ pub struct NodeView {
     /// Models installed in the node's Ollama (`/api/tags`), when it was asked.
     #[serde(default)]
     pub installed_models: Vec<InstalledView>,
+    /// Load measured by whoever forwards requests to the node (the gateway), when it
+    /// has: fed to the router as requests in flight, latency and success rate.
+    #[serde(default)]
+    pub load: Option<NodeLoad>,
 }
 
 fn yes() -> bool {
@@ -453,6 +459,7 @@ impl StatusView {
                         })
                         .collect(),
                     installed_models: Vec::new(),
+                    load: None,
                 }
             })
             .collect();
@@ -511,6 +518,7 @@ impl StatusView {
                     gpus: Vec::new(),
                     loaded_models: Vec::new(),
                     installed_models: Vec::new(),
+                    load: None,
                 });
                 self.nodes.len() - 1
             });
@@ -545,6 +553,17 @@ impl StatusView {
         }
         self.nodes.sort_by(|a, b| a.id.cmp(&b.id));
         self.recompute_totals();
+    }
+
+    /// Attaches the measured load of every node that has some.
+    pub fn apply_load(&mut self, signals: &LoadSignals) {
+        let all = signals.all();
+        if all.is_empty() {
+            return;
+        }
+        for n in &mut self.nodes {
+            n.load = all.get(&n.id).cloned();
+        }
     }
 
     /// Recomputes [`Totals`] from the nodes and backends (after editing them).
@@ -603,6 +622,11 @@ impl StatusView {
                 spec.ram_free_mib = n.cpu_ram_free_mb;
                 spec.cpu_count = n.cpu_count;
                 spec.cpu_load_percent = n.cpu_load_percent;
+                if let Some(load) = &n.load {
+                    spec.active_requests = load.in_flight;
+                    spec.latency_ms = load.latency_ms;
+                    spec.success_rate = load.success_rate;
+                }
                 spec.loaded_models = n
                     .loaded_models
                     .iter()

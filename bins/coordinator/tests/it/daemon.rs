@@ -16,7 +16,12 @@ struct Daemon {
 impl Daemon {
     fn start(config: &str) -> Daemon {
         let port = free_port();
-        let cfg = write_config(&format!("{config}listen: 127.0.0.1:{port}\n"));
+        let gateway = if config.contains("gateway_listen") {
+            ""
+        } else {
+            "gateway_listen: off\n"
+        };
+        let cfg = write_config(&format!("{config}{gateway}listen: 127.0.0.1:{port}\n"));
         let proc = Proc::spawn(
             Path::new(BIN),
             &["--config", cfg.path().to_str().unwrap(), "daemon"],
@@ -68,7 +73,12 @@ fn http_api_answers_and_survives_a_redis_restart() {
     assert_eq!(nodes["rpc_backends"].as_array().unwrap().len(), 3);
     assert_eq!(node(&nodes, &c.nvidia_id).unwrap()["writer"], "sollol");
 
+    // The fast path answers without an explanation; it comes on demand.
     let r = d.get("/v1/route?model=llama3.1:8b");
+    assert_eq!(r["placement"]["node"], AMD, "{r}");
+    assert!(r["explanation"].is_null(), "{r}");
+    assert!(r["reason"].as_str().unwrap().contains("score"), "{r}");
+    let r = d.get("/v1/route?model=llama3.1:8b&explain=true");
     assert_eq!(r["placement"]["node"], AMD, "{r}");
     assert!(r["explanation"]["candidates"].as_array().unwrap().len() >= 2);
     let r = d.get("/v1/route?model=llama3.2:1b&policy=binpack");

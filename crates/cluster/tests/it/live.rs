@@ -80,6 +80,8 @@ async fn follows_the_registry_and_keeps_reservations() {
     // Released: the first node has room again.
     live.release(id);
     assert_eq!(live.reservations_held(), 0);
+    // The next publish no longer marks the model as loading there.
+    tokio::time::sleep(Duration::from_millis(200)).await;
     let d3 = live
         .router()
         .route(&Request::new("big3", 15_000))

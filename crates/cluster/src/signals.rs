@@ -1,0 +1,135 @@
+//! Live load signals: what forwarding requests to nodes measures (requests in flight,
+//! time to first byte, total latency, success rate), kept per node and fed into the
+//! view (and so into the router's `active_requests`, `latency_ms` and `success_rate`)
+//! on every publish. Whoever forwards requests (the gateway) records them here.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Weight of a new observation in the moving averages.
+const EMA_ALPHA: f64 = 0.2;
+
+/// What the forwarding layer measured on one node. Averages are exponential moving
+/// averages (weight 0.2 per observation); `None` until the first observation.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct NodeLoad {
+    /// Requests in flight now.
+    pub in_flight: u32,
+    /// Time to the first byte of the node's answer, ms.
+    pub ttfb_ms: Option<f64>,
+    /// Time to the end of the answer, ms.
+    pub latency_ms: Option<f64>,
+    /// Share of requests that succeeded (0.0–1.0).
+    pub success_rate: Option<f64>,
+    /// Requests finished (succeeded or failed).
+    pub requests: u64,
+    /// Of which failed.
+    pub failures: u64,
+}
+
+fn ema(old: Option<f64>, new: f64) -> f64 {
+    match old {
+        Some(o) => o + EMA_ALPHA * (new - o),
+        None => new,
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// Per-node load signals, shared by every request in flight.
+#[derive(Debug, Clone, Default)]
+pub struct LoadSignals {
+    nodes: Arc<Mutex<HashMap<String, NodeLoad>>>,
+}
+
+impl LoadSignals {
+    fn locked(&self) -> MutexGuard<'_, HashMap<String, NodeLoad>> {
+        self.nodes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A request to `node` starts: counted in flight until the returned guard is
+    /// finished or dropped (a dropped guard counts neither success nor failure: the
+    /// client went away).
+    pub fn begin(&self, node: &str) -> InFlight {
+        self.locked().entry(node.to_owned()).or_default().in_flight += 1;
+        InFlight {
+            signals: self.clone(),
+            node: node.to_owned(),
+            done: false,
+        }
+    }
+
+    /// The node's answer began after `ttfb`.
+    pub fn first_byte(&self, node: &str, ttfb: Duration) {
+        let mut map = self.locked();
+        let n = map.entry(node.to_owned()).or_default();
+        n.ttfb_ms = Some(ema(n.ttfb_ms, ms(ttfb)));
+    }
+
+    fn finish(&self, node: &str, total: Option<Duration>, ok: Option<bool>) {
+        let mut map = self.locked();
+        let n = map.entry(node.to_owned()).or_default();
+        n.in_flight = n.in_flight.saturating_sub(1);
+        if let Some(t) = total {
+            n.latency_ms = Some(ema(n.latency_ms, ms(t)));
+        }
+        if let Some(ok) = ok {
+            n.requests += 1;
+            if !ok {
+                n.failures += 1;
+            }
+            n.success_rate = Some(ema(n.success_rate, if ok { 1.0 } else { 0.0 }));
+        }
+    }
+
+    /// The signals of `node` now.
+    pub fn get(&self, node: &str) -> Option<NodeLoad> {
+        self.locked().get(node).cloned()
+    }
+
+    /// Every node's signals.
+    pub fn all(&self) -> HashMap<String, NodeLoad> {
+        self.locked().clone()
+    }
+}
+
+/// A request in flight on a node (see [`LoadSignals::begin`]).
+#[derive(Debug)]
+pub struct InFlight {
+    signals: LoadSignals,
+    node: String,
+    done: bool,
+}
+
+impl InFlight {
+    /// The node whose request this is.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// The request ended after `total`: `ok` says whether the node served it.
+    pub fn finish(mut self, total: Duration, ok: bool) {
+        self.done = true;
+        self.signals.finish(&self.node, Some(total), Some(ok));
+    }
+
+    /// The request failed before any answer (refused, timed out, 5xx).
+    pub fn fail(mut self) {
+        self.done = true;
+        self.signals.finish(&self.node, None, Some(false));
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if !self.done {
+            self.signals.finish(&self.node, None, None);
+        }
+    }
+}

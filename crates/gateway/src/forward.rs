@@ -1,0 +1,507 @@
+//! Forwarding one request: model → size → the live router's decision (reserving a cold
+//! load's VRAM) → the node's Ollama, the answer streamed back chunk by chunk. Failures
+//! before the first byte fail over to the next-best node; after it, the stream ends with
+//! an error in the protocol's own shape.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::{Body, Bytes};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::response::Response;
+use futures_util::stream::{self, BoxStream, StreamExt};
+use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
+use tracing::{debug, warn};
+use vramroute_cluster::{model_size, InFlight, LiveCluster};
+use vramroute_router::{Decision, Request};
+
+use crate::breaker::Breaker;
+use crate::config::GatewayConfig;
+use crate::metrics::GatewayMetrics;
+use crate::shape::Protocol;
+
+/// Which node served a request.
+pub const NODE_HEADER: &str = "x-vramroute-node";
+/// Why that node (the router's short reason).
+pub const REASON_HEADER: &str = "x-vramroute-reason";
+
+/// What every request handler shares.
+pub(crate) struct Shared {
+    pub(crate) live: Arc<LiveCluster>,
+    pub(crate) config: GatewayConfig,
+    pub(crate) client: reqwest::Client,
+    pub(crate) breaker: Breaker,
+    pub(crate) metrics: Arc<GatewayMetrics>,
+}
+
+/// The `model` field of a JSON object body; every other field is skipped unparsed.
+struct ModelField(Option<String>);
+
+impl<'de> serde::Deserialize<'de> for ModelField {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = ModelField;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ModelField, A::Error> {
+                let mut model = None;
+                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                    if key == "model" {
+                        model = map.next_value::<Option<String>>()?;
+                    } else {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+                Ok(ModelField(model))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+impl Shared {
+    /// Nodes the circuit breaker keeps out now.
+    pub(crate) fn breaker_open(&self) -> Vec<String> {
+        self.breaker.open_nodes()
+    }
+}
+
+/// Reads the body (bounded) and its `model`, or answers the client's mistake.
+async fn read_request(
+    shared: &Shared,
+    proto: Protocol,
+    body: Body,
+) -> Result<(Bytes, String), Response> {
+    let limit = shared.config.max_body_bytes;
+    let bytes = match axum::body::to_bytes(body, limit).await {
+        Ok(b) => b,
+        Err(e) => {
+            let text = e.to_string();
+            return Err(if text.contains("length limit") {
+                proto.error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    &format!("request body larger than {limit} bytes"),
+                )
+            } else {
+                proto.error(
+                    StatusCode::BAD_REQUEST,
+                    &format!("cannot read the request body: {text}"),
+                )
+            });
+        }
+    };
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(proto.error(StatusCode::BAD_REQUEST, "missing request body"));
+    }
+    let model = match serde_json::from_slice::<ModelField>(&bytes) {
+        Ok(ModelField(m)) => m.map(|m| m.trim().to_owned()).filter(|m| !m.is_empty()),
+        Err(e) => {
+            return Err(proto.error(StatusCode::BAD_REQUEST, &format!("invalid JSON body: {e}")))
+        }
+    };
+    match model {
+        Some(m) => Ok((bytes, m)),
+        None => Err(proto.error(StatusCode::BAD_REQUEST, "model is required")),
+    }
+}
+
+/// The router's short reason for `d`, for the reason header.
+fn short_reason(d: &Decision, attempt: usize) -> String {
+    let mut s = vramroute_cluster::short_reason(d);
+    if attempt > 0 {
+        let _ = write!(s, "; failover attempt {}", attempt + 1);
+    }
+    s
+}
+
+fn header_value(text: &str) -> HeaderValue {
+    let clean: String = text
+        .chars()
+        .map(|c| {
+            if c.is_ascii_graphic() || c == ' ' {
+                c
+            } else {
+                '?'
+            }
+        })
+        .collect();
+    HeaderValue::from_str(&clean).unwrap_or_else(|_| HeaderValue::from_static("-"))
+}
+
+/// Headers never forwarded either way (hop-by-hop, or ours).
+fn hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "host"
+            | "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authorization"
+            | "proxy-authenticate"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "content-length"
+    )
+}
+
+fn request_headers(shared: &Shared, headers: &HeaderMap) -> HeaderMap {
+    let strip_auth = !shared.config.keys.is_empty();
+    let mut out = HeaderMap::with_capacity(headers.len());
+    for (name, value) in headers {
+        if hop_by_hop(name) || (strip_auth && name == header::AUTHORIZATION) {
+            continue;
+        }
+        out.append(name.clone(), value.clone());
+    }
+    out
+}
+
+/// Forwards a POST whose body names a model. `reserve`: a cold load takes VRAM on the
+/// chosen GPU (every inference path); `false` for `/api/show`.
+pub(crate) async fn forward(
+    shared: Arc<Shared>,
+    path_and_query: String,
+    headers: HeaderMap,
+    body: Body,
+    reserve: bool,
+) -> Response {
+    let proto = Protocol::of(&path_and_query);
+    let (bytes, model) = match read_request(&shared, proto, body).await {
+        Ok(r) => r,
+        Err(resp) => {
+            shared.metrics.request("-", "-", resp.status().as_u16());
+            return resp;
+        }
+    };
+    let view = shared.live.view();
+    let size = match model_size(&view, &model, None) {
+        Ok(s) => s,
+        Err(_) => {
+            shared.metrics.request(&model, "-", 404);
+            return proto.error(
+                StatusCode::NOT_FOUND,
+                &format!("model \"{model}\" not found, try pulling it first"),
+            );
+        }
+    };
+    drop(view);
+    let fwd_headers = request_headers(&shared, &headers);
+    let mut failures: Vec<String> = Vec::new();
+    let mut tried: Vec<String> = Vec::new();
+    for attempt in 0..shared.config.max_attempts {
+        let snap = shared.live.router().snapshot();
+        let mut excluded = shared.breaker.open_nodes();
+        excluded.extend(tried.iter().cloned());
+        excluded.extend(
+            snap.nodes()
+                .iter()
+                .filter(|n| n.ollama_url.is_none())
+                .map(|n| n.id.clone()),
+        );
+        let ex: Vec<&str> = excluded.iter().map(String::as_str).collect();
+        let req = Request::new(&model, size.size_mb).exclude_nodes(&ex);
+        // A metadata request (no load) goes to a node that has the model pulled, when
+        // the view knows one.
+        let pulled = if reserve {
+            None
+        } else {
+            node_with_model(&shared.live, &model, &ex)
+        };
+        let routed = match (&pulled, reserve) {
+            (Some(_), _) => Ok((None, None)),
+            (None, true) => shared
+                .live
+                .route_and_reserve(&req)
+                .map(|(d, r)| (Some(d), r)),
+            (None, false) => shared.live.router().route(&req).map(|d| (Some(d), None)),
+        };
+        let (decision, reservation) = match routed {
+            Ok(r) => r,
+            Err(no) => {
+                let (status, message) = if failures.is_empty() {
+                    let backing_off = shared.breaker.open_nodes().len();
+                    let mut m = format!("no node can take {model} ({} MB) now: {no}", size.size_mb);
+                    if backing_off > 0 {
+                        let _ = write!(m, " ({backing_off} node(s) backing off after failures)");
+                    }
+                    (StatusCode::SERVICE_UNAVAILABLE, m)
+                } else {
+                    (
+                        StatusCode::BAD_GATEWAY,
+                        format!(
+                            "every node tried for {model} failed before answering: {}",
+                            failures.join("; ")
+                        ),
+                    )
+                };
+                shared.metrics.request(&model, "-", status.as_u16());
+                return proto.error(status, &message);
+            }
+        };
+        // The snapshot the decision was made on may be newer than `snap`.
+        let snap = shared.live.router().snapshot();
+        let (node_id, base, reason) = match (pulled, decision) {
+            (Some((id, url)), _) => (id, Some(url), "has the model pulled".to_owned()),
+            (None, Some(d)) => {
+                let node = snap.node(d.node);
+                (
+                    node.id.clone(),
+                    node.ollama_url.clone(),
+                    short_reason(&d, attempt),
+                )
+            }
+            (None, None) => break,
+        };
+        let Some(base) = base else {
+            tried.push(node_id);
+            continue;
+        };
+        match send(
+            &shared,
+            &base,
+            &path_and_query,
+            &fwd_headers,
+            &bytes,
+            &node_id,
+        )
+        .await
+        {
+            Ok((resp, inflight, start)) => {
+                shared.breaker.reset(&node_id);
+                let status = resp.status();
+                if let (Some(id), true) = (reservation, status.is_client_error()) {
+                    // Refused (e.g. not pulled there): nothing is loading.
+                    shared.live.release(id);
+                }
+                return relay(
+                    &shared,
+                    resp,
+                    Relay {
+                        inflight: Some(inflight),
+                        start,
+                        metrics: shared.metrics.clone(),
+                        node: node_id.clone(),
+                        model: model.clone(),
+                        status: status.as_u16(),
+                        done: false,
+                    },
+                    proto,
+                    &reason,
+                );
+            }
+            Err(why) => {
+                warn!(node = %node_id, model = %model, "forwarding failed before the first byte, failing over: {why}");
+                if let Some(id) = reservation {
+                    shared.live.release(id);
+                }
+                shared.breaker.trip(&node_id, shared.config.breaker_backoff);
+                shared.metrics.failover(&node_id);
+                failures.push(format!("{node_id}: {why}"));
+                tried.push(node_id);
+            }
+        }
+    }
+    shared.metrics.request(&model, "-", 502);
+    proto.error(
+        StatusCode::BAD_GATEWAY,
+        &format!(
+            "every node tried for {model} failed before answering ({} attempt(s)): {}",
+            failures.len(),
+            failures.join("; ")
+        ),
+    )
+}
+
+/// Sends the request; `Ok` once the node answered with a status below 500.
+async fn send(
+    shared: &Shared,
+    base: &str,
+    path_and_query: &str,
+    headers: &HeaderMap,
+    body: &Bytes,
+    node_id: &str,
+) -> Result<(reqwest::Response, InFlight, Instant), String> {
+    let url = format!("{}{path_and_query}", base.trim_end_matches('/'));
+    let inflight = shared.live.signals().begin(node_id);
+    shared.metrics.in_flight(node_id, 1);
+    let start = Instant::now();
+    let sent = tokio::time::timeout(
+        shared.config.first_byte_timeout,
+        shared
+            .client
+            .post(&url)
+            .headers(headers.clone())
+            .body(body.clone())
+            .send(),
+    )
+    .await;
+    let fail = |why: String| {
+        shared.metrics.in_flight(node_id, -1);
+        why
+    };
+    match sent {
+        Ok(Ok(resp)) if resp.status().is_server_error() => {
+            let status = resp.status();
+            inflight.fail();
+            Err(fail(format!("answered {status}")))
+        }
+        Ok(Ok(resp)) => {
+            let ttfb = start.elapsed();
+            shared.live.signals().first_byte(node_id, ttfb);
+            shared.metrics.ttfb(ttfb.as_secs_f64());
+            Ok((resp, inflight, start))
+        }
+        Ok(Err(e)) => {
+            inflight.fail();
+            let kind = if e.is_connect() {
+                "cannot connect"
+            } else if e.is_timeout() {
+                "timed out"
+            } else {
+                "request failed"
+            };
+            Err(fail(format!("{kind}: {e}")))
+        }
+        Err(_) => {
+            inflight.fail();
+            Err(fail(format!(
+                "no answer within {:?}",
+                shared.config.first_byte_timeout
+            )))
+        }
+    }
+}
+
+/// Tracks one relayed answer: in flight until the stream ends or is dropped (client
+/// gone), then counted.
+struct Relay {
+    inflight: Option<InFlight>,
+    start: Instant,
+    metrics: Arc<GatewayMetrics>,
+    node: String,
+    model: String,
+    status: u16,
+    done: bool,
+}
+
+impl Relay {
+    fn finish(&mut self, ok: bool) {
+        self.done = true;
+        let total = self.start.elapsed();
+        if let Some(f) = self.inflight.take() {
+            f.finish(total, ok);
+        }
+        self.metrics.in_flight(&self.node, -1);
+        self.metrics.total(total.as_secs_f64());
+        let status = if ok { self.status } else { 502 };
+        self.metrics.request(&self.model, &self.node, status);
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        if !self.done {
+            // The client went away mid-answer: the upstream request is dropped with us.
+            debug!(node = %self.node, model = %self.model, "client disconnected; upstream request cancelled");
+            self.inflight.take();
+            self.metrics.in_flight(&self.node, -1);
+            self.metrics.request(&self.model, &self.node, 499);
+        }
+    }
+}
+
+struct RelayState {
+    inner: BoxStream<'static, reqwest::Result<Bytes>>,
+    relay: Relay,
+    idle: Duration,
+    proto: Protocol,
+    sse: bool,
+    ended: bool,
+}
+
+fn relay(
+    shared: &Shared,
+    resp: reqwest::Response,
+    tracker: Relay,
+    proto: Protocol,
+    reason: &str,
+) -> Response {
+    let status = resp.status();
+    let mut builder = Response::builder().status(status.as_u16());
+    let mut sse = false;
+    if let Some(h) = builder.headers_mut() {
+        for (name, value) in resp.headers() {
+            if hop_by_hop(name) {
+                continue;
+            }
+            if name == header::CONTENT_TYPE {
+                sse = value.as_bytes().starts_with(b"text/event-stream");
+            }
+            h.append(name.clone(), value.clone());
+        }
+        h.insert(NODE_HEADER, header_value(&tracker.node));
+        h.insert(REASON_HEADER, header_value(reason));
+    }
+    let state = RelayState {
+        inner: resp.bytes_stream().boxed(),
+        relay: tracker,
+        idle: shared.config.idle_timeout,
+        proto,
+        sse,
+        ended: false,
+    };
+    let body = stream::unfold(state, |mut st| async move {
+        if st.ended {
+            return None;
+        }
+        match tokio::time::timeout(st.idle, st.inner.next()).await {
+            Ok(Some(Ok(chunk))) => Some((Ok::<Bytes, std::io::Error>(chunk), st)),
+            Ok(None) => {
+                st.relay.finish(true);
+                None
+            }
+            Ok(Some(Err(e))) => {
+                warn!(node = %st.relay.node, "the node's answer broke off mid-stream: {e}");
+                st.ended = true;
+                st.relay.finish(false);
+                let msg = format!(
+                    "the node {} stopped answering mid-stream: {e}",
+                    st.relay.node
+                );
+                Some((Ok(Bytes::from(st.proto.stream_error(st.sse, &msg))), st))
+            }
+            Err(_) => {
+                st.ended = true;
+                st.relay.finish(false);
+                let msg = format!(
+                    "the node {} sent nothing for {:?} mid-stream",
+                    st.relay.node, st.idle
+                );
+                Some((Ok(Bytes::from(st.proto.stream_error(st.sse, &msg))), st))
+            }
+        }
+    });
+    builder
+        .body(Body::from_stream(body))
+        .unwrap_or_else(|_| proto.error(StatusCode::BAD_GATEWAY, "cannot relay the node's answer"))
+}
+
+/// A node for a request that needs no routing by memory (`/api/show`): one that has
+/// the model pulled and is not excluded, with its Ollama URL.
+fn node_with_model(live: &LiveCluster, model: &str, excluded: &[&str]) -> Option<(String, String)> {
+    let view = live.view();
+    view.nodes
+        .iter()
+        .filter(|n| n.in_registry && !n.stale && !excluded.contains(&n.id.as_str()))
+        .find(|n| {
+            n.installed_models
+                .iter()
+                .any(|m| vramroute_router::same_model(&m.name, model))
+        })
+        .and_then(|n| Some((n.id.clone(), n.ollama_url.clone()?)))
+}
