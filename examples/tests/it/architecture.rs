@@ -45,6 +45,7 @@ const LIBRARIES: &[&str] = &[
     "vramroute-ollama",
     "vramroute-node",
     "vramroute-cluster",
+    "vramroute-gateway",
 ];
 
 /// The allowed internal dependency graph (ARCHITECTURE.md's invariants).
@@ -100,7 +101,7 @@ const CRATES: &[Rule] = &[
     Rule {
         path: "crates/cluster",
         package: "vramroute-cluster",
-        optional: true,
+        optional: false,
         allowed: Allowed::Only(&[
             "vramroute-registry",
             "vramroute-router",
@@ -108,6 +109,19 @@ const CRATES: &[Rule] = &[
             "vramroute-ollama",
         ]),
         doc_says: &["`registry`", "`router`", "`alloc`", "`ollama`"],
+    },
+    Rule {
+        path: "crates/gateway",
+        package: "vramroute-gateway",
+        optional: false,
+        // ollama and registry: dev-dependencies only (the fake server, record types).
+        allowed: Allowed::Only(&[
+            "vramroute-cluster",
+            "vramroute-router",
+            "vramroute-ollama",
+            "vramroute-registry",
+        ]),
+        doc_says: &["`cluster`", "`router`"],
     },
     Rule {
         path: "bins/reporter",

@@ -312,3 +312,60 @@ fn only_the_lock_holder_optimizes_and_report_only_prints_once() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).contains("3 node(s)"), "{}", stdout(&o));
 }
+
+#[test]
+fn the_gateway_routes_ollama_clients_through_the_daemon() {
+    let c = Cluster::start();
+    let keys = write_config("# gateway keys\ns3cret-gateway-key\n");
+    let gp = free_port();
+    let d = Daemon::start(&format!(
+        "redis_url: {}\ngateway_listen: 127.0.0.1:{gp}\ngateway_keys_file: {}\n",
+        c.url,
+        keys.path().display()
+    ));
+    let up = wait_for(Duration::from_secs(10), || http("GET", gp, "/", None));
+    assert_eq!(up.map(|r| r.1), Some("Ollama is running".to_owned()));
+    let chat = r#"{"model":"llama3.1:8b","messages":[{"role":"user","content":"hi"}]}"#;
+
+    // No key: 401 in Ollama's shape; nothing reached a node.
+    let (st, _, body) = http_with("POST", gp, "/api/chat", "", Some(chat)).unwrap();
+    assert_eq!(st, 401, "{body}");
+    assert!(body.contains("\"error\""), "{body}");
+
+    // With the key: routed where `route` says (the AMD node), streamed back.
+    let auth = "Authorization: Bearer s3cret-gateway-key\r\n";
+    let (st, head, body) = http_with("POST", gp, "/api/chat", auth, Some(chat)).unwrap();
+    assert_eq!(st, 200, "{body}");
+    let head = head.to_ascii_lowercase();
+    assert!(head.contains(&format!("x-vramroute-node: {AMD}")), "{head}");
+    assert!(head.contains("x-vramroute-reason: "), "{head}");
+    assert!(
+        body.contains("tok0 ") && body.contains("\"done\":true"),
+        "{body}"
+    );
+    assert_eq!(c.amd_ollama.stats("/api/chat").received, 1);
+
+    // /api/tags: the union over the nodes with an Ollama, each entry naming its node.
+    let (st, _, body) = http_with("GET", gp, "/api/tags", auth, None).unwrap();
+    assert_eq!(st, 200, "{body}");
+    let tags: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let nodes: std::collections::BTreeSet<&str> = tags["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["vramroute_node"].as_str())
+        .collect();
+    assert!(
+        nodes.contains(AMD) && nodes.contains(c.nvidia_id.as_str()),
+        "{tags}"
+    );
+
+    // The API counts it; the key appears in no log line.
+    let (_, metrics) = http("GET", d.port, "/metrics", None).unwrap();
+    assert!(metrics.contains("gateway_requests_total"), "{metrics}");
+    assert!(
+        !d.proc.log().contains("s3cret-gateway-key"),
+        "{}",
+        d.proc.log()
+    );
+}

@@ -170,11 +170,23 @@ pub(crate) fn http(
     path: &str,
     body: Option<&str>,
 ) -> Option<(u16, String)> {
+    http_with(method, port, path, "", body).map(|(st, _, b)| (st, b))
+}
+
+/// [`http`] with extra header lines (`"Name: value\r\n"` each); also returns the
+/// response head.
+pub(crate) fn http_with(
+    method: &str,
+    port: u16,
+    path: &str,
+    extra_headers: &str,
+    body: Option<&str>,
+) -> Option<(u16, String, String)> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
     let body = body.unwrap_or("");
     let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Type: application/json\r\n{extra_headers}Content-Length: {}\r\n\r\n{body}",
         body.len()
     );
     s.write_all(req.as_bytes()).ok()?;
@@ -190,7 +202,7 @@ pub(crate) fn http(
     } else {
         rest.to_owned()
     };
-    Some((status, body))
+    Some((status, head.to_owned(), body))
 }
 
 fn dechunk(mut s: &str) -> String {
