@@ -78,10 +78,12 @@ pub(crate) fn cluster(
     stats: Vec<(String, Arc<GpuStatsRecord>)>,
     rpc: Vec<RpcNodeEntry>,
 ) -> ClusterView {
-    let mut c = ClusterView::default();
-    c.stats = stats;
+    let mut c = ClusterView {
+        stats,
+        rpc_nodes: rpc,
+        ..ClusterView::default()
+    };
     c.stats.sort_by(|a, b| a.0.cmp(&b.0));
-    c.rpc_nodes = rpc;
     c.rpc_nodes
         .sort_by(|a, b| (&a.host, a.port).cmp(&(&b.host, b.port)));
     c

@@ -33,7 +33,7 @@ async fn pair(a: &FakeOllama, b: &FakeOllama) -> Harness {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failures_before_the_first_byte_fail_over_and_back_off() {
     for fault in [Fault::InternalError, Fault::Busy, Fault::CloseWithoutReply] {
-        let a = fake(&["llama3.1:8b"], |b| b.fault(fault.clone()));
+        let a = fake(&["llama3.1:8b"], |b| b.fault(fault));
         let b = fake(&["llama3.1:8b"], |b| b);
         let h = pair(&a, &b).await;
         let r = h.post("/api/generate", GEN).send().await.expect("answer");
