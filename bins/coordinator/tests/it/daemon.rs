@@ -369,3 +369,66 @@ fn the_gateway_routes_ollama_clients_through_the_daemon() {
         d.proc.log()
     );
 }
+
+#[test]
+fn the_admin_api_can_require_a_key_and_an_open_gateway_is_warned_about() {
+    // A saved view (embedded mode's) is enough: no Redis.
+    let tree = fixture("amd-discrete");
+    let o = coord(&["--sysfs-root", &tree, "--no-nvml", "status", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let dir = tempfile::tempdir().unwrap();
+    let view = dir.path().join("view.json");
+    std::fs::write(&view, &o.stdout).unwrap();
+    let keys = dir.path().join("keys");
+    std::fs::write(&keys, "admin-k3y\n").unwrap();
+    let port = free_port();
+    let cfg = write_config(&format!(
+        "listen: 127.0.0.1:{port}\nadmin_requires_key: true\ngateway_keys_file: {}\n",
+        keys.display()
+    ));
+    let mut d = Proc::spawn(
+        Path::new(BIN),
+        &[
+            "--snapshot",
+            view.to_str().unwrap(),
+            "--config",
+            cfg.path().to_str().unwrap(),
+            "daemon",
+            // Every interface, but with keys: no warning.
+            "--gateway-listen",
+            "0.0.0.0:0",
+        ],
+    );
+    let up = wait_for(Duration::from_secs(15), || http("GET", port, "/healthz", None));
+    assert_eq!(up.map(|r| r.0), Some(200), "{}", d.log());
+    let (st, _, body) = http_with("GET", port, "/v1/nodes", "", None).unwrap();
+    assert_eq!(st, 401, "{body}");
+    let auth = "Authorization: Bearer admin-k3y\r\n";
+    let (st, _, body) = http_with("GET", port, "/v1/nodes", auth, None).unwrap();
+    assert_eq!(st, 200, "{body}");
+    assert!(!d.log().contains("without API keys"), "{}", d.log());
+    assert!(!d.log().contains("admin-k3y"), "{}", d.log());
+    d.terminate();
+
+    // No keys on every interface: served, with a warning.
+    let port = free_port();
+    let mut open = Proc::spawn(
+        Path::new(BIN),
+        &[
+            "--snapshot",
+            view.to_str().unwrap(),
+            "daemon",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--gateway-listen",
+            "0.0.0.0:0",
+        ],
+    );
+    let up = wait_for(Duration::from_secs(15), || http("GET", port, "/healthz", None));
+    assert!(up.is_some(), "{}", open.log());
+    let warned = wait_for(Duration::from_secs(5), || {
+        open.log().contains("without API keys").then_some(())
+    });
+    assert!(warned.is_some(), "{}", open.log());
+    open.terminate();
+}
