@@ -38,6 +38,7 @@ trap cleanup EXIT INT TERM
 redis_port="$(free_port)"
 while [ "$redis_port" = 6379 ]; do redis_port="$(free_port)"; done
 api_port="$(free_port)"
+gateway_port="$(free_port)"
 redis_url="redis://127.0.0.1:$redis_port/0"
 
 echo "== redis-server on 127.0.0.1:$redis_port (private, no persistence)" >&2
@@ -60,7 +61,8 @@ pids+=($!)
 pids+=($!)
 
 echo "== coordinator daemon on 127.0.0.1:$api_port" >&2
-"$coordinator" --redis-url "$redis_url" daemon --listen "127.0.0.1:$api_port" 2>"$work/daemon.log" &
+"$coordinator" --redis-url "$redis_url" daemon --listen "127.0.0.1:$api_port" \
+    --gateway-listen "127.0.0.1:$gateway_port" 2>"$work/daemon.log" &
 pids+=($!)
 for _ in $(seq 100); do
     curl -fs "http://127.0.0.1:$api_port/healthz" >/dev/null 2>&1 && break

@@ -20,6 +20,9 @@
 //! gateway_idle_timeout: 300             # ours: longest silence mid-stream, seconds
 //! gateway_max_body_mb: 32               # ours: largest request body, MiB
 //! gateway_max_attempts: 3               # ours: nodes tried per request (failover)
+//! gateway_connect_timeout: 2            # ours: seconds to connect to a node
+//! gateway_breaker_backoff: 10           # ours: seconds a failed node is kept out
+//! reservation_hold: 30                  # ours: seconds a cold load's VRAM stays reserved
 //! admin_requires_key: false             # ours: the API's /v1/* needs a gateway key too
 //! ```
 
@@ -53,6 +56,9 @@ pub(crate) struct Config {
     pub(crate) gateway_idle_timeout: Option<f64>,
     pub(crate) gateway_max_body_mb: Option<u64>,
     pub(crate) gateway_max_attempts: Option<usize>,
+    pub(crate) gateway_connect_timeout: Option<f64>,
+    pub(crate) gateway_breaker_backoff: Option<f64>,
+    pub(crate) reservation_hold: Option<f64>,
     pub(crate) admin_requires_key: bool,
 }
 
@@ -98,6 +104,9 @@ impl Config {
                 self.gateway_first_byte_timeout,
             ),
             ("gateway_idle_timeout", self.gateway_idle_timeout),
+            ("gateway_connect_timeout", self.gateway_connect_timeout),
+            ("gateway_breaker_backoff", self.gateway_breaker_backoff),
+            ("reservation_hold", self.reservation_hold),
         ] {
             if let Some(v) = v {
                 if !(v.is_finite() && v > 0.0 && v <= 86_400.0 * 7.0) {
@@ -160,6 +169,12 @@ impl Config {
         }
         if let Some(n) = self.gateway_max_attempts {
             g.max_attempts = n;
+        }
+        if let Some(s) = self.gateway_connect_timeout {
+            g.connect_timeout = Duration::from_secs_f64(s);
+        }
+        if let Some(s) = self.gateway_breaker_backoff {
+            g.breaker_backoff = Duration::from_secs_f64(s);
         }
         g
     }

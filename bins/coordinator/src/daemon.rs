@@ -51,6 +51,17 @@ pub(crate) fn run(settings: Settings, args: &DaemonArgs) -> anyhow::Result<()> {
             .as_deref()
             .or(settings.config.gateway_keys_file.as_deref()),
     )?;
+    let admin_keys = if settings.config.admin_requires_key {
+        if keys.is_empty() {
+            return Err(UsageError(
+                "admin_requires_key is set but no gateway API key is configured (gateway_keys_file or VRAMROUTE_GATEWAY_KEYS)".to_owned(),
+            )
+            .into());
+        }
+        Some(keys.clone())
+    } else {
+        None
+    };
     runtime.block_on(async move {
         let config = RegistryConfig {
             poll_interval: Duration::from_secs(2),
@@ -110,17 +121,7 @@ pub(crate) fn run(settings: Settings, args: &DaemonArgs) -> anyhow::Result<()> {
             }),
             metrics,
             live: live.clone(),
-            admin_keys: if settings.config.admin_requires_key {
-                if keys.is_empty() {
-                    return Err(UsageError(
-                        "admin_requires_key is set but no gateway API key is configured (gateway_keys_file or VRAMROUTE_GATEWAY_KEYS)".to_owned(),
-                    )
-                    .into());
-                }
-                Some(keys)
-            } else {
-                None
-            },
+            admin_keys,
             settings,
         });
         let listener = tokio::net::TcpListener::bind(addr)

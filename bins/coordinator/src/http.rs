@@ -68,7 +68,18 @@ fn error(status: StatusCode, msg: impl std::fmt::Display) -> Response {
 /// A cluster-layer error as an answer: input errors (unknown model, no layer
 /// information) are 404 with what to provide; the rest `other`.
 fn cluster_error(e: &vramroute_cluster::Error, other: StatusCode) -> Response {
-    match crate::cli_hint(e) {
+    let hint = match e {
+        vramroute_cluster::Error::UnknownModel { .. } => Some(
+            "here: pass size_mb=N, or list an Ollama node that has it pulled under `nodes:` \
+             in the daemon's config",
+        ),
+        vramroute_cluster::Error::NeedLayerInfo { .. } => Some(
+            "here: list an Ollama node that has it pulled under `nodes:` in the daemon's \
+             config, or plan from the CLI with its GGUF file",
+        ),
+        _ => None,
+    };
+    match hint {
         Some(hint) => error(StatusCode::NOT_FOUND, format!("{e} ({hint})")),
         None if e.is_input() => error(StatusCode::NOT_FOUND, e),
         None => error(other, e),

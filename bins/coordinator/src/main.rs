@@ -37,9 +37,9 @@ impl std::error::Error for UsageError {}
 pub(crate) fn cli_hint(e: &vramroute_cluster::Error) -> Option<&'static str> {
     match e {
         vramroute_cluster::Error::UnknownModel { .. } => Some(
-            "give the size with --size-mb N (HTTP: size_mb=N), point `plan` at the model's \
-             GGUF file with --gguf FILE, or list an Ollama node that has it pulled under \
-             `nodes:` in the config",
+            "give the size with --size-mb N, point `plan` at the model's GGUF file with \
+             --gguf FILE, or list an Ollama node that has it pulled under `nodes:` in the \
+             config",
         ),
         vramroute_cluster::Error::NeedLayerInfo { .. } => Some(
             "give the model's GGUF file with --gguf FILE, or list an Ollama node that has it \

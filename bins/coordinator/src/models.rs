@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use serde::Serialize;
-use vramroute_alloc::sollol_size_table;
+use vramroute_alloc::{sollol_size_table, EstimateSource};
 use vramroute_router::normalize_model_name;
 
 use crate::cli::OutputArgs;
@@ -38,17 +38,19 @@ pub(crate) fn collect(view: &StatusView) -> Vec<ModelRow> {
     }
     for e in sollol_size_table() {
         row(&mut rows, e.name).sizes.push(SizeSeen {
-            source: "SOLLOL table".to_owned(),
+            source: EstimateSource::SollolTable.to_string(),
             size_mb: Some(e.size_mib),
         });
     }
     for (name, seen) in view.model_sightings() {
         let r = row(&mut rows, &name);
         for (source, size_mb) in seen {
-            if let Some(node) = source.strip_prefix("loaded on ") {
-                r.loaded_on.push(node.to_owned());
-            }
             r.sizes.push(SizeSeen { source, size_mb });
+        }
+    }
+    for n in &view.nodes {
+        for m in &n.loaded_models {
+            row(&mut rows, &m.name).loaded_on.push(n.id.clone());
         }
     }
     rows.into_values().collect()

@@ -75,7 +75,11 @@ impl Settings {
 
     /// The cluster layer's settings from the config.
     pub(crate) fn live_config(&self) -> LiveConfig {
-        LiveConfig::new(self.config.stale_after_s(), self.snapshot_config())
+        let mut c = LiveConfig::new(self.config.stale_after_s(), self.snapshot_config());
+        if let Some(s) = self.config.reservation_hold {
+            c.reservation_hold = Duration::from_secs_f64(s);
+        }
+        c
     }
 
     /// `--policy` if given, else the config's, else SOLLOL's.

@@ -23,7 +23,7 @@ pub struct NodeLoad {
     pub ttfb_ms: Option<f64>,
     /// Time to the end of the answer, ms.
     pub latency_ms: Option<f64>,
-    /// Share of requests that succeeded (0.0–1.0).
+    /// Share of requests that succeeded (0.0–1.0; the average starts from 1.0).
     pub success_rate: Option<f64>,
     /// Requests finished (succeeded or failed).
     pub requests: u64,
@@ -84,7 +84,12 @@ impl LoadSignals {
             if !ok {
                 n.failures += 1;
             }
-            n.success_rate = Some(ema(n.success_rate, if ok { 1.0 } else { 0.0 }));
+            // The average starts from a prior of 1.0 (a node is presumed good): one
+            // early failure lowers the rate to 0.8, not to 0.
+            n.success_rate = Some(ema(
+                n.success_rate.or(Some(1.0)),
+                if ok { 1.0 } else { 0.0 },
+            ));
         }
     }
 

@@ -21,7 +21,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use vramroute_alloc::ggml_device_of_sollol;
+use vramroute_alloc::{ggml_device_of_sollol, EstimateSource};
 
 use crate::signals::{LoadSignals, NodeLoad};
 use vramroute_ollama::{PsResponse, TagsResponse};
@@ -650,19 +650,23 @@ impl StatusView {
         self.nodes.iter().find(|n| n.id == id)
     }
 
-    /// Every model name known anywhere in the view with the sizes seen, by source.
+    /// Every model name known anywhere in the view with the sizes seen, by source (the
+    /// size resolver's labels: `Ollama /api/tags size of NODE`, `Ollama /api/ps size of
+    /// a loaded copy on NODE`).
     pub fn model_sightings(&self) -> BTreeMap<String, Vec<(String, Option<u64>)>> {
         let mut out: BTreeMap<String, Vec<(String, Option<u64>)>> = BTreeMap::new();
         for n in &self.nodes {
             for m in &n.installed_models {
-                out.entry(m.name.clone())
-                    .or_default()
-                    .push((format!("ollama tags of {}", n.id), Some(m.size_mb)));
+                out.entry(m.name.clone()).or_default().push((
+                    format!("{} of {}", EstimateSource::OllamaTags, n.id),
+                    Some(m.size_mb),
+                ));
             }
             for m in &n.loaded_models {
-                out.entry(m.name.clone())
-                    .or_default()
-                    .push((format!("loaded on {}", n.id), m.size_mb));
+                out.entry(m.name.clone()).or_default().push((
+                    format!("{} on {}", EstimateSource::LoadedCopy, n.id),
+                    m.size_mb,
+                ));
             }
         }
         out

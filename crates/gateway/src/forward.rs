@@ -193,6 +193,9 @@ pub(crate) async fn forward(
     let fwd_headers = request_headers(&shared, &headers);
     let mut failures: Vec<String> = Vec::new();
     let mut tried: Vec<String> = Vec::new();
+    // A node's "model not found" (not pulled there): kept to answer with if no other
+    // node has it.
+    let mut not_found: Option<Response> = None;
     for attempt in 0..shared.config.max_attempts {
         let snap = shared.live.router().snapshot();
         let mut excluded = shared.breaker.open_nodes();
@@ -222,6 +225,7 @@ pub(crate) async fn forward(
         };
         let (decision, reservation) = match routed {
             Ok(r) => r,
+            Err(_) if not_found.is_some() => break,
             Err(no) => {
                 let (status, message) = if failures.is_empty() {
                     let backing_off = shared.breaker.open_nodes().len();
@@ -274,6 +278,20 @@ pub(crate) async fn forward(
             Ok((resp, inflight, start)) => {
                 shared.breaker.reset(&node_id);
                 let status = resp.status();
+                if status == reqwest::StatusCode::NOT_FOUND
+                    && attempt + 1 < shared.config.max_attempts
+                {
+                    // Not pulled on that node: try another (the node is fine: no backoff).
+                    if let Some(id) = reservation {
+                        shared.live.release(id);
+                    }
+                    debug!(node = %node_id, model = %model, "model not found there; trying another node");
+                    inflight.finish(start.elapsed(), true);
+                    shared.metrics.in_flight(&node_id, -1);
+                    not_found = Some(buffered(resp, &node_id, &reason, proto).await);
+                    tried.push(node_id);
+                    continue;
+                }
                 if let (Some(id), true) = (reservation, status.is_client_error()) {
                     // Refused (e.g. not pulled there): nothing is loading.
                     shared.live.release(id);
@@ -306,6 +324,10 @@ pub(crate) async fn forward(
             }
         }
     }
+    if let Some(resp) = not_found {
+        shared.metrics.request(&model, "-", 404);
+        return resp;
+    }
     shared.metrics.request(&model, "-", 502);
     proto.error(
         StatusCode::BAD_GATEWAY,
@@ -315,6 +337,27 @@ pub(crate) async fn forward(
             failures.join("; ")
         ),
     )
+}
+
+/// A small answer read whole (bounded), to return later.
+async fn buffered(resp: reqwest::Response, node: &str, reason: &str, proto: Protocol) -> Response {
+    const MAX: usize = 64 << 10;
+    let status = resp.status().as_u16();
+    let ctype = resp.headers().get(header::CONTENT_TYPE).cloned();
+    let body = match tokio::time::timeout(Duration::from_secs(5), resp.bytes()).await {
+        Ok(Ok(b)) if b.len() <= MAX => b,
+        _ => return proto.error(StatusCode::NOT_FOUND, "model not found on any node tried"),
+    };
+    let mut r = Response::builder().status(status);
+    if let Some(h) = r.headers_mut() {
+        if let Some(c) = ctype {
+            h.insert(header::CONTENT_TYPE, c);
+        }
+        h.insert(NODE_HEADER, header_value(node));
+        h.insert(REASON_HEADER, header_value(reason));
+    }
+    r.body(Body::from(body))
+        .unwrap_or_else(|_| proto.error(StatusCode::NOT_FOUND, "model not found on any node tried"))
 }
 
 /// Sends the request; `Ok` once the node answered with a status below 500.

@@ -128,6 +128,7 @@ impl Gateway {
             .route("/v1/models", get(models))
             .route("/api/version", get(version))
             .fallback(not_found)
+            .method_not_allowed_fallback(method_not_allowed)
             .layer(middleware::from_fn_with_state(self.shared.clone(), auth))
             .route("/", get(root).head(root))
             .with_state(self.shared.clone())
@@ -177,6 +178,10 @@ async fn version(State(shared): St) -> Response {
 
 async fn root() -> Response {
     "Ollama is running".into_response()
+}
+
+async fn method_not_allowed(uri: Uri) -> Response {
+    Protocol::of(uri.path()).error(StatusCode::METHOD_NOT_ALLOWED, "405 method not allowed")
 }
 
 async fn not_found(uri: Uri) -> Response {

@@ -37,8 +37,10 @@ impl GatewayMetrics {
             requests: Family::default(),
             failovers: Family::default(),
             in_flight: Family::default(),
-            ttfb: Histogram::new(exponential_buckets(0.001, 2.5, 14)),
-            total: Histogram::new(exponential_buckets(0.001, 2.5, 16)),
+            // 1 ms to ~930 s: beyond the longest first-byte timeout (a cold load).
+            ttfb: Histogram::new(exponential_buckets(0.001, 2.5, 16)),
+            // 1 ms to ~1.6 h.
+            total: Histogram::new(exponential_buckets(0.001, 2.5, 18)),
         };
         let sub = registry.sub_registry_with_prefix("gateway");
         sub.register(

@@ -216,9 +216,9 @@ fn mixed_cluster_status_route_check_models_plan() {
         .iter()
         .map(|s| s["source"].as_str().unwrap())
         .collect();
-    assert!(sources.contains(&"SOLLOL table"), "{sources:?}");
+    assert!(sources.contains(&"SOLLOL size table"), "{sources:?}");
     assert!(
-        sources.contains(&format!("ollama tags of {AMD}").as_str()),
+        sources.contains(&format!("Ollama /api/tags size of {AMD}").as_str()),
         "{sources:?}"
     );
 

@@ -173,3 +173,28 @@ async fn a_client_that_leaves_cancels_the_upstream_request() {
     .await;
     assert!(gone.is_ok(), "{:?}", h.live.signals().get(&node_id(&a)));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_without_the_model_passes_it_on() {
+    // The preferred node has not pulled it (Ollama's 404); the other has.
+    let a = fake(&[], |b| b);
+    let b = fake(&["llama3.1:8b"], |b| b);
+    let h = pair(&a, &b).await;
+    let r = h.post("/api/generate", GEN).send().await.expect("answer");
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, NODE_HEADER), node_id(&b));
+    let _ = r.bytes().await;
+    assert_eq!(a.stats("/api/generate").received, 1);
+    // Pulled nowhere: Ollama's own 404 comes back.
+    let r = h
+        .post("/api/generate", r#"{"model":"llama3.2:1b","prompt":"hi"}"#)
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(r.status(), 404);
+    let e: serde_json::Value = r.json().await.expect("json");
+    assert!(
+        e["error"].as_str().unwrap_or("").contains("not found"),
+        "{e}"
+    );
+}
