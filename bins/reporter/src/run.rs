@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{debug, info, warn};
 use vramroute_node::{gpu_log_line, ChangeDetector, NodeIdentity, NodeReport, OllamaState};
-use vramroute_ollama::{GpuOffload, OllamaClient};
+use vramroute_ollama::{OffloadVerdict, OllamaClient};
 use vramroute_probe::{GpuDevice, NodeHardware, Prober};
 use vramroute_registry::{keys, redact_url, RedisRegistry, Registry, RegistryConfig};
 
@@ -66,7 +66,7 @@ struct Reporter {
     ollama: Option<OllamaClient>,
     metrics: Arc<Metrics>,
     detector: ChangeDetector,
-    last_offload: Option<GpuOffload>,
+    last_offload: Option<OffloadVerdict>,
     redis_ok: Option<bool>,
     probe_ok: bool,
     registered: Option<(Instant, String)>,
@@ -247,13 +247,13 @@ impl Reporter {
         }
         self.last_offload = Some(ollama.offload);
         match ollama.offload {
-            GpuOffload::Off => warn!(
+            OffloadVerdict::Off => warn!(
                 models = ollama.models.len(),
                 "Ollama runs every loaded model on the CPU (size_vram == 0): publishing GPU offload off; SOLLOL readers will see a CPU-only node, the GPUs stay in detected_gpus"
             ),
-            GpuOffload::On => info!("Ollama offloads to the GPU"),
-            GpuOffload::Idle => info!("Ollama is idle (no model loaded): GPUs reported as probed"),
-            GpuOffload::Unknown => match &ollama.error {
+            OffloadVerdict::On => info!("Ollama offloads to the GPU"),
+            OffloadVerdict::Idle => info!("Ollama is idle (no model loaded): GPUs reported as probed"),
+            OffloadVerdict::Unknown => match &ollama.error {
                 Some(e) => warn!("Ollama not readable, GPUs reported as probed: {e}"),
                 None => debug!("Ollama not asked"),
             },

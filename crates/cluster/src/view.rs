@@ -25,7 +25,7 @@ use vramroute_alloc::ggml_device_of_sollol;
 use vramroute_ollama::{PsResponse, TagsResponse};
 use vramroute_registry::{ClusterView, GpuOffload, GpuStatsRecord, RpcNodeRecord};
 use vramroute_router::{
-    GpuSpec, LoadedModel as RouterModel, NodeSpec, RpcEndpoint, SnapshotConfig,
+    GpuSpec, NodeSpec, ResidentModel as RouterModel, RpcEndpoint, SnapshotConfig,
 };
 
 const BYTES_PER_MIB: u64 = 1_048_576;

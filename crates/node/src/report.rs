@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 
 use serde_json::{json, Value};
 use vramroute_alloc::{GgmlBackend, NodeOffer, ReserveConfig, RpcServerCommand, WorkerKind};
-use vramroute_ollama::{GpuOffload as OllamaOffload, PsResponse};
+use vramroute_ollama::{OffloadVerdict, PsResponse};
 use vramroute_probe::{GpuDevice, MemoryKind, NodeHardware};
 use vramroute_registry::{
     keys, GpuOffload, GpuStat, GpuStatsRecord, LoadedModel, RpcNodeRecord, SCHEMA_VERSION,
@@ -33,9 +33,9 @@ pub struct NodeIdentity {
 #[derive(Debug, Clone, PartialEq)]
 pub struct OllamaState {
     /// The offload verdict.
-    pub offload: OllamaOffload,
+    pub offload: OffloadVerdict,
     /// Models loaded now (empty when unknown).
-    pub models: Vec<vramroute_ollama::LoadedModel>,
+    pub models: Vec<vramroute_ollama::PsModel>,
     /// Why Ollama could not be read, when it could not.
     pub error: Option<String>,
 }
@@ -44,7 +44,7 @@ impl OllamaState {
     /// From the outcome of `GET /api/ps`.
     pub fn from_ps(ps: &vramroute_ollama::Result<PsResponse>) -> Self {
         OllamaState {
-            offload: OllamaOffload::from_ps(ps),
+            offload: OffloadVerdict::from_ps(ps),
             models: ps.as_ref().map(|p| p.models.clone()).unwrap_or_default(),
             error: ps.as_ref().err().map(ToString::to_string),
         }
@@ -53,7 +53,7 @@ impl OllamaState {
     /// Ollama was not asked (`--no-ollama`).
     pub fn not_asked() -> Self {
         OllamaState {
-            offload: OllamaOffload::Unknown,
+            offload: OffloadVerdict::Unknown,
             models: Vec::new(),
             error: None,
         }
@@ -63,21 +63,21 @@ impl OllamaState {
     fn verdict(&self) -> (GpuOffload, String) {
         let n = self.models.len();
         match self.offload {
-            OllamaOffload::On => (
+            OffloadVerdict::On => (
                 GpuOffload::On,
                 format!("Ollama has {n} model(s) loaded, some in VRAM"),
             ),
-            OllamaOffload::Off => (
+            OffloadVerdict::Off => (
                 GpuOffload::Off,
                 format!(
                     "Ollama has {n} model(s) loaded, all with size_vram == 0: GPU offload is off"
                 ),
             ),
-            OllamaOffload::Idle => (
+            OffloadVerdict::Idle => (
                 GpuOffload::Unknown,
                 "Ollama answered with no model loaded; GPUs reported as probed".to_string(),
             ),
-            OllamaOffload::Unknown => match &self.error {
+            OffloadVerdict::Unknown => match &self.error {
                 Some(e) => (
                     GpuOffload::Unknown,
                     format!("Ollama not readable ({e}); GPUs reported as probed"),

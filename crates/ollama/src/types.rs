@@ -19,7 +19,7 @@ pub struct ModelDetails {
 
 /// One loaded model from `GET /api/ps`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct LoadedModel {
+pub struct PsModel {
     /// Model name, e.g. `llama3.1:8b`.
     pub name: String,
     /// Model reference (usually equal to `name`).
@@ -49,7 +49,7 @@ pub struct LoadedModel {
 pub struct PsResponse {
     /// Models loaded right now.
     #[serde(default)]
-    pub models: Vec<LoadedModel>,
+    pub models: Vec<PsModel>,
 }
 
 /// One installed model from `GET /api/tags`.

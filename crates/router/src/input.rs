@@ -70,7 +70,7 @@ impl GpuSpec {
 
 /// A model resident on a node (from Ollama's `/api/ps`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LoadedModel {
+pub struct ResidentModel {
     /// Model name as Ollama reports it (`llama3.1:8b`; a missing tag means `:latest`).
     pub name: String,
     /// Whole model size in MiB; `None` when unknown.
@@ -86,7 +86,7 @@ pub struct LoadedModel {
     pub gpu: Option<u32>,
 }
 
-impl LoadedModel {
+impl ResidentModel {
     /// A model of `size_mib` with `vram_mib` of it in VRAM, GPU unknown.
     pub fn new(name: impl Into<String>, size_mib: u64, vram_mib: u64) -> Self {
         Self::with_sizes(name, Some(size_mib), Some(vram_mib))
@@ -148,7 +148,7 @@ pub struct NodeSpec {
     pub cpu_load_percent: Option<f64>,
     /// Models currently resident.
     #[serde(default)]
-    pub loaded_models: Vec<LoadedModel>,
+    pub loaded_models: Vec<ResidentModel>,
     /// Requests in flight on the node.
     #[serde(default)]
     pub active_requests: u32,

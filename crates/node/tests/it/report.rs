@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use vramroute_alloc::ReserveConfig;
 use vramroute_node::{gpu_log_line, NodeIdentity, NodeReport, OllamaState};
-use vramroute_ollama::{Error as OllamaError, LoadedModel, PsResponse};
+use vramroute_ollama::{Error as OllamaError, PsModel, PsResponse};
 use vramroute_probe::{
     GpuDevice, HostMemory, MemoryKind, NodeHardware, Prober, ProberConfig, Vendor,
 };
@@ -51,7 +51,7 @@ fn ps(models: &[(u64, u64)]) -> vramroute_ollama::Result<PsResponse> {
         models: models
             .iter()
             .enumerate()
-            .map(|(i, &(size, size_vram))| LoadedModel {
+            .map(|(i, &(size, size_vram))| PsModel {
                 name: format!("m{i}:latest"),
                 model: None,
                 size,

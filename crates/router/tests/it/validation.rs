@@ -105,7 +105,7 @@ fn impossible_node_values_make_the_node_invalid_not_the_snapshot() {
         ("gpus[1].index", |n| n.gpus.push(GpuSpec::new(0, 100, None))),
         ("ram_free_mib", |n| n.ram_free_mib = Some(1_000_000)),
         ("loaded_models[0].gpu", |n| {
-            let mut m = vramroute_router::LoadedModel::new("x", 1, 1);
+            let mut m = vramroute_router::ResidentModel::new("x", 1, 1);
             m.gpu = Some(7);
             n.loaded_models.push(m);
         }),
