@@ -88,7 +88,7 @@ pub struct ModelEstimate {
     pub host_mib: u64,
     /// The context length the KV cache was sized for.
     pub context_length: Option<u32>,
-    /// KV cache bytes per token of context, when known (for "smaller --ctx" advice).
+    /// KV cache bytes per token of context, when known (for "smaller context" advice).
     pub kv_bytes_per_token: Option<u64>,
     /// Where the figures came from.
     pub source: EstimateSource,
@@ -300,7 +300,7 @@ pub fn estimate_from_gguf(info: &GgufInfo, ctx: u32) -> Result<ModelEstimate> {
     let missing = |key: &str| Error::MissingMetadata {
         model: name.clone(),
         key: key.to_owned(),
-        hint: "the GGUF header is incomplete; give the size with --size-mb instead".to_owned(),
+        hint: "the GGUF header is incomplete; give the model's size explicitly instead".to_owned(),
     };
     let arch = info
         .architecture()
@@ -427,7 +427,7 @@ pub fn estimate_from_gguf(info: &GgufInfo, ctx: u32) -> Result<ModelEstimate> {
 fn check_ctx(name: &str, ctx: u32) -> Result<()> {
     if ctx == 0 {
         return Err(Error::InvalidInput(format!(
-            "context length 0 for `{name}`: give the --ctx you will run with (e.g. {DEFAULT_CTX})"
+            "context length 0 for `{name}`: give the context length you will run with (e.g. {DEFAULT_CTX})"
         )));
     }
     Ok(())
@@ -474,7 +474,7 @@ pub fn estimate_from_ollama_show(
     if info.block_count == 0 || u64::from(info.block_count) > MAX_LAYERS {
         return Err(missing(
             &format!("{}.block_count", info.architecture),
-            "Ollama's /api/show reported no usable block_count; give the size with --size-mb",
+            "Ollama's /api/show reported no usable block_count; give the model's size explicitly",
         ));
     }
     let mut notes = Vec::new();

@@ -828,7 +828,7 @@ impl<'a> Planner<'a> {
                 let new_ctx = u64::from(ctx).saturating_sub(drop_tokens) / 256 * 256;
                 if new_ctx >= 256 {
                     suggestions.push(format!(
-                        "a smaller context: --ctx {new_ctx} (the KV cache is {} MiB at ctx {ctx})",
+                        "a smaller context: ctx {new_ctx} (the KV cache is {} MiB at ctx {ctx})",
                         self.model.kv_cache_mib
                     ));
                 } else {

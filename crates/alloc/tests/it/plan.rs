@@ -252,7 +252,7 @@ fn does_not_fit_says_by_how_much_and_suggests_ctx() {
     let mut workers = node("a", "10.0.0.1", &[24576], 4096);
     workers.extend(node("b", "10.0.0.2", &[24576], 4096));
     let err = plan(&model, &workers, &PlanOptions::default()).unwrap_err();
-    expect!["model `llama3.1:70b-q4` does not fit: short by 7536 MiB (50240 MiB needed, 42704 MiB usable); what would help: another node with at least 8048 MiB of budget (a GPU of 10060 MiB or more at a 20 % reserve); a smaller context: --ctx 8448 (the KV cache is 10240 MiB at ctx 32768); a smaller quantization: the weights are 40000 MiB; a quant about 7536 MiB smaller would fit"]
+    expect!["model `llama3.1:70b-q4` does not fit: short by 7536 MiB (50240 MiB needed, 42704 MiB usable); what would help: another node with at least 8048 MiB of budget (a GPU of 10060 MiB or more at a 20 % reserve); a smaller context: ctx 8448 (the KV cache is 10240 MiB at ctx 32768); a smaller quantization: the weights are 40000 MiB; a quant about 7536 MiB smaller would fit"]
         .assert_eq(&err.to_string());
     // The suggested context does fit (KV shrinks per layer).
     let per_token_per_layer = 327_680.0 / 80.0;
