@@ -66,11 +66,9 @@ impl Settings {
             reason = "validated: positive and at most a week"
         )]
         let stale_after_ms = (self.config.stale_after_s() * 1000.0) as u64;
-        SnapshotConfig {
-            stale_after_ms: stale_after_ms.max(1),
-            vram_safety_margin: self.config.vram_safety_margin(),
-            ..SnapshotConfig::default()
-        }
+        SnapshotConfig::default()
+            .with_stale_after_ms(stale_after_ms.max(1))
+            .with_vram_safety_margin(self.config.vram_safety_margin())
     }
 
     /// The cluster layer's settings from the config.

@@ -393,14 +393,8 @@ impl StatusView {
                     _ => cluster.rpc_nodes.iter().find(|e| e.host == host_of(id)),
                 };
                 let rpc = match (&r.rpc_host, r.rpc_port) {
-                    (Some(h), Some(p)) => Some(RpcEndpoint {
-                        host: h.clone(),
-                        port: p,
-                    }),
-                    _ => registration.map(|e| RpcEndpoint {
-                        host: e.host.clone(),
-                        port: e.port,
-                    }),
+                    (Some(h), Some(p)) => Some(RpcEndpoint::new(h.clone(), p)),
+                    _ => registration.map(|e| RpcEndpoint::new(e.host.clone(), e.port)),
                 };
                 NodeView {
                     id: id.clone(),

@@ -65,7 +65,10 @@ fn gguf_estimate_rejects_zero_ctx() {
     let info = GgufInfo::from_path(data("tiny-llama.gguf")).unwrap();
     let err = estimate_from_gguf(&info, 0).unwrap_err();
     assert!(matches!(err, Error::InvalidInput(_)));
-    assert!(err.to_string().contains("context length you will run with"), "{err}");
+    assert!(
+        err.to_string().contains("context length you will run with"),
+        "{err}"
+    );
     assert!(!err.to_string().contains("--"), "names a CLI flag: {err}");
 }
 

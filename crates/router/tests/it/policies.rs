@@ -100,9 +100,10 @@ fn parse_and_serde() {
         .expect("partial");
     assert_eq!(
         p,
-        Policy::Sollol(SollolParams {
-            gpu_task_on_cpu_multiplier: 0.1,
-            ..SollolParams::default()
+        Policy::Sollol({
+            let mut v = SollolParams::default();
+            v.gpu_task_on_cpu_multiplier = 0.1;
+            v
         })
     );
     // Round trip.

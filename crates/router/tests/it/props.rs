@@ -259,6 +259,7 @@ proptest! {
                     prop_assert!(r.allow_cpu);
                     prop_assert_eq!(d.target, Target::Cpu);
                 }
+                other => prop_assert!(false, "a fit kind this property does not know: {:?}", other),
             }
         }
     }

@@ -294,13 +294,11 @@ fn apply(router: &Router, op: &Op, held: &mut Vec<Reservation>) {
 }
 
 fn params() -> [SollolParams; 2] {
-    [
-        SollolParams::default(),
-        SollolParams {
-            skip_penalties_when_overwhelmed: false,
-            ..SollolParams::default()
-        },
-    ]
+    [SollolParams::default(), {
+        let mut v = SollolParams::default();
+        v.skip_penalties_when_overwhelmed = false;
+        v
+    }]
 }
 
 proptest! {

@@ -328,9 +328,10 @@ fn affinity_multiplies_preferred_nodes() {
 
 #[test]
 fn every_constant_is_configurable() {
-    let params = SollolParams {
-        excellent_multiplier: 0.5,
-        ..SollolParams::default()
+    let params = {
+        let mut v = SollolParams::default();
+        v.excellent_multiplier = 0.5;
+        v
     };
     let s = snap(vec![
         neutral("big", &[(24_576, 20_000)]),
@@ -344,9 +345,10 @@ fn every_constant_is_configurable() {
         chosen(&s, &Policy::Sollol(params), &Request::new("m", 2_500)).as_deref(),
         Some("mid")
     );
-    let params = SollolParams {
-        overwhelmed_below_mib: 4_000,
-        ..SollolParams::default()
+    let params = {
+        let mut v = SollolParams::default();
+        v.overwhelmed_below_mib = 4_000;
+        v
     };
     let e = s.explain(&Policy::Sollol(params), &Request::new("m", 2_500));
     assert_close(score_of(&e, "mid"), 90.0, "moved threshold");
