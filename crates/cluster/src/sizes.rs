@@ -4,8 +4,12 @@
 //! gave (an explicit size, a GGUF header), to alloc's [`ModelSizer`], whose order is the
 //! one order every command uses:
 //!
-//! 1. an explicit size, 2. the GGUF header, 3. Ollama `/api/show` (plans only: it costs a
-//! request), 4. Ollama `/api/tags` file size, 5. SOLLOL's table, 6. a loaded copy's size.
+//! 1. an explicit size,
+//! 2. the GGUF header,
+//! 3. Ollama `/api/show` (plans only: it costs a request),
+//! 4. Ollama `/api/tags` file size,
+//! 5. SOLLOL's table,
+//! 6. a loaded copy's size.
 //!
 //! Never guessed: a model no source knows is [`Error::UnknownModel`].
 
