@@ -74,12 +74,10 @@ struct Reporter {
 
 impl Reporter {
     fn new(settings: Settings) -> anyhow::Result<Self> {
-        let config = RegistryConfig {
-            stats_ttl: settings.stats_ttl,
-            registration_ttl: settings.registration_ttl,
-            reconnect_max_delay: settings.interval.max(Duration::from_millis(500)),
-            ..RegistryConfig::default()
-        };
+        let mut config = RegistryConfig::default();
+        config.stats_ttl = settings.stats_ttl;
+        config.registration_ttl = settings.registration_ttl;
+        config.reconnect_max_delay = settings.interval.max(Duration::from_millis(500));
         let registry = RedisRegistry::new_lazy(&settings.redis_url, config)?;
         let ollama = settings
             .ollama_url

@@ -655,19 +655,13 @@ mod tests {
         let cpu = decode_stats("10.1.2.4:11434", CPU_ONLY.as_bytes(), &limits)
             .expect("SOLLOL's CPU-only record parses");
         let rpc = decode_rpc(RPC.as_bytes(), &limits).expect("SOLLOL's registration parses");
-        ClusterView {
-            stats: vec![
-                ("10.1.2.3:11434".to_owned(), nv.into()),
-                ("10.1.2.4:11434".to_owned(), cpu.into()),
-            ],
-            rpc_nodes: vec![RpcNodeEntry {
-                host: "10.1.2.3".to_owned(),
-                port: 50052,
-                record: rpc.into(),
-            }],
-            metadata: None,
-            skipped: Vec::new(),
-        }
+        let mut view = ClusterView::default();
+        view.stats = vec![
+            ("10.1.2.3:11434".to_owned(), nv.into()),
+            ("10.1.2.4:11434".to_owned(), cpu.into()),
+        ];
+        view.rpc_nodes = vec![RpcNodeEntry::new("10.1.2.3", 50052, rpc.into())];
+        view
     }
 
     #[test]
