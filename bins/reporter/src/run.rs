@@ -220,10 +220,7 @@ impl Reporter {
 
     /// The full report, with host memory and Ollama's state (only when publishing).
     async fn report(&mut self, gpus: Vec<GpuDevice>) -> anyhow::Result<NodeReport> {
-        let hardware = NodeHardware {
-            gpus,
-            host: self.prober.probe_host()?,
-        };
+        let hardware = NodeHardware::new(gpus, self.prober.probe_host()?);
         let ollama = match &self.ollama {
             Some(client) => OllamaState::from_ps(&client.ps().await),
             None => OllamaState::not_asked(),

@@ -36,12 +36,14 @@ impl GgmlBackend {
     ];
 
     /// The backend a vendor's GPUs are normally driven with: NVIDIA → CUDA, AMD → HIP,
-    /// Intel → SYCL.
+    /// Intel → SYCL; any other vendor → Vulkan.
     pub fn for_vendor(vendor: Vendor) -> Self {
         match vendor {
             Vendor::Nvidia => GgmlBackend::Cuda,
             Vendor::Amd => GgmlBackend::Hip,
             Vendor::Intel => GgmlBackend::Sycl,
+            // A vendor this crate does not know yet: Vulkan drives any GPU.
+            _ => GgmlBackend::Vulkan,
         }
     }
 

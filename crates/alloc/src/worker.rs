@@ -84,6 +84,8 @@ pub fn sollol_device_name(vendor: Vendor, index: u32) -> String {
         Vendor::Nvidia => "cuda",
         Vendor::Amd => "rocm",
         Vendor::Intel => "sycl",
+        // A vendor this crate does not know yet: Vulkan, as `GgmlBackend::for_vendor`.
+        _ => "vulkan",
     };
     format!("{stack}:{index}")
 }
