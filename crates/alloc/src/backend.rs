@@ -12,6 +12,7 @@ use crate::error::Error;
 /// which GPUs the binary sees and what their device names are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum GgmlBackend {
     /// CUDA build (NVIDIA): devices `CUDA0`, `CUDA1`, ...
     Cuda,

@@ -66,6 +66,7 @@ impl fmt::Display for EstimateSource {
 
 /// A model's memory need. All sizes MiB, rounded up.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
 pub struct ModelEstimate {
     /// The model's name.
     pub name: String,
@@ -186,6 +187,7 @@ impl fmt::Display for ModelEstimate {
 /// `model_info` (`general.architecture`, `<arch>.block_count`, ...), plus the file size
 /// from `GET /api/tags`. The caller does the HTTP; this crate only does arithmetic.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct OllamaShowInfo {
     /// `general.architecture`.
     pub architecture: String,
@@ -211,8 +213,21 @@ pub struct OllamaShowInfo {
     pub size_bytes: Option<u64>,
 }
 
+impl OllamaShowInfo {
+    /// A model of `architecture` with `block_count` layers; every other number unknown
+    /// (0 or `None`) until set.
+    pub fn new(architecture: impl Into<String>, block_count: u32) -> Self {
+        Self {
+            architecture: architecture.into(),
+            block_count,
+            ..Self::default()
+        }
+    }
+}
+
 /// One model as `GET /api/tags` lists it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct OllamaTagsInfo {
     /// `name` (`llama3.1:8b`).
     pub name: String,
@@ -220,8 +235,19 @@ pub struct OllamaTagsInfo {
     pub size_bytes: u64,
 }
 
+impl OllamaTagsInfo {
+    /// The `/api/tags` entry of `name`, a file of `size_bytes`.
+    pub fn new(name: impl Into<String>, size_bytes: u64) -> Self {
+        Self {
+            name: name.into(),
+            size_bytes,
+        }
+    }
+}
+
 /// One row of SOLLOL's size table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct SollolTableEntry {
     /// Normalised name (`name:tag`).
     pub name: &'static str,
