@@ -22,13 +22,7 @@ fn prober(tree: &str) -> Prober {
 }
 
 fn bench(c: &mut Criterion) {
-    let id = NodeIdentity {
-        node_id: "10.0.0.1:11434".into(),
-        advertise_ip: "10.0.0.1".into(),
-        rpc_port: 50052,
-        ollama_url: None,
-        hostname: None,
-    };
+    let id = NodeIdentity::new("10.0.0.1:11434", "10.0.0.1", 50052);
     let host = HostMemory::new(64000, 51200, 16);
     let mut group = c.benchmark_group("probe_tick");
     for tree in ["amd-two-cards", "intel-xe", "empty"] {

@@ -119,16 +119,16 @@ impl Embedded {
     pub(crate) async fn refresh(&self) -> anyhow::Result<()> {
         let hardware = self.prober.probe().context("cannot probe this machine")?;
         let ollama = OllamaState::from_ps(&self.ollama.ps().await);
-        let identity = NodeIdentity {
-            node_id: EMBEDDED_NODE_ID.to_owned(),
-            advertise_ip: "127.0.0.1".to_owned(),
-            rpc_port: vramroute_registry::DEFAULT_RPC_PORT,
-            ollama_url: Some(self.ollama.base_url().to_owned()),
-            hostname: std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .ok()
-                .map(|h| h.trim().to_owned())
-                .filter(|h| !h.is_empty()),
-        };
+        let mut identity = NodeIdentity::new(
+            EMBEDDED_NODE_ID,
+            "127.0.0.1",
+            vramroute_registry::DEFAULT_RPC_PORT,
+        );
+        identity.ollama_url = Some(self.ollama.base_url().to_owned());
+        identity.hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .map(|h| h.trim().to_owned())
+            .filter(|h| !h.is_empty());
         let report = NodeReport::new(
             hardware,
             &ReserveConfig::default(),

@@ -84,13 +84,13 @@ impl Reporter {
             .as_deref()
             .map(|u| OllamaClient::new(u, OLLAMA_TIMEOUT))
             .transpose()?;
-        let identity = NodeIdentity {
-            node_id: settings.node_id.clone(),
-            advertise_ip: settings.advertise_ip.to_string(),
-            rpc_port: settings.rpc_port,
-            ollama_url: settings.ollama_url.clone(),
-            hostname: hostname(),
-        };
+        let mut identity = NodeIdentity::new(
+            settings.node_id.clone(),
+            settings.advertise_ip.to_string(),
+            settings.rpc_port,
+        );
+        identity.ollama_url = settings.ollama_url.clone();
+        identity.hostname = hostname();
         Ok(Reporter {
             prober: settings.hardware.prober(),
             detector: ChangeDetector::new(settings.change_threshold_mib),

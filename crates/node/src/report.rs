@@ -16,6 +16,7 @@ const BYTES_PER_MIB: u64 = 1_048_576;
 
 /// How this node names itself in the registry.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct NodeIdentity {
     /// Stats key suffix: `sollol:gpu:{node_id}`, normally `{advertise_ip}:11434`.
     pub node_id: String,
@@ -29,8 +30,23 @@ pub struct NodeIdentity {
     pub hostname: Option<String>,
 }
 
+impl NodeIdentity {
+    /// Node `node_id` (SOLLOL's `"{ip}:{ollama_port}"`) advertising its rpc-server at
+    /// `advertise_ip:rpc_port`; no Ollama URL, no host name.
+    pub fn new(node_id: impl Into<String>, advertise_ip: impl Into<String>, rpc_port: u16) -> Self {
+        Self {
+            node_id: node_id.into(),
+            advertise_ip: advertise_ip.into(),
+            rpc_port,
+            ollama_url: None,
+            hostname: None,
+        }
+    }
+}
+
 /// What the node's Ollama said in `GET /api/ps`.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct OllamaState {
     /// The offload verdict.
     pub offload: OffloadVerdict,
@@ -93,6 +109,7 @@ impl OllamaState {
 
 /// One probe of the node with its offer and Ollama state.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct NodeReport {
     /// What the probe saw.
     pub hardware: NodeHardware,

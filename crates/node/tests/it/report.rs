@@ -27,13 +27,10 @@ fn host() -> HostMemory {
 }
 
 fn id() -> NodeIdentity {
-    NodeIdentity {
-        node_id: "10.9.66.90:11434".into(),
-        advertise_ip: "10.9.66.90".into(),
-        rpc_port: 50052,
-        ollama_url: Some("http://127.0.0.1:11434".into()),
-        hostname: Some("gpu-box".into()),
-    }
+    let mut node_identity = NodeIdentity::new("10.9.66.90:11434", "10.9.66.90", 50052);
+    node_identity.ollama_url = Some("http://127.0.0.1:11434".into());
+    node_identity.hostname = Some("gpu-box".into());
+    node_identity
 }
 
 fn report(gpus: Vec<GpuDevice>, ollama: OllamaState) -> NodeReport {
@@ -42,22 +39,13 @@ fn report(gpus: Vec<GpuDevice>, ollama: OllamaState) -> NodeReport {
 }
 
 fn ps(models: &[(u64, u64)]) -> vramroute_ollama::Result<PsResponse> {
-    Ok(PsResponse {
-        models: models
+    Ok(PsResponse::new(
+        models
             .iter()
             .enumerate()
-            .map(|(i, &(size, size_vram))| PsModel {
-                name: format!("m{i}:latest"),
-                model: None,
-                size,
-                size_vram,
-                digest: None,
-                details: None,
-                expires_at: None,
-                context_length: None,
-            })
+            .map(|(i, &(size, size_vram))| PsModel::new(format!("m{i}:latest"), size, size_vram))
             .collect(),
-    })
+    ))
 }
 
 #[test]

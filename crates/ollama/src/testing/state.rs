@@ -13,6 +13,7 @@ use crate::{ModelDetails, PsModel};
 
 /// How the server answers on every endpoint but `/` and `/api/version`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Behaviour {
     /// Real answers.
     Normal,
@@ -83,6 +84,7 @@ impl Default for Knobs {
 
 /// An installed model of the fake server.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct FakeModel {
     /// Name, e.g. `llama3.1:8b`. A request for a name without a tag also finds
     /// `name:latest`, as in Ollama.
