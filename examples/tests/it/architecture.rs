@@ -534,3 +534,104 @@ fn redis_key_text_lives_only_in_the_registry() {
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
+
+/// The long flags (`--size-mb`) the binaries' clap definitions declare: `#[arg(long)]` on
+/// a field `size_mb` or `#[arg(long = "size-mb")]`.
+fn binary_flags(root: &Path) -> Vec<String> {
+    let mut files = Vec::new();
+    rust_files(&root.join("bins"), &mut files);
+    let mut flags = Vec::new();
+    for file in &files {
+        let src = read(file);
+        let lines: Vec<&str> = src.lines().collect();
+        for (i, line) in lines.iter().enumerate() {
+            let Some(at) = line.find("#[arg(") else {
+                continue;
+            };
+            let attr = &line[at..];
+            if let Some(named) = attr.split("long = \"").nth(1) {
+                flags.push(format!("--{}", named.split('"').next().unwrap_or_default()));
+                continue;
+            }
+            if !attr.contains("long") {
+                continue;
+            }
+            let field = lines[i + 1..].iter().take(6).find_map(|l| {
+                let l = l
+                    .trim()
+                    .trim_start_matches("pub(crate) ")
+                    .trim_start_matches("pub ");
+                let (name, _) = l.split_once(':')?;
+                (!name.is_empty() && name.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
+                    .then(|| name.to_owned())
+            });
+            if let Some(name) = field {
+                flags.push(format!("--{}", name.replace('_', "-")));
+            }
+        }
+    }
+    flags.sort();
+    flags.dedup();
+    flags
+}
+
+/// `--word-word` tokens of a text.
+fn flag_tokens(text: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("--") {
+        let tail = &rest[at..];
+        let end = tail[2..]
+            .find(|c: char| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'))
+            .map_or(tail.len(), |e| e + 2);
+        if end > 2 {
+            out.push(&tail[..end]);
+        }
+        rest = &tail[end.max(2)..];
+    }
+    out
+}
+
+#[test]
+fn flag_scanner_reads_clap_fields_and_tokens() {
+    assert_eq!(
+        flag_tokens("give it with --size-mb N or --gguf FILE; -- alone, ---x"),
+        ["--size-mb", "--gguf", "---x"]
+    );
+    let flags = binary_flags(&root());
+    for expected in ["--size-mb", "--redis-url", "--sysfs-root", "--gguf"] {
+        assert!(
+            flags.iter().any(|f| f == expected),
+            "{expected} not in {flags:?}"
+        );
+    }
+}
+
+#[test]
+fn library_text_names_no_binary_flag() {
+    let root = root();
+    let flags = binary_flags(&root);
+    let mut files = Vec::new();
+    rust_files(&root.join("crates"), &mut files);
+    let mut problems = Vec::new();
+    for file in &files {
+        let rel = file.strip_prefix(&root).expect("under the root");
+        let rel = rel.to_string_lossy().replace('\\', "/");
+        if !rel.contains("/src/") {
+            continue;
+        }
+        for (line, lit) in string_literals(&read(file)) {
+            for token in flag_tokens(&lit) {
+                if flags.iter().any(|f| f == token) {
+                    problems.push(format!("{rel}:{line}: {token} in {lit:?}"));
+                }
+            }
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "library text names a flag of the binaries (say what to give, not how; the \
+         binaries add their own hints):\n{}",
+        problems.join("\n")
+    );
+}
