@@ -635,3 +635,64 @@ fn library_text_names_no_binary_flag() {
         problems.join("\n")
     );
 }
+
+/// `pub struct` / `pub enum` / `pub trait` / `pub type` names declared in `src`.
+fn public_type_names(src: &str) -> Vec<String> {
+    src.lines()
+        .filter_map(|l| {
+            let l = l.trim_start();
+            ["pub struct ", "pub enum ", "pub trait ", "pub type "]
+                .iter()
+                .find_map(|p| l.strip_prefix(p))
+                .map(|rest| {
+                    rest.chars()
+                        .take_while(|c| c.is_alphanumeric() || *c == '_')
+                        .collect()
+                })
+        })
+        .collect()
+}
+
+#[test]
+fn public_type_names_are_unique_across_library_crates() {
+    assert_eq!(
+        public_type_names(
+            "pub struct A {\n  pub enum B<T> {\npub(crate) struct C;\n pub type D = u8;"
+        ),
+        ["A", "B", "D"]
+    );
+    let root = root();
+    let mut owners: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for dir in fs::read_dir(root.join("crates"))
+        .expect("crates/")
+        .flatten()
+    {
+        let krate = dir.file_name().to_string_lossy().into_owned();
+        let mut files = Vec::new();
+        rust_files(&dir.path().join("src"), &mut files);
+        for file in &files {
+            for name in public_type_names(&read(file)) {
+                // Each crate's own `Error` and `Result` are the convention, named by path.
+                if name != "Error" && name != "Result" {
+                    owners.entry(name).or_default().push(krate.clone());
+                }
+            }
+        }
+    }
+    assert!(
+        owners.len() > 50,
+        "found only {} public types",
+        owners.len()
+    );
+    let clashes: Vec<String> = owners
+        .iter()
+        .filter(|(_, crates)| crates.len() > 1)
+        .map(|(name, crates)| format!("{name}: {}", crates.join(", ")))
+        .collect();
+    assert!(
+        clashes.is_empty(),
+        "public type names declared more than once (an embedder imports several crates; \
+         give each type its own name):\n{}",
+        clashes.join("\n")
+    );
+}
