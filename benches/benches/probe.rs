@@ -22,29 +22,15 @@ fn prober(tree: &str) -> Prober {
 }
 
 fn bench(c: &mut Criterion) {
-    let id = NodeIdentity {
-        node_id: "10.0.0.1:11434".into(),
-        advertise_ip: "10.0.0.1".into(),
-        rpc_port: 50052,
-        ollama_url: None,
-        hostname: None,
-    };
-    let host = HostMemory {
-        total_ram_mib: 64000,
-        available_ram_mib: 51200,
-        cpu_count: 16,
-        cgroup_limit_mib: None,
-    };
+    let id = NodeIdentity::new("10.0.0.1:11434", "10.0.0.1", 50052);
+    let host = HostMemory::new(64000, 51200, 16);
     let mut group = c.benchmark_group("probe_tick");
     for tree in ["amd-two-cards", "intel-xe", "empty"] {
         let p = prober(tree);
         group.bench_function(tree, |b| {
             b.iter(|| {
                 let gpus = p.probe_gpus().expect("fixture readable");
-                let hw = NodeHardware {
-                    gpus,
-                    host: host.clone(),
-                };
+                let hw = NodeHardware::new(gpus, host.clone());
                 let report = NodeReport::new(
                     hw,
                     &ReserveConfig::default(),

@@ -75,10 +75,9 @@ async fn republish(reg: &RedisRegistry, next: &mut usize, nodes: usize) {
 }
 
 fn config() -> RegistryConfig {
-    RegistryConfig {
-        command_timeout: Duration::from_secs(10),
-        ..RegistryConfig::default()
-    }
+    let mut config = RegistryConfig::default();
+    config.command_timeout = Duration::from_secs(10);
+    config
 }
 
 /// A fresh dataset of `nodes` nodes on `server`, and a registry that has read it once.

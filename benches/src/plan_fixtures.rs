@@ -19,26 +19,30 @@ pub fn synthetic_workers(workers: usize, seed: u64) -> Vec<ClusterWorker> {
         let host = format!("10.1.{}.{}", node / 250, node % 250 + 1);
         let ram_mib = 16_384 + 16_384 * next(4);
         let vram_mib = 8_192 + 4_096 * next(5);
-        out.push(ClusterWorker {
-            node_id: node_id.clone(),
-            host: host.clone(),
-            rpc_port: 50052,
-            kind: WorkerKind::Cpu,
-            device_name: "CPU".to_owned(),
-            budget_mib: ram_mib * 4 / 5,
-            free_mib: Some(ram_mib / 2),
-            local: false,
+        out.push({
+            let mut cluster_worker = ClusterWorker::new(
+                node_id.clone(),
+                host.clone(),
+                50052,
+                WorkerKind::Cpu,
+                "CPU",
+                ram_mib * 4 / 5,
+            );
+            cluster_worker.free_mib = Some(ram_mib / 2);
+            cluster_worker
         });
         if out.len() < workers {
-            out.push(ClusterWorker {
-                node_id,
-                host,
-                rpc_port: 50052,
-                kind: WorkerKind::Gpu,
-                device_name: "CUDA0".to_owned(),
-                budget_mib: vram_mib * 4 / 5,
-                free_mib: Some(vram_mib - 300 - 100 * next(20)),
-                local: false,
+            out.push({
+                let mut cluster_worker = ClusterWorker::new(
+                    node_id,
+                    host,
+                    50052,
+                    WorkerKind::Gpu,
+                    "CUDA0",
+                    vram_mib * 4 / 5,
+                );
+                cluster_worker.free_mib = Some(vram_mib - 300 - 100 * next(20));
+                cluster_worker
             });
         }
         node += 1;

@@ -22,59 +22,54 @@ pub fn rpc_host(i: usize) -> String {
 
 /// A stats record for node `i`: two GPUs with UUID and PCI bus id, one loaded model.
 pub fn stats_record(i: usize) -> GpuStatsRecord {
-    let gpu = |index: u32| GpuStat {
-        index,
-        name: "NVIDIA GeForce RTX 3090".to_owned(),
-        memory_total_mb: Some(24_576),
-        memory_free_mb: Some(18_000 - (i as u64 % 1000)),
-        memory_used_mb: Some(6_576 + (i as u64 % 1000)),
-        utilization_percent: Some((i % 100) as u32),
-        temperature_c: Some(40 + (i % 40) as i32),
-        uuid: Some(format!("GPU-{i:08x}-{index:04x}-4a5b-8c9d-0123456789ab")),
-        pci_bus_id: Some(format!("00000000:{:02x}:00.0", index + 1)),
-        power_w: Some(215.5),
-        memory_kind: Some("dedicated".to_owned()),
-        driver: Some("nvidia".to_owned()),
-        ggml_device: Some(format!("CUDA{index}")),
+    let gpu = |index: u32| {
+        let mut gpu_stat = GpuStat::new(index, "NVIDIA GeForce RTX 3090");
+        gpu_stat.memory_total_mb = Some(24_576);
+        gpu_stat.memory_free_mb = Some(18_000 - (i as u64 % 1000));
+        gpu_stat.memory_used_mb = Some(6_576 + (i as u64 % 1000));
+        gpu_stat.utilization_percent = Some((i % 100) as u32);
+        gpu_stat.temperature_c = Some(40 + (i % 40) as i32);
+        gpu_stat.uuid = Some(format!("GPU-{i:08x}-{index:04x}-4a5b-8c9d-0123456789ab"));
+        gpu_stat.pci_bus_id = Some(format!("00000000:{:02x}:00.0", index + 1));
+        gpu_stat.power_w = Some(215.5);
+        gpu_stat.memory_kind = Some("dedicated".to_owned());
+        gpu_stat.driver = Some("nvidia".to_owned());
+        gpu_stat.ggml_device = Some(format!("CUDA{index}"));
+        gpu_stat
     };
-    GpuStatsRecord {
-        vendor: "nvidia".to_owned(),
-        gpus: vec![gpu(0), gpu(1)],
-        timestamp: 1_795_441_356.326_933_9 + i as f64,
-        node_id: node_id(i),
-        schema_version: Some(SCHEMA_VERSION),
-        reporter_version: Some("0.1.0".to_owned()),
-        hostname: Some(format!("gpu-node-{i}")),
-        gpu_offload: Some(GpuOffload::On),
-        loaded_models: Some(vec![LoadedModel {
-            name: "llama3.1:8b".to_owned(),
-            size_mb: Some(4_700),
-            size_vram_mb: Some(4_700),
-        }]),
-        cpu_ram_total_mb: Some(64_000),
-        cpu_ram_free_mb: Some(40_000),
-        cpu_count: Some(16),
-        cpu_load_percent: Some(12.5),
-        ollama_url: Some(format!("http://{}:11434", rpc_host(i))),
-        ..GpuStatsRecord::default()
-    }
+    let mut r = GpuStatsRecord::new(node_id(i), "nvidia", 1_795_441_356.326_933_9 + i as f64);
+    r.gpus = vec![gpu(0), gpu(1)];
+    r.schema_version = Some(SCHEMA_VERSION);
+    r.reporter_version = Some("0.1.0".to_owned());
+    r.hostname = Some(format!("gpu-node-{i}"));
+    r.gpu_offload = Some(GpuOffload::On);
+    r.loaded_models = Some(vec![LoadedModel::new(
+        "llama3.1:8b",
+        Some(4_700),
+        Some(4_700),
+    )]);
+    r.cpu_ram_total_mb = Some(64_000);
+    r.cpu_ram_free_mb = Some(40_000);
+    r.cpu_count = Some(16);
+    r.cpu_load_percent = Some(12.5);
+    r.ollama_url = Some(format!("http://{}:11434", rpc_host(i)));
+    r
 }
 
 /// The registration of node `i` (two GPUs, 20 % reserve).
 pub fn rpc_record(i: usize) -> RpcNodeRecord {
-    RpcNodeRecord {
-        has_gpu: true,
-        gpu_devices: vec!["cuda:0".to_owned(), "cuda:1".to_owned()],
-        gpu_vram_mb: vec![19_660, 19_660],
-        gpu_names: vec!["NVIDIA GeForce RTX 3090".to_owned(); 2],
-        cpu_ram_mb: 51_200,
-        device_config: "cpu,cuda:0,cuda:1".to_owned(),
-        memory_config: "51200,19660,19660".to_owned(),
-        total_parallel_workers: 3,
-        schema_version: Some(SCHEMA_VERSION),
-        reporter_version: Some("0.1.0".to_owned()),
-        hostname: Some(format!("gpu-node-{i}")),
-        ggml_devices: Some(vec!["CUDA0".to_owned(), "CUDA1".to_owned()]),
-        ..RpcNodeRecord::default()
-    }
+    let mut r = RpcNodeRecord::default();
+    r.has_gpu = true;
+    r.gpu_devices = vec!["cuda:0".to_owned(), "cuda:1".to_owned()];
+    r.gpu_vram_mb = vec![19_660, 19_660];
+    r.gpu_names = vec!["NVIDIA GeForce RTX 3090".to_owned(); 2];
+    r.cpu_ram_mb = 51_200;
+    r.device_config = "cpu,cuda:0,cuda:1".to_owned();
+    r.memory_config = "51200,19660,19660".to_owned();
+    r.total_parallel_workers = 3;
+    r.schema_version = Some(SCHEMA_VERSION);
+    r.reporter_version = Some("0.1.0".to_owned());
+    r.hostname = Some(format!("gpu-node-{i}"));
+    r.ggml_devices = Some(vec!["CUDA0".to_owned(), "CUDA1".to_owned()]);
+    r
 }

@@ -3,7 +3,7 @@
 //! No `rand`: a 64-bit linear congruential generator (Knuth's MMIX constants), so every
 //! run and every machine benchmarks the same cluster.
 
-use vramroute_router::{GpuSpec, LoadedModel, NodeSpec};
+use vramroute_router::{GpuSpec, NodeSpec, ResidentModel};
 
 /// Knuth's MMIX LCG; the high bits are used.
 #[derive(Clone, Debug)]
@@ -76,7 +76,7 @@ pub fn synthetic_cluster(nodes: usize, seed: u64) -> Vec<NodeSpec> {
             for _ in 0..rng.below(4) {
                 let (name, size) = MODELS[rng.below(MODELS.len() as u32) as usize];
                 let on_gpu = gpu_count > 0 && rng.below(4) != 0;
-                let mut m = LoadedModel::new(name, size, if on_gpu { size } else { 0 });
+                let mut m = ResidentModel::new(name, size, if on_gpu { size } else { 0 });
                 if on_gpu {
                     m.gpu = Some(rng.below(gpu_count));
                 }

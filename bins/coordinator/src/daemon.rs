@@ -63,10 +63,8 @@ pub(crate) fn run(settings: Settings, args: &DaemonArgs) -> anyhow::Result<()> {
         None
     };
     runtime.block_on(async move {
-        let config = RegistryConfig {
-            poll_interval: Duration::from_secs(2),
-            ..RegistryConfig::default()
-        };
+        let mut config = RegistryConfig::default();
+        config.poll_interval = Duration::from_secs(2);
         let backend = Backend::open(&settings, config).await?;
         let source = Arc::new(Source::new(backend, &settings));
         let mut metrics = Metrics::new();

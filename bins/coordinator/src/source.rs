@@ -66,11 +66,9 @@ impl Settings {
             reason = "validated: positive and at most a week"
         )]
         let stale_after_ms = (self.config.stale_after_s() * 1000.0) as u64;
-        SnapshotConfig {
-            stale_after_ms: stale_after_ms.max(1),
-            vram_safety_margin: self.config.vram_safety_margin(),
-            ..SnapshotConfig::default()
-        }
+        SnapshotConfig::default()
+            .with_stale_after_ms(stale_after_ms.max(1))
+            .with_vram_safety_margin(self.config.vram_safety_margin())
     }
 
     /// The cluster layer's settings from the config.
@@ -125,16 +123,16 @@ impl Embedded {
     pub(crate) async fn refresh(&self) -> anyhow::Result<()> {
         let hardware = self.prober.probe().context("cannot probe this machine")?;
         let ollama = OllamaState::from_ps(&self.ollama.ps().await);
-        let identity = NodeIdentity {
-            node_id: EMBEDDED_NODE_ID.to_owned(),
-            advertise_ip: "127.0.0.1".to_owned(),
-            rpc_port: vramroute_registry::DEFAULT_RPC_PORT,
-            ollama_url: Some(self.ollama.base_url().to_owned()),
-            hostname: std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .ok()
-                .map(|h| h.trim().to_owned())
-                .filter(|h| !h.is_empty()),
-        };
+        let mut identity = NodeIdentity::new(
+            EMBEDDED_NODE_ID,
+            "127.0.0.1",
+            vramroute_registry::DEFAULT_RPC_PORT,
+        );
+        identity.ollama_url = Some(self.ollama.base_url().to_owned());
+        identity.hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .map(|h| h.trim().to_owned())
+            .filter(|h| !h.is_empty());
         let report = NodeReport::new(
             hardware,
             &ReserveConfig::default(),

@@ -207,21 +207,16 @@ mod tests {
     use vramroute_probe::{MemoryKind, Vendor};
 
     fn gpu(free: Option<u64>) -> GpuDevice {
-        GpuDevice {
-            vendor: Vendor::Amd,
-            index: 0,
-            name: "AMD Radeon RX 7900 XTX".into(),
-            uuid: Some("abc".into()),
-            pci_bus_id: Some("0000:03:00.0".into()),
-            memory_total_mib: Some(24560),
-            memory_used_mib: free.map(|f| 24560 - f),
-            memory_free_mib: free,
-            utilization_percent: Some(7),
-            temperature_celsius: Some(45.0),
-            power_watts: None,
-            memory_kind: MemoryKind::Dedicated,
-            driver: "amdgpu".into(),
-        }
+        let mut gpu_device = GpuDevice::new(Vendor::Amd, 0, "AMD Radeon RX 7900 XTX", "amdgpu");
+        gpu_device.uuid = Some("abc".into());
+        gpu_device.pci_bus_id = Some("0000:03:00.0".into());
+        gpu_device.memory_total_mib = Some(24560);
+        gpu_device.memory_used_mib = free.map(|f| 24560 - f);
+        gpu_device.memory_free_mib = free;
+        gpu_device.utilization_percent = Some(7);
+        gpu_device.temperature_celsius = Some(45.0);
+        gpu_device.memory_kind = MemoryKind::Dedicated;
+        gpu_device
     }
 
     #[test]

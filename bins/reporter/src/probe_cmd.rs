@@ -17,13 +17,12 @@ pub(crate) fn run(args: &ProbeArgs) -> anyhow::Result<()> {
     let redis_url = std::env::var(vramroute_registry::REDIS_URL_ENV)
         .unwrap_or_else(|_| DEFAULT_REDIS_URL.into());
     let ip = route_source_ip(&redis_url);
-    let identity = NodeIdentity {
-        node_id: format!("{}:11434", host_literal(ip)),
-        advertise_ip: ip.to_string(),
-        rpc_port: args.rpc_port,
-        ollama_url: None,
-        hostname: crate::run::hostname(),
-    };
+    let mut identity = NodeIdentity::new(
+        format!("{}:11434", host_literal(ip)),
+        ip.to_string(),
+        args.rpc_port,
+    );
+    identity.hostname = crate::run::hostname();
     let report = NodeReport::new(
         probed,
         &hardware.reserve,

@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{debug, info, warn};
 use vramroute_node::{gpu_log_line, ChangeDetector, NodeIdentity, NodeReport, OllamaState};
-use vramroute_ollama::{GpuOffload, OllamaClient};
+use vramroute_ollama::{OffloadVerdict, OllamaClient};
 use vramroute_probe::{GpuDevice, NodeHardware, Prober};
 use vramroute_registry::{keys, redact_url, RedisRegistry, Registry, RegistryConfig};
 
@@ -66,7 +66,7 @@ struct Reporter {
     ollama: Option<OllamaClient>,
     metrics: Arc<Metrics>,
     detector: ChangeDetector,
-    last_offload: Option<GpuOffload>,
+    last_offload: Option<OffloadVerdict>,
     redis_ok: Option<bool>,
     probe_ok: bool,
     registered: Option<(Instant, String)>,
@@ -74,25 +74,23 @@ struct Reporter {
 
 impl Reporter {
     fn new(settings: Settings) -> anyhow::Result<Self> {
-        let config = RegistryConfig {
-            stats_ttl: settings.stats_ttl,
-            registration_ttl: settings.registration_ttl,
-            reconnect_max_delay: settings.interval.max(Duration::from_millis(500)),
-            ..RegistryConfig::default()
-        };
+        let mut config = RegistryConfig::default();
+        config.stats_ttl = settings.stats_ttl;
+        config.registration_ttl = settings.registration_ttl;
+        config.reconnect_max_delay = settings.interval.max(Duration::from_millis(500));
         let registry = RedisRegistry::new_lazy(&settings.redis_url, config)?;
         let ollama = settings
             .ollama_url
             .as_deref()
             .map(|u| OllamaClient::new(u, OLLAMA_TIMEOUT))
             .transpose()?;
-        let identity = NodeIdentity {
-            node_id: settings.node_id.clone(),
-            advertise_ip: settings.advertise_ip.to_string(),
-            rpc_port: settings.rpc_port,
-            ollama_url: settings.ollama_url.clone(),
-            hostname: hostname(),
-        };
+        let mut identity = NodeIdentity::new(
+            settings.node_id.clone(),
+            settings.advertise_ip.to_string(),
+            settings.rpc_port,
+        );
+        identity.ollama_url = settings.ollama_url.clone();
+        identity.hostname = hostname();
         Ok(Reporter {
             prober: settings.hardware.prober(),
             detector: ChangeDetector::new(settings.change_threshold_mib),
@@ -222,10 +220,7 @@ impl Reporter {
 
     /// The full report, with host memory and Ollama's state (only when publishing).
     async fn report(&mut self, gpus: Vec<GpuDevice>) -> anyhow::Result<NodeReport> {
-        let hardware = NodeHardware {
-            gpus,
-            host: self.prober.probe_host()?,
-        };
+        let hardware = NodeHardware::new(gpus, self.prober.probe_host()?);
         let ollama = match &self.ollama {
             Some(client) => OllamaState::from_ps(&client.ps().await),
             None => OllamaState::not_asked(),
@@ -247,13 +242,13 @@ impl Reporter {
         }
         self.last_offload = Some(ollama.offload);
         match ollama.offload {
-            GpuOffload::Off => warn!(
+            OffloadVerdict::Off => warn!(
                 models = ollama.models.len(),
                 "Ollama runs every loaded model on the CPU (size_vram == 0): publishing GPU offload off; SOLLOL readers will see a CPU-only node, the GPUs stay in detected_gpus"
             ),
-            GpuOffload::On => info!("Ollama offloads to the GPU"),
-            GpuOffload::Idle => info!("Ollama is idle (no model loaded): GPUs reported as probed"),
-            GpuOffload::Unknown => match &ollama.error {
+            OffloadVerdict::On => info!("Ollama offloads to the GPU"),
+            OffloadVerdict::Idle => info!("Ollama is idle (no model loaded): GPUs reported as probed"),
+            OffloadVerdict::Unknown => match &ollama.error {
                 Some(e) => warn!("Ollama not readable, GPUs reported as probed: {e}"),
                 None => debug!("Ollama not asked"),
             },

@@ -12,6 +12,7 @@ use crate::error::Error;
 /// which GPUs the binary sees and what their device names are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum GgmlBackend {
     /// CUDA build (NVIDIA): devices `CUDA0`, `CUDA1`, ...
     Cuda,
@@ -36,12 +37,14 @@ impl GgmlBackend {
     ];
 
     /// The backend a vendor's GPUs are normally driven with: NVIDIA → CUDA, AMD → HIP,
-    /// Intel → SYCL.
+    /// Intel → SYCL; any other vendor → Vulkan.
     pub fn for_vendor(vendor: Vendor) -> Self {
         match vendor {
             Vendor::Nvidia => GgmlBackend::Cuda,
             Vendor::Amd => GgmlBackend::Hip,
             Vendor::Intel => GgmlBackend::Sycl,
+            // A vendor this crate does not know yet: Vulkan drives any GPU.
+            _ => GgmlBackend::Vulkan,
         }
     }
 

@@ -9,6 +9,7 @@ use serde::Serialize;
 /// `Display` renders a copy-pasteable POSIX shell line (`VAR=value program arg ...`),
 /// single-quoting any word that contains characters outside a conservative safe set.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct ShellCommand {
     /// Environment variables to set for the program, in order.
     pub env: Vec<(String, String)>,

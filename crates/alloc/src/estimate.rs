@@ -66,6 +66,7 @@ impl fmt::Display for EstimateSource {
 
 /// A model's memory need. All sizes MiB, rounded up.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
 pub struct ModelEstimate {
     /// The model's name.
     pub name: String,
@@ -88,7 +89,7 @@ pub struct ModelEstimate {
     pub host_mib: u64,
     /// The context length the KV cache was sized for.
     pub context_length: Option<u32>,
-    /// KV cache bytes per token of context, when known (for "smaller --ctx" advice).
+    /// KV cache bytes per token of context, when known (for "smaller context" advice).
     pub kv_bytes_per_token: Option<u64>,
     /// Where the figures came from.
     pub source: EstimateSource,
@@ -186,6 +187,7 @@ impl fmt::Display for ModelEstimate {
 /// `model_info` (`general.architecture`, `<arch>.block_count`, ...), plus the file size
 /// from `GET /api/tags`. The caller does the HTTP; this crate only does arithmetic.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct OllamaShowInfo {
     /// `general.architecture`.
     pub architecture: String,
@@ -211,8 +213,21 @@ pub struct OllamaShowInfo {
     pub size_bytes: Option<u64>,
 }
 
+impl OllamaShowInfo {
+    /// A model of `architecture` with `block_count` layers; every other number unknown
+    /// (0 or `None`) until set.
+    pub fn new(architecture: impl Into<String>, block_count: u32) -> Self {
+        Self {
+            architecture: architecture.into(),
+            block_count,
+            ..Self::default()
+        }
+    }
+}
+
 /// One model as `GET /api/tags` lists it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct OllamaTagsInfo {
     /// `name` (`llama3.1:8b`).
     pub name: String,
@@ -220,8 +235,19 @@ pub struct OllamaTagsInfo {
     pub size_bytes: u64,
 }
 
+impl OllamaTagsInfo {
+    /// The `/api/tags` entry of `name`, a file of `size_bytes`.
+    pub fn new(name: impl Into<String>, size_bytes: u64) -> Self {
+        Self {
+            name: name.into(),
+            size_bytes,
+        }
+    }
+}
+
 /// One row of SOLLOL's size table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct SollolTableEntry {
     /// Normalised name (`name:tag`).
     pub name: &'static str,
@@ -300,7 +326,7 @@ pub fn estimate_from_gguf(info: &GgufInfo, ctx: u32) -> Result<ModelEstimate> {
     let missing = |key: &str| Error::MissingMetadata {
         model: name.clone(),
         key: key.to_owned(),
-        hint: "the GGUF header is incomplete; give the size with --size-mb instead".to_owned(),
+        hint: "the GGUF header is incomplete; give the model's size explicitly instead".to_owned(),
     };
     let arch = info
         .architecture()
@@ -427,7 +453,7 @@ pub fn estimate_from_gguf(info: &GgufInfo, ctx: u32) -> Result<ModelEstimate> {
 fn check_ctx(name: &str, ctx: u32) -> Result<()> {
     if ctx == 0 {
         return Err(Error::InvalidInput(format!(
-            "context length 0 for `{name}`: give the --ctx you will run with (e.g. {DEFAULT_CTX})"
+            "context length 0 for `{name}`: give the context length you will run with (e.g. {DEFAULT_CTX})"
         )));
     }
     Ok(())
@@ -474,7 +500,7 @@ pub fn estimate_from_ollama_show(
     if info.block_count == 0 || u64::from(info.block_count) > MAX_LAYERS {
         return Err(missing(
             &format!("{}.block_count", info.architecture),
-            "Ollama's /api/show reported no usable block_count; give the size with --size-mb",
+            "Ollama's /api/show reported no usable block_count; give the model's size explicitly",
         ));
     }
     let mut notes = Vec::new();

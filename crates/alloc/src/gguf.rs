@@ -39,6 +39,7 @@ const KEEP_ARRAY_LEN: u64 = 4096;
 
 /// One metadata value. Large values are summarised, not stored.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
 pub enum GgufValue {
     /// Any unsigned integer type.
     Uint(u64),
@@ -141,6 +142,7 @@ impl GgmlType {
 
 /// One tensor's header entry.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
 pub struct TensorInfo {
     /// Tensor name (`blk.3.attn_q.weight`).
     pub name: String,
@@ -165,6 +167,7 @@ impl TensorInfo {
 
 /// What a GGUF header says: version, metadata and tensor infos.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
 pub struct GgufInfo {
     /// Format version (2 or 3).
     pub version: u32,

@@ -31,7 +31,7 @@
 //! use vramroute_probe::HostMemory;
 //!
 //! // A CPU-only node with 64000 MiB of RAM.
-//! let host = HostMemory { total_ram_mib: 64000, available_ram_mib: 60000, cpu_count: 16, cgroup_limit_mib: None };
+//! let host = HostMemory::new(64000, 60000, 16);
 //! let offer = NodeOffer::from_hardware(&[], &host, &ReserveConfig::default())?;
 //! assert_eq!(offer.sollol_capability().memory_config, "51200");
 //! let cmd = offer.rpc_server_command("10.0.0.9", 50052, GgmlBackend::Cpu);

@@ -18,6 +18,7 @@ use crate::worker::{ClusterWorker, Worker, WorkerKind};
 /// floor) the budget is `int(total * 0.8)`, exactly SOLLOL's `register_gpu_node.py`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
+#[non_exhaustive]
 pub struct ReserveConfig {
     /// Fraction of each GPU's VRAM held back, in `[0, 1)`. Default 0.20.
     pub gpu_fraction: f64,
@@ -108,6 +109,7 @@ fn budget(total_mib: u64, fraction: f64, floor_mib: u64) -> u64 {
 /// What a node offers: one CPU worker (always first) and one worker per GPU in the
 /// order the probe returned them (PCI bus order).
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
 pub struct NodeOffer {
     /// The CPU worker, then one per GPU.
     pub workers: Vec<Worker>,
@@ -121,6 +123,7 @@ pub struct NodeOffer {
 /// `sollol:rpc:node:{ip}:{port}`. Field order is SOLLOL's; all sizes are MiB ("MB" in
 /// SOLLOL's names is MiB).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct SollolCapability {
     /// Whether the node has at least one GPU of known VRAM size.
     pub has_gpu: bool,

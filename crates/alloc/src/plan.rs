@@ -26,6 +26,7 @@ pub const LLAMA_MAX_DEVICES: usize = 16;
 /// Knobs of [`plan()`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
+#[non_exhaustive]
 pub struct PlanOptions {
     /// Compute allowance reserved on every device that holds layers, MiB.
     /// Default [`COMPUTE_ALLOWANCE_MIB`].
@@ -53,6 +54,7 @@ impl Default for PlanOptions {
 
 /// One device in llama.cpp's device order and what the plan puts on it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct PlannedDevice {
     /// Node the device belongs to.
     pub node_id: String,
@@ -77,6 +79,7 @@ pub struct PlannedDevice {
 
 /// An `rpc-server` a plan needs, with the command that starts it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct RpcServerPlan {
     /// The node.
     pub node_id: String,
@@ -88,6 +91,7 @@ pub struct RpcServerPlan {
 
 /// A placement of a model over cluster workers, with the llama.cpp arguments.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct Plan {
     /// The model.
     pub model: String,
@@ -828,7 +832,7 @@ impl<'a> Planner<'a> {
                 let new_ctx = u64::from(ctx).saturating_sub(drop_tokens) / 256 * 256;
                 if new_ctx >= 256 {
                     suggestions.push(format!(
-                        "a smaller context: --ctx {new_ctx} (the KV cache is {} MiB at ctx {ctx})",
+                        "a smaller context: ctx {new_ctx} (the KV cache is {} MiB at ctx {ctx})",
                         self.model.kv_cache_mib
                     ));
                 } else {

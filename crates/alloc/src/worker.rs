@@ -26,6 +26,7 @@ pub enum WorkerKind {
 
 /// One worker of a node's offer.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
 pub struct Worker {
     /// CPU or GPU.
     pub kind: WorkerKind,
@@ -55,6 +56,7 @@ impl Worker {
 
 /// One ggml device somewhere in the cluster, as the planner sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct ClusterWorker {
     /// The node it belongs to (e.g. `10.0.0.5:11434`), for explanations.
     pub node_id: String,
@@ -75,6 +77,37 @@ pub struct ClusterWorker {
     pub local: bool,
 }
 
+impl ClusterWorker {
+    /// Device `device_name` (`CPU`, `CUDA0`, ...) of `kind` on node `node_id`, reached at
+    /// `host:rpc_port`, offering `budget_mib`; free memory unknown, not local.
+    ///
+    /// ```
+    /// use vramroute_alloc::{ClusterWorker, WorkerKind};
+    /// let mut w = ClusterWorker::new("10.0.0.9:11434", "10.0.0.9", 50052, WorkerKind::Gpu, "CUDA0", 19_660);
+    /// w.free_mib = Some(20_000);
+    /// assert!(!w.local);
+    /// ```
+    pub fn new(
+        node_id: impl Into<String>,
+        host: impl Into<String>,
+        rpc_port: u16,
+        kind: WorkerKind,
+        device_name: impl Into<String>,
+        budget_mib: u64,
+    ) -> Self {
+        Self {
+            node_id: node_id.into(),
+            host: host.into(),
+            rpc_port,
+            kind,
+            device_name: device_name.into(),
+            budget_mib,
+            free_mib: None,
+            local: false,
+        }
+    }
+}
+
 /// SOLLOL's device spelling for GPU number `index` of `vendor`: `cuda:N` (NVIDIA),
 /// `rocm:N` (AMD), `sycl:N` (Intel; SOLLOL itself only knows NVIDIA, so this is our
 /// analogue: the compute stack's name and the vendor index, like `rocm`). This is what
@@ -84,6 +117,8 @@ pub fn sollol_device_name(vendor: Vendor, index: u32) -> String {
         Vendor::Nvidia => "cuda",
         Vendor::Amd => "rocm",
         Vendor::Intel => "sycl",
+        // A vendor this crate does not know yet: Vulkan, as `GgmlBackend::for_vendor`.
+        _ => "vulkan",
     };
     format!("{stack}:{index}")
 }

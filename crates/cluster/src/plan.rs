@@ -39,15 +39,17 @@ pub fn workers(view: &StatusView) -> Vec<ClusterWorker> {
             continue;
         }
         let node_id = node.map_or_else(|| format!("{}:{}", b.host, b.port), |n| n.id.clone());
-        let worker = |kind, device_name: String, budget_mib: u64, free_mib| ClusterWorker {
-            node_id: node_id.clone(),
-            host: b.host.clone(),
-            rpc_port: b.port,
-            kind,
-            device_name,
-            budget_mib,
-            free_mib,
-            local: false,
+        let worker = |kind, device_name: String, budget_mib: u64, free_mib| {
+            let mut w = ClusterWorker::new(
+                node_id.clone(),
+                b.host.clone(),
+                b.port,
+                kind,
+                device_name,
+                budget_mib,
+            );
+            w.free_mib = free_mib;
+            w
         };
         if let Some(ram) = b.cpu_ram_mb {
             out.push(worker(
@@ -80,10 +82,8 @@ pub fn make(
                 .to_owned(),
         ));
     }
-    let opts = PlanOptions {
-        model_path,
-        ..PlanOptions::default()
-    };
+    let mut opts = PlanOptions::default();
+    opts.model_path = model_path;
     let plan = plan(&estimate, &workers, &opts).map_err(|e| Error::Plan(e.to_string()))?;
     Ok(PlanAnswer {
         rpc_server_commands: plan

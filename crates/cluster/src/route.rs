@@ -270,6 +270,7 @@ pub fn check_sized(
             )),
             Ok(NodeStatus::Unhealthy) => Some("Node unhealthy".to_owned()),
             Ok(NodeStatus::Invalid(err)) => Some(format!("Report invalid: {err}")),
+            Ok(other) => Some(format!("Not routed to: {other:?}")),
             Err(err) => Some(err.to_string()),
         };
         let gpus = spec

@@ -70,10 +70,7 @@ fn sightings<'v>(view: &'v StatusView, model: &str) -> Sightings<'v> {
             .map(|m| {
                 (
                     n,
-                    OllamaTagsInfo {
-                        name: m.name.clone(),
-                        size_bytes: m.size_mb.saturating_mul(BYTES_PER_MIB),
-                    },
+                    OllamaTagsInfo::new(m.name.clone(), m.size_mb.saturating_mul(BYTES_PER_MIB)),
                 )
             })
     });
@@ -189,22 +186,20 @@ impl EstimateOptions {
 
 fn show_info(show: &ShowResponse, size_bytes: Option<u64>) -> Option<OllamaShowInfo> {
     let u32_of = |k: &str| show.arch_u64(k).and_then(|v| u32::try_from(v).ok());
-    Some(OllamaShowInfo {
-        architecture: show.architecture()?.to_owned(),
-        block_count: u32_of("block_count")?,
-        context_length: u32_of("context_length"),
-        embedding_length: u32_of("embedding_length").unwrap_or(0),
-        head_count: u32_of("attention.head_count").unwrap_or(0),
-        head_count_kv: u32_of("attention.head_count_kv"),
-        key_length: u32_of("attention.key_length"),
-        value_length: u32_of("attention.value_length"),
-        parameter_count: show.parameter_count(),
-        quantization_level: show
-            .details
-            .as_ref()
-            .and_then(|d| d.quantization_level.clone()),
-        size_bytes,
-    })
+    let mut info = OllamaShowInfo::new(show.architecture()?, u32_of("block_count")?);
+    info.context_length = u32_of("context_length");
+    info.embedding_length = u32_of("embedding_length").unwrap_or(0);
+    info.head_count = u32_of("attention.head_count").unwrap_or(0);
+    info.head_count_kv = u32_of("attention.head_count_kv");
+    info.key_length = u32_of("attention.key_length");
+    info.value_length = u32_of("attention.value_length");
+    info.parameter_count = show.parameter_count();
+    info.quantization_level = show
+        .details
+        .as_ref()
+        .and_then(|d| d.quantization_level.clone());
+    info.size_bytes = size_bytes;
+    Some(info)
 }
 
 /// The model's estimate at `opts.ctx` tokens with per-layer figures, for a plan: the

@@ -27,7 +27,7 @@ use crate::signals::{LoadSignals, NodeLoad};
 use vramroute_ollama::{PsResponse, TagsResponse};
 use vramroute_registry::{ClusterView, GpuOffload, GpuStatsRecord, RpcNodeRecord};
 use vramroute_router::{
-    GpuSpec, LoadedModel as RouterModel, NodeSpec, RpcEndpoint, SnapshotConfig,
+    GpuSpec, NodeSpec, ResidentModel as RouterModel, RpcEndpoint, SnapshotConfig,
 };
 
 const BYTES_PER_MIB: u64 = 1_048_576;
@@ -399,14 +399,8 @@ impl StatusView {
                     _ => cluster.rpc_nodes.iter().find(|e| e.host == host_of(id)),
                 };
                 let rpc = match (&r.rpc_host, r.rpc_port) {
-                    (Some(h), Some(p)) => Some(RpcEndpoint {
-                        host: h.clone(),
-                        port: p,
-                    }),
-                    _ => registration.map(|e| RpcEndpoint {
-                        host: e.host.clone(),
-                        port: e.port,
-                    }),
+                    (Some(h), Some(p)) => Some(RpcEndpoint::new(h.clone(), p)),
+                    _ => registration.map(|e| RpcEndpoint::new(e.host.clone(), e.port)),
                 };
                 NodeView {
                     id: id.clone(),
@@ -689,19 +683,13 @@ mod tests {
         let cpu = decode_stats("10.1.2.4:11434", CPU_ONLY.as_bytes(), &limits)
             .expect("SOLLOL's CPU-only record parses");
         let rpc = decode_rpc(RPC.as_bytes(), &limits).expect("SOLLOL's registration parses");
-        ClusterView {
-            stats: vec![
-                ("10.1.2.3:11434".to_owned(), nv.into()),
-                ("10.1.2.4:11434".to_owned(), cpu.into()),
-            ],
-            rpc_nodes: vec![RpcNodeEntry {
-                host: "10.1.2.3".to_owned(),
-                port: 50052,
-                record: rpc.into(),
-            }],
-            metadata: None,
-            skipped: Vec::new(),
-        }
+        let mut view = ClusterView::default();
+        view.stats = vec![
+            ("10.1.2.3:11434".to_owned(), nv.into()),
+            ("10.1.2.4:11434".to_owned(), cpu.into()),
+        ];
+        view.rpc_nodes = vec![RpcNodeEntry::new("10.1.2.3", 50052, rpc.into())];
+        view
     }
 
     #[test]

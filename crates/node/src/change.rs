@@ -54,24 +54,14 @@ impl ChangeDetector {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vramroute_probe::{MemoryKind, Vendor};
+    use vramroute_probe::Vendor;
 
     fn gpu(bus: &str, free: Option<u64>) -> GpuDevice {
-        GpuDevice {
-            vendor: Vendor::Amd,
-            index: 0,
-            name: "g".into(),
-            uuid: None,
-            pci_bus_id: Some(bus.into()),
-            memory_total_mib: Some(24000),
-            memory_used_mib: None,
-            memory_free_mib: free,
-            utilization_percent: None,
-            temperature_celsius: None,
-            power_watts: None,
-            memory_kind: MemoryKind::Dedicated,
-            driver: "amdgpu".into(),
-        }
+        let mut g = GpuDevice::new(Vendor::Amd, 0, "g", "amdgpu");
+        g.pci_bus_id = Some(bus.into());
+        g.memory_total_mib = Some(24000);
+        g.memory_free_mib = free;
+        g
     }
 
     #[test]

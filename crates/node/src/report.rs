@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 
 use serde_json::{json, Value};
 use vramroute_alloc::{GgmlBackend, NodeOffer, ReserveConfig, RpcServerCommand, WorkerKind};
-use vramroute_ollama::{GpuOffload as OllamaOffload, PsResponse};
+use vramroute_ollama::{OffloadVerdict, PsResponse};
 use vramroute_probe::{GpuDevice, MemoryKind, NodeHardware};
 use vramroute_registry::{
     keys, GpuOffload, GpuStat, GpuStatsRecord, LoadedModel, RpcNodeRecord, SCHEMA_VERSION,
@@ -16,6 +16,7 @@ const BYTES_PER_MIB: u64 = 1_048_576;
 
 /// How this node names itself in the registry.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct NodeIdentity {
     /// Stats key suffix: `sollol:gpu:{node_id}`, normally `{advertise_ip}:11434`.
     pub node_id: String,
@@ -29,13 +30,28 @@ pub struct NodeIdentity {
     pub hostname: Option<String>,
 }
 
+impl NodeIdentity {
+    /// Node `node_id` (SOLLOL's `"{ip}:{ollama_port}"`) advertising its rpc-server at
+    /// `advertise_ip:rpc_port`; no Ollama URL, no host name.
+    pub fn new(node_id: impl Into<String>, advertise_ip: impl Into<String>, rpc_port: u16) -> Self {
+        Self {
+            node_id: node_id.into(),
+            advertise_ip: advertise_ip.into(),
+            rpc_port,
+            ollama_url: None,
+            hostname: None,
+        }
+    }
+}
+
 /// What the node's Ollama said in `GET /api/ps`.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct OllamaState {
     /// The offload verdict.
-    pub offload: OllamaOffload,
+    pub offload: OffloadVerdict,
     /// Models loaded now (empty when unknown).
-    pub models: Vec<vramroute_ollama::LoadedModel>,
+    pub models: Vec<vramroute_ollama::PsModel>,
     /// Why Ollama could not be read, when it could not.
     pub error: Option<String>,
 }
@@ -44,7 +60,7 @@ impl OllamaState {
     /// From the outcome of `GET /api/ps`.
     pub fn from_ps(ps: &vramroute_ollama::Result<PsResponse>) -> Self {
         OllamaState {
-            offload: OllamaOffload::from_ps(ps),
+            offload: OffloadVerdict::from_ps(ps),
             models: ps.as_ref().map(|p| p.models.clone()).unwrap_or_default(),
             error: ps.as_ref().err().map(ToString::to_string),
         }
@@ -53,7 +69,7 @@ impl OllamaState {
     /// Ollama was not asked (`--no-ollama`).
     pub fn not_asked() -> Self {
         OllamaState {
-            offload: OllamaOffload::Unknown,
+            offload: OffloadVerdict::Unknown,
             models: Vec::new(),
             error: None,
         }
@@ -63,21 +79,21 @@ impl OllamaState {
     fn verdict(&self) -> (GpuOffload, String) {
         let n = self.models.len();
         match self.offload {
-            OllamaOffload::On => (
+            OffloadVerdict::On => (
                 GpuOffload::On,
                 format!("Ollama has {n} model(s) loaded, some in VRAM"),
             ),
-            OllamaOffload::Off => (
+            OffloadVerdict::Off => (
                 GpuOffload::Off,
                 format!(
                     "Ollama has {n} model(s) loaded, all with size_vram == 0: GPU offload is off"
                 ),
             ),
-            OllamaOffload::Idle => (
+            OffloadVerdict::Idle => (
                 GpuOffload::Unknown,
                 "Ollama answered with no model loaded; GPUs reported as probed".to_string(),
             ),
-            OllamaOffload::Unknown => match &self.error {
+            OffloadVerdict::Unknown => match &self.error {
                 Some(e) => (
                     GpuOffload::Unknown,
                     format!("Ollama not readable ({e}); GPUs reported as probed"),
@@ -93,6 +109,7 @@ impl OllamaState {
 
 /// One probe of the node with its offer and Ollama state.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct NodeReport {
     /// What the probe saw.
     pub hardware: NodeHardware,
@@ -140,27 +157,25 @@ impl NodeReport {
     }
 
     fn gpu_stat(&self, gpu: &GpuDevice) -> GpuStat {
-        GpuStat {
-            index: gpu.index,
-            name: gpu.name.clone(),
-            memory_total_mb: gpu.memory_total_mib,
-            memory_free_mb: gpu.memory_free_mib,
-            memory_used_mb: gpu.memory_used_mib,
-            utilization_percent: gpu.utilization_percent,
-            temperature_c: gpu.temperature_celsius.map(|t| t.round() as i32),
-            uuid: gpu.uuid.clone(),
-            pci_bus_id: gpu.pci_bus_id.clone(),
-            power_w: gpu.power_watts,
-            memory_kind: Some(
-                match gpu.memory_kind {
-                    MemoryKind::Dedicated => "dedicated",
-                    MemoryKind::Unified => "unified",
-                }
-                .to_string(),
-            ),
-            driver: Some(gpu.driver.clone()),
-            ggml_device: self.ggml_device(gpu),
-        }
+        let mut stat = GpuStat::new(gpu.index, gpu.name.clone());
+        stat.memory_total_mb = gpu.memory_total_mib;
+        stat.memory_free_mb = gpu.memory_free_mib;
+        stat.memory_used_mb = gpu.memory_used_mib;
+        stat.utilization_percent = gpu.utilization_percent;
+        stat.temperature_c = gpu.temperature_celsius.map(|t| t.round() as i32);
+        stat.uuid = gpu.uuid.clone();
+        stat.pci_bus_id = gpu.pci_bus_id.clone();
+        stat.power_w = gpu.power_watts;
+        stat.memory_kind = Some(
+            match gpu.memory_kind {
+                MemoryKind::Dedicated => "dedicated",
+                MemoryKind::Unified => "unified",
+            }
+            .to_string(),
+        );
+        stat.driver = Some(gpu.driver.clone());
+        stat.ggml_device = self.ggml_device(gpu);
+        stat
     }
 
     /// The live stats record (`sollol:gpu:{node_id}`).
@@ -177,41 +192,36 @@ impl NodeReport {
             .map(|g| self.gpu_stat(g))
             .collect();
         let host = &self.hardware.host;
-        let mut record = GpuStatsRecord {
-            vendor: self
-                .hardware
-                .gpus
-                .first()
-                .map_or("none".to_string(), |g| g.vendor.to_string()),
-            gpus: Vec::new(),
-            timestamp: self.timestamp,
-            node_id: id.node_id.clone(),
-            schema_version: Some(SCHEMA_VERSION),
-            reporter_version: Some(env!("CARGO_PKG_VERSION").to_string()),
-            hostname: id.hostname.clone(),
-            gpu_offload: Some(offload),
-            gpu_offload_reason: Some(reason),
-            note: None,
-            loaded_models: Some(
-                self.ollama
-                    .models
-                    .iter()
-                    .map(|m| LoadedModel {
-                        name: m.name.clone(),
-                        size_mb: Some(m.size / BYTES_PER_MIB),
-                        size_vram_mb: Some(m.size_vram / BYTES_PER_MIB),
-                    })
-                    .collect(),
-            ),
-            cpu_ram_total_mb: Some(host.total_ram_mib),
-            cpu_ram_free_mb: Some(host.available_ram_mib),
-            cpu_count: Some(host.cpu_count),
-            cpu_load_percent: None,
-            ollama_url: id.ollama_url.clone(),
-            rpc_host: Some(id.advertise_ip.clone()),
-            rpc_port: Some(id.rpc_port),
-            extra: Default::default(),
-        };
+        let vendor = self
+            .hardware
+            .gpus
+            .first()
+            .map_or("none".to_string(), |g| g.vendor.to_string());
+        let mut record = GpuStatsRecord::new(id.node_id.clone(), vendor, self.timestamp);
+        record.schema_version = Some(SCHEMA_VERSION);
+        record.reporter_version = Some(env!("CARGO_PKG_VERSION").to_string());
+        record.hostname = id.hostname.clone();
+        record.gpu_offload = Some(offload);
+        record.gpu_offload_reason = Some(reason);
+        record.loaded_models = Some(
+            self.ollama
+                .models
+                .iter()
+                .map(|m| {
+                    LoadedModel::new(
+                        m.name.clone(),
+                        Some(m.size / BYTES_PER_MIB),
+                        Some(m.size_vram / BYTES_PER_MIB),
+                    )
+                })
+                .collect(),
+        );
+        record.cpu_ram_total_mb = Some(host.total_ram_mib);
+        record.cpu_ram_free_mb = Some(host.available_ram_mib);
+        record.cpu_count = Some(host.cpu_count);
+        record.ollama_url = id.ollama_url.clone();
+        record.rpc_host = Some(id.advertise_ip.clone());
+        record.rpc_port = Some(id.rpc_port);
         if offload == GpuOffload::Off && !stats.is_empty() {
             record.vendor = "none".to_string();
             record.note = Some(
@@ -243,31 +253,29 @@ impl NodeReport {
             v.filter(|v| !v.is_empty())
         };
         let host = &self.hardware.host;
-        RpcNodeRecord {
-            has_gpu: cap.has_gpu,
-            gpu_devices: cap.gpu_devices,
-            gpu_vram_mb: cap.gpu_vram_mb,
-            gpu_names: cap.gpu_names,
-            cpu_ram_mb: cap.cpu_ram_mb,
-            device_config: cap.device_config,
-            memory_config: cap.memory_config,
-            total_parallel_workers: cap.total_parallel_workers,
-            schema_version: Some(SCHEMA_VERSION),
-            reporter_version: Some(env!("CARGO_PKG_VERSION").to_string()),
-            hostname: None,
-            ggml_devices: all(&|g| self.ggml_device(g)),
-            gpu_uuids: all(&|g| g.uuid.clone()),
-            gpu_pci_bus_ids: all(&|g| g.pci_bus_id.clone()),
-            gpu_vram_total_mb: listed
-                .iter()
-                .map(|g| g.memory_total_mib)
-                .collect::<Option<Vec<u64>>>()
-                .filter(|v| !v.is_empty()),
-            cpu_ram_total_mb: Some(host.total_ram_mib),
-            cpu_count: Some(host.cpu_count),
-            reserve_fraction: Some(self.offer.reserve.gpu_fraction),
-            extra: Default::default(),
-        }
+        let mut record = RpcNodeRecord::default();
+        record.has_gpu = cap.has_gpu;
+        record.gpu_devices = cap.gpu_devices;
+        record.gpu_vram_mb = cap.gpu_vram_mb;
+        record.gpu_names = cap.gpu_names;
+        record.cpu_ram_mb = cap.cpu_ram_mb;
+        record.device_config = cap.device_config;
+        record.memory_config = cap.memory_config;
+        record.total_parallel_workers = cap.total_parallel_workers;
+        record.schema_version = Some(SCHEMA_VERSION);
+        record.reporter_version = Some(env!("CARGO_PKG_VERSION").to_string());
+        record.ggml_devices = all(&|g| self.ggml_device(g));
+        record.gpu_uuids = all(&|g| g.uuid.clone());
+        record.gpu_pci_bus_ids = all(&|g| g.pci_bus_id.clone());
+        record.gpu_vram_total_mb = listed
+            .iter()
+            .map(|g| g.memory_total_mib)
+            .collect::<Option<Vec<u64>>>()
+            .filter(|v| !v.is_empty());
+        record.cpu_ram_total_mb = Some(host.total_ram_mib);
+        record.cpu_count = Some(host.cpu_count);
+        record.reserve_fraction = Some(self.offer.reserve.gpu_fraction);
+        record
     }
 
     /// `rpc-server` for today's llama.cpp (no `--mem`, real ggml device names).

@@ -3,12 +3,12 @@
 //!
 //! Owns: the request/response shapes of `GET /api/ps`, `GET /api/tags`,
 //! `POST /api/show` and `POST /api/generate` (load / unload with `keep_alive`), and the
-//! rule that decides whether a node's Ollama has GPU offload on ([`GpuOffload`]).
+//! rule that decides whether a node's Ollama has GPU offload on ([`OffloadVerdict`]).
 //!
 //! **Must not know:** Redis, GPU probing, routing. It is a client, nothing more.
 //!
 //! Entry types: [`OllamaClient`], [`PsResponse`], [`TagsResponse`], [`ShowResponse`],
-//! [`GpuOffload`]. With the `testing` feature, [`testing::FakeOllama`] is a real HTTP
+//! [`OffloadVerdict`]. With the `testing` feature, [`testing::FakeOllama`] is a real HTTP
 //! server on loopback that behaves like Ollama for tests: these endpoints plus inference
 //! (Ollama's and the OpenAI-compatible API, streamed chunk by chunk), with injectable
 //! delays and faults and per-path counters.
@@ -20,8 +20,8 @@ pub mod testing;
 mod types;
 
 pub use client::OllamaClient;
-pub use offload::GpuOffload;
-pub use types::{LoadedModel, ModelDetails, PsResponse, ShowResponse, TagModel, TagsResponse};
+pub use offload::OffloadVerdict;
+pub use types::{ModelDetails, PsModel, PsResponse, ShowResponse, TagModel, TagsResponse};
 
 /// Errors from talking to an Ollama server.
 #[derive(Debug, thiserror::Error)]

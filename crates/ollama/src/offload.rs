@@ -12,7 +12,7 @@ use crate::{PsResponse, Result};
 /// What `/api/ps` says about GPU offload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum GpuOffload {
+pub enum OffloadVerdict {
     /// At least one loaded model has part of itself in VRAM.
     On,
     /// Ollama answered, has models loaded, and every one has `size_vram == 0`.
@@ -23,29 +23,29 @@ pub enum GpuOffload {
     Unknown,
 }
 
-impl GpuOffload {
+impl OffloadVerdict {
     /// Decide from the outcome of `GET /api/ps`.
     pub fn from_ps(ps: &Result<PsResponse>) -> Self {
         match ps {
-            Err(_) => GpuOffload::Unknown,
-            Ok(ps) if ps.models.is_empty() => GpuOffload::Idle,
-            Ok(ps) if ps.models.iter().any(|m| m.size_vram > 0) => GpuOffload::On,
-            Ok(_) => GpuOffload::Off,
+            Err(_) => OffloadVerdict::Unknown,
+            Ok(ps) if ps.models.is_empty() => OffloadVerdict::Idle,
+            Ok(ps) if ps.models.iter().any(|m| m.size_vram > 0) => OffloadVerdict::On,
+            Ok(_) => OffloadVerdict::Off,
         }
     }
 
     /// True only when Ollama positively showed that it runs models on the CPU alone.
     pub fn is_off(self) -> bool {
-        self == GpuOffload::Off
+        self == OffloadVerdict::Off
     }
 
     /// Lower-case name, as written in records and logs.
     pub fn as_str(self) -> &'static str {
         match self {
-            GpuOffload::On => "on",
-            GpuOffload::Off => "off",
-            GpuOffload::Idle => "idle",
-            GpuOffload::Unknown => "unknown",
+            OffloadVerdict::On => "on",
+            OffloadVerdict::Off => "off",
+            OffloadVerdict::Idle => "idle",
+            OffloadVerdict::Unknown => "unknown",
         }
     }
 }
@@ -53,10 +53,10 @@ impl GpuOffload {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Error, LoadedModel};
+    use crate::{Error, PsModel};
 
-    fn model(size: u64, size_vram: u64) -> LoadedModel {
-        LoadedModel {
+    fn model(size: u64, size_vram: u64) -> PsModel {
+        PsModel {
             name: "m".into(),
             model: None,
             size,
@@ -75,38 +75,38 @@ mod tests {
             reason: "refused".into(),
         });
         let cases = [
-            (down, GpuOffload::Unknown),
-            (Ok(PsResponse { models: vec![] }), GpuOffload::Idle),
+            (down, OffloadVerdict::Unknown),
+            (Ok(PsResponse { models: vec![] }), OffloadVerdict::Idle),
             (
                 Ok(PsResponse {
                     models: vec![model(10, 0)],
                 }),
-                GpuOffload::Off,
+                OffloadVerdict::Off,
             ),
             (
                 Ok(PsResponse {
                     models: vec![model(10, 0), model(10, 0)],
                 }),
-                GpuOffload::Off,
+                OffloadVerdict::Off,
             ),
             (
                 Ok(PsResponse {
                     models: vec![model(10, 0), model(10, 4)],
                 }),
-                GpuOffload::On,
+                OffloadVerdict::On,
             ),
             (
                 Ok(PsResponse {
                     models: vec![model(10, 10)],
                 }),
-                GpuOffload::On,
+                OffloadVerdict::On,
             ),
         ];
         for (input, want) in cases {
-            assert_eq!(GpuOffload::from_ps(&input), want, "{input:?}");
+            assert_eq!(OffloadVerdict::from_ps(&input), want, "{input:?}");
         }
-        assert!(GpuOffload::Off.is_off());
-        assert!(!GpuOffload::Idle.is_off());
-        assert!(!GpuOffload::Unknown.is_off());
+        assert!(OffloadVerdict::Off.is_off());
+        assert!(!OffloadVerdict::Idle.is_off());
+        assert!(!OffloadVerdict::Unknown.is_off());
     }
 }

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 /// `details` of a model in `/api/ps`, `/api/tags` and `/api/show`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
+#[non_exhaustive]
 pub struct ModelDetails {
     /// File format, e.g. `gguf`.
     pub format: Option<String>,
@@ -19,7 +20,8 @@ pub struct ModelDetails {
 
 /// One loaded model from `GET /api/ps`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct LoadedModel {
+#[non_exhaustive]
+pub struct PsModel {
     /// Model name, e.g. `llama3.1:8b`.
     pub name: String,
     /// Model reference (usually equal to `name`).
@@ -44,16 +46,42 @@ pub struct LoadedModel {
     pub context_length: Option<u64>,
 }
 
+impl PsModel {
+    /// A loaded model `name` of `size` bytes, `size_vram` of them in VRAM; nothing else
+    /// known.
+    pub fn new(name: impl Into<String>, size: u64, size_vram: u64) -> Self {
+        Self {
+            name: name.into(),
+            model: None,
+            size,
+            size_vram,
+            digest: None,
+            details: None,
+            expires_at: None,
+            context_length: None,
+        }
+    }
+}
+
 /// `GET /api/ps`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct PsResponse {
     /// Models loaded right now.
     #[serde(default)]
-    pub models: Vec<LoadedModel>,
+    pub models: Vec<PsModel>,
+}
+
+impl PsResponse {
+    /// An answer listing `models`.
+    pub fn new(models: Vec<PsModel>) -> Self {
+        Self { models }
+    }
 }
 
 /// One installed model from `GET /api/tags`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct TagModel {
     /// Model name, e.g. `llama3.1:8b`.
     pub name: String,
@@ -73,17 +101,40 @@ pub struct TagModel {
     pub details: Option<ModelDetails>,
 }
 
+impl TagModel {
+    /// An installed model `name`, a file of `size` bytes; nothing else known.
+    pub fn new(name: impl Into<String>, size: u64) -> Self {
+        Self {
+            name: name.into(),
+            model: None,
+            modified_at: None,
+            size,
+            digest: None,
+            details: None,
+        }
+    }
+}
+
 /// `GET /api/tags`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct TagsResponse {
     /// Installed models.
     #[serde(default)]
     pub models: Vec<TagModel>,
 }
 
+impl TagsResponse {
+    /// An answer listing `models`.
+    pub fn new(models: Vec<TagModel>) -> Self {
+        Self { models }
+    }
+}
+
 /// `POST /api/show` (the fields vramroute reads).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
+#[non_exhaustive]
 pub struct ShowResponse {
     /// Model details.
     pub details: Option<ModelDetails>,

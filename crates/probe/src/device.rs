@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 /// GPU vendor, in the lower-case spelling SOLLOL's records use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum Vendor {
     /// NVIDIA (NVML).
     Nvidia,
@@ -43,6 +44,7 @@ pub enum MemoryKind {
 
 /// One GPU as probed. Every value the probe could not read is `None`, never 0.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct GpuDevice {
     /// Vendor of the device.
     pub vendor: Vendor,
@@ -73,8 +75,43 @@ pub struct GpuDevice {
     pub driver: String,
 }
 
+impl GpuDevice {
+    /// GPU `index` of `vendor`, named `name` and driven by `driver` (`nvidia`, `amdgpu`,
+    /// `i915`, `xe`); dedicated memory, every reading unknown.
+    ///
+    /// ```
+    /// use vramroute_probe::{GpuDevice, Vendor};
+    /// let mut gpu = GpuDevice::new(Vendor::Nvidia, 0, "NVIDIA GeForce RTX 3090", "nvidia");
+    /// gpu.memory_total_mib = Some(24_576);
+    /// assert_eq!(gpu.memory_free_mib, None);
+    /// ```
+    pub fn new(
+        vendor: Vendor,
+        index: u32,
+        name: impl Into<String>,
+        driver: impl Into<String>,
+    ) -> Self {
+        Self {
+            vendor,
+            index,
+            name: name.into(),
+            uuid: None,
+            pci_bus_id: None,
+            memory_total_mib: None,
+            memory_used_mib: None,
+            memory_free_mib: None,
+            utilization_percent: None,
+            temperature_celsius: None,
+            power_watts: None,
+            memory_kind: MemoryKind::Dedicated,
+            driver: driver.into(),
+        }
+    }
+}
+
 /// Host memory and CPUs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct HostMemory {
     /// Total RAM usable by this process's cgroup (the smaller of physical RAM and the
     /// cgroup limit), MiB.
@@ -85,4 +122,17 @@ pub struct HostMemory {
     pub cpu_count: u32,
     /// The cgroup memory limit when one applies, MiB.
     pub cgroup_limit_mib: Option<u64>,
+}
+
+impl HostMemory {
+    /// `total_ram_mib` of RAM with `available_ram_mib` available and `cpu_count` logical
+    /// CPUs, no cgroup limit.
+    pub fn new(total_ram_mib: u64, available_ram_mib: u64, cpu_count: u32) -> Self {
+        Self {
+            total_ram_mib,
+            available_ram_mib,
+            cpu_count,
+            cgroup_limit_mib: None,
+        }
+    }
 }

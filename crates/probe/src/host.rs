@@ -13,6 +13,7 @@ use crate::sysfs::read_value;
 
 /// The memory limit of the cgroup this process runs in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct CgroupMemory {
     /// The tightest limit on the way from this process's cgroup to the root, bytes.
     pub limit_bytes: u64,
@@ -20,6 +21,17 @@ pub struct CgroupMemory {
     pub usage_bytes: Option<u64>,
     /// Which cgroup hierarchy the limit came from (1 or 2).
     pub version: u8,
+}
+
+impl CgroupMemory {
+    /// A cgroup v`version` limit of `limit_bytes`, `usage_bytes` charged (when readable).
+    pub fn new(limit_bytes: u64, usage_bytes: Option<u64>, version: u8) -> Self {
+        Self {
+            limit_bytes,
+            usage_bytes,
+            version,
+        }
+    }
 }
 
 /// Find the cgroup memory limit.

@@ -17,6 +17,7 @@ use crate::nvml::NvmlBackend;
 
 /// Where and how to probe.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ProberConfig {
     /// Root of the sysfs tree (`/sys`); fixture trees in tests.
     pub sysfs_root: PathBuf,
@@ -47,15 +48,51 @@ impl ProberConfig {
             ..Self::default()
         }
     }
+
+    /// The same configuration reading `/proc` files under `root`.
+    ///
+    /// ```
+    /// let c = vramroute_probe::ProberConfig::with_sysfs_root("/tmp/tree/sys")
+    ///     .with_proc_root("/tmp/tree/proc")
+    ///     .with_nvml(false);
+    /// assert!(!c.nvml && c.rocm);
+    /// ```
+    #[must_use]
+    pub fn with_proc_root(mut self, root: impl Into<PathBuf>) -> Self {
+        self.proc_root = root.into();
+        self
+    }
+
+    /// The same configuration with the NVML backend on or off.
+    #[must_use]
+    pub fn with_nvml(mut self, on: bool) -> Self {
+        self.nvml = on;
+        self
+    }
+
+    /// The same configuration with the ROCm SMI backend on or off.
+    #[must_use]
+    pub fn with_rocm(mut self, on: bool) -> Self {
+        self.rocm = on;
+        self
+    }
 }
 
 /// Everything the probe knows about this node.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct NodeHardware {
     /// GPUs in PCI bus order (devices without a bus id last).
     pub gpus: Vec<GpuDevice>,
     /// Host RAM and CPUs.
     pub host: HostMemory,
+}
+
+impl NodeHardware {
+    /// A node with `gpus` and `host`.
+    pub fn new(gpus: Vec<GpuDevice>, host: HostMemory) -> Self {
+        Self { gpus, host }
+    }
 }
 
 /// Runs the backends and merges what they see. Build it once and reuse it: the NVML

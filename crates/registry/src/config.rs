@@ -40,6 +40,7 @@ pub enum KeyspaceEvents {
 
 /// Settings of a registry backend. `Default` gives SOLLOL's expiries.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct RegistryConfig {
     /// Expiry of `sollol:gpu:{node_id}` (SOLLOL: 120 s).
     pub stats_ttl: Duration,

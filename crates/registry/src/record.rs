@@ -24,6 +24,7 @@ pub const SCHEMA_VERSION: u32 = 1;
 
 /// One GPU in a stats record (an element of `gpus`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[non_exhaustive]
 pub struct GpuStat {
     /// Position of the GPU on its node (SOLLOL: nvidia-smi index).
     pub index: u32,
@@ -79,6 +80,7 @@ pub enum GpuOffload {
 
 /// A model loaded in the node's Ollama (extra key `loaded_models`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[non_exhaustive]
 pub struct LoadedModel {
     /// Model name as Ollama reports it (`llama3.1:8b`).
     pub name: String,
@@ -92,6 +94,7 @@ pub struct LoadedModel {
 
 /// The live stats record: key `sollol:gpu:{node_id}`, expiry 120 s (configurable).
 #[derive(Debug, Clone, PartialEq, Default)]
+#[non_exhaustive]
 pub struct GpuStatsRecord {
     /// `nvidia`, `amd`, `intel` or `none` (others' writers may put other strings).
     pub vendor: String,
@@ -135,6 +138,7 @@ pub struct GpuStatsRecord {
 
 /// The capability registration: key `sollol:rpc:node:{ip}:{rpc_port}`, expiry 3600 s.
 #[derive(Debug, Clone, PartialEq, Default, Serialize)]
+#[non_exhaustive]
 pub struct RpcNodeRecord {
     /// Whether the node offers GPUs.
     pub has_gpu: bool,
@@ -200,6 +204,7 @@ pub struct RpcBackend {
 
 /// `sollol:router:metadata`: the list of RPC backends SOLLOL's discovery uses.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct RouterMetadata {
     /// The backends, in order.
     pub rpc_backends: Vec<RpcBackend>,
@@ -284,7 +289,47 @@ impl Serialize for GpuStatsRecord {
     }
 }
 
+impl GpuStat {
+    /// GPU `index` named `name`, everything else unknown.
+    pub fn new(index: u32, name: impl Into<String>) -> Self {
+        Self {
+            index,
+            name: name.into(),
+            ..Self::default()
+        }
+    }
+}
+
+impl LoadedModel {
+    /// A loaded model of `size_mb` MiB with `size_vram_mb` of it in VRAM (`None`: unknown).
+    pub fn new(name: impl Into<String>, size_mb: Option<u64>, size_vram_mb: Option<u64>) -> Self {
+        Self {
+            name: name.into(),
+            size_mb,
+            size_vram_mb,
+        }
+    }
+}
+
 impl GpuStatsRecord {
+    /// A record of node `node_id` at `timestamp` (Unix seconds) whose GPUs are of
+    /// `vendor` (`"none"` for a CPU-only node); no GPU listed, everything else unknown.
+    ///
+    /// ```
+    /// use vramroute_registry::{GpuStat, GpuStatsRecord};
+    /// let mut r = GpuStatsRecord::new("10.0.0.5:11434", "nvidia", 1_700_000_000.0);
+    /// r.gpus.push(GpuStat::new(0, "RTX 4090"));
+    /// assert!(r.to_json().starts_with(r#"{"vendor": "nvidia", "gpus": [{"index": 0"#));
+    /// ```
+    pub fn new(node_id: impl Into<String>, vendor: impl Into<String>, timestamp: f64) -> Self {
+        Self {
+            vendor: vendor.into(),
+            timestamp,
+            node_id: node_id.into(),
+            ..Self::default()
+        }
+    }
+
     /// The JSON SOLLOL's reporter would write to `sollol:gpu:{node_id}` for this record,
     /// byte for byte (Python `json.dumps` style).
     pub fn to_json(&self) -> String {
@@ -319,6 +364,14 @@ impl RpcNodeRecord {
 }
 
 impl RouterMetadata {
+    /// Metadata listing `rpc_backends`, no extra keys.
+    pub fn new(rpc_backends: Vec<RpcBackend>) -> Self {
+        Self {
+            rpc_backends,
+            extra: BTreeMap::new(),
+        }
+    }
+
     /// The JSON written to `sollol:router:metadata`.
     pub fn to_json(&self) -> String {
         pyjson::to_python_json(self).unwrap_or_default()

@@ -41,6 +41,7 @@ fn err(msg: impl Into<String>) -> Error {
 
 /// Certificate files for a TLS server.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct TlsFiles {
     /// Server certificate (PEM).
     pub cert: PathBuf,
@@ -48,6 +49,17 @@ pub struct TlsFiles {
     pub key: PathBuf,
     /// CA certificate that signed `cert` (PEM).
     pub ca: PathBuf,
+}
+
+impl TlsFiles {
+    /// The server certificate `cert`, its key `key` and the CA `ca` that signed it.
+    pub fn new(cert: impl Into<PathBuf>, key: impl Into<PathBuf>, ca: impl Into<PathBuf>) -> Self {
+        Self {
+            cert: cert.into(),
+            key: key.into(),
+            ca: ca.into(),
+        }
+    }
 }
 
 /// Options of a [`RedisServer`].

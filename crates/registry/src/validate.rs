@@ -10,6 +10,7 @@ use crate::record::{GpuStatsRecord, RouterMetadata, RpcNodeRecord};
 /// `docs/registry.md`; they are far above any real machine and far below what would
 /// hurt a reader.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct Limits {
     /// Largest accepted value, in bytes (checked before parsing). Default 256 KiB.
     pub max_record_bytes: usize,
@@ -43,11 +44,22 @@ pub const MAX_TIMESTAMP: f64 = 4_102_444_800.0;
 
 /// A record discovery could not use, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SkippedRecord {
     /// The Redis key (or memory-backend key) it was read from.
     pub key: String,
     /// Why it was skipped, in words.
     pub reason: String,
+}
+
+impl SkippedRecord {
+    /// The record at `key`, skipped because of `reason`.
+    pub fn new(key: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self {
+            key: key.into(),
+            reason: reason.into(),
+        }
+    }
 }
 
 /// A field name, formatted only when a check fails (validation runs on every record

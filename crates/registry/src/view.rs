@@ -8,6 +8,7 @@ use crate::validate::SkippedRecord;
 
 /// A registered RPC node as discovery returns it.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct RpcNodeEntry {
     /// Host from the key `sollol:rpc:node:{host}:{port}`.
     pub host: String,
@@ -20,6 +21,7 @@ pub struct RpcNodeEntry {
 
 /// Everything discovery read, in one consistent shape.
 #[derive(Debug, Clone, Default, PartialEq)]
+#[non_exhaustive]
 pub struct ClusterView {
     /// Live stats records by node id (from the key), sorted by node id. Records are
     /// shared (`Arc`): a record unchanged since the previous discovery is the same
@@ -31,6 +33,17 @@ pub struct ClusterView {
     pub metadata: Option<RouterMetadata>,
     /// Records that were present but unusable, with the reason.
     pub skipped: Vec<SkippedRecord>,
+}
+
+impl RpcNodeEntry {
+    /// The registration `record` read from the key of `host:port`.
+    pub fn new(host: impl Into<String>, port: u16, record: Arc<RpcNodeRecord>) -> Self {
+        Self {
+            host: host.into(),
+            port,
+            record,
+        }
+    }
 }
 
 impl ClusterView {

@@ -22,6 +22,7 @@ pub enum Target {
 /// Why the placement is possible.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum FitKind {
     /// Fits one GPU: size ≤ usable and size ≤ free.
     SingleGpu,
@@ -40,6 +41,7 @@ pub enum FitKind {
 
 /// The answer to a [`Request`](crate::Request): small, `Copy`, made without allocating.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[non_exhaustive]
 pub struct Decision {
     /// The snapshot decided on (node indices are only meaningful there).
     pub snapshot: SnapshotId,
@@ -88,6 +90,7 @@ pub enum NoRoute {
 /// Why the GPUs of a node cannot take the model.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum GpuMiss {
     /// Larger than the usable VRAM (total × margin) of every GPU.
     TooLarge {
@@ -130,6 +133,7 @@ impl fmt::Display for GpuMiss {
 /// Why the CPU of a node cannot take the model.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum CpuMiss {
     /// The request does not allow a CPU placement.
     NotAllowed,
@@ -175,6 +179,7 @@ impl fmt::Display for CpuMiss {
 /// Why a node was not a candidate.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum RejectReason {
     /// Its last health check failed.
     Unhealthy,

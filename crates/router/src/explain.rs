@@ -20,6 +20,7 @@ use crate::sollol::Sollol;
 /// score is their product (`base_score` first); under `binpack` / `spread` the values are
 /// the ranking keys (`placement_rank`, `preferred`, `warm`, then MiB).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[non_exhaustive]
 pub struct ScoreTerm {
     /// Which rule (named like the [`SollolParams`](crate::SollolParams) field it uses).
     pub name: &'static str,
@@ -29,6 +30,7 @@ pub struct ScoreTerm {
 
 /// A node that could take the request, with its placement and score terms.
 #[derive(Clone, Debug, PartialEq, Serialize)]
+#[non_exhaustive]
 pub struct Candidate {
     /// The node.
     pub node: NodeIndex,
@@ -52,6 +54,7 @@ pub struct Candidate {
 
 /// A node that could not take the request.
 #[derive(Clone, Debug, PartialEq, Serialize)]
+#[non_exhaustive]
 pub struct Rejected {
     /// The node.
     pub node: NodeIndex,
@@ -65,6 +68,7 @@ pub struct Rejected {
 
 /// A decision with its reasons: what [`Snapshot::explain`] returns.
 #[derive(Clone, Debug, PartialEq, Serialize)]
+#[non_exhaustive]
 pub struct Explanation {
     /// Policy name.
     pub policy: &'static str,

@@ -17,6 +17,7 @@ pub const MAX_LATENCY_MS: f64 = 86_400_000.0;
 
 /// A llama.cpp `rpc-server` endpoint.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct RpcEndpoint {
     /// Host name or IP address.
     pub host: String,
@@ -24,8 +25,19 @@ pub struct RpcEndpoint {
     pub port: u16,
 }
 
+impl RpcEndpoint {
+    /// The rpc-server at `host:port`.
+    pub fn new(host: impl Into<String>, port: u16) -> Self {
+        Self {
+            host: host.into(),
+            port,
+        }
+    }
+}
+
 /// One GPU of a node, as last reported.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct GpuSpec {
     /// Device index on its node (SOLLOL's `index`).
     pub index: u32,
@@ -70,7 +82,8 @@ impl GpuSpec {
 
 /// A model resident on a node (from Ollama's `/api/ps`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LoadedModel {
+#[non_exhaustive]
+pub struct ResidentModel {
     /// Model name as Ollama reports it (`llama3.1:8b`; a missing tag means `:latest`).
     pub name: String,
     /// Whole model size in MiB; `None` when unknown.
@@ -86,7 +99,7 @@ pub struct LoadedModel {
     pub gpu: Option<u32>,
 }
 
-impl LoadedModel {
+impl ResidentModel {
     /// A model of `size_mib` with `vram_mib` of it in VRAM, GPU unknown.
     pub fn new(name: impl Into<String>, size_mib: u64, vram_mib: u64) -> Self {
         Self::with_sizes(name, Some(size_mib), Some(vram_mib))
@@ -105,6 +118,18 @@ impl LoadedModel {
             gpu: None,
         }
     }
+
+    /// The same model, held by GPU `index`.
+    ///
+    /// ```
+    /// let m = vramroute_router::ResidentModel::new("llama3.1:8b", 4700, 4700).with_gpu(1);
+    /// assert_eq!(m.gpu, Some(1));
+    /// ```
+    #[must_use]
+    pub fn with_gpu(mut self, index: u32) -> Self {
+        self.gpu = Some(index);
+        self
+    }
 }
 
 fn default_true() -> bool {
@@ -122,6 +147,7 @@ fn default_true() -> bool {
 /// # Ok::<(), vramroute_router::Error>(())
 /// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct NodeSpec {
     /// Unique id, SOLLOL's node id (`"{ip}:{ollama_port}"`). Ties break by this id.
     pub id: String,
@@ -148,7 +174,7 @@ pub struct NodeSpec {
     pub cpu_load_percent: Option<f64>,
     /// Models currently resident.
     #[serde(default)]
-    pub loaded_models: Vec<LoadedModel>,
+    pub loaded_models: Vec<ResidentModel>,
     /// Requests in flight on the node.
     #[serde(default)]
     pub active_requests: u32,

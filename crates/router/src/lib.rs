@@ -6,7 +6,7 @@
 //! dependencies are serde, thiserror and arc-swap).
 //!
 //! Entry types:
-//! - [`NodeSpec`] / [`GpuSpec`] / [`LoadedModel`]: what is known about each node (MiB).
+//! - [`NodeSpec`] / [`GpuSpec`] / [`ResidentModel`]: what is known about each node (MiB).
 //! - [`Snapshot::build`]: a compact, read-only, id-sorted view built once per update.
 //! - [`Request`]: model, size, GPU need, priority, task, affinity, exclusions.
 //! - [`Policy`]: `sollol` (default, [`SollolParams`]), `binpack`, `spread`.
@@ -16,10 +16,10 @@
 //!   concurrent updater; reservations keep routed loads counted until the next report.
 //!
 //! ```
-//! use vramroute_router::{GpuSpec, LoadedModel, NodeSpec, Policy, Request, Router, Snapshot, SnapshotConfig};
+//! use vramroute_router::{GpuSpec, ResidentModel, NodeSpec, Policy, Request, Router, Snapshot, SnapshotConfig};
 //! let mut warm = NodeSpec::new("10.0.0.1:11434");
 //! warm.gpus.push(GpuSpec::new(0, 12288, Some(5000)));
-//! warm.loaded_models.push(LoadedModel::new("llama3.1:8b", 4700, 4700));
+//! warm.loaded_models.push(ResidentModel::new("llama3.1:8b", 4700, 4700));
 //! let mut idle = NodeSpec::new("10.0.0.2:11434");
 //! idle.gpus.push(GpuSpec::new(0, 12288, Some(12000)));
 //! let router = Router::new(Snapshot::build(vec![warm, idle], &SnapshotConfig::default())?, Policy::default())?;
@@ -79,7 +79,7 @@ pub use error::{Error, Result};
 pub use explain::{Candidate, Explanation, Rejected, ScoreTerm};
 pub use gpu_fit::GpuFit;
 pub use input::{
-    GpuSpec, LoadedModel, NodeSpec, RpcEndpoint, MAX_GPU_MEMORY_MIB, MAX_LATENCY_MS, MAX_RAM_MIB,
+    GpuSpec, NodeSpec, ResidentModel, RpcEndpoint, MAX_GPU_MEMORY_MIB, MAX_LATENCY_MS, MAX_RAM_MIB,
 };
 pub use model_name::{normalize_model_name, same_model};
 pub use policy::{Policy, SollolParams};

@@ -28,6 +28,7 @@ use crate::error::{invalid_config, Error, Result};
     clippy::large_enum_variant,
     reason = "a policy is one configuration value held in an Arc; boxing would add a pointer chase per route"
 )]
+#[non_exhaustive]
 pub enum Policy {
     /// SOLLOL's scorer (the default), with every constant in [`SollolParams`].
     Sollol(SollolParams),
@@ -128,6 +129,7 @@ impl<'de> Deserialize<'de> for Policy {
 /// use; CPU loads are fractions (0.0–1.0) of the node's `cpu_load_percent`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
 pub struct SollolParams {
     /// Every score starts here (SOLLOL: 100).
     pub base_score: f64,

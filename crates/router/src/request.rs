@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 /// [`NodeSpec::preferred_tasks`](crate::NodeSpec::preferred_tasks).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum TaskKind {
     /// Text generation / chat (SOLLOL's default).
     #[default]
@@ -58,6 +59,7 @@ pub enum Complexity {
 /// assert!(req.needs_gpu && req.allow_cpu && !req.allow_multi_gpu);
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq)]
+#[non_exhaustive]
 pub struct Request<'a> {
     /// Model name (`llama3.1:8b`; `llama3.1` and `llama3.1:latest` are the same model).
     pub model: &'a str,

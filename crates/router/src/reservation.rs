@@ -288,6 +288,7 @@ enum Counter<'a> {
 
 /// What [`Snapshot::reserve_decision`] reserved.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct Reservation {
     /// The snapshot it was made on.
     pub snapshot: SnapshotId,

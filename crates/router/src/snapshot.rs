@@ -34,6 +34,7 @@ pub(crate) const TOP_PRIORITY: u8 = 16;
 /// Settings that shape a snapshot.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
 pub struct SnapshotConfig {
     /// A node whose last report is older than this (ms) is stale and never chosen.
     /// Default 30 000 (six missed 5 s reports; SOLLOL's stats expire after 120 s).
@@ -56,6 +57,36 @@ impl Default for SnapshotConfig {
 }
 
 impl SnapshotConfig {
+    /// The same settings with a node stale after `ms` milliseconds.
+    ///
+    /// ```
+    /// let c = vramroute_router::SnapshotConfig::default()
+    ///     .with_stale_after_ms(60_000)
+    ///     .with_vram_safety_margin(0.9);
+    /// assert_eq!((c.stale_after_ms, c.vram_safety_margin), (60_000, 0.9));
+    /// c.validate()?;
+    /// # Ok::<(), vramroute_router::Error>(())
+    /// ```
+    #[must_use]
+    pub fn with_stale_after_ms(mut self, ms: u64) -> Self {
+        self.stale_after_ms = ms;
+        self
+    }
+
+    /// The same settings with a GPU's usable VRAM at `margin` of its total.
+    #[must_use]
+    pub fn with_vram_safety_margin(mut self, margin: f64) -> Self {
+        self.vram_safety_margin = margin;
+        self
+    }
+
+    /// The same settings with a CPU placement's usable RAM at `margin` of the total.
+    #[must_use]
+    pub fn with_ram_safety_margin(mut self, margin: f64) -> Self {
+        self.ram_safety_margin = margin;
+        self
+    }
+
     /// Checks the margins are in (0, 1] and the staleness limit is positive.
     pub fn validate(&self) -> Result<()> {
         for (field, m) in [
@@ -102,6 +133,7 @@ impl SnapshotId {
 
 /// Whether a node may be routed to, and if not, why.
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub enum NodeStatus {
     /// Healthy, fresh and valid.
     Eligible,
@@ -121,6 +153,7 @@ pub enum NodeStatus {
 /// How a GPU's free VRAM was obtained.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum FreeSource {
     /// Reported by the node.
     Reported,

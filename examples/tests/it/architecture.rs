@@ -548,3 +548,165 @@ fn redis_key_text_lives_only_in_the_registry() {
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
+
+/// The long flags (`--size-mb`) the binaries' clap definitions declare: `#[arg(long)]` on
+/// a field `size_mb` or `#[arg(long = "size-mb")]`.
+fn binary_flags(root: &Path) -> Vec<String> {
+    let mut files = Vec::new();
+    rust_files(&root.join("bins"), &mut files);
+    let mut flags = Vec::new();
+    for file in &files {
+        let src = read(file);
+        let lines: Vec<&str> = src.lines().collect();
+        for (i, line) in lines.iter().enumerate() {
+            let Some(at) = line.find("#[arg(") else {
+                continue;
+            };
+            let attr = &line[at..];
+            if let Some(named) = attr.split("long = \"").nth(1) {
+                flags.push(format!("--{}", named.split('"').next().unwrap_or_default()));
+                continue;
+            }
+            if !attr.contains("long") {
+                continue;
+            }
+            let field = lines[i + 1..].iter().take(6).find_map(|l| {
+                let l = l
+                    .trim()
+                    .trim_start_matches("pub(crate) ")
+                    .trim_start_matches("pub ");
+                let (name, _) = l.split_once(':')?;
+                (!name.is_empty() && name.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
+                    .then(|| name.to_owned())
+            });
+            if let Some(name) = field {
+                flags.push(format!("--{}", name.replace('_', "-")));
+            }
+        }
+    }
+    flags.sort();
+    flags.dedup();
+    flags
+}
+
+/// `--word-word` tokens of a text.
+fn flag_tokens(text: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("--") {
+        let tail = &rest[at..];
+        let end = tail[2..]
+            .find(|c: char| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'))
+            .map_or(tail.len(), |e| e + 2);
+        if end > 2 {
+            out.push(&tail[..end]);
+        }
+        rest = &tail[end.max(2)..];
+    }
+    out
+}
+
+#[test]
+fn flag_scanner_reads_clap_fields_and_tokens() {
+    assert_eq!(
+        flag_tokens("give it with --size-mb N or --gguf FILE; -- alone, ---x"),
+        ["--size-mb", "--gguf", "---x"]
+    );
+    let flags = binary_flags(&root());
+    for expected in ["--size-mb", "--redis-url", "--sysfs-root", "--gguf"] {
+        assert!(
+            flags.iter().any(|f| f == expected),
+            "{expected} not in {flags:?}"
+        );
+    }
+}
+
+#[test]
+fn library_text_names_no_binary_flag() {
+    let root = root();
+    let flags = binary_flags(&root);
+    let mut files = Vec::new();
+    rust_files(&root.join("crates"), &mut files);
+    let mut problems = Vec::new();
+    for file in &files {
+        let rel = file.strip_prefix(&root).expect("under the root");
+        let rel = rel.to_string_lossy().replace('\\', "/");
+        if !rel.contains("/src/") {
+            continue;
+        }
+        for (line, lit) in string_literals(&read(file)) {
+            for token in flag_tokens(&lit) {
+                if flags.iter().any(|f| f == token) {
+                    problems.push(format!("{rel}:{line}: {token} in {lit:?}"));
+                }
+            }
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "library text names a flag of the binaries (say what to give, not how; the \
+         binaries add their own hints):\n{}",
+        problems.join("\n")
+    );
+}
+
+/// `pub struct` / `pub enum` / `pub trait` / `pub type` names declared in `src`.
+fn public_type_names(src: &str) -> Vec<String> {
+    src.lines()
+        .filter_map(|l| {
+            let l = l.trim_start();
+            ["pub struct ", "pub enum ", "pub trait ", "pub type "]
+                .iter()
+                .find_map(|p| l.strip_prefix(p))
+                .map(|rest| {
+                    rest.chars()
+                        .take_while(|c| c.is_alphanumeric() || *c == '_')
+                        .collect()
+                })
+        })
+        .collect()
+}
+
+#[test]
+fn public_type_names_are_unique_across_library_crates() {
+    assert_eq!(
+        public_type_names(
+            "pub struct A {\n  pub enum B<T> {\npub(crate) struct C;\n pub type D = u8;"
+        ),
+        ["A", "B", "D"]
+    );
+    let root = root();
+    let mut owners: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for dir in fs::read_dir(root.join("crates"))
+        .expect("crates/")
+        .flatten()
+    {
+        let krate = dir.file_name().to_string_lossy().into_owned();
+        let mut files = Vec::new();
+        rust_files(&dir.path().join("src"), &mut files);
+        for file in &files {
+            for name in public_type_names(&read(file)) {
+                // Each crate's own `Error` and `Result` are the convention, named by path.
+                if name != "Error" && name != "Result" {
+                    owners.entry(name).or_default().push(krate.clone());
+                }
+            }
+        }
+    }
+    assert!(
+        owners.len() > 50,
+        "found only {} public types",
+        owners.len()
+    );
+    let clashes: Vec<String> = owners
+        .iter()
+        .filter(|(_, crates)| crates.len() > 1)
+        .map(|(name, crates)| format!("{name}: {}", crates.join(", ")))
+        .collect();
+    assert!(
+        clashes.is_empty(),
+        "public type names declared more than once (an embedder imports several crates; \
+         give each type its own name):\n{}",
+        clashes.join("\n")
+    );
+}

@@ -65,23 +65,23 @@ fn gguf_estimate_rejects_zero_ctx() {
     let info = GgufInfo::from_path(data("tiny-llama.gguf")).unwrap();
     let err = estimate_from_gguf(&info, 0).unwrap_err();
     assert!(matches!(err, Error::InvalidInput(_)));
-    assert!(err.to_string().contains("--ctx"), "{err}");
+    assert!(
+        err.to_string().contains("context length you will run with"),
+        "{err}"
+    );
+    assert!(!err.to_string().contains("--"), "names a CLI flag: {err}");
 }
 
 fn llama31_8b_show() -> OllamaShowInfo {
-    OllamaShowInfo {
-        architecture: "llama".to_owned(),
-        block_count: 32,
-        context_length: Some(131_072),
-        embedding_length: 4096,
-        head_count: 32,
-        head_count_kv: Some(8),
-        key_length: None,
-        value_length: None,
-        parameter_count: Some(8_030_261_248),
-        quantization_level: Some("Q4_K_M".to_owned()),
-        size_bytes: Some(4_920_753_328),
-    }
+    let mut ollama_show_info = OllamaShowInfo::new("llama", 32);
+    ollama_show_info.context_length = Some(131_072);
+    ollama_show_info.embedding_length = 4096;
+    ollama_show_info.head_count = 32;
+    ollama_show_info.head_count_kv = Some(8);
+    ollama_show_info.parameter_count = Some(8_030_261_248);
+    ollama_show_info.quantization_level = Some("Q4_K_M".to_owned());
+    ollama_show_info.size_bytes = Some(4_920_753_328);
+    ollama_show_info
 }
 
 #[test]
@@ -117,10 +117,7 @@ fn ollama_show_without_size_uses_parameters_times_bits_or_asks() {
 
 #[test]
 fn ollama_tags_gives_weights_only() {
-    let e = estimate_from_ollama_tags(&OllamaTagsInfo {
-        name: "phi3:mini".to_owned(),
-        size_bytes: 2_176_178_913,
-    });
+    let e = estimate_from_ollama_tags(&OllamaTagsInfo::new("phi3:mini", 2_176_178_913));
     assert_eq!(e.weights_mib, 2076);
     assert_eq!(e.layer_count, None);
     assert_eq!(e.source, EstimateSource::OllamaTags);
@@ -169,10 +166,7 @@ fn sollol_table_has_specs_exact_figures() {
 fn sizer_tries_sources_in_order() {
     let info = GgufInfo::from_path(data("tiny-llama.gguf")).unwrap();
     let show = llama31_8b_show();
-    let tags = OllamaTagsInfo {
-        name: "llama3.1:8b".to_owned(),
-        size_bytes: 1 << 30,
-    };
+    let tags = OllamaTagsInfo::new("llama3.1:8b", 1 << 30);
     let src = |s: ModelSizer<'_>| s.estimate("llama3.1:8b", 4096).unwrap().source;
     // One order: explicit, GGUF, /api/show, /api/tags, SOLLOL's table, a loaded copy.
     let all = ModelSizer::new()

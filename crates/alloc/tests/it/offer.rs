@@ -75,9 +75,10 @@ fn configured_reserve_changes_every_field() {
 
 #[test]
 fn absurd_reserve_is_an_error_not_a_clamp() {
-    let bad = ReserveConfig {
-        gpu_fraction: 1.5,
-        ..ReserveConfig::default()
+    let bad = {
+        let mut reserve_config = ReserveConfig::default();
+        reserve_config.gpu_fraction = 1.5;
+        reserve_config
     };
     let err = NodeOffer::from_hardware(&sollol_example_gpus(), &host(64000), &bad).unwrap_err();
     expect![[r#"invalid reserve setting: gpu_fraction = 1.5 is outside [0, 1): give the share to hold back, e.g. 0.2 for 20 %"#]]

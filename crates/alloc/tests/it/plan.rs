@@ -29,16 +29,16 @@ fn node(id: &str, host_ip: &str, gpus_mib: &[u64], ram_mib: u64) -> Vec<ClusterW
 }
 
 fn local_cpu(ram_budget_mib: u64) -> ClusterWorker {
-    ClusterWorker {
-        node_id: "coordinator".to_owned(),
-        host: String::new(),
-        rpc_port: 0,
-        kind: WorkerKind::Cpu,
-        device_name: "CPU".to_owned(),
-        budget_mib: ram_budget_mib,
-        free_mib: None,
-        local: true,
-    }
+    let mut cluster_worker = ClusterWorker::new(
+        "coordinator",
+        String::new(),
+        0,
+        WorkerKind::Cpu,
+        "CPU",
+        ram_budget_mib,
+    );
+    cluster_worker.local = true;
+    cluster_worker
 }
 
 /// llama.cpp's `load_tensors` layer assignment, re-implemented with its f32 arithmetic:
@@ -116,9 +116,10 @@ fn sollol_cluster() -> Vec<ClusterWorker> {
 #[test]
 fn sollol_70b_example_gets_a_valid_plan() {
     let model = sollol_table_estimate("llama3.1:70b").unwrap();
-    let opts = PlanOptions {
-        model_path: Some("/models/llama-3.1-70b-q4_k_m.gguf".to_owned()),
-        ..PlanOptions::default()
+    let opts = {
+        let mut plan_options = PlanOptions::default();
+        plan_options.model_path = Some("/models/llama-3.1-70b-q4_k_m.gguf".to_owned());
+        plan_options
     };
     let p = plan(&model, &sollol_cluster(), &opts).unwrap();
     assert_llama_cpp_agrees(&p);
@@ -194,16 +195,8 @@ fn barely_fits_exactly_and_one_mib_less_does_not() {
     let model = ModelEstimate::explicit("exact", 10000)
         .with_layers(10)
         .unwrap();
-    let worker = |budget| ClusterWorker {
-        node_id: "n".to_owned(),
-        host: "10.0.0.1".to_owned(),
-        rpc_port: 50052,
-        kind: WorkerKind::Gpu,
-        device_name: "CUDA0".to_owned(),
-        budget_mib: budget,
-        free_mib: None,
-        local: false,
-    };
+    let worker =
+        |budget| ClusterWorker::new("n", "10.0.0.1", 50052, WorkerKind::Gpu, "CUDA0", budget);
     let p = plan(&model, &[worker(10512)], &PlanOptions::default()).unwrap();
     assert_llama_cpp_agrees(&p);
     assert_eq!(p.devices[0].planned_mib, 10512);
@@ -232,34 +225,36 @@ fn barely_fits_exactly_and_one_mib_less_does_not() {
 
 #[test]
 fn does_not_fit_says_by_how_much_and_suggests_ctx() {
-    let model = ModelEstimate {
-        name: "llama3.1:70b-q4".to_owned(),
-        total_mib: 40000 + 10240 + 512,
-        weights_mib: 40000,
-        kv_cache_mib: 10240,
-        overhead_mib: 512,
-        layer_count: Some(80),
-        per_layer_mib: Some(628.0),
-        output_mib: 0,
-        host_mib: 0,
-        context_length: Some(32768),
-        kv_bytes_per_token: Some(327_680),
-        source: vramroute_alloc::EstimateSource::OllamaShow,
-        notes: Vec::new(),
+    let model = {
+        // Every field is set below: `explicit` is only a starting point.
+        let mut model_estimate = ModelEstimate::explicit("llama3.1:70b-q4", 40000 + 10240 + 512);
+        model_estimate.weights_mib = 40000;
+        model_estimate.kv_cache_mib = 10240;
+        model_estimate.overhead_mib = 512;
+        model_estimate.layer_count = Some(80);
+        model_estimate.per_layer_mib = Some(628.0);
+        model_estimate.output_mib = 0;
+        model_estimate.host_mib = 0;
+        model_estimate.context_length = Some(32768);
+        model_estimate.kv_bytes_per_token = Some(327_680);
+        model_estimate.source = vramroute_alloc::EstimateSource::OllamaShow;
+        model_estimate.notes = Vec::new();
+        model_estimate
     };
     // GPUs: (19660 - 512) / 628 = 30 layers each; CPUs (4096 MiB RAM): 4 layers each.
     // 68 of 80 layers: short by 12 × 628 = 7536 MiB, less than the 10240 MiB KV cache.
     let mut workers = node("a", "10.0.0.1", &[24576], 4096);
     workers.extend(node("b", "10.0.0.2", &[24576], 4096));
     let err = plan(&model, &workers, &PlanOptions::default()).unwrap_err();
-    expect!["model `llama3.1:70b-q4` does not fit: short by 7536 MiB (50240 MiB needed, 42704 MiB usable); what would help: another node with at least 8048 MiB of budget (a GPU of 10060 MiB or more at a 20 % reserve); a smaller context: --ctx 8448 (the KV cache is 10240 MiB at ctx 32768); a smaller quantization: the weights are 40000 MiB; a quant about 7536 MiB smaller would fit"]
+    expect!["model `llama3.1:70b-q4` does not fit: short by 7536 MiB (50240 MiB needed, 42704 MiB usable); what would help: another node with at least 8048 MiB of budget (a GPU of 10060 MiB or more at a 20 % reserve); a smaller context: ctx 8448 (the KV cache is 10240 MiB at ctx 32768); a smaller quantization: the weights are 40000 MiB; a quant about 7536 MiB smaller would fit"]
         .assert_eq(&err.to_string());
     // The suggested context does fit (KV shrinks per layer).
     let per_token_per_layer = 327_680.0 / 80.0;
-    let smaller = ModelEstimate {
-        per_layer_mib: Some(500.0 + per_token_per_layer * 8448.0 / 1_048_576.0),
-        context_length: Some(8448),
-        ..model
+    let smaller = {
+        let mut model_estimate = model;
+        model_estimate.per_layer_mib = Some(500.0 + per_token_per_layer * 8448.0 / 1_048_576.0);
+        model_estimate.context_length = Some(8448);
+        model_estimate
     };
     let p = plan(&smaller, &workers, &PlanOptions::default()).unwrap();
     assert_llama_cpp_agrees(&p);
@@ -279,15 +274,17 @@ fn estimates_without_layers_cannot_be_planned() {
 
 #[test]
 fn local_gpus_come_after_rpc_devices_and_avoid_the_network_when_enough() {
-    let local_gpu = |name: &str, budget| ClusterWorker {
-        node_id: "coordinator".to_owned(),
-        host: String::new(),
-        rpc_port: 0,
-        kind: WorkerKind::Gpu,
-        device_name: name.to_owned(),
-        budget_mib: budget,
-        free_mib: None,
-        local: true,
+    let local_gpu = |name: &str, budget| {
+        let mut cluster_worker = ClusterWorker::new(
+            "coordinator",
+            String::new(),
+            0,
+            WorkerKind::Gpu,
+            name,
+            budget,
+        );
+        cluster_worker.local = true;
+        cluster_worker
     };
     let model = sollol_table_estimate("llama3.1:8b").unwrap(); // 4700 MiB, 32 layers
     let mut workers = node("remote", "10.0.0.2", &[24576], 32768);
@@ -331,9 +328,10 @@ fn live_free_memory_caps_the_budget() {
     assert_llama_cpp_agrees(&p);
     assert_eq!(p.rpc_endpoints, ["10.0.0.2:50052"]);
     // Without live capping, the bigger GPU (a) wins.
-    let opts = PlanOptions {
-        use_live_free: false,
-        ..PlanOptions::default()
+    let opts = {
+        let mut plan_options = PlanOptions::default();
+        plan_options.use_live_free = false;
+        plan_options
     };
     let p = plan(&model, &workers, &opts).unwrap();
     assert_eq!(p.rpc_endpoints, ["10.0.0.1:50052"]);
@@ -353,20 +351,21 @@ fn live_free_memory_caps_the_budget() {
 #[test]
 fn output_layer_needs_room_on_the_last_device() {
     // Two equal GPUs; the output head (2000 MiB) must fit where the last layer is.
-    let model = ModelEstimate {
-        name: "big-vocab".to_owned(),
-        total_mib: 0,
-        weights_mib: 10000,
-        kv_cache_mib: 0,
-        overhead_mib: 512,
-        layer_count: Some(20),
-        per_layer_mib: Some(400.0),
-        output_mib: 2000,
-        host_mib: 1000,
-        context_length: Some(4096),
-        kv_bytes_per_token: None,
-        source: vramroute_alloc::EstimateSource::Gguf,
-        notes: Vec::new(),
+    let model = {
+        // Every field is set below: `explicit` is only a starting point.
+        let mut model_estimate = ModelEstimate::explicit("big-vocab", 0);
+        model_estimate.weights_mib = 10000;
+        model_estimate.kv_cache_mib = 0;
+        model_estimate.overhead_mib = 512;
+        model_estimate.layer_count = Some(20);
+        model_estimate.per_layer_mib = Some(400.0);
+        model_estimate.output_mib = 2000;
+        model_estimate.host_mib = 1000;
+        model_estimate.context_length = Some(4096);
+        model_estimate.kv_bytes_per_token = None;
+        model_estimate.source = vramroute_alloc::EstimateSource::Gguf;
+        model_estimate.notes = Vec::new();
+        model_estimate
     };
     let mut workers = node("a", "10.0.0.1", &[8192], 8192);
     workers.extend(node("b", "10.0.0.2", &[8192], 8192));
@@ -376,9 +375,10 @@ fn output_layer_needs_room_on_the_last_device() {
     // device then needs 4000 + 2000 + 512 = 6512 <= 6553: fine.
     assert_eq!(p.tensor_split, [0, 10, 0, 11]);
     // With a 3000 MiB head, the last GPU gives layers to the first.
-    let bigger = ModelEstimate {
-        output_mib: 3000,
-        ..model
+    let bigger = {
+        let mut model_estimate = model;
+        model_estimate.output_mib = 3000;
+        model_estimate
     };
     let p = plan(&bigger, &workers, &PlanOptions::default()).unwrap();
     assert_llama_cpp_agrees(&p);
@@ -517,9 +517,10 @@ fn absurd_sizes_are_errors_not_overflows() {
         Err(Error::InvalidInput(_))
     ));
     let model = ModelEstimate::explicit("m", 1000).with_layers(10).unwrap();
-    let opts = PlanOptions {
-        per_device_overhead_mib: u64::MAX,
-        ..PlanOptions::default()
+    let opts = {
+        let mut plan_options = PlanOptions::default();
+        plan_options.per_device_overhead_mib = u64::MAX;
+        plan_options
     };
     assert!(matches!(
         plan(&model, &workers, &opts),

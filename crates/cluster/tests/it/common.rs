@@ -9,13 +9,10 @@ use vramroute_registry::{
 pub(crate) const NOW: f64 = 1_800_000_000.0;
 
 pub(crate) fn gpu(index: u32, total: Option<u64>, free: Option<u64>) -> GpuStat {
-    GpuStat {
-        index,
-        name: format!("GPU {index}"),
-        memory_total_mb: total,
-        memory_free_mb: free,
-        ..GpuStat::default()
-    }
+    let mut g = GpuStat::new(index, format!("GPU {index}"));
+    g.memory_total_mb = total;
+    g.memory_free_mb = free;
+    g
 }
 
 /// A stats record as vramroute writes it (RAM figures), or as SOLLOL writes it (`ram`
@@ -27,13 +24,9 @@ pub(crate) fn stats(
     loaded: Vec<LoadedModel>,
     age_s: f64,
 ) -> (String, Arc<GpuStatsRecord>) {
-    let mut r = GpuStatsRecord {
-        vendor: if gpus.is_empty() { "none" } else { "nvidia" }.to_owned(),
-        gpus,
-        timestamp: NOW - age_s,
-        node_id: id.to_owned(),
-        ..GpuStatsRecord::default()
-    };
+    let vendor = if gpus.is_empty() { "none" } else { "nvidia" };
+    let mut r = GpuStatsRecord::new(id, vendor, NOW - age_s);
+    r.gpus = gpus;
     if let Some((total, free)) = ram {
         r.reporter_version = Some("0.1.0".to_owned());
         r.cpu_ram_total_mb = Some(total);
@@ -53,25 +46,20 @@ pub(crate) fn registration(host: &str, cpu_ram_mb: u64, vram: &[u64]) -> RpcNode
         device_config.push(',');
         device_config.push_str(d);
     }
-    RpcNodeEntry {
-        host: host.to_owned(),
-        port: 50052,
-        record: Arc::new(RpcNodeRecord {
-            has_gpu: !vram.is_empty(),
-            gpu_names: devices.iter().map(|_| "GPU".to_owned()).collect(),
-            gpu_devices: devices,
-            gpu_vram_mb: vram.to_vec(),
-            cpu_ram_mb,
-            device_config,
-            memory_config: std::iter::once(cpu_ram_mb)
-                .chain(vram.iter().copied())
-                .map(|v| v.to_string())
-                .collect::<Vec<_>>()
-                .join(","),
-            total_parallel_workers: 1 + u32::try_from(vram.len()).expect("few GPUs"),
-            ..RpcNodeRecord::default()
-        }),
-    }
+    let mut r = RpcNodeRecord::default();
+    r.has_gpu = !vram.is_empty();
+    r.gpu_names = devices.iter().map(|_| "GPU".to_owned()).collect();
+    r.gpu_devices = devices;
+    r.gpu_vram_mb = vram.to_vec();
+    r.cpu_ram_mb = cpu_ram_mb;
+    r.device_config = device_config;
+    r.memory_config = std::iter::once(cpu_ram_mb)
+        .chain(vram.iter().copied())
+        .map(|v| v.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    r.total_parallel_workers = 1 + u32::try_from(vram.len()).expect("few GPUs");
+    RpcNodeEntry::new(host, 50052, Arc::new(r))
 }
 
 pub(crate) fn cluster(

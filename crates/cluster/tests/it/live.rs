@@ -12,13 +12,9 @@ use vramroute_router::{Policy, Request};
 use crate::common::gpu;
 
 fn record(id: &str, free: u64) -> GpuStatsRecord {
-    GpuStatsRecord {
-        vendor: "nvidia".to_owned(),
-        gpus: vec![gpu(0, Some(24576), Some(free))],
-        timestamp: vramroute_cluster::unix_now(),
-        node_id: id.to_owned(),
-        ..GpuStatsRecord::default()
-    }
+    let mut r = GpuStatsRecord::new(id, "nvidia", vramroute_cluster::unix_now());
+    r.gpus = vec![gpu(0, Some(24576), Some(free))];
+    r
 }
 
 async fn until(what: &str, mut f: impl FnMut() -> bool) {

@@ -70,10 +70,12 @@ fn build(nodes: &[GenNode]) -> StatusView {
         let loaded = n
             .loaded
             .iter()
-            .map(|(m, size)| LoadedModel {
-                name: MODELS[*m].to_owned(),
-                size_mb: *size,
-                size_vram_mb: size.map(|s| if n.gpus.is_empty() { 0 } else { s }),
+            .map(|(m, size)| {
+                LoadedModel::new(
+                    MODELS[*m],
+                    *size,
+                    size.map(|s| if n.gpus.is_empty() { 0 } else { s }),
+                )
             })
             .collect();
         st.push(stats(&format!("{ip}:11434"), gpus, n.ram, loaded, n.age_s));

@@ -90,11 +90,7 @@ fn a_model_larger_than_the_registered_ram_is_not_placed_on_the_cpu() {
 /// A loaded model of unknown size stays unknown (it used to be handed over as 0 MiB).
 #[test]
 fn a_loaded_model_of_unknown_size_is_not_zero() {
-    let loaded = vramroute_registry::LoadedModel {
-        name: "custom:latest".to_owned(),
-        size_mb: None,
-        size_vram_mb: None,
-    };
+    let loaded = vramroute_registry::LoadedModel::new("custom:latest", None, None);
     let c = cluster(
         vec![stats(
             "10.1.2.7:11434",

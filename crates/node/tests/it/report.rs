@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use vramroute_alloc::ReserveConfig;
 use vramroute_node::{gpu_log_line, NodeIdentity, NodeReport, OllamaState};
-use vramroute_ollama::{Error as OllamaError, LoadedModel, PsResponse};
+use vramroute_ollama::{Error as OllamaError, PsModel, PsResponse};
 use vramroute_probe::{
     GpuDevice, HostMemory, MemoryKind, NodeHardware, Prober, ProberConfig, Vendor,
 };
@@ -23,46 +23,29 @@ fn fixture(name: &str) -> Vec<GpuDevice> {
 }
 
 fn host() -> HostMemory {
-    HostMemory {
-        total_ram_mib: 64000,
-        available_ram_mib: 51200,
-        cpu_count: 16,
-        cgroup_limit_mib: None,
-    }
+    HostMemory::new(64000, 51200, 16)
 }
 
 fn id() -> NodeIdentity {
-    NodeIdentity {
-        node_id: "10.9.66.90:11434".into(),
-        advertise_ip: "10.9.66.90".into(),
-        rpc_port: 50052,
-        ollama_url: Some("http://127.0.0.1:11434".into()),
-        hostname: Some("gpu-box".into()),
-    }
+    let mut node_identity = NodeIdentity::new("10.9.66.90:11434", "10.9.66.90", 50052);
+    node_identity.ollama_url = Some("http://127.0.0.1:11434".into());
+    node_identity.hostname = Some("gpu-box".into());
+    node_identity
 }
 
 fn report(gpus: Vec<GpuDevice>, ollama: OllamaState) -> NodeReport {
-    let hw = NodeHardware { gpus, host: host() };
+    let hw = NodeHardware::new(gpus, host());
     NodeReport::new(hw, &ReserveConfig::default(), None, ollama, 1_795_441_356.5).unwrap()
 }
 
 fn ps(models: &[(u64, u64)]) -> vramroute_ollama::Result<PsResponse> {
-    Ok(PsResponse {
-        models: models
+    Ok(PsResponse::new(
+        models
             .iter()
             .enumerate()
-            .map(|(i, &(size, size_vram))| LoadedModel {
-                name: format!("m{i}:latest"),
-                model: None,
-                size,
-                size_vram,
-                digest: None,
-                details: None,
-                expires_at: None,
-                context_length: None,
-            })
+            .map(|(i, &(size, size_vram))| PsModel::new(format!("m{i}:latest"), size, size_vram))
             .collect(),
-    })
+    ))
 }
 
 #[test]
@@ -156,20 +139,18 @@ fn cpu_only_node_matches_sollol_shape() {
 
 #[test]
 fn nvidia_node_registration_equals_sollol_sample() {
-    let gpu = |index: u32, name: &str, total: u64, bus: &str| GpuDevice {
-        vendor: Vendor::Nvidia,
-        index,
-        name: name.into(),
-        uuid: Some(format!("GPU-{index}")),
-        pci_bus_id: Some(bus.into()),
-        memory_total_mib: Some(total),
-        memory_used_mib: Some(0),
-        memory_free_mib: Some(total),
-        utilization_percent: Some(0),
-        temperature_celsius: Some(40.0),
-        power_watts: Some(30.0),
-        memory_kind: MemoryKind::Dedicated,
-        driver: "nvidia".into(),
+    let gpu = |index: u32, name: &str, total: u64, bus: &str| {
+        let mut gpu_device = GpuDevice::new(Vendor::Nvidia, index, name, "nvidia");
+        gpu_device.uuid = Some(format!("GPU-{index}"));
+        gpu_device.pci_bus_id = Some(bus.into());
+        gpu_device.memory_total_mib = Some(total);
+        gpu_device.memory_used_mib = Some(0);
+        gpu_device.memory_free_mib = Some(total);
+        gpu_device.utilization_percent = Some(0);
+        gpu_device.temperature_celsius = Some(40.0);
+        gpu_device.power_watts = Some(30.0);
+        gpu_device.memory_kind = MemoryKind::Dedicated;
+        gpu_device
     };
     let r = report(
         vec![

@@ -9,10 +9,11 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::track::Stats;
-use crate::{LoadedModel, ModelDetails};
+use crate::{ModelDetails, PsModel};
 
 /// How the server answers on every endpoint but `/` and `/api/version`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Behaviour {
     /// Real answers.
     Normal,
@@ -83,6 +84,7 @@ impl Default for Knobs {
 
 /// An installed model of the fake server.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct FakeModel {
     /// Name, e.g. `llama3.1:8b`. A request for a name without a tag also finds
     /// `name:latest`, as in Ollama.
@@ -113,7 +115,7 @@ pub(super) struct Inner {
     pub(super) knobs: Knobs,
     pub(super) version: String,
     pub(super) installed: BTreeMap<String, FakeModel>,
-    pub(super) loaded: BTreeMap<String, LoadedModel>,
+    pub(super) loaded: BTreeMap<String, PsModel>,
     pub(super) generate_calls: Vec<Value>,
 }
 
@@ -131,8 +133,8 @@ pub(super) fn lock(state: &Shared) -> MutexGuard<'_, Inner> {
     state.inner.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-pub(super) fn loaded(name: &str, size: u64, size_vram: u64) -> LoadedModel {
-    LoadedModel {
+pub(super) fn loaded(name: &str, size: u64, size_vram: u64) -> PsModel {
+    PsModel {
         name: name.to_string(),
         model: Some(name.to_string()),
         size,

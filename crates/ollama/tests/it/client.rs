@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use vramroute_ollama::testing::{Behaviour, FakeModel, FakeOllama};
-use vramroute_ollama::{Error, GpuOffload, OllamaClient};
+use vramroute_ollama::{Error, OffloadVerdict, OllamaClient};
 
 fn client(url: &str, timeout_ms: u64) -> OllamaClient {
     OllamaClient::new(url, Duration::from_millis(timeout_ms)).expect("valid url")
@@ -20,7 +20,7 @@ async fn ps_tags_show_load_unload() {
     let c = client(&fake.url(), 2000);
 
     assert!(c.ps().await.unwrap().models.is_empty());
-    assert_eq!(GpuOffload::from_ps(&c.ps().await), GpuOffload::Idle);
+    assert_eq!(OffloadVerdict::from_ps(&c.ps().await), OffloadVerdict::Idle);
 
     let tags = c.tags().await.unwrap();
     assert_eq!(tags.models.len(), 1);
@@ -33,7 +33,7 @@ async fn ps_tags_show_load_unload() {
     c.load("llama3.1:8b", "1h").await.unwrap();
     let ps = c.ps().await.unwrap();
     assert_eq!(ps.models[0].size_vram, 4_920_000_000);
-    assert_eq!(GpuOffload::from_ps(&Ok(ps)), GpuOffload::On);
+    assert_eq!(OffloadVerdict::from_ps(&Ok(ps)), OffloadVerdict::On);
     let calls = fake.generate_calls();
     assert_eq!(calls[0]["keep_alive"], "1h");
     assert!(calls[0].get("prompt").is_none(), "a load carries no prompt");
@@ -73,7 +73,7 @@ async fn garbage_error_and_hang_are_clean_errors() {
     assert!(matches!(err, Error::Unreachable { .. }), "{err:?}");
     assert!(err.to_string().contains("timed out"), "{err}");
     assert!(start.elapsed() < Duration::from_secs(5));
-    assert_eq!(GpuOffload::from_ps(&Err(err)), GpuOffload::Unknown);
+    assert_eq!(OffloadVerdict::from_ps(&Err(err)), OffloadVerdict::Unknown);
 }
 
 #[tokio::test]

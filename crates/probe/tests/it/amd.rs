@@ -5,23 +5,19 @@ use vramroute_probe::{GpuDevice, MemoryKind, Vendor};
 use crate::gpus;
 
 fn rx_7900_xtx(index: u32, uuid: Option<&str>) -> GpuDevice {
-    GpuDevice {
-        vendor: Vendor::Amd,
-        index,
-        name: "AMD Radeon RX 7900 XTX".into(),
-        uuid: uuid.map(str::to_owned),
-        pci_bus_id: Some("0000:03:00.0".into()),
-        // 25753026560 / 1234829312 bytes
-        memory_total_mib: Some(24_560),
-        memory_used_mib: Some(1_177),
-        memory_free_mib: Some(23_382),
-        utilization_percent: Some(4),
-        temperature_celsius: Some(41.0),
-        // power1_average is absent; power1_input (newer kernels) is used.
-        power_watts: Some(28.0),
-        memory_kind: MemoryKind::Dedicated,
-        driver: "amdgpu".into(),
-    }
+    let mut gpu_device = GpuDevice::new(Vendor::Amd, index, "AMD Radeon RX 7900 XTX", "amdgpu");
+    gpu_device.uuid = uuid.map(str::to_owned);
+    gpu_device.pci_bus_id = Some("0000:03:00.0".into());
+    // 25753026560 / 1234829312 bytes
+    gpu_device.memory_total_mib = Some(24_560);
+    gpu_device.memory_used_mib = Some(1_177);
+    gpu_device.memory_free_mib = Some(23_382);
+    gpu_device.utilization_percent = Some(4);
+    gpu_device.temperature_celsius = Some(41.0);
+    // power1_average is absent; power1_input (newer kernels) is used.
+    gpu_device.power_watts = Some(28.0);
+    gpu_device.memory_kind = MemoryKind::Dedicated;
+    gpu_device
 }
 
 #[test]
@@ -38,22 +34,19 @@ fn discrete_card_with_connectors_and_render_node() {
 fn apu_counts_gtt_as_shared_memory() {
     // card0 is simpledrm (platform device, no PCI vendor): skipped.
     let got = gpus("amd-apu");
-    let want = GpuDevice {
-        vendor: Vendor::Amd,
-        index: 0,
-        name: "AMD Radeon 780M".into(),
-        uuid: None,
-        pci_bus_id: Some("0000:c4:00.0".into()),
+    let want = {
+        let mut gpu_device = GpuDevice::new(Vendor::Amd, 0, "AMD Radeon 780M", "amdgpu");
+        gpu_device.pci_bus_id = Some("0000:c4:00.0".into());
         // 512 MiB carve-out + 16483926016 bytes GTT
-        memory_total_mib: Some(16_232),
+        gpu_device.memory_total_mib = Some(16_232);
         // 151916544 + 55508992 bytes
-        memory_used_mib: Some(197),
-        memory_free_mib: Some(16_034),
-        utilization_percent: Some(0),
-        temperature_celsius: Some(39.0),
-        power_watts: Some(7.0),
-        memory_kind: MemoryKind::Unified,
-        driver: "amdgpu".into(),
+        gpu_device.memory_used_mib = Some(197);
+        gpu_device.memory_free_mib = Some(16_034);
+        gpu_device.utilization_percent = Some(0);
+        gpu_device.temperature_celsius = Some(39.0);
+        gpu_device.power_watts = Some(7.0);
+        gpu_device.memory_kind = MemoryKind::Unified;
+        gpu_device
     };
     assert_eq!(got, [want]);
 }
@@ -61,20 +54,17 @@ fn apu_counts_gtt_as_shared_memory() {
 #[test]
 fn two_cards_are_ordered_and_indexed_by_pci_bus_not_card_number() {
     let got = gpus("amd-two-cards");
-    let rx_6800_xt = GpuDevice {
-        vendor: Vendor::Amd,
-        index: 1,
-        name: "AMD Radeon RX 6800 XT".into(),
-        uuid: None,
-        pci_bus_id: Some("0000:0a:00.0".into()),
-        memory_total_mib: Some(16_368),
-        memory_used_mib: Some(508),
-        memory_free_mib: Some(15_860),
-        utilization_percent: Some(97),
-        temperature_celsius: Some(66.0),
-        power_watts: Some(255.0),
-        memory_kind: MemoryKind::Dedicated,
-        driver: "amdgpu".into(),
+    let rx_6800_xt = {
+        let mut gpu_device = GpuDevice::new(Vendor::Amd, 1, "AMD Radeon RX 6800 XT", "amdgpu");
+        gpu_device.pci_bus_id = Some("0000:0a:00.0".into());
+        gpu_device.memory_total_mib = Some(16_368);
+        gpu_device.memory_used_mib = Some(508);
+        gpu_device.memory_free_mib = Some(15_860);
+        gpu_device.utilization_percent = Some(97);
+        gpu_device.temperature_celsius = Some(66.0);
+        gpu_device.power_watts = Some(255.0);
+        gpu_device.memory_kind = MemoryKind::Dedicated;
+        gpu_device
     };
     assert_eq!(got, [rx_7900_xtx(0, None), rx_6800_xt]);
 }

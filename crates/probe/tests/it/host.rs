@@ -7,23 +7,19 @@ use crate::{fixture, prober};
 const GIB: u64 = 1 << 30;
 
 fn cgroup_prober(name: &str) -> Prober {
-    Prober::new(ProberConfig {
-        sysfs_root: fixture(name).join("sys"),
-        proc_root: fixture(name).join("proc"),
-        nvml: false,
-        rocm: false,
-    })
+    Prober::new(
+        ProberConfig::with_sysfs_root(fixture(name).join("sys"))
+            .with_proc_root(fixture(name).join("proc"))
+            .with_nvml(false)
+            .with_rocm(false),
+    )
 }
 
 #[test]
 fn v2_service_takes_the_tightest_ancestor_limit() {
     assert_eq!(
         cgroup_prober("cgroup-v2").cgroup_memory(),
-        Some(CgroupMemory {
-            limit_bytes: 4 * GIB,
-            usage_bytes: Some(GIB),
-            version: 2,
-        })
+        Some(CgroupMemory::new(4 * GIB, Some(GIB), 2))
     );
 }
 
@@ -31,11 +27,7 @@ fn v2_service_takes_the_tightest_ancestor_limit() {
 fn v1_container_limit_and_unlimited_root() {
     assert_eq!(
         cgroup_prober("cgroup-v1").cgroup_memory(),
-        Some(CgroupMemory {
-            limit_bytes: 2 * GIB,
-            usage_bytes: Some(512 << 20),
-            version: 1,
-        })
+        Some(CgroupMemory::new(2 * GIB, Some(512 << 20), 1))
     );
 }
 

@@ -21,12 +21,12 @@ pub(crate) fn fixture(name: &str) -> PathBuf {
 
 /// A prober over a fixture with NVML off (deterministic on any machine).
 pub(crate) fn prober(name: &str) -> Prober {
-    Prober::new(ProberConfig {
-        sysfs_root: fixture(name),
-        proc_root: fixture(name).join("proc"),
-        nvml: false,
-        rocm: false,
-    })
+    Prober::new(
+        ProberConfig::with_sysfs_root(fixture(name))
+            .with_proc_root(fixture(name).join("proc"))
+            .with_nvml(false)
+            .with_rocm(false),
+    )
 }
 
 /// The GPUs of a fixture.

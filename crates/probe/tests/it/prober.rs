@@ -32,29 +32,20 @@ impl GpuBackend for Library {
         PRIORITY_LIBRARY
     }
     fn probe(&self) -> vramroute_probe::Result<Vec<GpuDevice>> {
-        Ok(vec![GpuDevice {
-            vendor: Vendor::Amd,
-            index: 7,
-            name: "from the library".into(),
-            uuid: None,
-            pci_bus_id: Some("0000:03:00.0".into()),
-            memory_total_mib: Some(24_560),
-            memory_used_mib: Some(1),
-            memory_free_mib: Some(24_559),
-            utilization_percent: None,
-            temperature_celsius: None,
-            power_watts: None,
-            memory_kind: MemoryKind::Dedicated,
-            driver: "amdgpu".into(),
+        Ok(vec![{
+            let mut gpu_device = GpuDevice::new(Vendor::Amd, 7, "from the library", "amdgpu");
+            gpu_device.pci_bus_id = Some("0000:03:00.0".into());
+            gpu_device.memory_total_mib = Some(24_560);
+            gpu_device.memory_used_mib = Some(1);
+            gpu_device.memory_free_mib = Some(24_559);
+            gpu_device.memory_kind = MemoryKind::Dedicated;
+            gpu_device
         }])
     }
 }
 
 fn config(name: &str) -> ProberConfig {
-    ProberConfig {
-        nvml: false,
-        ..ProberConfig::with_sysfs_root(fixture(name))
-    }
+    ProberConfig::with_sysfs_root(fixture(name)).with_nvml(false)
 }
 
 #[test]

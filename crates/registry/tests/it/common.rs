@@ -6,73 +6,60 @@ use vramroute_registry::{GpuStat, GpuStatsRecord, RegistryConfig, RpcNodeRecord}
 
 /// Short timeouts so fault tests finish quickly.
 pub(crate) fn cfg() -> RegistryConfig {
-    RegistryConfig {
-        command_timeout: Duration::from_millis(1000),
-        reconnect_min_delay: Duration::from_millis(50),
-        reconnect_max_delay: Duration::from_millis(400),
-        poll_interval: Duration::from_millis(300),
-        ..RegistryConfig::default()
-    }
+    let mut c = RegistryConfig::default();
+    c.command_timeout = Duration::from_millis(1000);
+    c.reconnect_min_delay = Duration::from_millis(50);
+    c.reconnect_max_delay = Duration::from_millis(400);
+    c.poll_interval = Duration::from_millis(300);
+    c
 }
 
 /// The data of `testing::fixtures::GPU_STATS_NVIDIA` as our types.
 pub(crate) fn nvidia_record() -> GpuStatsRecord {
-    GpuStatsRecord {
-        vendor: "nvidia".into(),
-        timestamp: 1795441356.3269339,
-        gpus: vec![
-            GpuStat {
-                index: 0,
-                name: "NVIDIA GeForce RTX 3090".into(),
-                memory_total_mb: Some(24576),
-                memory_free_mb: Some(18000),
-                memory_used_mb: Some(6576),
-                utilization_percent: Some(41),
-                temperature_c: Some(63),
-                ..GpuStat::default()
-            },
-            GpuStat {
-                index: 1,
-                name: "NVIDIA GeForce RTX 3080".into(),
-                memory_total_mb: Some(10240),
-                memory_free_mb: Some(9000),
-                memory_used_mb: Some(1240),
-                utilization_percent: Some(3),
-                temperature_c: Some(40),
-                ..GpuStat::default()
-            },
-        ],
-        node_id: "10.1.2.3:11434".into(),
-        ..GpuStatsRecord::default()
-    }
+    let mut r = GpuStatsRecord::new("10.1.2.3:11434", "nvidia", 1795441356.3269339);
+    r.gpus = vec![
+        {
+            let mut gpu_stat = GpuStat::new(0, "NVIDIA GeForce RTX 3090");
+            gpu_stat.memory_total_mb = Some(24576);
+            gpu_stat.memory_free_mb = Some(18000);
+            gpu_stat.memory_used_mb = Some(6576);
+            gpu_stat.utilization_percent = Some(41);
+            gpu_stat.temperature_c = Some(63);
+            gpu_stat
+        },
+        {
+            let mut gpu_stat = GpuStat::new(1, "NVIDIA GeForce RTX 3080");
+            gpu_stat.memory_total_mb = Some(10240);
+            gpu_stat.memory_free_mb = Some(9000);
+            gpu_stat.memory_used_mb = Some(1240);
+            gpu_stat.utilization_percent = Some(3);
+            gpu_stat.temperature_c = Some(40);
+            gpu_stat
+        },
+    ];
+    r
 }
 
 /// The data of `testing::fixtures::GPU_STATS_CPU_ONLY`.
 pub(crate) fn cpu_record() -> GpuStatsRecord {
-    GpuStatsRecord {
-        vendor: "none".into(),
-        timestamp: 1795441356.3281927,
-        node_id: "10.1.2.4:11434".into(),
-        ..GpuStatsRecord::default()
-    }
+    GpuStatsRecord::new("10.1.2.4:11434", "none", 1795441356.3281927)
 }
 
 /// The data of `testing::fixtures::RPC_NODE_GPU`.
 pub(crate) fn rpc_record() -> RpcNodeRecord {
-    RpcNodeRecord {
-        has_gpu: true,
-        gpu_devices: vec!["cuda:0".into(), "cuda:1".into()],
-        gpu_vram_mb: vec![19660, 8192],
-        gpu_names: vec![
-            "NVIDIA GeForce RTX 3090".into(),
-            "NVIDIA GeForce RTX 3080".into(),
-        ],
-        cpu_ram_mb: 51200,
-        device_config: "cpu,cuda:0,cuda:1".into(),
-        memory_config: "51200,19660,8192".into(),
-        total_parallel_workers: 3,
-        ..RpcNodeRecord::default()
-    }
+    let mut c = RpcNodeRecord::default();
+    c.has_gpu = true;
+    c.gpu_devices = vec!["cuda:0".into(), "cuda:1".into()];
+    c.gpu_vram_mb = vec![19660, 8192];
+    c.gpu_names = vec![
+        "NVIDIA GeForce RTX 3090".into(),
+        "NVIDIA GeForce RTX 3080".into(),
+    ];
+    c.cpu_ram_mb = 51200;
+    c.device_config = "cpu,cuda:0,cuda:1".into();
+    c.memory_config = "51200,19660,8192".into();
+    c.total_parallel_workers = 3;
+    c
 }
 
 /// A stats record for node `i` (one GPU), current timestamp.

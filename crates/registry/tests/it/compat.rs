@@ -64,11 +64,11 @@ fn extras_and_unknown_keys_survive_a_round_trip() {
     r.reporter_version = Some("0.1.0".into());
     r.gpu_offload = Some(vramroute_registry::GpuOffload::Off);
     r.gpu_offload_reason = Some("all 2 loaded models have size_vram 0".into());
-    r.loaded_models = Some(vec![vramroute_registry::LoadedModel {
-        name: "llama3.1:8b".into(),
-        size_mb: Some(4700),
-        size_vram_mb: Some(0),
-    }]);
+    r.loaded_models = Some(vec![vramroute_registry::LoadedModel::new(
+        "llama3.1:8b",
+        Some(4700),
+        Some(0),
+    )]);
     r.cpu_load_percent = Some(12.5);
     r.gpus[1].uuid = Some("GPU-1234".into());
     r.extra

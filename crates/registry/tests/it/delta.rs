@@ -14,9 +14,10 @@ use vramroute_registry::testing::fixtures::GPU_STATS_NVIDIA;
 use crate::common::{cfg, command_calls, node, rpc_record};
 
 fn no_scan() -> RegistryConfig {
-    RegistryConfig {
-        scan: ScanStrategy::Never,
-        ..cfg()
+    {
+        let mut registry_config = cfg();
+        registry_config.scan = ScanStrategy::Never;
+        registry_config
     }
 }
 
@@ -156,9 +157,10 @@ async fn expired_index_entries_are_neither_read_nor_returned() {
     assert_eq!(ids, [node(2).node_id.as_str()]);
     assert_eq!(mgets(&server), before);
     // A real expiry: short TTL, nothing read, nothing returned.
-    let short = RegistryConfig {
-        stats_ttl: Duration::from_secs(1),
-        ..no_scan()
+    let short = {
+        let mut registry_config = no_scan();
+        registry_config.stats_ttl = Duration::from_secs(1);
+        registry_config
     };
     let writer = RedisRegistry::connect(&server.url(), short).await.unwrap();
     writer.publish_stats(&node(3)).await.unwrap();
@@ -172,9 +174,10 @@ async fn expired_index_entries_are_neither_read_nor_returned() {
 #[tokio::test]
 async fn raw_sollol_writes_are_read_every_time() {
     let server = RedisServer::start().unwrap();
-    let config = RegistryConfig {
-        scan: ScanStrategy::EveryDiscover,
-        ..cfg()
+    let config = {
+        let mut registry_config = cfg();
+        registry_config.scan = ScanStrategy::EveryDiscover;
+        registry_config
     };
     let reg = RedisRegistry::connect(&server.url(), config).await.unwrap();
     reg.publish_stats(&node(1)).await.unwrap();
@@ -270,9 +273,10 @@ async fn third_party_writes_to_indexed_keys_are_seen_through_keyspace_events() {
 #[tokio::test]
 async fn a_trimmed_or_reset_change_log_falls_back_to_a_full_read() {
     let server = RedisServer::start().unwrap();
-    let config = RegistryConfig {
-        change_log_maxlen: 10,
-        ..no_scan()
+    let config = {
+        let mut registry_config = no_scan();
+        registry_config.change_log_maxlen = 10;
+        registry_config
     };
     let reg = RedisRegistry::connect(&server.url(), config.clone())
         .await
@@ -327,9 +331,10 @@ async fn a_trimmed_or_reset_change_log_falls_back_to_a_full_read() {
 #[tokio::test]
 async fn a_reader_that_paused_past_half_the_prune_grace_reads_everything() {
     let server = RedisServer::start().unwrap();
-    let config = RegistryConfig {
-        index_prune_grace: Duration::from_millis(400),
-        ..no_scan()
+    let config = {
+        let mut registry_config = no_scan();
+        registry_config.index_prune_grace = Duration::from_millis(400);
+        registry_config
     };
     let reg = RedisRegistry::connect(&server.url(), config).await.unwrap();
     reg.publish_stats(&node(1)).await.unwrap();
@@ -357,10 +362,11 @@ impl Rng {
 #[tokio::test]
 async fn delta_reads_equal_full_reads_over_random_writes() {
     let server = RedisServer::start().unwrap();
-    let config = RegistryConfig {
+    let config = {
+        let mut registry_config = no_scan();
         // Small, so the log is trimmed past the reader now and then.
-        change_log_maxlen: 40,
-        ..no_scan()
+        registry_config.change_log_maxlen = 40;
+        registry_config
     };
     let reader = RedisRegistry::connect(&server.url(), config.clone())
         .await
@@ -448,9 +454,10 @@ async fn delta_reads_equal_full_reads_over_random_writes() {
 #[tokio::test]
 async fn full_reads_recur_and_catch_writes_that_bypass_the_log() {
     let server = RedisServer::start().unwrap();
-    let config = RegistryConfig {
-        full_read_interval: Duration::from_millis(300),
-        ..no_scan()
+    let config = {
+        let mut registry_config = no_scan();
+        registry_config.full_read_interval = Duration::from_millis(300);
+        registry_config
     };
     let reg = RedisRegistry::connect(&server.url(), config).await.unwrap();
     reg.publish_stats(&node(1)).await.unwrap();

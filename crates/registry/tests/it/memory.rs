@@ -78,13 +78,10 @@ async fn deregister_locks_metadata_and_history() {
     assert_eq!(history.len(), 2);
     assert_eq!(history[0].1, a.to_stream_fields());
 
-    let meta = RouterMetadata {
-        rpc_backends: vec![RpcBackend {
-            host: "h".into(),
-            port: 1,
-        }],
-        ..Default::default()
-    };
+    let meta = RouterMetadata::new(vec![RpcBackend {
+        host: "h".into(),
+        port: 1,
+    }]);
     reg.set_router_metadata(&meta).await.unwrap();
     assert_eq!(reg.router_metadata().await.unwrap(), Some(meta));
     assert_eq!(changes.recv().await, Some(Change::MetadataChanged));
@@ -122,9 +119,10 @@ async fn bad_records_are_skipped_like_redis() {
 
 #[tokio::test(start_paused = true)]
 async fn stream_is_capped() {
-    let reg = MemoryRegistry::new(RegistryConfig {
-        stream_maxlen: 10,
-        ..Default::default()
+    let reg = MemoryRegistry::new({
+        let mut registry_config = RegistryConfig::default();
+        registry_config.stream_maxlen = 10;
+        registry_config
     });
     for i in 0..50 {
         reg.publish_stats(&node(i)).await.unwrap();

@@ -3,9 +3,7 @@
 use std::time::{Duration, Instant};
 
 use vramroute_registry::testing::RedisServer;
-use vramroute_registry::{
-    Change, ChangeStream, KeyspaceEvents, PushMode, RedisRegistry, Registry, RegistryConfig,
-};
+use vramroute_registry::{Change, ChangeStream, KeyspaceEvents, PushMode, RedisRegistry, Registry};
 
 use vramroute_registry::testing::fixtures::{GPU_STATS_CPU_ONLY, GPU_STATS_NVIDIA};
 
@@ -29,13 +27,11 @@ async fn wait_for(stream: &mut ChangeStream, want: &Change, limit: Duration) -> 
 async fn keyspace_push_is_fast_and_sees_every_writer_and_expiry() {
     let server = RedisServer::start().unwrap();
     let watcher = RedisRegistry::connect(&server.url(), cfg()).await.unwrap();
-    let writer = RedisRegistry::connect(
-        &server.url(),
-        RegistryConfig {
-            stats_ttl: Duration::from_secs(1),
-            ..cfg()
-        },
-    )
+    let writer = RedisRegistry::connect(&server.url(), {
+        let mut registry_config = cfg();
+        registry_config.stats_ttl = Duration::from_secs(1);
+        registry_config
+    })
     .await
     .unwrap();
     let mut changes = watcher.watch().await.unwrap();
@@ -108,10 +104,11 @@ async fn keyspace_push_is_fast_and_sees_every_writer_and_expiry() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn channel_and_polling_fallback_when_keyspace_events_are_off() {
     let server = RedisServer::start().unwrap();
-    let config = RegistryConfig {
-        keyspace_events: KeyspaceEvents::Off,
-        stats_ttl: Duration::from_secs(1),
-        ..cfg()
+    let config = {
+        let mut registry_config = cfg();
+        registry_config.keyspace_events = KeyspaceEvents::Off;
+        registry_config.stats_ttl = Duration::from_secs(1);
+        registry_config
     };
     let reg = RedisRegistry::connect(&server.url(), config).await.unwrap();
     let mut changes = reg.watch().await.unwrap();
@@ -170,9 +167,10 @@ async fn channel_and_polling_fallback_when_keyspace_events_are_off() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn if_enabled_mode_leaves_server_config_alone() {
     let server = RedisServer::start().unwrap();
-    let config = RegistryConfig {
-        keyspace_events: KeyspaceEvents::IfEnabled,
-        ..cfg()
+    let config = {
+        let mut registry_config = cfg();
+        registry_config.keyspace_events = KeyspaceEvents::IfEnabled;
+        registry_config
     };
     let reg = RedisRegistry::connect(&server.url(), config.clone())
         .await

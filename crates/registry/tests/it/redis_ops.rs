@@ -3,9 +3,7 @@
 use std::time::Duration;
 
 use vramroute_registry::testing::RedisServer;
-use vramroute_registry::{
-    RedisRegistry, Registry, RegistryConfig, RouterMetadata, RpcBackend, ScanStrategy,
-};
+use vramroute_registry::{RedisRegistry, Registry, RouterMetadata, RpcBackend, ScanStrategy};
 
 use vramroute_registry::testing::fixtures::{GPU_STATS_CPU_ONLY, GPU_STATS_NVIDIA, RPC_NODE_GPU};
 
@@ -14,10 +12,11 @@ use crate::common::{cfg, command_calls, eventually, node, rpc_record};
 #[tokio::test]
 async fn records_expire_after_their_ttl() {
     let server = RedisServer::start().unwrap();
-    let config = RegistryConfig {
-        stats_ttl: Duration::from_secs(1),
-        registration_ttl: Duration::from_secs(2),
-        ..cfg()
+    let config = {
+        let mut registry_config = cfg();
+        registry_config.stats_ttl = Duration::from_secs(1);
+        registry_config.registration_ttl = Duration::from_secs(2);
+        registry_config
     };
     let reg = RedisRegistry::connect(&server.url(), config).await.unwrap();
     reg.publish_stats(&node(1)).await.unwrap();
@@ -97,9 +96,10 @@ async fn deregister_removes_keys_and_index_entries_at_once() {
 #[tokio::test]
 async fn discovery_uses_a_constant_number_of_round_trips() {
     let server = RedisServer::start().unwrap();
-    let config = RegistryConfig {
-        scan: ScanStrategy::Never,
-        ..cfg()
+    let config = {
+        let mut registry_config = cfg();
+        registry_config.scan = ScanStrategy::Never;
+        registry_config
     };
     let reg = RedisRegistry::connect(&server.url(), config).await.unwrap();
     for i in 0..300 {
@@ -266,13 +266,10 @@ async fn router_metadata_and_locks() {
     let server = RedisServer::start().unwrap();
     let reg = RedisRegistry::connect(&server.url(), cfg()).await.unwrap();
     assert_eq!(reg.router_metadata().await.unwrap(), None);
-    let meta = RouterMetadata {
-        rpc_backends: vec![RpcBackend {
-            host: "10.0.0.1".into(),
-            port: 50052,
-        }],
-        ..RouterMetadata::default()
-    };
+    let meta = RouterMetadata::new(vec![RpcBackend {
+        host: "10.0.0.1".into(),
+        port: 50052,
+    }]);
     reg.set_router_metadata(&meta).await.unwrap();
     assert_eq!(
         server
@@ -310,9 +307,10 @@ async fn router_metadata_and_locks() {
 #[tokio::test]
 async fn stream_is_capped_near_maxlen() {
     let server = RedisServer::start().unwrap();
-    let config = RegistryConfig {
-        stream_maxlen: 100,
-        ..cfg()
+    let config = {
+        let mut registry_config = cfg();
+        registry_config.stream_maxlen = 100;
+        registry_config
     };
     let reg = RedisRegistry::connect(&server.url(), config).await.unwrap();
     for i in 0..400 {
@@ -353,10 +351,11 @@ async fn unix_socket_and_database_number() {
 #[tokio::test]
 async fn index_entries_of_vanished_keys_are_pruned() {
     let server = RedisServer::start().unwrap();
-    let config = RegistryConfig {
-        index_prune_grace: Duration::ZERO,
-        stats_ttl: Duration::from_secs(1),
-        ..cfg()
+    let config = {
+        let mut registry_config = cfg();
+        registry_config.index_prune_grace = Duration::ZERO;
+        registry_config.stats_ttl = Duration::from_secs(1);
+        registry_config
     };
     let reg = RedisRegistry::connect(&server.url(), config).await.unwrap();
     reg.publish_stats(&node(1)).await.unwrap();
@@ -431,12 +430,13 @@ async fn repeated_discovery_sees_every_change_despite_the_decode_cache() {
 #[tokio::test]
 async fn absurd_durations_neither_panic_nor_break_writes() {
     let server = RedisServer::start().unwrap();
-    let config = RegistryConfig {
-        stats_ttl: Duration::MAX,
-        registration_ttl: Duration::MAX,
-        index_prune_grace: Duration::MAX,
-        full_read_interval: Duration::MAX,
-        ..cfg()
+    let config = {
+        let mut registry_config = cfg();
+        registry_config.stats_ttl = Duration::MAX;
+        registry_config.registration_ttl = Duration::MAX;
+        registry_config.index_prune_grace = Duration::MAX;
+        registry_config.full_read_interval = Duration::MAX;
+        registry_config
     };
     let reg = RedisRegistry::connect(&server.url(), config.clone())
         .await

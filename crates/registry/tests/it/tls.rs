@@ -4,7 +4,7 @@ use std::path::Path;
 use std::process::Command;
 
 use vramroute_registry::testing::{RedisServer, TlsFiles};
-use vramroute_registry::{RedisRegistry, Registry, RegistryConfig};
+use vramroute_registry::{RedisRegistry, Registry};
 
 use crate::common::{cfg, node};
 
@@ -74,11 +74,11 @@ fn make_certs(dir: &Path) -> Option<TlsFiles> {
             return None;
         }
     }
-    Some(TlsFiles {
-        cert: dir.join("server.crt"),
-        key: dir.join("server.key"),
-        ca: dir.join("ca.crt"),
-    })
+    Some(TlsFiles::new(
+        dir.join("server.crt"),
+        dir.join("server.key"),
+        dir.join("ca.crt"),
+    ))
 }
 
 #[tokio::test]
@@ -99,9 +99,10 @@ async fn tls_with_private_ca() {
     let url = server.url();
     assert!(url.starts_with("rediss://localhost:"), "{url}");
     let ca = std::fs::read(&files.ca).unwrap();
-    let config = RegistryConfig {
-        tls_root_ca_pem: Some(ca),
-        ..cfg()
+    let config = {
+        let mut registry_config = cfg();
+        registry_config.tls_root_ca_pem = Some(ca);
+        registry_config
     };
     let reg = RedisRegistry::connect(&url, config).await.unwrap();
     reg.publish_stats(&node(1)).await.unwrap();

@@ -1,7 +1,7 @@
 //! Fit checks: exact fit, 1 MiB over, unknown free, zero GPUs, every GPU, splits, RAM.
 
 use vramroute_router::{
-    FitKind, FreeSource, GpuSpec, LoadedModel, NoRoute, NodeSpec, Policy, RejectReason, Request,
+    FitKind, FreeSource, GpuSpec, NoRoute, NodeSpec, Policy, RejectReason, Request, ResidentModel,
     Target,
 };
 
@@ -58,7 +58,7 @@ fn unknown_free_is_derived_never_zero() {
     // Free and used unknown: usable − VRAM of the models on that GPU.
     let mut n = NodeSpec::new("n");
     n.gpus.push(GpuSpec::new(0, 10_000, None));
-    let mut m = LoadedModel::new("mistral:7b", 3_000, 3_000);
+    let mut m = ResidentModel::new("mistral:7b", 3_000, 3_000);
     m.gpu = Some(0);
     n.loaded_models.push(m);
     let s = snap(vec![n.clone()]);

@@ -1,13 +1,14 @@
 //! One model-name rule for routing: every Ollama spelling of a loaded model is warm.
 
-use vramroute_router::{same_model, FitKind, LoadedModel, Policy, Request};
+use vramroute_router::{same_model, FitKind, Policy, Request, ResidentModel};
 
 use crate::common::{neutral, snap};
 
 /// The fit kind for `requested` on a node where `loaded` is resident on GPU.
 fn fit(loaded: &str, requested: &str) -> FitKind {
     let mut n = neutral("n", &[(24_576, 20_000)]);
-    n.loaded_models.push(LoadedModel::new(loaded, 4_700, 4_700));
+    n.loaded_models
+        .push(ResidentModel::new(loaded, 4_700, 4_700));
     let s = snap(vec![n]);
     let req = Request::new(requested, 4_700);
     let d = s.route(&Policy::default(), &req).expect("fits");

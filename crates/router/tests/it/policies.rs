@@ -1,6 +1,6 @@
 //! binpack, spread and sollol side by side; ties; parsing.
 
-use vramroute_router::{FitKind, LoadedModel, Policy, Request, SollolParams};
+use vramroute_router::{FitKind, Policy, Request, ResidentModel, SollolParams};
 
 use crate::common::{chosen, neutral, snap};
 
@@ -45,7 +45,7 @@ fn policy_table() {
 fn binpack_and_spread_prefer_warm_and_gpu() {
     let mut warm = neutral("z-warm", &[(24_576, 20_000)]);
     warm.loaded_models
-        .push(LoadedModel::new("llama3.1:8b", 4_700, 4_700));
+        .push(ResidentModel::new("llama3.1:8b", 4_700, 4_700));
     let s = snap(vec![
         neutral("a", &[(24_576, 5_000)]),
         warm,
@@ -100,9 +100,10 @@ fn parse_and_serde() {
         .expect("partial");
     assert_eq!(
         p,
-        Policy::Sollol(SollolParams {
-            gpu_task_on_cpu_multiplier: 0.1,
-            ..SollolParams::default()
+        Policy::Sollol({
+            let mut v = SollolParams::default();
+            v.gpu_task_on_cpu_multiplier = 0.1;
+            v
         })
     );
     // Round trip.

@@ -4,7 +4,7 @@
 
 use proptest::prelude::*;
 use vramroute_router::{
-    same_model, FitKind, GpuSpec, LoadedModel, NoRoute, NodeSpec, NodeStatus, Policy, Request,
+    same_model, FitKind, GpuSpec, NoRoute, NodeSpec, NodeStatus, Policy, Request, ResidentModel,
     Snapshot, SnapshotConfig, Target,
 };
 
@@ -53,7 +53,8 @@ fn node() -> impl Strategy<Value = NodeSpec> {
                 }
                 if let Some(m) = model {
                     let on_gpu = !n.gpus.is_empty() && misc % 2 == 0;
-                    let mut lm = LoadedModel::new(MODELS[m], 4_000, if on_gpu { 4_000 } else { 0 });
+                    let mut lm =
+                        ResidentModel::new(MODELS[m], 4_000, if on_gpu { 4_000 } else { 0 });
                     if on_gpu && misc % 4 == 0 {
                         lm.gpu = Some(n.gpus[0].index);
                     }
@@ -258,6 +259,7 @@ proptest! {
                     prop_assert!(r.allow_cpu);
                     prop_assert_eq!(d.target, Target::Cpu);
                 }
+                other => prop_assert!(false, "a fit kind this property does not know: {:?}", other),
             }
         }
     }

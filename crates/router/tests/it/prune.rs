@@ -4,7 +4,7 @@
 
 use proptest::prelude::*;
 use vramroute_router::{
-    Complexity, GpuSpec, LoadedModel, NodeIndex, NodeSpec, Policy, Request, Reservation, Router,
+    Complexity, GpuSpec, NodeIndex, NodeSpec, Policy, Request, Reservation, ResidentModel, Router,
     Snapshot, SnapshotConfig, SollolParams,
 };
 
@@ -65,7 +65,7 @@ fn node() -> impl Strategy<Value = NodeSpec> {
                 n.priority = (misc == 3).then_some(0);
                 for (model, spelling, on_gpu, pinned) in loaded {
                     let on_gpu = on_gpu && !n.gpus.is_empty();
-                    let mut lm = LoadedModel::new(
+                    let mut lm = ResidentModel::new(
                         spell(model, spelling),
                         4_100,
                         if on_gpu { 4_100 } else { 0 },
@@ -294,13 +294,11 @@ fn apply(router: &Router, op: &Op, held: &mut Vec<Reservation>) {
 }
 
 fn params() -> [SollolParams; 2] {
-    [
-        SollolParams::default(),
-        SollolParams {
-            skip_penalties_when_overwhelmed: false,
-            ..SollolParams::default()
-        },
-    ]
+    [SollolParams::default(), {
+        let mut v = SollolParams::default();
+        v.skip_penalties_when_overwhelmed = false;
+        v
+    }]
 }
 
 proptest! {

@@ -46,9 +46,10 @@ fn set_policy_validates_and_reserve_node_by_id() {
         Policy::default(),
     )
     .expect("valid");
-    let bad = Policy::Sollol(vramroute_router::SollolParams {
-        warm_multiplier: f64::NAN,
-        ..Default::default()
+    let bad = Policy::Sollol({
+        let mut v = vramroute_router::SollolParams::default();
+        v.warm_multiplier = f64::NAN;
+        v
     });
     assert!(router.set_policy(bad).is_err());
     assert_eq!(*router.policy(), Policy::default());

@@ -1,7 +1,7 @@
 //! Every SOLLOL rule, table-driven, against neutral nodes (score = 100 × factors).
 
 use vramroute_router::{
-    Complexity, FitKind, LoadedModel, Policy, Request, SollolParams, Target, TaskKind,
+    Complexity, FitKind, Policy, Request, ResidentModel, SollolParams, Target, TaskKind,
 };
 
 use crate::common::{assert_close, chosen, neutral, score_of, snap};
@@ -104,11 +104,11 @@ fn all_gpus_overwhelmed_lets_cpu_nodes_compete() {
 fn warm_model_and_cold_penalty() {
     let mut warm = neutral("b-warm", &[(24_576, 10_000)]);
     warm.loaded_models
-        .push(LoadedModel::new("llama3.1:8b", 4_700, 4_700));
+        .push(ResidentModel::new("llama3.1:8b", 4_700, 4_700));
     let mut other = neutral("c-other", &[(24_576, 10_000)]);
     other
         .loaded_models
-        .push(LoadedModel::new("mistral:7b", 4_100, 4_100));
+        .push(ResidentModel::new("mistral:7b", 4_100, 4_100));
     let s = snap(vec![neutral("a-cold", &[(24_576, 10_000)]), warm, other]);
     let e = s.explain(&Policy::default(), &Request::new("llama3.1:8b", 4_700));
     assert_close(score_of(&e, "a-cold"), 200.0, "cold, nothing loaded");
@@ -124,7 +124,7 @@ fn warm_model_and_cold_penalty() {
     let mut latest = neutral("d", &[(24_576, 10_000)]);
     latest
         .loaded_models
-        .push(LoadedModel::new("qwen2.5", 900, 900));
+        .push(ResidentModel::new("qwen2.5", 900, 900));
     let s = snap(vec![neutral("a", &[(24_576, 10_000)]), latest]);
     assert_eq!(
         chosen(&s, &Policy::default(), &Request::new("qwen2.5:latest", 900)).as_deref(),
@@ -328,9 +328,10 @@ fn affinity_multiplies_preferred_nodes() {
 
 #[test]
 fn every_constant_is_configurable() {
-    let params = SollolParams {
-        excellent_multiplier: 0.5,
-        ..SollolParams::default()
+    let params = {
+        let mut v = SollolParams::default();
+        v.excellent_multiplier = 0.5;
+        v
     };
     let s = snap(vec![
         neutral("big", &[(24_576, 20_000)]),
@@ -344,9 +345,10 @@ fn every_constant_is_configurable() {
         chosen(&s, &Policy::Sollol(params), &Request::new("m", 2_500)).as_deref(),
         Some("mid")
     );
-    let params = SollolParams {
-        overwhelmed_below_mib: 4_000,
-        ..SollolParams::default()
+    let params = {
+        let mut v = SollolParams::default();
+        v.overwhelmed_below_mib = 4_000;
+        v
     };
     let e = s.explain(&Policy::Sollol(params), &Request::new("m", 2_500));
     assert_close(score_of(&e, "mid"), 90.0, "moved threshold");

@@ -9,10 +9,7 @@ use crate::common::neutral;
 #[test]
 fn margins_must_be_in_0_1() {
     for bad in [0.0, -0.1, 1.01, f64::NAN, f64::INFINITY] {
-        let cfg = SnapshotConfig {
-            vram_safety_margin: bad,
-            ..SnapshotConfig::default()
-        };
+        let cfg = SnapshotConfig::default().with_vram_safety_margin(bad);
         let err = Snapshot::build(vec![], &cfg).expect_err("bad margin");
         assert!(
             matches!(
@@ -25,10 +22,7 @@ fn margins_must_be_in_0_1() {
             "{err}"
         );
     }
-    let cfg = SnapshotConfig {
-        vram_safety_margin: 1.0,
-        ..SnapshotConfig::default()
-    };
+    let cfg = SnapshotConfig::default().with_vram_safety_margin(1.0);
     assert!(Snapshot::build(vec![], &cfg).is_ok());
 }
 
@@ -36,44 +30,50 @@ fn margins_must_be_in_0_1() {
 fn policy_constants_are_checked() {
     let cases: Vec<(SollolParams, &str)> = vec![
         (
-            SollolParams {
-                warm_multiplier: -1.0,
-                ..SollolParams::default()
+            {
+                let mut v = SollolParams::default();
+                v.warm_multiplier = -1.0;
+                v
             },
             "warm_multiplier",
         ),
         (
-            SollolParams {
-                good_multiplier: f64::NAN,
-                ..SollolParams::default()
+            {
+                let mut v = SollolParams::default();
+                v.good_multiplier = f64::NAN;
+                v
             },
             "good_multiplier",
         ),
         (
-            SollolParams {
-                default_cpu_load: 1.5,
-                ..SollolParams::default()
+            {
+                let mut v = SollolParams::default();
+                v.default_cpu_load = 1.5;
+                v
             },
             "default_cpu_load",
         ),
         (
-            SollolParams {
-                active_base_small: 0.5,
-                ..SollolParams::default()
+            {
+                let mut v = SollolParams::default();
+                v.active_base_small = 0.5;
+                v
             },
             "active_base_small",
         ),
         (
-            SollolParams {
-                excellent_above_mib: 1_000,
-                ..SollolParams::default()
+            {
+                let mut v = SollolParams::default();
+                v.excellent_above_mib = 1_000;
+                v
             },
             "good_above_mib",
         ),
         (
-            SollolParams {
-                latency_scale_ms: 0.0,
-                ..SollolParams::default()
+            {
+                let mut v = SollolParams::default();
+                v.latency_scale_ms = 0.0;
+                v
             },
             "latency_scale_ms",
         ),
@@ -105,7 +105,7 @@ fn impossible_node_values_make_the_node_invalid_not_the_snapshot() {
         ("gpus[1].index", |n| n.gpus.push(GpuSpec::new(0, 100, None))),
         ("ram_free_mib", |n| n.ram_free_mib = Some(1_000_000)),
         ("loaded_models[0].gpu", |n| {
-            let mut m = vramroute_router::LoadedModel::new("x", 1, 1);
+            let mut m = vramroute_router::ResidentModel::new("x", 1, 1);
             m.gpu = Some(7);
             n.loaded_models.push(m);
         }),
