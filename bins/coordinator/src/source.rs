@@ -291,17 +291,13 @@ pub(crate) async fn query_ollama_nodes(nodes: &[String], timeout: Duration) -> V
         match OllamaClient::new(url, timeout) {
             Ok(client) => {
                 let (ps, tags) = tokio::join!(client.ps(), client.tags());
-                OllamaNodeInfo {
-                    url: url.clone(),
-                    ps: ps.map_err(|e| e.to_string()),
-                    tags: tags.map_err(|e| e.to_string()),
-                }
+                OllamaNodeInfo::new(
+                    url.clone(),
+                    ps.map_err(|e| e.to_string()),
+                    tags.map_err(|e| e.to_string()),
+                )
             }
-            Err(e) => OllamaNodeInfo {
-                url: url.clone(),
-                ps: Err(e.to_string()),
-                tags: Err(e.to_string()),
-            },
+            Err(e) => OllamaNodeInfo::new(url.clone(), Err(e.to_string()), Err(e.to_string())),
         }
     });
     futures_util::future::join_all(asks).await

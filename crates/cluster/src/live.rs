@@ -18,8 +18,7 @@ use serde::Serialize;
 use tracing::{debug, info, warn};
 use vramroute_registry::{ChangeStream, ClusterView, Registry};
 use vramroute_router::{
-    Decision, LoadedModel as ResidentModel, NoRoute, NodeSpec, Policy, Request, Router, Snapshot,
-    SnapshotConfig,
+    Decision, NoRoute, NodeSpec, Policy, Request, ResidentModel, Router, Snapshot, SnapshotConfig,
 };
 
 use crate::error::{Error, Result};

@@ -123,6 +123,7 @@ pub fn short_reason(d: &Decision) -> String {
         (FitKind::AcrossGpus { .. }, _) => "split across GPUs".to_owned(),
         (FitKind::CpuNoGpu, _) => "CPU (node has no GPU)".to_owned(),
         (FitKind::CpuGpuTooSmall, _) => "CPU (GPUs too small or full)".to_owned(),
+        (_, _) => "routed".to_owned(),
     };
     format!("{place}; score {:.3}", d.score)
 }

@@ -34,6 +34,7 @@ const BYTES_PER_MIB: u64 = 1_048_576;
 
 /// What `status --json` prints and `--snapshot` reads. All memory in MiB.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct StatusView {
     /// Where the view came from (`redis redis://…`, `embedded`, `snapshot FILE`).
     pub source: String,
@@ -60,6 +61,7 @@ pub struct StatusView {
 
 /// One node of the view.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct NodeView {
     /// SOLLOL's node id, `{ip}:{ollama_port}`.
     pub id: String,
@@ -129,6 +131,7 @@ fn yes() -> bool {
 
 /// One GPU of a node.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct GpuView {
     /// GPU index on the node.
     pub index: u32,
@@ -157,6 +160,7 @@ pub struct GpuView {
 
 /// A model loaded on a node.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct LoadedView {
     /// Name.
     pub name: String,
@@ -170,6 +174,7 @@ pub struct LoadedView {
 
 /// A model pulled on a node (its Ollama's `/api/tags`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct InstalledView {
     /// Name.
     pub name: String,
@@ -179,6 +184,7 @@ pub struct InstalledView {
 
 /// A llama.cpp rpc backend.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct RpcBackendView {
     /// Host or IP.
     pub host: String,
@@ -218,6 +224,7 @@ pub struct RpcBackendView {
 
 /// Sums over the view's fresh nodes.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Totals {
     /// Nodes in the view.
     pub nodes: usize,
@@ -239,6 +246,7 @@ pub struct Totals {
 
 /// A registry record that was skipped.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct SkippedView {
     /// The Redis key.
     pub key: String,
@@ -246,8 +254,9 @@ pub struct SkippedView {
     pub reason: String,
 }
 
-/// What one Ollama node from the config's `nodes:` answered.
+/// What one Ollama node outside the registry answered (`/api/ps`, `/api/tags`).
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct OllamaNodeInfo {
     /// The Ollama base URL asked.
     pub url: String,
@@ -340,6 +349,32 @@ fn rpc_view(host: &str, port: u16, r: &RpcNodeRecord) -> RpcBackendView {
         device_config: Some(r.device_config.clone()),
         total_parallel_workers: Some(r.total_parallel_workers),
         ggml_devices: ggml,
+    }
+}
+
+impl OllamaNodeInfo {
+    /// The answers of the Ollama at `url` (each `Err` holds why it failed).
+    pub fn new(
+        url: impl Into<String>,
+        ps: Result<PsResponse, String>,
+        tags: Result<TagsResponse, String>,
+    ) -> Self {
+        OllamaNodeInfo {
+            url: url.into(),
+            ps,
+            tags,
+        }
+    }
+}
+
+impl LoadedView {
+    /// A loaded model of `size_mb` MiB with `size_vram_mb` in VRAM (`None`: unknown).
+    pub fn new(name: impl Into<String>, size_mb: Option<u64>, size_vram_mb: Option<u64>) -> Self {
+        LoadedView {
+            name: name.into(),
+            size_mb,
+            size_vram_mb,
+        }
     }
 }
 

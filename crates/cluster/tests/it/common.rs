@@ -66,11 +66,17 @@ pub(crate) fn cluster(
     stats: Vec<(String, Arc<GpuStatsRecord>)>,
     rpc: Vec<RpcNodeEntry>,
 ) -> ClusterView {
-    let mut c = ClusterView {
-        stats,
-        rpc_nodes: rpc,
-        ..ClusterView::default()
+    #[allow(
+        clippy::field_reassign_with_default,
+        reason = "ClusterView is non_exhaustive: no struct expression outside its crate"
+    )]
+    let c = {
+        let mut c = ClusterView::default();
+        c.stats = stats;
+        c.rpc_nodes = rpc;
+        c
     };
+    let mut c = c;
     c.stats.sort_by(|a, b| a.0.cmp(&b.0));
     c.rpc_nodes
         .sort_by(|a, b| (&a.host, a.port).cmp(&(&b.host, b.port)));

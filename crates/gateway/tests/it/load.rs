@@ -70,11 +70,11 @@ async fn a_slow_node_receives_fewer_requests() {
         },
     ]);
     for n in &mut v.nodes {
-        n.loaded_models.push(vramroute_cluster::LoadedView {
-            name: "llama3.1:8b".to_owned(),
-            size_mb: Some(4700),
-            size_vram_mb: Some(4700),
-        });
+        n.loaded_models.push(vramroute_cluster::LoadedView::new(
+            "llama3.1:8b",
+            Some(4700),
+            Some(4700),
+        ));
     }
     let h = Harness::start(v, GatewayConfig::default()).await;
     for _ in 0..12 {

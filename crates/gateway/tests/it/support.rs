@@ -50,24 +50,13 @@ pub(crate) fn view(nodes: &[NodeDef<'_>]) -> StatusView {
     let mut cluster = ClusterView::default();
     for n in nodes {
         let id = node_id(n.fake);
-        let rec = GpuStatsRecord {
-            vendor: "nvidia".to_owned(),
-            gpus: n
-                .gpus
-                .iter()
-                .enumerate()
-                .map(|(i, (total, free))| GpuStat {
-                    index: u32::try_from(i).expect("few GPUs"),
-                    name: format!("GPU {i}"),
-                    memory_total_mb: Some(*total),
-                    memory_free_mb: Some(*free),
-                    ..GpuStat::default()
-                })
-                .collect(),
-            timestamp: now,
-            node_id: id.clone(),
-            ..GpuStatsRecord::default()
-        };
+        let mut rec = GpuStatsRecord::new(id.clone(), "nvidia", now);
+        for (i, (total, free)) in n.gpus.iter().enumerate() {
+            let mut g = GpuStat::new(u32::try_from(i).expect("few GPUs"), format!("GPU {i}"));
+            g.memory_total_mb = Some(*total);
+            g.memory_free_mb = Some(*free);
+            rec.gpus.push(g);
+        }
         cluster.stats.push((id, Arc::new(rec)));
     }
     cluster.stats.sort_by(|a, b| a.0.cmp(&b.0));
