@@ -16,7 +16,7 @@
 //! [`wire::MAX_REPLY_BYTES`] (64 KiB) before anything is allocated for it; at most
 //! [`ProbeOptions::max_devices`] devices are queried.
 //!
-//! Entry types: [`probe`] with [`ProbeOptions`] → [`Probe`] ([`RpcState`],
+//! Entry types: [`probe`] (or [`probe_all`], concurrent) with [`ProbeOptions`] → [`Probe`] ([`RpcState`],
 //! [`DeviceMemory`]). With the `testing` feature, `testing::FakeRpcServer` is a loopback
 //! server that speaks the same bytes, one client at a time, and can misbehave on purpose.
 //!
@@ -40,7 +40,7 @@ mod probe;
 pub mod testing;
 pub mod wire;
 
-pub use probe::{probe, DeviceMemory, Probe, ProbeOptions, RpcState};
+pub use probe::{probe, probe_all, DeviceMemory, Probe, ProbeOptions, RpcState};
 
 /// What went wrong in one exchange with a server; [`probe`] turns it into an
 /// [`RpcState`] and a detail line.

@@ -177,6 +177,46 @@ pub async fn probe(addr: &str, opts: &ProbeOptions) -> Probe {
     }
 }
 
+/// Probe every address concurrently; the answers in the order of `addrs`, in at most
+/// [`ProbeOptions::max_total`] (plus scheduling). An address listed twice is probed once
+/// (two concurrent probes of one rpc-server would make the second wait behind the first,
+/// i.e. look busy) and its answer repeated.
+pub async fn probe_all(addrs: &[String], opts: &ProbeOptions) -> Vec<Probe> {
+    let mut unique: Vec<&str> = Vec::new();
+    for addr in addrs {
+        if !unique.contains(&addr.as_str()) {
+            unique.push(addr);
+        }
+    }
+    let mut set = tokio::task::JoinSet::new();
+    for (i, addr) in unique.iter().enumerate() {
+        let addr = (*addr).to_string();
+        let opts = opts.clone();
+        set.spawn(async move { (i, probe(&addr, &opts).await) });
+    }
+    let mut answers: Vec<Option<Probe>> = vec![None; unique.len()];
+    while let Some(joined) = set.join_next().await {
+        if let Ok((i, p)) = joined {
+            answers[i] = Some(p);
+        }
+    }
+    addrs
+        .iter()
+        .map(|addr| {
+            let i = unique.iter().position(|u| *u == addr.as_str()).unwrap_or(0);
+            answers[i].clone().unwrap_or_else(|| Probe {
+                addr: addr.clone(),
+                state: RpcState::BadReply("the probe task failed".to_string()),
+                version: None,
+                device_count: None,
+                devices: Vec::new(),
+                elapsed_ms: 0,
+                detail: format!("the probe of {addr} panicked or was cancelled"),
+            })
+        })
+        .collect()
+}
+
 /// What was learned before the probe ended.
 #[derive(Default)]
 struct Found {
@@ -496,9 +536,8 @@ impl Conn {
                     })
                 }
                 Ok(Ok(n)) => got += n,
-                Ok(Err(source)) if offset + got > 0 => {
-                    // A reset after part of the reply: closed mid-reply.
-                    let _ = source;
+                // A reset after part of the reply: closed mid-reply.
+                Ok(Err(_)) if offset + got > 0 => {
                     return Err(Error::Closed {
                         what,
                         got: offset + got,

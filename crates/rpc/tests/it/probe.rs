@@ -292,3 +292,99 @@ async fn probes_serialise_with_stable_state_names() {
     assert_eq!(RpcState::BadReply("x".into()).as_str(), "bad_reply");
     assert_eq!(RpcState::UnknownProtocol.as_str(), "unknown_protocol");
 }
+
+#[tokio::test]
+async fn probe_all_keeps_order_and_probes_a_repeated_address_once() {
+    let a = FakeRpcServer::builder()
+        .version(5, 1, 0)
+        .start()
+        .expect("fake starts");
+    let b = FakeRpcServer::builder()
+        .behaviour(Behaviour::NeverAnswer)
+        .start()
+        .expect("fake starts");
+    let addrs = vec![a.addr(), b.addr(), a.addr()];
+    let o = opts();
+    let start = Instant::now();
+    let probes = vramroute_rpc::probe_all(&addrs, &o).await;
+    // Concurrent: one probe's bound, not the sum.
+    assert!(
+        start.elapsed() <= o.max_total() + SLACK,
+        "{:?}",
+        start.elapsed()
+    );
+    let states: Vec<_> = probes
+        .iter()
+        .map(|p| (p.addr.clone(), p.state.clone()))
+        .collect();
+    assert_eq!(
+        states,
+        [
+            (a.addr(), RpcState::Reachable),
+            (b.addr(), RpcState::Busy),
+            (a.addr(), RpcState::Reachable),
+        ]
+    );
+    // Probed once, not twice (a second concurrent probe would have looked busy).
+    assert_eq!(a.connections(), 1);
+}
+
+#[tokio::test]
+async fn a_full_accept_queue_looks_unreachable() {
+    // rpc-server listens with a backlog of 1: while it serves a client, the kernel queues
+    // at most two more connections and drops further SYNs, so a probe's connect times out.
+    let fake = FakeRpcServer::builder()
+        .behaviour(Behaviour::Busy)
+        .start()
+        .expect("fake starts");
+    let mut queued = Vec::new();
+    let mut refused_one = false;
+    for _ in 0..8 {
+        match std::net::TcpStream::connect_timeout(&fake.socket_addr(), Duration::from_millis(200))
+        {
+            Ok(s) => queued.push(s),
+            Err(_) => {
+                refused_one = true;
+                break;
+            }
+        }
+    }
+    assert!(
+        refused_one,
+        "{} connections queued, none dropped",
+        queued.len()
+    );
+    let o = opts();
+    let p = probe_within(&fake.addr(), &o, o.connect_timeout).await;
+    assert_eq!(p.state, RpcState::Unreachable, "{}", p.detail);
+    assert!(p.detail.contains("accept queue"), "{}", p.detail);
+    assert!(p.elapsed_ms >= 250, "{} ms", p.elapsed_ms);
+}
+
+#[tokio::test]
+async fn refuse_can_be_switched_on_and_off_while_running() {
+    let fake = FakeRpcServer::builder().start().expect("fake starts");
+    let o = opts();
+    assert_eq!(probe(&fake.addr(), &o).await.state, RpcState::Reachable);
+    fake.set_behaviour(Behaviour::Refuse);
+    // The server drops its listener when it sees the change: bounded wait for that.
+    let mut state = RpcState::Reachable;
+    for _ in 0..50 {
+        state = probe(&fake.addr(), &o).await.state;
+        if state == RpcState::Unreachable {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(state, RpcState::Unreachable);
+    fake.set_behaviour(Behaviour::Normal);
+    let mut p = probe(&fake.addr(), &o).await;
+    for _ in 0..50 {
+        if p.state == RpcState::Reachable {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        p = probe(&fake.addr(), &o).await;
+    }
+    assert_eq!(p.state, RpcState::Reachable, "{}", p.detail);
+}
