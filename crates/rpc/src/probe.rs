@@ -334,6 +334,12 @@ async fn run(
     if queried < count {
         detail.push_str(&format!("; only the first {queried} devices were queried"));
     }
+    if hello.extra_bytes > 0 {
+        detail.push_str(&format!(
+            "; its HELLO reply has {} bytes more than upstream's (a fork of llama.cpp?)",
+            hello.extra_bytes
+        ));
+    }
     (RpcState::Reachable, found, detail)
 }
 

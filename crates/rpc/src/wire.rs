@@ -13,6 +13,8 @@
 //! it is not, when its request size is not exactly 24, or when a device index is out of
 //! range. Before the RDMA transport (llama.cpp PR #20590, April 2026) HELLO had an empty
 //! request and a 3-byte reply (`major, minor, patch`): [`LEGACY_HELLO_REPLY_BYTES`].
+//! Forks (ik_llama.cpp, halo-hybrid, ...) append fields to the 28-byte reply; the version
+//! stays in its first three bytes, so a longer reply is accepted ([`Hello::extra_bytes`]).
 
 use crate::Error;
 
@@ -103,13 +105,18 @@ pub struct Hello {
     pub version: (u8, u8, u8),
     /// True for the 3-byte reply of servers before the capability exchange.
     pub legacy: bool,
+    /// Bytes beyond the 28 of upstream's reply: forks extend it (a port, a session id, an
+    /// op count after the version); the version still comes first.
+    pub extra_bytes: usize,
 }
 
-/// Parse a HELLO reply payload (28 bytes, or 3 for a legacy server).
+/// Parse a HELLO reply payload: 28 bytes (upstream 4.x–7.x), more (a fork's extension of
+/// it), or 3 (a legacy server). Any other length is malformed.
 pub fn parse_hello(payload: &[u8]) -> crate::Result<Hello> {
-    let legacy = match payload.len() {
-        HELLO_REPLY_BYTES => false,
+    let n = payload.len();
+    let legacy = match n {
         LEGACY_HELLO_REPLY_BYTES => true,
+        n if n >= HELLO_REPLY_BYTES => false,
         n => {
             return Err(Error::Malformed {
                 what: "HELLO",
@@ -123,6 +130,7 @@ pub fn parse_hello(payload: &[u8]) -> crate::Result<Hello> {
     Ok(Hello {
         version: (payload[0], payload[1], payload[2]),
         legacy,
+        extra_bytes: n.saturating_sub(HELLO_REPLY_BYTES),
     })
 }
 
@@ -197,25 +205,38 @@ mod tests {
     }
 
     #[test]
-    fn hello_replies_parse_in_both_shapes() {
+    fn hello_replies_parse_in_every_shape() {
         let mut current = [0u8; 28];
         current[..4].copy_from_slice(&[7, 0, 1, 0]);
         assert_eq!(
             parse_hello(&current).ok(),
             Some(Hello {
                 version: (7, 0, 1),
-                legacy: false
+                legacy: false,
+                extra_bytes: 0
             })
         );
         assert_eq!(
             parse_hello(&[3, 0, 0]).ok(),
             Some(Hello {
                 version: (3, 0, 0),
-                legacy: true
+                legacy: true,
+                extra_bytes: 0
+            })
+        );
+        let mut fork = [0u8; 34];
+        fork[..3].copy_from_slice(&[7, 4, 0]);
+        assert_eq!(
+            parse_hello(&fork).ok(),
+            Some(Hello {
+                version: (7, 4, 0),
+                legacy: false,
+                extra_bytes: 6
             })
         );
         assert!(parse_hello(&[5, 1]).is_err());
-        assert!(parse_hello(&[0; 32]).is_err());
+        assert!(parse_hello(&[5, 1, 0, 0]).is_err());
+        assert!(parse_hello(&[0; 27]).is_err());
     }
 
     #[test]

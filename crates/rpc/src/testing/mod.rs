@@ -67,9 +67,17 @@ pub struct FakeRpcServerBuilder {
     version: (u8, u8, u8),
     devices: Vec<(u64, u64)>,
     behaviour: Behaviour,
+    hello_extra: usize,
 }
 
 impl FakeRpcServerBuilder {
+    /// Append `n` bytes (0xAB) to the 28-byte HELLO reply, as forks of llama.cpp that
+    /// extend it do (default 0).
+    pub fn hello_extra(mut self, n: usize) -> Self {
+        self.hello_extra = n;
+        self
+    }
+
     /// The protocol version HELLO reports (default 7.0.0). A major below 4 makes it a
     /// server from before the capability exchange: HELLO with an empty request, 3-byte
     /// reply.
@@ -102,6 +110,7 @@ impl FakeRpcServerBuilder {
             per_command: std::array::from_fn(|_| AtomicU64::new(0)),
             version: self.version,
             devices: self.devices,
+            hello_extra: self.hello_extra,
         });
         // Bind and serve on the server's own thread and runtime (the caller may be inside
         // a runtime of its own), and hand the bound address back.
@@ -163,6 +172,7 @@ struct Shared {
     per_command: [AtomicU64; 256],
     version: (u8, u8, u8),
     devices: Vec<(u64, u64)>,
+    hello_extra: usize,
 }
 
 impl Shared {
@@ -181,6 +191,7 @@ impl FakeRpcServer {
             version: (7, 0, 0),
             devices: vec![(64 << 30, 64 << 30)],
             behaviour: Behaviour::Normal,
+            hello_extra: 0,
         }
     }
 
@@ -374,6 +385,7 @@ async fn serve_client(mut stream: TcpStream, shared: &Shared) {
     } else {
         let mut r = vec![major, minor, patch, 0];
         r.extend_from_slice(&[0; 24]);
+        r.extend(std::iter::repeat_n(0xAB, shared.hello_extra));
         r
     };
     if reply(&mut stream, &hello).await.is_none() {

@@ -388,3 +388,19 @@ async fn refuse_can_be_switched_on_and_off_while_running() {
     }
     assert_eq!(p.state, RpcState::Reachable, "{}", p.detail);
 }
+
+#[tokio::test]
+async fn a_fork_with_a_longer_hello_reply_is_still_probed() {
+    let fake = FakeRpcServer::builder()
+        .version(7, 4, 0)
+        .hello_extra(6)
+        .devices(&[(3 * GIB, 4 * GIB)])
+        .start()
+        .expect("fake starts");
+    let o = opts();
+    let p = probe_within(&fake.addr(), &o, o.max_total()).await;
+    assert_eq!(p.state, RpcState::Reachable, "{}", p.detail);
+    assert_eq!(p.version, Some((7, 4, 0)));
+    assert_eq!(p.devices.len(), 1);
+    assert!(p.detail.contains("6 bytes more"), "{}", p.detail);
+}
