@@ -46,6 +46,7 @@ const LIBRARIES: &[&str] = &[
     "vramroute-node",
     "vramroute-cluster",
     "vramroute-gateway",
+    "vramroute-rpc",
 ];
 
 /// The allowed internal dependency graph (ARCHITECTURE.md's invariants).
@@ -74,6 +75,13 @@ const CRATES: &[Rule] = &[
     Rule {
         path: "crates/ollama",
         package: "vramroute-ollama",
+        optional: false,
+        allowed: Allowed::Only(&[]),
+        doc_says: &["depends on no other vramroute crate"],
+    },
+    Rule {
+        path: "crates/rpc",
+        package: "vramroute-rpc",
         optional: false,
         allowed: Allowed::Only(&[]),
         doc_says: &["depends on no other vramroute crate"],
