@@ -24,6 +24,8 @@ pub(crate) struct App {
     pub(crate) live: Arc<LiveCluster>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) optimize: Mutex<OptimizeState>,
+    /// Probes of the rpc backends (cached), for `/v1/nodes` and `/v1/plan`.
+    pub(crate) prober: vramroute_cluster::BackendProber,
     /// Keys the API's `/v1/*` requires (config `admin_requires_key`), if any.
     pub(crate) admin_keys: Option<vramroute_gateway::ApiKeys>,
 }

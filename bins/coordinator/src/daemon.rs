@@ -120,6 +120,7 @@ pub(crate) fn run(settings: Settings, args: &DaemonArgs) -> anyhow::Result<()> {
             metrics,
             live: live.clone(),
             admin_keys,
+            prober: vramroute_cluster::BackendProber::default(),
             settings,
         });
         let listener = tokio::net::TcpListener::bind(addr)

@@ -132,7 +132,9 @@ fn policy_of(app: &App, name: Option<&str>) -> Result<Arc<Policy>, ApiError> {
 }
 
 async fn nodes(State(app): State<Shared>) -> Response {
-    Json(app.live.view().as_ref().clone()).into_response()
+    let mut view = app.live.view().as_ref().clone();
+    app.prober.probe_view(&mut view).await;
+    Json(view).into_response()
 }
 
 /// Body of `POST /v1/route`.
@@ -254,13 +256,14 @@ async fn plan_get(State(app): State<Shared>, Query(p): Query<Params>) -> Respons
         (Ok(m), Ok(c)) => (m, c.unwrap_or(vramroute_alloc::DEFAULT_CTX)),
         (Err(r), _) | (_, Err(r)) => return r.into_response(),
     };
-    let view = app.live.view();
+    let mut view = app.live.view().as_ref().clone();
+    app.prober.probe_view(&mut view).await;
     let opts = EstimateOptions::new(ctx, app.settings.config.ollama_timeout());
     let est = match model_estimate(&view, &model, None, &opts).await {
         Ok(e) => e,
         Err(e) => return cluster_error(&e, StatusCode::UNPROCESSABLE_ENTITY),
     };
-    match plan::make(est, plan::workers(&view), None) {
+    match plan::for_view(est, &view, None) {
         Ok(a) => Json(a).into_response(),
         Err(e) => cluster_error(&e, StatusCode::UNPROCESSABLE_ENTITY),
     }

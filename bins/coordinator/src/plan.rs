@@ -32,19 +32,30 @@ pub(crate) fn render(a: &PlanAnswer) -> String {
             a.plan.host_cpu_layers, a.plan.host_cpu_mib
         ));
     }
+    for e in &a.excluded {
+        out.push_str(&format!("  left out {}: {}\n", e.backend, e.reason));
+    }
     out.push_str(&a.plan.to_string());
     out.push('\n');
+    for w in &a.warnings {
+        out.push_str(&format!("warning: {w}\n"));
+    }
     out
 }
 
 pub(crate) fn run(settings: &Settings, args: &PlanArgs) -> anyhow::Result<()> {
     source::block_on(async {
-        let (_, view) = source::load(settings).await?;
+        let (source, mut view) = source::load(settings).await?;
+        // Embedded mode plans for this machine alone: what to start here, so its
+        // rpc-server is not expected to run yet. A cluster's backends are probed.
+        if !matches!(source.backend, source::Backend::Embedded(_)) {
+            source::probe_backends(&source, &mut view).await;
+        }
         let model = &args.model.model;
         let opts = EstimateOptions::new(args.ctx, settings.config.ollama_timeout());
         let est = model_estimate(&view, model, args.gguf.as_deref(), &opts).await?;
         let path = args.gguf.as_ref().map(|p| p.display().to_string());
-        let answer = plan::make(est, plan::workers(&view), path)?;
+        let answer = plan::for_view(est, &view, path)?;
         if args.model.output.json {
             println!("{}", serde_json::to_string_pretty(&answer)?);
         } else {

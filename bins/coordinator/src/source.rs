@@ -318,6 +318,15 @@ pub(crate) async fn load(settings: &Settings) -> anyhow::Result<(Source, StatusV
     Ok((source, view))
 }
 
+/// Probes the view's rpc backends (not for a saved view: its answers are the saved ones).
+pub(crate) async fn probe_backends(source: &Source, view: &mut StatusView) {
+    if !matches!(source.backend, Backend::Snapshot { .. }) {
+        vramroute_cluster::BackendProber::default()
+            .probe_view(view)
+            .await;
+    }
+}
+
 /// Runs an async command body on a small runtime.
 pub(crate) fn block_on<F: std::future::Future<Output = anyhow::Result<()>>>(
     f: F,

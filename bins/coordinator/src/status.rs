@@ -8,7 +8,8 @@ use vramroute_cluster::StatusView;
 
 pub(crate) fn run(settings: &Settings, args: &OutputArgs) -> anyhow::Result<()> {
     source::block_on(async {
-        let (_, view) = source::load(settings).await?;
+        let (source, mut view) = source::load(settings).await?;
+        source::probe_backends(&source, &mut view).await;
         print(&view, args.json)
     })
 }
@@ -190,6 +191,35 @@ pub(crate) fn render(view: &StatusView) -> String {
                 ""
             }
         );
+        if let Some(h) = &r.health {
+            let version = h
+                .version_string()
+                .map(|v| format!(" protocol {v}"))
+                .unwrap_or_default();
+            let devices: Vec<String> = h
+                .devices
+                .iter()
+                .map(|d| {
+                    format!(
+                        "device {}: {}/{} MB free",
+                        d.index,
+                        d.free_mib(),
+                        d.total_mib()
+                    )
+                })
+                .collect();
+            let devices = if devices.is_empty() {
+                String::new()
+            } else {
+                format!("; {}", devices.join(", "))
+            };
+            let _ = writeln!(
+                out,
+                "    rpc-server: {}{version}{devices} ({})",
+                h.state.as_str(),
+                h.detail
+            );
+        }
     }
     for s in &view.skipped {
         let _ = writeln!(out, "skipped record {}: {}", s.key, s.reason);

@@ -52,6 +52,7 @@
 //! # Ok::<(), vramroute_cluster::Error>(())
 //! ```
 
+mod backends;
 mod error;
 mod live;
 pub mod optimize;
@@ -61,6 +62,7 @@ mod signals;
 mod sizes;
 mod view;
 
+pub use backends::BackendProber;
 pub use error::{Error, Result};
 pub use live::{
     unix_now, Feed, Health, LiveCluster, LiveConfig, Observer, RegistryFeed, ReservationId,

@@ -4,6 +4,8 @@
 use serde::Serialize;
 use vramroute_alloc::{plan, ClusterWorker, ModelEstimate, Plan, PlanOptions, WorkerKind};
 
+use vramroute_rpc::RpcState;
+
 use crate::error::{Error, Result};
 use crate::view::StatusView;
 
@@ -21,24 +23,95 @@ pub struct PlanAnswer {
     pub rpc_server_commands: Vec<String>,
     /// The `llama-server` command line.
     pub llama_server_command: String,
+    /// Backends left out, and why.
+    pub excluded: Vec<Excluded>,
+    /// Things to check (busy backends, unknown protocol versions).
+    pub warnings: Vec<String>,
+}
+
+/// A backend left out of a plan, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct Excluded {
+    /// `host:port`.
+    pub backend: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// Every live rpc backend's devices as planner workers (see [`workers_checked`]).
+pub fn workers(view: &StatusView) -> Vec<ClusterWorker> {
+    workers_checked(view).0
 }
 
 /// Every live rpc backend's devices as planner workers: the CPU (budget = registered RAM
 /// after reserve) and each GPU (budget = registered VRAM after reserve, capped by the
-/// node's live free VRAM when its stats record has it). Backends of stale nodes are left
-/// out, and so are metadata-only backends (no registration: nothing known about them).
-pub fn workers(view: &StatusView) -> Vec<ClusterWorker> {
+/// node's live free VRAM when its stats record has it). Left out, each with its reason:
+/// backends only the router metadata lists (nothing known of their devices), backends
+/// whose node's stats record is gone (a node killed without deregistering keeps its
+/// registration for up to an hour) or stale, and backends whose rpc-server a probe found
+/// unreachable or answering garbage. Kept with a warning: a busy server (a llama-server
+/// is attached) and one speaking a protocol major this build does not know.
+pub fn workers_checked(view: &StatusView) -> (Vec<ClusterWorker>, Vec<Excluded>, Vec<String>) {
     let mut out = Vec::new();
-    for b in view.rpc_backends.iter().filter(|b| b.registered) {
+    let mut excluded = Vec::new();
+    let mut warnings = Vec::new();
+    for b in &view.rpc_backends {
+        let addr = format!("{}:{}", b.host, b.port);
+        let mut leave_out = |reason: String| {
+            excluded.push(Excluded {
+                backend: addr.clone(),
+                reason,
+            });
+        };
+        if !b.registered {
+            leave_out(
+                "listed in the router metadata only: no registration, devices unknown".to_owned(),
+            );
+            continue;
+        }
         let node = view.nodes.iter().find(|n| {
             n.rpc
                 .as_ref()
                 .is_some_and(|r| r.host == b.host && r.port == b.port)
         });
-        if node.is_some_and(|n| n.stale) {
-            continue;
+        match node {
+            None => {
+                leave_out(
+                    "its node's stats record is gone (registration only: the node stopped \
+                     reporting, e.g. it was killed without deregistering)"
+                        .to_owned(),
+                );
+                continue;
+            }
+            Some(n) if n.stale => {
+                leave_out(format!(
+                    "its node {} reports stale ({:.0} s old)",
+                    n.id, n.age_s
+                ));
+                continue;
+            }
+            Some(_) => {}
         }
-        let node_id = node.map_or_else(|| format!("{}:{}", b.host, b.port), |n| n.id.clone());
+        if let Some(h) = &b.health {
+            match &h.state {
+                RpcState::Unreachable | RpcState::BadReply(_) => {
+                    leave_out(format!("rpc-server {}: {}", h.state.as_str(), h.detail));
+                    continue;
+                }
+                RpcState::UnknownProtocol => warnings.push(format!(
+                    "{addr}: rpc-server speaks protocol {} (unknown to this build): planned on \
+                     its registration; check that llama-server speaks it too",
+                    h.version_string().unwrap_or_else(|| "?".to_owned())
+                )),
+                RpcState::Busy => warnings.push(format!(
+                    "{addr}: rpc-server busy (a llama-server is attached): planned on its \
+                     registration"
+                )),
+                _ => {}
+            }
+        }
+        let node_id = node.map_or_else(|| addr.clone(), |n| n.id.clone());
         let worker = |kind, device_name: String, budget_mib: u64, free_mib| {
             let mut w = ClusterWorker::new(
                 node_id.clone(),
@@ -66,7 +139,31 @@ pub fn workers(view: &StatusView) -> Vec<ClusterWorker> {
             out.push(worker(WorkerKind::Gpu, dev.clone(), *vram, free));
         }
     }
-    out
+    (out, excluded, warnings)
+}
+
+/// Plans `estimate` on the view's live backends ([`workers_checked`]), saying which were
+/// left out and why.
+pub fn for_view(
+    estimate: ModelEstimate,
+    view: &StatusView,
+    model_path: Option<String>,
+) -> Result<PlanAnswer> {
+    let (workers, excluded, warnings) = workers_checked(view);
+    if workers.is_empty() && !excluded.is_empty() {
+        let why: Vec<String> = excluded
+            .iter()
+            .map(|e| format!("{}: {}", e.backend, e.reason))
+            .collect();
+        return Err(Error::Plan(format!(
+            "no usable rpc backend to plan on ({})",
+            why.join("; ")
+        )));
+    }
+    let mut answer = make(estimate, workers, model_path)?;
+    answer.excluded = excluded;
+    answer.warnings = warnings;
+    Ok(answer)
 }
 
 /// Plans `estimate` on `workers`; `model_path` goes into the `llama-server` line.
@@ -95,5 +192,7 @@ pub fn make(
         estimate,
         workers,
         plan,
+        excluded: Vec::new(),
+        warnings: Vec::new(),
     })
 }

@@ -220,6 +220,10 @@ pub struct RpcBackendView {
     /// ggml device names (ours; derived from `gpu_devices` for SOLLOL registrations).
     #[serde(default)]
     pub ggml_devices: Vec<String>,
+    /// What the rpc-server itself answered (reachable, busy, unreachable, protocol
+    /// version, per-device free/total), when it was probed.
+    #[serde(default)]
+    pub health: Option<vramroute_rpc::Probe>,
 }
 
 /// Sums over the view's fresh nodes.
@@ -349,6 +353,7 @@ fn rpc_view(host: &str, port: u16, r: &RpcNodeRecord) -> RpcBackendView {
         device_config: Some(r.device_config.clone()),
         total_parallel_workers: Some(r.total_parallel_workers),
         ggml_devices: ggml,
+        health: None,
     }
 }
 
@@ -417,6 +422,7 @@ impl StatusView {
                         device_config: None,
                         total_parallel_workers: None,
                         ggml_devices: Vec::new(),
+                        health: None,
                     }),
                 }
             }

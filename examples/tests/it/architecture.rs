@@ -115,8 +115,9 @@ const CRATES: &[Rule] = &[
             "vramroute-router",
             "vramroute-alloc",
             "vramroute-ollama",
+            "vramroute-rpc",
         ]),
-        doc_says: &["`registry`", "`router`", "`alloc`", "`ollama`"],
+        doc_says: &["`registry`", "`router`", "`alloc`", "`ollama`", "`rpc`"],
     },
     Rule {
         path: "crates/gateway",

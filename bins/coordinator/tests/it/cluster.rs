@@ -4,7 +4,20 @@
 
 use std::time::Duration;
 
+use vramroute_rpc::testing::FakeRpcServer;
+
 use super::support::*;
+
+const GIB: u64 = 1 << 30;
+
+/// A node's rpc-server: a fake speaking llama.cpp's RPC bytes, on the node's loopback IP.
+fn rpc_server(ip: [u8; 4], devices: &[(u64, u64)]) -> FakeRpcServer {
+    FakeRpcServer::builder()
+        .ip(ip.into())
+        .devices(devices)
+        .start()
+        .unwrap()
+}
 
 pub(crate) struct Cluster {
     pub(crate) redis: RedisServer,
@@ -16,6 +29,8 @@ pub(crate) struct Cluster {
     pub(crate) amd_ollama: FakeOllama,
     pub(crate) amd: Proc,
     pub(crate) cpu: Proc,
+    /// The three nodes' rpc-servers (SOLLOL's node, AMD, CPU).
+    pub(crate) rpc: [FakeRpcServer; 3],
 }
 
 pub(crate) const AMD: &str = "127.0.0.2:11434";
@@ -31,15 +46,41 @@ impl Cluster {
         let url = redis.url();
         let nvidia_ollama = ollama();
         let amd_ollama = ollama();
-        let nvidia_id = write_sollol_node(&redis, port_of(&nvidia_ollama.url()), now());
+        let rpc = [
+            rpc_server(
+                [127, 0, 0, 1],
+                &[
+                    (60 * GIB, 64 * GIB),
+                    (20 * GIB, 24 * GIB),
+                    (8 * GIB, 10 * GIB),
+                ],
+            ),
+            rpc_server(
+                [127, 0, 0, 2],
+                &[(30 * GIB, 32 * GIB), (16 * GIB, 16 * GIB)],
+            ),
+            rpc_server([127, 0, 0, 3], &[(14 * GIB, 16 * GIB)]),
+        ];
+        let rpc_port = |i: usize| rpc[i].socket_addr().port().to_string();
+        let nvidia_id = write_sollol_node(
+            &redis,
+            port_of(&nvidia_ollama.url()),
+            rpc[0].socket_addr().port(),
+            now(),
+        );
         let amd_url = amd_ollama.url();
         let amd = Proc::reporter(
             &url,
             "amd-discrete",
             "127.0.0.2",
-            &["--ollama-url", &amd_url],
+            &["--ollama-url", &amd_url, "--rpc-port", &rpc_port(1)],
         );
-        let cpu = Proc::reporter(&url, "empty", "127.0.0.3", &["--no-ollama"]);
+        let cpu = Proc::reporter(
+            &url,
+            "empty",
+            "127.0.0.3",
+            &["--no-ollama", "--rpc-port", &rpc_port(2)],
+        );
         let c = Cluster {
             redis,
             url,
@@ -48,6 +89,7 @@ impl Cluster {
             amd_ollama,
             amd,
             cpu,
+            rpc,
         };
         let ready = wait_for(Duration::from_secs(20), || {
             let v = c.status();
@@ -83,7 +125,7 @@ fn mixed_cluster_status_route_check_models_plan() {
     assert_eq!(nv["gpus"][0]["memory_free_mb"], 18000);
     assert_eq!(nv["gpus"][0]["memory_usable_mb"], 19660);
     assert_eq!(nv["ollama_url"], c.nvidia_ollama.url());
-    assert_eq!(nv["rpc"]["port"], 50052);
+    assert_eq!(nv["rpc"]["port"], c.rpc[0].socket_addr().port());
     assert_eq!(nv["stale"], false);
     // Our reporters' nodes.
     let amd = node(&v, AMD).unwrap();
@@ -239,7 +281,7 @@ fn mixed_cluster_status_route_check_models_plan() {
     );
     let llama = p["llama_server_command"].as_str().unwrap();
     assert!(
-        llama.contains("--rpc 127.0.0.1:50052,127.0.0.2:50052"),
+        llama.contains(&format!("--rpc {},{}", c.rpc[0].addr(), c.rpc[1].addr())),
         "{llama}"
     );
     assert!(llama.contains("-ngl 81"), "{llama}");
@@ -249,6 +291,38 @@ fn mixed_cluster_status_route_check_models_plan() {
         text.contains("layers 0..") && text.contains("then: llama-server"),
         "{text}"
     );
+
+    // status shows what each rpc-server itself answers.
+    let st = c.status();
+    let health: Vec<&str> = st["rpc_backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["health"]["state"].as_str().unwrap_or("-"))
+        .collect();
+    assert_eq!(health, ["reachable"; 3], "{st}");
+    let text = stdout(&coord(&["--redis-url", &c.url, "status"]));
+    assert!(
+        text.contains("rpc-server: reachable protocol 7.0.0"),
+        "{text}"
+    );
+
+    // A dead rpc-server (its node still registered) gets no layers, and plan says why.
+    let [a, b, cpu_rpc] = c.rpc;
+    let dead = b.addr();
+    drop(b);
+    let p = coord_json(&["--redis-url", &c.url, "plan", "llama3.2:3b", "--json"]);
+    let excluded = p["excluded"].as_array().unwrap();
+    assert!(
+        excluded.iter().any(|e| e["backend"] == dead.as_str()
+            && e["reason"].as_str().unwrap().contains("unreachable")),
+        "{p}"
+    );
+    assert!(
+        !p["llama_server_command"].as_str().unwrap().contains(&dead),
+        "{p}"
+    );
+    drop((a, cpu_rpc));
 }
 
 #[test]

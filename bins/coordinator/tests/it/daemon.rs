@@ -60,7 +60,12 @@ fn http_api_answers_and_survives_a_redis_restart() {
     }
     c.amd_ollama.install(special);
     // SOLLOL's reporter re-publishes every few seconds; so does this test.
-    write_sollol_node(&c.redis, port_of(&c.nvidia_ollama.url()), now());
+    write_sollol_node(
+        &c.redis,
+        port_of(&c.nvidia_ollama.url()),
+        c.rpc[0].socket_addr().port(),
+        now(),
+    );
     let d = Daemon::start(&format!(
         "redis_url: {}\nstale_after: 8\nnodes: [{}]\n",
         c.url,

@@ -230,7 +230,12 @@ pub(crate) fn get_json(port: u16, path: &str, status: u16) -> serde_json::Value 
 
 /// Writes the NVIDIA stats record and its registration exactly as SOLLOL's tools do
 /// (`SETEX`, Python `json.dumps` spacing), for node `127.0.0.1:{ollama_port}`.
-pub(crate) fn write_sollol_node(redis: &RedisServer, ollama_port: u16, timestamp: f64) -> String {
+pub(crate) fn write_sollol_node(
+    redis: &RedisServer,
+    ollama_port: u16,
+    rpc_port: u16,
+    timestamp: f64,
+) -> String {
     let node_id = format!("127.0.0.1:{ollama_port}");
     let stats = fixtures::GPU_STATS_NVIDIA
         .replace("10.1.2.3:11434", &node_id)
@@ -246,7 +251,7 @@ pub(crate) fn write_sollol_node(redis: &RedisServer, ollama_port: u16, timestamp
     redis
         .cli(&[
             "SETEX",
-            &vramroute_registry::keys::rpc_node_key("127.0.0.1", 50052),
+            &vramroute_registry::keys::rpc_node_key("127.0.0.1", rpc_port),
             "3600",
             fixtures::RPC_NODE_GPU,
         ])

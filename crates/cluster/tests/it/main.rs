@@ -1,5 +1,6 @@
 //! Integration tests of the cluster layer.
 
+mod backends;
 mod common;
 mod live;
 mod props;

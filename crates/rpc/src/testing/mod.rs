@@ -68,6 +68,7 @@ pub struct FakeRpcServerBuilder {
     devices: Vec<(u64, u64)>,
     behaviour: Behaviour,
     hello_extra: usize,
+    ip: std::net::Ipv4Addr,
 }
 
 impl FakeRpcServerBuilder {
@@ -99,8 +100,23 @@ impl FakeRpcServerBuilder {
         self
     }
 
-    /// Bind `127.0.0.1:0` with a backlog of 1 and start serving on a new thread.
+    /// Listen on another loopback address (`127.0.0.2`, …: a second "host" on this
+    /// machine); anything outside 127.0.0.0/8 is refused by [`start`](Self::start).
+    pub fn ip(mut self, ip: std::net::Ipv4Addr) -> Self {
+        self.ip = ip;
+        self
+    }
+
+    /// Bind `127.0.0.1:0` (or the [`ip`](Self::ip) given) with a backlog of 1 and start
+    /// serving on a new thread.
     pub fn start(self) -> std::io::Result<FakeRpcServer> {
+        if !self.ip.is_loopback() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "the fake rpc-server listens on loopback only",
+            ));
+        }
+        let ip = self.ip;
         let shared = Arc::new(Shared {
             behaviour: Mutex::new(self.behaviour),
             changed: Notify::new(),
@@ -130,8 +146,8 @@ impl FakeRpcServerBuilder {
                     }
                 };
                 runtime.block_on(async move {
-                    let bound = bind(SocketAddr::from(([127, 0, 0, 1], 0)))
-                        .and_then(|l| Ok((l.local_addr()?, l)));
+                    let bound =
+                        bind(SocketAddr::from((ip, 0))).and_then(|l| Ok((l.local_addr()?, l)));
                     match bound {
                         Ok((addr, listener)) => {
                             let _ = tx.send(Ok(addr));
@@ -192,6 +208,7 @@ impl FakeRpcServer {
             devices: vec![(64 << 30, 64 << 30)],
             behaviour: Behaviour::Normal,
             hello_extra: 0,
+            ip: std::net::Ipv4Addr::LOCALHOST,
         }
     }
 
