@@ -12,14 +12,14 @@
 //! It runs on its own thread and Tokio runtime; dropping it stops it.
 //!
 //! ```
-//! use vramroute_rpc::testing::{Behaviour, FakeRpcServer};
+//! use vramroute_rpc::testing::{ServerBehaviour, FakeRpcServer};
 //! let fake = FakeRpcServer::builder()
 //!     .version(7, 0, 0)
 //!     .devices(&[(20 << 30, 24 << 30), (64 << 30, 64 << 30)])
 //!     .start()
 //!     .unwrap();
 //! assert!(fake.addr().starts_with("127.0.0.1:"));
-//! fake.set_behaviour(Behaviour::NeverAnswer);
+//! fake.set_behaviour(ServerBehaviour::NeverAnswer);
 //! assert_eq!(fake.connections(), 0);
 //! ```
 
@@ -40,7 +40,7 @@ const GET_DEVICE_MEMORY: u8 = 11;
 /// How the server answers; set at build time or while it runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum Behaviour {
+pub enum ServerBehaviour {
     /// Like rpc-server.
     Normal,
     /// Another client is attached: nothing is accepted (the kernel's backlog completes
@@ -66,7 +66,7 @@ pub enum Behaviour {
 pub struct FakeRpcServerBuilder {
     version: (u8, u8, u8),
     devices: Vec<(u64, u64)>,
-    behaviour: Behaviour,
+    behaviour: ServerBehaviour,
     hello_extra: usize,
     ip: std::net::Ipv4Addr,
 }
@@ -94,8 +94,8 @@ impl FakeRpcServerBuilder {
         self
     }
 
-    /// How it answers (default [`Behaviour::Normal`]).
-    pub fn behaviour(mut self, behaviour: Behaviour) -> Self {
+    /// How it answers (default [`ServerBehaviour::Normal`]).
+    pub fn behaviour(mut self, behaviour: ServerBehaviour) -> Self {
         self.behaviour = behaviour;
         self
     }
@@ -180,7 +180,7 @@ pub struct FakeRpcServer {
 
 #[derive(Debug)]
 struct Shared {
-    behaviour: Mutex<Behaviour>,
+    behaviour: Mutex<ServerBehaviour>,
     changed: Notify,
     shutdown: Notify,
     connections: AtomicU64,
@@ -192,7 +192,7 @@ struct Shared {
 }
 
 impl Shared {
-    fn behaviour(&self) -> Behaviour {
+    fn behaviour(&self) -> ServerBehaviour {
         *self
             .behaviour
             .lock()
@@ -201,12 +201,12 @@ impl Shared {
 }
 
 impl FakeRpcServer {
-    /// Defaults: version 7.0.0, one 64 GiB CPU device, [`Behaviour::Normal`].
+    /// Defaults: version 7.0.0, one 64 GiB CPU device, [`ServerBehaviour::Normal`].
     pub fn builder() -> FakeRpcServerBuilder {
         FakeRpcServerBuilder {
             version: (7, 0, 0),
             devices: vec![(64 << 30, 64 << 30)],
-            behaviour: Behaviour::Normal,
+            behaviour: ServerBehaviour::Normal,
             hello_extra: 0,
             ip: std::net::Ipv4Addr::LOCALHOST,
         }
@@ -224,7 +224,7 @@ impl FakeRpcServer {
 
     /// Change how it answers (connections being served keep their behaviour until their
     /// next request).
-    pub fn set_behaviour(&self, behaviour: Behaviour) {
+    pub fn set_behaviour(&self, behaviour: ServerBehaviour) {
         *self
             .shared
             .behaviour
@@ -294,8 +294,8 @@ async fn serve(listener: TcpListener, addr: SocketAddr, shared: Arc<Shared>) {
     loop {
         let behaviour = shared.behaviour();
         match (behaviour, listener.is_some()) {
-            (Behaviour::Refuse, true) => listener = None,
-            (Behaviour::Refuse, false) | (Behaviour::Busy, _) => {}
+            (ServerBehaviour::Refuse, true) => listener = None,
+            (ServerBehaviour::Refuse, false) | (ServerBehaviour::Busy, _) => {}
             (_, false) => match bind(addr) {
                 Ok(l) => listener = Some(l),
                 Err(_) => {
@@ -309,7 +309,7 @@ async fn serve(listener: TcpListener, addr: SocketAddr, shared: Arc<Shared>) {
             (_, true) => {}
         }
         let accepting = match (&listener, behaviour) {
-            (Some(l), b) if b != Behaviour::Busy && b != Behaviour::Refuse => Some(l),
+            (Some(l), b) if b != ServerBehaviour::Busy && b != ServerBehaviour::Refuse => Some(l),
             _ => None,
         };
         let Some(l) = accepting else {
@@ -371,26 +371,26 @@ async fn serve_client(mut stream: TcpStream, shared: &Shared) {
     };
     let (major, minor, patch) = shared.version;
     match shared.behaviour() {
-        Behaviour::NeverAnswer => return hold(&mut stream).await,
-        Behaviour::CloseOnHello => return,
-        Behaviour::Garbage => {
+        ServerBehaviour::NeverAnswer => return hold(&mut stream).await,
+        ServerBehaviour::CloseOnHello => return,
+        ServerBehaviour::Garbage => {
             let page = b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n";
             let _ = stream.write_all(page).await;
             return hold(&mut stream).await;
         }
-        Behaviour::CloseMidReply => {
+        ServerBehaviour::CloseMidReply => {
             let mut out = 28u64.to_le_bytes().to_vec();
             out.extend_from_slice(&[major, minor]);
             let _ = stream.write_all(&out).await;
             return;
         }
-        Behaviour::HugeSize => {
+        ServerBehaviour::HugeSize => {
             let mut out = (1u64 << 60).to_le_bytes().to_vec();
             out.extend_from_slice(&[major, minor, patch, 0]);
             let _ = stream.write_all(&out).await;
             return hold(&mut stream).await;
         }
-        Behaviour::Normal | Behaviour::Busy | Behaviour::Refuse => {}
+        ServerBehaviour::Normal | ServerBehaviour::Busy | ServerBehaviour::Refuse => {}
     }
     // The first command must be HELLO of the right size, else the server hangs up.
     let legacy = major < 4;

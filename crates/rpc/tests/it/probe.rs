@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use vramroute_rpc::testing::{Behaviour, FakeRpcServer};
+use vramroute_rpc::testing::{FakeRpcServer, ServerBehaviour};
 use vramroute_rpc::{probe, Probe, ProbeOptions, RpcState};
 
 const GIB: u64 = 1 << 30;
@@ -112,7 +112,7 @@ async fn at_most_max_devices_are_queried() {
 #[tokio::test]
 async fn a_server_that_never_answers_is_busy_after_the_io_timeout() {
     let fake = FakeRpcServer::builder()
-        .behaviour(Behaviour::NeverAnswer)
+        .behaviour(ServerBehaviour::NeverAnswer)
         .start()
         .expect("fake starts");
     let o = opts();
@@ -143,14 +143,14 @@ async fn a_server_with_a_client_attached_is_busy_then_reachable_when_it_leaves()
 #[tokio::test]
 async fn busy_behaviour_then_normal() {
     let fake = FakeRpcServer::builder()
-        .behaviour(Behaviour::Busy)
+        .behaviour(ServerBehaviour::Busy)
         .start()
         .expect("fake starts");
     let o = opts();
     let p = probe_within(&fake.addr(), &o, o.connect_timeout + o.io_timeout).await;
     assert_eq!(p.state, RpcState::Busy, "{}", p.detail);
     assert_eq!(fake.connections(), 0);
-    fake.set_behaviour(Behaviour::Normal);
+    fake.set_behaviour(ServerBehaviour::Normal);
     let p = probe_within(&fake.addr(), &o, o.max_total()).await;
     assert_eq!(p.state, RpcState::Reachable, "{}", p.detail);
 }
@@ -158,7 +158,7 @@ async fn busy_behaviour_then_normal() {
 #[tokio::test]
 async fn a_refused_connection_is_unreachable_at_once() {
     let fake = FakeRpcServer::builder()
-        .behaviour(Behaviour::Refuse)
+        .behaviour(ServerBehaviour::Refuse)
         .start()
         .expect("fake starts");
     let o = opts();
@@ -179,7 +179,7 @@ async fn an_unresolvable_address_is_unreachable() {
 #[tokio::test]
 async fn garbage_is_a_bad_reply_that_names_what_answered() {
     let fake = FakeRpcServer::builder()
-        .behaviour(Behaviour::Garbage)
+        .behaviour(ServerBehaviour::Garbage)
         .start()
         .expect("fake starts");
     let o = opts();
@@ -193,7 +193,7 @@ async fn garbage_is_a_bad_reply_that_names_what_answered() {
 #[tokio::test]
 async fn a_reply_cut_short_is_a_bad_reply() {
     let fake = FakeRpcServer::builder()
-        .behaviour(Behaviour::CloseMidReply)
+        .behaviour(ServerBehaviour::CloseMidReply)
         .start()
         .expect("fake starts");
     let o = opts();
@@ -208,7 +208,7 @@ async fn a_reply_cut_short_is_a_bad_reply() {
 #[tokio::test]
 async fn a_2_pow_60_reply_size_is_refused_without_reading_it() {
     let fake = FakeRpcServer::builder()
-        .behaviour(Behaviour::HugeSize)
+        .behaviour(ServerBehaviour::HugeSize)
         .start()
         .expect("fake starts");
     let o = opts();
@@ -261,7 +261,7 @@ async fn a_server_from_before_the_capability_exchange_is_an_unknown_protocol() {
 #[tokio::test]
 async fn a_server_that_hangs_up_on_every_hello_is_a_bad_reply() {
     let fake = FakeRpcServer::builder()
-        .behaviour(Behaviour::CloseOnHello)
+        .behaviour(ServerBehaviour::CloseOnHello)
         .start()
         .expect("fake starts");
     let o = opts();
@@ -300,7 +300,7 @@ async fn probe_all_keeps_order_and_probes_a_repeated_address_once() {
         .start()
         .expect("fake starts");
     let b = FakeRpcServer::builder()
-        .behaviour(Behaviour::NeverAnswer)
+        .behaviour(ServerBehaviour::NeverAnswer)
         .start()
         .expect("fake starts");
     let addrs = vec![a.addr(), b.addr(), a.addr()];
@@ -334,7 +334,7 @@ async fn a_full_accept_queue_looks_unreachable() {
     // rpc-server listens with a backlog of 1: while it serves a client, the kernel queues
     // at most two more connections and drops further SYNs, so a probe's connect times out.
     let fake = FakeRpcServer::builder()
-        .behaviour(Behaviour::Busy)
+        .behaviour(ServerBehaviour::Busy)
         .start()
         .expect("fake starts");
     let mut queued = Vec::new();
@@ -366,7 +366,7 @@ async fn refuse_can_be_switched_on_and_off_while_running() {
     let fake = FakeRpcServer::builder().start().expect("fake starts");
     let o = opts();
     assert_eq!(probe(&fake.addr(), &o).await.state, RpcState::Reachable);
-    fake.set_behaviour(Behaviour::Refuse);
+    fake.set_behaviour(ServerBehaviour::Refuse);
     // The server drops its listener when it sees the change: bounded wait for that.
     let mut state = RpcState::Reachable;
     for _ in 0..50 {
@@ -377,7 +377,7 @@ async fn refuse_can_be_switched_on_and_off_while_running() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(state, RpcState::Unreachable);
-    fake.set_behaviour(Behaviour::Normal);
+    fake.set_behaviour(ServerBehaviour::Normal);
     let mut p = probe(&fake.addr(), &o).await;
     for _ in 0..50 {
         if p.state == RpcState::Reachable {
