@@ -198,6 +198,8 @@ fn show_info(show: &ShowResponse, size_bytes: Option<u64>) -> Option<OllamaShowI
         head_count_kv: u32_of("attention.head_count_kv"),
         key_length: u32_of("attention.key_length"),
         value_length: u32_of("attention.value_length"),
+        feed_forward_length: u32_of("feed_forward_length"),
+        vocab_size: u32_of("vocab_size"),
         parameter_count: show.parameter_count(),
         quantization_level: show
             .details
