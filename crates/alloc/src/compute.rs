@@ -112,9 +112,11 @@ pub fn device_compute_bytes(dims: &ModelDims, ctx: u32, layers: u32, batch: &Bat
         return 0;
     }
     let t = batch.tokens(ctx);
-    let activations = t
-        .saturating_mul(F32)
-        .saturating_mul(dims.n_ff.saturating_mul(3).saturating_add(dims.n_embd.saturating_mul(7)));
+    let activations = t.saturating_mul(F32).saturating_mul(
+        dims.n_ff
+            .saturating_mul(3)
+            .saturating_add(dims.n_embd.saturating_mul(7)),
+    );
     let per_cell = if batch.flash_attention {
         F16.saturating_mul(dims.n_head_kv.max(1))
     } else {
@@ -128,7 +130,9 @@ pub fn device_compute_bytes(dims: &ModelDims, ctx: u32, layers: u32, batch: &Bat
 /// the host holds).
 pub fn host_compute_bytes(dims: &ModelDims, ctx: u32, batch: &BatchSizes) -> u64 {
     let t = batch.tokens(ctx);
-    let inputs = t.saturating_mul(F32).saturating_mul(dims.n_embd.saturating_mul(5));
+    let inputs = t
+        .saturating_mul(F32)
+        .saturating_mul(dims.n_embd.saturating_mul(5));
     let outputs = dims
         .n_vocab
         .saturating_mul(F32)

@@ -469,8 +469,8 @@ pub fn estimate_from_gguf(info: &GgufInfo, ctx: u32) -> Result<ModelEstimate> {
     let dims = (|| {
         let n_embd = info.arch_u64("embedding_length").filter(|&x| x > 0)?;
         let n_head = n_head?;
-        let n_head_kv = max_of(info.arch_per_layer("attention.head_count_kv", layers))
-            .unwrap_or(n_head);
+        let n_head_kv =
+            max_of(info.arch_per_layer("attention.head_count_kv", layers)).unwrap_or(n_head);
         let n_ff = max_of(info.arch_per_layer("feed_forward_length", layers))?;
         let n_vocab = info
             .arch_u64("vocab_size")

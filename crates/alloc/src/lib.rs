@@ -62,8 +62,8 @@ mod worker;
 
 pub use backend::GgmlBackend;
 pub use command::{
-    pick_rpc_server_binary, shell_quote, RpcServerCommand, ShellCommand,
-    LEGACY_RPC_SERVER_BINARY, RPC_SERVER_BINARY,
+    pick_rpc_server_binary, shell_quote, RpcServerCommand, ShellCommand, LEGACY_RPC_SERVER_BINARY,
+    RPC_SERVER_BINARY,
 };
 pub use compute::{
     device_compute_bytes, host_compute_bytes, BatchSizes, ModelDims, DEFAULT_N_BATCH,

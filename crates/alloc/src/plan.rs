@@ -291,11 +291,13 @@ impl<'a> Planner<'a> {
         let per_layer_kib = ((per_layer * 1024.0).ceil() as u64).max(1);
         // Bounds that keep every sum below in u64 (a petabyte is not a plausible layer).
         const MAX_PLAUSIBLE_MIB: u64 = 1 << 30;
-        let ovh_mib = opts.per_device_overhead_mib.unwrap_or(if model.overhead_mib > 0 {
-            model.overhead_mib
-        } else {
-            COMPUTE_ALLOWANCE_MIB
-        });
+        let ovh_mib = opts
+            .per_device_overhead_mib
+            .unwrap_or(if model.overhead_mib > 0 {
+                model.overhead_mib
+            } else {
+                COMPUTE_ALLOWANCE_MIB
+            });
         let host_ovh_mib = if model.host_overhead_mib > 0 || model.dims.is_some() {
             model.host_overhead_mib
         } else {
@@ -550,8 +552,7 @@ impl<'a> Planner<'a> {
         let cap = |w: usize| u64::from(self.cap(w, allow_cpu));
         let local_caps: Vec<u64> = local.iter().map(|&w| cap(w)).collect();
         let local_total: u64 = local_caps.iter().sum();
-        let total: u64 =
-            groups.iter().flatten().map(|&w| cap(w)).sum::<u64>() + local_total;
+        let total: u64 = groups.iter().flatten().map(|&w| cap(w)).sum::<u64>() + local_total;
         if total < u64::from(l) {
             return None;
         }
@@ -565,7 +566,10 @@ impl<'a> Planner<'a> {
         for (g, group) in groups.iter().enumerate() {
             for (i, &w) in group.iter().enumerate() {
                 if cap(w) > 0 && self.out_cap[w] > 0 {
-                    consider(cap(w) - u64::from(self.out_cap[w]) + local_total, Ok((g, i)));
+                    consider(
+                        cap(w) - u64::from(self.out_cap[w]) + local_total,
+                        Ok((g, i)),
+                    );
                 }
             }
         }

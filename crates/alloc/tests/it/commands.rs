@@ -22,7 +22,8 @@ fn todays_command_uses_ggml_names_and_no_mem() {
     )
     .unwrap();
     assert_eq!(offer.default_backend(), GgmlBackend::Cuda);
-    let cmd = offer.rpc_server_command("0.0.0.0", 50052, offer.default_backend(), RPC_SERVER_BINARY);
+    let cmd =
+        offer.rpc_server_command("0.0.0.0", 50052, offer.default_backend(), RPC_SERVER_BINARY);
     expect!["CUDA_DEVICE_ORDER=PCI_BUS_ID ggml-rpc-server --host 0.0.0.0 --port 50052 --device CPU,CUDA0,CUDA1"]
         .assert_eq(&cmd.to_string());
     assert!(!cmd.args.iter().any(|a| a == "--mem" || a == "-m"));
@@ -41,7 +42,12 @@ fn legacy_commands_one_server_per_device_with_budgets() {
     )
     .unwrap();
     let cmds = offer
-        .legacy_rpc_server_commands("10.1.2.3", 50052, GgmlBackend::Cuda, LEGACY_RPC_SERVER_BINARY)
+        .legacy_rpc_server_commands(
+            "10.1.2.3",
+            50052,
+            GgmlBackend::Cuda,
+            LEGACY_RPC_SERVER_BINARY,
+        )
         .unwrap();
     expect![[r#"
         CUDA_DEVICE_ORDER=PCI_BUS_ID rpc-server --host 10.1.2.3 --port 50052 -d CPU -m 51200
@@ -111,7 +117,12 @@ fn each_vendor_default_backend_command() {
             NodeOffer::from_hardware(&gpus, &host(32768), &ReserveConfig::default()).unwrap();
         format!(
             "{}\n",
-            offer.rpc_server_command("192.168.1.7", 50052, offer.default_backend(), RPC_SERVER_BINARY)
+            offer.rpc_server_command(
+                "192.168.1.7",
+                50052,
+                offer.default_backend(),
+                RPC_SERVER_BINARY
+            )
         )
     })
     .collect();
@@ -135,7 +146,12 @@ fn backend_only_sees_its_vendors_gpus_and_vulkan_sees_dedicated_ones() {
     let offer = NodeOffer::from_hardware(&gpus, &host(64000), &ReserveConfig::default()).unwrap();
     let out: String = GgmlBackend::ALL
         .iter()
-        .map(|b| format!("{b}: {}\n", offer.rpc_server_command("h", 1, *b, RPC_SERVER_BINARY)))
+        .map(|b| {
+            format!(
+                "{b}: {}\n",
+                offer.rpc_server_command("h", 1, *b, RPC_SERVER_BINARY)
+            )
+        })
         .collect();
     expect![[r#"
         cuda: CUDA_DEVICE_ORDER=PCI_BUS_ID ggml-rpc-server --host h --port 1 --device CPU,CUDA0
@@ -187,10 +203,21 @@ fn cuda_numbering_follows_the_probe_index_not_list_position() {
 fn cpu_only_node_commands() {
     let offer = NodeOffer::from_hardware(&[], &host(65536), &ReserveConfig::default()).unwrap();
     assert_eq!(offer.default_backend(), GgmlBackend::Cpu);
-    let cmd = offer.rpc_server_command("10.0.0.9", 50052, offer.default_backend(), RPC_SERVER_BINARY);
-    expect!["ggml-rpc-server --host 10.0.0.9 --port 50052 --device CPU"].assert_eq(&cmd.to_string());
+    let cmd = offer.rpc_server_command(
+        "10.0.0.9",
+        50052,
+        offer.default_backend(),
+        RPC_SERVER_BINARY,
+    );
+    expect!["ggml-rpc-server --host 10.0.0.9 --port 50052 --device CPU"]
+        .assert_eq(&cmd.to_string());
     let legacy = offer
-        .legacy_rpc_server_commands("10.0.0.9", 50052, GgmlBackend::Cpu, LEGACY_RPC_SERVER_BINARY)
+        .legacy_rpc_server_commands(
+            "10.0.0.9",
+            50052,
+            GgmlBackend::Cpu,
+            LEGACY_RPC_SERVER_BINARY,
+        )
         .unwrap();
     expect![[r#"
         rpc-server --host 10.0.0.9 --port 50052 -d CPU -m 52428
@@ -225,7 +252,12 @@ fn unknown_vram_gpu_keeps_its_place_but_gets_no_mem_cap() {
 #[test]
 fn hosts_with_shell_metacharacters_are_quoted() {
     let offer = NodeOffer::from_hardware(&[], &host(1000), &ReserveConfig::default()).unwrap();
-    let cmd = offer.rpc_server_command("/run/rpc server.sock", 50052, GgmlBackend::Cpu, RPC_SERVER_BINARY);
+    let cmd = offer.rpc_server_command(
+        "/run/rpc server.sock",
+        50052,
+        GgmlBackend::Cpu,
+        RPC_SERVER_BINARY,
+    );
     expect!["ggml-rpc-server --host '/run/rpc server.sock' --port 50052 --device CPU"]
         .assert_eq(&cmd.to_string());
 }
@@ -234,7 +266,10 @@ fn hosts_with_shell_metacharacters_are_quoted() {
 fn the_binary_is_a_parameter_and_picked_from_what_is_installed() {
     let offer = NodeOffer::from_hardware(&[], &host(8192), &ReserveConfig::default()).unwrap();
     // Today's builds only have ggml-rpc-server; an older build found on PATH is named.
-    let found = ["/usr/bin/llama-server", "/opt/llama.cpp/build/bin/rpc-server"];
+    let found = [
+        "/usr/bin/llama-server",
+        "/opt/llama.cpp/build/bin/rpc-server",
+    ];
     let binary = pick_rpc_server_binary(&found).unwrap_or(RPC_SERVER_BINARY);
     let cmd = offer.rpc_server_command("10.0.0.9", 50052, GgmlBackend::Cpu, binary);
     expect!["rpc-server --host 10.0.0.9 --port 50052 --device CPU"].assert_eq(&cmd.to_string());
@@ -243,6 +278,9 @@ fn the_binary_is_a_parameter_and_picked_from_what_is_installed() {
         pick_rpc_server_binary(&["rpc-server", "/usr/local/bin/ggml-rpc-server"]),
         Some("ggml-rpc-server")
     );
-    assert_eq!(pick_rpc_server_binary(&["llama-server", "my-rpc-server"]), None);
+    assert_eq!(
+        pick_rpc_server_binary(&["llama-server", "my-rpc-server"]),
+        None
+    );
     assert_eq!(pick_rpc_server_binary::<String>(&[]), None);
 }

@@ -3,9 +3,8 @@
 use expect_test::expect;
 use vramroute_alloc::{
     estimate_from_gguf, estimate_from_ollama_show, estimate_from_ollama_tags, sollol_size_table,
-    sollol_table_estimate, Error, EstimateSource, GgufInfo, ModelEstimate, ModelSizer,
-    GgmlType, GgufValue, ModelDims, OllamaShowInfo, OllamaTagsInfo, TensorInfo,
-    COMPUTE_ALLOWANCE_MIB,
+    sollol_table_estimate, Error, EstimateSource, GgmlType, GgufInfo, GgufValue, ModelDims,
+    ModelEstimate, ModelSizer, OllamaShowInfo, OllamaTagsInfo, TensorInfo, COMPUTE_ALLOWANCE_MIB,
 };
 
 use crate::gguf::data;
@@ -111,7 +110,10 @@ fn ollama_show_estimate_uses_the_kv_formula() {
     assert_eq!(e.weights_mib, 4693);
     // No feed_forward_length from /api/show here: the fallback allowance, with a note.
     assert_eq!(e.total_mib, 4693 + 1024 + 2 * COMPUTE_ALLOWANCE_MIB);
-    assert!(e.notes.iter().any(|n| n.contains("compute buffers taken as 512 MiB")));
+    assert!(e
+        .notes
+        .iter()
+        .any(|n| n.contains("compute buffers taken as 512 MiB")));
     let with_ff = OllamaShowInfo {
         feed_forward_length: Some(14336),
         vocab_size: Some(128_256),
@@ -396,7 +398,10 @@ fn compute_buffers_cover_the_measured_figures_within_a_quarter() {
             };
             let b = vramroute_alloc::BatchSizes::default();
             let mib = vramroute_alloc::device_compute_bytes(&dims, 4096, 4, &b) as f64 / MIB;
-            assert!((10.0..=1.25 * 10.0 + 64.0).contains(&mib), "{dims:?}: {mib}");
+            assert!(
+                (10.0..=1.25 * 10.0 + 64.0).contains(&mib),
+                "{dims:?}: {mib}"
+            );
         }
     }
 }

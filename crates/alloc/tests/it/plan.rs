@@ -72,7 +72,7 @@ fn llama_cpp_devices(n_layer: u32, ngl: u32, split: &[u32]) -> Vec<Option<usize>
 
 /// Checks that llama.cpp, given the plan's -ngl and --tensor-split, puts every layer
 /// exactly where the plan says, and that no device exceeds its capacity.
-fn assert_llama_cpp_agrees(p: &Plan) {
+pub(crate) fn assert_llama_cpp_agrees(p: &Plan) {
     let n = p.layer_count;
     let mapped = llama_cpp_devices(n, p.n_gpu_layers, &p.tensor_split);
     let mut expected: Vec<Option<usize>> = vec![None; (n + 1) as usize];
