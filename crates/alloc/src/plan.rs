@@ -9,7 +9,31 @@
 //! (counted from the first offloaded one) goes to the first device `k` whose cumulative
 //! split share exceeds `j / N`. Giving `--tensor-split` as whole layer counts that sum to
 //! `N` therefore assigns exactly those contiguous ranges (the comparison divides the same
-//! integers by the same sum, so there is no rounding drift).
+//! integers by the same sum, so there is no rounding drift). `--tensor-split` takes at
+//! most [`MAX_TENSOR_SPLIT`] (15) entries, one per device of the list, so a plan never
+//! lists more devices than that: it chooses as few rpc-servers as fit and fails, saying
+//! so, when the fit needs more devices.
+//!
+//! **Where the output layer goes.** It either stays on the llama-server host (with the
+//! host's first `h ≥ 0` layers, `-ngl n_layer − h`), when the caller lists a local CPU
+//! with room for it, or it goes with the last offloaded layer, on the device `o` that
+//! holds it (`-ngl n_layer + 1`). Beside the output, `o` takes `out_cap[o] ≤ cap[o]`
+//! layers, and every device after `o` in llama.cpp's order must stay empty. The plan
+//! chooses the `--rpc` order and each rpc-server's `--device` order, so a remote `o` is
+//! put last among the RPC devices; only local GPUs (after all RPC devices, in their own
+//! order) cannot move. The layers that fit are then exactly
+//! `Σ cap − min_o loss(o)`, `loss(o) = cap[o] − out_cap[o] + Σ cap of local GPUs after o`.
+//!
+//! **Why more never hurts.** For a fixed `o`, `Σ cap − loss(o)` is a sum of per-device
+//! capacities (`out_cap[o]` for `o`) over a set of devices that only grows when devices
+//! are added, and each term only grows with budget; so the best `o`'s figure, and the
+//! host option's `Σ cap + host layers`, never shrink. The candidate sets tried (the
+//! largest GPU nodes first, then all GPU nodes plus CPU nodes) end with every node, so a
+//! model that fits keeps fitting with more budget on any worker or one more worker, as
+//! long as the 15-device limit does not bind. The old rule (fill in order, then move
+//! layers only to devices *before* the last occupied one) broke this: three 750 MiB CPU
+//! workers failed where three 723 MiB ones fitted. `placement.rs`'s property test checks
+//! it on random clusters.
 
 use std::fmt;
 
@@ -183,6 +207,15 @@ struct Endpoint<'a> {
     devs: Vec<usize>,
     gpu_layers: u64,
     cpu_layers: u64,
+}
+
+/// Where the output layer goes in one placement attempt.
+#[derive(Clone, Copy)]
+enum OutputAt {
+    /// Device `index` of the `group`-th selected endpoint.
+    Remote { group: usize, index: usize },
+    /// Local GPU number `i`.
+    Local(usize),
 }
 
 /// The result of one placement attempt.
@@ -510,10 +543,10 @@ impl<'a> Planner<'a> {
         Err(self.does_not_fit(too_many))
     }
 
-    /// Tries to place every layer on the devices of `selected` endpoints (+ local GPUs,
-    /// + the local CPU and remote CPUs when `allow_cpu`). Exact for the placements it
-    /// considers (see the module doc): it fails only when none of them fits, so more
-    /// budget or more devices never make it fail.
+    /// Tries to place every layer on the devices of `selected` endpoints and the local
+    /// GPUs (and on CPUs, the local one included, when `allow_cpu`). Exact for the
+    /// placements it considers (see the module doc): it fails only when none of them
+    /// fits, so more budget or more devices never make it fail.
     fn assign(&self, selected: &[usize], allow_cpu: bool) -> Option<Assignment> {
         if allow_cpu {
             if let Some(a) = self.assign_output_on_host(selected) {
@@ -556,8 +589,7 @@ impl<'a> Planner<'a> {
         if total < u64::from(l) {
             return None;
         }
-        // (loss, where): where = Ok((group, index)) for a remote device, Err(i) for local GPU i.
-        let mut best: Option<(u64, std::result::Result<(usize, usize), usize>)> = None;
+        let mut best: Option<(u64, OutputAt)> = None;
         let mut consider = |loss: u64, at| {
             if best.is_none_or(|(b, _)| loss <= b) {
                 best = Some((loss, at));
@@ -566,10 +598,8 @@ impl<'a> Planner<'a> {
         for (g, group) in groups.iter().enumerate() {
             for (i, &w) in group.iter().enumerate() {
                 if cap(w) > 0 && self.out_cap[w] > 0 {
-                    consider(
-                        cap(w) - u64::from(self.out_cap[w]) + local_total,
-                        Ok((g, i)),
-                    );
+                    let at = OutputAt::Remote { group: g, index: i };
+                    consider(cap(w) - u64::from(self.out_cap[w]) + local_total, at);
                 }
             }
         }
@@ -577,7 +607,10 @@ impl<'a> Planner<'a> {
         for (i, &w) in local.iter().enumerate() {
             after -= local_caps[i];
             if cap(w) > 0 && self.out_cap[w] > 0 {
-                consider(cap(w) - u64::from(self.out_cap[w]) + after, Err(i));
+                consider(
+                    cap(w) - u64::from(self.out_cap[w]) + after,
+                    OutputAt::Local(i),
+                );
             }
         }
         let (loss, at) = best?;
@@ -586,7 +619,7 @@ impl<'a> Planner<'a> {
         }
         // Put a remote output device last among the RPC devices.
         let mut order: Vec<usize> = selected.to_vec();
-        if let Ok((g, i)) = at {
+        if let OutputAt::Remote { group: g, index: i } = at {
             let group = groups.remove(g);
             let e = order.remove(g);
             let mut group = group;
@@ -598,8 +631,8 @@ impl<'a> Planner<'a> {
         let devs: Vec<usize> = groups.iter().flatten().chain(local).copied().collect();
         let remote = devs.len() - local.len();
         let o = match at {
-            Ok(_) => remote - 1,
-            Err(i) => remote + i,
+            OutputAt::Remote { .. } => remote - 1,
+            OutputAt::Local(i) => remote + i,
         };
         let caps: Vec<u32> = devs
             .iter()

@@ -162,7 +162,7 @@ fn model() -> impl Strategy<Value = ModelEstimate> {
         |(layers, mib, output, host, compute)| {
             let mut m = ModelEstimate::explicit("m", mib)
                 .with_layers(layers)
-                .unwrap();
+                .expect("1 to 80 layers are plausible");
             m.output_mib = output;
             m.host_mib = host;
             m.overhead_mib = compute;
