@@ -13,7 +13,7 @@ use serde::Serialize;
 pub struct ShellCommand {
     /// Environment variables to set for the program, in order.
     pub env: Vec<(String, String)>,
-    /// The program (`rpc-server`, `llama-server`).
+    /// The program (`ggml-rpc-server`, `llama-server`).
     pub program: String,
     /// Its arguments, unquoted.
     pub args: Vec<String>,
@@ -21,6 +21,38 @@ pub struct ShellCommand {
 
 /// An `rpc-server` invocation (see [`ShellCommand`]).
 pub type RpcServerCommand = ShellCommand;
+
+/// The RPC server binary today's llama.cpp builds (`ggml-rpc-server`); the default of
+/// every command builder that takes a binary name.
+pub const RPC_SERVER_BINARY: &str = "ggml-rpc-server";
+
+/// The RPC server binary of older llama.cpp builds (and of many guides): `rpc-server`.
+/// Current builds no longer produce it.
+pub const LEGACY_RPC_SERVER_BINARY: &str = "rpc-server";
+
+/// Which RPC server binary to name in printed commands, given the names the caller found
+/// on `PATH` (finding them is I/O, so it is the caller's job): `ggml-rpc-server` when
+/// present, else `rpc-server` when present, else `None` (the caller then prints
+/// [`RPC_SERVER_BINARY`] and says it was not found). Names are compared by file name, so
+/// full paths (`/usr/local/bin/rpc-server`) work too.
+///
+/// ```
+/// use vramroute_alloc::{pick_rpc_server_binary, RPC_SERVER_BINARY};
+/// assert_eq!(pick_rpc_server_binary(&["/opt/llama/bin/rpc-server"]), Some("rpc-server"));
+/// assert_eq!(pick_rpc_server_binary(&["rpc-server", "ggml-rpc-server"]), Some("ggml-rpc-server"));
+/// assert_eq!(pick_rpc_server_binary::<&str>(&[]).unwrap_or(RPC_SERVER_BINARY), "ggml-rpc-server");
+/// ```
+pub fn pick_rpc_server_binary<S: AsRef<str>>(found_on_path: &[S]) -> Option<&'static str> {
+    let has = |name: &str| {
+        found_on_path.iter().any(|f| {
+            let f = f.as_ref();
+            f.rsplit(['/', '\\']).next() == Some(name)
+        })
+    };
+    [RPC_SERVER_BINARY, LEGACY_RPC_SERVER_BINARY]
+        .into_iter()
+        .find(|name| has(name))
+}
 
 impl ShellCommand {
     /// A command with no environment and no arguments.

@@ -1,7 +1,8 @@
 //! How much memory a model needs, and where that figure came from.
 //!
-//! Need = weights + KV cache + a compute allowance. The KV cache is sized for the
-//! context actually requested, not the model's maximum:
+//! Need = weights + KV cache + compute buffers (per device, and for the `llama-server`
+//! host; see `compute.rs`). The KV cache is sized for the context actually requested, not
+//! the model's maximum:
 //!
 //! `kv_bytes = ctx × Σ_layers n_head_kv(layer) × (key_length + value_length) × 2`
 //!
@@ -14,17 +15,19 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use vramroute_router::normalize_model_name;
 
+use crate::compute::{
+    device_compute_bytes, host_compute_bytes, BatchSizes, ModelDims, FALLBACK_COMPUTE_MIB,
+};
 use crate::error::{Error, Result};
 use crate::gguf::{GgufInfo, MAX_LAYERS};
 
 /// Bytes per MiB.
 pub const MIB: u64 = 1 << 20;
 
-/// Memory allowed per device for llama.cpp's compute buffers, backend context and
-/// fragmentation, MiB. A stated allowance, not a measurement: llama.cpp's own `--fit`
-/// keeps a 1024 MiB margin per device on top of its estimate; 512 MiB covers the
-/// compute graph of models up to 70B at the default batch size.
-pub const COMPUTE_ALLOWANCE_MIB: u64 = 512;
+/// The compute allowance per device (and for the `llama-server` host) of an estimate
+/// without model dimensions (SOLLOL's table, `/api/tags`), MiB: [`FALLBACK_COMPUTE_MIB`].
+/// Estimates with dimensions (GGUF, `/api/show`) size the buffers from them instead.
+pub const COMPUTE_ALLOWANCE_MIB: u64 = FALLBACK_COMPUTE_MIB;
 
 /// Context length used when the caller has no preference (llama-server's default).
 pub const DEFAULT_CTX: u32 = 4096;
@@ -70,14 +73,22 @@ impl fmt::Display for EstimateSource {
 pub struct ModelEstimate {
     /// The model's name.
     pub name: String,
-    /// `weights_mib + kv_cache_mib + overhead_mib`.
+    /// `weights_mib + kv_cache_mib + overhead_mib + host_overhead_mib`: the need of a run
+    /// on one device.
     pub total_mib: u64,
     /// All weights.
     pub weights_mib: u64,
     /// KV cache at `context_length` (0 when the source cannot tell; see `notes`).
     pub kv_cache_mib: u64,
-    /// Compute allowance for one device ([`COMPUTE_ALLOWANCE_MIB`]; 0 for an explicit size).
+    /// llama.cpp's compute buffer on each device that holds layers: from `dims` at
+    /// `context_length` and llama-server's default batch sizes when known, else
+    /// [`COMPUTE_ALLOWANCE_MIB`] (0 for an explicit size, which is the whole need).
     pub overhead_mib: u64,
+    /// The `llama-server` host's own compute and output buffers (from `dims`, else
+    /// [`COMPUTE_ALLOWANCE_MIB`]; 0 for an explicit size).
+    pub host_overhead_mib: u64,
+    /// The dimensions that size the compute buffers, when the source has them.
+    pub dims: Option<ModelDims>,
     /// Number of repeating layers, when known.
     pub layer_count: Option<u32>,
     /// Memory of one repeating layer (weights + its KV cache). From a GGUF header this is
@@ -101,6 +112,29 @@ fn mib_ceil(bytes: u64) -> u64 {
     bytes.div_ceil(MIB)
 }
 
+/// `(per-device, host)` compute buffers, MiB rounded up, for `dims` at `ctx`.
+fn compute_mib(dims: &ModelDims, ctx: u32, batch: &BatchSizes) -> (u64, u64) {
+    (
+        mib_ceil(device_compute_bytes(dims, ctx, 1, batch)),
+        mib_ceil(host_compute_bytes(dims, ctx, batch)),
+    )
+}
+
+/// The compute figures of an estimate: from `dims` when known, else the fallback with a
+/// note saying so.
+fn compute_or_fallback(dims: Option<&ModelDims>, ctx: u32, notes: &mut Vec<String>) -> (u64, u64) {
+    match dims {
+        Some(d) => compute_mib(d, ctx, &BatchSizes::default()),
+        None => {
+            notes.push(format!(
+                "model dimensions incomplete: compute buffers taken as {COMPUTE_ALLOWANCE_MIB} MiB \
+                 per device and for the llama-server host"
+            ));
+            (COMPUTE_ALLOWANCE_MIB, COMPUTE_ALLOWANCE_MIB)
+        }
+    }
+}
+
 #[allow(
     clippy::cast_precision_loss,
     reason = "sizes far below 2^53 bytes; the per-layer figure is informational"
@@ -118,6 +152,8 @@ impl ModelEstimate {
             weights_mib: mib,
             kv_cache_mib: 0,
             overhead_mib: 0,
+            host_overhead_mib: 0,
+            dims: None,
             layer_count: None,
             per_layer_mib: None,
             output_mib: 0,
@@ -134,6 +170,22 @@ impl ModelEstimate {
     /// allowance is a planning matter).
     pub fn routing_mib(&self) -> u64 {
         self.weights_mib.saturating_add(self.kv_cache_mib)
+    }
+
+    /// Re-sizes the compute buffers for `batch` (the estimate functions assume
+    /// llama-server's defaults, [`BatchSizes::default`]). No effect on an estimate without
+    /// dimensions or context.
+    pub fn with_batch(mut self, batch: &BatchSizes) -> ModelEstimate {
+        if let (Some(dims), Some(ctx)) = (self.dims, self.context_length) {
+            let (device, host) = compute_mib(&dims, ctx, batch);
+            self.total_mib = self
+                .total_mib
+                .saturating_sub(self.overhead_mib + self.host_overhead_mib)
+                .saturating_add(device + host);
+            self.overhead_mib = device;
+            self.host_overhead_mib = host;
+        }
+        self
     }
 
     /// Attaches a layer count to an estimate that has none (SOLLOL table, `/api/tags`,
@@ -171,7 +223,11 @@ impl fmt::Display for ModelEstimate {
         if let Some(ctx) = self.context_length {
             write!(f, " (ctx {ctx})")?;
         }
-        write!(f, " + overhead {}", self.overhead_mib)?;
+        write!(
+            f,
+            " + compute {}/device + host {}",
+            self.overhead_mib, self.host_overhead_mib
+        )?;
         if let (Some(layers), Some(per_layer)) = (self.layer_count, self.per_layer_mib) {
             write!(f, "; {layers} layers × {per_layer:.1} MiB")?;
         }
@@ -205,6 +261,13 @@ pub struct OllamaShowInfo {
     pub key_length: Option<u32>,
     /// `<arch>.attention.value_length` (defaults to `key_length`'s default).
     pub value_length: Option<u32>,
+    /// `<arch>.feed_forward_length` (sizes the compute buffers; without it they get
+    /// [`COMPUTE_ALLOWANCE_MIB`]).
+    #[serde(default)]
+    pub feed_forward_length: Option<u32>,
+    /// Vocabulary size (`<arch>.vocab_size`, or the tokenizer's token count).
+    #[serde(default)]
+    pub vocab_size: Option<u32>,
     /// `general.parameter_count`.
     pub parameter_count: Option<u64>,
     /// `details.quantization_level` (`Q4_K_M`, ...).
@@ -296,10 +359,12 @@ pub fn sollol_table_estimate(name: &str) -> Option<ModelEstimate> {
     let row = SOLLOL_TABLE.iter().find(|e| e.name == key)?;
     let base = ModelEstimate {
         name: row.name.to_owned(),
-        total_mib: row.size_mib + COMPUTE_ALLOWANCE_MIB,
+        total_mib: row.size_mib + 2 * COMPUTE_ALLOWANCE_MIB,
         weights_mib: row.size_mib,
         kv_cache_mib: 0,
         overhead_mib: COMPUTE_ALLOWANCE_MIB,
+        host_overhead_mib: COMPUTE_ALLOWANCE_MIB,
+        dims: None,
         layer_count: None,
         per_layer_mib: None,
         output_mib: 0,
@@ -383,7 +448,7 @@ pub fn estimate_from_gguf(info: &GgufInfo, ctx: u32) -> Result<ModelEstimate> {
     // KV cache per token, per layer.
     let head_count = info.arch_per_layer("attention.head_count", layers);
     let mut kv_layer_per_token = vec![0u64; layers];
-    match head_count {
+    match head_count.clone() {
         None => notes.push(format!(
             "no `{arch}.attention.head_count`: KV cache not estimated (non-attention model?)"
         )),
@@ -425,6 +490,36 @@ pub fn estimate_from_gguf(info: &GgufInfo, ctx: u32) -> Result<ModelEstimate> {
         }
     }
 
+    let max_of = |v: Option<Vec<u64>>| v.and_then(|v| v.into_iter().max()).filter(|&x| x > 0);
+    let n_head = max_of(head_count);
+    let dims = (|| {
+        let n_embd = info.arch_u64("embedding_length").filter(|&x| x > 0)?;
+        let n_head = n_head?;
+        let n_head_kv =
+            max_of(info.arch_per_layer("attention.head_count_kv", layers)).unwrap_or(n_head);
+        let n_ff = max_of(info.arch_per_layer("feed_forward_length", layers))?;
+        let n_vocab = info
+            .arch_u64("vocab_size")
+            .or_else(|| match info.get("tokenizer.ggml.tokens") {
+                Some(crate::gguf::GgufValue::Array { len, .. }) => Some(*len),
+                _ => None,
+            })
+            .or_else(|| {
+                info.tensors
+                    .iter()
+                    .find(|t| t.name == "token_embd.weight")
+                    .and_then(|t| t.dims.get(1).copied())
+            })?;
+        Some(ModelDims {
+            n_embd,
+            n_head,
+            n_head_kv,
+            n_ff,
+            n_vocab,
+        })
+    })();
+    let (overhead_mib, host_overhead_mib) = compute_or_fallback(dims.as_ref(), ctx, &mut notes);
+
     let biggest_layer = layer_bytes
         .iter()
         .zip(&kv_layer_per_token)
@@ -435,10 +530,12 @@ pub fn estimate_from_gguf(info: &GgufInfo, ctx: u32) -> Result<ModelEstimate> {
     let kv_cache_mib = mib_ceil(kv_bytes);
     Ok(ModelEstimate {
         name,
-        total_mib: weights_mib + kv_cache_mib + COMPUTE_ALLOWANCE_MIB,
+        total_mib: weights_mib + kv_cache_mib + overhead_mib + host_overhead_mib,
         weights_mib,
         kv_cache_mib,
-        overhead_mib: COMPUTE_ALLOWANCE_MIB,
+        overhead_mib,
+        host_overhead_mib,
+        dims,
         layer_count: u32::try_from(blocks).ok(),
         per_layer_mib: Some(bytes_to_mib_f64(biggest_layer)),
         output_mib: mib_ceil(output_bytes),
@@ -553,12 +650,30 @@ pub fn estimate_from_ollama_show(
     }
     let weights_mib = mib_ceil(weights_bytes);
     let kv_cache_mib = mib_ceil(kv_per_token.saturating_mul(u64::from(ctx)));
+    let dims = match (info.feed_forward_length, info.vocab_size) {
+        (Some(n_ff), vocab) if info.embedding_length > 0 && info.head_count > 0 && n_ff > 0 => {
+            // Without the vocabulary size, assume a large one (it only sizes the host's
+            // output rows: 4 MiB at 262144 tokens).
+            let n_vocab = vocab.unwrap_or(262_144);
+            Some(ModelDims {
+                n_embd: u64::from(info.embedding_length),
+                n_head: u64::from(info.head_count),
+                n_head_kv: u64::from(info.head_count_kv.unwrap_or(info.head_count)),
+                n_ff: u64::from(n_ff),
+                n_vocab: u64::from(n_vocab),
+            })
+        }
+        _ => None,
+    };
+    let (overhead_mib, host_overhead_mib) = compute_or_fallback(dims.as_ref(), ctx, &mut notes);
     let estimate = ModelEstimate {
         name: name.to_owned(),
-        total_mib: weights_mib + kv_cache_mib + COMPUTE_ALLOWANCE_MIB,
+        total_mib: weights_mib + kv_cache_mib + overhead_mib + host_overhead_mib,
         weights_mib,
         kv_cache_mib,
-        overhead_mib: COMPUTE_ALLOWANCE_MIB,
+        overhead_mib,
+        host_overhead_mib,
+        dims,
         layer_count: None,
         per_layer_mib: None,
         output_mib: 0,
@@ -576,10 +691,12 @@ pub fn estimate_from_ollama_tags(info: &OllamaTagsInfo) -> ModelEstimate {
     let weights_mib = mib_ceil(info.size_bytes);
     ModelEstimate {
         name: info.name.clone(),
-        total_mib: weights_mib + COMPUTE_ALLOWANCE_MIB,
+        total_mib: weights_mib + 2 * COMPUTE_ALLOWANCE_MIB,
         weights_mib,
         kv_cache_mib: 0,
         overhead_mib: COMPUTE_ALLOWANCE_MIB,
+        host_overhead_mib: COMPUTE_ALLOWANCE_MIB,
+        dims: None,
         layer_count: None,
         per_layer_mib: None,
         output_mib: 0,

@@ -157,6 +157,23 @@ pub struct TensorInfo {
 }
 
 impl TensorInfo {
+    /// A tensor of `size_bytes` at `offset`, for building headers by hand (tests, tools).
+    pub fn new(
+        name: impl Into<String>,
+        dims: Vec<u64>,
+        ggml_type: GgmlType,
+        offset: u64,
+        size_bytes: u64,
+    ) -> Self {
+        TensorInfo {
+            name: name.into(),
+            dims,
+            ggml_type,
+            offset,
+            size_bytes,
+        }
+    }
+
     /// The repeating layer this tensor belongs to (`blk.N.` prefix), if any.
     pub fn layer(&self) -> Option<u32> {
         let rest = self.name.strip_prefix("blk.")?;
@@ -185,6 +202,21 @@ pub fn parse_gguf(bytes: &[u8]) -> Result<GgufInfo> {
 }
 
 impl GgufInfo {
+    /// A header built by hand (tests, tools): `version`, metadata, tensor infos.
+    pub fn new(
+        version: u32,
+        metadata: BTreeMap<String, GgufValue>,
+        tensors: Vec<TensorInfo>,
+        header_bytes: u64,
+    ) -> Self {
+        GgufInfo {
+            version,
+            metadata,
+            tensors,
+            header_bytes,
+        }
+    }
+
     /// Reads only the header of the GGUF file at `path`.
     pub fn from_path(path: impl AsRef<Path>) -> Result<GgufInfo> {
         let path = path.as_ref();

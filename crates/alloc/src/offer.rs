@@ -8,6 +8,8 @@ use vramroute_probe::{GpuDevice, HostMemory};
 
 use crate::backend::GgmlBackend;
 use crate::command::{RpcServerCommand, ShellCommand};
+#[cfg(doc)]
+use crate::command::{LEGACY_RPC_SERVER_BINARY, RPC_SERVER_BINARY};
 use crate::error::{Error, Result};
 use crate::worker::{ClusterWorker, Worker, WorkerKind};
 
@@ -257,19 +259,22 @@ impl NodeOffer {
 
     /// Today's `rpc-server` command (llama.cpp since October 2025): one server for all
     /// devices, `--device CPU,CUDA0,...`, no `--mem` (the server reports each device's
-    /// real free memory). CUDA builds get `CUDA_DEVICE_ORDER=PCI_BUS_ID`.
+    /// real free memory). CUDA builds get `CUDA_DEVICE_ORDER=PCI_BUS_ID`. `binary` is the
+    /// program to name: [`RPC_SERVER_BINARY`] (`ggml-rpc-server`, today's builds) unless the
+    /// caller found another one installed ([`crate::pick_rpc_server_binary`]).
     pub fn rpc_server_command(
         &self,
         host: &str,
         port: u16,
         backend: GgmlBackend,
+        binary: &str,
     ) -> RpcServerCommand {
         let devices: Vec<String> = self
             .ggml_devices(backend)
             .into_iter()
             .map(|(name, _)| name)
             .collect();
-        let mut cmd = ShellCommand::new("rpc-server")
+        let mut cmd = ShellCommand::new(binary)
             .arg("--host")
             .arg(host)
             .arg("--port")
@@ -283,12 +288,14 @@ impl NodeOffer {
     /// The `rpc-server` commands for llama.cpp builds from before October 2025: one
     /// server per device on consecutive ports from `base_port` (CPU first), each
     /// `-d DEVICE -m BUDGET_MIB`. A GPU of unknown size gets no `-m`, so that old server
-    /// falls back to the device's own free-memory report.
+    /// falls back to the device's own free-memory report. Those builds named the binary
+    /// [`LEGACY_RPC_SERVER_BINARY`] (`rpc-server`); pass what is installed as `binary`.
     pub fn legacy_rpc_server_commands(
         &self,
         host: &str,
         base_port: u16,
         backend: GgmlBackend,
+        binary: &str,
     ) -> Result<Vec<RpcServerCommand>> {
         let devices = self.ggml_devices(backend);
         let mut out = Vec::with_capacity(devices.len());
@@ -301,7 +308,7 @@ impl NodeOffer {
                         "base port {base_port} leaves no room for device {name}: choose a lower port"
                     ))
                 })?;
-            let mut cmd = ShellCommand::new("rpc-server")
+            let mut cmd = ShellCommand::new(binary)
                 .arg("--host")
                 .arg(host)
                 .arg("--port")

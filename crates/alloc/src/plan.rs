@@ -9,45 +9,81 @@
 //! (counted from the first offloaded one) goes to the first device `k` whose cumulative
 //! split share exceeds `j / N`. Giving `--tensor-split` as whole layer counts that sum to
 //! `N` therefore assigns exactly those contiguous ranges (the comparison divides the same
-//! integers by the same sum, so there is no rounding drift).
+//! integers by the same sum, so there is no rounding drift). `--tensor-split` takes at
+//! most [`MAX_TENSOR_SPLIT`] (15) entries, one per device of the list, so a plan never
+//! lists more devices than that: it chooses as few rpc-servers as fit and fails, saying
+//! so, when the fit needs more devices.
+//!
+//! **Where the output layer goes.** It either stays on the llama-server host (with the
+//! host's first `h ≥ 0` layers, `-ngl n_layer − h`), when the caller lists a local CPU
+//! with room for it, or it goes with the last offloaded layer, on the device `o` that
+//! holds it (`-ngl n_layer + 1`). Beside the output, `o` takes `out_cap[o] ≤ cap[o]`
+//! layers, and every device after `o` in llama.cpp's order must stay empty. The plan
+//! chooses the `--rpc` order and each rpc-server's `--device` order, so a remote `o` is
+//! put last among the RPC devices; only local GPUs (after all RPC devices, in their own
+//! order) cannot move. The layers that fit are then exactly
+//! `Σ cap − min_o loss(o)`, `loss(o) = cap[o] − out_cap[o] + Σ cap of local GPUs after o`.
+//!
+//! **Why more never hurts.** For a fixed `o`, `Σ cap − loss(o)` is a sum of per-device
+//! capacities (`out_cap[o]` for `o`) over a set of devices that only grows when devices
+//! are added, and each term only grows with budget; so the best `o`'s figure, and the
+//! host option's `Σ cap + host layers`, never shrink. The candidate sets tried (the
+//! largest GPU nodes first, then all GPU nodes plus CPU nodes) end with every node, so a
+//! model that fits keeps fitting with more budget on any worker or one more worker, as
+//! long as the 15-device limit does not bind. The old rule (fill in order, then move
+//! layers only to devices *before* the last occupied one) broke this: three 750 MiB CPU
+//! workers failed where three 723 MiB ones fitted. `placement.rs`'s property test checks
+//! it on random clusters.
 
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::command::{RpcServerCommand, ShellCommand};
+use crate::command::{RpcServerCommand, ShellCommand, RPC_SERVER_BINARY};
 use crate::error::{Error, Result};
 use crate::estimate::{ModelEstimate, COMPUTE_ALLOWANCE_MIB};
 use crate::worker::{ClusterWorker, WorkerKind};
 
-/// llama.cpp's `llama_max_devices()`: `--tensor-split` takes at most this many entries.
+/// llama.cpp's `llama_max_devices()`.
 pub const LLAMA_MAX_DEVICES: usize = 16;
+
+/// Most entries `--tensor-split` takes: llama.cpp rejects a list whose length is
+/// `llama_max_devices()` or more ("got 16 input configs, but system only has 16
+/// devices"). A plan's device list, and so its split, never has more.
+pub const MAX_TENSOR_SPLIT: usize = LLAMA_MAX_DEVICES - 1;
 
 /// Knobs of [`plan()`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 #[non_exhaustive]
 pub struct PlanOptions {
-    /// Compute allowance reserved on every device that holds layers, MiB.
-    /// Default [`COMPUTE_ALLOWANCE_MIB`].
-    pub per_device_overhead_mib: u64,
+    /// Compute buffer reserved on every device that holds layers, MiB. `None` (default):
+    /// the model estimate's `overhead_mib` (sized from its dimensions and context), or
+    /// [`COMPUTE_ALLOWANCE_MIB`] when the estimate has none (an explicit size).
+    pub per_device_overhead_mib: Option<u64>,
     /// Cap each worker at its live free memory when that is known and below its budget.
     /// Default true.
     pub use_live_free: bool,
     /// Most devices the plan may use, counting every device of each chosen `rpc-server`
-    /// and the local GPUs. Default [`LLAMA_MAX_DEVICES`].
+    /// and the local GPUs: the length of `--tensor-split`. Default and upper bound
+    /// [`MAX_TENSOR_SPLIT`] (15); a larger value is treated as 15.
     pub max_devices: usize,
     /// Model path for `llama-server -m` (omitted from the arguments when `None`).
     pub model_path: Option<String>,
+    /// The RPC server binary the printed commands name. Default [`RPC_SERVER_BINARY`]
+    /// (`ggml-rpc-server`); `rpc-server` for llama.cpp builds that still use that name
+    /// (see [`crate::pick_rpc_server_binary`]).
+    pub rpc_server_binary: String,
 }
 
 impl Default for PlanOptions {
     fn default() -> Self {
         PlanOptions {
-            per_device_overhead_mib: COMPUTE_ALLOWANCE_MIB,
+            per_device_overhead_mib: None,
             use_live_free: true,
-            max_devices: LLAMA_MAX_DEVICES,
+            max_devices: MAX_TENSOR_SPLIT,
             model_path: None,
+            rpc_server_binary: RPC_SERVER_BINARY.to_owned(),
         }
     }
 }
@@ -71,7 +107,7 @@ pub struct PlannedDevice {
     pub layers: u32,
     /// Whether the output layer is on this device.
     pub holds_output: bool,
-    /// Memory the plan puts on it, MiB (layers, output, compute allowance).
+    /// Memory the plan puts on it, MiB (layers, output, compute buffer).
     pub planned_mib: u64,
     /// What it could take, MiB (budget, capped by live free memory when enabled).
     pub capacity_mib: u64,
@@ -103,8 +139,8 @@ pub struct Plan {
     pub model_path: Option<String>,
     /// Layers that stay on the `llama-server` host's CPU (the first ones).
     pub host_cpu_layers: u32,
-    /// Memory the plan puts on the host CPU, MiB (input embeddings, its layers, and the
-    /// output layer when not everything is offloaded).
+    /// Memory the plan puts on the host CPU, MiB (input embeddings, the host's compute and
+    /// output buffers, its layers, and the output layer when it stays there).
     pub host_cpu_mib: u64,
     /// The `-ngl` value (`layer_count + 1` offloads the output layer too).
     pub n_gpu_layers: u32,
@@ -177,12 +213,28 @@ struct Endpoint<'a> {
     cpu_layers: u64,
 }
 
+/// Where the output layer goes in one placement attempt.
+#[derive(Clone, Copy)]
+enum OutputAt {
+    /// Device `index` of the `group`-th selected endpoint.
+    Remote { group: usize, index: usize },
+    /// Local GPU number `i`.
+    Local(usize),
+}
+
 /// The result of one placement attempt.
 struct Assignment {
+    /// Endpoints in `--rpc` order.
     selected: Vec<usize>,
+    /// Each endpoint's devices in `--device` order (parallel to `selected`).
+    groups: Vec<Vec<usize>>,
+    /// Every device in llama.cpp's order (the groups, then local GPUs).
     devs: Vec<usize>,
     counts: Vec<u32>,
+    /// Layers on the llama-server host's CPU (the first ones).
     host_layers: u32,
+    /// The output layer stays on the host's CPU (`-ngl` ≤ n_layer).
+    output_on_host: bool,
 }
 
 /// Everything derived from the inputs once, reused by every attempt.
@@ -191,14 +243,21 @@ struct Planner<'a> {
     workers: &'a [ClusterWorker],
     opts: &'a PlanOptions,
     layers: u32,
-    /// Per-layer, output, host-only and per-device allowance, KiB.
+    /// Per-layer, output, host-only (input embeddings + the host's buffers) and per-device
+    /// compute buffer, KiB.
     per_layer_kib: u64,
     out_kib: u64,
     host_kib: u64,
+    /// The host's compute and output buffers alone, KiB (part of `host_kib`).
+    host_ovh_kib: u64,
     ovh_kib: u64,
+    /// `opts.max_devices`, at most [`MAX_TENSOR_SPLIT`].
+    max_devices: usize,
     /// Per worker: capacity (KiB) and how many layers it can take.
     cap_kib: Vec<u64>,
     layer_cap: Vec<u32>,
+    /// Per worker: how many layers it can take together with the output layer.
+    out_cap: Vec<u32>,
     local_cpu: Option<usize>,
     /// Layers the local CPU can take while also holding input and output.
     local_cpu_layers: u32,
@@ -269,10 +328,23 @@ impl<'a> Planner<'a> {
         let per_layer_kib = ((per_layer * 1024.0).ceil() as u64).max(1);
         // Bounds that keep every sum below in u64 (a petabyte is not a plausible layer).
         const MAX_PLAUSIBLE_MIB: u64 = 1 << 30;
+        let ovh_mib = opts
+            .per_device_overhead_mib
+            .unwrap_or(if model.overhead_mib > 0 {
+                model.overhead_mib
+            } else {
+                COMPUTE_ALLOWANCE_MIB
+            });
+        let host_ovh_mib = if model.host_overhead_mib > 0 || model.dims.is_some() {
+            model.host_overhead_mib
+        } else {
+            COMPUTE_ALLOWANCE_MIB
+        };
         for (what, mib) in [
             ("output size", model.output_mib),
             ("input (host) size", model.host_mib),
-            ("per-device overhead", opts.per_device_overhead_mib),
+            ("per-device overhead", ovh_mib),
+            ("host overhead", host_ovh_mib),
         ] {
             if mib > MAX_PLAUSIBLE_MIB {
                 return Err(Error::InvalidInput(format!(
@@ -281,10 +353,13 @@ impl<'a> Planner<'a> {
                 )));
             }
         }
-        let ovh_kib = opts.per_device_overhead_mib * KIB_PER_MIB;
+        let ovh_kib = ovh_mib * KIB_PER_MIB;
+        let out_kib = model.output_mib * KIB_PER_MIB;
+        let host_kib = (model.host_mib + host_ovh_mib) * KIB_PER_MIB;
 
         let mut cap_kib = Vec::with_capacity(workers.len());
         let mut layer_cap = Vec::with_capacity(workers.len());
+        let mut out_cap = Vec::with_capacity(workers.len());
         let mut local_cpu = None;
         let mut local_gpus = Vec::new();
         let mut endpoints: Vec<Endpoint<'a>> = Vec::new();
@@ -299,6 +374,8 @@ impl<'a> Planner<'a> {
             cap_kib.push(cap);
             let fit = cap.saturating_sub(ovh_kib) / per_layer_kib;
             layer_cap.push(u32::try_from(fit).unwrap_or(u32::MAX).min(layers));
+            let fit = cap.saturating_sub(ovh_kib + out_kib) / per_layer_kib;
+            out_cap.push(u32::try_from(fit).unwrap_or(u32::MAX).min(layers));
             match (w.local, w.kind) {
                 (true, WorkerKind::Cpu) => {
                     if local_cpu.replace(i).is_some() {
@@ -350,8 +427,6 @@ impl<'a> Planner<'a> {
                 }
             }
         }
-        let out_kib = model.output_mib * KIB_PER_MIB;
-        let host_kib = model.host_mib * KIB_PER_MIB;
         let local_cpu_layers = local_cpu.map_or(0, |c| {
             let fit = cap_kib[c]
                 .saturating_sub(host_kib + out_kib + ovh_kib)
@@ -367,9 +442,12 @@ impl<'a> Planner<'a> {
             per_layer_kib,
             out_kib,
             host_kib,
+            host_ovh_kib: host_ovh_mib * KIB_PER_MIB,
             ovh_kib,
+            max_devices: opts.max_devices.min(MAX_TENSOR_SPLIT),
             cap_kib,
             layer_cap,
+            out_cap,
             local_cpu,
             local_cpu_layers,
             local_gpus,
@@ -424,7 +502,7 @@ impl<'a> Planner<'a> {
             if gpu_total < l {
                 continue;
             }
-            if self.device_count(&gpu_eps[..k]) > self.opts.max_devices {
+            if self.device_count(&gpu_eps[..k]) > self.max_devices {
                 too_many = true;
                 break;
             }
@@ -457,7 +535,7 @@ impl<'a> Planner<'a> {
                 if total < l {
                     continue;
                 }
-                if self.device_count(&selected) > self.opts.max_devices {
+                if self.device_count(&selected) > self.max_devices {
                     too_many = true;
                     break;
                 }
@@ -469,91 +547,187 @@ impl<'a> Planner<'a> {
         Err(self.does_not_fit(too_many))
     }
 
-    /// Tries to place every layer on the devices of `selected` endpoints (+ local GPUs,
-    /// + the local CPU and remote CPUs when `allow_cpu`).
+    /// Tries to place every layer on the devices of `selected` endpoints and the local
+    /// GPUs (and on CPUs, the local one included, when `allow_cpu`). Exact for the
+    /// placements it considers (see the module doc): it fails only when none of them
+    /// fits, so more budget or more devices never make it fail.
     fn assign(&self, selected: &[usize], allow_cpu: bool) -> Option<Assignment> {
-        let mut devs: Vec<usize> = Vec::with_capacity(self.device_count(selected));
-        for &e in selected {
-            devs.extend(&self.endpoints[e].devs);
+        if allow_cpu {
+            if let Some(a) = self.assign_output_on_host(selected) {
+                return Some(a);
+            }
         }
-        devs.extend(&self.local_gpus);
+        self.assign_output_on_device(selected, allow_cpu)
+    }
+
+    /// Layers this worker can take in this attempt (CPUs only when `allow_cpu`).
+    fn cap(&self, w: usize, allow_cpu: bool) -> u32 {
+        if allow_cpu || self.is_gpu(w) {
+            self.layer_cap[w]
+        } else {
+            0
+        }
+    }
+
+    /// Every layer offloaded, the output layer on the device that holds the last layer.
+    ///
+    /// The device that holds the output (`o`) can take `out_cap[o]` layers instead of
+    /// `cap[o]`, and every device after it in llama.cpp's order must stay empty. We choose
+    /// the order of `--rpc` endpoints and of each rpc-server's `--device` list, so a remote
+    /// `o` goes last among the RPC devices; only local GPUs (always after RPC devices, in
+    /// their own order) cannot move. The layers that fit are therefore
+    /// `Σ cap − loss(o)` with `loss(o) = cap[o] − out_cap[o]` + the local GPUs after `o`,
+    /// and we take the `o` of least loss (ties: the later device, which keeps the natural
+    /// order). Both terms only grow with budgets and devices: the check is monotone.
+    fn assign_output_on_device(&self, selected: &[usize], allow_cpu: bool) -> Option<Assignment> {
+        let l = self.layers;
+        let mut groups: Vec<Vec<usize>> = selected
+            .iter()
+            .map(|&e| self.endpoints[e].devs.clone())
+            .collect();
+        let local = &self.local_gpus;
+        let cap = |w: usize| u64::from(self.cap(w, allow_cpu));
+        let local_caps: Vec<u64> = local.iter().map(|&w| cap(w)).collect();
+        let local_total: u64 = local_caps.iter().sum();
+        let total: u64 = groups.iter().flatten().map(|&w| cap(w)).sum::<u64>() + local_total;
+        if total < u64::from(l) {
+            return None;
+        }
+        let mut best: Option<(u64, OutputAt)> = None;
+        let mut consider = |loss: u64, at| {
+            if best.is_none_or(|(b, _)| loss <= b) {
+                best = Some((loss, at));
+            }
+        };
+        for (g, group) in groups.iter().enumerate() {
+            for (i, &w) in group.iter().enumerate() {
+                if cap(w) > 0 && self.out_cap[w] > 0 {
+                    let at = OutputAt::Remote { group: g, index: i };
+                    consider(cap(w) - u64::from(self.out_cap[w]) + local_total, at);
+                }
+            }
+        }
+        let mut after = local_total;
+        for (i, &w) in local.iter().enumerate() {
+            after -= local_caps[i];
+            if cap(w) > 0 && self.out_cap[w] > 0 {
+                consider(
+                    cap(w) - u64::from(self.out_cap[w]) + after,
+                    OutputAt::Local(i),
+                );
+            }
+        }
+        let (loss, at) = best?;
+        if total - loss < u64::from(l) {
+            return None;
+        }
+        // Put a remote output device last among the RPC devices.
+        let mut order: Vec<usize> = selected.to_vec();
+        if let OutputAt::Remote { group: g, index: i } = at {
+            let group = groups.remove(g);
+            let e = order.remove(g);
+            let mut group = group;
+            let w = group.remove(i);
+            group.push(w);
+            groups.push(group);
+            order.push(e);
+        }
+        let devs: Vec<usize> = groups.iter().flatten().chain(local).copied().collect();
+        let remote = devs.len() - local.len();
+        let o = match at {
+            OutputAt::Remote { .. } => remote - 1,
+            OutputAt::Local(i) => remote + i,
+        };
         let caps: Vec<u32> = devs
             .iter()
-            .map(|&w| {
-                if allow_cpu || self.is_gpu(w) {
-                    self.layer_cap[w]
-                } else {
-                    0
-                }
+            .enumerate()
+            .map(|(k, &w)| match k.cmp(&o) {
+                std::cmp::Ordering::Less => self.cap(w, allow_cpu),
+                std::cmp::Ordering::Equal => self.out_cap[w],
+                std::cmp::Ordering::Greater => 0,
             })
             .collect();
+        let mut counts = self.fill(&devs, &caps, 0)?;
+        if counts[o] == 0 {
+            // The output device must hold the last layer: take one from the last device
+            // that has some (it has room: out_cap[o] >= 1).
+            let j = counts.iter().rposition(|&c| c > 0)?;
+            counts[j] -= 1;
+            counts[o] = 1;
+        }
+        Some(Assignment {
+            selected: order,
+            groups,
+            devs,
+            counts,
+            host_layers: 0,
+            output_on_host: false,
+        })
+    }
+
+    /// The output layer (and the first `h ≥ 0` layers) on the llama-server host's CPU,
+    /// when there is a local CPU worker with room for the input embeddings, the host's
+    /// buffers and the output layer. The rest is offloaded: GPUs first, then the host's
+    /// own layers, then remote CPUs in order.
+    fn assign_output_on_host(&self, selected: &[usize]) -> Option<Assignment> {
+        let c = self.local_cpu?;
+        if self.cap_kib[c] < self.host_kib + self.out_kib {
+            return None;
+        }
+        let groups: Vec<Vec<usize>> = selected
+            .iter()
+            .map(|&e| self.endpoints[e].devs.clone())
+            .collect();
+        let devs: Vec<usize> = groups
+            .iter()
+            .flatten()
+            .chain(&self.local_gpus)
+            .copied()
+            .collect();
+        let caps: Vec<u32> = devs.iter().map(|&w| self.cap(w, true)).collect();
+        let counts = self.fill(&devs, &caps, self.local_cpu_layers)?;
+        let on_devices: u32 = counts.iter().sum();
+        Some(Assignment {
+            selected: selected.to_vec(),
+            groups,
+            devs,
+            counts,
+            host_layers: self.layers - on_devices,
+            output_on_host: true,
+        })
+    }
+
+    /// Distributes the layers: over the GPUs in proportion to `caps` when they hold them
+    /// all, else GPUs full, then up to `host` layers on the llama-server host (the first
+    /// layers; not in the returned counts), then CPUs in order. `None` if they do not fit.
+    fn fill(&self, devs: &[usize], caps: &[u32], host: u32) -> Option<Vec<u32>> {
+        let l = self.layers;
         let mut counts = vec![0u32; devs.len()];
-        let mut host_layers = 0u32;
         let gpu_total: u64 = devs
             .iter()
-            .zip(&caps)
+            .zip(caps)
             .filter(|(&w, _)| self.is_gpu(w))
             .map(|(_, &c)| u64::from(c))
             .sum();
-        let l = self.layers;
         if gpu_total >= u64::from(l) {
-            self.proportional(&devs, &caps, &mut counts, gpu_total);
-        } else {
-            if !allow_cpu {
-                return None;
-            }
-            let mut rest = l;
-            for (i, &w) in devs.iter().enumerate() {
-                if self.is_gpu(w) {
-                    counts[i] = caps[i];
-                    rest -= caps[i];
-                }
-            }
-            if self.local_cpu.is_some() {
-                host_layers = rest.min(self.local_cpu_layers);
-                rest -= host_layers;
-            }
-            for (i, &w) in devs.iter().enumerate() {
-                if !self.is_gpu(w) && rest > 0 {
-                    counts[i] = rest.min(caps[i]);
-                    rest -= counts[i];
-                }
-            }
-            if rest > 0 {
-                return None;
+            self.proportional(devs, caps, &mut counts, gpu_total);
+            return Some(counts);
+        }
+        let mut rest = l;
+        for (i, &w) in devs.iter().enumerate() {
+            if self.is_gpu(w) {
+                counts[i] = caps[i];
+                rest -= caps[i];
             }
         }
-
-        // The output layer goes with the last offloaded layer; make room for it there
-        // by moving layers to earlier devices, or keep it on the host CPU.
-        if host_layers == 0 {
-            loop {
-                let d = counts.iter().rposition(|&c| c > 0)?;
-                let need = u64::from(counts[d]) * self.per_layer_kib + self.out_kib + self.ovh_kib;
-                if need <= self.cap_kib[devs[d]] {
-                    break;
-                }
-                let spare = |gpu: bool| {
-                    (0..d).find(|&j| self.is_gpu(devs[j]) == gpu && counts[j] < caps[j])
-                };
-                if let Some(j) = spare(true).or_else(|| spare(false)) {
-                    counts[d] -= 1;
-                    counts[j] += 1;
-                } else if allow_cpu && self.local_cpu_layers > 0 {
-                    counts[d] -= 1;
-                    host_layers = 1;
-                    break;
-                } else {
-                    return None;
-                }
+        rest -= rest.min(host);
+        for (i, &w) in devs.iter().enumerate() {
+            if !self.is_gpu(w) && rest > 0 {
+                counts[i] = rest.min(caps[i]);
+                rest -= counts[i];
             }
         }
-        Some(Assignment {
-            selected: selected.to_vec(),
-            devs,
-            counts,
-            host_layers,
-        })
+        (rest == 0).then_some(counts)
     }
 
     /// Spreads the layers over the GPU devices in proportion to their capacity
@@ -606,12 +780,13 @@ impl<'a> Planner<'a> {
         let mut reasons = Vec::new();
         reasons.push(format!(
             "{}: {l} layers × {:.1} MiB, output {} MiB, input {} MiB (kept on the llama-server host), \
-             {} MiB compute allowance per device used [source: {}]",
+             compute buffers {} MiB per device used and {} MiB on the llama-server host [source: {}]",
             m.name,
             self.per_layer_kib as f64 / 1024.0,
             m.output_mib,
             m.host_mib,
-            self.opts.per_device_overhead_mib,
+            self.ovh_kib / KIB_PER_MIB,
+            self.host_ovh_kib / KIB_PER_MIB,
             m.source
         ));
         if !self.local_gpus.is_empty() {
@@ -664,16 +839,22 @@ impl<'a> Planner<'a> {
         }
 
         let mut next = a.host_layers;
-        let output_dev = if a.host_layers == 0 {
-            a.counts.iter().rposition(|&c| c > 0)
-        } else {
+        let output_dev = if a.output_on_host {
             None
+        } else {
+            a.counts.iter().rposition(|&c| c > 0)
         };
         if a.host_layers > 0 {
             reasons.push(format!(
                 "layers 0-{} stay on the llama-server host's CPU, and so does the output layer",
                 a.host_layers - 1
             ));
+        } else if a.output_on_host {
+            reasons.push(
+                "the output layer stays on the llama-server host's CPU (no device has room for it \
+                 with its last layer)"
+                    .to_owned(),
+            );
         }
         let mut devices = Vec::with_capacity(a.devs.len());
         let mut tensor_split = Vec::with_capacity(a.devs.len());
@@ -723,14 +904,17 @@ impl<'a> Planner<'a> {
             next += count;
         }
         let mut host_kib = self.host_kib;
-        if a.host_layers > 0 {
-            host_kib += u64::from(a.host_layers) * self.per_layer_kib + self.out_kib + self.ovh_kib;
-            need_kib += host_kib - self.host_kib;
+        if a.output_on_host {
+            host_kib += self.out_kib;
         }
-        let n_gpu_layers = if a.host_layers == 0 {
-            l + 1
-        } else {
+        if a.host_layers > 0 {
+            host_kib += u64::from(a.host_layers) * self.per_layer_kib + self.ovh_kib;
+        }
+        need_kib += host_kib - self.host_kib;
+        let n_gpu_layers = if a.output_on_host {
             l - a.host_layers
+        } else {
+            l + 1
         };
         let offloaded: u32 = tensor_split.iter().sum();
         if offloaded == 0 {
@@ -739,14 +923,14 @@ impl<'a> Planner<'a> {
         let rpc_servers: Vec<RpcServerPlan> = a
             .selected
             .iter()
-            .map(|&e| {
+            .zip(&a.groups)
+            .map(|(&e, group)| {
                 let ep = &self.endpoints[e];
-                let names: Vec<&str> = ep
-                    .devs
+                let names: Vec<&str> = group
                     .iter()
                     .map(|&d| self.workers[d].device_name.as_str())
                     .collect();
-                let mut command = ShellCommand::new("rpc-server")
+                let mut command = ShellCommand::new(self.opts.rpc_server_binary.as_str())
                     .arg("--host")
                     .arg(ep.host)
                     .arg("--port")
@@ -799,21 +983,23 @@ impl<'a> Planner<'a> {
         let need_kib = l * p + self.out_kib + self.host_kib;
         let available_kib = all_layers.min(l) * p;
         let short_mib = kib_to_mib_ceil(short_kib);
-        let ovh_mib = self.opts.per_device_overhead_mib;
+        let ovh_mib = self.ovh_kib / KIB_PER_MIB;
 
         let mut suggestions = Vec::new();
         if too_many {
             suggestions.push(format!(
-                "llama.cpp takes at most {} devices: start the rpc-servers of big nodes with \
-                 fewer devices (e.g. only their GPUs) or use nodes with more memory per device",
-                self.opts.max_devices
+                "llama.cpp's --tensor-split takes at most {} devices: start the rpc-servers of \
+                 big nodes with fewer devices (e.g. only their GPUs) or use nodes with more \
+                 memory per device",
+                self.max_devices
             ));
         }
         if let Some(c) = self.local_cpu {
             if self.cap_kib[c] < self.host_kib {
                 suggestions.push(format!(
-                    "the llama-server host needs {} MiB of RAM for the input embeddings and has {} MiB",
-                    self.model.host_mib,
+                    "the llama-server host needs {} MiB of RAM for the input embeddings and its \
+                     compute buffers and has {} MiB",
+                    kib_to_mib_ceil(self.host_kib),
                     self.cap_kib[c] / KIB_PER_MIB
                 ));
             }

@@ -193,6 +193,8 @@ fn show_info(show: &ShowResponse, size_bytes: Option<u64>) -> Option<OllamaShowI
     info.head_count_kv = u32_of("attention.head_count_kv");
     info.key_length = u32_of("attention.key_length");
     info.value_length = u32_of("attention.value_length");
+    info.feed_forward_length = u32_of("feed_forward_length");
+    info.vocab_size = u32_of("vocab_size");
     info.parameter_count = show.parameter_count();
     info.quantization_level = show
         .details

@@ -3,7 +3,10 @@
 use std::fmt::Write as _;
 
 use serde_json::{json, Value};
-use vramroute_alloc::{GgmlBackend, NodeOffer, ReserveConfig, RpcServerCommand, WorkerKind};
+use vramroute_alloc::{
+    GgmlBackend, NodeOffer, ReserveConfig, RpcServerCommand, WorkerKind, LEGACY_RPC_SERVER_BINARY,
+    RPC_SERVER_BINARY,
+};
 use vramroute_ollama::{OffloadVerdict, PsResponse};
 use vramroute_probe::{GpuDevice, MemoryKind, NodeHardware};
 use vramroute_registry::{
@@ -278,9 +281,11 @@ impl NodeReport {
         record
     }
 
-    /// `rpc-server` for today's llama.cpp (no `--mem`, real ggml device names).
+    /// The RPC server for today's llama.cpp (binary `ggml-rpc-server`, no `--mem`, real
+    /// ggml device names).
     pub fn rpc_server_command(&self, host: &str, port: u16) -> RpcServerCommand {
-        self.offer.rpc_server_command(host, port, self.backend)
+        self.offer
+            .rpc_server_command(host, port, self.backend, RPC_SERVER_BINARY)
     }
 
     /// `rpc-server` for llama.cpp builds from before October 2025: one per device.
@@ -289,9 +294,12 @@ impl NodeReport {
         host: &str,
         base_port: u16,
     ) -> Result<Vec<RpcServerCommand>> {
-        Ok(self
-            .offer
-            .legacy_rpc_server_commands(host, base_port, self.backend)?)
+        Ok(self.offer.legacy_rpc_server_commands(
+            host,
+            base_port,
+            self.backend,
+            LEGACY_RPC_SERVER_BINARY,
+        )?)
     }
 
     /// What `vramroute-reporter probe --json` prints.
@@ -389,7 +397,7 @@ impl NodeReport {
         let _ = writeln!(out, "  {}", self.rpc_record().to_json());
         let _ = writeln!(
             out,
-            "\nrpc-server command (llama.cpp since 2025-10, ggml backend {}):",
+            "\nRPC server command (llama.cpp since 2025-10, binary ggml-rpc-server, ggml backend {}):",
             self.backend
         );
         let _ = writeln!(out, "  {}", self.rpc_server_command(rpc_host, id.rpc_port));
@@ -397,7 +405,7 @@ impl NodeReport {
             Ok(cmds) => {
                 let _ = writeln!(
                     out,
-                    "rpc-server commands (older llama.cpp, one per device):"
+                    "rpc-server commands (older llama.cpp builds, binary rpc-server, one per device):"
                 );
                 for c in cmds {
                     let _ = writeln!(out, "  {c}");

@@ -107,7 +107,7 @@ fn human_probe_and_bad_flags() {
         "{text}"
     );
     assert!(
-        text.contains("rpc-server --host 0.0.0.0 --port 50052 --device CPU,ROCm0"),
+        text.contains("ggml-rpc-server --host 0.0.0.0 --port 50052 --device CPU,ROCm0"),
         "{text}"
     );
     assert!(text.contains("-d ROCm0 -m 19648"), "legacy form: {text}");

@@ -276,7 +276,7 @@ fn wrong_password_is_a_clear_error_without_the_password() {
     );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        text.contains("rpc-server --host 127.0.0.1 --port 50052 --device CPU"),
+        text.contains("ggml-rpc-server --host 127.0.0.1 --port 50052 --device CPU"),
         "{text}"
     );
     assert!(get_json(&redis, &stats_key()).is_some());

@@ -1,7 +1,10 @@
 //! rpc-server command lines: today's form and the legacy per-device form.
 
 use expect_test::expect;
-use vramroute_alloc::{GgmlBackend, NodeOffer, ReserveConfig};
+use vramroute_alloc::{
+    pick_rpc_server_binary, GgmlBackend, NodeOffer, ReserveConfig, LEGACY_RPC_SERVER_BINARY,
+    RPC_SERVER_BINARY,
+};
 use vramroute_probe::{MemoryKind, Vendor};
 
 use crate::fixtures::{gpu, host, sollol_example_gpus};
@@ -19,13 +22,14 @@ fn todays_command_uses_ggml_names_and_no_mem() {
     )
     .unwrap();
     assert_eq!(offer.default_backend(), GgmlBackend::Cuda);
-    let cmd = offer.rpc_server_command("0.0.0.0", 50052, offer.default_backend());
-    expect!["CUDA_DEVICE_ORDER=PCI_BUS_ID rpc-server --host 0.0.0.0 --port 50052 --device CPU,CUDA0,CUDA1"]
+    let cmd =
+        offer.rpc_server_command("0.0.0.0", 50052, offer.default_backend(), RPC_SERVER_BINARY);
+    expect!["CUDA_DEVICE_ORDER=PCI_BUS_ID ggml-rpc-server --host 0.0.0.0 --port 50052 --device CPU,CUDA0,CUDA1"]
         .assert_eq(&cmd.to_string());
     assert!(!cmd.args.iter().any(|a| a == "--mem" || a == "-m"));
     // SOLLOL's spelling would make rpc-server fail; ours never contains it.
     assert!(!cmd.to_string().contains("cuda:"));
-    assert_eq!(cmd.program, "rpc-server");
+    assert_eq!(cmd.program, "ggml-rpc-server");
     assert_eq!(cmd.flag_value("--device"), Some("CPU,CUDA0,CUDA1"));
 }
 
@@ -38,7 +42,12 @@ fn legacy_commands_one_server_per_device_with_budgets() {
     )
     .unwrap();
     let cmds = offer
-        .legacy_rpc_server_commands("10.1.2.3", 50052, GgmlBackend::Cuda)
+        .legacy_rpc_server_commands(
+            "10.1.2.3",
+            50052,
+            GgmlBackend::Cuda,
+            LEGACY_RPC_SERVER_BINARY,
+        )
         .unwrap();
     expect![[r#"
         CUDA_DEVICE_ORDER=PCI_BUS_ID rpc-server --host 10.1.2.3 --port 50052 -d CPU -m 51200
@@ -57,7 +66,7 @@ fn legacy_ports_that_would_overflow_are_an_error() {
     )
     .unwrap();
     let err = offer
-        .legacy_rpc_server_commands("h", 65534, GgmlBackend::Cuda)
+        .legacy_rpc_server_commands("h", 65534, GgmlBackend::Cuda, LEGACY_RPC_SERVER_BINARY)
         .unwrap_err();
     assert!(err.to_string().contains("base port 65534"), "{err}");
 }
@@ -108,14 +117,19 @@ fn each_vendor_default_backend_command() {
             NodeOffer::from_hardware(&gpus, &host(32768), &ReserveConfig::default()).unwrap();
         format!(
             "{}\n",
-            offer.rpc_server_command("192.168.1.7", 50052, offer.default_backend())
+            offer.rpc_server_command(
+                "192.168.1.7",
+                50052,
+                offer.default_backend(),
+                RPC_SERVER_BINARY
+            )
         )
     })
     .collect();
     expect![[r#"
-        rpc-server --host 192.168.1.7 --port 50052 --device CPU,ROCm0,ROCm1
-        rpc-server --host 192.168.1.7 --port 50052 --device CPU,SYCL0,SYCL1
-        CUDA_DEVICE_ORDER=PCI_BUS_ID rpc-server --host 192.168.1.7 --port 50052 --device CPU,CUDA0,CUDA1
+        ggml-rpc-server --host 192.168.1.7 --port 50052 --device CPU,ROCm0,ROCm1
+        ggml-rpc-server --host 192.168.1.7 --port 50052 --device CPU,SYCL0,SYCL1
+        CUDA_DEVICE_ORDER=PCI_BUS_ID ggml-rpc-server --host 192.168.1.7 --port 50052 --device CPU,CUDA0,CUDA1
     "#]]
     .assert_eq(&out);
 }
@@ -132,14 +146,19 @@ fn backend_only_sees_its_vendors_gpus_and_vulkan_sees_dedicated_ones() {
     let offer = NodeOffer::from_hardware(&gpus, &host(64000), &ReserveConfig::default()).unwrap();
     let out: String = GgmlBackend::ALL
         .iter()
-        .map(|b| format!("{b}: {}\n", offer.rpc_server_command("h", 1, *b)))
+        .map(|b| {
+            format!(
+                "{b}: {}\n",
+                offer.rpc_server_command("h", 1, *b, RPC_SERVER_BINARY)
+            )
+        })
         .collect();
     expect![[r#"
-        cuda: CUDA_DEVICE_ORDER=PCI_BUS_ID rpc-server --host h --port 1 --device CPU,CUDA0
-        hip: rpc-server --host h --port 1 --device CPU,ROCm0
-        sycl: rpc-server --host h --port 1 --device CPU,SYCL0
-        vulkan: rpc-server --host h --port 1 --device CPU,Vulkan0,Vulkan1
-        cpu: rpc-server --host h --port 1 --device CPU
+        cuda: CUDA_DEVICE_ORDER=PCI_BUS_ID ggml-rpc-server --host h --port 1 --device CPU,CUDA0
+        hip: ggml-rpc-server --host h --port 1 --device CPU,ROCm0
+        sycl: ggml-rpc-server --host h --port 1 --device CPU,SYCL0
+        vulkan: ggml-rpc-server --host h --port 1 --device CPU,Vulkan0,Vulkan1
+        cpu: ggml-rpc-server --host h --port 1 --device CPU
     "#]]
     .assert_eq(&out);
     // Vulkan0 is the 3090 (first dedicated GPU), not the integrated Intel part.
@@ -153,7 +172,7 @@ fn backend_only_sees_its_vendors_gpus_and_vulkan_sees_dedicated_ones() {
     let offer = NodeOffer::from_hardware(&[only], &host(16000), &ReserveConfig::default()).unwrap();
     assert_eq!(
         offer
-            .rpc_server_command("h", 1, GgmlBackend::Vulkan)
+            .rpc_server_command("h", 1, GgmlBackend::Vulkan, RPC_SERVER_BINARY)
             .flag_value("--device"),
         Some("CPU,Vulkan0")
     );
@@ -184,10 +203,21 @@ fn cuda_numbering_follows_the_probe_index_not_list_position() {
 fn cpu_only_node_commands() {
     let offer = NodeOffer::from_hardware(&[], &host(65536), &ReserveConfig::default()).unwrap();
     assert_eq!(offer.default_backend(), GgmlBackend::Cpu);
-    let cmd = offer.rpc_server_command("10.0.0.9", 50052, offer.default_backend());
-    expect!["rpc-server --host 10.0.0.9 --port 50052 --device CPU"].assert_eq(&cmd.to_string());
+    let cmd = offer.rpc_server_command(
+        "10.0.0.9",
+        50052,
+        offer.default_backend(),
+        RPC_SERVER_BINARY,
+    );
+    expect!["ggml-rpc-server --host 10.0.0.9 --port 50052 --device CPU"]
+        .assert_eq(&cmd.to_string());
     let legacy = offer
-        .legacy_rpc_server_commands("10.0.0.9", 50052, GgmlBackend::Cpu)
+        .legacy_rpc_server_commands(
+            "10.0.0.9",
+            50052,
+            GgmlBackend::Cpu,
+            LEGACY_RPC_SERVER_BINARY,
+        )
         .unwrap();
     expect![[r#"
         rpc-server --host 10.0.0.9 --port 50052 -d CPU -m 52428
@@ -203,7 +233,7 @@ fn unknown_vram_gpu_keeps_its_place_but_gets_no_mem_cap() {
     ];
     let offer = NodeOffer::from_hardware(&gpus, &host(32000), &ReserveConfig::default()).unwrap();
     let legacy = offer
-        .legacy_rpc_server_commands("::1", 50052, GgmlBackend::Hip)
+        .legacy_rpc_server_commands("::1", 50052, GgmlBackend::Hip, LEGACY_RPC_SERVER_BINARY)
         .unwrap();
     expect![[r#"
         rpc-server --host ::1 --port 50052 -d CPU -m 25600
@@ -222,7 +252,35 @@ fn unknown_vram_gpu_keeps_its_place_but_gets_no_mem_cap() {
 #[test]
 fn hosts_with_shell_metacharacters_are_quoted() {
     let offer = NodeOffer::from_hardware(&[], &host(1000), &ReserveConfig::default()).unwrap();
-    let cmd = offer.rpc_server_command("/run/rpc server.sock", 50052, GgmlBackend::Cpu);
-    expect!["rpc-server --host '/run/rpc server.sock' --port 50052 --device CPU"]
+    let cmd = offer.rpc_server_command(
+        "/run/rpc server.sock",
+        50052,
+        GgmlBackend::Cpu,
+        RPC_SERVER_BINARY,
+    );
+    expect!["ggml-rpc-server --host '/run/rpc server.sock' --port 50052 --device CPU"]
         .assert_eq(&cmd.to_string());
+}
+
+#[test]
+fn the_binary_is_a_parameter_and_picked_from_what_is_installed() {
+    let offer = NodeOffer::from_hardware(&[], &host(8192), &ReserveConfig::default()).unwrap();
+    // Today's builds only have ggml-rpc-server; an older build found on PATH is named.
+    let found = [
+        "/usr/bin/llama-server",
+        "/opt/llama.cpp/build/bin/rpc-server",
+    ];
+    let binary = pick_rpc_server_binary(&found).unwrap_or(RPC_SERVER_BINARY);
+    let cmd = offer.rpc_server_command("10.0.0.9", 50052, GgmlBackend::Cpu, binary);
+    expect!["rpc-server --host 10.0.0.9 --port 50052 --device CPU"].assert_eq(&cmd.to_string());
+    // Both installed: the current name wins; none: no pick, callers print the default.
+    assert_eq!(
+        pick_rpc_server_binary(&["rpc-server", "/usr/local/bin/ggml-rpc-server"]),
+        Some("ggml-rpc-server")
+    );
+    assert_eq!(
+        pick_rpc_server_binary(&["llama-server", "my-rpc-server"]),
+        None
+    );
+    assert_eq!(pick_rpc_server_binary::<String>(&[]), None);
 }

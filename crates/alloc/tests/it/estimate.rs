@@ -3,13 +3,13 @@
 use expect_test::expect;
 use vramroute_alloc::{
     estimate_from_gguf, estimate_from_ollama_show, estimate_from_ollama_tags, sollol_size_table,
-    sollol_table_estimate, Error, EstimateSource, GgufInfo, ModelEstimate, ModelSizer,
-    OllamaShowInfo, OllamaTagsInfo, COMPUTE_ALLOWANCE_MIB,
+    sollol_table_estimate, Error, EstimateSource, GgmlType, GgufInfo, GgufValue, ModelDims,
+    ModelEstimate, ModelSizer, OllamaShowInfo, OllamaTagsInfo, TensorInfo, COMPUTE_ALLOWANCE_MIB,
 };
 
 use crate::gguf::data;
 
-const MIB: f64 = 1_048_576.0;
+pub(crate) const MIB: f64 = 1_048_576.0;
 
 #[test]
 fn gguf_estimate_counts_weights_kv_for_the_requested_ctx_and_biggest_layer() {
@@ -25,8 +25,21 @@ fn gguf_estimate_counts_weights_kv_for_the_requested_ctx_and_biggest_layer() {
     assert_eq!(e.kv_cache_mib, 1);
     // 72192 bytes of weights → 1 MiB.
     assert_eq!(e.weights_mib, 1);
-    assert_eq!(e.overhead_mib, COMPUTE_ALLOWANCE_MIB);
-    assert_eq!(e.total_mib, 1 + 1 + COMPUTE_ALLOWANCE_MIB);
+    // Compute buffers from the dimensions (n_embd 64, 4/2 heads, n_ff 128, 32 tokens):
+    // device 512 × 4 × (3·128 + 7·64) B + 2048 × 512 × 2 × 2 B = 5.6 MiB → 6;
+    // host 512 × 4 × 5·64 B + 32 × 4 × 4 B + 2048 × 512 × 8 B = 8.6 MiB → 9.
+    assert_eq!(
+        e.dims,
+        Some(ModelDims {
+            n_embd: 64,
+            n_head: 4,
+            n_head_kv: 2,
+            n_ff: 128,
+            n_vocab: 32
+        })
+    );
+    assert_eq!((e.overhead_mib, e.host_overhead_mib), (6, 9));
+    assert_eq!(e.total_mib, 1 + 1 + 6 + 9);
     // Largest layer: blk.0 = 35840 bytes of weights + 128 B/token × 2048 of KV.
     let expected = (35840.0 + 128.0 * 2048.0) / MIB;
     assert!((e.per_layer_mib.unwrap() - expected).abs() < 1e-12);
@@ -55,8 +68,9 @@ fn gguf_tied_embeddings_and_per_layer_kv_heads() {
     let expected = (2336.0 + 512.0 * 1024.0) / MIB;
     assert!((e.per_layer_mib.unwrap() - expected).abs() < 1e-12);
     expect![[r#"
-        tiny-tied: 514 MiB = weights 1 + KV cache 1 (ctx 1024) + overhead 512; 2 layers × 0.5 MiB [source: GGUF header]
-          note: tied embeddings: the output head is a copy of token_embd on the output device"#]]
+        tiny-tied: 1026 MiB = weights 1 + KV cache 1 (ctx 1024) + compute 512/device + host 512; 2 layers × 0.5 MiB [source: GGUF header]
+          note: tied embeddings: the output head is a copy of token_embd on the output device
+          note: model dimensions incomplete: compute buffers taken as 512 MiB per device and for the llama-server host"#]]
     .assert_eq(&e.to_string());
 }
 
@@ -92,10 +106,22 @@ fn ollama_show_estimate_uses_the_kv_formula() {
     assert_eq!(e.kv_cache_mib, 1024);
     // 4,920,753,328 bytes → 4693 MiB (4692.8 rounded up).
     assert_eq!(e.weights_mib, 4693);
-    assert_eq!(e.total_mib, 4693 + 1024 + COMPUTE_ALLOWANCE_MIB);
+    // No feed_forward_length from /api/show here: the fallback allowance, with a note.
+    assert_eq!(e.total_mib, 4693 + 1024 + 2 * COMPUTE_ALLOWANCE_MIB);
+    assert!(e
+        .notes
+        .iter()
+        .any(|n| n.contains("compute buffers taken as 512 MiB")));
+    let mut with_ff = llama31_8b_show();
+    with_ff.feed_forward_length = Some(14336);
+    with_ff.vocab_size = Some(128_256);
+    let e2 = estimate_from_ollama_show("llama3.1:8b", &with_ff, 8192).unwrap();
+    // 512 × 4 × (3·14336 + 7·4096) B + 8192 × 512 × 2 × 8 B = 140 + 64 MiB.
+    assert_eq!(e2.overhead_mib, 204);
     assert_eq!(e.layer_count, Some(32));
     expect![[r#"
-        llama3.1:8b: 6229 MiB = weights 4693 + KV cache 1024 (ctx 8192) + overhead 512; 32 layers × 178.7 MiB [source: Ollama /api/show metadata]
+        llama3.1:8b: 6741 MiB = weights 4693 + KV cache 1024 (ctx 8192) + compute 512/device + host 512; 32 layers × 178.7 MiB [source: Ollama /api/show metadata]
+          note: model dimensions incomplete: compute buffers taken as 512 MiB per device and for the llama-server host
           note: 32 layers of equal size assumed (weights and KV cache spread evenly)"#]]
     .assert_eq(&e.to_string());
 }
@@ -254,4 +280,115 @@ fn absurd_explicit_sizes_do_not_overflow() {
         .with_layers(80)
         .unwrap();
     assert!(e.per_layer_mib.unwrap() > 1e17);
+}
+
+/// The GGUF header of the model SPEC.md's figures were measured with: a 24-layer Q8_0
+/// llama, n_embd 1024, 16 query / 4 KV heads, n_ff 4096, vocab 32000 (436 MiB). Built
+/// through `GgufInfo`'s public fields; `tied` drops `output.weight`.
+pub(crate) fn measured_model_header(tied: bool) -> GgufInfo {
+    let q8 = |name: String, ne0: u64, ne1: u64| {
+        TensorInfo::new(name, vec![ne0, ne1], GgmlType(8), 0, ne0 * ne1 / 32 * 34)
+    };
+    let f32 = |name: String, n: u64| TensorInfo::new(name, vec![n], GgmlType(0), 0, n * 4);
+    let (embd, ff, kv, vocab) = (1024, 4096, 256, 32000);
+    let mut tensors = vec![q8("token_embd.weight".into(), embd, vocab)];
+    for l in 0..24 {
+        let p = |s: &str| format!("blk.{l}.{s}");
+        tensors.extend([
+            f32(p("attn_norm.weight"), embd),
+            q8(p("attn_q.weight"), embd, embd),
+            q8(p("attn_k.weight"), embd, kv),
+            q8(p("attn_v.weight"), embd, kv),
+            q8(p("attn_output.weight"), embd, embd),
+            f32(p("ffn_norm.weight"), embd),
+            q8(p("ffn_gate.weight"), embd, ff),
+            q8(p("ffn_up.weight"), embd, ff),
+            q8(p("ffn_down.weight"), ff, embd),
+        ]);
+    }
+    tensors.push(f32("output_norm.weight".into(), embd));
+    if !tied {
+        tensors.push(q8("output.weight".into(), embd, vocab));
+    }
+    let metadata = [
+        ("general.architecture", GgufValue::Str("llama".into())),
+        ("general.name", GgufValue::Str("measured-24l".into())),
+        ("llama.block_count", GgufValue::Uint(24)),
+        ("llama.context_length", GgufValue::Uint(131_072)),
+        ("llama.embedding_length", GgufValue::Uint(embd)),
+        ("llama.feed_forward_length", GgufValue::Uint(ff)),
+        ("llama.attention.head_count", GgufValue::Uint(16)),
+        ("llama.attention.head_count_kv", GgufValue::Uint(4)),
+        (
+            "tokenizer.ggml.tokens",
+            GgufValue::Array {
+                elem_type: 8,
+                len: vocab,
+            },
+        ),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    GgufInfo::new(3, metadata, tensors, 0)
+}
+
+/// SPEC.md's measurements: (ctx, compute buffer per RPC device, llama-server host's
+/// compute + output buffers), MiB.
+pub(crate) const MEASURED: [(u32, f64, f64); 4] = [
+    (4096, 54.0, 26.5),
+    (16384, 102.0, 74.5),
+    (65536, 294.0, 266.5),
+    (131_072, 550.0, 522.5),
+];
+
+#[test]
+fn compute_buffers_cover_the_measured_figures_within_a_quarter() {
+    let info = measured_model_header(false);
+    for (ctx, device, host) in MEASURED {
+        let e = estimate_from_gguf(&info, ctx).unwrap();
+        assert_eq!(e.weights_mib, 437, "436.7 MiB of weights");
+        for (what, planned, measured) in [
+            ("device", e.overhead_mib, device),
+            ("host", e.host_overhead_mib, host),
+        ] {
+            #[allow(clippy::cast_precision_loss, reason = "small figures")]
+            let planned = planned as f64;
+            assert!(
+                planned >= measured && planned <= 1.25 * measured + 64.0,
+                "ctx {ctx} {what}: planned {planned} MiB, measured {measured} MiB"
+            );
+        }
+    }
+    // The 4-layer n_embd 256 model (measured 10 MiB at ctx 4096); its other dimensions
+    // are not recorded, so every plausible shape must stay within the same bounds.
+    for n_head_kv in [1, 2, 4] {
+        for n_ff in [512, 688, 1024] {
+            let dims = ModelDims {
+                n_embd: 256,
+                n_head: 4,
+                n_head_kv,
+                n_ff,
+                n_vocab: 32000,
+            };
+            let b = vramroute_alloc::BatchSizes::default();
+            let mib = vramroute_alloc::device_compute_bytes(&dims, 4096, 4, &b) as f64 / MIB;
+            assert!(
+                (10.0..=1.25 * 10.0 + 64.0).contains(&mib),
+                "{dims:?}: {mib}"
+            );
+        }
+    }
+}
+
+#[test]
+fn tied_embeddings_copy_token_embd_to_the_output_device() {
+    let untied = estimate_from_gguf(&measured_model_header(false), 4096).unwrap();
+    let tied = estimate_from_gguf(&measured_model_header(true), 4096).unwrap();
+    // output.weight (33.2 MiB) is gone from the file, but the output device still holds
+    // a copy of token_embd of the same size.
+    assert_eq!(tied.weights_mib, untied.weights_mib - 33);
+    assert_eq!(tied.output_mib, untied.output_mib);
+    assert_eq!(tied.host_mib, untied.host_mib);
+    assert!(tied.notes.iter().any(|n| n.contains("tied embeddings")));
 }

@@ -5,4 +5,5 @@ mod estimate;
 mod fixtures;
 mod gguf;
 mod offer;
+mod placement;
 mod plan;

@@ -72,7 +72,7 @@ fn llama_cpp_devices(n_layer: u32, ngl: u32, split: &[u32]) -> Vec<Option<usize>
 
 /// Checks that llama.cpp, given the plan's -ngl and --tensor-split, puts every layer
 /// exactly where the plan says, and that no device exceeds its capacity.
-fn assert_llama_cpp_agrees(p: &Plan) {
+pub(crate) fn assert_llama_cpp_agrees(p: &Plan) {
     let n = p.layer_count;
     let mapped = llama_cpp_devices(n, p.n_gpu_layers, &p.tensor_split);
     let mut expected: Vec<Option<usize>> = vec![None; (n + 1) as usize];
@@ -125,7 +125,7 @@ fn sollol_70b_example_gets_a_valid_plan() {
     assert_llama_cpp_agrees(&p);
     expect![[r#"
         plan for llama3.1:70b:
-          - llama3.1:70b: 80 layers × 500.0 MiB, output 0 MiB, input 0 MiB (kept on the llama-server host), 512 MiB compute allowance per device used [source: SOLLOL size table]
+          - llama3.1:70b: 80 layers × 500.0 MiB, output 0 MiB, input 0 MiB (kept on the llama-server host), compute buffers 512 MiB per device used and 512 MiB on the llama-server host [source: SOLLOL size table]
           - GPUs alone hold the model: 3 of 3 GPU node(s) chosen, largest capacity first (fewest network hops)
           - gpu32 (10.0.0.12:50052): rpc-server with 2 device(s), room for 51 GPU + 51 CPU layer(s)
           - gpu16-a (10.0.0.11:50052): rpc-server with 2 device(s), room for 25 GPU + 51 CPU layer(s)
@@ -134,12 +134,14 @@ fn sollol_70b_example_gets_a_valid_plan() {
           - layers 0-39 → gpu32 CUDA0 (20512 of 26214 MiB)
           - layers 40-59 → gpu16-a CUDA0 (10512 of 13107 MiB)
           - layers 60-79 + output → gpu16-b CUDA0 (10512 of 13107 MiB)
-        on gpu32: CUDA_DEVICE_ORDER=PCI_BUS_ID rpc-server --host 10.0.0.12 --port 50052 --device CPU,CUDA0
-        on gpu16-a: CUDA_DEVICE_ORDER=PCI_BUS_ID rpc-server --host 10.0.0.11 --port 50052 --device CPU,CUDA0
-        on gpu16-b: CUDA_DEVICE_ORDER=PCI_BUS_ID rpc-server --host 10.0.0.13 --port 50052 --device CPU,CUDA0
+        on gpu32: CUDA_DEVICE_ORDER=PCI_BUS_ID ggml-rpc-server --host 10.0.0.12 --port 50052 --device CPU,CUDA0
+        on gpu16-a: CUDA_DEVICE_ORDER=PCI_BUS_ID ggml-rpc-server --host 10.0.0.11 --port 50052 --device CPU,CUDA0
+        on gpu16-b: CUDA_DEVICE_ORDER=PCI_BUS_ID ggml-rpc-server --host 10.0.0.13 --port 50052 --device CPU,CUDA0
         then: llama-server -m /models/llama-3.1-70b-q4_k_m.gguf --rpc 10.0.0.12:50052,10.0.0.11:50052,10.0.0.13:50052 -ngl 81 --tensor-split 0,40,0,20,0,21"#]]
     .assert_eq(&p.to_string());
-    assert_eq!(p.need_mib, 40000 + 3 * 512);
+    // Weights, a compute buffer per GPU used and the host's buffers (no dimensions in
+    // SOLLOL's table: 512 MiB each).
+    assert_eq!(p.need_mib, 40000 + 3 * 512 + 512);
 }
 
 #[test]
@@ -154,12 +156,12 @@ fn sollol_example_without_the_big_gpu_uses_cpus() {
     let model = sollol_table_estimate("llama3.1:70b").unwrap();
     let p = plan(&model, &workers, &PlanOptions::default()).unwrap();
     assert_llama_cpp_agrees(&p);
-    // Local CPU: (8192 - 512) / 500 = 15 layers; GPUs 25 + 25; the rest (15) on
-    // gpu16-a's CPU.
-    assert_eq!(p.host_cpu_layers, 15);
-    assert_eq!(p.n_gpu_layers, 65);
+    // Local CPU: (8192 - 512 host buffers - 512 compute) / 500 = 14 layers; GPUs 25 + 25;
+    // the rest (16) on gpu16-a's CPU.
+    assert_eq!(p.host_cpu_layers, 14);
+    assert_eq!(p.n_gpu_layers, 66);
     expect![[r#"
-        llama-server --rpc 10.0.0.11:50052,10.0.0.13:50052 -ngl 65 --tensor-split 15,25,0,25"#]]
+        llama-server --rpc 10.0.0.11:50052,10.0.0.13:50052 -ngl 66 --tensor-split 16,25,0,25"#]]
     .assert_eq(&p.llama_server_command().to_string());
     assert!(
         p.reasons[1].starts_with("GPUs hold 50 of 80 layers"),
@@ -211,15 +213,16 @@ fn barely_fits_exactly_and_one_mib_less_does_not() {
             available_mib,
             ..
         } => {
-            // Nine layers fit; one whole layer (1000 MiB) is missing.
+            // Nine layers fit; one whole layer (1000 MiB) is missing. The need includes the
+            // llama-server host's buffers (512 MiB: an explicit size has no dimensions).
             assert_eq!(
                 (*short_by_mib, *need_mib, *available_mib),
-                (1000, 10000, 9000)
+                (1000, 10000 + 512, 9000)
             );
         }
         other => panic!("{other}"),
     }
-    expect!["model `exact` does not fit: short by 1000 MiB (10000 MiB needed, 9000 MiB usable); what would help: another node with at least 1512 MiB of budget (a GPU of 1890 MiB or more at a 20 % reserve); a smaller quantization: the weights are 10000 MiB; a quant about 1000 MiB smaller would fit"]
+    expect!["model `exact` does not fit: short by 1000 MiB (10512 MiB needed, 9000 MiB usable); what would help: another node with at least 1512 MiB of budget (a GPU of 1890 MiB or more at a 20 % reserve); a smaller quantization: the weights are 10000 MiB; a quant about 1000 MiB smaller would fit"]
         .assert_eq(&err.to_string());
 }
 
@@ -231,6 +234,8 @@ fn does_not_fit_says_by_how_much_and_suggests_ctx() {
         model_estimate.weights_mib = 40000;
         model_estimate.kv_cache_mib = 10240;
         model_estimate.overhead_mib = 512;
+        model_estimate.host_overhead_mib = 0;
+        model_estimate.dims = None;
         model_estimate.layer_count = Some(80);
         model_estimate.per_layer_mib = Some(628.0);
         model_estimate.output_mib = 0;
@@ -246,7 +251,7 @@ fn does_not_fit_says_by_how_much_and_suggests_ctx() {
     let mut workers = node("a", "10.0.0.1", &[24576], 4096);
     workers.extend(node("b", "10.0.0.2", &[24576], 4096));
     let err = plan(&model, &workers, &PlanOptions::default()).unwrap_err();
-    expect!["model `llama3.1:70b-q4` does not fit: short by 7536 MiB (50240 MiB needed, 42704 MiB usable); what would help: another node with at least 8048 MiB of budget (a GPU of 10060 MiB or more at a 20 % reserve); a smaller context: ctx 8448 (the KV cache is 10240 MiB at ctx 32768); a smaller quantization: the weights are 40000 MiB; a quant about 7536 MiB smaller would fit"]
+    expect!["model `llama3.1:70b-q4` does not fit: short by 7536 MiB (50752 MiB needed, 42704 MiB usable); what would help: another node with at least 8048 MiB of budget (a GPU of 10060 MiB or more at a 20 % reserve); a smaller context: ctx 8448 (the KV cache is 10240 MiB at ctx 32768); a smaller quantization: the weights are 40000 MiB; a quant about 7536 MiB smaller would fit"]
         .assert_eq(&err.to_string());
     // The suggested context does fit (KV shrinks per layer).
     let per_token_per_layer = 327_680.0 / 80.0;
@@ -353,37 +358,37 @@ fn output_layer_needs_room_on_the_last_device() {
     // Two equal GPUs; the output head (2000 MiB) must fit where the last layer is.
     let model = {
         // Every field is set below: `explicit` is only a starting point.
-        let mut model_estimate = ModelEstimate::explicit("big-vocab", 0);
-        model_estimate.weights_mib = 10000;
-        model_estimate.kv_cache_mib = 0;
-        model_estimate.overhead_mib = 512;
-        model_estimate.layer_count = Some(20);
-        model_estimate.per_layer_mib = Some(400.0);
-        model_estimate.output_mib = 2000;
-        model_estimate.host_mib = 1000;
-        model_estimate.context_length = Some(4096);
-        model_estimate.kv_bytes_per_token = None;
-        model_estimate.source = vramroute_alloc::EstimateSource::Gguf;
-        model_estimate.notes = Vec::new();
-        model_estimate
+        let mut m = ModelEstimate::explicit("big-vocab", 0);
+        m.weights_mib = 10000;
+        m.kv_cache_mib = 0;
+        m.overhead_mib = 512;
+        m.host_overhead_mib = 0;
+        m.dims = None;
+        m.layer_count = Some(20);
+        m.per_layer_mib = Some(400.0);
+        m.output_mib = 2000;
+        m.host_mib = 1000;
+        m.context_length = Some(4096);
+        m.kv_bytes_per_token = None;
+        m.source = vramroute_alloc::EstimateSource::Gguf;
+        m.notes = Vec::new();
+        m
     };
     let mut workers = node("a", "10.0.0.1", &[8192], 8192);
     workers.extend(node("b", "10.0.0.2", &[8192], 8192));
     let p = plan(&model, &workers, &PlanOptions::default()).unwrap();
     assert_llama_cpp_agrees(&p);
-    // Each GPU: (6553 - 512) / 400 = 15 layers. Proportional gives 10 + 10; the last
-    // device then needs 4000 + 2000 + 512 = 6512 <= 6553: fine.
-    assert_eq!(p.tensor_split, [0, 10, 0, 11]);
-    // With a 3000 MiB head, the last GPU gives layers to the first.
-    let bigger = {
-        let mut model_estimate = model;
-        model_estimate.output_mib = 3000;
-        model_estimate
-    };
+    // Each GPU: (6553 - 512) / 400 = 15 layers; beside the output head, the last one
+    // has room for (6553 - 512 - 2000) / 400 = 10. Proportional to 15 : 10 → 12 + 8.
+    assert_eq!(p.tensor_split, [0, 12, 0, 9]);
+    assert_eq!(p.devices[3].planned_mib, 8 * 400 + 2000 + 512);
+    // With a 3000 MiB head: 15 : 7 → 13.6 + 6.4 → 14 + 6 (largest remainder).
+    let mut bigger = model.clone();
+    bigger.output_mib = 3000;
     let p = plan(&bigger, &workers, &PlanOptions::default()).unwrap();
     assert_llama_cpp_agrees(&p);
-    assert_eq!(p.tensor_split, [0, 13, 0, 8]);
-    assert_eq!(p.devices[3].planned_mib, 7 * 400 + 3000 + 512);
+    assert_eq!(p.tensor_split, [0, 14, 0, 7]);
+    assert_eq!(p.devices[3].planned_mib, 6 * 400 + 3000 + 512);
 }
 
 #[test]
@@ -396,7 +401,7 @@ fn too_many_devices_for_llama_cpp() {
     let err = plan(&model, &workers, &PlanOptions::default()).unwrap_err();
     assert!(
         err.to_string()
-            .contains("llama.cpp takes at most 16 devices"),
+            .contains("--tensor-split takes at most 15 devices"),
         "{err}"
     );
 }
@@ -503,7 +508,7 @@ fn other_backends_name_their_devices_in_rpc_commands() {
     let model = sollol_table_estimate("mixtral:8x7b").unwrap();
     let p = plan(&model, &workers, &PlanOptions::default()).unwrap();
     assert_llama_cpp_agrees(&p);
-    expect!["rpc-server --host 10.0.3.1 --port 50052 --device CPU,ROCm0"]
+    expect!["ggml-rpc-server --host 10.0.3.1 --port 50052 --device CPU,ROCm0"]
         .assert_eq(&p.rpc_servers[0].command.to_string());
 }
 
@@ -519,7 +524,7 @@ fn absurd_sizes_are_errors_not_overflows() {
     let model = ModelEstimate::explicit("m", 1000).with_layers(10).unwrap();
     let opts = {
         let mut plan_options = PlanOptions::default();
-        plan_options.per_device_overhead_mib = u64::MAX;
+        plan_options.per_device_overhead_mib = Some(u64::MAX);
         plan_options
     };
     assert!(matches!(

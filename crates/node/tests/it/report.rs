@@ -133,7 +133,7 @@ fn cpu_only_node_matches_sollol_shape() {
     assert_eq!(rpc.total_parallel_workers, 1);
     assert_eq!(
         r.rpc_server_command("0.0.0.0", 50052).to_string(),
-        "rpc-server --host 0.0.0.0 --port 50052 --device CPU"
+        "ggml-rpc-server --host 0.0.0.0 --port 50052 --device CPU"
     );
 }
 
@@ -167,7 +167,7 @@ fn nvidia_node_registration_equals_sollol_sample() {
     let cmd = r.rpc_server_command("0.0.0.0", 50052).to_string();
     assert_eq!(
         cmd,
-        "CUDA_DEVICE_ORDER=PCI_BUS_ID rpc-server --host 0.0.0.0 --port 50052 --device CPU,CUDA0,CUDA1"
+        "CUDA_DEVICE_ORDER=PCI_BUS_ID ggml-rpc-server --host 0.0.0.0 --port 50052 --device CPU,CUDA0,CUDA1"
     );
     assert!(!cmd.contains("--mem"));
     assert_eq!(
@@ -190,7 +190,7 @@ fn json_and_text_reports_carry_the_numbers() {
     let text = r.render_text(&id(), "0.0.0.0");
     assert!(text.contains("VRAM: ?/"), "{text}");
     assert!(
-        text.contains("rpc-server --host 0.0.0.0 --port 50052 --device CPU,SYCL0,SYCL1"),
+        text.contains("ggml-rpc-server --host 0.0.0.0 --port 50052 --device CPU,SYCL0,SYCL1"),
         "{text}"
     );
 }
