@@ -158,11 +158,7 @@ pub(crate) fn run(settings: Settings, args: &DaemonArgs) -> anyhow::Result<()> {
         };
         let gateway_task = gateway.map(|(gw, l)| {
             let stop = stopped(stop_rx.clone());
-            tokio::spawn(async move {
-                axum::serve(l, gw.router())
-                    .with_graceful_shutdown(stop)
-                    .await
-            })
+            tokio::spawn(async move { gw.serve(l, stop).await })
         });
         axum::serve(listener, crate::http::router(app.clone()))
             .with_graceful_shutdown(stopped(stop_rx))

@@ -28,7 +28,7 @@
 //! let metrics = Arc::new(GatewayMetrics::new(&mut registry));
 //! let gateway = Gateway::new(live, GatewayConfig::default(), metrics)?;
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:11435").await?;
-//! axum::serve(listener, gateway.router()).await?;
+//! gateway.serve(listener, std::future::pending()).await?;
 //! # Ok(()) }
 //! ```
 
@@ -116,7 +116,27 @@ impl Gateway {
         &self.shared.config
     }
 
-    /// The HTTP routes (serve with `axum::serve`).
+    /// Serves the gateway on `listener` until `shutdown` completes (streams in flight
+    /// are then finished). Small streamed chunks go out at once (`TCP_NODELAY`: with
+    /// Nagle's algorithm a chunk can wait for the client's delayed ACK, ~40 ms).
+    pub async fn serve(
+        &self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        use axum::serve::ListenerExt as _;
+        let listener = listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!("cannot set TCP_NODELAY on a gateway connection: {e}");
+            }
+        });
+        axum::serve(listener, self.router())
+            .with_graceful_shutdown(shutdown)
+            .await
+    }
+
+    /// The HTTP routes (serve with [`serve`](Self::serve), or `axum::serve` with
+    /// `TCP_NODELAY` on the connections).
     pub fn router(&self) -> axum::Router {
         let mut r = axum::Router::new();
         for path in INFERENCE_PATHS {

@@ -95,7 +95,7 @@ impl Harness {
             .expect("bind");
         let url = format!("http://{}", listener.local_addr().expect("addr"));
         let server = tokio::spawn(async move {
-            let _ = axum::serve(listener, gw.router()).await;
+            let _ = gw.serve(listener, std::future::pending()).await;
         });
         let l = live.clone();
         let republish = tokio::spawn(async move {
