@@ -29,7 +29,13 @@ pub(crate) struct Cli {
 #[derive(Debug, Clone, Args)]
 pub(crate) struct SourceArgs {
     /// Redis registry URL (redis://, rediss://, redis+unix://, redis-cluster://).
-    #[arg(long, global = true, env = "SOLLOL_REDIS_URL", value_name = "URL")]
+    #[arg(
+        long,
+        global = true,
+        env = "SOLLOL_REDIS_URL",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
     pub(crate) redis_url: Option<String>,
     /// YAML config (FlockParser's gpu_router_config.yaml keys plus ours).
     #[arg(long, global = true, env = "VRAMROUTE_CONFIG", value_name = "FILE")]

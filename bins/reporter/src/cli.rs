@@ -79,7 +79,12 @@ pub(crate) struct RunArgs {
     pub(crate) once: bool,
     /// Redis URL (redis://, rediss://, redis+unix://, redis-cluster://)
     /// [default: redis://localhost:6379].
-    #[arg(long, env = "SOLLOL_REDIS_URL", value_name = "URL")]
+    #[arg(
+        long,
+        env = "SOLLOL_REDIS_URL",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
     pub(crate) redis_url: Option<String>,
     /// Redis host (SOLLOL compatibility; ignored when --redis-url is given).
     #[arg(long, value_name = "HOST")]

@@ -77,5 +77,5 @@ pub use signals::{InFlight, LoadSignals, NodeLoad};
 pub use sizes::{model_estimate, model_size, EstimateOptions, ModelSize};
 pub use view::{
     derived_ollama_url, GpuView, InstalledView, LoadedView, NodeView, OllamaNodeInfo,
-    RpcBackendView, SkippedView, StatusView, Totals,
+    RpcBackendView, SkippedView, StatusView, Totals, FUTURE_SKEW_S,
 };

@@ -3,9 +3,9 @@
 //! [`NodeSpec`]s.
 //!
 //! Rules:
-//! - one node per live stats record (`sollol:gpu:{node_id}`); its report age is "now"
-//!   minus the record's `timestamp` (never negative), and it is stale when older than
-//!   `stale_after` seconds;
+//! - one node per live stats record; its report age is "now" minus the record's
+//!   `timestamp` (never negative), and it is stale when older than `stale_after` seconds,
+//!   or when its timestamp is more than [`FUTURE_SKEW_S`] ahead of this clock;
 //! - GPUs come from the record's `gpus` (SOLLOL-written records have nothing else);
 //!   loaded models from our `loaded_models` extra, or from the node's Ollama when the
 //!   config lists it under `nodes:`;
@@ -31,6 +31,9 @@ use vramroute_router::{
 };
 
 const BYTES_PER_MIB: u64 = 1_048_576;
+/// How far ahead of this clock a report's timestamp may be (clock skew between hosts)
+/// before the report counts as stale.
+pub const FUTURE_SKEW_S: f64 = 60.0;
 
 /// What `status --json` prints and `--snapshot` reads. All memory in MiB.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -432,6 +435,10 @@ impl StatusView {
             .iter()
             .map(|(id, r)| {
                 let age_s = (now - r.timestamp).max(0.0);
+                // A report stamped well in the future (a wrong clock, a bad writer)
+                // cannot be aged: it would never go stale. Not routed to.
+                let ahead_s = r.timestamp - now;
+                let from_future = ahead_s > FUTURE_SKEW_S;
                 let registration = match (&r.rpc_host, r.rpc_port) {
                     (Some(h), Some(p)) => cluster
                         .rpc_nodes
@@ -450,7 +457,7 @@ impl StatusView {
                     writer: writer_of(r),
                     timestamp: r.timestamp,
                     age_s,
-                    stale: age_s > stale_after_s,
+                    stale: age_s > stale_after_s || from_future,
                     in_registry: true,
                     ollama_url: r.ollama_url.clone().or_else(|| derived_ollama_url(id)),
                     rpc,
@@ -462,7 +469,14 @@ impl StatusView {
                         }
                         .to_owned()
                     }),
-                    note: r.note.clone(),
+                    note: if from_future {
+                        Some(format!(
+                            "report timestamp is {ahead_s:.0} s in the future (clock skew or a \
+                             bad writer): treated as stale, not routed to"
+                        ))
+                    } else {
+                        r.note.clone()
+                    },
                     cpu_ram_total_mb: r.cpu_ram_total_mb,
                     cpu_ram_free_mb: r.cpu_ram_free_mb,
                     cpu_ram_registered_mb: registration.map(|e| e.record.cpu_ram_mb),
@@ -674,6 +688,13 @@ impl StatusView {
                 )]
                 {
                     spec.report_age_ms = (n.age_s * 1000.0) as u64;
+                }
+                if n.stale {
+                    // Stale by the view's rule (also a report from the future, whose
+                    // age reads 0): the router must see it stale too.
+                    spec.report_age_ms = spec
+                        .report_age_ms
+                        .max(config.stale_after_ms.saturating_add(1));
                 }
                 spec
             })

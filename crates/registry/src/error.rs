@@ -83,13 +83,16 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Returns `url` with any password replaced by `***`.
 ///
-/// Handles `scheme://user:password@host`, `scheme://:password@host`, a password in the
+/// Handles `scheme://user:password@host`, `scheme://:password@host`, a lone
+/// `scheme://secret@host` (redacted whole: clients differ on whether it is a user or a
+/// password), a password in the
 /// query string (`?password=…` / `?pass=…`, used by `redis+unix://` URLs) and
 /// comma-separated cluster seed lists. A URL without a password is returned unchanged.
 ///
 /// ```
 /// use vramroute_registry::redact_url;
 /// assert_eq!(redact_url("redis://app:s3cret@10.0.0.5:6379/0"), "redis://app:***@10.0.0.5:6379/0");
+/// assert_eq!(redact_url("redis://s3cret@10.0.0.5:6379"), "redis://***@10.0.0.5:6379");
 /// assert_eq!(redact_url("redis+unix:///run/redis.sock?db=1&pass=x"), "redis+unix:///run/redis.sock?db=1&pass=***");
 /// ```
 pub fn redact_url(url: &str) -> String {
@@ -128,7 +131,9 @@ pub fn redact_url(url: &str) -> String {
                     out.push_str(&userinfo[..colon]);
                     out.push_str(":***");
                 }
-                None => out.push_str(userinfo),
+                // `redis://secret@host`: many clients take a lone userinfo for the
+                // password; never print it.
+                None => out.push_str("***"),
             }
             out.push_str(&authority[at..]);
         }
@@ -173,7 +178,9 @@ mod tests {
             ("redis://localhost:6379", "redis://localhost:6379"),
             ("redis://:pw@h:1/0", "redis://:***@h:1/0"),
             ("redis://user:pw@h:1/2", "redis://user:***@h:1/2"),
-            ("redis://user@h:1", "redis://user@h:1"),
+            // A lone userinfo may be a password (`redis://secret@host`): redacted whole.
+            ("redis://user@h:1", "redis://***@h:1"),
+            ("redis://s3cret-pass@host:6379", "redis://***@host:6379"),
             (
                 "rediss://u:p%40ss@h:6380/0#insecure",
                 "rediss://u:***@h:6380/0#insecure",

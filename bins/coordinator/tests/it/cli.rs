@@ -176,3 +176,26 @@ fn plan_says_what_to_provide_without_layer_info_and_uses_a_gguf() {
     assert_eq!(v["estimate"]["source"], "gguf");
     assert_eq!(v["rpc_server_commands"].as_array().unwrap().len(), 1);
 }
+
+#[test]
+fn passwords_never_reach_help_or_errors() {
+    let out = std::process::Command::new(BIN)
+        .arg("--help")
+        .env("SOLLOL_REDIS_URL", "redis://:s3cret-pass@127.0.0.1:1")
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        help.contains("SOLLOL_REDIS_URL") && !help.contains("s3cret"),
+        "{help}"
+    );
+    for url in [
+        "redis://:s3cret-pass@127.0.0.1:notaport",
+        "redis://s3cret-pass@127.0.0.1:1",
+    ] {
+        let o = coord(&["--redis-url", url, "status"]);
+        assert!(!o.status.success());
+        let err = stderr(&o);
+        assert!(err.contains("***") && !err.contains("s3cret"), "{err}");
+    }
+}

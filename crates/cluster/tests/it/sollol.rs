@@ -108,3 +108,65 @@ fn a_loaded_model_of_unknown_size_is_not_zero() {
     // Its size is unknown to every source: no guess.
     assert!(vramroute_cluster::model_size(&view, "custom", None).is_err());
 }
+
+/// A report stamped in 2099 with no expiry used to be "0 s old", never stale, and routed
+/// to; now it is stale with a note, and the router passes it over.
+#[test]
+fn a_report_from_the_future_is_not_routed_to() {
+    let c = cluster(
+        vec![
+            stats(
+                "10.1.2.8:11434",
+                vec![gpu(0, Some(24576), Some(24000))],
+                None,
+                vec![],
+                -4_000_000_000.0,
+            ),
+            stats(
+                "10.1.2.9:11434",
+                vec![gpu(0, Some(8192), Some(7000))],
+                None,
+                vec![],
+                1.0,
+            ),
+        ],
+        vec![],
+    );
+    let view = StatusView::from_cluster(&c, "test".into(), NOW, 30.0, 0.8);
+    let future = view.node("10.1.2.8:11434").expect("shown");
+    assert!(future.stale);
+    assert!(
+        future
+            .note
+            .as_deref()
+            .unwrap_or("")
+            .contains("in the future"),
+        "{future:?}"
+    );
+    let cfg = SnapshotConfig::default();
+    let snap = Snapshot::build(view.node_specs(&cfg), &cfg).expect("valid");
+    let a = route(
+        &view,
+        &snap,
+        &Policy::default(),
+        &RouteQuery::new("llama3.2:3b", None),
+    )
+    .expect("known");
+    assert_eq!(
+        a.placement.map(|p| p.node),
+        Some("10.1.2.9:11434".to_owned())
+    );
+    // Within the allowed skew a report is fresh (clocks differ a little).
+    let c = cluster(
+        vec![stats(
+            "10.1.2.8:11434",
+            vec![gpu(0, Some(24576), Some(24000))],
+            None,
+            vec![],
+            -30.0,
+        )],
+        vec![],
+    );
+    let view = StatusView::from_cluster(&c, "test".into(), NOW, 30.0, 0.8);
+    assert!(!view.nodes[0].stale);
+}
