@@ -161,6 +161,7 @@ fn run_flags(run: &RunArgs) -> Vec<String> {
     opt("node-id", run.node_id.clone());
     opt("advertise-ip", run.advertise_ip.map(|p| p.to_string()));
     opt("rpc-port", run.rpc_port.map(|p| p.to_string()));
+    opt("rpc-server", run.rpc_server.clone());
     opt("ollama-url", run.ollama_url.clone());
     opt("interval", run.interval.map(|p| p.to_string()));
     opt("stats-ttl", run.stats_ttl.map(|p| p.to_string()));
