@@ -61,11 +61,18 @@ pub(crate) struct Reporter {
 
 impl Reporter {
     pub(crate) fn start(args: &[&str]) -> Reporter {
+        Reporter::start_with_env(args, &[])
+    }
+
+    /// [`Reporter::start`] with extra environment variables (`PATH`, ...).
+    pub(crate) fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Reporter {
         let log = tempfile::NamedTempFile::new().unwrap();
         let child = Command::new(BIN)
             .arg("run")
             .args(args)
             .env_remove("SOLLOL_REDIS_URL")
+            .env_remove("VRAMROUTE_RPC_SERVER")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log.reopen().unwrap())
             .spawn()
