@@ -118,6 +118,9 @@ pub(crate) fn render(args: &InstallArgs, binary: &Path) -> Unit {
         u,
         "Restart=always\nRestartSec=5\nTimeoutStopSec=5\nKillSignal=SIGTERM"
     );
+    // SIGTERM to the reporter only: it stops a supervised rpc-server itself, then
+    // deregisters; whatever is left when it exits gets SIGKILL.
+    let _ = writeln!(u, "KillMode=mixed");
     match &args.user {
         Some(user) => {
             let _ = writeln!(u, "User={user}");

@@ -141,16 +141,19 @@ fn install_print_shows_a_hardened_unit_without_the_password() {
         "5",
         "--metrics-addr",
         "127.0.0.1:9187",
+        "--rpc-server",
+        "auto",
     ]);
     assert!(out.status.success());
     let unit = String::from_utf8_lossy(&out.stdout);
     assert!(!unit.contains("hunter2"), "{unit}");
     assert!(
-        unit.contains(" run --interval 5 --metrics-addr 127.0.0.1:9187\n"),
+        unit.contains(" run --rpc-server auto --interval 5 --metrics-addr 127.0.0.1:9187\n"),
         "{unit}"
     );
     for line in [
         "Restart=always",
+        "KillMode=mixed",
         "DynamicUser=yes",
         "ProtectSystem=strict",
         "EnvironmentFile=/etc/systemd/system/vramroute-reporter.env",
