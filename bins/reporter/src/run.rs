@@ -32,6 +32,9 @@ const OLLAMA_TIMEOUT: Duration = Duration::from_secs(2);
 pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
     let once = args.once;
     let settings = Settings::resolve(args)?;
+    if once && settings.rpc_server != RpcServerMode::Off {
+        warn!("--rpc-server is ignored with --once: nothing stays up to supervise it");
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
