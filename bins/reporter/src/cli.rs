@@ -101,6 +101,10 @@ pub(crate) struct RunArgs {
     /// Port of this node's llama.cpp rpc-server [default: 50052].
     #[arg(long, env = "VRAMROUTE_RPC_PORT")]
     pub(crate) rpc_port: Option<u16>,
+    /// Run and supervise this node's llama.cpp rpc-server: `auto` (find ggml-rpc-server,
+    /// else rpc-server, on PATH), the path of a binary, or `off` [default: off].
+    #[arg(long, env = "VRAMROUTE_RPC_SERVER", value_name = "auto|PATH|off")]
+    pub(crate) rpc_server: Option<String>,
     /// This node's Ollama [default: http://127.0.0.1:11434].
     #[arg(long, env = "OLLAMA_URL", value_name = "URL")]
     pub(crate) ollama_url: Option<String>,

@@ -6,6 +6,7 @@ mod cli;
 mod logging;
 mod metrics;
 mod probe_cmd;
+mod rpc_server;
 mod run;
 mod settings;
 mod systemd;

@@ -1,5 +1,6 @@
 //! `vramroute-reporter run`: probe every tick, publish every interval (and at once when
-//! free VRAM moves), survive Redis and Ollama outages, deregister on SIGTERM/SIGINT.
+//! free VRAM moves), survive Redis and Ollama outages, supervise the node's rpc-server
+//! when asked (`rpc_server.rs`), deregister on SIGTERM/SIGINT.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -7,6 +8,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::Context as _;
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{debug, info, warn};
+use vramroute_alloc::RPC_SERVER_BINARY;
 use vramroute_node::{gpu_log_line, ChangeDetector, NodeIdentity, NodeReport, OllamaState};
 use vramroute_ollama::{OffloadVerdict, OllamaClient};
 use vramroute_probe::{GpuDevice, NodeHardware, Prober};
@@ -14,7 +16,8 @@ use vramroute_registry::{keys, redact_url, RedisRegistry, Registry, RegistryConf
 
 use crate::cli::RunArgs;
 use crate::metrics::Metrics;
-use crate::settings::Settings;
+use crate::rpc_server::Supervisor;
+use crate::settings::{RpcServerMode, Settings};
 
 /// How often hardware is probed to catch VRAM moves between publishes.
 const CHANGE_CHECK_EVERY: Duration = Duration::from_secs(1);
@@ -29,6 +32,9 @@ const OLLAMA_TIMEOUT: Duration = Duration::from_secs(2);
 pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
     let once = args.once;
     let settings = Settings::resolve(args)?;
+    if once && settings.rpc_server != RpcServerMode::Off {
+        warn!("--rpc-server is ignored with --once: nothing stays up to supervise it");
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -70,6 +76,8 @@ struct Reporter {
     redis_ok: Option<bool>,
     probe_ok: bool,
     registered: Option<(Instant, String)>,
+    /// The supervised rpc-server (off until the first report gives its command).
+    rpc_server: Supervisor,
 }
 
 impl Reporter {
@@ -103,6 +111,7 @@ impl Reporter {
             redis_ok: None,
             probe_ok: true,
             registered: None,
+            rpc_server: Supervisor::off(),
         })
     }
 
@@ -149,6 +158,7 @@ impl Reporter {
         let mut next_publish = Instant::now();
         let mut retry_at: Option<Instant> = None;
         let mut backoff = Duration::from_millis(250);
+        let mut rpc_server_started = false;
         loop {
             tokio::select! {
                 _ = ticker.tick() => {}
@@ -169,6 +179,10 @@ impl Reporter {
                     continue;
                 }
             };
+            if !rpc_server_started {
+                rpc_server_started = true;
+                self.start_rpc_server(&report);
+            }
             if changed && !due && self.redis_ok == Some(true) {
                 info!(
                     "free VRAM moved by more than {} MiB: publishing now",
@@ -192,6 +206,22 @@ impl Reporter {
         }
         self.shutdown().await;
         Ok(())
+    }
+
+    /// Start supervising the rpc-server (when asked) with the offer's command: host the
+    /// advertise IP, port the rpc port, devices the offer's ggml devices.
+    fn start_rpc_server(&mut self, report: &NodeReport) {
+        let mode = self.settings.rpc_server.clone();
+        if mode == RpcServerMode::Off {
+            return;
+        }
+        let command = report.offer.rpc_server_command(
+            &self.settings.advertise_ip.to_string(),
+            self.settings.rpc_port,
+            report.backend,
+            RPC_SERVER_BINARY,
+        );
+        self.rpc_server = Supervisor::start(mode, command);
     }
 
     /// Probe the GPUs (every tick: cheap sysfs reads and NVML queries).
@@ -290,9 +320,12 @@ impl Reporter {
     }
 
     async fn publish_inner(&mut self, report: &NodeReport) -> vramroute_registry::Result<()> {
-        self.registry
-            .publish_stats(&report.stats_record(&self.identity))
-            .await?;
+        let mut stats = report.stats_record(&self.identity);
+        // Extra key (SOLLOL ignores unknown keys): the supervised rpc-server's state.
+        if let Ok(v) = serde_json::to_value(self.rpc_server.status()) {
+            stats.extra.insert("rpc_server".to_string(), v);
+        }
+        self.registry.publish_stats(&stats).await?;
         let record = report.rpc_record();
         let json = record.to_json();
         let refresh = (self.settings.registration_ttl / 3).min(REGISTRATION_REFRESH_MAX);
@@ -310,6 +343,8 @@ impl Reporter {
     }
 
     async fn shutdown(&mut self) {
+        // The rpc-server goes first (bounded by its SIGKILL grace), then the records.
+        self.rpc_server.stop().await;
         let rpc = (self.identity.advertise_ip.as_str(), self.settings.rpc_port);
         let deregister = self.registry.deregister(&self.identity.node_id, Some(rpc));
         match tokio::time::timeout(SHUTDOWN_BUDGET, deregister).await {

@@ -21,6 +21,7 @@ struct FileConfig {
     node_id: Option<String>,
     advertise_ip: Option<IpAddr>,
     rpc_port: Option<u16>,
+    rpc_server: Option<String>,
     ollama_url: Option<String>,
     no_ollama: Option<bool>,
     interval: Option<f64>,
@@ -41,6 +42,7 @@ pub(crate) struct Settings {
     pub(crate) node_id: String,
     pub(crate) advertise_ip: IpAddr,
     pub(crate) rpc_port: u16,
+    pub(crate) rpc_server: RpcServerMode,
     pub(crate) ollama_url: Option<String>,
     pub(crate) interval: Duration,
     pub(crate) stats_ttl: Duration,
@@ -48,6 +50,34 @@ pub(crate) struct Settings {
     pub(crate) change_threshold_mib: u64,
     pub(crate) metrics_addr: Option<SocketAddr>,
     pub(crate) hardware: Hardware,
+}
+
+/// Whether and which llama.cpp rpc-server the reporter runs and supervises.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum RpcServerMode {
+    /// Run none.
+    Off,
+    /// Run `ggml-rpc-server`, else `rpc-server`, whichever is found on `PATH`.
+    Auto,
+    /// Run this binary.
+    Path(PathBuf),
+}
+
+impl RpcServerMode {
+    /// `auto`, `off` (case-insensitive), or a path (a bare name is looked up on `PATH`).
+    pub(crate) fn parse(value: &str) -> Result<RpcServerMode, UsageError> {
+        let v = value.trim();
+        if v.is_empty() {
+            return Err(UsageError(
+                "--rpc-server \"\": give auto, off or the path of the rpc-server binary".into(),
+            ));
+        }
+        Ok(match v.to_ascii_lowercase().as_str() {
+            "off" => RpcServerMode::Off,
+            "auto" => RpcServerMode::Auto,
+            _ => RpcServerMode::Path(PathBuf::from(v)),
+        })
+    }
 }
 
 /// Hardware settings shared by `probe` and `run`.
@@ -167,6 +197,10 @@ impl Settings {
             ))
             .into());
         }
+        let rpc_server = match args.rpc_server.or(file.rpc_server) {
+            Some(v) => RpcServerMode::parse(&v)?,
+            None => RpcServerMode::Off,
+        };
         let stats_ttl = args.stats_ttl.or(file.stats_ttl).unwrap_or(120);
         let registration_ttl = args
             .registration_ttl
@@ -194,6 +228,7 @@ impl Settings {
             node_id,
             advertise_ip,
             rpc_port: args.rpc_port.or(file.rpc_port).unwrap_or(50052),
+            rpc_server,
             ollama_url,
             interval: Duration::from_secs_f64(interval),
             stats_ttl: Duration::from_secs(stats_ttl),
@@ -297,6 +332,17 @@ mod tests {
             Some("[::1]:7000")
         );
         assert_eq!(redis_host_port("redis+unix:///tmp/r.sock"), None);
+    }
+
+    #[test]
+    fn rpc_server_modes() {
+        assert_eq!(RpcServerMode::parse("off").unwrap(), RpcServerMode::Off);
+        assert_eq!(RpcServerMode::parse("AUTO").unwrap(), RpcServerMode::Auto);
+        assert_eq!(
+            RpcServerMode::parse("/opt/llama/bin/ggml-rpc-server").unwrap(),
+            RpcServerMode::Path(PathBuf::from("/opt/llama/bin/ggml-rpc-server"))
+        );
+        assert!(RpcServerMode::parse(" ").is_err());
     }
 
     #[test]

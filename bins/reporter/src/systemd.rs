@@ -118,6 +118,9 @@ pub(crate) fn render(args: &InstallArgs, binary: &Path) -> Unit {
         u,
         "Restart=always\nRestartSec=5\nTimeoutStopSec=5\nKillSignal=SIGTERM"
     );
+    // SIGTERM to the reporter only: it stops a supervised rpc-server itself, then
+    // deregisters; whatever is left when it exits gets SIGKILL.
+    let _ = writeln!(u, "KillMode=mixed");
     match &args.user {
         Some(user) => {
             let _ = writeln!(u, "User={user}");
@@ -161,6 +164,7 @@ fn run_flags(run: &RunArgs) -> Vec<String> {
     opt("node-id", run.node_id.clone());
     opt("advertise-ip", run.advertise_ip.map(|p| p.to_string()));
     opt("rpc-port", run.rpc_port.map(|p| p.to_string()));
+    opt("rpc-server", run.rpc_server.clone());
     opt("ollama-url", run.ollama_url.clone());
     opt("interval", run.interval.map(|p| p.to_string()));
     opt("stats-ttl", run.stats_ttl.map(|p| p.to_string()));

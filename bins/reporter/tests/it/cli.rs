@@ -1,6 +1,8 @@
 //! `probe`, `install --print`, and bad flags.
 
-use crate::support::{fixture, run_to_end};
+use std::os::unix::fs::PermissionsExt as _;
+
+use crate::support::{fixture, run_to_end, run_to_end_with_env};
 
 fn probe_json(tree: &str) -> serde_json::Value {
     let root = fixture(tree);
@@ -139,16 +141,19 @@ fn install_print_shows_a_hardened_unit_without_the_password() {
         "5",
         "--metrics-addr",
         "127.0.0.1:9187",
+        "--rpc-server",
+        "auto",
     ]);
     assert!(out.status.success());
     let unit = String::from_utf8_lossy(&out.stdout);
     assert!(!unit.contains("hunter2"), "{unit}");
     assert!(
-        unit.contains(" run --interval 5 --metrics-addr 127.0.0.1:9187\n"),
+        unit.contains(" run --rpc-server auto --interval 5 --metrics-addr 127.0.0.1:9187\n"),
         "{unit}"
     );
     for line in [
         "Restart=always",
+        "KillMode=mixed",
         "DynamicUser=yes",
         "ProtectSystem=strict",
         "EnvironmentFile=/etc/systemd/system/vramroute-reporter.env",
@@ -186,4 +191,71 @@ fn install_writes_and_uninstall_removes() {
     let out = run_to_end(&["uninstall", "--unit-path", unit_s]);
     assert!(out.status.success());
     assert!(!unit.exists() && !env.exists());
+}
+
+/// `probe` with only `names` (empty scripts) and the system directories on `PATH`.
+fn probe_with_installed(names: &[&str], json: bool) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    for name in names {
+        let p = dir.path().join(name);
+        std::fs::write(&p, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let path = format!("{}:/usr/bin:/bin", dir.path().display());
+    let root = fixture("amd-discrete");
+    let mut args = vec!["probe", "--no-nvml", "--sysfs-root", root.to_str().unwrap()];
+    if json {
+        args.push("--json");
+    }
+    let out = run_to_end_with_env(&args, &[("PATH", &path)]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .replace(&dir.path().display().to_string(), "DIR")
+}
+
+#[test]
+fn probe_names_the_installed_rpc_server() {
+    let text = probe_with_installed(&["rpc-server"], false);
+    assert!(
+        text.contains(
+            "Installed RPC server: DIR/rpc-server\n  rpc-server --host 0.0.0.0 --port 50052 --device CPU,ROCm0\n"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("older name"), "{text}");
+
+    // Both installed: today's name wins.
+    let j: serde_json::Value = serde_json::from_str(&probe_with_installed(
+        &["rpc-server", "ggml-rpc-server"],
+        true,
+    ))
+    .unwrap();
+    assert_eq!(j["rpc_server_binary"], "DIR/ggml-rpc-server");
+    assert_eq!(
+        j["rpc_server_command"],
+        "ggml-rpc-server --host 0.0.0.0 --port 50052 --device CPU,ROCm0"
+    );
+
+    // None: the default name, and a note that says what to install.
+    let j: serde_json::Value = serde_json::from_str(&probe_with_installed(&[], true)).unwrap();
+    assert_eq!(j["rpc_server_binary"], serde_json::Value::Null);
+    assert!(j["rpc_server_command"]
+        .as_str()
+        .unwrap()
+        .starts_with("ggml-rpc-server "));
+    let note = j["rpc_server_note"].as_str().unwrap();
+    assert!(
+        note.contains("neither ggml-rpc-server nor rpc-server is on PATH"),
+        "{note}"
+    );
+    let text = probe_with_installed(&[], false);
+    assert!(
+        text.contains("Installed RPC server: none on PATH"),
+        "{text}"
+    );
 }

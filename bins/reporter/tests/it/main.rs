@@ -4,5 +4,6 @@
 #![allow(clippy::unwrap_used, reason = "test helpers panic on broken fixtures")]
 
 mod cli;
+mod rpc_server;
 mod run;
 pub(crate) mod support;

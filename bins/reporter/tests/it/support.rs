@@ -35,9 +35,15 @@ pub(crate) fn fixture_copy(name: &str) -> tempfile::TempDir {
 
 /// Run the reporter to completion (bounded to 20 s).
 pub(crate) fn run_to_end(args: &[&str]) -> Output {
+    run_to_end_with_env(args, &[])
+}
+
+/// [`run_to_end`] with extra environment variables (`PATH`, ...).
+pub(crate) fn run_to_end_with_env(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut child = Command::new(BIN)
         .args(args)
         .env_remove("SOLLOL_REDIS_URL")
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -61,11 +67,18 @@ pub(crate) struct Reporter {
 
 impl Reporter {
     pub(crate) fn start(args: &[&str]) -> Reporter {
+        Reporter::start_with_env(args, &[])
+    }
+
+    /// [`Reporter::start`] with extra environment variables (`PATH`, ...).
+    pub(crate) fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Reporter {
         let log = tempfile::NamedTempFile::new().unwrap();
         let child = Command::new(BIN)
             .arg("run")
             .args(args)
             .env_remove("SOLLOL_REDIS_URL")
+            .env_remove("VRAMROUTE_RPC_SERVER")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log.reopen().unwrap())
             .spawn()
