@@ -571,7 +571,15 @@ fn binary_flags(root: &Path) -> Vec<String> {
             let Some(at) = line.find("#[arg(") else {
                 continue;
             };
-            let attr = &line[at..];
+            // An attribute rustfmt split over several lines: read it to its `)]`.
+            let mut attr = line[at..].to_owned();
+            let mut j = i;
+            while !attr.contains(")]") && j + 1 < lines.len() && j < i + 12 {
+                j += 1;
+                attr.push(' ');
+                attr.push_str(lines[j].trim());
+            }
+            let attr = attr.as_str();
             if let Some(named) = attr.split("long = \"").nth(1) {
                 flags.push(format!("--{}", named.split('"').next().unwrap_or_default()));
                 continue;
@@ -579,7 +587,7 @@ fn binary_flags(root: &Path) -> Vec<String> {
             if !attr.contains("long") {
                 continue;
             }
-            let field = lines[i + 1..].iter().take(6).find_map(|l| {
+            let field = lines[j + 1..].iter().take(6).find_map(|l| {
                 let l = l
                     .trim()
                     .trim_start_matches("pub(crate) ")
