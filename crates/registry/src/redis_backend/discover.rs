@@ -2,7 +2,10 @@
 //! change log since the cursor (delta read) or every live index id (full read), plus
 //! the metadata; round trip 2 `MGET`s only the records to (re)read. What to read and
 //! what to keep is decided by `crate::delta`; this module issues the commands and builds
-//! the [`ClusterView`].
+//! the [`ClusterView`]. A key of the wrong Redis type fails no discovery: a listed record
+//! key `MGET` answered nil for gets a `TYPE` (one more round trip, only then) and is
+//! skipped when it is not a string; our own index or log holding another type is
+//! warned about and done without (a full read, a SCAN sweep for an index).
 
 use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
