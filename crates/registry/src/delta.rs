@@ -81,6 +81,21 @@ impl<T> Plan<T> {
             .map(|(id, _)| id.as_str())
     }
 
+    /// The ids whose key is listed (live in the index, or found by SCAN or keyspace
+    /// events; so after [`Self::confirm`]) but for which `values` (one per
+    /// [`Self::to_fetch`] id, in order) holds no string: absent, or of another Redis
+    /// type (`MGET` answers nil for both). The caller asks their `TYPE`.
+    pub(crate) fn listed_missing(&self, values: &[Option<Vec<u8>>]) -> Vec<String> {
+        self.fetch
+            .iter()
+            .zip(values.iter().map(Some).chain(std::iter::repeat(None)))
+            .filter(|((_, read), v)| {
+                v.is_none_or(Option::is_none) && matches!(read, Read::Indexed | Read::Unindexed)
+            })
+            .map(|((id, _), _)| id.clone())
+            .collect()
+    }
+
     /// Settles the [`Read::Logged`] ids with `live` (one answer per [`Self::to_confirm`]
     /// id, in order: whether the index lists it with a deadline in the future) and
     /// `unindexed` (whether SCAN or keyspace events found the id's key), as a full read
@@ -534,6 +549,28 @@ mod tests {
         assert_eq!(done.found.len(), 2);
         assert_eq!(done.unindexed, ["a"]);
         assert_eq!(done.kept.keys().collect::<Vec<_>>(), ["b"]);
+    }
+
+    #[test]
+    fn listed_ids_without_a_value_are_the_ones_to_type_check() {
+        // a: indexed, nil; b: indexed, present; c: logged and no longer indexed, nil;
+        // x: unindexed (SCAN), nil.
+        let calls = AtomicUsize::new(0);
+        let store: Store = [("b", "2"), ("c", "3")].into();
+        let first = read(plan_full(ids(&["b", "c"]), &set(&[])), &store, &calls);
+        let mut plan = plan_delta(
+            first.kept,
+            vec![],
+            ids(&["a", "c"]),
+            &set(&["b"]),
+            &set(&["x"]),
+        );
+        plan.confirm(&[true, true, false], |_| false);
+        let values = vec![None, Some(b"2".to_vec()), None, None];
+        assert_eq!(plan.to_fetch().collect::<Vec<_>>(), ["a", "b", "c", "x"]);
+        assert_eq!(plan.listed_missing(&values), ["a", "x"]);
+        // A short reply counts the rest as missing.
+        assert_eq!(plan.listed_missing(&values[..1]), ["a", "b", "x"]);
     }
 
     fn entry(id: &str, fields: &[(&str, &str)]) -> (String, Vec<(String, String)>) {

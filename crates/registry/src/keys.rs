@@ -29,6 +29,16 @@ pub const EVENTS_CHANNEL: &str = "vramroute:events";
 /// Ours: prefix of named locks (`vramroute:lock:{name}`), e.g. the coordinators' optimize lock.
 pub const LOCK_PREFIX: &str = "vramroute:lock:";
 
+/// The Redis type a key of ours (or SOLLOL's) holds, in words, for messages about a key
+/// found holding another type.
+pub(crate) fn expected_type(key: &str) -> &'static str {
+    match key {
+        INDEX_GPU | INDEX_RPC => "sorted set",
+        CHANGES | GPU_STATS_STREAM => "stream",
+        _ => "string",
+    }
+}
+
 /// The stats key of a node.
 pub fn gpu_stats_key(node_id: &str) -> String {
     format!("{GPU_STATS_PREFIX}{node_id}")

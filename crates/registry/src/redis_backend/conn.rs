@@ -77,6 +77,44 @@ impl Conn {
         }
     }
 
+    /// As [`Self::exec_stages`], but a command the server answered with an error (e.g.
+    /// `WRONGTYPE`) yields that error in its place while the others still run and answer;
+    /// only a failure of the connection itself fails the whole call.
+    pub(super) async fn exec_stages_each(
+        &mut self,
+        stages: Vec<Vec<Cmd>>,
+    ) -> redis::RedisResult<Vec<redis::RedisResult<Value>>> {
+        match self {
+            Conn::Single(c) => {
+                let mut pipe = redis::pipe();
+                pipe.ignore_errors();
+                for cmd in stages.into_iter().flatten() {
+                    pipe.add_command(cmd);
+                }
+                pipe.query_async(c).await
+            }
+            #[cfg(feature = "cluster")]
+            Conn::Cluster(c) => {
+                let mut out = Vec::new();
+                for stage in stages {
+                    let futs = stage.into_iter().map(|cmd| {
+                        let mut c = c.clone();
+                        async move { cmd.query_async::<Value>(&mut c).await }
+                    });
+                    for r in futures_util::future::join_all(futs).await {
+                        match r {
+                            // A server's answer to this one command.
+                            Err(e) if e.code().is_some() => out.push(Err(e)),
+                            Err(e) => return Err(e),
+                            Ok(v) => out.push(Ok(v)),
+                        }
+                    }
+                }
+                Ok(out)
+            }
+        }
+    }
+
     #[cfg(feature = "cluster")]
     async fn concurrent(
         c: &ClusterConnection,

@@ -2,7 +2,10 @@
 //! change log since the cursor (delta read) or every live index id (full read), plus
 //! the metadata; round trip 2 `MGET`s only the records to (re)read. What to read and
 //! what to keep is decided by `crate::delta`; this module issues the commands and builds
-//! the [`ClusterView`].
+//! the [`ClusterView`]. A key of the wrong Redis type fails no discovery: a listed record
+//! key `MGET` answered nil for gets a `TYPE` (one more round trip, only then) and is
+//! skipped when it is not a string; our own index or log holding another type is
+//! warned about and done without (a full read, a SCAN sweep for an index).
 
 use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
@@ -27,6 +30,11 @@ struct Head {
     stats: delta::Plan<GpuStatsRecord>,
     rpc: delta::Plan<RpcNodeRecord>,
     meta: Option<Vec<u8>>,
+    /// `sollol:router:metadata` holds another Redis type than a string.
+    meta_wrong_type: bool,
+    /// One of our own keys (an index, the change log) holds the wrong Redis type: the
+    /// next discovery is a full read again (nothing is kept for a delta read).
+    broken: bool,
 }
 
 impl RedisRegistry {
@@ -94,10 +102,10 @@ impl RedisRegistry {
             {
                 match self.read_changes(known, dirty).await? {
                     Some(head) => head,
-                    None => self.read_live(dirty).await?,
+                    None => self.read_live(dirty, sweep).await?,
                 }
             }
-            _ => self.read_live(dirty).await?,
+            _ => self.read_live(dirty, sweep).await?,
         };
         let at = Instant::now();
 
@@ -184,6 +192,48 @@ impl RedisRegistry {
                 st.legacy_rpc.contains(id) || dirty.1.contains(id)
             });
         }
+        // Keys listed (index, SCAN, keyspace events) that `MGET` answered nil for: gone,
+        // or holding another Redis type than a string (a hash written by hand). One more
+        // round trip, only when there are such keys (and for wrongly typed metadata).
+        let missing_gpu = head.stats.listed_missing(&gpu_vals);
+        let missing_rpc = head.rpc.listed_missing(&rpc_vals);
+        let mut type_keys: Vec<String> = missing_gpu
+            .iter()
+            .map(|id| keys::gpu_stats_key(id))
+            .chain(
+                missing_rpc
+                    .iter()
+                    .map(|m| format!("{}{m}", keys::RPC_NODE_PREFIX)),
+            )
+            .collect();
+        if head.meta_wrong_type {
+            type_keys.push(keys::ROUTER_METADATA.to_owned());
+        }
+        let mut types = if type_keys.is_empty() {
+            Vec::new()
+        } else {
+            let cmds = type_keys
+                .iter()
+                .map(|k| redis::cmd("TYPE").arg(k).clone())
+                .collect();
+            self.exec("discover (TYPE)", cmds).await?
+        }
+        .into_iter()
+        .map(|v| bytes_of(v).map(|b| String::from_utf8_lossy(&b).into_owned()));
+        // Another type than a string (`none`: gone; `string`: written since the MGET).
+        let mut wrong = |ids: Vec<String>| -> Vec<(String, String)> {
+            ids.into_iter()
+                .zip(types.by_ref())
+                .filter_map(|(id, t)| t.filter(|t| t != "none" && t != "string").map(|t| (id, t)))
+                .collect()
+        };
+        let wrong_gpu = wrong(missing_gpu);
+        let wrong_rpc = wrong(missing_rpc);
+        let meta_type = if head.meta_wrong_type {
+            types.next().flatten()
+        } else {
+            None
+        };
         let limits = &self.inner.config.limits;
         let stats = delta::finish(head.stats, gpu_vals, |id, bytes| {
             validate::decode_stats(id, bytes, limits)
@@ -195,9 +245,17 @@ impl RedisRegistry {
             let mut st = self.scan_state();
             stats.note_unindexed(&mut st.legacy_gpu);
             rpcs.note_unindexed(&mut st.legacy_rpc);
+            // A wrongly typed key is read (and reported) again by every discovery until
+            // it is deleted or rewritten as a string.
+            st.legacy_gpu
+                .extend(wrong_gpu.iter().map(|(id, _)| id.clone()));
+            st.legacy_rpc
+                .extend(wrong_rpc.iter().map(|(id, _)| id.clone()));
         }
+        let not_a_string =
+            |t: &str| format!("not a string: {t}; SOLLOL's records are JSON strings");
         let mut slot = self.known();
-        if self.inner.known_epoch.load(Ordering::SeqCst) == epoch {
+        if self.inner.known_epoch.load(Ordering::SeqCst) == epoch && !head.broken {
             *slot = Some(Known {
                 cursor: head.cursor,
                 stats: stats.kept,
@@ -221,6 +279,12 @@ impl RedisRegistry {
                 }),
             }
         }
+        for (id, t) in &wrong_gpu {
+            bad.push(SkippedRecord {
+                key: keys::gpu_stats_key(id),
+                reason: not_a_string(t),
+            });
+        }
         view.rpc_nodes.reserve(rpcs.found.len());
         for (member, outcome) in rpcs.found {
             let key = || format!("{}{member}", keys::RPC_NODE_PREFIX);
@@ -242,6 +306,12 @@ impl RedisRegistry {
                 }),
             }
         }
+        for (member, t) in &wrong_rpc {
+            bad.push(SkippedRecord {
+                key: format!("{}{member}", keys::RPC_NODE_PREFIX),
+                reason: not_a_string(t),
+            });
+        }
         // Members sort as strings; the view is sorted by (host, port).
         view.rpc_nodes
             .sort_unstable_by(|a, b| (&a.host, a.port).cmp(&(&b.host, b.port)));
@@ -253,6 +323,12 @@ impl RedisRegistry {
                     reason,
                 }),
             }
+        }
+        if let Some(t) = meta_type.filter(|t| t != "none" && t != "string") {
+            bad.push(SkippedRecord {
+                key: keys::ROUTER_METADATA.to_owned(),
+                reason: format!("not a string: {t}; SOLLOL's metadata is a JSON string"),
+            });
         }
         self.report_skipped(&bad);
         view.skipped = bad;
@@ -275,7 +351,16 @@ impl RedisRegistry {
     /// so every write after it shows up in the log), every live id of both indexes
     /// (deadline in the future; no scores, which Redis formats slowly), the metadata,
     /// and pruning of long-dead index entries.
-    async fn read_live(&self, dirty: &(BTreeSet<String>, BTreeSet<String>)) -> Result<Head> {
+    ///
+    /// An index or the log holding the wrong Redis type (`WRONGTYPE`) is warned about
+    /// and done without: no cursor (the next discovery is a full read again), and for an
+    /// index, a SCAN sweep (unless this discovery already swept) finds its records,
+    /// which are then read as unindexed ones.
+    async fn read_live(
+        &self,
+        dirty: &(BTreeSet<String>, BTreeSet<String>),
+        swept: bool,
+    ) -> Result<Head> {
         let now = unix_ms();
         let live = |key: &str| {
             redis::cmd("ZRANGEBYSCORE")
@@ -284,9 +369,10 @@ impl RedisRegistry {
                 .arg("+inf")
                 .clone()
         };
+        let op = "discover (index)";
         let mut replies = self
-            .exec_staged(
-                "discover (index)",
+            .exec_staged_each(
+                op,
                 vec![
                     vec![redis::cmd("XREVRANGE")
                         .arg(keys::CHANGES)
@@ -306,14 +392,29 @@ impl RedisRegistry {
             )
             .await?
             .into_iter();
-        let cursor = replies
-            .next()
+        let mut next = || self.unless_wrong_type(op, replies.next());
+        let (log, gpu_live, rpc_live, meta) = (next()?, next()?, next()?, next()?);
+        // Pruning (of an index of the wrong type: nothing to prune).
+        next()?;
+        next()?;
+        self.note_wrong_type(keys::CHANGES, log.is_none(), "discover");
+        self.note_wrong_type(keys::INDEX_GPU, gpu_live.is_none(), "discover");
+        self.note_wrong_type(keys::INDEX_RPC, rpc_live.is_none(), "discover");
+        let broken = log.is_none() || gpu_live.is_none() || rpc_live.is_none();
+        if (gpu_live.is_none() || rpc_live.is_none()) && !swept {
+            // Without the index, SCAN is the only way to the records.
+            if let Err(e) = self.scan_sweep().await {
+                tracing::warn!(error = %e, "SCAN sweep (registry index unusable) failed");
+            }
+        }
+        let cursor = log
             .map(stream_entries)
             .and_then(|e| e.into_iter().next())
             .map(|(id, _)| id);
-        let gpu_live = replies.next().map(strings_of).unwrap_or_default();
-        let rpc_live = replies.next().map(strings_of).unwrap_or_default();
-        let meta = replies.next().and_then(bytes_of);
+        let gpu_live = gpu_live.map(strings_of).unwrap_or_default();
+        let rpc_live = rpc_live.map(strings_of).unwrap_or_default();
+        let meta_wrong_type = meta.is_none();
+        let meta = meta.and_then(bytes_of);
         let st = self.scan_state();
         // Ids keyspace events named are read like ids SCAN found.
         let with = |found: &BTreeSet<String>, named: &BTreeSet<String>| {
@@ -330,6 +431,8 @@ impl RedisRegistry {
             stats,
             rpc,
             meta,
+            meta_wrong_type,
+            broken,
         })
     }
 
@@ -353,9 +456,10 @@ impl RedisRegistry {
         // More changes than this: a full read is cheaper.
         let cap = known.stats.len() + known.rpc.len() + 1024;
         // Expired entries first: a record republished in between is in the log.
+        let op = "discover (changes)";
         let mut replies = self
-            .exec_staged(
-                "discover (changes)",
+            .exec_staged_each(
+                op,
                 vec![
                     vec![expired(keys::INDEX_GPU), expired(keys::INDEX_RPC)],
                     vec![
@@ -374,10 +478,22 @@ impl RedisRegistry {
             )
             .await?
             .into_iter();
-        let gpu_expired = replies.next().map(strings_of).unwrap_or_default();
-        let rpc_expired = replies.next().map(strings_of).unwrap_or_default();
-        let entries = replies.next().map(stream_entries).unwrap_or_default();
-        let meta = replies.next().and_then(bytes_of);
+        let mut next = || self.unless_wrong_type(op, replies.next());
+        let (gpu_expired, rpc_expired, entries, meta) = (next()?, next()?, next()?, next()?);
+        next()?;
+        next()?;
+        let (Some(gpu_expired), Some(rpc_expired), Some(entries)) =
+            (gpu_expired, rpc_expired, entries)
+        else {
+            // An index or the log now holds another Redis type: a full read warns and
+            // does without it.
+            return Ok(None);
+        };
+        let gpu_expired = strings_of(gpu_expired);
+        let rpc_expired = strings_of(rpc_expired);
+        let entries = stream_entries(entries);
+        let meta_wrong_type = meta.is_none();
+        let meta = meta.and_then(bytes_of);
         let Some(logged) = delta::read_log(known.cursor, entries, cap) else {
             tracing::debug!("change log trimmed past our cursor, reset or too long: full read");
             return Ok(None);
@@ -398,6 +514,8 @@ impl RedisRegistry {
             stats,
             rpc,
             meta,
+            meta_wrong_type,
+            broken: false,
         }))
     }
 }

@@ -136,17 +136,6 @@ impl RedisRegistry {
         self.exec_staged(op, vec![cmds]).await
     }
 
-    /// As [`Self::exec`], with each command completed before the next starts, also in
-    /// cluster mode (a record's `SET`, then its index `ZADD`, then its log `XADD`).
-    pub(super) async fn exec_ordered(
-        &self,
-        op: &'static str,
-        cmds: Vec<Cmd>,
-    ) -> Result<Vec<Value>> {
-        self.exec_staged(op, cmds.into_iter().map(|c| vec![c]).collect())
-            .await
-    }
-
     /// As [`Self::exec`], with each stage completed before the next starts (in cluster
     /// mode; a standalone pipeline runs in order anyway).
     pub(super) async fn exec_staged(
@@ -158,6 +147,36 @@ impl RedisRegistry {
             .await
     }
 
+    /// As [`Self::exec_staged`], but each command's server error (e.g. `WRONGTYPE`) is
+    /// returned in its place instead of failing the call; the other commands still run.
+    pub(super) async fn exec_staged_each(
+        &self,
+        op: &'static str,
+        stages: Vec<Vec<Cmd>>,
+    ) -> Result<Vec<redis::RedisResult<Value>>> {
+        self.run(op, |mut c| async move { c.exec_stages_each(stages).await })
+            .await
+    }
+
+    /// One reply of [`Self::exec_staged_each`]: `Ok(Some(value))`, `Ok(None)` when the
+    /// key has the wrong Redis type (`WRONGTYPE`), our error otherwise.
+    pub(super) fn unless_wrong_type(
+        &self,
+        op: &'static str,
+        reply: Option<redis::RedisResult<Value>>,
+    ) -> Result<Option<Value>> {
+        match reply {
+            Some(Ok(v)) => Ok(Some(v)),
+            Some(Err(e)) if is_wrong_type(&e) => Ok(None),
+            Some(Err(e)) => Err(self.map_err(op, &e)),
+            None => Err(Error::Redis {
+                url: self.inner.url.clone(),
+                op,
+                reason: "unexpected reply: fewer replies than commands".to_owned(),
+            }),
+        }
+    }
+
     /// Remaining time to live of `key` in milliseconds (`PTTL`: -2 absent, -1 no expiry).
     pub async fn pttl(&self, key: &str) -> Result<i64> {
         let key = key.to_owned();
@@ -166,4 +185,9 @@ impl RedisRegistry {
         })
         .await
     }
+}
+
+/// Whether `e` is the server's `WRONGTYPE` (a command on a key holding another type).
+pub(super) fn is_wrong_type(e: &RedisError) -> bool {
+    e.code() == Some("WRONGTYPE")
 }

@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use redis::Value;
 use tokio::sync::mpsc;
 
+use super::exec::is_wrong_type;
 use super::pubsub;
 use super::state::RedisRegistry;
 use super::value::stream_entries;
@@ -41,15 +42,28 @@ impl Registry for RedisRegistry {
     }
 
     async fn router_metadata(&self) -> Result<Option<RouterMetadata>> {
-        let raw: Option<Vec<u8>> = self
+        // `None`: the key holds another Redis type (treated as absent, counted).
+        let raw: Option<Option<Vec<u8>>> = self
             .run("GET", |mut c| async move {
-                redis::cmd("GET")
+                match redis::cmd("GET")
                     .arg(keys::ROUTER_METADATA)
                     .query_async(&mut c)
                     .await
+                {
+                    Err(e) if is_wrong_type(&e) => Ok(None),
+                    r => r.map(Some),
+                }
             })
             .await?;
         let mut skipped = Vec::new();
+        let Some(raw) = raw else {
+            self.skip(
+                &mut skipped,
+                keys::ROUTER_METADATA.to_owned(),
+                "not a string; SOLLOL's metadata is a JSON string".to_owned(),
+            );
+            return Ok(None);
+        };
         Ok(raw.and_then(
             |raw| match validate::decode_metadata(&raw, &self.inner.config.limits) {
                 Ok(m) => Some(m),

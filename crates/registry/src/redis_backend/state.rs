@@ -78,6 +78,9 @@ pub(super) struct Inner {
     pub(super) skipped: AtomicU64,
     pub(super) scripts: Scripts,
     pub(super) warned: Mutex<HashSet<String>>,
+    /// Our own keys (indexes, change log, history stream) last found holding the wrong
+    /// Redis type: warned about once until they are usable again.
+    pub(super) wrong_type: Mutex<HashSet<&'static str>>,
     pub(super) known: Mutex<Option<Known>>,
     /// Bumped by whatever invalidates what discovery keeps (a `Resync`, a cleared
     /// cache): a discovery that started before does not put its records back.
@@ -128,6 +131,31 @@ impl RedisRegistry {
     pub fn clear_decode_cache(&self) {
         self.inner.known_epoch.fetch_add(1, Ordering::SeqCst);
         *self.known() = None;
+    }
+
+    /// Notes whether our key `key` (which should hold a `expected`) was found holding
+    /// another Redis type (`WRONGTYPE`) by `by`: warns once when it becomes so, logs
+    /// once when it is usable again.
+    pub(super) fn note_wrong_type(&self, key: &'static str, wrong: bool, by: &'static str) {
+        let mut set = self
+            .inner
+            .wrong_type
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if wrong && set.insert(key) {
+            let expected = crate::keys::expected_type(key);
+            tracing::warn!(
+                key,
+                expected,
+                by,
+                "registry key {key} holds the wrong Redis type (expected a {expected}): \
+                 discovery falls back to reads that do not need it and writers skip it; \
+                 an operator should delete it (`redis-cli DEL {key}`): our writers \
+                 recreate it"
+            );
+        } else if !wrong && set.remove(key) {
+            tracing::info!(key, "registry key {key} is usable again");
+        }
     }
 
     /// Records a skipped record (the caller logs it when first seen).

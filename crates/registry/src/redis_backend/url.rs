@@ -110,6 +110,7 @@ impl RedisRegistry {
                 skipped: AtomicU64::new(0),
                 scripts: Scripts::new(),
                 warned: Mutex::new(HashSet::new()),
+                wrong_type: Mutex::new(HashSet::new()),
                 known: Mutex::new(None),
                 known_epoch: AtomicU64::new(0),
             }),

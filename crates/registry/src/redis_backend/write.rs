@@ -37,6 +37,37 @@ impl RedisRegistry {
         c
     }
 
+    /// Runs a write's commands in order (each completed before the next, also in
+    /// cluster mode). A command paired with one of our bookkeeping keys (index, change
+    /// log, history stream) that finds that key holding the wrong Redis type
+    /// (`WRONGTYPE`, e.g. a stray `SET` by hand) does not fail the write: the record
+    /// itself is written, the key is warned about once (`note_wrong_type`) and
+    /// discovery falls back to reads that do not need it. Any other error fails it.
+    async fn exec_write(
+        &self,
+        op: &'static str,
+        cmds: Vec<(Cmd, Option<&'static str>)>,
+    ) -> Result<()> {
+        let (cmds, ours): (Vec<Cmd>, Vec<Option<&'static str>>) = cmds.into_iter().unzip();
+        let stages = cmds.into_iter().map(|c| vec![c]).collect();
+        let mut replies = self.exec_staged_each(op, stages).await?.into_iter();
+        for key in ours {
+            let reply = replies.next();
+            match key {
+                Some(key) => {
+                    let wrong = self.unless_wrong_type(op, reply)?.is_none();
+                    self.note_wrong_type(key, wrong, op);
+                }
+                None => {
+                    if let Some(Err(e)) = reply {
+                        return Err(self.map_err(op, &e));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// [`Registry::publish_stats`](crate::Registry::publish_stats).
     pub(super) async fn write_stats(&self, record: &GpuStatsRecord) -> Result<()> {
         let invalid = |reason| Error::InvalidRecord {
@@ -70,8 +101,17 @@ impl RedisRegistry {
         let publish = Self::publish_cmd(&Change::Updated(record.node_id.clone()));
         // In this order: a reader that sees the index entry or the log entry must find
         // this value, and one that sees the log entry must find the index entry.
-        self.exec_ordered("publish stats", vec![set, xadd, zadd, log, publish])
-            .await?;
+        self.exec_write(
+            "publish stats",
+            vec![
+                (set, None),
+                (xadd, Some(keys::GPU_STATS_STREAM)),
+                (zadd, Some(keys::INDEX_GPU)),
+                (log, Some(keys::CHANGES)),
+                (publish, None),
+            ],
+        )
+        .await?;
         Ok(())
     }
 
@@ -102,8 +142,16 @@ impl RedisRegistry {
         let log = self.log_cmd(keys::CHANGE_RPC, &member);
         let publish = Self::publish_cmd(&Change::RpcUpdated(member));
         // In this order: see `publish_stats`.
-        self.exec_ordered("register", vec![set, zadd, log, publish])
-            .await?;
+        self.exec_write(
+            "register",
+            vec![
+                (set, None),
+                (zadd, Some(keys::INDEX_RPC)),
+                (log, Some(keys::CHANGES)),
+                (publish, None),
+            ],
+        )
+        .await?;
         Ok(())
     }
 
@@ -114,23 +162,36 @@ impl RedisRegistry {
         rpc: Option<(&str, u16)>,
     ) -> Result<()> {
         let mut cmds = vec![
-            redis::cmd("DEL").arg(keys::gpu_stats_key(node_id)).clone(),
-            redis::cmd("ZREM").arg(keys::INDEX_GPU).arg(node_id).clone(),
-            self.log_cmd(keys::CHANGE_GPU, node_id),
-            Self::publish_cmd(&Change::Removed(node_id.to_owned())),
+            (
+                redis::cmd("DEL").arg(keys::gpu_stats_key(node_id)).clone(),
+                None,
+            ),
+            (
+                redis::cmd("ZREM").arg(keys::INDEX_GPU).arg(node_id).clone(),
+                Some(keys::INDEX_GPU),
+            ),
+            (self.log_cmd(keys::CHANGE_GPU, node_id), Some(keys::CHANGES)),
+            (
+                Self::publish_cmd(&Change::Removed(node_id.to_owned())),
+                None,
+            ),
         ];
         if let Some((host, port)) = rpc {
             let member = keys::rpc_member(host, port);
-            cmds.push(
+            cmds.push((
                 redis::cmd("DEL")
                     .arg(keys::rpc_node_key(host, port))
                     .clone(),
-            );
-            cmds.push(redis::cmd("ZREM").arg(keys::INDEX_RPC).arg(&member).clone());
-            cmds.push(self.log_cmd(keys::CHANGE_RPC, &member));
-            cmds.push(Self::publish_cmd(&Change::RpcRemoved(member)));
+                None,
+            ));
+            cmds.push((
+                redis::cmd("ZREM").arg(keys::INDEX_RPC).arg(&member).clone(),
+                Some(keys::INDEX_RPC),
+            ));
+            cmds.push((self.log_cmd(keys::CHANGE_RPC, &member), Some(keys::CHANGES)));
+            cmds.push((Self::publish_cmd(&Change::RpcRemoved(member)), None));
         }
-        self.exec_ordered("deregister", cmds).await?;
+        self.exec_write("deregister", cmds).await?;
         let mut st = self.scan_state();
         st.legacy_gpu.remove(node_id);
         if let Some((host, port)) = rpc {

@@ -16,3 +16,4 @@ mod push;
 mod redis_ops;
 #[cfg(feature = "tls")]
 mod tls;
+mod wrongtype;
