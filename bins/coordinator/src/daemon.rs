@@ -17,12 +17,10 @@ use vramroute_registry::RegistryConfig;
 use crate::app::{locked, App, OptimizeState};
 use crate::cli::DaemonArgs;
 use crate::config::{gateway_addr, DEFAULT_GATEWAY_LISTEN, DEFAULT_LISTEN};
+use crate::lock::{keep_renewed, owner_id, OPTIMIZE_LOCK};
 use crate::metrics::{Metrics, MetricsObserver};
 use crate::source::{Backend, Settings, Source};
 use crate::UsageError;
-
-/// Name of the optimize lock (the registry names its key).
-pub(crate) const OPTIMIZE_LOCK: &str = "optimize";
 
 pub(crate) fn run(settings: Settings, args: &DaemonArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -132,13 +130,7 @@ pub(crate) fn run(settings: Settings, args: &DaemonArgs) -> anyhow::Result<()> {
             auto_optimize = app.settings.config.auto_optimize,
             "vramroute-coordinator daemon started"
         );
-        let owner = format!(
-            "{}:{}",
-            std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .map(|h| h.trim().to_owned())
-                .unwrap_or_default(),
-            std::process::id()
-        );
+        let owner = owner_id();
         tokio::spawn(live.follow(source.clone()));
         if app.settings.config.auto_optimize {
             tokio::spawn(optimize_loop(app.clone(), source.clone(), owner.clone()));
@@ -209,6 +201,8 @@ async fn optimize_loop(app: Arc<App>, source: Arc<Source>, owner: String) {
             debug!("another coordinator holds the optimize lock");
             continue;
         }
+        // Loads can take longer than the lock's time to live: keep it while the pass runs.
+        let _renewal = keep_renewed(source.clone(), owner.clone(), ttl);
         let view = app.live.view();
         let snap = app.live.router().snapshot();
         let policy = app.live.router().policy();

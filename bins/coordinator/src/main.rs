@@ -7,6 +7,7 @@ mod cli;
 mod config;
 mod daemon;
 mod http;
+mod lock;
 #[path = "../../shared/logging.rs"]
 mod logging;
 mod metrics;

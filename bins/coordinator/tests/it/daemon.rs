@@ -305,6 +305,30 @@ fn only_the_lock_holder_optimizes_and_report_only_prints_once() {
         ])
         .unwrap();
     assert!(key.contains(&lock), "{key}");
+    // Owners differ even on one host: `hostname:pid:random`.
+    let owner = c.redis.cli(&["GET", &lock]).unwrap();
+    assert_eq!(owner.trim().matches(':').count(), 2, "{owner}");
+
+    // The CLI's optimize takes the same lock: refused while a daemon holds it.
+    let cfg = write_config(&format!(
+        "redis_url: {}\npriority_models: [llama3.1:8b]\n",
+        c.url
+    ));
+    let o = coord(&["--config", cfg.path().to_str().unwrap(), "optimize"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert!(
+        stderr(&o).contains("holds the optimize lock"),
+        "{}",
+        stderr(&o)
+    );
+    // A dry run only says where: no lock needed.
+    let o = coord(&[
+        "--config",
+        cfg.path().to_str().unwrap(),
+        "optimize",
+        "--dry-run",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
 
     // --report-only prints the cluster report once and exits.
     let cfg = write_config(&format!("redis_url: {}\n", c.url));
