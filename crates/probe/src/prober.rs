@@ -187,9 +187,12 @@ impl Prober {
     /// [`Error::Host`] when `sysinfo` cannot read the machine's memory.
     pub fn probe_host(&self) -> Result<HostMemory> {
         let (total, available, cpus) = host::system_figures()?;
-        let mut host = host::host_memory(total, available, cpus, self.cgroup_memory());
-        host.cpu_load_percent = host::read_cpu_load_percent(&self.config.proc_root, cpus);
-        Ok(host)
+        Ok(host::host_memory(
+            total,
+            available,
+            cpus,
+            self.cgroup_memory(),
+        ))
     }
 
     /// The cgroup memory limit that applies to this process, read under the sysfs

@@ -23,9 +23,7 @@ fn fixture(name: &str) -> Vec<GpuDevice> {
 }
 
 fn host() -> HostMemory {
-    let mut h = HostMemory::new(64000, 51200, 16);
-    h.cpu_load_percent = Some(12.5);
-    h
+    HostMemory::new(64000, 51200, 16)
 }
 
 fn id() -> NodeIdentity {
@@ -194,18 +192,5 @@ fn json_and_text_reports_carry_the_numbers() {
     assert!(
         text.contains("ggml-rpc-server --host 0.0.0.0 --port 50052 --device CPU,SYCL0,SYCL1"),
         "{text}"
-    );
-}
-
-#[test]
-fn cpu_load_is_published_for_the_scorer() {
-    // SOLLOL ignores the extra field; the router's CPU-load term reads it.
-    let r = report(Vec::new(), OllamaState::not_asked());
-    let rec = r.stats_record(&id());
-    assert_eq!(rec.cpu_load_percent, Some(12.5));
-    assert!(
-        rec.to_json().contains("\"cpu_load_percent\": 12.5"),
-        "{}",
-        rec.to_json()
     );
 }
