@@ -27,7 +27,9 @@
 //! 4. `worker` ([`Worker`], [`WorkerKind`], [`ClusterWorker`], and the SOLLOL ↔ ggml
 //!    device-name rules) — uses `backend`.
 //! 5. `offer` (what a node offers) — uses `error`, `backend`, `command`, `worker`.
-//! 6. `plan` (cluster placement) — uses `error`, `command`, `estimate`, `worker`.
+//! 6. `plan` (cluster placement) — uses `error`, `command`, `estimate`, `worker`; its
+//!    children `plan::placement` (layers per device, where the output goes) and
+//!    `plan::build` (the Plan, its commands, the "does not fit" error) extend its planner.
 //!
 //! ```
 //! use vramroute_alloc::{
