@@ -168,25 +168,23 @@ fn do_route(app: &App, q: &RouteQuery, policy: Option<&str>, explain: bool) -> R
         Err(e) => return cluster_error(&e, StatusCode::NOT_FOUND),
     };
     let snap = app.live.router().snapshot();
-    let req = q.request(&size);
     let start = Instant::now();
-    let decision = snap.route(&policy, &req);
-    let elapsed = start.elapsed().as_secs_f64();
-    let outcome = match decision {
-        Ok(d) if d.fit == FitKind::AlreadyLoaded => "already_loaded",
-        Ok(d) if d.target == Target::Gpu => "gpu",
-        Ok(_) => "cpu",
-        Err(_) => "no_route",
+    let (answer, elapsed) = if explain {
+        // The metric times the decision alone; the explanation (on demand) re-derives it.
+        let _ = snap.route(&policy, &q.request(&size));
+        let elapsed = start.elapsed();
+        (route_sized(&snap, &policy, q, &size, true), elapsed)
+    } else {
+        let a = route_sized(&snap, &policy, q, &size, false);
+        (a, start.elapsed())
     };
-    app.metrics.observe_decision(outcome, elapsed);
-    let mut answer = route_sized(&snap, &policy, q, &size, explain);
-    if !explain {
-        // Answer with the decision just timed (the snapshot may have moved since).
-        if let Ok(d) = decision {
-            answer.placement = Some(vramroute_cluster::Placement::of(&snap, &d));
-            answer.reason = vramroute_cluster::short_reason(&d);
-        }
-    }
+    let outcome = match &answer.placement {
+        Some(p) if p.fit == FitKind::AlreadyLoaded => "already_loaded",
+        Some(p) if p.target == Target::Gpu => "gpu",
+        Some(_) => "cpu",
+        None => "no_route",
+    };
+    app.metrics.observe_decision(outcome, elapsed.as_secs_f64());
     Json(answer).into_response()
 }
 
