@@ -38,3 +38,32 @@ pub(crate) fn signal_and_wait(child: &mut Child, sig: &str, within: Duration) ->
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// `vramroute-reporter run` arguments for a test node: the fixture sysfs tree `sysfs`, no
+/// NVML, node id `{ip}:11434` advertised at `ip`, publishing every second with a 10 s
+/// stats TTL.
+#[allow(
+    dead_code,
+    reason = "the reporter's own tests build their arguments one by one"
+)]
+pub(crate) fn test_reporter_args(redis: &str, sysfs: &str, ip: &str) -> Vec<String> {
+    [
+        "run",
+        "--redis-url",
+        redis,
+        "--sysfs-root",
+        sysfs,
+        "--no-nvml",
+        "--node-id",
+        &format!("{ip}:11434"),
+        "--advertise-ip",
+        ip,
+        "--interval",
+        "1",
+        "--stats-ttl",
+        "10",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect()
+}

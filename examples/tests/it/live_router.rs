@@ -43,24 +43,8 @@ impl Drop for Proc {
 }
 
 fn reporter(redis: &str, tree: &str, ip: &str) -> Proc {
-    let node_id = format!("{ip}:11434");
     let child = Command::new(reporter_bin())
-        .args([
-            "run",
-            "--redis-url",
-            redis,
-            "--sysfs-root",
-            &fixture(tree),
-            "--no-nvml",
-            "--node-id",
-            &node_id,
-            "--advertise-ip",
-            ip,
-            "--interval",
-            "1",
-            "--stats-ttl",
-            "10",
-        ])
+        .args(test_proc::test_reporter_args(redis, &fixture(tree), ip))
         .env_remove("SOLLOL_REDIS_URL")
         .env("OLLAMA_URL", "http://127.0.0.1:9")
         .stdout(Stdio::null())

@@ -107,25 +107,10 @@ impl Proc {
 
     /// `vramroute-reporter run` publishing every second.
     pub(crate) fn reporter(redis: &str, tree: &str, ip: &str, extra: &[&str]) -> Proc {
-        let node_id = format!("{ip}:11434");
         let tree = fixture(tree);
-        let mut args = vec![
-            "run",
-            "--redis-url",
-            redis,
-            "--sysfs-root",
-            &tree,
-            "--no-nvml",
-            "--node-id",
-            &node_id,
-            "--advertise-ip",
-            ip,
-            "--interval",
-            "1",
-            "--stats-ttl",
-            "10",
-        ];
-        args.extend_from_slice(extra);
+        let mut args = test_proc::test_reporter_args(redis, &tree, ip);
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         Proc::spawn(&reporter_bin(), &args)
     }
 
