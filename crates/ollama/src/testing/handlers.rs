@@ -513,48 +513,37 @@ async fn single(state: &Shared, tracker: Tracker, dialect: Dialect, text: String
 }
 
 async fn openai_chat(State(state): State<AppState>, raw: Bytes) -> Response {
-    let path = "/v1/chat/completions";
-    let req = match model_request(&state, path, Dialect::OpenAi, &raw).await {
-        Ok(v) => v,
-        Err(r) => return r,
+    let wire = OpenAiText {
+        path: "/v1/chat/completions",
+        id_prefix: "chatcmpl",
+        chunk: wire::openai_chat_chunk,
+        whole: wire::openai_chat,
     };
-    let req = match req.resolve(&state, Dialect::OpenAi) {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
-    let streamed = req.streamed(false);
-    let id = format!("chatcmpl-{}", req.seq);
-    let model = req.model;
-    respond(&state, req.tracker, Dialect::OpenAi, |chunks| {
-        if streamed {
-            let last = wire::sse(&wire::openai_chat_chunk(&id, &model, "", true));
-            Reply {
-                content_type: EVENT_STREAM,
-                frames: stream_frames(
-                    chunks,
-                    |t| wire::sse(&wire::openai_chat_chunk(&id, &model, t, false)),
-                    [last, wire::SSE_DONE.to_owned()],
-                ),
-                streamed,
-            }
-        } else {
-            Reply {
-                content_type: JSON,
-                frames: vec![wire::openai_chat(
-                    &id,
-                    &model,
-                    &wire::tokens(chunks),
-                    chunks,
-                )],
-                streamed,
-            }
-        }
-    })
-    .await
+    openai_text(state, raw, wire).await
 }
 
 async fn openai_completions(State(state): State<AppState>, raw: Bytes) -> Response {
-    let req = match model_request(&state, "/v1/completions", Dialect::OpenAi, &raw).await {
+    let wire = OpenAiText {
+        path: "/v1/completions",
+        id_prefix: "cmpl",
+        chunk: wire::openai_completion_chunk,
+        whole: wire::openai_completion,
+    };
+    openai_text(state, raw, wire).await
+}
+
+/// How one OpenAI text endpoint (chat or completions) writes its answer.
+struct OpenAiText {
+    path: &'static str,
+    id_prefix: &'static str,
+    /// A streamed chunk: `(id, model, text, last)`.
+    chunk: fn(&str, &str, &str, bool) -> String,
+    /// The whole answer: `(id, model, text, chunks)`.
+    whole: fn(&str, &str, &str, usize) -> String,
+}
+
+async fn openai_text(state: AppState, raw: Bytes, w: OpenAiText) -> Response {
+    let req = match model_request(&state, w.path, Dialect::OpenAi, &raw).await {
         Ok(v) => v,
         Err(r) => return r,
     };
@@ -563,16 +552,16 @@ async fn openai_completions(State(state): State<AppState>, raw: Bytes) -> Respon
         Err(r) => return r,
     };
     let streamed = req.streamed(false);
-    let id = format!("cmpl-{}", req.seq);
+    let id = format!("{}-{}", w.id_prefix, req.seq);
     let model = req.model;
     respond(&state, req.tracker, Dialect::OpenAi, |chunks| {
         if streamed {
-            let last = wire::sse(&wire::openai_completion_chunk(&id, &model, "", true));
+            let last = wire::sse(&(w.chunk)(&id, &model, "", true));
             Reply {
                 content_type: EVENT_STREAM,
                 frames: stream_frames(
                     chunks,
-                    |t| wire::sse(&wire::openai_completion_chunk(&id, &model, t, false)),
+                    |t| wire::sse(&(w.chunk)(&id, &model, t, false)),
                     [last, wire::SSE_DONE.to_owned()],
                 ),
                 streamed,
@@ -580,12 +569,7 @@ async fn openai_completions(State(state): State<AppState>, raw: Bytes) -> Respon
         } else {
             Reply {
                 content_type: JSON,
-                frames: vec![wire::openai_completion(
-                    &id,
-                    &model,
-                    &wire::tokens(chunks),
-                    chunks,
-                )],
+                frames: vec![(w.whole)(&id, &model, &wire::tokens(chunks), chunks)],
                 streamed,
             }
         }
