@@ -9,7 +9,17 @@
 //! cargo build --release -p vramroute-coordinator -p vramroute-benches
 //! target/release/gateway-load [--clients 64] [--requests 20000] [--rounds 2]
 //!                             [--stream] [--chunks 8] [--json]
+//!                             [--rate REQ_PER_S] [--gateway-cpus LIST] [--load-cpus LIST]
 //! ```
+//!
+//! By default every client sends its next request as soon as the last one ended (closed
+//! loop: on a small machine this saturates the CPU, and latency is then mostly
+//! queueing). `--rate R` paces the clients instead: together they start R requests per
+//! second on a fixed schedule, and each latency is measured from the request's scheduled
+//! start, so a late send counts against the target (no coordinated omission).
+//! `--gateway-cpus` / `--load-cpus` pin the gateway process and this process (load
+//! generator and fake node) to CPU lists with `taskset`, so that the gateway does not
+//! share cores with the load it is measured under, as on a real deployment.
 //!
 //! Non-streamed: `POST /api/generate {"stream": false}` (one JSON object). Streamed
 //! (`--stream`): `POST /api/chat`, NDJSON in `--chunks` chunks. The coordinator binary is
@@ -32,6 +42,9 @@ struct Args {
     chunks: usize,
     json: bool,
     coordinator: Option<PathBuf>,
+    rate: Option<f64>,
+    gateway_cpus: Option<String>,
+    load_cpus: Option<String>,
 }
 
 fn parse_args() -> Result<Args> {
@@ -43,6 +56,9 @@ fn parse_args() -> Result<Args> {
         chunks: 8,
         json: false,
         coordinator: None,
+        rate: None,
+        gateway_cpus: None,
+        load_cpus: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -55,8 +71,11 @@ fn parse_args() -> Result<Args> {
             "--stream" => a.stream = true,
             "--json" => a.json = true,
             "--coordinator" => a.coordinator = Some(PathBuf::from(value()?)),
+            "--rate" => a.rate = Some(value()?.parse()?),
+            "--gateway-cpus" => a.gateway_cpus = Some(value()?),
+            "--load-cpus" => a.load_cpus = Some(value()?),
             "-h" | "--help" => bail!(
-                "usage: gateway-load [--clients N] [--requests N] [--rounds N] [--stream] [--chunks N] [--json] [--coordinator PATH]"
+                "usage: gateway-load [--clients N] [--requests N] [--rounds N] [--stream] [--chunks N] [--json] [--coordinator PATH] [--rate REQ_PER_S] [--gateway-cpus LIST] [--load-cpus LIST]"
             ),
             _ => bail!("unknown argument {arg}; see --help"),
         }
@@ -64,6 +83,11 @@ fn parse_args() -> Result<Args> {
     if !(1..=1024).contains(&a.clients) || a.requests < a.clients || a.rounds == 0 || a.rounds > 10
     {
         bail!("--clients 1..=1024, --requests at least --clients, --rounds 1..=10");
+    }
+    if let Some(r) = a.rate {
+        if !(r.is_finite() && (1.0..=1_000_000.0).contains(&r)) {
+            bail!("--rate is requests per second, 1..=1000000");
+        }
     }
     Ok(a)
 }
@@ -149,6 +173,7 @@ async fn round(
     body: Arc<String>,
     clients: usize,
     requests: usize,
+    rate: Option<f64>,
 ) -> Round {
     let client = reqwest::Client::builder()
         .no_proxy()
@@ -157,15 +182,24 @@ async fn round(
         .build()
         .expect("an HTTP client");
     let per = requests / clients;
+    // Paced: client c starts its i-th request at start + (i * clients + c) / rate.
+    let spacing = rate.map(|r| Duration::from_secs_f64(1.0 / r));
     let start = Instant::now();
     let mut tasks = Vec::with_capacity(clients);
-    for _ in 0..clients {
+    for c in 0..clients {
         let (client, url, body) = (client.clone(), url.clone(), body.clone());
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::with_capacity(per);
             let mut errors = 0;
-            for _ in 0..per {
-                let t = Instant::now();
+            for i in 0..per {
+                let t = match spacing {
+                    Some(s) => {
+                        let due = start + s * u32::try_from(i * clients + c).unwrap_or(u32::MAX);
+                        tokio::time::sleep_until(due.into()).await;
+                        due
+                    }
+                    None => Instant::now(),
+                };
                 let ok = match client
                     .post(url.as_str())
                     .header("content-type", "application/json")
@@ -203,8 +237,25 @@ async fn round(
     }
 }
 
+/// Pins this process (every thread it starts later) to `cpus` with `taskset`.
+fn pin_self(cpus: &str) -> Result<()> {
+    let status = Command::new("taskset")
+        .args(["-p", "-c", cpus, &std::process::id().to_string()])
+        .stdout(Stdio::null())
+        .status()
+        .context("cannot run taskset (util-linux)")?;
+    if !status.success() {
+        bail!("taskset -p -c {cpus} failed: {status}");
+    }
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let args = parse_args()?;
+    // Before any thread starts, so that all of them inherit the mask.
+    if let Some(cpus) = &args.load_cpus {
+        pin_self(cpus)?;
+    }
     let coordinator = match &args.coordinator {
         Some(p) => p.clone(),
         None => std::env::current_exe()?.with_file_name("vramroute-coordinator"),
@@ -225,7 +276,15 @@ fn main() -> Result<()> {
     let snap = dir.join("view.json");
     std::fs::write(&snap, serde_json::to_vec(&snapshot(&node))?)?;
     let (api, gw) = (free_port()?, free_port()?);
-    let child = Command::new(&coordinator)
+    let mut cmd = match &args.gateway_cpus {
+        Some(cpus) => {
+            let mut c = Command::new("taskset");
+            c.args(["-c", cpus]).arg(&coordinator);
+            c
+        }
+        None => Command::new(&coordinator),
+    };
+    let child = cmd
         .args(["--snapshot"])
         .arg(&snap)
         .args(["--log-level", "warn", "daemon", "--listen"])
@@ -273,7 +332,14 @@ fn main() -> Result<()> {
             break;
         }
         for (name, url) in [("direct", direct.clone()), ("gateway", via.clone())] {
-            let r = rt.block_on(round(name, url, body.clone(), args.clients, args.requests));
+            let r = rt.block_on(round(
+                name,
+                url,
+                body.clone(),
+                args.clients,
+                args.requests,
+                args.rate,
+            ));
             rounds.push(r);
         }
     }
@@ -295,6 +361,7 @@ fn main() -> Result<()> {
             serde_json::json!({
                 "mode": if args.stream { "stream" } else { "non-stream" },
                 "clients": args.clients,
+                "rate": args.rate,
                 "rounds": rounds.iter().map(row).collect::<Vec<_>>(),
                 "added_p50_us": added(0.5), "added_p99_us": added(0.99),
                 "gateway_rss_kib": rss, "gateway_rss_peak_kib": hwm, "gateway_rss_idle_kib": rss_idle,
@@ -302,14 +369,16 @@ fn main() -> Result<()> {
         );
     } else {
         println!(
-            "mode: {} | clients: {} | requests per round: {}",
+            "mode: {} | clients: {} | requests per round: {} | pacing: {}",
             if args.stream {
                 format!("streamed /api/chat ({} chunks)", args.chunks)
             } else {
                 "non-streamed /api/generate".to_owned()
             },
             args.clients,
-            args.requests
+            args.requests,
+            args.rate
+                .map_or("closed loop".to_owned(), |r| format!("{r} req/s"))
         );
         println!(
             "{:<8} {:>9} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9}",

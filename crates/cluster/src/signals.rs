@@ -53,11 +53,21 @@ impl LoadSignals {
         self.nodes.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Runs `f` on `node`'s entry, created when missing (the id is copied only then:
+    /// this runs several times per forwarded request).
+    fn update(&self, node: &str, f: impl FnOnce(&mut NodeLoad)) {
+        let mut map = self.locked();
+        match map.get_mut(node) {
+            Some(n) => f(n),
+            None => f(map.entry(node.to_owned()).or_default()),
+        }
+    }
+
     /// A request to `node` starts: counted in flight until the returned guard is
     /// finished or dropped (a dropped guard counts neither success nor failure: the
     /// client went away).
     pub fn begin(&self, node: &str) -> InFlight {
-        self.locked().entry(node.to_owned()).or_default().in_flight += 1;
+        self.update(node, |n| n.in_flight += 1);
         InFlight {
             signals: self.clone(),
             node: node.to_owned(),
@@ -67,30 +77,28 @@ impl LoadSignals {
 
     /// The node's answer began after `ttfb`.
     pub fn first_byte(&self, node: &str, ttfb: Duration) {
-        let mut map = self.locked();
-        let n = map.entry(node.to_owned()).or_default();
-        n.ttfb_ms = Some(ema(n.ttfb_ms, ms(ttfb)));
+        self.update(node, |n| n.ttfb_ms = Some(ema(n.ttfb_ms, ms(ttfb))));
     }
 
     fn finish(&self, node: &str, total: Option<Duration>, ok: Option<bool>) {
-        let mut map = self.locked();
-        let n = map.entry(node.to_owned()).or_default();
-        n.in_flight = n.in_flight.saturating_sub(1);
-        if let Some(t) = total {
-            n.latency_ms = Some(ema(n.latency_ms, ms(t)));
-        }
-        if let Some(ok) = ok {
-            n.requests += 1;
-            if !ok {
-                n.failures += 1;
+        self.update(node, |n| {
+            n.in_flight = n.in_flight.saturating_sub(1);
+            if let Some(t) = total {
+                n.latency_ms = Some(ema(n.latency_ms, ms(t)));
             }
-            // The average starts from a prior of 1.0 (a node is presumed good): one
-            // early failure lowers the rate to 0.8, not to 0.
-            n.success_rate = Some(ema(
-                n.success_rate.or(Some(1.0)),
-                if ok { 1.0 } else { 0.0 },
-            ));
-        }
+            if let Some(ok) = ok {
+                n.requests += 1;
+                if !ok {
+                    n.failures += 1;
+                }
+                // The average starts from a prior of 1.0 (a node is presumed good): one
+                // early failure lowers the rate to 0.8, not to 0.
+                n.success_rate = Some(ema(
+                    n.success_rate.or(Some(1.0)),
+                    if ok { 1.0 } else { 0.0 },
+                ));
+            }
+        });
     }
 
     /// The signals of `node` now.
