@@ -33,7 +33,7 @@ const CHANGE_CHECK_EVERY: Duration = Duration::from_secs(1);
 /// learns about the node again quickly.
 const REGISTRATION_REFRESH_MAX: Duration = Duration::from_secs(60);
 /// Time allowed for deregistering on shutdown (the whole exit stays under 2 s).
-const SHUTDOWN_BUDGET: Duration = Duration::from_millis(1500);
+const SHUTDOWN_BUDGET: Duration = Duration::from_secs(1);
 /// Longest wait for Redis to be retried once it failed, and cap of the registry's
 /// reconnect backoff: a node is back in the registry within about this after Redis
 /// returns (well within one default interval).
