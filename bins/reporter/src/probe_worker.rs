@@ -132,35 +132,38 @@ fn spawn(make: &MakeProber) -> std::io::Result<mpsc::Sender<Request>> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{Arc, Mutex};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
 
     use vramroute_probe::{GpuBackend, ProberConfig, Vendor};
 
     use super::*;
 
-    /// A GPU backend that blocks while the test holds its lock (a wedged driver).
-    struct Wedged(Arc<Mutex<()>>);
+    /// A GPU backend that blocks while the flag is set (a wedged driver).
+    struct Wedged(Arc<AtomicBool>);
 
     impl GpuBackend for Wedged {
         fn name(&self) -> &'static str {
             "wedged"
         }
         fn probe(&self) -> vramroute_probe::Result<Vec<GpuDevice>> {
-            let _held = self.0.lock().unwrap_or_else(|p| p.into_inner());
+            while self.0.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(5));
+            }
             Ok(vec![GpuDevice::new(Vendor::Amd, 0, "Test GPU", "amdgpu")])
         }
     }
 
     #[tokio::test]
     async fn a_blocked_probe_times_out_stays_single_and_its_late_answer_is_used() {
-        let lock = Arc::new(Mutex::new(()));
+        let wedged = Arc::new(AtomicBool::new(false));
         let root = std::env::temp_dir();
-        let backend_lock = lock.clone();
+        let flag = wedged.clone();
         let mut w = ProbeWorker::start(
             move || {
                 Prober::with_backends(
                     ProberConfig::with_sysfs_root(root.clone()),
-                    vec![Box::new(Wedged(backend_lock.clone()))],
+                    vec![Box::new(Wedged(flag.clone()))],
                 )
             },
             Duration::from_millis(100),
@@ -168,7 +171,7 @@ mod tests {
         .expect("thread");
         assert!(matches!(w.probe().await, Outcome::Done(p) if p.gpus.is_ok()));
 
-        let held = lock.lock().expect("lock");
+        wedged.store(true, Ordering::SeqCst);
         let first = match w.probe().await {
             Outcome::Stuck { since } => since,
             Outcome::Done(_) => panic!("a blocked probe answered"),
@@ -178,7 +181,7 @@ mod tests {
             Outcome::Stuck { since } => assert_eq!(since, first),
             Outcome::Done(_) => panic!("a blocked probe answered"),
         }
-        drop(held);
+        wedged.store(false, Ordering::SeqCst);
         // The blocked probe ends: its answer comes with one of the next calls (bounded).
         let mut answered = false;
         for _ in 0..200 {
