@@ -146,8 +146,9 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Serves `router` on `listener` under `limits` until `shutdown` completes; then stops
-/// accepting, lets requests in progress finish (idle connections close at once) and
-/// returns when every connection is closed. Fails only when `limits` are invalid;
+/// accepting, closes every connection without a request in progress (idle ones, and
+/// those still sending a head), lets requests in progress finish and returns when every
+/// connection is closed. Fails only when `limits` are invalid;
 /// accept errors (such as running out of file descriptors) are logged and retried.
 pub async fn serve<F>(
     listener: TcpListener,
@@ -415,7 +416,7 @@ async fn connection(
     let mut conn = pin!(builder.serve_connection(io, service));
     let mut draining = *stop.borrow();
     if draining {
-        conn.as_mut().graceful_shutdown();
+        return table.remove(id);
     }
     let tick = limits.tick();
     loop {
@@ -427,6 +428,8 @@ async fn connection(
                 break;
             }
             () = tokio::time::sleep(tick) => match state.verdict(&limits) {
+                // Draining: only requests in progress may finish.
+                _ if draining && state.in_flight.load(Ordering::SeqCst) == 0 => break,
                 Verdict::Keep => {}
                 Verdict::HeaderTimeout => {
                     debug!("closing a connection: no complete request head within {:?}", limits.header_read_timeout);
@@ -446,6 +449,9 @@ async fn connection(
             }
             _ = stop.changed(), if !draining => {
                 draining = true;
+                if state.in_flight.load(Ordering::SeqCst) == 0 {
+                    break;
+                }
                 conn.as_mut().graceful_shutdown();
             }
         }

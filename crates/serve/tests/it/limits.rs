@@ -208,11 +208,14 @@ async fn at_the_cap_idle_connections_make_room_and_busy_ones_get_503() {
 }
 
 #[tokio::test]
-async fn shutdown_returns_with_idle_connections_open_and_refuses_new_ones() {
+async fn shutdown_closes_waiting_connections_and_refuses_new_ones() {
     let mut srv = start(limits(8, 60_000, 60_000), Arc::default()).await;
     let mut s = TcpStream::connect(srv.addr).await.expect("connect");
     assert!(request(&mut s, "/ok").await.starts_with("HTTP/1.1 200"));
     let _never_sent = TcpStream::connect(srv.addr).await.expect("connect");
+    // Half a head, then nothing: shutdown does not wait for its 60 s header timeout.
+    let mut half = TcpStream::connect(srv.addr).await.expect("connect");
+    half.write_all(b"GET /ok HT").await.expect("write");
     tokio::time::sleep(Duration::from_millis(100)).await;
     let _ = srv.stop.take().expect("once").send(());
     let ended = tokio::time::timeout(BOUND, &mut srv.task).await;
