@@ -158,12 +158,17 @@ impl Reporter {
     /// Probe, publish, print the report; fail if Redis refuses or the probe does not
     /// answer in time.
     async fn once(&mut self) -> anyhow::Result<()> {
-        let measured = match self.probe().await {
-            Some(m) if self.probe_stuck_since.is_none() => m,
-            _ => anyhow::bail!(
+        let probed = match self.worker.probe().await {
+            Outcome::Done(p) => p,
+            Outcome::Stuck { .. } => anyhow::bail!(
                 "the hardware probe did not answer within {:?} (a sysfs file or the GPU driver blocks; --probe-timeout)",
                 self.settings.probe_timeout
             ),
+        };
+        let measured = Measured {
+            gpus: probed.gpus?,
+            host: probed.host?,
+            at: probed.at,
         };
         let report = self.report(measured).await?;
         self.publish(&report).await?;
