@@ -230,6 +230,27 @@ mod tests {
     }
 
     #[test]
+    fn limits_and_fault_settings_reach_the_unit() {
+        let args = install_args(&[
+            "--metrics-addr",
+            "127.0.0.1:9187",
+            "--metrics-max-connections",
+            "32",
+            "--probe-timeout",
+            "2",
+        ]);
+        let unit = render(&args, Path::new("/opt/vr"));
+        assert!(
+            unit.unit.contains(
+                "ExecStart=/opt/vr run --metrics-addr 127.0.0.1:9187 --metrics-max-connections 32 --probe-timeout 2\n"
+            ),
+            "{}",
+            unit.unit
+        );
+        assert!(unit.unit.contains("\nLimitNOFILE=65536\n"), "{}", unit.unit);
+    }
+
+    #[test]
     fn user_replaces_dynamic_user() {
         let args = install_args(&["--user", "vramroute"]);
         let unit = render(&args, Path::new("/opt/vr"));
