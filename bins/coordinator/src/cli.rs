@@ -138,6 +138,23 @@ pub(crate) struct DaemonArgs {
     /// Requests then need `Authorization: Bearer KEY`. Keys are never logged.
     #[arg(long, value_name = "PATH")]
     pub(crate) gateway_keys_file: Option<std::path::PathBuf>,
+    /// Most connections the HTTP API serves at once; when full, the connection idle
+    /// longest is closed, or a new one gets 503 when all are busy [default: the config's
+    /// max_connections, else 256].
+    #[arg(long, value_name = "N")]
+    pub(crate) max_connections: Option<usize>,
+    /// The gateway's connection cap [default: the config's gateway_max_connections,
+    /// else 512].
+    #[arg(long, value_name = "N")]
+    pub(crate) gateway_max_connections: Option<usize>,
+    /// Seconds a client has to send a request head, from connecting or from its first
+    /// byte (API and gateway) [default: the config's http_header_timeout, else 10].
+    #[arg(long, value_name = "SECONDS")]
+    pub(crate) http_header_timeout: Option<f64>,
+    /// Seconds a kept-alive connection may wait for its next request (API and gateway)
+    /// [default: the config's http_idle_timeout, else 60].
+    #[arg(long, value_name = "SECONDS")]
+    pub(crate) http_idle_timeout: Option<f64>,
 }
 
 #[cfg(test)]

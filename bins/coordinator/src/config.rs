@@ -24,6 +24,10 @@
 //! gateway_breaker_backoff: 10           # ours: seconds a failed node is kept out
 //! reservation_hold: 30                  # ours: seconds a cold load's VRAM stays reserved
 //! admin_requires_key: false             # ours: the API's /v1/* needs a gateway key too
+//! http_header_timeout: 10               # ours: seconds to send a request head (API, gateway)
+//! http_idle_timeout: 60                 # ours: seconds a kept-alive connection may idle
+//! max_connections: 256                  # ours: the API's connection cap
+//! gateway_max_connections: 512          # ours: the gateway's connection cap
 //! ```
 
 use std::net::SocketAddr;
@@ -60,6 +64,10 @@ pub(crate) struct Config {
     pub(crate) gateway_breaker_backoff: Option<f64>,
     pub(crate) reservation_hold: Option<f64>,
     pub(crate) admin_requires_key: bool,
+    pub(crate) http_header_timeout: Option<f64>,
+    pub(crate) http_idle_timeout: Option<f64>,
+    pub(crate) max_connections: Option<usize>,
+    pub(crate) gateway_max_connections: Option<usize>,
 }
 
 /// Defaults of the values a config may leave out.
@@ -88,7 +96,7 @@ impl Config {
         Ok(config)
     }
 
-    fn validate(&self) -> anyhow::Result<()> {
+    pub(crate) fn validate(&self) -> anyhow::Result<()> {
         if let Some(m) = self.vram_safety_margin {
             if !(m > 0.0 && m <= 1.0) {
                 bail!("vram_safety_margin must be in (0, 1], got {m}");
@@ -107,6 +115,8 @@ impl Config {
             ("gateway_connect_timeout", self.gateway_connect_timeout),
             ("gateway_breaker_backoff", self.gateway_breaker_backoff),
             ("reservation_hold", self.reservation_hold),
+            ("http_header_timeout", self.http_header_timeout),
+            ("http_idle_timeout", self.http_idle_timeout),
         ] {
             if let Some(v) = v {
                 if !(v.is_finite() && v > 0.0 && v <= 86_400.0 * 7.0) {
@@ -122,6 +132,19 @@ impl Config {
         if let Some(n) = self.gateway_max_attempts {
             if !(1..=16).contains(&n) {
                 bail!("gateway_max_attempts must be 1 to 16, got {n}");
+            }
+        }
+        for (name, v) in [
+            ("max_connections", self.max_connections),
+            ("gateway_max_connections", self.gateway_max_connections),
+        ] {
+            if let Some(n) = v {
+                if !(1..=vramroute_serve::MAX_CONNECTIONS_LIMIT).contains(&n) {
+                    bail!(
+                        "{name} must be 1 to {}, got {n}",
+                        vramroute_serve::MAX_CONNECTIONS_LIMIT
+                    );
+                }
             }
         }
         if let Some(l) = &self.gateway_listen {
@@ -155,6 +178,26 @@ impl Config {
         Duration::from_secs_f64(self.load_timeout.unwrap_or(DEFAULT_LOAD_TIMEOUT_S))
     }
 
+    /// Limits of the HTTP API's connections (`cap`: the API's or the gateway's).
+    fn http_limits(&self, cap: usize) -> vramroute_serve::ServeLimits {
+        let mut l = vramroute_serve::ServeLimits::new(cap);
+        if let Some(s) = self.http_header_timeout {
+            l = l.with_header_read_timeout(Duration::from_secs_f64(s));
+        }
+        if let Some(s) = self.http_idle_timeout {
+            l = l.with_idle_timeout(Duration::from_secs_f64(s));
+        }
+        l
+    }
+
+    /// Limits of the HTTP API's connections.
+    pub(crate) fn api_limits(&self) -> vramroute_serve::ServeLimits {
+        self.http_limits(
+            self.max_connections
+                .unwrap_or(vramroute_serve::DEFAULT_MAX_CONNECTIONS),
+        )
+    }
+
     /// The gateway's settings (keys are read by the daemon from the file and env).
     pub(crate) fn gateway(&self) -> vramroute_gateway::GatewayConfig {
         let mut g = vramroute_gateway::GatewayConfig::default();
@@ -176,6 +219,10 @@ impl Config {
         if let Some(s) = self.gateway_breaker_backoff {
             g.breaker_backoff = Duration::from_secs_f64(s);
         }
+        g.http = self.http_limits(
+            self.gateway_max_connections
+                .unwrap_or(vramroute_gateway::DEFAULT_GATEWAY_MAX_CONNECTIONS),
+        );
         g
     }
 }
@@ -218,6 +265,8 @@ mod tests {
             ("nodes: [ftp://x]", "nodes"),
             ("nodez: []", "nodez"),
             ("check_interval: [1]", "check_interval"),
+            ("max_connections: 0", "max_connections"),
+            ("http_idle_timeout: 0", "http_idle_timeout"),
         ] {
             let err = format!("{:#}", Config::parse(text).unwrap_err());
             assert!(err.contains(key), "{text}: {err}");

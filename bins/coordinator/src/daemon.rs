@@ -22,7 +22,18 @@ use crate::metrics::{Metrics, MetricsObserver};
 use crate::source::{Backend, Settings, Source};
 use crate::UsageError;
 
-pub(crate) fn run(settings: Settings, args: &DaemonArgs) -> anyhow::Result<()> {
+pub(crate) fn run(mut settings: Settings, args: &DaemonArgs) -> anyhow::Result<()> {
+    // The HTTP limits' flags override the config's keys, then are checked alike.
+    let c = &mut settings.config;
+    c.max_connections = args.max_connections.or(c.max_connections);
+    c.gateway_max_connections = args.gateway_max_connections.or(c.gateway_max_connections);
+    c.http_header_timeout = args.http_header_timeout.or(c.http_header_timeout);
+    c.http_idle_timeout = args.http_idle_timeout.or(c.http_idle_timeout);
+    c.validate().map_err(|e| {
+        UsageError(format!(
+            "{e} (--max-connections, --gateway-max-connections, --http-header-timeout, --http-idle-timeout or the config)"
+        ))
+    })?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -152,8 +163,8 @@ pub(crate) fn run(settings: Settings, args: &DaemonArgs) -> anyhow::Result<()> {
             let stop = stopped(stop_rx.clone());
             tokio::spawn(async move { gw.serve(l, stop).await })
         });
-        axum::serve(listener, crate::http::router(app.clone()))
-            .with_graceful_shutdown(stopped(stop_rx))
+        let limits = app.settings.config.api_limits();
+        vramroute_serve::serve(listener, crate::http::router(app.clone()), limits, stopped(stop_rx))
             .await
             .context("HTTP server failed")?;
         if let Some(t) = gateway_task {

@@ -109,6 +109,21 @@ fn param<T: std::str::FromStr>(p: &Params, key: &str) -> Result<Option<T>, ApiEr
     }
 }
 
+/// A request priority: SOLLOL's scale, 1 to 10.
+fn priority(value: impl Into<u64>) -> Result<u8, ApiError> {
+    let v = value.into();
+    match u8::try_from(v) {
+        Ok(p) if (1..=vramroute_router::Request::MAX_PRIORITY).contains(&p) => Ok(p),
+        _ => Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "priority {v} is out of range: give 1 (lowest) to {} (highest), SOLLOL's scale",
+                vramroute_router::Request::MAX_PRIORITY
+            ),
+        )),
+    }
+}
+
 fn model_param(p: &Params) -> Result<String, ApiError> {
     p.get("model")
         .map(|m| m.trim().to_owned())
@@ -149,7 +164,7 @@ struct RouteBody {
     #[serde(default)]
     allow_cpu: Option<bool>,
     #[serde(default)]
-    priority: Option<u8>,
+    priority: Option<u64>,
     #[serde(default)]
     policy: Option<String>,
     #[serde(default)]
@@ -197,8 +212,8 @@ async fn route_get(State(app): State<Shared>, Query(p): Query<Params>) -> Respon
         if let Some(c) = param(&p, "allow_cpu")? {
             q.allow_cpu = c;
         }
-        if let Some(pr) = param(&p, "priority")? {
-            q.priority = pr;
+        if let Some(pr) = param::<u16>(&p, "priority")? {
+            q.priority = priority(pr)?;
         }
         Ok::<_, ApiError>(q)
     })();
@@ -232,7 +247,12 @@ async fn route_post(State(app): State<Shared>, body: Bytes) -> Response {
     let mut q = RouteQuery::new(body.model.trim(), body.size_mb);
     q.needs_gpu = body.needs_gpu.unwrap_or(true);
     q.allow_cpu = body.allow_cpu.unwrap_or(true);
-    q.priority = body.priority.unwrap_or(q.priority);
+    if let Some(pr) = body.priority {
+        q.priority = match priority(pr) {
+            Ok(p) => p,
+            Err(e) => return e.into_response(),
+        };
+    }
     do_route(&app, &q, body.policy.as_deref(), body.explain)
 }
 

@@ -126,6 +126,15 @@ pub(crate) struct RunArgs {
     /// Serve Prometheus metrics at http://ADDR/metrics.
     #[arg(long, env = "VRAMROUTE_METRICS_ADDR", value_name = "ADDR")]
     pub(crate) metrics_addr: Option<SocketAddr>,
+    /// Most connections the metrics server holds at once; when full, the one idle
+    /// longest is closed (idle connections also close after 60 s, slow request heads
+    /// after 10 s) [default: 64].
+    #[arg(long, env = "VRAMROUTE_METRICS_MAX_CONNECTIONS", value_name = "N")]
+    pub(crate) metrics_max_connections: Option<usize>,
+    /// Seconds a hardware probe may take before the last good values are republished,
+    /// marked stale [default: 3].
+    #[arg(long, env = "VRAMROUTE_PROBE_TIMEOUT", value_name = "SECONDS")]
+    pub(crate) probe_timeout: Option<f64>,
     #[command(flatten)]
     pub(crate) hardware: HardwareArgs,
 }

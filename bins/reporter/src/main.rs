@@ -6,10 +6,13 @@ mod cli;
 mod logging;
 mod metrics;
 mod probe_cmd;
+mod probe_worker;
 mod rpc_server;
 mod run;
 mod settings;
 mod systemd;
+#[path = "../../shared/systemd_unit.rs"]
+mod systemd_unit;
 
 use std::process::ExitCode;
 

@@ -44,6 +44,8 @@ pub(crate) struct Metrics {
     power: Family<GpuLabels, FloatGauge>,
     publishes: Family<ResultLabels, Counter>,
     probe_seconds: Histogram,
+    probe_timeouts: Counter,
+    probe_stuck: Gauge,
     redis_up: Gauge,
 }
 
@@ -62,6 +64,18 @@ impl Metrics {
             prometheus_client::metrics::histogram::exponential_buckets(0.000_05, 2.0, 14),
         );
         let redis_up = Gauge::default();
+        let probe_timeouts = Counter::default();
+        let probe_stuck = Gauge::default();
+        registry.register(
+            "probe_timeouts",
+            "Hardware probes that did not answer within the probe timeout",
+            probe_timeouts.clone(),
+        );
+        registry.register(
+            "probe_stuck",
+            "1 while the hardware probe has not answered (the last good values are republished)",
+            probe_stuck.clone(),
+        );
         registry.register(
             "gpu_memory_total_bytes",
             "Total memory of the GPU",
@@ -113,6 +127,8 @@ impl Metrics {
             power,
             publishes,
             probe_seconds,
+            probe_timeouts,
+            probe_stuck,
             redis_up,
         }
     }
@@ -160,6 +176,17 @@ impl Metrics {
         self.probe_seconds.observe(seconds);
     }
 
+    /// A probe did not answer within the timeout (and is stuck from now).
+    pub(crate) fn probe_timed_out(&self) {
+        self.probe_timeouts.inc();
+        self.probe_stuck.set(1);
+    }
+
+    /// The stuck probe answered.
+    pub(crate) fn probe_answered(&self) {
+        self.probe_stuck.set(0);
+    }
+
     pub(crate) fn observe_publish(&self, ok: bool) {
         let result = if ok { "ok" } else { "error" };
         self.publishes.get_or_create(&ResultLabels { result }).inc();
@@ -175,8 +202,13 @@ impl Metrics {
     }
 }
 
-/// Serve `/metrics` on `listener` until the process exits.
-pub(crate) async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) {
+/// Serve `/metrics` on `listener` until the process exits, under `limits` (timeouts and
+/// a connection cap: idle scrapers cannot take the reporter's file descriptors).
+pub(crate) async fn serve(
+    listener: tokio::net::TcpListener,
+    metrics: Arc<Metrics>,
+    limits: vramroute_serve::ServeLimits,
+) {
     use axum::http::header::CONTENT_TYPE;
     let app = axum::Router::new().route(
         "/metrics",
@@ -196,7 +228,7 @@ pub(crate) async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metric
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "serving Prometheus metrics at /metrics");
     }
-    if let Err(e) = axum::serve(listener, app).await {
+    if let Err(e) = vramroute_serve::serve(listener, app, limits, std::future::pending()).await {
         tracing::warn!("metrics server stopped: {e}");
     }
 }

@@ -1,6 +1,13 @@
 //! `vramroute-reporter run`: probe every tick, publish every interval (and at once when
 //! free VRAM moves), survive Redis and Ollama outages, supervise the node's rpc-server
 //! when asked (`rpc_server.rs`), deregister on SIGTERM/SIGINT.
+//!
+//! Probing runs on its own thread (`probe_worker.rs`) under a timeout: a probe that
+//! blocks leaves the last good values republished, stamped with the time they were
+//! measured and marked `probe_stale` (so readers age them and stop routing to the node),
+//! while `/metrics` and SIGTERM keep working. A signal cancels whatever the loop awaits
+//! (a probe, Ollama, a frozen Redis): deregistering starts at once and the process exits
+//! within [`SHUTDOWN_BUDGET`] plus the rpc-server's stop.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -11,11 +18,12 @@ use tracing::{debug, info, warn};
 use vramroute_alloc::RPC_SERVER_BINARY;
 use vramroute_node::{gpu_log_line, ChangeDetector, NodeIdentity, NodeReport, OllamaState};
 use vramroute_ollama::{OffloadVerdict, OllamaClient};
-use vramroute_probe::{GpuDevice, NodeHardware, Prober};
+use vramroute_probe::{GpuDevice, HostMemory, NodeHardware};
 use vramroute_registry::{keys, redact_url, RedisRegistry, Registry, RegistryConfig};
 
 use crate::cli::RunArgs;
 use crate::metrics::Metrics;
+use crate::probe_worker::{Outcome, ProbeWorker};
 use crate::rpc_server::Supervisor;
 use crate::settings::{RpcServerMode, Settings};
 
@@ -24,8 +32,14 @@ const CHANGE_CHECK_EVERY: Duration = Duration::from_secs(1);
 /// Re-register at least this often, so a Redis that restarted (and lost the key)
 /// learns about the node again quickly.
 const REGISTRATION_REFRESH_MAX: Duration = Duration::from_secs(60);
-/// Time allowed for deregistering on shutdown.
-const SHUTDOWN_BUDGET: Duration = Duration::from_millis(1500);
+/// Time allowed for deregistering on shutdown (the whole exit stays under 2 s).
+const SHUTDOWN_BUDGET: Duration = Duration::from_secs(1);
+/// Longest wait for Redis to be retried once it failed, and cap of the registry's
+/// reconnect backoff: a node is back in the registry within about this after Redis
+/// returns (well within one default interval).
+const RETRY_MAX: Duration = Duration::from_secs(1);
+/// First retry delay after a failed publish.
+const RETRY_MIN: Duration = Duration::from_millis(250);
 /// Timeout of each request to the local Ollama.
 const OLLAMA_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -64,10 +78,29 @@ pub(crate) fn hostname() -> Option<String> {
         .filter(|h| !h.is_empty())
 }
 
+/// The last probe that answered.
+struct Measured {
+    gpus: Vec<GpuDevice>,
+    host: HostMemory,
+    /// When, Unix seconds.
+    at: f64,
+}
+
+/// What the loop carries from one tick to the next.
+struct Schedule {
+    next_publish: Instant,
+    retry_at: Option<Instant>,
+    backoff: Duration,
+    rpc_server_started: bool,
+}
+
 struct Reporter {
     settings: Settings,
     identity: NodeIdentity,
-    prober: Prober,
+    worker: ProbeWorker,
+    last_good: Option<Measured>,
+    /// Since when the probe has not answered (while it does not).
+    probe_stuck_since: Option<Instant>,
     registry: RedisRegistry,
     ollama: Option<OllamaClient>,
     metrics: Arc<Metrics>,
@@ -85,7 +118,9 @@ impl Reporter {
         let mut config = RegistryConfig::default();
         config.stats_ttl = settings.stats_ttl;
         config.registration_ttl = settings.registration_ttl;
-        config.reconnect_max_delay = settings.interval.max(Duration::from_millis(500));
+        // Redis back: reconnect and republish within about a second, not an interval
+        // plus the connection's own backoff.
+        config.reconnect_max_delay = RETRY_MAX.min(settings.interval.max(RETRY_MIN));
         let registry = RedisRegistry::new_lazy(&settings.redis_url, config)?;
         let ollama = settings
             .ollama_url
@@ -99,8 +134,13 @@ impl Reporter {
         );
         identity.ollama_url = settings.ollama_url.clone();
         identity.hostname = hostname();
+        let hardware = settings.hardware.clone();
+        let worker = ProbeWorker::start(move || hardware.prober(), settings.probe_timeout)
+            .context("cannot start the probe thread")?;
         Ok(Reporter {
-            prober: settings.hardware.prober(),
+            worker,
+            last_good: None,
+            probe_stuck_since: None,
             detector: ChangeDetector::new(settings.change_threshold_mib),
             settings,
             identity,
@@ -115,10 +155,22 @@ impl Reporter {
         })
     }
 
-    /// Probe, publish, print the report; fail if Redis refuses.
+    /// Probe, publish, print the report; fail if Redis refuses or the probe does not
+    /// answer in time.
     async fn once(&mut self) -> anyhow::Result<()> {
-        let gpus = self.probe()?;
-        let report = self.report(gpus).await?;
+        let probed = match self.worker.probe().await {
+            Outcome::Done(p) => p,
+            Outcome::Stuck { .. } => anyhow::bail!(
+                "the hardware probe did not answer within {:?} (a sysfs file or the GPU driver blocks; --probe-timeout)",
+                self.settings.probe_timeout
+            ),
+        };
+        let measured = Measured {
+            gpus: probed.gpus?,
+            host: probed.host?,
+            at: probed.at,
+        };
+        let report = self.report(measured).await?;
         self.publish(&report).await?;
         print!(
             "{}",
@@ -139,7 +191,11 @@ impl Reporter {
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("cannot listen for metrics on {addr}"))?;
-            tokio::spawn(crate::metrics::serve(listener, self.metrics.clone()));
+            tokio::spawn(crate::metrics::serve(
+                listener,
+                self.metrics.clone(),
+                self.settings.metrics_limits(),
+            ));
         }
         let s = &self.settings;
         info!(
@@ -155,57 +211,79 @@ impl Reporter {
         let interval = s.interval;
         let mut ticker = tokio::time::interval(CHANGE_CHECK_EVERY.min(interval));
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut next_publish = Instant::now();
-        let mut retry_at: Option<Instant> = None;
-        let mut backoff = Duration::from_millis(250);
-        let mut rpc_server_started = false;
-        loop {
+        // A signal ends the loop whatever it awaits (a stuck probe, a frozen Redis).
+        let (stop_tx, mut stop) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
             tokio::select! {
-                _ = ticker.tick() => {}
-                _ = sigterm.recv() => { info!("SIGTERM: shutting down"); break; }
-                _ = sigint.recv() => { info!("SIGINT: shutting down"); break; }
+                _ = sigterm.recv() => info!("SIGTERM: shutting down"),
+                _ = sigint.recv() => info!("SIGINT: shutting down"),
             }
-            let Ok(gpus) = self.probe() else { continue };
-            let now = Instant::now();
-            let due = now >= next_publish;
-            let changed = self.detector.changed(&gpus);
-            if !(due || changed) || retry_at.is_some_and(|t| now < t) {
-                continue;
-            }
-            let report = match self.report(gpus).await {
-                Ok(r) => r,
-                Err(e) => {
-                    warn!("cannot build this node's report: {e:#}");
-                    continue;
-                }
+            let _ = stop_tx.send(true);
+        });
+        let mut schedule = Schedule {
+            next_publish: Instant::now(),
+            retry_at: None,
+            backoff: RETRY_MIN,
+            rpc_server_started: false,
+        };
+        loop {
+            let tick = async {
+                ticker.tick().await;
+                self.tick(&mut schedule, interval).await;
             };
-            if !rpc_server_started {
-                rpc_server_started = true;
-                self.start_rpc_server(&report);
-            }
-            if changed && !due && self.redis_ok == Some(true) {
-                info!(
-                    "free VRAM moved by more than {} MiB: publishing now",
-                    self.settings.change_threshold_mib
-                );
-                for g in &report.hardware.gpus {
-                    info!("{}", gpu_log_line(g));
-                }
-            }
-            match self.publish(&report).await {
-                Ok(()) => {
-                    next_publish = now + interval;
-                    retry_at = None;
-                    backoff = Duration::from_millis(250);
-                }
-                Err(_) => {
-                    retry_at = Some(now + backoff);
-                    backoff = (backoff * 2).min(interval);
-                }
+            tokio::select! {
+                () = tick => {}
+                _ = stop.wait_for(|s| *s) => break,
             }
         }
         self.shutdown().await;
         Ok(())
+    }
+
+    /// One tick: probe; publish when due, when free VRAM moved, or (while the probe is
+    /// stuck) the last good values when due.
+    async fn tick(&mut self, schedule: &mut Schedule, interval: Duration) {
+        let Some(measured) = self.probe().await else {
+            return;
+        };
+        let now = Instant::now();
+        let due = now >= schedule.next_publish;
+        let fresh = self.probe_stuck_since.is_none();
+        let changed = fresh && self.detector.changed(&measured.gpus);
+        if !(due || changed) || schedule.retry_at.is_some_and(|t| now < t) {
+            return;
+        }
+        let report = match self.report(measured).await {
+            Ok(r) => r,
+            Err(e) => {
+                warn!("cannot build this node's report: {e:#}");
+                return;
+            }
+        };
+        if !schedule.rpc_server_started {
+            schedule.rpc_server_started = true;
+            self.start_rpc_server(&report);
+        }
+        if changed && !due && self.redis_ok == Some(true) {
+            info!(
+                "free VRAM moved by more than {} MiB: publishing now",
+                self.settings.change_threshold_mib
+            );
+            for g in &report.hardware.gpus {
+                info!("{}", gpu_log_line(g));
+            }
+        }
+        match self.publish(&report).await {
+            Ok(()) => {
+                schedule.next_publish = now + interval;
+                schedule.retry_at = None;
+                schedule.backoff = RETRY_MIN;
+            }
+            Err(_) => {
+                schedule.retry_at = Some(now + schedule.backoff);
+                schedule.backoff = (schedule.backoff * 2).min(interval.min(RETRY_MAX));
+            }
+        }
     }
 
     /// Start supervising the rpc-server (when asked) with the offer's command: host the
@@ -224,33 +302,68 @@ impl Reporter {
         self.rpc_server = Supervisor::start(mode, command);
     }
 
-    /// Probe the GPUs (every tick: cheap sysfs reads and NVML queries).
-    fn probe(&mut self) -> anyhow::Result<Vec<GpuDevice>> {
-        let start = Instant::now();
-        let result = self.prober.probe_gpus();
-        self.metrics.observe_probe(start.elapsed().as_secs_f64());
-        match result {
-            Ok(gpus) => {
-                if !self.probe_ok {
-                    info!("hardware probe works again");
-                    self.probe_ok = true;
+    /// Probe the GPUs and host memory on the probe thread (every tick: cheap sysfs
+    /// reads and NVML queries), bounded by the probe timeout. While the probe is stuck,
+    /// the last good values (none before the first probe answered).
+    async fn probe(&mut self) -> Option<Measured> {
+        let probed = match self.worker.probe().await {
+            Outcome::Done(p) => p,
+            Outcome::Stuck { since } => {
+                if self.probe_stuck_since.is_none() {
+                    self.probe_stuck_since = Some(since);
+                    self.metrics.probe_timed_out();
+                    warn!(
+                        "hardware probe did not answer within {:?} (a sysfs file or the GPU driver blocks): republishing the last good values, marked probe_stale, until it answers",
+                        self.settings.probe_timeout
+                    );
                 }
-                self.metrics.observe_gpus(&self.identity.node_id, &gpus);
-                Ok(gpus)
+                let last = self.last_good.as_ref()?;
+                return Some(Measured {
+                    gpus: last.gpus.clone(),
+                    host: last.host.clone(),
+                    at: last.at,
+                });
             }
-            Err(e) => {
+        };
+        self.metrics.observe_probe(probed.took.as_secs_f64());
+        if let Some(since) = self.probe_stuck_since.take() {
+            self.metrics.probe_answered();
+            info!(
+                "hardware probe answers again (it was stuck for {:.1} s)",
+                since.elapsed().as_secs_f64()
+            );
+        }
+        let (gpus, host) = match (probed.gpus, probed.host) {
+            (Ok(g), Ok(h)) => (g, h),
+            (Err(e), _) | (_, Err(e)) => {
                 if self.probe_ok {
                     warn!("hardware probe failed, not publishing until it works: {e}");
                     self.probe_ok = false;
                 }
-                Err(e.into())
+                return None;
             }
+        };
+        if !self.probe_ok {
+            info!("hardware probe works again");
+            self.probe_ok = true;
         }
+        self.metrics.observe_gpus(&self.identity.node_id, &gpus);
+        self.last_good = Some(Measured {
+            gpus: gpus.clone(),
+            host: host.clone(),
+            at: probed.at,
+        });
+        Some(Measured {
+            gpus,
+            host,
+            at: probed.at,
+        })
     }
 
-    /// The full report, with host memory and Ollama's state (only when publishing).
-    async fn report(&mut self, gpus: Vec<GpuDevice>) -> anyhow::Result<NodeReport> {
-        let hardware = NodeHardware::new(gpus, self.prober.probe_host()?);
+    /// The full report, with Ollama's state (only when publishing), stamped with the
+    /// time the hardware was measured.
+    async fn report(&mut self, measured: Measured) -> anyhow::Result<NodeReport> {
+        let hardware = NodeHardware::new(measured.gpus, measured.host);
         let ollama = match &self.ollama {
             Some(client) => OllamaState::from_ps(&client.ps().await),
             None => OllamaState::not_asked(),
@@ -262,7 +375,7 @@ impl Reporter {
             &hw.reserve,
             hw.backend,
             ollama,
-            unix_now(),
+            measured.at,
         )?)
     }
 
@@ -324,6 +437,17 @@ impl Reporter {
         // Extra key (SOLLOL ignores unknown keys): the supervised rpc-server's state.
         if let Ok(v) = serde_json::to_value(self.rpc_server.status()) {
             stats.extra.insert("rpc_server".to_string(), v);
+        }
+        // Extra keys: the probe is stuck, these are the last good values (their
+        // timestamp is when they were measured).
+        if let Some(since) = self.probe_stuck_since {
+            stats
+                .extra
+                .insert("probe_stale".to_string(), serde_json::Value::Bool(true));
+            stats.extra.insert(
+                "probe_stuck_s".to_string(),
+                serde_json::json!(since.elapsed().as_secs()),
+            );
         }
         self.registry.publish_stats(&stats).await?;
         let record = report.rpc_record();

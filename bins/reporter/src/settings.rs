@@ -29,6 +29,8 @@ struct FileConfig {
     registration_ttl: Option<u64>,
     change_threshold_mb: Option<u64>,
     metrics_addr: Option<SocketAddr>,
+    metrics_max_connections: Option<usize>,
+    probe_timeout: Option<f64>,
     sysfs_root: Option<PathBuf>,
     no_nvml: Option<bool>,
     reserve: Option<f64>,
@@ -49,8 +51,15 @@ pub(crate) struct Settings {
     pub(crate) registration_ttl: Duration,
     pub(crate) change_threshold_mib: u64,
     pub(crate) metrics_addr: Option<SocketAddr>,
+    pub(crate) metrics_max_connections: usize,
+    pub(crate) probe_timeout: Duration,
     pub(crate) hardware: Hardware,
 }
+
+/// Default `--metrics-max-connections`: a node has few scrapers.
+pub(crate) const DEFAULT_METRICS_MAX_CONNECTIONS: usize = 64;
+/// Default `--probe-timeout`, seconds.
+pub(crate) const DEFAULT_PROBE_TIMEOUT_S: f64 = 3.0;
 
 /// Whether and which llama.cpp rpc-server the reporter runs and supervises.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -223,6 +232,27 @@ impl Settings {
                 "--stats-ttl is under two intervals: the node will flicker out of the registry between reports"
             );
         }
+        let metrics_max_connections = args
+            .metrics_max_connections
+            .or(file.metrics_max_connections)
+            .unwrap_or(DEFAULT_METRICS_MAX_CONNECTIONS);
+        if !(1..=vramroute_serve::MAX_CONNECTIONS_LIMIT).contains(&metrics_max_connections) {
+            return Err(UsageError(format!(
+                "--metrics-max-connections {metrics_max_connections}: give 1 to {}",
+                vramroute_serve::MAX_CONNECTIONS_LIMIT
+            ))
+            .into());
+        }
+        let probe_timeout = args
+            .probe_timeout
+            .or(file.probe_timeout)
+            .unwrap_or(DEFAULT_PROBE_TIMEOUT_S);
+        if !(probe_timeout.is_finite() && (0.05..=600.0).contains(&probe_timeout)) {
+            return Err(UsageError(format!(
+                "--probe-timeout {probe_timeout}: give seconds between 0.05 and 600"
+            ))
+            .into());
+        }
         Ok(Settings {
             redis_url,
             node_id,
@@ -238,8 +268,15 @@ impl Settings {
                 .or(file.change_threshold_mb)
                 .unwrap_or(512),
             metrics_addr: args.metrics_addr.or(file.metrics_addr),
+            metrics_max_connections,
+            probe_timeout: Duration::from_secs_f64(probe_timeout),
             hardware,
         })
+    }
+
+    /// The metrics server's connection limits.
+    pub(crate) fn metrics_limits(&self) -> vramroute_serve::ServeLimits {
+        vramroute_serve::ServeLimits::new(self.metrics_max_connections)
     }
 }
 

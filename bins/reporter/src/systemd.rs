@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 
 use crate::cli::{InstallArgs, RunArgs, UninstallArgs};
+use crate::systemd_unit::{quote, write_private, HARDENING};
 
 /// The unit and the environment file it reads.
 #[derive(Debug, PartialEq)]
@@ -79,20 +80,6 @@ fn env_file_path(unit_path: &Path) -> PathBuf {
     unit_path.with_extension("env")
 }
 
-fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("cannot write {} (run as root?)", path.display()))?;
-    file.write_all(contents.as_bytes())?;
-    Ok(())
-}
-
 /// Build the unit text for these arguments.
 pub(crate) fn render(args: &InstallArgs, binary: &Path) -> Unit {
     let mut exec = vec![binary.display().to_string(), "run".to_string()];
@@ -118,6 +105,7 @@ pub(crate) fn render(args: &InstallArgs, binary: &Path) -> Unit {
         u,
         "Restart=always\nRestartSec=5\nTimeoutStopSec=5\nKillSignal=SIGTERM"
     );
+    u.push_str(&crate::systemd_unit::limits());
     // SIGTERM to the reporter only: it stops a supervised rpc-server itself, then
     // deregisters; whatever is left when it exits gets SIGKILL.
     let _ = writeln!(u, "KillMode=mixed");
@@ -132,15 +120,7 @@ pub(crate) fn render(args: &InstallArgs, binary: &Path) -> Unit {
     // GPU device nodes (/dev/dri, /dev/kfd, /dev/nvidia*) are group video/render.
     let _ = writeln!(
         u,
-        "SupplementaryGroups=video render\n\
-         NoNewPrivileges=yes\nCapabilityBoundingSet=\nAmbientCapabilities=\n\
-         ProtectSystem=strict\nProtectHome=yes\nPrivateTmp=yes\n\
-         ProtectKernelTunables=yes\nProtectKernelModules=yes\nProtectKernelLogs=yes\n\
-         ProtectControlGroups=yes\nProtectClock=yes\nProtectHostname=yes\n\
-         RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX\nRestrictNamespaces=yes\n\
-         RestrictRealtime=yes\nRestrictSUIDSGID=yes\nLockPersonality=yes\n\
-         MemoryDenyWriteExecute=yes\nSystemCallArchitectures=native\n\
-         UMask=0077\n\n[Install]\nWantedBy=multi-user.target"
+        "SupplementaryGroups=video render\n{HARDENING}\n[Install]\nWantedBy=multi-user.target"
     );
     Unit { unit: u, env_file }
 }
@@ -177,6 +157,11 @@ fn run_flags(run: &RunArgs) -> Vec<String> {
         run.change_threshold_mb.map(|p| p.to_string()),
     );
     opt("metrics-addr", run.metrics_addr.map(|p| p.to_string()));
+    opt(
+        "metrics-max-connections",
+        run.metrics_max_connections.map(|p| p.to_string()),
+    );
+    opt("probe-timeout", run.probe_timeout.map(|p| p.to_string()));
     let hw = &run.hardware;
     opt(
         "sysfs-root",
@@ -191,21 +176,6 @@ fn run_flags(run: &RunArgs) -> Vec<String> {
         f.push("--no-nvml".into());
     }
     f
-}
-
-/// Quote one `ExecStart=` word: systemd expands `%` specifiers and `$` variables, and
-/// splits on whitespace unless quoted.
-fn quote(word: &str) -> String {
-    let escaped = word
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('%', "%%")
-        .replace('$', "$$");
-    if escaped.is_empty() || escaped.contains(char::is_whitespace) || escaped != word {
-        format!("\"{escaped}\"")
-    } else {
-        escaped
-    }
 }
 
 #[cfg(test)]
@@ -251,9 +221,33 @@ mod tests {
             "DynamicUser=yes",
             "ProtectSystem=strict",
             "NoNewPrivileges=yes",
+            "LimitNOFILE=65536",
+            "UMask=0077",
+            "WantedBy=multi-user.target",
         ] {
             assert!(unit.unit.lines().any(|l| l == line), "missing {line}");
         }
+    }
+
+    #[test]
+    fn limits_and_fault_settings_reach_the_unit() {
+        let args = install_args(&[
+            "--metrics-addr",
+            "127.0.0.1:9187",
+            "--metrics-max-connections",
+            "32",
+            "--probe-timeout",
+            "2",
+        ]);
+        let unit = render(&args, Path::new("/opt/vr"));
+        assert!(
+            unit.unit.contains(
+                "ExecStart=/opt/vr run --metrics-addr 127.0.0.1:9187 --metrics-max-connections 32 --probe-timeout 2\n"
+            ),
+            "{}",
+            unit.unit
+        );
+        assert!(unit.unit.contains("\nLimitNOFILE=65536\n"), "{}", unit.unit);
     }
 
     #[test]

@@ -5,6 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use axum::http::HeaderMap;
+use vramroute_serve::ServeLimits;
 
 use crate::error::{Error, Result};
 
@@ -33,7 +34,14 @@ pub struct GatewayConfig {
     pub fanout_timeout: Duration,
     /// API keys; empty: no key is required.
     pub keys: ApiKeys,
+    /// Client connections: header-read and idle timeouts, connection cap
+    /// ([`serve`](crate::Gateway::serve) applies them). Default cap: 512.
+    pub http: ServeLimits,
 }
+
+/// Default cap on the gateway's client connections (a stream holds one for its whole
+/// answer, and a connection to a node beside it).
+pub const DEFAULT_GATEWAY_MAX_CONNECTIONS: usize = 512;
 
 impl Default for GatewayConfig {
     fn default() -> Self {
@@ -46,6 +54,7 @@ impl Default for GatewayConfig {
             breaker_backoff: Duration::from_secs(10),
             fanout_timeout: Duration::from_secs(5),
             keys: ApiKeys::default(),
+            http: ServeLimits::new(DEFAULT_GATEWAY_MAX_CONNECTIONS),
         }
     }
 }
@@ -73,6 +82,9 @@ impl GatewayConfig {
         if self.breaker_backoff > Duration::from_secs(3600) {
             return bad("breaker backoff must be at most an hour");
         }
+        self.http
+            .validate()
+            .map_err(|e| Error::Config(e.to_string()))?;
         Ok(())
     }
 }

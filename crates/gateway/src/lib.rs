@@ -50,11 +50,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use vramroute_cluster::LiveCluster;
 
-pub use config::{ApiKeys, GatewayConfig, KEYS_ENV};
+pub use config::{ApiKeys, GatewayConfig, DEFAULT_GATEWAY_MAX_CONNECTIONS, KEYS_ENV};
 pub use error::{Error, Result};
 pub use fanout::NODE_FIELD;
 pub use forward::{NODE_HEADER, REASON_HEADER};
 pub use metrics::GatewayMetrics;
+pub use vramroute_serve::ServeLimits;
 
 use crate::breaker::Breaker;
 use crate::forward::Shared;
@@ -117,22 +118,22 @@ impl Gateway {
     }
 
     /// Serves the gateway on `listener` until `shutdown` completes (streams in flight
-    /// are then finished). Small streamed chunks go out at once (`TCP_NODELAY`: with
-    /// Nagle's algorithm a chunk can wait for the client's delayed ACK, ~40 ms).
+    /// are then finished), under the config's [`http`](GatewayConfig::http) limits
+    /// (header-read and idle timeouts, a connection cap; see `vramroute-serve`). Small
+    /// streamed chunks go out at once (`TCP_NODELAY`: with Nagle's algorithm a chunk can
+    /// wait for the client's delayed ACK, ~40 ms).
     pub async fn serve(
         &self,
         listener: tokio::net::TcpListener,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        use axum::serve::ListenerExt as _;
-        let listener = listener.tap_io(|tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!("cannot set TCP_NODELAY on a gateway connection: {e}");
-            }
-        });
-        axum::serve(listener, self.router())
-            .with_graceful_shutdown(shutdown)
-            .await
+        vramroute_serve::serve(
+            listener,
+            self.router(),
+            self.shared.config.http.clone(),
+            shutdown,
+        )
+        .await
     }
 
     /// The HTTP routes (serve with [`serve`](Self::serve), or `axum::serve` with

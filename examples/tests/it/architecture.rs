@@ -47,6 +47,7 @@ const LIBRARIES: &[&str] = &[
     "vramroute-cluster",
     "vramroute-gateway",
     "vramroute-rpc",
+    "vramroute-serve",
 ];
 
 /// The allowed internal dependency graph (ARCHITECTURE.md's invariants).
@@ -82,6 +83,13 @@ const CRATES: &[Rule] = &[
     Rule {
         path: "crates/rpc",
         package: "vramroute-rpc",
+        optional: false,
+        allowed: Allowed::Only(&[]),
+        doc_says: &["depends on no other vramroute crate"],
+    },
+    Rule {
+        path: "crates/serve",
+        package: "vramroute-serve",
         optional: false,
         allowed: Allowed::Only(&[]),
         doc_says: &["depends on no other vramroute crate"],
@@ -127,10 +135,11 @@ const CRATES: &[Rule] = &[
         allowed: Allowed::Only(&[
             "vramroute-cluster",
             "vramroute-router",
+            "vramroute-serve",
             "vramroute-ollama",
             "vramroute-registry",
         ]),
-        doc_says: &["`cluster`", "`router`"],
+        doc_says: &["`cluster`", "`router`", "`serve`"],
     },
     Rule {
         path: "bins/reporter",
@@ -142,9 +151,10 @@ const CRATES: &[Rule] = &[
             "vramroute-alloc",
             "vramroute-ollama",
             "vramroute-node",
+            "vramroute-serve",
         ]),
         doc_says: &[
-            "the reporter depends only on `probe`, `registry`, `alloc`, `ollama` and `node`",
+            "the reporter depends only on `probe`, `registry`, `alloc`, `ollama`, `node` and `serve`",
             "never on `router` or `cluster`",
         ],
     },

@@ -122,6 +122,22 @@ fn http_api_answers_and_survives_a_redis_restart() {
         ("GET", "/v1/route?model=mystery:7b", None, 404),
         ("GET", "/v1/route", None, 400),
         ("GET", "/v1/route?model=x&size_mb=lots", None, 400),
+        // Priority is SOLLOL's 1-10.
+        ("GET", "/v1/route?model=llama3.1:8b&priority=0", None, 400),
+        ("GET", "/v1/route?model=llama3.1:8b&priority=255", None, 400),
+        ("GET", "/v1/route?model=llama3.1:8b&priority=11", None, 400),
+        (
+            "POST",
+            "/v1/route",
+            Some(r#"{"model":"x","size_mb":100,"priority":0}"#),
+            400,
+        ),
+        (
+            "POST",
+            "/v1/route",
+            Some(r#"{"model":"x","size_mb":100,"priority":255}"#),
+            400,
+        ),
         (
             "GET",
             "/v1/route?model=llama3.1:8b&policy=fastest",
@@ -142,6 +158,9 @@ fn http_api_answers_and_survives_a_redis_restart() {
                 text.contains("size_mb") || text.contains("nodes:"),
                 "{text}"
             );
+        }
+        if path.contains("priority") || body.is_some_and(|b| b.contains("priority")) {
+            assert!(text.contains("give 1 (lowest) to 10"), "{text}");
         }
     }
 

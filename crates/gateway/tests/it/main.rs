@@ -3,6 +3,7 @@
 
 mod errors;
 mod failover;
+mod limits;
 mod load;
 mod streaming;
 mod support;

@@ -1,0 +1,3 @@
+//! The serving loop over real loopback sockets: timeouts, the cap, draining.
+
+mod limits;
