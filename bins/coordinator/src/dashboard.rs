@@ -42,7 +42,10 @@ const DECISIONS_DEFAULT_LIMIT: usize = 50;
 /// The page and its files (no key needed: they hold no cluster data).
 pub(crate) fn page_routes() -> axum::Router<Shared> {
     axum::Router::new()
-        .route("/", get(|| async { asset("text/html; charset=utf-8", INDEX_HTML) }))
+        .route(
+            "/",
+            get(|| async { asset("text/html; charset=utf-8", INDEX_HTML) }),
+        )
         .route(
             "/dashboard.js",
             get(|| async { asset("text/javascript; charset=utf-8", DASHBOARD_JS) }),
@@ -78,8 +81,10 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
 
 type Params = std::collections::HashMap<String, String>;
 
+/// Parameter checks answer what is wrong as text; the handlers make it a 400.
+///
 /// Rejects parameters other than `allowed` (a typo must not silently widen a query).
-fn only(p: &Params, allowed: &[&str]) -> Result<(), Response> {
+fn only(p: &Params, allowed: &[&str]) -> Result<(), String> {
     let mut unknown: Vec<&str> = p
         .keys()
         .map(String::as_str)
@@ -89,25 +94,21 @@ fn only(p: &Params, allowed: &[&str]) -> Result<(), Response> {
         return Ok(());
     }
     unknown.sort_unstable();
-    Err(error(
-        StatusCode::BAD_REQUEST,
-        format!(
-            "unknown query parameter(s) {}: this endpoint takes {}",
-            unknown.join(", "),
-            allowed.join(", ")
-        ),
+    Err(format!(
+        "unknown query parameter(s) {}: this endpoint takes {}",
+        unknown.join(", "),
+        allowed.join(", ")
     ))
 }
 
 /// `limit=N`: 1 to `max`, `default` when absent.
-fn limit_param(p: &Params, default: usize, max: usize) -> Result<usize, Response> {
+fn limit_param(p: &Params, default: usize, max: usize) -> Result<usize, String> {
     match p.get("limit") {
         None => Ok(default),
         Some(v) => match v.trim().parse::<usize>() {
             Ok(n) if (1..=max).contains(&n) => Ok(n),
-            _ => Err(error(
-                StatusCode::BAD_REQUEST,
-                format!("limit={v:?} is not valid: give a whole number from 1 to {max}"),
+            _ => Err(format!(
+                "limit={v:?} is not valid: give a whole number from 1 to {max}"
             )),
         },
     }
@@ -115,17 +116,14 @@ fn limit_param(p: &Params, default: usize, max: usize) -> Result<usize, Response
 
 /// `since=T`: Unix seconds, or a negative number of seconds before now (`-900`: the
 /// last 15 minutes); an hour ago when absent.
-fn since_param(p: &Params, now: f64) -> Result<f64, Response> {
+fn since_param(p: &Params, now: f64) -> Result<f64, String> {
     let Some(v) = p.get("since") else {
         return Ok(now - HISTORY_DEFAULT_WINDOW_S);
     };
     let bad = |why: &str| {
-        error(
-            StatusCode::BAD_REQUEST,
-            format!(
-                "since={v:?} is not valid ({why}): give Unix seconds (since=1700000000) or \
-                 seconds before now as a negative number (since=-3600)"
-            ),
+        format!(
+            "since={v:?} is not valid ({why}): give Unix seconds (since=1700000000) or \
+             seconds before now as a negative number (since=-3600)"
         )
     };
     let t: f64 = v.trim().parse().map_err(|_| bad("not a number"))?;
@@ -140,18 +138,15 @@ fn since_param(p: &Params, now: f64) -> Result<f64, Response> {
 }
 
 /// `node=ID`: a node id as the view shows it.
-fn node_param(p: &Params) -> Result<Option<String>, Response> {
+fn node_param(p: &Params) -> Result<Option<String>, String> {
     let Some(v) = p.get("node") else {
         return Ok(None);
     };
     let v = v.trim();
     if v.is_empty() || v.len() > NODE_ID_MAX_BYTES || v.chars().any(char::is_control) {
-        return Err(error(
-            StatusCode::BAD_REQUEST,
-            format!(
-                "node={v:?} is not valid: give a node id as /v1/nodes shows it \
-                 (e.g. node=10.0.0.5:11434), at most {NODE_ID_MAX_BYTES} bytes, no control characters"
-            ),
+        return Err(format!(
+            "node={v:?} is not valid: give a node id as /v1/nodes shows it \
+             (e.g. node=10.0.0.5:11434), at most {NODE_ID_MAX_BYTES} bytes, no control characters"
         ));
     }
     Ok(Some(v.to_owned()))
@@ -168,7 +163,7 @@ async fn history_get(State(app): State<Shared>, Query(p): Query<Params>) -> Resp
     });
     let query = match parsed {
         Ok(q) => q,
-        Err(r) => return r,
+        Err(msg) => return error(StatusCode::BAD_REQUEST, msg),
     };
     let view = app.live.view();
     let (entries, limits, stream) = match app.source.backend.registry() {
@@ -199,11 +194,11 @@ async fn history_get(State(app): State<Shared>, Query(p): Query<Params>) -> Resp
 
 async fn decisions_get(State(app): State<Shared>, Query(p): Query<Params>) -> Response {
     let log = app.live.decisions();
-    let limit = match only(&p, &["limit"]).and_then(|()| {
-        limit_param(&p, DECISIONS_DEFAULT_LIMIT, log.capacity())
-    }) {
+    let limit = match only(&p, &["limit"])
+        .and_then(|()| limit_param(&p, DECISIONS_DEFAULT_LIMIT, log.capacity()))
+    {
         Ok(l) => l,
-        Err(r) => return r,
+        Err(msg) => return error(StatusCode::BAD_REQUEST, msg),
     };
     Json(json!({
         "kept": log.capacity(),

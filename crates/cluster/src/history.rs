@@ -60,7 +60,13 @@ pub struct HistoryGpu {
 }
 
 impl HistoryGpu {
-    fn of(index: u32, name: &str, total: Option<u64>, free: Option<u64>, used: Option<u64>) -> Self {
+    fn of(
+        index: u32,
+        name: &str,
+        total: Option<u64>,
+        free: Option<u64>,
+        used: Option<u64>,
+    ) -> Self {
         HistoryGpu {
             index,
             name: name.to_owned(),
@@ -109,7 +115,13 @@ pub struct HistoryPoint {
 }
 
 impl HistoryPoint {
-    fn new(id: Option<String>, node_id: &str, timestamp: f64, vendor: &str, gpus: Vec<HistoryGpu>) -> Self {
+    fn new(
+        id: Option<String>,
+        node_id: &str,
+        timestamp: f64,
+        vendor: &str,
+        gpus: Vec<HistoryGpu>,
+    ) -> Self {
         let known: Vec<u64> = gpus.iter().filter_map(|g| g.memory_used_mb).collect();
         HistoryPoint {
             id,
@@ -214,7 +226,13 @@ mod tests {
 
     use super::*;
 
-    fn entry(id: &str, node: &str, ts: f64, used: Option<u64>, free: Option<u64>) -> (String, Vec<(String, String)>) {
+    fn entry(
+        id: &str,
+        node: &str,
+        ts: f64,
+        used: Option<u64>,
+        free: Option<u64>,
+    ) -> (String, Vec<(String, String)>) {
         let mut r = GpuStatsRecord::new(node, "nvidia", ts);
         let mut g = GpuStat::new(0, "RTX");
         g.memory_total_mb = Some(1000);
@@ -232,7 +250,10 @@ mod tests {
             entry("3-0", "a:1", 300.0, None, None),
             entry("5-0", "a:1", 500.0, Some(50), Some(950)),
         ];
-        entries.insert(1, ("1-1".to_owned(), vec![("gpus".to_owned(), "[".to_owned())]));
+        entries.insert(
+            1,
+            ("1-1".to_owned(), vec![("gpus".to_owned(), "[".to_owned())]),
+        );
         let view = StatusView::from_cluster(
             &vramroute_registry::ClusterView::default(),
             "test".into(),
@@ -240,8 +261,17 @@ mod tests {
             30.0,
             0.8,
         );
-        let all = history(&entries, &view, &HistoryQuery::new(None, 150.0, 10), &Limits::default());
-        let ids: Vec<_> = all.points.iter().map(|p| p.id.as_deref().unwrap()).collect();
+        let all = history(
+            &entries,
+            &view,
+            &HistoryQuery::new(None, 150.0, 10),
+            &Limits::default(),
+        );
+        let ids: Vec<_> = all
+            .points
+            .iter()
+            .map(|p| p.id.as_deref().unwrap())
+            .collect();
         assert_eq!(ids, ["2-0", "3-0", "5-0"]);
         // total − free when used is missing; unknown stays unknown.
         assert_eq!(all.points[0].gpus[0].memory_used_mb, Some(400));
@@ -249,12 +279,24 @@ mod tests {
         assert_eq!(all.points[1].node_used_mb, None);
         assert_eq!(all.points[2].node_used_mb, Some(50));
         assert_eq!((all.read, all.skipped, all.truncated), (5, 1, false));
-        assert!(all.skipped_reasons[0].starts_with("entry 1-1:"), "{:?}", all.skipped_reasons);
+        assert!(
+            all.skipped_reasons[0].starts_with("entry 1-1:"),
+            "{:?}",
+            all.skipped_reasons
+        );
 
-        let a = history(&entries, &view, &HistoryQuery::new(Some("a:1".into()), 0.0, 2), &Limits::default());
+        let a = history(
+            &entries,
+            &view,
+            &HistoryQuery::new(Some("a:1".into()), 0.0, 2),
+            &Limits::default(),
+        );
         let ids: Vec<_> = a.points.iter().map(|p| p.id.as_deref().unwrap()).collect();
         assert_eq!(ids, ["3-0", "5-0"]);
         assert!(a.truncated);
-        assert_eq!(HistoryQuery::new(None, 0.0, usize::MAX).limit, HISTORY_MAX_POINTS);
+        assert_eq!(
+            HistoryQuery::new(None, 0.0, usize::MAX).limit,
+            HISTORY_MAX_POINTS
+        );
     }
 }

@@ -10,8 +10,8 @@
 
 use serde_json::{Map, Value};
 
-use crate::validate::{decode_stats, Limits};
 use crate::record::GpuStatsRecord;
+use crate::validate::{decode_stats, Limits};
 
 /// The record's fields that hold text (kept as text even when they look like a number).
 const TEXT_FIELDS: &[&str] = &[

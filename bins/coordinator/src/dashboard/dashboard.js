@@ -146,11 +146,11 @@
     return li;
   }
 
-  function nodeCard(view, n, skew) {
+  function nodeCard(view, n) {
     const card = el("article", { class: "node" + (n.stale ? " stale" : ""), "data-node-id": n.id, "data-stale": n.stale ? "true" : "false", tabindex: "0", "aria-label": "node " + n.id + (n.stale ? " (stale)" : "") });
     const h = el("h3", null, el("span", { class: "node-id", text: n.id }));
     if (n.hostname) h.append(el("span", { class: "note", text: n.hostname }));
-    const age = n.age_s + skew;
+    const age = n.age_s; // the daemon recomputes report ages every second
     h.append(
       n.stale
         ? el("span", { class: "badge badge-stale", text: "STALE: no report for " + ago(age).replace(" ago", "") })
@@ -190,8 +190,7 @@
 
   function renderNodes(view) {
     const box = $("nodes");
-    const skew = Math.max(0, Date.now() / 1000 - view.generated_at);
-    const cards = view.nodes.map((n) => nodeCard(view, n, Math.min(skew, 3600)));
+    const cards = view.nodes.map((n) => nodeCard(view, n));
     if (!cards.length) cards.push(el("p", { text: "No nodes in the registry yet." }));
     box.replaceChildren(...cards);
     const t = view.totals;

@@ -19,9 +19,6 @@ fn test_reporter_args_with_ttl(redis: &str, tree: &str, ip: &str, ttl_s: &str) -
     a
 }
 
-/// SOLLOL's captured `XRANGE` of the stats stream (the workspace's shared copy).
-const SOLLOL_STREAM: &str = include_str!("../../../../../shared/sollol-records/stream-entries.json");
-
 /// Appends `fields` to the stats stream as SOLLOL's reporter does (`XADD … *`).
 fn xadd(redis: &RedisServer, fields: &[(String, String)]) {
     let mut args = vec![keys::GPU_STATS_STREAM.to_owned(), "*".to_owned()];
@@ -34,20 +31,12 @@ fn xadd(redis: &RedisServer, fields: &[(String, String)]) {
     redis.cli(&cmd).unwrap();
 }
 
-/// SOLLOL's captured stream entries, as `(field, value)` lists.
+/// SOLLOL's captured stream entries (the workspace's copy of
+/// `shared/sollol-records/stream-entries.json`), as `(field, value)` lists in stored order.
 fn sollol_entries() -> Vec<Vec<(String, String)>> {
-    let v: serde_json::Value = serde_json::from_str(SOLLOL_STREAM).unwrap();
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|e| {
-            e["fields"]
-                .as_object()
-                .unwrap()
-                .iter()
-                .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned()))
-                .collect()
-        })
+    vramroute_registry::testing::fixtures::stream_entries()
+        .into_iter()
+        .map(|(_, fields)| fields)
         .collect()
 }
 
@@ -88,8 +77,14 @@ fn history_reads_real_reporters_and_sollol_entries_and_says_what_is_wrong() {
     })
     .expect("the AMD reporter's publishes reach the history");
     let points = amd["points"].as_array().unwrap();
-    assert!(points.iter().all(|pt| pt["node_id"] == "127.0.0.2:11434"), "{amd}");
-    let times: Vec<f64> = points.iter().map(|pt| pt["timestamp"].as_f64().unwrap()).collect();
+    assert!(
+        points.iter().all(|pt| pt["node_id"] == "127.0.0.2:11434"),
+        "{amd}"
+    );
+    let times: Vec<f64> = points
+        .iter()
+        .map(|pt| pt["timestamp"].as_f64().unwrap())
+        .collect();
     assert!(times.windows(2).all(|w| w[0] <= w[1]), "{times:?}");
     let gpu = &points[0]["gpus"][0];
     assert_eq!(gpu["memory_total_mb"], 24560, "{amd}");
@@ -124,7 +119,12 @@ fn history_reads_real_reporters_and_sollol_entries_and_says_what_is_wrong() {
         .iter()
         .map(|pt| pt["node_id"].as_str().unwrap())
         .collect();
-    for id in ["10.1.2.3:11434", "10.1.2.4:11434", "127.0.0.2:11434", "127.0.0.3:11434"] {
+    for id in [
+        "10.1.2.3:11434",
+        "10.1.2.4:11434",
+        "127.0.0.2:11434",
+        "127.0.0.3:11434",
+    ] {
         assert!(ids.contains(id), "{id} missing: {ids:?}");
     }
     assert_eq!(all["skipped"], 1, "{all}");
@@ -166,7 +166,11 @@ fn history_reads_real_reporters_and_sollol_entries_and_says_what_is_wrong() {
 
     // Decisions of the API's /v1/route, newest first, with node, fit, score and reason.
     get_json(p, "/v1/route?model=custom&size_mb=2000", 200);
-    get_json(p, "/v1/route?model=huge&size_mb=900000&allow_cpu=false", 200);
+    get_json(
+        p,
+        "/v1/route?model=huge&size_mb=900000&allow_cpu=false",
+        200,
+    );
     let dec = get_json(p, "/v1/decisions", 200);
     let list = dec["decisions"].as_array().unwrap();
     assert_eq!(list.len(), 2, "{dec}");
@@ -265,7 +269,9 @@ fn card<'a>(dom: &'a str, id: &str) -> &'a str {
     let start = dom
         .find(&format!("data-node-id=\"{id}\""))
         .unwrap_or_else(|| panic!("no card for {id} in the page:\n{dom}"));
-    let end = dom[start..].find("</article>").map_or(dom.len(), |e| start + e);
+    let end = dom[start..]
+        .find("</article>")
+        .map_or(dom.len(), |e| start + e);
     &dom[start..end]
 }
 
@@ -304,7 +310,12 @@ fn the_dashboard_renders_the_cluster_in_a_real_browser() {
         let v = get_json(p, "/v1/nodes", 200);
         (v["nodes"].as_array()?.len() == 3).then_some(())
     });
-    assert!(up.is_some(), "nodes never all appeared: {}\n{}", fresh.log(), stale.log());
+    assert!(
+        up.is_some(),
+        "nodes never all appeared: {}\n{}",
+        fresh.log(),
+        stale.log()
+    );
     drop(stale); // SIGKILL: no deregistration, the record stays
     let view = wait_for(Duration::from_secs(30), || {
         let v = get_json(p, "/v1/nodes", 200);
@@ -327,39 +338,78 @@ fn the_dashboard_renders_the_cluster_in_a_real_browser() {
                 assert!(c.contains(name), "GPU {name} of {id} not shown:\n{c}");
             }
             if let Some(total) = g["memory_total_mb"].as_u64() {
-                assert!(c.contains(&format!("total {}", gib(total))), "{id}: total {}:\n{c}", gib(total));
+                assert!(
+                    c.contains(&format!("total {}", gib(total))),
+                    "{id}: total {}:\n{c}",
+                    gib(total)
+                );
             }
         }
     }
     let amd = card(&dom, "127.0.0.2:11434");
-    assert!(amd.contains("used 1.1 GiB") && amd.contains("total 24.0 GiB"), "{amd}");
-    assert!(amd.contains("fresh") && amd.contains("data-stale=\"false\""), "{amd}");
+    assert!(
+        amd.contains("used 1.1 GiB") && amd.contains("total 24.0 GiB"),
+        "{amd}"
+    );
+    assert!(
+        amd.contains("fresh") && amd.contains("data-stale=\"false\""),
+        "{amd}"
+    );
     assert!(amd.contains("temperature"), "{amd}");
     // The stale node is marked in words, not only in colour.
     let st = card(&dom, "127.0.0.3:11434");
-    assert!(st.contains("data-stale=\"true\"") && st.contains("STALE"), "{st}");
+    assert!(
+        st.contains("data-stale=\"true\"") && st.contains("STALE"),
+        "{st}"
+    );
     // The route query from the URL, answered with the full explanation.
-    assert!(dom.contains("Route for llama3.1:8b"), "no route answer:\n{dom}");
+    assert!(
+        dom.contains("Route for llama3.1:8b"),
+        "no route answer:\n{dom}"
+    );
     assert!(dom.contains("→ 127.0.0."), "no placement shown:\n{dom}");
-    assert!(dom.contains("Candidates, best first"), "no explanation:\n{dom}");
-    assert!(dom.contains("Not candidates"), "no rejections shown:\n{dom}");
+    assert!(
+        dom.contains("Candidates, best first"),
+        "no explanation:\n{dom}"
+    );
+    assert!(
+        dom.contains("Not candidates"),
+        "no rejections shown:\n{dom}"
+    );
     // ... and listed among the recent decisions.
     let decisions = &dom[dom.find("id=\"decisions\"").unwrap()..];
-    assert!(decisions.contains("llama3.1:8b") && decisions.contains("api"), "{decisions}");
+    assert!(
+        decisions.contains("llama3.1:8b") && decisions.contains("api"),
+        "{decisions}"
+    );
     // History drawn from the stream: a legend line per GPU.
-    assert!(dom.contains("127.0.0.2:11434 GPU 0"), "no history line:\n{dom}");
+    assert!(
+        dom.contains("127.0.0.2:11434 GPU 0"),
+        "no history line:\n{dom}"
+    );
     assert!(dom.contains("point(s) from the registry"), "{dom}");
     // Live status.
     assert!(dom.contains("Live: registry OK"), "{dom}");
     // Record text is text: the markup shows escaped, nothing ran, the ESC shows escaped.
     assert!(
-        dom.contains("&lt;script&gt;document.body.setAttribute('data-pwned','script')&lt;/script&gt;"),
+        dom.contains(
+            "&lt;script&gt;document.body.setAttribute('data-pwned','script')&lt;/script&gt;"
+        ),
         "the GPU name is not shown as text:\n{}",
         card(&dom, "127.0.0.4:11434")
     );
-    assert!(!dom.contains("data-pwned=\""), "a record's script ran:\n{dom}");
-    assert!(dom.contains("\\u001b[31m"), "the control character is not shown escaped");
-    assert!(!dom.contains('\u{1b}'), "a raw control character reached the page");
+    assert!(
+        !dom.contains("data-pwned=\""),
+        "a record's script ran:\n{dom}"
+    );
+    assert!(
+        dom.contains("\\u001b[31m"),
+        "the control character is not shown escaped"
+    );
+    assert!(
+        !dom.contains('\u{1b}'),
+        "a raw control character reached the page"
+    );
 
     // A screenshot for people (docs/coordinator.md says how to make one by hand).
     let shot = target_dir().join("dashboard.png");
@@ -373,7 +423,11 @@ fn the_dashboard_renders_the_cluster_in_a_real_browser() {
         &page,
     );
     let png = std::fs::read(&shot).unwrap_or_else(|e| panic!("{}: {e}", shot.display()));
-    assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000, "{} bytes", png.len());
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 10_000,
+        "{} bytes",
+        png.len()
+    );
 }
 
 #[test]
@@ -398,9 +452,15 @@ fn the_page_says_when_the_registry_is_lost() {
         &["--virtual-time-budget=10000", "--dump-dom"],
         &format!("http://127.0.0.1:{p}/"),
     );
-    assert!(dom.contains("DEGRADED: the registry cannot be read"), "{dom}");
+    assert!(
+        dom.contains("DEGRADED: the registry cannot be read"),
+        "{dom}"
+    );
     assert!(dom.contains("data-health=\"degraded\""), "{dom}");
-    assert!(dom.contains("History from the registry is unavailable"), "{dom}");
+    assert!(
+        dom.contains("History from the registry is unavailable"),
+        "{dom}"
+    );
     // The last view is still shown.
     card(&dom, "127.0.0.2:11434");
 }
