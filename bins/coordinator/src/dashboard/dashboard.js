@@ -190,9 +190,17 @@
 
   function renderNodes(view) {
     const box = $("nodes");
+    // Keyboard focus survives the refresh: the focused card is focused again.
+    const active = document.activeElement;
+    const focused = active && active.closest ? active.closest("article.node") : null;
+    const focusedId = focused ? focused.dataset.nodeId : null;
     const cards = view.nodes.map((n) => nodeCard(view, n));
     if (!cards.length) cards.push(el("p", { text: "No nodes in the registry yet." }));
     box.replaceChildren(...cards);
+    if (focusedId !== null) {
+      const again = cards.find((c) => c.dataset && c.dataset.nodeId === focusedId);
+      if (again) again.focus({ preventScroll: true });
+    }
     const t = view.totals;
     $("totals").textContent = clean(
       t.nodes + " node(s), " + t.stale_nodes + " stale, " + t.gpus + " GPU(s), " +
