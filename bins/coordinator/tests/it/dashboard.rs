@@ -390,14 +390,20 @@ fn the_dashboard_renders_the_cluster_in_a_real_browser() {
     assert!(dom.contains("point(s) from the registry"), "{dom}");
     // Live status.
     assert!(dom.contains("Live: registry OK"), "{dom}");
-    // Record text is text: the markup shows escaped, nothing ran, the ESC shows escaped.
+    // Record text is text: the markup shows escaped (in the node's card, not only in the
+    // chart's legend), no element came from it, nothing ran, the ESC shows escaped.
+    let evil = card(&dom, "127.0.0.4:11434");
     assert!(
-        dom.contains(
+        evil.contains(
             "&lt;script&gt;document.body.setAttribute('data-pwned','script')&lt;/script&gt;"
         ),
-        "the GPU name is not shown as text:\n{}",
-        card(&dom, "127.0.0.4:11434")
+        "the GPU name is not shown as text:\n{evil}"
     );
+    assert!(
+        !evil.contains("<script") && !evil.contains("<img"),
+        "the GPU name became markup:\n{evil}"
+    );
+    assert!(evil.contains("\\u001b[31m"), "{evil}");
     assert!(
         !dom.contains("data-pwned=\""),
         "a record's script ran:\n{dom}"
