@@ -335,6 +335,7 @@
       for (const c of r) row.append(el("td", { class: typeof c === "number" ? "num" : "", text: typeof c === "number" ? num(c, 3) : c }));
       body.append(row);
     }
+    if (!rows.length) body.append(el("tr", null, el("td", { colspan: String(head.length), text: "none" })));
     t.append(body);
     return el("div", { class: "table-wrap" }, t);
   }
