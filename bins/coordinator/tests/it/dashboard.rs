@@ -477,3 +477,102 @@ fn target_dir() -> PathBuf {
         .parent()
         .map_or_else(|| PathBuf::from("target"), Path::to_path_buf)
 }
+
+#[test]
+fn the_page_is_static_and_self_contained_and_takes_the_api_key_from_its_fragment() {
+    chromium();
+    // A saved view (embedded mode's) behind `admin_requires_key`: no Redis, no stream.
+    let o = coord(&[
+        "--sysfs-root",
+        &fixture("amd-discrete"),
+        "--no-nvml",
+        "status",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let dir = tempfile::tempdir().unwrap();
+    let view = dir.path().join("view.json");
+    std::fs::write(&view, &o.stdout).unwrap();
+    let saved: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let node_id = saved["nodes"][0]["id"].as_str().unwrap().to_owned();
+    let keys = dir.path().join("keys");
+    std::fs::write(&keys, "dash-k3y\n").unwrap();
+    let port = free_port();
+    let cfg = write_config(&format!(
+        "listen: 127.0.0.1:{port}\nadmin_requires_key: true\ngateway_keys_file: {}\ngateway_listen: off\n",
+        keys.display()
+    ));
+    let d = Proc::spawn(
+        Path::new(BIN),
+        &[
+            "--snapshot",
+            view.to_str().unwrap(),
+            "--config",
+            cfg.path().to_str().unwrap(),
+            "daemon",
+        ],
+    );
+    let up = wait_for(Duration::from_secs(15), || {
+        http("GET", port, "/healthz", None)
+    });
+    assert_eq!(up.map(|r| r.0), Some(200), "{}", d.log());
+
+    // The page and its files: no key needed (no cluster data), a strict CSP, no
+    // reference to anything outside the daemon.
+    for (path, kind) in [
+        ("/", "text/html"),
+        ("/dashboard.js", "text/javascript"),
+        ("/dashboard.css", "text/css"),
+    ] {
+        let (st, head, body) = http_with("GET", port, path, "", None).unwrap();
+        assert_eq!(st, 200, "{path}: {body}");
+        let head = head.to_ascii_lowercase();
+        assert!(
+            head.contains(&format!("content-type: {kind}")),
+            "{path}: {head}"
+        );
+        assert!(
+            head.contains("content-security-policy: default-src 'none'; script-src 'self';"),
+            "{path}: {head}"
+        );
+        let outside = body.replace("http://www.w3.org/2000/svg", "");
+        assert!(
+            !outside.contains("http://")
+                && !outside.contains("https://")
+                && !outside.contains("//cdn"),
+            "{path} refers to something outside the daemon"
+        );
+        for sink in [
+            ".innerHTML",
+            ".outerHTML",
+            "insertAdjacentHTML",
+            "document.write",
+        ] {
+            assert!(!body.contains(sink), "{path} uses {sink}");
+        }
+    }
+    let (_, _, html) = http_with("GET", port, "/", "", None).unwrap();
+    assert!(html.contains("<script src=\"dashboard.js\""), "{html}");
+
+    // The data needs the key; a snapshot has no stream: the live view alone.
+    let (st, _, body) = http_with("GET", port, "/v1/history", "", None).unwrap();
+    assert_eq!(st, 401, "{body}");
+    let auth = "Authorization: Bearer dash-k3y\r\n";
+    let (st, _, body) = http_with("GET", port, "/v1/history", auth, None).unwrap();
+    assert_eq!(st, 200, "{body}");
+    let h: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(h["stream"], "none", "{h}");
+    assert!(h["points"].as_array().unwrap().is_empty(), "{h}");
+    assert_eq!(h["live"][0]["node_id"], node_id.as_str(), "{h}");
+    let (st, _, body) = http_with("GET", port, "/v1/decisions", auth, None).unwrap();
+    assert_eq!(st, 200, "{body}");
+
+    // In the browser: `#key=` is sent as the bearer token, so the cards render.
+    let dom = browse(
+        &["--virtual-time-budget=10000", "--dump-dom"],
+        &format!("http://127.0.0.1:{port}/#key=dash-k3y"),
+    );
+    card(&dom, &node_id);
+    assert!(dom.contains("this source has no stream"), "{dom}");
+    assert!(!dom.contains("missing or invalid API key"), "{dom}");
+}
