@@ -9,6 +9,12 @@ command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 command -v redis-cli >/dev/null 2>&1 || need_apt+=(redis-tools)
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 pkg-config --exists openssl 2>/dev/null || need_apt+=(libssl-dev pkg-config)
+# The dashboard's tests load the page in a real headless browser ($CHROMIUM, or one of
+# these on PATH); Debian's package is `chromium` (/usr/bin/chromium).
+if [ -z "${CHROMIUM:-}" ] && ! command -v chromium >/dev/null 2>&1 \
+    && ! command -v chromium-browser >/dev/null 2>&1 && ! command -v google-chrome >/dev/null 2>&1; then
+    need_apt+=(chromium)
+fi
 if [ ${#need_apt[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
         echo "test.sh: installing ${need_apt[*]} with apt-get" >&2

@@ -6,7 +6,7 @@ use serde::Serialize;
 use vramroute_cluster::{LiveCluster, Outcome};
 
 use crate::metrics::Metrics;
-use crate::source::Settings;
+use crate::source::{Settings, Source};
 
 /// The last optimize pass of this coordinator.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -28,6 +28,8 @@ pub(crate) struct App {
     pub(crate) prober: vramroute_cluster::BackendProber,
     /// Keys the API's `/v1/*` requires (config `admin_requires_key`), if any.
     pub(crate) admin_keys: Option<vramroute_gateway::ApiKeys>,
+    /// Where the cluster comes from (the dashboard's history reads its registry).
+    pub(crate) source: Arc<Source>,
 }
 
 pub(crate) fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

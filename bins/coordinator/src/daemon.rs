@@ -130,6 +130,7 @@ pub(crate) fn run(mut settings: Settings, args: &DaemonArgs) -> anyhow::Result<(
             live: live.clone(),
             admin_keys,
             prober: vramroute_cluster::BackendProber::default(),
+            source: source.clone(),
             settings,
         });
         let listener = tokio::net::TcpListener::bind(addr)

@@ -17,12 +17,13 @@ use serde_json::json;
 use vramroute_router::{FitKind, Policy, Target};
 
 use vramroute_cluster::{
-    check as check_fits, model_estimate, model_size, plan, route_sized, EstimateOptions, RouteQuery,
+    check as check_fits, model_estimate, model_size, plan, route_sized, EstimateOptions,
+    RecentDecision, RouteQuery,
 };
 
 use crate::app::App;
 
-type Shared = Arc<App>;
+pub(crate) type Shared = Arc<App>;
 
 pub(crate) fn router(app: Shared) -> axum::Router {
     axum::Router::new()
@@ -31,12 +32,14 @@ pub(crate) fn router(app: Shared) -> axum::Router {
         .route("/v1/check", get(check))
         .route("/v1/plan", get(plan_get))
         .route("/v1/optimize", get(optimize_state))
+        .merge(crate::dashboard::api_routes())
         .layer(axum::middleware::from_fn_with_state(
             app.clone(),
             admin_auth,
         ))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
+        .merge(crate::dashboard::page_routes())
         .fallback(|| async {
             error(
                 StatusCode::NOT_FOUND,
@@ -61,7 +64,7 @@ async fn admin_auth(
     }
 }
 
-fn error(status: StatusCode, msg: impl std::fmt::Display) -> Response {
+pub(crate) fn error(status: StatusCode, msg: impl std::fmt::Display) -> Response {
     (status, Json(json!({ "error": msg.to_string() }))).into_response()
 }
 
@@ -200,6 +203,9 @@ fn do_route(app: &App, q: &RouteQuery, policy: Option<&str>, explain: bool) -> R
         None => "no_route",
     };
     app.metrics.observe_decision(outcome, elapsed.as_secs_f64());
+    app.live
+        .decisions()
+        .record(RecentDecision::from_answer("api", &answer));
     Json(answer).into_response()
 }
 

@@ -6,6 +6,7 @@ mod app;
 mod cli;
 mod config;
 mod daemon;
+mod dashboard;
 mod http;
 mod lock;
 #[path = "../../shared/logging.rs"]

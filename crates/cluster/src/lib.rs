@@ -15,14 +15,17 @@
 //! - [`optimize()`]: load priority models on their best GPU nodes through Ollama;
 //! - [`LiveCluster`]: a task following a registry [`Feed`] that keeps an arc-swapped
 //!   router current, keeping reservations across updates, with the [`LoadSignals`] that
-//!   forwarding measures (requests in flight, latency, success rate) fed to the router.
+//!   forwarding measures (requests in flight, latency, success rate) fed to the router,
+//!   and a [`DecisionLog`] of the recent routing decisions made through it;
+//! - [`history()`]: VRAM per node and GPU over time, from the registry's stats stream
+//!   plus the live view.
 //!
 //! **Must not know:** Redis key names (the registry's), CLI flags, HTTP serving,
 //! metrics formats, or process concerns. It does I/O only through the registry and the
 //! Ollama client it is handed or told to build.
 //!
 //! Module layers (each imports only from layers above it): `error`, `signals` → `view` →
-//! `sizes` → `route`, `plan` → `optimize`, `live`.
+//! `sizes` → `route`, `plan`, `history` → `decisions` → `optimize`, `live`.
 //!
 //! ```
 //! use vramroute_cluster::{check, model_size, route, RouteQuery, StatusView};
@@ -53,7 +56,9 @@
 //! ```
 
 mod backends;
+mod decisions;
 mod error;
+mod history;
 mod live;
 pub mod optimize;
 pub mod plan;
@@ -63,7 +68,11 @@ mod sizes;
 mod view;
 
 pub use backends::BackendProber;
+pub use decisions::{DecisionLog, RecentDecision, DEFAULT_DECISIONS_KEPT};
 pub use error::{Error, Result};
+pub use history::{
+    history, HistoryAnswer, HistoryGpu, HistoryPoint, HistoryQuery, HISTORY_MAX_POINTS,
+};
 pub use live::{
     unix_now, Feed, Health, LiveCluster, LiveConfig, Observer, RegistryFeed, ReservationId,
 };

@@ -21,6 +21,7 @@ use vramroute_router::{
     Decision, NoRoute, NodeSpec, Policy, Request, ResidentModel, Router, Snapshot, SnapshotConfig,
 };
 
+use crate::decisions::DecisionLog;
 use crate::error::{Error, Result};
 use crate::signals::LoadSignals;
 use crate::view::{OllamaNodeInfo, StatusView};
@@ -237,6 +238,7 @@ pub struct LiveCluster {
     next_id: AtomicU64,
     observer: Box<dyn Observer>,
     signals: LoadSignals,
+    decisions: DecisionLog,
     /// The records and Ollama answers read by [`start`](Self::start), for `follow`.
     first: Mutex<Option<(ClusterView, Vec<OllamaNodeInfo>)>>,
 }
@@ -274,6 +276,7 @@ impl LiveCluster {
             next_id: AtomicU64::new(1),
             observer: Box::new(NoObserver),
             signals: LoadSignals::default(),
+            decisions: DecisionLog::default(),
             first: Mutex::new(None),
         })
     }
@@ -316,6 +319,12 @@ impl LiveCluster {
     /// forwarding measures).
     pub fn signals(&self) -> &LoadSignals {
         &self.signals
+    }
+
+    /// The recent routing decisions made through this cluster (record into it what
+    /// routes on its router: the HTTP API, the gateway).
+    pub fn decisions(&self) -> &DecisionLog {
+        &self.decisions
     }
 
     /// Registry health.

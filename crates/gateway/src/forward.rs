@@ -13,7 +13,7 @@ use axum::response::Response;
 use futures_util::stream::{self, BoxStream, StreamExt};
 use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
 use tracing::{debug, warn};
-use vramroute_cluster::{model_size, InFlight, LiveCluster};
+use vramroute_cluster::{model_size, InFlight, LiveCluster, Placement, RecentDecision};
 use vramroute_router::{Decision, Request};
 
 use crate::breaker::Breaker;
@@ -244,20 +244,41 @@ pub(crate) async fn forward(
                     )
                 };
                 shared.metrics.request(&model, "-", status.as_u16());
+                shared.live.decisions().record(RecentDecision::unscored(
+                    "gateway",
+                    &model,
+                    Some(size.size_mb),
+                    None,
+                    message.clone(),
+                ));
                 return proto.error(status, &message);
             }
         };
         // The snapshot the decision was made on may be newer than `snap`.
         let snap = shared.live.router().snapshot();
         let (node_id, base, reason) = match (pulled, decision) {
-            (Some((id, url)), _) => (id, Some(url), "has the model pulled".to_owned()),
+            (Some((id, url)), _) => {
+                let reason = "has the model pulled".to_owned();
+                shared.live.decisions().record(RecentDecision::unscored(
+                    "gateway",
+                    &model,
+                    Some(size.size_mb),
+                    Some(id.clone()),
+                    reason.clone(),
+                ));
+                (id, Some(url), reason)
+            }
             (None, Some(d)) => {
                 let node = snap.node(d.node);
-                (
-                    node.id.clone(),
-                    node.ollama_url.clone(),
-                    short_reason(&d, attempt),
-                )
+                let reason = short_reason(&d, attempt);
+                shared.live.decisions().record(RecentDecision::placed(
+                    "gateway",
+                    &model,
+                    Some(size.size_mb),
+                    &Placement::of(&snap, &d),
+                    reason.clone(),
+                ));
+                (node.id.clone(), node.ollama_url.clone(), reason)
             }
             (None, None) => break,
         };

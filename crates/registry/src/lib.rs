@@ -43,6 +43,7 @@
 //! registry                     (the Registry trait)
 //! change, view                 (Change, PushMode, ChangeStream; ClusterView)
 //! delta                        (what incremental discovery reads and keeps)
+//! stream                       (decoding sollol:gpu:stats entries)
 //! config → validate → record → pyjson
 //! error, keys                  (leaves)
 //! ```
@@ -57,6 +58,7 @@ pub mod pyjson;
 mod record;
 mod redis_backend;
 mod registry;
+mod stream;
 mod validate;
 mod view;
 mod watch;
@@ -77,6 +79,7 @@ pub use record::{
 };
 pub use redis_backend::RedisRegistry;
 pub use registry::Registry;
+pub use stream::decode_stream_entry;
 pub use validate::{
     decode_metadata, decode_rpc, decode_stats, validate_metadata, validate_rpc, validate_stats,
     Limits, SkippedRecord, MAX_TIMESTAMP,

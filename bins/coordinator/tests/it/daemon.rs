@@ -7,14 +7,14 @@ use std::time::Duration;
 use super::cluster::{port_of, Cluster, AMD, CPU};
 use super::support::*;
 
-struct Daemon {
-    proc: Proc,
-    port: u16,
+pub(crate) struct Daemon {
+    pub(crate) proc: Proc,
+    pub(crate) port: u16,
     _config: tempfile::NamedTempFile,
 }
 
 impl Daemon {
-    fn start(config: &str) -> Daemon {
+    pub(crate) fn start(config: &str) -> Daemon {
         let port = free_port();
         let gateway = if config.contains("gateway_listen") {
             ""
@@ -392,6 +392,13 @@ fn the_gateway_routes_ollama_clients_through_the_daemon() {
         "{body}"
     );
     assert_eq!(c.amd_ollama.stats("/api/chat").received, 1);
+    // The decision is kept for the dashboard (`/v1/decisions`).
+    let dec = d.get("/v1/decisions");
+    let last = &dec["decisions"][0];
+    assert_eq!(last["source"], "gateway", "{dec}");
+    assert_eq!(last["model"], "llama3.1:8b", "{dec}");
+    assert_eq!(last["node"], AMD, "{dec}");
+    assert!(last["score"].is_number(), "{dec}");
 
     // /api/tags: the union over the nodes with an Ollama, each entry naming its node.
     let (st, _, body) = http_with("GET", gp, "/api/tags", auth, None).unwrap();

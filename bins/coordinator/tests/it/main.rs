@@ -10,4 +10,5 @@ pub(crate) mod support;
 mod cli;
 mod cluster;
 mod daemon;
+mod dashboard;
 mod slow_clients;
