@@ -197,7 +197,11 @@ fn idle_and_slow_clients_are_shed_and_the_node_keeps_publishing() {
     let metrics = wait_for(Duration::from_secs(10), || {
         http("GET", metrics_port, "/metrics", None).filter(|(st, _)| *st == 200)
     });
-    assert!(metrics.is_some(), "reporter /metrics did not answer");
+    assert!(
+        metrics.is_some(),
+        "reporter /metrics did not answer: {}",
+        reporter.log()
+    );
     assert!(
         metrics.unwrap().1.contains("vramroute_publishes_total"),
         "reporter /metrics answered without its metrics"
