@@ -98,6 +98,10 @@ pub(crate) struct RunArgs {
     /// IP other nodes reach this one at [default: the local address of the route to Redis].
     #[arg(long, env = "VRAMROUTE_ADVERTISE_IP", value_name = "IP")]
     pub(crate) advertise_ip: Option<IpAddr>,
+    /// This machine's interface addresses as `NAME=IP,NAME=IP` instead of the system's
+    /// (for tests: makes the advertised address deterministic).
+    #[arg(long, env = "VRAMROUTE_INTERFACES", hide = true, value_name = "LIST")]
+    pub(crate) interfaces: Option<String>,
     /// Port of this node's llama.cpp rpc-server [default: 50052].
     #[arg(long, env = "VRAMROUTE_RPC_PORT")]
     pub(crate) rpc_port: Option<u16>,

@@ -8,6 +8,7 @@ use serde::Deserialize;
 use vramroute_alloc::{GgmlBackend, ReserveConfig};
 use vramroute_probe::{Prober, ProberConfig};
 
+use crate::advertise;
 use crate::cli::{HardwareArgs, RunArgs};
 use crate::UsageError;
 
@@ -168,7 +169,12 @@ impl Settings {
         })?;
         let advertise_ip = match args.advertise_ip.or(file.advertise_ip) {
             Some(ip) => ip,
-            None => route_source_ip(&redis_url),
+            None => {
+                let interfaces = advertise::interfaces(args.interfaces.as_deref())?;
+                let chosen = advertise::advertise_ip(&redis_url, &interfaces);
+                chosen.log();
+                chosen.ip()
+            }
         };
         let node_id = args
             .node_id
