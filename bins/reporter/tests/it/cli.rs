@@ -104,7 +104,7 @@ fn human_probe_and_bad_flags() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         text.contains(
-            "GPU 0: AMD Radeon RX 7900 XTX | VRAM: 1177/24560 MB | Util: 4% | Temp: 41°C"
+            "GPU 0: AMD Radeon RX 7900 XTX | VRAM: 1177/24560MB | Util: 4% | Temp: 41°C"
         ),
         "{text}"
     );
