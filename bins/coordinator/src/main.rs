@@ -8,6 +8,7 @@ mod config;
 mod daemon;
 mod http;
 mod lock;
+mod metadata;
 #[path = "../../shared/logging.rs"]
 mod logging;
 mod metrics;
