@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{debug, info, warn};
-use vramroute_cluster::{optimize, unix_now, Feed, LiveCluster};
+use vramroute_cluster::{optimize_tracked, unix_now, Feed, LiveCluster, PendingLoads};
 use vramroute_gateway::{ApiKeys, Gateway, GatewayMetrics};
 use vramroute_registry::RegistryConfig;
 
@@ -189,6 +189,8 @@ async fn optimize_loop(app: Arc<App>, source: Arc<Source>, owner: String) {
     let ttl = lock_ttl(&app);
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Loads in flight, remembered across passes: one load per model until confirmed.
+    let pending = PendingLoads::new();
     loop {
         tick.tick().await;
         let Some(reg) = source.registry() else {
@@ -214,7 +216,7 @@ async fn optimize_loop(app: Arc<App>, source: Arc<Source>, owner: String) {
         let policy = app.live.router().policy();
         let models = app.settings.config.priority_models.clone();
         let opts = crate::optimize::options(&app.settings, false);
-        let outcomes = optimize(&view, &snap, &policy, &models, &opts).await;
+        let outcomes = optimize_tracked(&view, &snap, &policy, &models, &opts, &pending).await;
         for o in &outcomes {
             info!(model = %o.model, action = o.action, node = o.node.as_deref().unwrap_or("-"), "optimize: {}", o.reason);
         }

@@ -545,3 +545,38 @@ fn the_lock_holder_keeps_sollols_router_metadata_current() {
         d.proc.log()
     );
 }
+
+#[test]
+fn a_load_in_flight_is_sent_once_while_api_ps_lags() {
+    let c = Cluster::start();
+    // The AMD node's /api/ps (asked by its reporter every second and by the daemon)
+    // leaves a new load out of its next 8 answers: several 1 s passes see no load.
+    c.amd_ollama.set_ps_lag(8);
+    let config = format!(
+        "redis_url: {}\nauto_optimize: true\ncheck_interval: 1\npriority_models: [llama3.1:8b]\nload_timeout: 30\n",
+        c.url
+    );
+    let d = Daemon::start(&config);
+    let loading = wait_for(Duration::from_secs(15), || {
+        let s = d.get("/v1/optimize");
+        (s["outcomes"][0]["action"] == "loading").then_some(s)
+    });
+    assert!(loading.is_some(), "{}", d.proc.log());
+    // Until the report shows it loaded.
+    let confirmed = wait_for(Duration::from_secs(30), || {
+        let s = d.get("/v1/optimize");
+        let v = c.status();
+        let in_report = v.to_string().contains("llama3.1:8b");
+        (s["outcomes"][0]["action"] == "already_loaded" && in_report).then_some(s)
+    });
+    assert!(confirmed.is_some(), "{}", d.proc.log());
+    // A few more passes.
+    std::thread::sleep(Duration::from_secs(3));
+    let sent = c.amd_ollama.generate_calls().len() + c.nvidia_ollama.generate_calls().len();
+    assert_eq!(sent, 1, "{}", d.proc.log());
+    // The journal says `loading` while it waits, never `loaded` again and again.
+    let log = d.proc.log();
+    // (The field value is quoted; the key may carry colour codes.)
+    assert!(log.contains("\"loading\""), "{log}");
+    assert_eq!(log.matches("\"loaded\"").count(), 0, "{log}");
+}
