@@ -77,6 +77,7 @@ impl Settings {
         if let Some(s) = self.config.reservation_hold {
             c.reservation_hold = Duration::from_secs_f64(s);
         }
+        c.model_sizes.clone_from(&self.config.model_sizes);
         c
     }
 
@@ -307,7 +308,14 @@ pub(crate) async fn query_ollama_nodes(nodes: &[String], timeout: Duration) -> V
 pub(crate) async fn load(settings: &Settings) -> anyhow::Result<(Source, StatusView)> {
     let backend = Backend::open(settings, RegistryConfig::default()).await?;
     let source = Source::new(backend, settings);
-    if let Some(view) = source.saved_view() {
+    if let Some(mut view) = source.saved_view() {
+        view.model_sizes.extend(
+            settings
+                .config
+                .model_sizes
+                .iter()
+                .map(|(k, v)| (k.clone(), *v)),
+        );
         return Ok((source, view));
     }
     let cluster = source.backend.read().await?.unwrap_or_default();

@@ -199,3 +199,61 @@ fn passwords_never_reach_help_or_errors() {
         assert!(err.contains("***") && !err.contains("s3cret"), "{err}");
     }
 }
+
+#[test]
+fn configured_model_sizes_beat_the_table_and_show_as_their_source() {
+    let tree = fixture("amd-discrete");
+    let cfg = write_config("model_sizes:\n  llama3.1:8b: 5200\n  my-finetune:7b: 6100\n");
+    let base = ["--config", cfg.path().to_str().unwrap(), "--sysfs-root", &tree, "--no-nvml"];
+    let with = |rest: &[&str]| -> Vec<String> {
+        base.iter().chain(rest).map(|s| (*s).to_owned()).collect()
+    };
+    let run = |rest: &[&str]| {
+        let args = with(rest);
+        coord_json(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+
+    // Over SOLLOL's 4700, and a model no other source knows.
+    let r = run(&["route", "llama3.1:8b", "--json"]);
+    assert_eq!(r["size_mb"], 5200, "{r}");
+    assert_eq!(r["size_source"], "config model_sizes");
+    let r = run(&["route", "My-Finetune:7B", "--json"]);
+    assert_eq!(r["size_mb"], 6100, "{r}");
+    assert_eq!(r["size_source"], "config model_sizes");
+    // An explicit size still wins.
+    let r = run(&["route", "llama3.1:8b", "--size-mb", "3000", "--json"]);
+    assert_eq!(r["size_mb"], 3000, "{r}");
+    assert_eq!(r["size_source"], "explicit size");
+
+    // `models` lists them first in their rows, labelled by source.
+    let m = run(&["models", "--json"]);
+    let row = |name: &str| {
+        m["models"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == name)
+            .unwrap_or_else(|| panic!("{name} missing: {m}"))
+            .clone()
+    };
+    let llama = row("llama3.1:8b");
+    assert_eq!(llama["sizes"][0]["source"], "config model_sizes", "{llama}");
+    assert_eq!(llama["sizes"][0]["size_mb"], 5200);
+    assert_eq!(llama["sizes"][1]["source"], "SOLLOL size table", "{llama}");
+    assert_eq!(row("my-finetune:7b")["sizes"][0]["size_mb"], 6100);
+    let args = with(&["models"]);
+    let text = stdout(&coord(&args.iter().map(String::as_str).collect::<Vec<_>>()));
+    assert!(
+        text.lines()
+            .any(|l| l.contains("my-finetune:7b") && l.contains("6100") && l.contains("config model_sizes")),
+        "{text}"
+    );
+
+    // Bad sizes are config errors.
+    for text in ["model_sizes: {x: 0}\n", "model_sizes: {x: -5}\n", "model_sizes: {x: big}\n"] {
+        let cfg = write_config(text);
+        let o = coord(&["--config", cfg.path().to_str().unwrap(), "status"]);
+        assert_eq!(o.status.code(), Some(2), "{text}: {}", stderr(&o));
+        assert!(stderr(&o).contains("model_sizes"), "{text}: {}", stderr(&o));
+    }
+}
