@@ -108,7 +108,8 @@ impl Embedded {
             .unwrap_or_else(|| PathBuf::from("/sys"));
         std::fs::read_dir(&root)
             .map_err(|e| UsageError(format!("cannot read --sysfs-root {}: {e}", root.display())))?;
-        let mut config = ProberConfig::with_sysfs_root(root);
+        let proc_root = vramroute_probe::default_proc_root(&root);
+        let mut config = ProberConfig::with_sysfs_root(root).with_proc_root(proc_root);
         config.nvml = !settings.args.no_nvml;
         let url = std::env::var("OLLAMA_URL").unwrap_or_else(|_| LOCAL_OLLAMA.to_owned());
         let ollama = OllamaClient::new(&url, LOCAL_OLLAMA_TIMEOUT)

@@ -41,6 +41,10 @@ pub(crate) struct HardwareArgs {
     /// Root of the sysfs tree to read (for tests and containers) [default: /sys].
     #[arg(long, env = "VRAMROUTE_SYSFS_ROOT", value_name = "DIR")]
     pub(crate) sysfs_root: Option<PathBuf>,
+    /// Root of the procfs tree (`loadavg`, `self/cgroup`) [default: /proc, or
+    /// `{sysfs-root}/proc` when --sysfs-root is given].
+    #[arg(long, env = "VRAMROUTE_PROC_ROOT", value_name = "DIR")]
+    pub(crate) proc_root: Option<PathBuf>,
     /// Do not load NVML (no NVIDIA probing).
     #[arg(long, env = "VRAMROUTE_NO_NVML")]
     pub(crate) no_nvml: bool,

@@ -31,6 +31,7 @@ struct FileConfig {
     change_threshold_mb: Option<u64>,
     metrics_addr: Option<SocketAddr>,
     sysfs_root: Option<PathBuf>,
+    proc_root: Option<PathBuf>,
     no_nvml: Option<bool>,
     reserve: Option<f64>,
     ggml_backend: Option<String>,
@@ -85,6 +86,7 @@ impl RpcServerMode {
 #[derive(Debug, Clone)]
 pub(crate) struct Hardware {
     pub(crate) sysfs_root: PathBuf,
+    pub(crate) proc_root: PathBuf,
     pub(crate) nvml: bool,
     pub(crate) reserve: ReserveConfig,
     pub(crate) backend: Option<GgmlBackend>,
@@ -97,6 +99,10 @@ impl Hardware {
             .clone()
             .unwrap_or_else(|| PathBuf::from("/sys"));
         check_dir(&sysfs_root)?;
+        let proc_root = args
+            .proc_root
+            .clone()
+            .unwrap_or_else(|| vramroute_probe::default_proc_root(&sysfs_root));
         let mut reserve = ReserveConfig::default();
         if let Some(f) = args.reserve {
             reserve.gpu_fraction = f;
@@ -115,6 +121,7 @@ impl Hardware {
             .transpose()?;
         Ok(Hardware {
             sysfs_root,
+            proc_root,
             nvml: !args.no_nvml,
             reserve,
             backend,
@@ -122,7 +129,8 @@ impl Hardware {
     }
 
     pub(crate) fn prober(&self) -> Prober {
-        let mut config = ProberConfig::with_sysfs_root(self.sysfs_root.clone());
+        let mut config = ProberConfig::with_sysfs_root(self.sysfs_root.clone())
+            .with_proc_root(self.proc_root.clone());
         config.nvml = self.nvml;
         Prober::new(config)
     }
@@ -163,6 +171,7 @@ impl Settings {
         };
         let hardware = Hardware::from_args(&HardwareArgs {
             sysfs_root: args.hardware.sysfs_root.or(file.sysfs_root),
+            proc_root: args.hardware.proc_root.or(file.proc_root),
             no_nvml: args.hardware.no_nvml || file.no_nvml.unwrap_or(false),
             reserve: args.hardware.reserve.or(file.reserve),
             ggml_backend: args.hardware.ggml_backend.or(file.ggml_backend),

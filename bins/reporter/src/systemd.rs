@@ -182,6 +182,10 @@ fn run_flags(run: &RunArgs) -> Vec<String> {
         "sysfs-root",
         hw.sysfs_root.as_ref().map(|p| p.display().to_string()),
     );
+    opt(
+        "proc-root",
+        hw.proc_root.as_ref().map(|p| p.display().to_string()),
+    );
     opt("reserve", hw.reserve.map(|p| p.to_string()));
     opt("ggml-backend", hw.ggml_backend.clone());
     if run.no_ollama {

@@ -217,6 +217,7 @@ impl NodeReport {
         record.cpu_ram_total_mb = Some(host.total_ram_mib);
         record.cpu_ram_free_mb = Some(host.available_ram_mib);
         record.cpu_count = Some(host.cpu_count);
+        record.cpu_load_percent = host.cpu_load_percent;
         record.ollama_url = id.ollama_url.clone();
         record.rpc_host = Some(id.advertise_ip.clone());
         record.rpc_port = Some(id.rpc_port);

@@ -441,3 +441,47 @@ fn journal_line_is_quiet_at_the_default_level_until_values_move() {
         "{log}"
     );
 }
+
+#[test]
+fn cpu_load_comes_from_the_proc_root_never_from_this_machine_for_a_fixture() {
+    let redis = RedisServer::start().unwrap();
+    let url = redis.url();
+    let tree = fixture("amd-discrete");
+    let once = |extra: &[&str]| {
+        let mut args = vec![
+            "run",
+            "--once",
+            "--redis-url",
+            url.as_str(),
+            "--advertise-ip",
+            "127.0.0.1",
+            "--sysfs-root",
+            tree.to_str().unwrap(),
+            "--no-nvml",
+            "--no-ollama",
+        ];
+        args.extend_from_slice(extra);
+        let out = run_to_end(&args);
+        assert!(out.status.success(), "{out:?}");
+        get_json(&redis, &stats_key()).unwrap()
+    };
+    // A fixture tree without proc/: the load is unknown (omitted), not this machine's.
+    assert!(once(&[]).get("cpu_load_percent").is_none());
+
+    // --proc-root with a loadavg: measured (1-minute load per CPU, capped at 100).
+    let proc = tempfile::tempdir().unwrap();
+    let proc_root = proc.path().to_str().unwrap();
+    std::fs::write(proc.path().join("loadavg"), "0.00 0.10 0.20 1/345 6789\n").unwrap();
+    assert_eq!(once(&["--proc-root", proc_root])["cpu_load_percent"], 0.0);
+    std::fs::write(
+        proc.path().join("loadavg"),
+        "100000.00 0.10 0.20 1/345 6789\n",
+    )
+    .unwrap();
+    assert_eq!(once(&["--proc-root", proc_root])["cpu_load_percent"], 100.0);
+    // Garbage: unknown again, and the rest is published.
+    std::fs::write(proc.path().join("loadavg"), "garbage\n").unwrap();
+    let s = once(&["--proc-root", proc_root]);
+    assert!(s.get("cpu_load_percent").is_none(), "{s}");
+    assert_eq!(s["gpus"][0]["memory_total_mb"], 24560);
+}

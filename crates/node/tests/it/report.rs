@@ -23,7 +23,9 @@ fn fixture(name: &str) -> Vec<GpuDevice> {
 }
 
 fn host() -> HostMemory {
-    HostMemory::new(64000, 51200, 16)
+    let mut h = HostMemory::new(64000, 51200, 16);
+    h.cpu_load_percent = Some(12.5);
+    h
 }
 
 fn id() -> NodeIdentity {
@@ -267,4 +269,17 @@ fn two_cards_list_the_largest_first_whatever_the_pci_order() {
     let rpc = report(vec![card(0, "a", "0000:01:00.0", 12_288), big], OllamaState::not_asked())
         .rpc_record();
     assert_eq!(rpc.gpu_names, ["a", "NVIDIA GeForce RTX 3090"]);
+}
+
+#[test]
+fn cpu_load_is_published_for_the_scorer() {
+    // SOLLOL ignores the extra field; the router's CPU-load term reads it.
+    let r = report(Vec::new(), OllamaState::not_asked());
+    let rec = r.stats_record(&id());
+    assert_eq!(rec.cpu_load_percent, Some(12.5));
+    assert!(
+        rec.to_json().contains("\"cpu_load_percent\": 12.5"),
+        "{}",
+        rec.to_json()
+    );
 }
