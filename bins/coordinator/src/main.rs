@@ -7,6 +7,7 @@ mod cli;
 mod config;
 mod daemon;
 mod http;
+mod install;
 mod lock;
 mod metadata;
 #[path = "../../shared/logging.rs"]
@@ -18,6 +19,8 @@ mod plan;
 mod route;
 mod source;
 mod status;
+#[path = "../../shared/systemd_unit.rs"]
+mod systemd_unit;
 
 use std::process::ExitCode;
 
@@ -74,6 +77,8 @@ fn main() -> ExitCode {
             cli::Command::Plan(a) => plan::run(&settings, a),
             cli::Command::Optimize(a) => optimize::run(&settings, a),
             cli::Command::Daemon(a) => daemon::run(settings, a),
+            cli::Command::Install(a) => install::install(&settings, a),
+            cli::Command::Uninstall(a) => install::uninstall(a),
         }
     });
     match result {

@@ -143,12 +143,24 @@ pub(crate) struct InstallArgs {
     /// Print the unit instead of writing it.
     #[arg(long)]
     pub(crate) print: bool,
-    /// Where to write the unit.
-    #[arg(long, default_value = "/etc/systemd/system/vramroute-reporter.service")]
-    pub(crate) unit_path: PathBuf,
-    /// Run as this user instead of a DynamicUser.
+    /// Install a user unit (~/.config/systemd/user) for `systemctl --user` instead of a
+    /// system unit.
     #[arg(long)]
-    pub(crate) user: Option<String>,
+    pub(crate) user: bool,
+    /// Where to write the unit [default: /etc/systemd/system/vramroute-reporter.service;
+    /// with --user, $XDG_CONFIG_HOME/systemd/user/vramroute-reporter.service].
+    #[arg(long, value_name = "PATH")]
+    pub(crate) unit_path: Option<PathBuf>,
+    /// System unit: run as this account instead of a DynamicUser.
+    #[arg(long, value_name = "USER", conflicts_with = "user")]
+    pub(crate) run_as: Option<String>,
+    /// After writing the unit, run `systemctl [--user] daemon-reload` and
+    /// `systemctl [--user] enable NAME`.
+    #[arg(long, conflicts_with = "print")]
+    pub(crate) enable: bool,
+    /// With --enable: start it now too (`enable --now`).
+    #[arg(long)]
+    pub(crate) now: bool,
     /// Path of the reporter binary the unit runs [default: this executable].
     #[arg(long, value_name = "PATH")]
     pub(crate) binary: Option<PathBuf>,
@@ -158,9 +170,12 @@ pub(crate) struct InstallArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct UninstallArgs {
-    /// The unit to remove.
-    #[arg(long, default_value = "/etc/systemd/system/vramroute-reporter.service")]
-    pub(crate) unit_path: PathBuf,
+    /// Remove the user unit (`install --user`).
+    #[arg(long)]
+    pub(crate) user: bool,
+    /// The unit to remove [default: where `install` puts it].
+    #[arg(long, value_name = "PATH")]
+    pub(crate) unit_path: Option<PathBuf>,
 }
 
 fn parse_fraction(s: &str) -> Result<f64, String> {

@@ -11,6 +11,8 @@ mod rpc_server;
 mod run;
 mod settings;
 mod systemd;
+#[path = "../../shared/systemd_unit.rs"]
+mod systemd_unit;
 
 use std::process::ExitCode;
 

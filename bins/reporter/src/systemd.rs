@@ -4,12 +4,15 @@
 //! world-readable, and the URL may carry a password); everything else is a flag on
 //! `ExecStart`.
 
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 
 use crate::cli::{InstallArgs, RunArgs, UninstallArgs};
+use crate::systemd_unit::{self as unit, Scope, UnitSpec};
+
+/// The unit's file name.
+const UNIT_NAME: &str = "vramroute-reporter.service";
 
 /// The unit and the environment file it reads.
 #[derive(Debug, PartialEq)]
@@ -18,12 +21,25 @@ pub(crate) struct Unit {
     pub(crate) env_file: Option<(PathBuf, String)>,
 }
 
+/// Where the unit goes: `--unit-path`, else the scope's default.
+fn unit_path(given: Option<&PathBuf>, scope: Scope) -> anyhow::Result<PathBuf> {
+    match given {
+        Some(p) => Ok(p.clone()),
+        None => unit::default_unit_path(scope, UNIT_NAME),
+    }
+}
+
 pub(crate) fn install(args: &InstallArgs) -> anyhow::Result<()> {
+    if args.now && !args.enable {
+        return Err(crate::UsageError("--now starts the unit: give it with --enable".into()).into());
+    }
     let binary = match &args.binary {
         Some(b) => b.clone(),
         None => std::env::current_exe().context("cannot find this executable's path")?,
     };
-    let unit = render(args, &binary);
+    let scope = Scope::from_user_flag(args.user);
+    let path = unit_path(args.unit_path.as_ref(), scope)?;
+    let unit = render(args, &binary, &path);
     if args.print {
         print!("{}", unit.unit);
         if let Some((path, _)) = &unit.env_file {
@@ -35,114 +51,44 @@ pub(crate) fn install(args: &InstallArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     if let Some((path, contents)) = &unit.env_file {
-        write_private(path, contents)?;
+        unit::write_private(path, contents)?;
     }
-    std::fs::write(&args.unit_path, &unit.unit)
-        .with_context(|| format!("cannot write {} (run as root?)", args.unit_path.display()))?;
-    let name = unit_name(&args.unit_path);
-    println!("wrote {}", args.unit_path.display());
-    println!(
-        "enable and start it with:\n  systemctl daemon-reload && systemctl enable --now {name}"
-    );
-    println!("follow its log with:\n  journalctl -u {name} -f");
-    Ok(())
+    unit::write_unit(&path, &unit.unit)?;
+    println!("wrote {}", path.display());
+    unit::finish_install(scope, &unit::unit_name(&path, UNIT_NAME), args.enable, args.now)
 }
 
 pub(crate) fn uninstall(args: &UninstallArgs) -> anyhow::Result<()> {
-    let name = unit_name(&args.unit_path);
-    match std::fs::remove_file(&args.unit_path) {
-        Ok(()) => println!("removed {}", args.unit_path.display()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            println!("{} is not installed", args.unit_path.display());
-        }
-        Err(e) => {
-            return Err(e).with_context(|| format!("cannot remove {}", args.unit_path.display()))
-        }
-    }
-    let env = env_file_path(&args.unit_path);
-    if env.exists() {
-        std::fs::remove_file(&env).with_context(|| format!("cannot remove {}", env.display()))?;
-        println!("removed {}", env.display());
-    }
-    println!("stop it and reload systemd with:\n  systemctl disable --now {name}; systemctl daemon-reload");
-    Ok(())
+    let scope = Scope::from_user_flag(args.user);
+    let path = unit_path(args.unit_path.as_ref(), scope)?;
+    unit::remove_unit(scope, &path, UNIT_NAME)
 }
 
-fn unit_name(path: &Path) -> String {
-    path.file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "vramroute-reporter.service".to_string())
-}
-
-/// `/etc/systemd/system/x.service` → `/etc/systemd/system/x.env`.
-fn env_file_path(unit_path: &Path) -> PathBuf {
-    unit_path.with_extension("env")
-}
-
-fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("cannot write {} (run as root?)", path.display()))?;
-    file.write_all(contents.as_bytes())?;
-    Ok(())
-}
-
-/// Build the unit text for these arguments.
-pub(crate) fn render(args: &InstallArgs, binary: &Path) -> Unit {
+/// Build the unit text for these arguments, the unit going to `unit_path`.
+pub(crate) fn render(args: &InstallArgs, binary: &Path, unit_path: &Path) -> Unit {
     let mut exec = vec![binary.display().to_string(), "run".to_string()];
     exec.extend(run_flags(&args.run));
     let env_file = args.run.redis_url.as_ref().map(|url| {
         (
-            env_file_path(&args.unit_path),
+            unit::env_file_path(unit_path),
             format!("SOLLOL_REDIS_URL={url}\n"),
         )
     });
-    let mut u = String::new();
-    let _ = writeln!(
-        u,
-        "[Unit]\nDescription=vramroute reporter: publishes this node's GPUs and RAM to Redis\n\
-         Wants=network-online.target\nAfter=network-online.target\n\n[Service]\nType=simple"
-    );
-    if let Some((path, _)) = &env_file {
-        let _ = writeln!(u, "EnvironmentFile={}", path.display());
+    let spec = UnitSpec {
+        description: "vramroute reporter: publishes this node's GPUs and RAM to Redis".into(),
+        exec,
+        env_file: env_file.as_ref().map(|(p, _)| p.clone()),
+        scope: Scope::from_user_flag(args.user),
+        run_as: args.run_as.clone(),
+        gpu_groups: true,
+        // SIGTERM to the reporter only: it stops a supervised rpc-server itself, then
+        // deregisters; whatever is left when it exits gets SIGKILL.
+        kill_mode_mixed: true,
+    };
+    Unit {
+        unit: unit::render(&spec),
+        env_file,
     }
-    let quoted: Vec<String> = exec.iter().map(|a| quote(a)).collect();
-    let _ = writeln!(u, "ExecStart={}", quoted.join(" "));
-    let _ = writeln!(
-        u,
-        "Restart=always\nRestartSec=5\nTimeoutStopSec=5\nKillSignal=SIGTERM"
-    );
-    // SIGTERM to the reporter only: it stops a supervised rpc-server itself, then
-    // deregisters; whatever is left when it exits gets SIGKILL.
-    let _ = writeln!(u, "KillMode=mixed");
-    match &args.user {
-        Some(user) => {
-            let _ = writeln!(u, "User={user}");
-        }
-        None => {
-            let _ = writeln!(u, "DynamicUser=yes");
-        }
-    }
-    // GPU device nodes (/dev/dri, /dev/kfd, /dev/nvidia*) are group video/render.
-    let _ = writeln!(
-        u,
-        "SupplementaryGroups=video render\n\
-         NoNewPrivileges=yes\nCapabilityBoundingSet=\nAmbientCapabilities=\n\
-         ProtectSystem=strict\nProtectHome=yes\nPrivateTmp=yes\n\
-         ProtectKernelTunables=yes\nProtectKernelModules=yes\nProtectKernelLogs=yes\n\
-         ProtectControlGroups=yes\nProtectClock=yes\nProtectHostname=yes\n\
-         RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX\nRestrictNamespaces=yes\n\
-         RestrictRealtime=yes\nRestrictSUIDSGID=yes\nLockPersonality=yes\n\
-         MemoryDenyWriteExecute=yes\nSystemCallArchitectures=native\n\
-         UMask=0077\n\n[Install]\nWantedBy=multi-user.target"
-    );
-    Unit { unit: u, env_file }
 }
 
 /// The `run` flags that reproduce these settings (the Redis URL excepted: it goes to
@@ -197,21 +143,6 @@ fn run_flags(run: &RunArgs) -> Vec<String> {
     f
 }
 
-/// Quote one `ExecStart=` word: systemd expands `%` specifiers and `$` variables, and
-/// splits on whitespace unless quoted.
-fn quote(word: &str) -> String {
-    let escaped = word
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('%', "%%")
-        .replace('$', "$$");
-    if escaped.is_empty() || escaped.contains(char::is_whitespace) || escaped != word {
-        format!("\"{escaped}\"")
-    } else {
-        escaped
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -236,7 +167,11 @@ mod tests {
             "5",
             "--no-ollama",
         ]);
-        let unit = render(&args, Path::new("/usr/local/bin/vramroute-reporter"));
+        let unit = render(
+            &args,
+            Path::new("/usr/local/bin/vramroute-reporter"),
+            Path::new("/etc/systemd/system/vramroute-reporter.service"),
+        );
         assert!(!unit.unit.contains("s3cret"), "{}", unit.unit);
         assert!(unit.unit.contains(
             "ExecStart=/usr/local/bin/vramroute-reporter run --interval 5 --no-ollama\n"
@@ -261,20 +196,11 @@ mod tests {
     }
 
     #[test]
-    fn user_replaces_dynamic_user() {
-        let args = install_args(&["--user", "vramroute"]);
-        let unit = render(&args, Path::new("/opt/vr"));
+    fn run_as_replaces_dynamic_user() {
+        let args = install_args(&["--run-as", "vramroute"]);
+        let unit = render(&args, Path::new("/opt/vr"), Path::new("/x/vr.service"));
         assert!(unit.unit.contains("\nUser=vramroute\n"));
         assert!(!unit.unit.contains("DynamicUser"));
         assert!(unit.env_file.is_none());
-    }
-
-    #[test]
-    fn quoting() {
-        assert_eq!(quote("plain"), "plain");
-        assert_eq!(quote("a b"), "\"a b\"");
-        assert_eq!(quote("50%"), "\"50%%\"");
-        assert_eq!(quote("$HOME"), "\"$$HOME\"");
-        assert_eq!(quote(""), "\"\"");
     }
 }
