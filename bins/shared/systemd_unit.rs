@@ -65,7 +65,10 @@ pub(crate) fn render(spec: &UnitSpec) -> String {
     let mut u = String::new();
     let _ = writeln!(u, "[Unit]\nDescription={}", spec.description);
     if spec.scope == Scope::System {
-        let _ = writeln!(u, "Wants=network-online.target\nAfter=network-online.target");
+        let _ = writeln!(
+            u,
+            "Wants=network-online.target\nAfter=network-online.target"
+        );
     }
     let _ = writeln!(u, "\n[Service]\nType=simple");
     if let Some(path) = &spec.env_file {
@@ -260,16 +263,18 @@ pub(crate) fn finish_install(
 }
 
 /// Removes the unit and its environment file; prints how to stop it.
-pub(crate) fn remove_unit(scope: Scope, unit_path: &Path, default_name: &str) -> anyhow::Result<()> {
+pub(crate) fn remove_unit(
+    scope: Scope,
+    unit_path: &Path,
+    default_name: &str,
+) -> anyhow::Result<()> {
     let name = unit_name(unit_path, default_name);
     match std::fs::remove_file(unit_path) {
         Ok(()) => println!("removed {}", unit_path.display()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             println!("{} is not installed", unit_path.display());
         }
-        Err(e) => {
-            return Err(e).with_context(|| format!("cannot remove {}", unit_path.display()))
-        }
+        Err(e) => return Err(e).with_context(|| format!("cannot remove {}", unit_path.display())),
     }
     let env = env_file_path(unit_path);
     if env.exists() {
@@ -301,14 +306,20 @@ mod tests {
     fn system_and_user_units_differ_where_a_user_manager_cannot_follow() {
         let system = render(&spec(Scope::System));
         let user = render(&spec(Scope::User));
-        for line in ["LimitNOFILE=65536", "NoNewPrivileges=yes", "ProtectSystem=strict"] {
+        for line in [
+            "LimitNOFILE=65536",
+            "NoNewPrivileges=yes",
+            "ProtectSystem=strict",
+        ] {
             assert!(system.lines().any(|l| l == line), "{line}: {system}");
             assert!(user.lines().any(|l| l == line), "{line}: {user}");
         }
         assert!(system.contains("\nDynamicUser=yes\n") && !user.contains("DynamicUser"));
         assert!(system.contains("\nSupplementaryGroups=video render\n"));
         assert!(!user.contains("SupplementaryGroups") && !user.contains("CapabilityBoundingSet"));
-        assert!(system.contains("\nProtectHome=yes\n") && user.contains("\nProtectHome=read-only\n"));
+        assert!(
+            system.contains("\nProtectHome=yes\n") && user.contains("\nProtectHome=read-only\n")
+        );
         assert!(system.ends_with("WantedBy=multi-user.target\n"));
         assert!(user.ends_with("WantedBy=default.target\n"));
         assert!(!user.contains("network-online.target"));

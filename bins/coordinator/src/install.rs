@@ -63,7 +63,13 @@ pub(crate) fn install(settings: &Settings, args: &InstallArgs) -> anyhow::Result
         }
     }
     let path = unit_path(args.unit_path.as_ref(), scope)?;
-    let unit = render(args, &binary, config.as_deref(), settings.redis_url(), &path);
+    let unit = render(
+        args,
+        &binary,
+        config.as_deref(),
+        settings.redis_url(),
+        &path,
+    );
     if args.print {
         print!("{}", unit.unit);
         if let Some((path, _)) = &unit.env_file {
@@ -79,7 +85,12 @@ pub(crate) fn install(settings: &Settings, args: &InstallArgs) -> anyhow::Result
     }
     unit::write_unit(&path, &unit.unit)?;
     println!("wrote {}", path.display());
-    unit::finish_install(scope, &unit::unit_name(&path, UNIT_NAME), args.enable, args.now)
+    unit::finish_install(
+        scope,
+        &unit::unit_name(&path, UNIT_NAME),
+        args.enable,
+        args.now,
+    )
 }
 
 pub(crate) fn uninstall(args: &UninstallArgs) -> anyhow::Result<()> {

@@ -9,9 +9,9 @@ mod daemon;
 mod http;
 mod install;
 mod lock;
-mod metadata;
 #[path = "../../shared/logging.rs"]
 mod logging;
+mod metadata;
 mod metrics;
 mod models;
 mod optimize;

@@ -56,7 +56,9 @@ pub(crate) async fn metadata_loop(app: Arc<App>, source: Arc<Source>, owner: Str
             Ok(true) => {}
             Ok(false) => {
                 locked(&app.optimize).holds_lock = false;
-                debug!("the optimize lock is another coordinator's: not writing the router metadata");
+                debug!(
+                    "the optimize lock is another coordinator's: not writing the router metadata"
+                );
                 continue;
             }
             Err(e) => {

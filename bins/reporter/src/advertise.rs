@@ -173,7 +173,9 @@ mod tests {
     fn loopback_route_takes_an_interface_address() {
         let got = choose(
             ip("127.0.0.1"),
-            &ifs("lo=127.0.0.1,docker0=172.17.0.1,eth0=fe80::1,wlan0=2001:db8::5,eth1=192.168.77.5"),
+            &ifs(
+                "lo=127.0.0.1,docker0=172.17.0.1,eth0=fe80::1,wlan0=2001:db8::5,eth1=192.168.77.5",
+            ),
         );
         assert_eq!(
             got,
@@ -196,7 +198,11 @@ mod tests {
 
     #[test]
     fn only_loopback_or_link_local_stays_loopback() {
-        for list in ["", "lo=127.0.0.1", "lo=127.0.0.1,eth0=169.254.3.4,eth0=fe80::2"] {
+        for list in [
+            "",
+            "lo=127.0.0.1",
+            "lo=127.0.0.1,eth0=169.254.3.4,eth0=fe80::2",
+        ] {
             assert_eq!(
                 choose(ip("127.0.0.1"), &ifs(list)),
                 Advertise::LoopbackOnly(ip("127.0.0.1")),

@@ -31,7 +31,9 @@ fn unit_path(given: Option<&PathBuf>, scope: Scope) -> anyhow::Result<PathBuf> {
 
 pub(crate) fn install(args: &InstallArgs) -> anyhow::Result<()> {
     if args.now && !args.enable {
-        return Err(crate::UsageError("--now starts the unit: give it with --enable".into()).into());
+        return Err(
+            crate::UsageError("--now starts the unit: give it with --enable".into()).into(),
+        );
     }
     let binary = match &args.binary {
         Some(b) => b.clone(),
@@ -55,7 +57,12 @@ pub(crate) fn install(args: &InstallArgs) -> anyhow::Result<()> {
     }
     unit::write_unit(&path, &unit.unit)?;
     println!("wrote {}", path.display());
-    unit::finish_install(scope, &unit::unit_name(&path, UNIT_NAME), args.enable, args.now)
+    unit::finish_install(
+        scope,
+        &unit::unit_name(&path, UNIT_NAME),
+        args.enable,
+        args.now,
+    )
 }
 
 pub(crate) fn uninstall(args: &UninstallArgs) -> anyhow::Result<()> {

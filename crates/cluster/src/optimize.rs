@@ -130,7 +130,9 @@ impl PendingLoads {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Instant>> {
-        self.sent.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.sent
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn insert(&self, node: &str, model: &str) {

@@ -204,7 +204,13 @@ fn passwords_never_reach_help_or_errors() {
 fn configured_model_sizes_beat_the_table_and_show_as_their_source() {
     let tree = fixture("amd-discrete");
     let cfg = write_config("model_sizes:\n  llama3.1:8b: 5200\n  my-finetune:7b: 6100\n");
-    let base = ["--config", cfg.path().to_str().unwrap(), "--sysfs-root", &tree, "--no-nvml"];
+    let base = [
+        "--config",
+        cfg.path().to_str().unwrap(),
+        "--sysfs-root",
+        &tree,
+        "--no-nvml",
+    ];
     let with = |rest: &[&str]| -> Vec<String> {
         base.iter().chain(rest).map(|s| (*s).to_owned()).collect()
     };
@@ -244,13 +250,18 @@ fn configured_model_sizes_beat_the_table_and_show_as_their_source() {
     let args = with(&["models"]);
     let text = stdout(&coord(&args.iter().map(String::as_str).collect::<Vec<_>>()));
     assert!(
-        text.lines()
-            .any(|l| l.contains("my-finetune:7b") && l.contains("6100") && l.contains("config model_sizes")),
+        text.lines().any(|l| l.contains("my-finetune:7b")
+            && l.contains("6100")
+            && l.contains("config model_sizes")),
         "{text}"
     );
 
     // Bad sizes are config errors.
-    for text in ["model_sizes: {x: 0}\n", "model_sizes: {x: -5}\n", "model_sizes: {x: big}\n"] {
+    for text in [
+        "model_sizes: {x: 0}\n",
+        "model_sizes: {x: -5}\n",
+        "model_sizes: {x: big}\n",
+    ] {
         let cfg = write_config(text);
         let o = coord(&["--config", cfg.path().to_str().unwrap(), "status"]);
         assert_eq!(o.status.code(), Some(2), "{text}: {}", stderr(&o));
@@ -391,7 +402,10 @@ fn install_user_unit_for_systemctl_user() {
             "WantedBy=default.target",
         ],
     );
-    assert!(!text.contains("DynamicUser") && !text.contains("EnvironmentFile"), "{text}");
+    assert!(
+        !text.contains("DynamicUser") && !text.contains("EnvironmentFile"),
+        "{text}"
+    );
     verify(&unit, true);
     let o = coord_env(&["uninstall", "--user"], &env);
     assert!(o.status.success(), "{}", stderr(&o));
@@ -400,6 +414,9 @@ fn install_user_unit_for_systemctl_user() {
     // --now without --enable, and a missing config, are usage errors.
     let o = coord_env(&["install", "--user", "--now", "--print"], &env);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
-    let o = coord_env(&["--config", "/nonexistent.yaml", "install", "--print"], &env);
+    let o = coord_env(
+        &["--config", "/nonexistent.yaml", "install", "--print"],
+        &env,
+    );
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
 }

@@ -50,7 +50,11 @@ fn loopback_route_advertises_a_non_loopback_interface_address() {
     let reg = wait_for(WAIT, || {
         get_json(&redis, &keys::rpc_node_key("192.168.77.5", 50052))
     });
-    assert!(reg.is_some(), "registration under 192.168.77.5: {}", r.log());
+    assert!(
+        reg.is_some(),
+        "registration under 192.168.77.5: {}",
+        r.log()
+    );
     assert!(
         get_json(&redis, &keys::gpu_stats_key("127.0.0.1:11434")).is_none(),
         "nothing published under loopback"

@@ -105,9 +105,7 @@ fn human_probe_and_bad_flags() {
     let out = run_to_end(&["probe", "--no-nvml", "--sysfs-root", root.to_str().unwrap()]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        text.contains(
-            "GPU 0: AMD Radeon RX 7900 XTX | VRAM: 1177/24560MB | Util: 4% | Temp: 41°C"
-        ),
+        text.contains("GPU 0: AMD Radeon RX 7900 XTX | VRAM: 1177/24560MB | Util: 4% | Temp: 41°C"),
         "{text}"
     );
     assert!(
@@ -302,8 +300,14 @@ fn install_system_unit_and_enable_it_through_systemctl() {
         "daemon-reload\nenable vramroute-reporter.service\n"
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("running: systemctl enable vramroute-reporter.service"), "{stdout}");
-    assert!(stdout.contains("systemctl start vramroute-reporter.service"), "{stdout}");
+    assert!(
+        stdout.contains("running: systemctl enable vramroute-reporter.service"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("systemctl start vramroute-reporter.service"),
+        "{stdout}"
+    );
     let text = std::fs::read_to_string(&unit).unwrap();
     unit_has(
         &text,
@@ -362,7 +366,12 @@ fn install_user_unit_under_the_config_home_and_start_it_now() {
             "WantedBy=default.target",
         ],
     );
-    for absent in ["DynamicUser", "User=", "SupplementaryGroups", "network-online"] {
+    for absent in [
+        "DynamicUser",
+        "User=",
+        "SupplementaryGroups",
+        "network-online",
+    ] {
         assert!(!text.contains(absent), "{absent} in a user unit: {text}");
     }
     assert!(!text.contains(":pw@"));

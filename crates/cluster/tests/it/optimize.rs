@@ -25,7 +25,13 @@ fn view_of(ollama: &FakeOllama, loaded: bool) -> StatusView {
         models,
         0.0,
     );
-    StatusView::from_cluster(&cluster(vec![node], Vec::new()), "test".into(), NOW, 30.0, 0.8)
+    StatusView::from_cluster(
+        &cluster(vec![node], Vec::new()),
+        "test".into(),
+        NOW,
+        30.0,
+        0.8,
+    )
 }
 
 /// One daemon pass: a fresh snapshot of `view`, the same `pending` every time.
@@ -68,7 +74,13 @@ async fn a_load_in_flight_is_sent_once_while_api_ps_lags() {
     // node's report still lags: never sent again.
     assert_eq!(
         names,
-        ["loading", "loading", "loading", "already_loaded", "already_loaded"],
+        [
+            "loading",
+            "loading",
+            "loading",
+            "already_loaded",
+            "already_loaded"
+        ],
         "{actions:#?}"
     );
     assert!(actions[1].1.contains("not sending another"), "{actions:#?}");

@@ -266,8 +266,11 @@ fn two_cards_list_the_largest_first_whatever_the_pci_order() {
     let order: Vec<u32> = gpus_by_position(&r).iter().map(|g| g.0).collect();
     assert_eq!(order, [0, 1]);
     // The registration keeps its own (offer) order: one GPU list per reader.
-    let rpc = report(vec![card(0, "a", "0000:01:00.0", 12_288), big], OllamaState::not_asked())
-        .rpc_record();
+    let rpc = report(
+        vec![card(0, "a", "0000:01:00.0", 12_288), big],
+        OllamaState::not_asked(),
+    )
+    .rpc_record();
     assert_eq!(rpc.gpu_names, ["a", "NVIDIA GeForce RTX 3090"]);
 }
 

@@ -473,7 +473,8 @@ fn router_metadata_follows_registrations_and_keeps_others_entries() {
         port,
     };
     // Nothing there yet: the registered backends, sorted, remembered as ours.
-    let first = RouterMetadata::with_registered(None, &[b("10.0.0.2", 50052), b("10.0.0.1", 50052)]);
+    let first =
+        RouterMetadata::with_registered(None, &[b("10.0.0.2", 50052), b("10.0.0.1", 50052)]);
     assert_eq!(
         first.to_json(),
         r#"{"rpc_backends": [{"host": "10.0.0.1", "port": 50052}, {"host": "10.0.0.2", "port": 50052}], "vramroute_registered": [{"host": "10.0.0.1", "port": 50052}, {"host": "10.0.0.2", "port": 50052}]}"#
