@@ -32,6 +32,12 @@ fn unit_path(given: Option<&PathBuf>, scope: Scope) -> anyhow::Result<PathBuf> {
 }
 
 pub(crate) fn install(settings: &Settings, args: &InstallArgs) -> anyhow::Result<()> {
+    if args.daemon.report_only {
+        return Err(UsageError(
+            "--report-only prints one report and exits: it is not a service".into(),
+        )
+        .into());
+    }
     if args.now && !args.enable {
         return Err(UsageError("--now starts the unit: give it with --enable".into()).into());
     }
