@@ -67,6 +67,51 @@ pub(crate) enum Command {
     Optimize(OptimizeArgs),
     /// Serve the HTTP API, keep the view live, run the optimize loop.
     Daemon(DaemonArgs),
+    /// Write a hardened systemd unit that runs `daemon` with this config (and these
+    /// daemon flags); optionally enable and start it.
+    Install(Box<InstallArgs>),
+    /// Remove the systemd unit written by `install`.
+    Uninstall(UninstallArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub(crate) struct InstallArgs {
+    /// Print the unit instead of writing it.
+    #[arg(long)]
+    pub(crate) print: bool,
+    /// Install a user unit (~/.config/systemd/user) for `systemctl --user` instead of a
+    /// system unit.
+    #[arg(long)]
+    pub(crate) user: bool,
+    /// Where to write the unit [default: /etc/systemd/system/vramroute-coordinator.service;
+    /// with --user, $XDG_CONFIG_HOME/systemd/user/vramroute-coordinator.service].
+    #[arg(long, value_name = "PATH")]
+    pub(crate) unit_path: Option<PathBuf>,
+    /// System unit: run as this account instead of a DynamicUser.
+    #[arg(long, value_name = "USER", conflicts_with = "user")]
+    pub(crate) run_as: Option<String>,
+    /// Path of the coordinator binary the unit runs [default: this executable].
+    #[arg(long, value_name = "PATH")]
+    pub(crate) binary: Option<PathBuf>,
+    /// After writing the unit, run `systemctl [--user] daemon-reload` and
+    /// `systemctl [--user] enable NAME`.
+    #[arg(long, conflicts_with = "print")]
+    pub(crate) enable: bool,
+    /// With --enable: start it now too (`enable --now`).
+    #[arg(long)]
+    pub(crate) now: bool,
+    #[command(flatten)]
+    pub(crate) daemon: DaemonArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub(crate) struct UninstallArgs {
+    /// Remove the user unit (`install --user`).
+    #[arg(long)]
+    pub(crate) user: bool,
+    /// The unit to remove [default: where `install` puts it].
+    #[arg(long, value_name = "PATH")]
+    pub(crate) unit_path: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]

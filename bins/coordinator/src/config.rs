@@ -28,8 +28,10 @@
 //! http_idle_timeout: 60                 # ours: seconds a kept-alive connection may idle
 //! max_connections: 256                  # ours: the API's connection cap
 //! gateway_max_connections: 512          # ours: the gateway's connection cap
+//! model_sizes: {my-finetune:7b: 5200}   # ours: custom model sizes, MiB (beat SOLLOL's table)
 //! ```
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -37,6 +39,9 @@ use std::time::Duration;
 use anyhow::{bail, Context as _};
 use serde::Deserialize;
 use vramroute_router::Policy;
+
+/// Largest custom model size, MiB (4 TiB).
+const MAX_MODEL_SIZE_MB: u64 = 4 << 20;
 
 /// Parsed config; every key optional.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -62,6 +67,8 @@ pub(crate) struct Config {
     pub(crate) gateway_max_attempts: Option<usize>,
     pub(crate) gateway_connect_timeout: Option<f64>,
     pub(crate) gateway_breaker_backoff: Option<f64>,
+    /// Custom model sizes, MiB (FlockParser's "Advanced" custom sizes), set once.
+    pub(crate) model_sizes: BTreeMap<String, u64>,
     pub(crate) reservation_hold: Option<f64>,
     pub(crate) admin_requires_key: bool,
     pub(crate) http_header_timeout: Option<f64>,
@@ -97,6 +104,16 @@ impl Config {
     }
 
     pub(crate) fn validate(&self) -> anyhow::Result<()> {
+        for (name, mb) in &self.model_sizes {
+            if name.trim().is_empty() {
+                bail!("model_sizes: a model name is empty");
+            }
+            if !(1..=MAX_MODEL_SIZE_MB).contains(mb) {
+                bail!(
+                    "model_sizes: {name}: {mb} MB is outside 1-{MAX_MODEL_SIZE_MB} (sizes are MiB, e.g. `llama3.1:8b: 4700`)"
+                );
+            }
+        }
         if let Some(m) = self.vram_safety_margin {
             if !(m > 0.0 && m <= 1.0) {
                 bail!("vram_safety_margin must be in (0, 1], got {m}");

@@ -1,7 +1,8 @@
 //! `daemon`: keeps the cluster view live (the cluster layer's [`LiveCluster`] following
 //! the source), serves the HTTP API, and runs the optimize loop every `check_interval`
 //! when `auto_optimize` is on — only while holding the registry's optimize lock, so
-//! several coordinators can share one Redis.
+//! several coordinators can share one Redis. The lock holder also keeps SOLLOL's
+//! `sollol:router:metadata` current (`metadata.rs`).
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -10,14 +11,14 @@ use std::time::Duration;
 use anyhow::Context as _;
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{debug, info, warn};
-use vramroute_cluster::{optimize, unix_now, Feed, LiveCluster};
+use vramroute_cluster::{optimize_tracked, unix_now, Feed, LiveCluster, PendingLoads};
 use vramroute_gateway::{ApiKeys, Gateway, GatewayMetrics};
 use vramroute_registry::RegistryConfig;
 
 use crate::app::{locked, App, OptimizeState};
 use crate::cli::DaemonArgs;
 use crate::config::{gateway_addr, DEFAULT_GATEWAY_LISTEN, DEFAULT_LISTEN};
-use crate::lock::{keep_renewed, owner_id, OPTIMIZE_LOCK};
+use crate::lock::{keep_renewed, lock_ttl, owner_id, OPTIMIZE_LOCK};
 use crate::metrics::{Metrics, MetricsObserver};
 use crate::source::{Backend, Settings, Source};
 use crate::UsageError;
@@ -146,6 +147,11 @@ pub(crate) fn run(mut settings: Settings, args: &DaemonArgs) -> anyhow::Result<(
         tokio::spawn(live.follow(source.clone()));
         if app.settings.config.auto_optimize {
             tokio::spawn(optimize_loop(app.clone(), source.clone(), owner.clone()));
+            tokio::spawn(crate::metadata::metadata_loop(
+                app.clone(),
+                source.clone(),
+                owner.clone(),
+            ));
         }
         let mut sigterm = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
         let mut sigint = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
@@ -192,9 +198,11 @@ fn load_keys(file: Option<&std::path::Path>) -> anyhow::Result<ApiKeys> {
 async fn optimize_loop(app: Arc<App>, source: Arc<Source>, owner: String) {
     let every = Duration::from_secs_f64(app.settings.config.check_interval_s());
     // The lock outlives one pass; a dead holder's lock expires and another takes over.
-    let ttl = every + Duration::from_secs(30);
+    let ttl = lock_ttl(&app);
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Loads in flight, remembered across passes: one load per model until confirmed.
+    let pending = PendingLoads::new();
     loop {
         tick.tick().await;
         let Some(reg) = source.registry() else {
@@ -220,7 +228,7 @@ async fn optimize_loop(app: Arc<App>, source: Arc<Source>, owner: String) {
         let policy = app.live.router().policy();
         let models = app.settings.config.priority_models.clone();
         let opts = crate::optimize::options(&app.settings, false);
-        let outcomes = optimize(&view, &snap, &policy, &models, &opts).await;
+        let outcomes = optimize_tracked(&view, &snap, &policy, &models, &opts, &pending).await;
         for o in &outcomes {
             info!(model = %o.model, action = o.action, node = o.node.as_deref().unwrap_or("-"), "optimize: {}", o.reason);
         }

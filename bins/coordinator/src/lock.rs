@@ -12,6 +12,12 @@ use vramroute_cluster::Feed;
 /// Name of the optimize lock (the registry names its key).
 pub(crate) const OPTIMIZE_LOCK: &str = "optimize";
 
+/// The optimize lock's time to live: it outlives one `check_interval`, and a dead
+/// holder's lock expires 30 s after that so another coordinator takes over.
+pub(crate) fn lock_ttl(app: &crate::app::App) -> Duration {
+    Duration::from_secs_f64(app.settings.config.check_interval_s()) + Duration::from_secs(30)
+}
+
 /// This process's lock owner: `hostname:pid:random`. The random part keeps two
 /// coordinators with the same host name and pid (containers, PID 1) apart.
 pub(crate) fn owner_id() -> String {

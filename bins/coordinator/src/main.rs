@@ -8,9 +8,11 @@ mod config;
 mod daemon;
 mod dashboard;
 mod http;
+mod install;
 mod lock;
 #[path = "../../shared/logging.rs"]
 mod logging;
+mod metadata;
 mod metrics;
 mod models;
 mod optimize;
@@ -18,6 +20,8 @@ mod plan;
 mod route;
 mod source;
 mod status;
+#[path = "../../shared/systemd_unit.rs"]
+mod systemd_unit;
 
 use std::process::ExitCode;
 
@@ -74,6 +78,8 @@ fn main() -> ExitCode {
             cli::Command::Plan(a) => plan::run(&settings, a),
             cli::Command::Optimize(a) => optimize::run(&settings, a),
             cli::Command::Daemon(a) => daemon::run(settings, a),
+            cli::Command::Install(a) => install::install(&settings, a),
+            cli::Command::Uninstall(a) => install::uninstall(a),
         }
     });
     match result {

@@ -25,7 +25,8 @@ pub(crate) struct ModelRow {
     pub(crate) loaded_on: Vec<String>,
 }
 
-/// SOLLOL's table, then every name seen in the view (Ollama tags, loaded models).
+/// The configured sizes (`model_sizes`), SOLLOL's table, then every name seen in the
+/// view (Ollama tags, loaded models); each row's sizes in the resolver's order.
 pub(crate) fn collect(view: &StatusView) -> Vec<ModelRow> {
     let mut rows: BTreeMap<String, ModelRow> = BTreeMap::new();
     fn row<'a>(rows: &'a mut BTreeMap<String, ModelRow>, name: &str) -> &'a mut ModelRow {
@@ -35,6 +36,13 @@ pub(crate) fn collect(view: &StatusView) -> Vec<ModelRow> {
                 sizes: Vec::new(),
                 loaded_on: Vec::new(),
             })
+    }
+    // Configured sizes first: they win over every source but an explicit size.
+    for (name, mb) in &view.model_sizes {
+        row(&mut rows, name).sizes.push(SizeSeen {
+            source: EstimateSource::Config.to_string(),
+            size_mb: Some(*mb),
+        });
     }
     for e in sollol_size_table() {
         row(&mut rows, e.name).sizes.push(SizeSeen {

@@ -77,6 +77,7 @@ impl Settings {
         if let Some(s) = self.config.reservation_hold {
             c.reservation_hold = Duration::from_secs_f64(s);
         }
+        c.model_sizes.clone_from(&self.config.model_sizes);
         c
     }
 
@@ -107,7 +108,8 @@ impl Embedded {
             .unwrap_or_else(|| PathBuf::from("/sys"));
         std::fs::read_dir(&root)
             .map_err(|e| UsageError(format!("cannot read --sysfs-root {}: {e}", root.display())))?;
-        let mut config = ProberConfig::with_sysfs_root(root);
+        let proc_root = vramroute_probe::default_proc_root(&root);
+        let mut config = ProberConfig::with_sysfs_root(root).with_proc_root(proc_root);
         config.nvml = !settings.args.no_nvml;
         let url = std::env::var("OLLAMA_URL").unwrap_or_else(|_| LOCAL_OLLAMA.to_owned());
         let ollama = OllamaClient::new(&url, LOCAL_OLLAMA_TIMEOUT)
@@ -307,7 +309,14 @@ pub(crate) async fn query_ollama_nodes(nodes: &[String], timeout: Duration) -> V
 pub(crate) async fn load(settings: &Settings) -> anyhow::Result<(Source, StatusView)> {
     let backend = Backend::open(settings, RegistryConfig::default()).await?;
     let source = Source::new(backend, settings);
-    if let Some(view) = source.saved_view() {
+    if let Some(mut view) = source.saved_view() {
+        view.model_sizes.extend(
+            settings
+                .config
+                .model_sizes
+                .iter()
+                .map(|(k, v)| (k.clone(), *v)),
+        );
         return Ok((source, view));
     }
     let cluster = source.backend.read().await?.unwrap_or_default();

@@ -41,6 +41,10 @@ pub(crate) struct HardwareArgs {
     /// Root of the sysfs tree to read (for tests and containers) [default: /sys].
     #[arg(long, env = "VRAMROUTE_SYSFS_ROOT", value_name = "DIR")]
     pub(crate) sysfs_root: Option<PathBuf>,
+    /// Root of the procfs tree (`loadavg`, `self/cgroup`) [default: /proc, or
+    /// `{sysfs-root}/proc` when --sysfs-root is given].
+    #[arg(long, env = "VRAMROUTE_PROC_ROOT", value_name = "DIR")]
+    pub(crate) proc_root: Option<PathBuf>,
     /// Do not load NVML (no NVIDIA probing).
     #[arg(long, env = "VRAMROUTE_NO_NVML")]
     pub(crate) no_nvml: bool,
@@ -98,6 +102,10 @@ pub(crate) struct RunArgs {
     /// IP other nodes reach this one at [default: the local address of the route to Redis].
     #[arg(long, env = "VRAMROUTE_ADVERTISE_IP", value_name = "IP")]
     pub(crate) advertise_ip: Option<IpAddr>,
+    /// This machine's interface addresses as `NAME=IP,NAME=IP` instead of the system's
+    /// (for tests: makes the advertised address deterministic).
+    #[arg(long, env = "VRAMROUTE_INTERFACES", hide = true, value_name = "LIST")]
+    pub(crate) interfaces: Option<String>,
     /// Port of this node's llama.cpp rpc-server [default: 50052].
     #[arg(long, env = "VRAMROUTE_RPC_PORT")]
     pub(crate) rpc_port: Option<u16>,
@@ -144,12 +152,24 @@ pub(crate) struct InstallArgs {
     /// Print the unit instead of writing it.
     #[arg(long)]
     pub(crate) print: bool,
-    /// Where to write the unit.
-    #[arg(long, default_value = "/etc/systemd/system/vramroute-reporter.service")]
-    pub(crate) unit_path: PathBuf,
-    /// Run as this user instead of a DynamicUser.
+    /// Install a user unit (~/.config/systemd/user) for `systemctl --user` instead of a
+    /// system unit.
     #[arg(long)]
-    pub(crate) user: Option<String>,
+    pub(crate) user: bool,
+    /// Where to write the unit [default: /etc/systemd/system/vramroute-reporter.service;
+    /// with --user, $XDG_CONFIG_HOME/systemd/user/vramroute-reporter.service].
+    #[arg(long, value_name = "PATH")]
+    pub(crate) unit_path: Option<PathBuf>,
+    /// System unit: run as this account instead of a DynamicUser.
+    #[arg(long, value_name = "USER", conflicts_with = "user")]
+    pub(crate) run_as: Option<String>,
+    /// After writing the unit, run `systemctl [--user] daemon-reload` and
+    /// `systemctl [--user] enable NAME`.
+    #[arg(long, conflicts_with = "print")]
+    pub(crate) enable: bool,
+    /// With --enable: start it now too (`enable --now`).
+    #[arg(long)]
+    pub(crate) now: bool,
     /// Path of the reporter binary the unit runs [default: this executable].
     #[arg(long, value_name = "PATH")]
     pub(crate) binary: Option<PathBuf>,
@@ -159,9 +179,12 @@ pub(crate) struct InstallArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct UninstallArgs {
-    /// The unit to remove.
-    #[arg(long, default_value = "/etc/systemd/system/vramroute-reporter.service")]
-    pub(crate) unit_path: PathBuf,
+    /// Remove the user unit (`install --user`).
+    #[arg(long)]
+    pub(crate) user: bool,
+    /// The unit to remove [default: where `install` puts it].
+    #[arg(long, value_name = "PATH")]
+    pub(crate) unit_path: Option<PathBuf>,
 }
 
 fn parse_fraction(s: &str) -> Result<f64, String> {

@@ -1,6 +1,7 @@
 //! `vramroute-reporter`: runs on every inference node and publishes its GPUs and RAM.
 //! Parses arguments, sets up logging and hands over to a command module.
 
+mod advertise;
 mod cli;
 #[path = "../../shared/logging.rs"]
 mod logging;

@@ -8,7 +8,7 @@ use vramroute_node::{NodeIdentity, NodeReport, OllamaState};
 use vramroute_registry::DEFAULT_REDIS_URL;
 
 use crate::cli::ProbeArgs;
-use crate::settings::{host_literal, route_source_ip, Hardware};
+use crate::settings::{host_literal, Hardware};
 use crate::UsageError;
 
 pub(crate) fn run(args: &ProbeArgs) -> anyhow::Result<()> {
@@ -20,7 +20,8 @@ pub(crate) fn run(args: &ProbeArgs) -> anyhow::Result<()> {
     // The address this node would advertise: the route towards the configured Redis.
     let redis_url = std::env::var(vramroute_registry::REDIS_URL_ENV)
         .unwrap_or_else(|_| DEFAULT_REDIS_URL.into());
-    let ip = route_source_ip(&redis_url);
+    let interfaces = crate::advertise::interfaces(None)?;
+    let ip = crate::advertise::advertise_ip(&redis_url, &interfaces).ip();
     let mut identity = NodeIdentity::new(
         format!("{}:11434", host_literal(ip)),
         ip.to_string(),

@@ -16,7 +16,9 @@ use anyhow::Context as _;
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{debug, info, warn};
 use vramroute_alloc::RPC_SERVER_BINARY;
-use vramroute_node::{gpu_log_line, ChangeDetector, NodeIdentity, NodeReport, OllamaState};
+use vramroute_node::{
+    gpu_log_line, sollol_gpu_order, ChangeDetector, NodeIdentity, NodeReport, OllamaState,
+};
 use vramroute_ollama::{OffloadVerdict, OllamaClient};
 use vramroute_probe::{GpuDevice, HostMemory, NodeHardware};
 use vramroute_registry::{keys, redact_url, RedisRegistry, Registry, RegistryConfig};
@@ -61,6 +63,18 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
             reporter.daemon().await
         }
     })
+}
+
+/// One `GPU N: NAME | VRAM: used/totalMB | Util: N% | Temp: N°C` line per GPU, in the
+/// published order, at info when `changed`, else at debug.
+fn log_gpu_lines(report: &NodeReport, changed: bool) {
+    for g in sollol_gpu_order(&report.hardware.gpus) {
+        if changed {
+            info!("{}", gpu_log_line(g));
+        } else {
+            debug!("{}", gpu_log_line(g));
+        }
+    }
 }
 
 /// Seconds since the Unix epoch, as SOLLOL's `time.time()`.
@@ -269,12 +283,13 @@ impl Reporter {
                 "free VRAM moved by more than {} MiB: publishing now",
                 self.settings.change_threshold_mib
             );
-            for g in &report.hardware.gpus {
-                info!("{}", gpu_log_line(g));
-            }
         }
+        let first = self.redis_ok.is_none();
         match self.publish(&report).await {
             Ok(()) => {
+                // SOLLOL's journal line: at info on the first report and when values
+                // moved by more than the change threshold, else at debug.
+                log_gpu_lines(&report, first || changed);
                 schedule.next_publish = now + interval;
                 schedule.retry_at = None;
                 schedule.backoff = RETRY_MIN;
@@ -406,12 +421,7 @@ impl Reporter {
                 self.detector.published(&report.hardware.gpus);
                 match self.redis_ok {
                     Some(false) => info!("Redis reachable again: published"),
-                    None => {
-                        info!("published to {}", redact_url(&self.settings.redis_url));
-                        for g in &report.hardware.gpus {
-                            info!("{}", gpu_log_line(g));
-                        }
-                    }
+                    None => info!("published to {}", redact_url(&self.settings.redis_url)),
                     Some(true) => debug!("published"),
                 }
                 self.redis_ok = Some(true);

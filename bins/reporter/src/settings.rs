@@ -8,6 +8,7 @@ use serde::Deserialize;
 use vramroute_alloc::{GgmlBackend, ReserveConfig};
 use vramroute_probe::{Prober, ProberConfig};
 
+use crate::advertise;
 use crate::cli::{HardwareArgs, RunArgs};
 use crate::UsageError;
 
@@ -32,6 +33,7 @@ struct FileConfig {
     metrics_max_connections: Option<usize>,
     probe_timeout: Option<f64>,
     sysfs_root: Option<PathBuf>,
+    proc_root: Option<PathBuf>,
     no_nvml: Option<bool>,
     reserve: Option<f64>,
     ggml_backend: Option<String>,
@@ -93,6 +95,7 @@ impl RpcServerMode {
 #[derive(Debug, Clone)]
 pub(crate) struct Hardware {
     pub(crate) sysfs_root: PathBuf,
+    pub(crate) proc_root: PathBuf,
     pub(crate) nvml: bool,
     pub(crate) reserve: ReserveConfig,
     pub(crate) backend: Option<GgmlBackend>,
@@ -105,6 +108,10 @@ impl Hardware {
             .clone()
             .unwrap_or_else(|| PathBuf::from("/sys"));
         check_dir(&sysfs_root)?;
+        let proc_root = args
+            .proc_root
+            .clone()
+            .unwrap_or_else(|| vramroute_probe::default_proc_root(&sysfs_root));
         let mut reserve = ReserveConfig::default();
         if let Some(f) = args.reserve {
             reserve.gpu_fraction = f;
@@ -123,6 +130,7 @@ impl Hardware {
             .transpose()?;
         Ok(Hardware {
             sysfs_root,
+            proc_root,
             nvml: !args.no_nvml,
             reserve,
             backend,
@@ -130,7 +138,8 @@ impl Hardware {
     }
 
     pub(crate) fn prober(&self) -> Prober {
-        let mut config = ProberConfig::with_sysfs_root(self.sysfs_root.clone());
+        let mut config = ProberConfig::with_sysfs_root(self.sysfs_root.clone())
+            .with_proc_root(self.proc_root.clone());
         config.nvml = self.nvml;
         Prober::new(config)
     }
@@ -171,13 +180,19 @@ impl Settings {
         };
         let hardware = Hardware::from_args(&HardwareArgs {
             sysfs_root: args.hardware.sysfs_root.or(file.sysfs_root),
+            proc_root: args.hardware.proc_root.or(file.proc_root),
             no_nvml: args.hardware.no_nvml || file.no_nvml.unwrap_or(false),
             reserve: args.hardware.reserve.or(file.reserve),
             ggml_backend: args.hardware.ggml_backend.or(file.ggml_backend),
         })?;
         let advertise_ip = match args.advertise_ip.or(file.advertise_ip) {
             Some(ip) => ip,
-            None => route_source_ip(&redis_url),
+            None => {
+                let interfaces = advertise::interfaces(args.interfaces.as_deref())?;
+                let chosen = advertise::advertise_ip(&redis_url, &interfaces);
+                chosen.log();
+                chosen.ip()
+            }
         };
         let node_id = args
             .node_id

@@ -4,13 +4,15 @@
 //! world-readable, and the URL may carry a password); everything else is a flag on
 //! `ExecStart`.
 
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 
 use crate::cli::{InstallArgs, RunArgs, UninstallArgs};
-use crate::systemd_unit::{quote, write_private, HARDENING};
+use crate::systemd_unit::{self as unit, Scope, UnitSpec};
+
+/// The unit's file name.
+const UNIT_NAME: &str = "vramroute-reporter.service";
 
 /// The unit and the environment file it reads.
 #[derive(Debug, PartialEq)]
@@ -19,12 +21,27 @@ pub(crate) struct Unit {
     pub(crate) env_file: Option<(PathBuf, String)>,
 }
 
+/// Where the unit goes: `--unit-path`, else the scope's default.
+fn unit_path(given: Option<&PathBuf>, scope: Scope) -> anyhow::Result<PathBuf> {
+    match given {
+        Some(p) => Ok(p.clone()),
+        None => unit::default_unit_path(scope, UNIT_NAME),
+    }
+}
+
 pub(crate) fn install(args: &InstallArgs) -> anyhow::Result<()> {
+    if args.now && !args.enable {
+        return Err(
+            crate::UsageError("--now starts the unit: give it with --enable".into()).into(),
+        );
+    }
     let binary = match &args.binary {
         Some(b) => b.clone(),
         None => std::env::current_exe().context("cannot find this executable's path")?,
     };
-    let unit = render(args, &binary);
+    let scope = Scope::from_user_flag(args.user);
+    let path = unit_path(args.unit_path.as_ref(), scope)?;
+    let unit = render(args, &binary, &path);
     if args.print {
         print!("{}", unit.unit);
         if let Some((path, _)) = &unit.env_file {
@@ -36,93 +53,49 @@ pub(crate) fn install(args: &InstallArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     if let Some((path, contents)) = &unit.env_file {
-        write_private(path, contents)?;
+        unit::write_private(path, contents)?;
     }
-    std::fs::write(&args.unit_path, &unit.unit)
-        .with_context(|| format!("cannot write {} (run as root?)", args.unit_path.display()))?;
-    let name = unit_name(&args.unit_path);
-    println!("wrote {}", args.unit_path.display());
-    println!(
-        "enable and start it with:\n  systemctl daemon-reload && systemctl enable --now {name}"
-    );
-    println!("follow its log with:\n  journalctl -u {name} -f");
-    Ok(())
+    unit::write_unit(&path, &unit.unit)?;
+    println!("wrote {}", path.display());
+    unit::finish_install(
+        scope,
+        &unit::unit_name(&path, UNIT_NAME),
+        args.enable,
+        args.now,
+    )
 }
 
 pub(crate) fn uninstall(args: &UninstallArgs) -> anyhow::Result<()> {
-    let name = unit_name(&args.unit_path);
-    match std::fs::remove_file(&args.unit_path) {
-        Ok(()) => println!("removed {}", args.unit_path.display()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            println!("{} is not installed", args.unit_path.display());
-        }
-        Err(e) => {
-            return Err(e).with_context(|| format!("cannot remove {}", args.unit_path.display()))
-        }
-    }
-    let env = env_file_path(&args.unit_path);
-    if env.exists() {
-        std::fs::remove_file(&env).with_context(|| format!("cannot remove {}", env.display()))?;
-        println!("removed {}", env.display());
-    }
-    println!("stop it and reload systemd with:\n  systemctl disable --now {name}; systemctl daemon-reload");
-    Ok(())
+    let scope = Scope::from_user_flag(args.user);
+    let path = unit_path(args.unit_path.as_ref(), scope)?;
+    unit::remove_unit(scope, &path, UNIT_NAME)
 }
 
-fn unit_name(path: &Path) -> String {
-    path.file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "vramroute-reporter.service".to_string())
-}
-
-/// `/etc/systemd/system/x.service` → `/etc/systemd/system/x.env`.
-fn env_file_path(unit_path: &Path) -> PathBuf {
-    unit_path.with_extension("env")
-}
-
-/// Build the unit text for these arguments.
-pub(crate) fn render(args: &InstallArgs, binary: &Path) -> Unit {
+/// Build the unit text for these arguments, the unit going to `unit_path`.
+pub(crate) fn render(args: &InstallArgs, binary: &Path, unit_path: &Path) -> Unit {
     let mut exec = vec![binary.display().to_string(), "run".to_string()];
     exec.extend(run_flags(&args.run));
     let env_file = args.run.redis_url.as_ref().map(|url| {
         (
-            env_file_path(&args.unit_path),
+            unit::env_file_path(unit_path),
             format!("SOLLOL_REDIS_URL={url}\n"),
         )
     });
-    let mut u = String::new();
-    let _ = writeln!(
-        u,
-        "[Unit]\nDescription=vramroute reporter: publishes this node's GPUs and RAM to Redis\n\
-         Wants=network-online.target\nAfter=network-online.target\n\n[Service]\nType=simple"
-    );
-    if let Some((path, _)) = &env_file {
-        let _ = writeln!(u, "EnvironmentFile={}", path.display());
+    let spec = UnitSpec {
+        description: "vramroute reporter: publishes this node's GPUs and RAM to Redis".into(),
+        exec,
+        env_file: env_file.as_ref().map(|(p, _)| p.clone()),
+        scope: Scope::from_user_flag(args.user),
+        run_as: args.run_as.clone(),
+        gpu_groups: true,
+        // SIGTERM to the reporter only: it stops a supervised rpc-server itself, then
+        // deregisters; whatever is left when it exits gets SIGKILL.
+        kill_mode_mixed: true,
+    };
+    Unit {
+        unit: unit::render(&spec),
+        env_file,
     }
-    let quoted: Vec<String> = exec.iter().map(|a| quote(a)).collect();
-    let _ = writeln!(u, "ExecStart={}", quoted.join(" "));
-    let _ = writeln!(
-        u,
-        "Restart=always\nRestartSec=5\nTimeoutStopSec=5\nKillSignal=SIGTERM"
-    );
-    u.push_str(&crate::systemd_unit::limits());
-    // SIGTERM to the reporter only: it stops a supervised rpc-server itself, then
-    // deregisters; whatever is left when it exits gets SIGKILL.
-    let _ = writeln!(u, "KillMode=mixed");
-    match &args.user {
-        Some(user) => {
-            let _ = writeln!(u, "User={user}");
-        }
-        None => {
-            let _ = writeln!(u, "DynamicUser=yes");
-        }
-    }
-    // GPU device nodes (/dev/dri, /dev/kfd, /dev/nvidia*) are group video/render.
-    let _ = writeln!(
-        u,
-        "SupplementaryGroups=video render\n{HARDENING}\n[Install]\nWantedBy=multi-user.target"
-    );
-    Unit { unit: u, env_file }
 }
 
 /// The `run` flags that reproduce these settings (the Redis URL excepted: it goes to
@@ -167,6 +140,10 @@ fn run_flags(run: &RunArgs) -> Vec<String> {
         "sysfs-root",
         hw.sysfs_root.as_ref().map(|p| p.display().to_string()),
     );
+    opt(
+        "proc-root",
+        hw.proc_root.as_ref().map(|p| p.display().to_string()),
+    );
     opt("reserve", hw.reserve.map(|p| p.to_string()));
     opt("ggml-backend", hw.ggml_backend.clone());
     if run.no_ollama {
@@ -202,7 +179,11 @@ mod tests {
             "5",
             "--no-ollama",
         ]);
-        let unit = render(&args, Path::new("/usr/local/bin/vramroute-reporter"));
+        let unit = render(
+            &args,
+            Path::new("/usr/local/bin/vramroute-reporter"),
+            Path::new("/etc/systemd/system/vramroute-reporter.service"),
+        );
         assert!(!unit.unit.contains("s3cret"), "{}", unit.unit);
         assert!(unit.unit.contains(
             "ExecStart=/usr/local/bin/vramroute-reporter run --interval 5 --no-ollama\n"
@@ -221,9 +202,6 @@ mod tests {
             "DynamicUser=yes",
             "ProtectSystem=strict",
             "NoNewPrivileges=yes",
-            "LimitNOFILE=65536",
-            "UMask=0077",
-            "WantedBy=multi-user.target",
         ] {
             assert!(unit.unit.lines().any(|l| l == line), "missing {line}");
         }
@@ -239,7 +217,7 @@ mod tests {
             "--probe-timeout",
             "2",
         ]);
-        let unit = render(&args, Path::new("/opt/vr"));
+        let unit = render(&args, Path::new("/opt/vr"), Path::new("/x/vr.service"));
         assert!(
             unit.unit.contains(
                 "ExecStart=/opt/vr run --metrics-addr 127.0.0.1:9187 --metrics-max-connections 32 --probe-timeout 2\n"
@@ -251,20 +229,11 @@ mod tests {
     }
 
     #[test]
-    fn user_replaces_dynamic_user() {
-        let args = install_args(&["--user", "vramroute"]);
-        let unit = render(&args, Path::new("/opt/vr"));
+    fn run_as_replaces_dynamic_user() {
+        let args = install_args(&["--run-as", "vramroute"]);
+        let unit = render(&args, Path::new("/opt/vr"), Path::new("/x/vr.service"));
         assert!(unit.unit.contains("\nUser=vramroute\n"));
         assert!(!unit.unit.contains("DynamicUser"));
         assert!(unit.env_file.is_none());
-    }
-
-    #[test]
-    fn quoting() {
-        assert_eq!(quote("plain"), "plain");
-        assert_eq!(quote("a b"), "\"a b\"");
-        assert_eq!(quote("50%"), "\"50%%\"");
-        assert_eq!(quote("$HOME"), "\"$$HOME\"");
-        assert_eq!(quote(""), "\"\"");
     }
 }

@@ -42,6 +42,9 @@ const KV_BYTES_PER_ELEMENT: u64 = 2;
 pub enum EstimateSource {
     /// A size the user gave: it overrides every other source.
     Explicit,
+    /// A size the operator configured once (the coordinator's `model_sizes`): it
+    /// overrides every source but an explicit size.
+    Config,
     /// The model's GGUF header (tensor sizes and attention metadata).
     Gguf,
     /// Ollama's `/api/show` metadata (plus the `/api/tags` size when available).
@@ -62,6 +65,7 @@ impl fmt::Display for EstimateSource {
             EstimateSource::OllamaTags => "Ollama /api/tags size",
             EstimateSource::SollolTable => "SOLLOL size table",
             EstimateSource::Explicit => "explicit size",
+            EstimateSource::Config => "config model_sizes",
             EstimateSource::LoadedCopy => "Ollama /api/ps size of a loaded copy",
         })
     }
@@ -714,11 +718,12 @@ pub fn estimate_from_ollama_tags(info: &OllamaTagsInfo) -> ModelEstimate {
 /// The one model-size resolver. It tries the sources a caller has, in this order:
 ///
 /// 1. an explicit size (the user's word overrides everything),
-/// 2. the model's GGUF header,
-/// 3. Ollama's `/api/show` metadata (with the `/api/tags` size),
-/// 4. Ollama's `/api/tags` file size,
-/// 5. SOLLOL's size table,
-/// 6. the `/api/ps` size of a copy loaded somewhere.
+/// 2. a configured size (the operator's word, given once: FlockParser's custom sizes),
+/// 3. the model's GGUF header,
+/// 4. Ollama's `/api/show` metadata (with the `/api/tags` size),
+/// 5. Ollama's `/api/tags` file size,
+/// 6. SOLLOL's size table,
+/// 7. the `/api/ps` size of a copy loaded somewhere.
 ///
 /// Measured sources come before tabulated ones, and the table before a loaded copy
 /// (whose size includes that instance's context). The first source that knows the model
@@ -726,6 +731,7 @@ pub fn estimate_from_ollama_tags(info: &OllamaTagsInfo) -> ModelEstimate {
 #[derive(Debug, Clone, Copy)]
 pub struct ModelSizer<'a> {
     explicit_mib: Option<u64>,
+    config_mib: Option<u64>,
     gguf: Option<&'a GgufInfo>,
     ollama_show: Option<&'a OllamaShowInfo>,
     ollama_tags: Option<&'a OllamaTagsInfo>,
@@ -744,6 +750,7 @@ impl<'a> ModelSizer<'a> {
     pub fn new() -> Self {
         ModelSizer {
             explicit_mib: None,
+            config_mib: None,
             gguf: None,
             ollama_show: None,
             ollama_tags: None,
@@ -755,6 +762,12 @@ impl<'a> ModelSizer<'a> {
     /// Adds an explicit size, MiB (it wins over every other source).
     pub fn explicit_mib(mut self, mib: u64) -> Self {
         self.explicit_mib = Some(mib);
+        self
+    }
+
+    /// Adds a configured size, MiB (it wins over every source but an explicit size).
+    pub fn config_mib(mut self, mib: u64) -> Self {
+        self.config_mib = Some(mib);
         self
     }
 
@@ -792,6 +805,11 @@ impl<'a> ModelSizer<'a> {
     pub fn estimate(&self, name: &str, ctx: u32) -> Result<ModelEstimate> {
         if let Some(mib) = self.explicit_mib {
             return Ok(ModelEstimate::explicit(name, mib));
+        }
+        if let Some(mib) = self.config_mib {
+            let mut estimate = ModelEstimate::explicit(name, mib);
+            estimate.source = EstimateSource::Config;
+            return Ok(estimate);
         }
         if let Some(info) = self.gguf {
             let mut estimate = estimate_from_gguf(info, ctx)?;

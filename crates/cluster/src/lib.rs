@@ -76,7 +76,7 @@ pub use history::{
 pub use live::{
     unix_now, Feed, Health, LiveCluster, LiveConfig, Observer, RegistryFeed, ReservationId,
 };
-pub use optimize::{optimize, OptimizeOptions, Outcome};
+pub use optimize::{optimize, optimize_tracked, OptimizeOptions, Outcome, PendingLoads};
 pub use plan::PlanAnswer;
 pub use route::{
     check, check_sized, route, route_sized, short_reason, CheckAnswer, GpuRoom, NodeFit, Placement,

@@ -119,6 +119,8 @@ pub struct LiveConfig {
     pub watch_retry: Duration,
     /// How long a reservation is kept across updates.
     pub reservation_hold: Duration,
+    /// Configured model sizes, MiB, copied into every view ([`StatusView::model_sizes`]).
+    pub model_sizes: std::collections::BTreeMap<String, u64>,
 }
 
 impl Default for LiveConfig {
@@ -131,6 +133,7 @@ impl Default for LiveConfig {
             ollama_every: Duration::from_secs(30),
             watch_retry: Duration::from_secs(2),
             reservation_hold: Duration::from_secs(30),
+            model_sizes: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -163,6 +166,7 @@ impl LiveConfig {
         if !ollama.is_empty() {
             view.merge_ollama(ollama);
         }
+        view.model_sizes.clone_from(&self.model_sizes);
         view
     }
 }

@@ -5,11 +5,12 @@
 //! one order every command uses:
 //!
 //! 1. an explicit size,
-//! 2. the GGUF header,
-//! 3. Ollama `/api/show` (plans only: it costs a request),
-//! 4. Ollama `/api/tags` file size,
-//! 5. SOLLOL's table,
-//! 6. a loaded copy's size.
+//! 2. a configured size (the view's `model_sizes`: the coordinator config's),
+//! 3. the GGUF header,
+//! 4. Ollama `/api/show` (plans only: it costs a request),
+//! 5. Ollama `/api/tags` file size,
+//! 6. SOLLOL's table,
+//! 7. a loaded copy's size.
 //!
 //! Never guessed: a model no source knows is [`Error::UnknownModel`].
 
@@ -58,6 +59,8 @@ impl ModelSize {
 /// What the view knows about `model`: the first node that has it pulled (its
 /// `/api/tags` entry) and the first loaded copy with a known size.
 struct Sightings<'v> {
+    /// The configured size (`model_sizes`), MiB.
+    config: Option<u64>,
     tags: Option<(&'v NodeView, OllamaTagsInfo)>,
     loaded: Option<(&'v NodeView, u64)>,
 }
@@ -80,7 +83,16 @@ fn sightings<'v>(view: &'v StatusView, model: &str) -> Sightings<'v> {
             .find(|m| same_model(&m.name, model))
             .and_then(|m| Some((n, m.size_mb?)))
     });
-    Sightings { tags, loaded }
+    let config = view
+        .model_sizes
+        .iter()
+        .find(|(name, _)| same_model(name, model))
+        .map(|(_, mb)| *mb);
+    Sightings {
+        config,
+        tags,
+        loaded,
+    }
 }
 
 fn source_text(e: &ModelEstimate, s: &Sightings<'_>, show_node: Option<&str>) -> String {
@@ -107,6 +119,9 @@ fn sizer<'a>(
     let mut sizer = ModelSizer::new();
     if let Some(mb) = explicit_mb {
         sizer = sizer.explicit_mib(mb);
+    }
+    if let Some(mb) = s.config {
+        sizer = sizer.config_mib(mb);
     }
     if let Some(info) = gguf {
         sizer = sizer.gguf(info);
@@ -216,7 +231,9 @@ pub async fn model_estimate(
     gguf: Option<&Path>,
     opts: &EstimateOptions,
 ) -> Result<ModelEstimate> {
-    let s = sightings(view, model);
+    let mut s = sightings(view, model);
+    // A plan needs layer figures, which a configured size does not have.
+    s.config = None;
     if let Some(path) = gguf {
         let info = GgufInfo::from_path(path)?;
         return Ok(sizer(&s, None, Some(&info), None).estimate(model, opts.ctx)?);

@@ -60,6 +60,10 @@ pub struct StatusView {
     /// Problems met while building the view (unreachable Ollama nodes, ...).
     #[serde(default)]
     pub warnings: Vec<String>,
+    /// Model sizes the operator configured (the coordinator's `model_sizes`), MiB, by
+    /// name: the size resolver takes them right after an explicit size.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub model_sizes: BTreeMap<String, u64>,
 }
 
 /// One node of the view.
@@ -529,6 +533,7 @@ impl StatusView {
                 })
                 .collect(),
             warnings: Vec::new(),
+            model_sizes: BTreeMap::new(),
         };
         view.recompute_totals();
         view

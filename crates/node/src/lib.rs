@@ -17,7 +17,7 @@ mod change;
 mod report;
 
 pub use change::ChangeDetector;
-pub use report::{gpu_log_line, NodeIdentity, NodeReport, OllamaState};
+pub use report::{gpu_log_line, sollol_gpu_order, NodeIdentity, NodeReport, OllamaState};
 
 /// Errors building a node report.
 #[derive(Debug, thiserror::Error)]

@@ -181,23 +181,18 @@ impl NodeReport {
         stat
     }
 
-    /// The live stats record (`sollol:gpu:{node_id}`).
+    /// The live stats record (`sollol:gpu:{node_id}`), its `gpus` in
+    /// [`sollol_gpu_order`] (each entry keeps its own `index`).
     ///
     /// When Ollama positively runs every loaded model on the CPU, the SOLLOL fields say
     /// CPU-only (`vendor: "none"`, `gpus: []`) as SOLLOL's reporter would, and the
     /// probed GPUs move to the extra key `detected_gpus` so nothing is hidden.
     pub fn stats_record(&self, id: &NodeIdentity) -> GpuStatsRecord {
         let (offload, reason) = self.ollama.verdict();
-        let stats: Vec<GpuStat> = self
-            .hardware
-            .gpus
-            .iter()
-            .map(|g| self.gpu_stat(g))
-            .collect();
+        let ordered = sollol_gpu_order(&self.hardware.gpus);
+        let stats: Vec<GpuStat> = ordered.iter().map(|g| self.gpu_stat(g)).collect();
         let host = &self.hardware.host;
-        let vendor = self
-            .hardware
-            .gpus
+        let vendor = ordered
             .first()
             .map_or("none".to_string(), |g| g.vendor.to_string());
         let mut record = GpuStatsRecord::new(id.node_id.clone(), vendor, self.timestamp);
@@ -222,6 +217,7 @@ impl NodeReport {
         record.cpu_ram_total_mb = Some(host.total_ram_mib);
         record.cpu_ram_free_mb = Some(host.available_ram_mib);
         record.cpu_count = Some(host.cpu_count);
+        record.cpu_load_percent = host.cpu_load_percent;
         record.ollama_url = id.ollama_url.clone();
         record.rpc_host = Some(id.advertise_ip.clone());
         record.rpc_port = Some(id.rpc_port);
@@ -419,12 +415,31 @@ impl NodeReport {
     }
 }
 
-/// SOLLOL's per-GPU log line: `GPU 0: NAME | VRAM: used/total MB | Util: N% | Temp: N°C`,
-/// with `?` for values the probe could not read.
+/// The order of the stats record's `gpus` list, for SOLLOL's readers, which look at
+/// `gpus[0]` only: the GPU a request should go to comes first. Dedicated-memory GPUs
+/// before unified ones (an integrated GPU's VRAM is host RAM, and its total is often
+/// unknown), then the largest total VRAM first (unknown last), then the probe's PCI order.
+/// Total VRAM, not free, so the order does not flip between reports as models load.
+/// Entries keep their own `index`; our readers key GPUs by `index` and never by
+/// position.
+pub fn sollol_gpu_order(gpus: &[GpuDevice]) -> Vec<&GpuDevice> {
+    let mut ordered: Vec<&GpuDevice> = gpus.iter().collect();
+    ordered.sort_by_key(|g| {
+        (
+            g.memory_kind != MemoryKind::Dedicated,
+            std::cmp::Reverse(g.memory_total_mib),
+        )
+    });
+    ordered
+}
+
+/// SOLLOL's per-GPU log line, exactly as its `gpu_reporter.py` logs it (no space before
+/// `MB`): `GPU 0: NAME | VRAM: used/totalMB | Util: N% | Temp: N°C`, with `?` for values
+/// the probe could not read.
 pub fn gpu_log_line(g: &GpuDevice) -> String {
     let opt = |v: Option<u64>| v.map_or("?".to_string(), |v| v.to_string());
     format!(
-        "GPU {}: {} | VRAM: {}/{} MB | Util: {}% | Temp: {}°C",
+        "GPU {}: {} | VRAM: {}/{}MB | Util: {}% | Temp: {}°C",
         g.index,
         g.name,
         opt(g.memory_used_mib),

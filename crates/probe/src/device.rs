@@ -122,6 +122,10 @@ pub struct HostMemory {
     pub cpu_count: u32,
     /// The cgroup memory limit when one applies, MiB.
     pub cgroup_limit_mib: Option<u64>,
+    /// CPU load, percent: the 1-minute load average per logical CPU (`/proc/loadavg`),
+    /// capped at 100; `None` when unreadable.
+    #[serde(default)]
+    pub cpu_load_percent: Option<f64>,
 }
 
 impl HostMemory {
@@ -133,6 +137,7 @@ impl HostMemory {
             available_ram_mib,
             cpu_count,
             cgroup_limit_mib: None,
+            cpu_load_percent: None,
         }
     }
 }

@@ -143,7 +143,15 @@ pub(crate) fn host_memory(
         available_ram_mib: bytes_to_mib(available.min(total)),
         cpu_count,
         cgroup_limit_mib: cgroup.map(|c| bytes_to_mib(c.limit_bytes)),
+        cpu_load_percent: None,
     }
+}
+
+/// CPU load in percent from `<proc_root>/loadavg`: the 1-minute load average per logical
+/// CPU, capped at 100 (`None` when the file is unreadable or malformed).
+pub(crate) fn read_cpu_load_percent(proc_root: &Path, cpu_count: u32) -> Option<f64> {
+    let text = std::fs::read_to_string(proc_root.join("loadavg")).ok()?;
+    parse::parse_cpu_load_percent(&text, cpu_count)
 }
 
 /// Physical RAM and logical CPUs from `sysinfo`.

@@ -45,6 +45,6 @@ pub use error::{Error, Result};
 pub use host::CgroupMemory;
 pub use intel::IntelSysfsBackend;
 pub use nvml::NvmlBackend;
-pub use prober::{probe, NodeHardware, Prober, ProberConfig};
+pub use prober::{default_proc_root, probe, NodeHardware, Prober, ProberConfig};
 #[cfg(feature = "rocm")]
 pub use rocm::RocmBackend;

@@ -28,6 +28,17 @@ pub(crate) fn parse_memory_bytes(text: &str) -> Option<u64> {
     parse_u64(text).filter(|&b| b <= MAX_MEMORY_BYTES)
 }
 
+/// CPU load in percent from `/proc/loadavg` (`"0.52 0.58 0.59 1/234 5678"`): the
+/// 1-minute load average divided by the logical CPU count, capped at 100. A missing,
+/// negative or non-finite figure, or no CPU, is `None`.
+pub(crate) fn parse_cpu_load_percent(text: &str, cpu_count: u32) -> Option<f64> {
+    let load: f64 = text.split_whitespace().next()?.parse().ok()?;
+    if !load.is_finite() || load < 0.0 || cpu_count == 0 {
+        return None;
+    }
+    Some((load / f64::from(cpu_count) * 100.0).min(100.0))
+}
+
 /// A percentage 0–100 (`gpu_busy_percent`).
 pub(crate) fn parse_percent(text: &str) -> Option<u32> {
     parse_u64(text)
@@ -199,6 +210,20 @@ pub(crate) fn parse_proc_self_cgroup(text: &str) -> Option<CgroupMembership> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpu_load_from_loadavg() {
+        assert_eq!(
+            parse_cpu_load_percent("1.00 0.5 0.2 1/234 5678\n", 4),
+            Some(25.0)
+        );
+        assert_eq!(parse_cpu_load_percent("12.0 1 1 1/1 1", 4), Some(100.0));
+        assert_eq!(parse_cpu_load_percent("0.00 0 0 1/1 1", 2), Some(0.0));
+        for bad in ["", "x 1 1", "-1 0 0", "NaN 0 0", "inf 0 0"] {
+            assert_eq!(parse_cpu_load_percent(bad, 2), None, "{bad:?}");
+        }
+        assert_eq!(parse_cpu_load_percent("1.0 0 0", 0), None);
+    }
 
     #[test]
     fn u64_accepts_plain_decimal_only() {

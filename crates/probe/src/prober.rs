@@ -21,7 +21,8 @@ use crate::nvml::NvmlBackend;
 pub struct ProberConfig {
     /// Root of the sysfs tree (`/sys`); fixture trees in tests.
     pub sysfs_root: PathBuf,
-    /// Root of procfs (`/proc`), used only to find this process's cgroup.
+    /// Root of procfs (`/proc`): this process's cgroup and the load average
+    /// (`loadavg`) are read under it. See [`default_proc_root`].
     pub proc_root: PathBuf,
     /// Use NVML for NVIDIA GPUs.
     pub nvml: bool,
@@ -37,6 +38,25 @@ impl Default for ProberConfig {
             nvml: true,
             rocm: true,
         }
+    }
+}
+
+/// The procfs root that goes with a sysfs root: `/proc` for the real `/sys`, and
+/// `<sysfs_root>/proc` for any other tree (a fixture or a container's copy carries its
+/// own `proc/`, so nothing of this machine leaks into a probe of another tree; files
+/// missing there are unknown, never this machine's).
+///
+/// ```
+/// use std::path::Path;
+/// use vramroute_probe::default_proc_root;
+/// assert_eq!(default_proc_root(Path::new("/sys")), Path::new("/proc"));
+/// assert_eq!(default_proc_root(Path::new("/t/amd")), Path::new("/t/amd/proc"));
+/// ```
+pub fn default_proc_root(sysfs_root: &std::path::Path) -> PathBuf {
+    if sysfs_root == std::path::Path::new("/sys") {
+        PathBuf::from("/proc")
+    } else {
+        sysfs_root.join("proc")
     }
 }
 
@@ -187,12 +207,9 @@ impl Prober {
     /// [`Error::Host`] when `sysinfo` cannot read the machine's memory.
     pub fn probe_host(&self) -> Result<HostMemory> {
         let (total, available, cpus) = host::system_figures()?;
-        Ok(host::host_memory(
-            total,
-            available,
-            cpus,
-            self.cgroup_memory(),
-        ))
+        let mut host = host::host_memory(total, available, cpus, self.cgroup_memory());
+        host.cpu_load_percent = host::read_cpu_load_percent(&self.config.proc_root, cpus);
+        Ok(host)
     }
 
     /// The cgroup memory limit that applies to this process, read under the sysfs

@@ -75,7 +75,7 @@ pub use error::{redact_url, Error, Result};
 pub use memory::MemoryRegistry;
 pub use record::{
     GpuOffload, GpuStat, GpuStatsRecord, LoadedModel, RouterMetadata, RpcBackend, RpcNodeRecord,
-    SCHEMA_VERSION,
+    MANAGED_BACKENDS_FIELD, SCHEMA_VERSION,
 };
 pub use redis_backend::RedisRegistry;
 pub use registry::Registry;

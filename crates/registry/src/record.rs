@@ -376,7 +376,57 @@ impl RouterMetadata {
     pub fn to_json(&self) -> String {
         pyjson::to_python_json(self).unwrap_or_default()
     }
+
+    /// The metadata a coordinator writes to keep `rpc_backends` current from the live
+    /// `registered` backends, given what the key holds now (`current`).
+    ///
+    /// The backends we listed before are remembered in the extra key
+    /// [`MANAGED_BACKENDS_FIELD`] (SOLLOL ignores it): those no longer registered go.
+    /// Entries someone else wrote (SOLLOL's tools, an operator) stay, as do other keys.
+    /// Existing entries keep their order; newly registered ones follow, sorted.
+    pub fn with_registered(
+        current: Option<&RouterMetadata>,
+        registered: &[RpcBackend],
+    ) -> RouterMetadata {
+        let empty = RouterMetadata::default();
+        let current = current.unwrap_or(&empty);
+        let managed: Vec<RpcBackend> = current
+            .extra
+            .get(MANAGED_BACKENDS_FIELD)
+            .and_then(|v| serde_json::from_value(v.clone()).ok())
+            .unwrap_or_default();
+        let mut backends: Vec<RpcBackend> = current
+            .rpc_backends
+            .iter()
+            .filter(|b| !managed.contains(b) || registered.contains(b))
+            .cloned()
+            .collect();
+        let mut added: Vec<RpcBackend> = registered
+            .iter()
+            .filter(|b| !backends.contains(b))
+            .cloned()
+            .collect();
+        added.sort_by(|a, b| (&a.host, a.port).cmp(&(&b.host, b.port)));
+        added.dedup();
+        backends.extend(added);
+        let mut mine: Vec<RpcBackend> = registered.to_vec();
+        mine.sort_by(|a, b| (&a.host, a.port).cmp(&(&b.host, b.port)));
+        mine.dedup();
+        let mut extra = current.extra.clone();
+        extra.insert(
+            MANAGED_BACKENDS_FIELD.to_owned(),
+            serde_json::to_value(&mine).unwrap_or_default(),
+        );
+        RouterMetadata {
+            rpc_backends: backends,
+            extra,
+        }
+    }
 }
+
+/// Extra key of `sollol:router:metadata` listing the backends a vramroute coordinator
+/// put in `rpc_backends` from live registrations (see [`RouterMetadata::with_registered`]).
+pub const MANAGED_BACKENDS_FIELD: &str = "vramroute_registered";
 
 // ---------------------------------------------------------------------------------------
 // Decoding: hand-written map visitors so unknown keys can be kept without the cost of

@@ -199,3 +199,224 @@ fn passwords_never_reach_help_or_errors() {
         assert!(err.contains("***") && !err.contains("s3cret"), "{err}");
     }
 }
+
+#[test]
+fn configured_model_sizes_beat_the_table_and_show_as_their_source() {
+    let tree = fixture("amd-discrete");
+    let cfg = write_config("model_sizes:\n  llama3.1:8b: 5200\n  my-finetune:7b: 6100\n");
+    let base = [
+        "--config",
+        cfg.path().to_str().unwrap(),
+        "--sysfs-root",
+        &tree,
+        "--no-nvml",
+    ];
+    let with = |rest: &[&str]| -> Vec<String> {
+        base.iter().chain(rest).map(|s| (*s).to_owned()).collect()
+    };
+    let run = |rest: &[&str]| {
+        let args = with(rest);
+        coord_json(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+
+    // Over SOLLOL's 4700, and a model no other source knows.
+    let r = run(&["route", "llama3.1:8b", "--json"]);
+    assert_eq!(r["size_mb"], 5200, "{r}");
+    assert_eq!(r["size_source"], "config model_sizes");
+    let r = run(&["route", "My-Finetune:7B", "--json"]);
+    assert_eq!(r["size_mb"], 6100, "{r}");
+    assert_eq!(r["size_source"], "config model_sizes");
+    // An explicit size still wins.
+    let r = run(&["route", "llama3.1:8b", "--size-mb", "3000", "--json"]);
+    assert_eq!(r["size_mb"], 3000, "{r}");
+    assert_eq!(r["size_source"], "explicit size");
+
+    // `models` lists them first in their rows, labelled by source.
+    let m = run(&["models", "--json"]);
+    let row = |name: &str| {
+        m["models"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == name)
+            .unwrap_or_else(|| panic!("{name} missing: {m}"))
+            .clone()
+    };
+    let llama = row("llama3.1:8b");
+    assert_eq!(llama["sizes"][0]["source"], "config model_sizes", "{llama}");
+    assert_eq!(llama["sizes"][0]["size_mb"], 5200);
+    assert_eq!(llama["sizes"][1]["source"], "SOLLOL size table", "{llama}");
+    assert_eq!(row("my-finetune:7b")["sizes"][0]["size_mb"], 6100);
+    let args = with(&["models"]);
+    let text = stdout(&coord(&args.iter().map(String::as_str).collect::<Vec<_>>()));
+    assert!(
+        text.lines().any(|l| l.contains("my-finetune:7b")
+            && l.contains("6100")
+            && l.contains("config model_sizes")),
+        "{text}"
+    );
+
+    // Bad sizes are config errors.
+    for text in [
+        "model_sizes: {x: 0}\n",
+        "model_sizes: {x: -5}\n",
+        "model_sizes: {x: big}\n",
+    ] {
+        let cfg = write_config(text);
+        let o = coord(&["--config", cfg.path().to_str().unwrap(), "status"]);
+        assert_eq!(o.status.code(), Some(2), "{text}: {}", stderr(&o));
+        assert!(stderr(&o).contains("model_sizes"), "{text}: {}", stderr(&o));
+    }
+}
+
+/// Runs the coordinator with extra environment variables (bounded like [`coord`]).
+fn coord_env(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut child = std::process::Command::new(BIN)
+        .args(args)
+        .env_remove("SOLLOL_REDIS_URL")
+        .env_remove("VRAMROUTE_CONFIG")
+        .envs(env.iter().copied())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        assert!(std::time::Instant::now() < deadline, "{args:?} hangs");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn unit_has(unit: &str, lines: &[&str]) {
+    for line in lines {
+        assert!(unit.lines().any(|l| l == *line), "missing {line}: {unit}");
+    }
+}
+
+/// `systemd-analyze verify` when the tool exists; contents are asserted either way.
+fn verify(unit: &std::path::Path, user: bool) {
+    match systemd_verify(unit, user) {
+        Some(result) => result.unwrap_or_else(|e| panic!("systemd-analyze verify: {e}")),
+        None => println!("note: systemd-analyze not installed; unit contents checked only"),
+    }
+}
+
+#[test]
+fn install_writes_a_hardened_daemon_unit_and_enables_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (bin, calls) = fake_systemctl(dir.path());
+    let cfg = dir.path().join("coordinator.yaml");
+    std::fs::write(&cfg, "auto_optimize: true\ncheck_interval: 30\n").unwrap();
+    let cfg_abs = std::fs::canonicalize(&cfg).unwrap();
+    let unit = dir.path().join("vramroute-coordinator.service");
+    let o = coord_env(
+        &[
+            "--config",
+            cfg.to_str().unwrap(),
+            "--redis-url",
+            "redis://:hunter2@10.0.0.5:6379/0",
+            "install",
+            "--unit-path",
+            unit.to_str().unwrap(),
+            "--binary",
+            BIN,
+            "--listen",
+            "127.0.0.1:8787",
+            "--gateway-listen",
+            "off",
+            "--enable",
+            "--now",
+        ],
+        &[("PATH", &path_with(&bin))],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        std::fs::read_to_string(&calls).unwrap(),
+        "daemon-reload\nenable --now vramroute-coordinator.service\n"
+    );
+    let text = std::fs::read_to_string(&unit).unwrap();
+    let env = dir.path().join("vramroute-coordinator.env");
+    unit_has(
+        &text,
+        &[
+            &format!(
+                "ExecStart={BIN} --config {} daemon --listen 127.0.0.1:8787 --gateway-listen off",
+                cfg_abs.display()
+            ),
+            &format!("EnvironmentFile={}", env.display()),
+            "LimitNOFILE=65536",
+            "DynamicUser=yes",
+            "NoNewPrivileges=yes",
+            "ProtectSystem=strict",
+            "ProtectHome=yes",
+            "Restart=always",
+            "WantedBy=multi-user.target",
+        ],
+    );
+    assert!(!text.contains("hunter2"), "{text}");
+    assert!(!text.contains("SupplementaryGroups"), "{text}");
+    assert_eq!(
+        std::fs::read_to_string(&env).unwrap(),
+        "SOLLOL_REDIS_URL=redis://:hunter2@10.0.0.5:6379/0\n"
+    );
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(
+        std::fs::metadata(&env).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    verify(&unit, false);
+
+    let o = coord(&["uninstall", "--unit-path", unit.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!unit.exists() && !env.exists());
+}
+
+#[test]
+fn install_user_unit_for_systemctl_user() {
+    let dir = tempfile::tempdir().unwrap();
+    let (bin, calls) = fake_systemctl(dir.path());
+    let config_home = dir.path().join("config");
+    let env = [
+        ("PATH", path_with(&bin)),
+        ("XDG_CONFIG_HOME", config_home.display().to_string()),
+    ];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let o = coord_env(&["install", "--user", "--binary", BIN], &env);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // Not asked to enable: nothing ran, the commands are printed.
+    assert!(!calls.exists());
+    assert!(
+        stdout(&o).contains("systemctl --user daemon-reload && systemctl --user enable --now vramroute-coordinator.service"),
+        "{}",
+        stdout(&o)
+    );
+    let unit = config_home.join("systemd/user/vramroute-coordinator.service");
+    let text = std::fs::read_to_string(&unit).unwrap();
+    unit_has(
+        &text,
+        &[
+            &format!("ExecStart={BIN} daemon"),
+            "LimitNOFILE=65536",
+            "ProtectHome=read-only",
+            "WantedBy=default.target",
+        ],
+    );
+    assert!(
+        !text.contains("DynamicUser") && !text.contains("EnvironmentFile"),
+        "{text}"
+    );
+    verify(&unit, true);
+    let o = coord_env(&["uninstall", "--user"], &env);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!unit.exists());
+
+    // --now without --enable, and a missing config, are usage errors.
+    let o = coord_env(&["install", "--user", "--now", "--print"], &env);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let o = coord_env(
+        &["--config", "/nonexistent.yaml", "install", "--print"],
+        &env,
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+}

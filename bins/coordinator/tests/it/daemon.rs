@@ -491,3 +491,118 @@ fn the_admin_api_can_require_a_key_and_an_open_gateway_is_warned_about() {
     assert!(warned.is_some(), "{}", open.log());
     open.terminate();
 }
+
+/// `sollol:router:metadata`'s backends as `host:port`, sorted; `None` when the key is
+/// missing.
+fn metadata_backends(c: &Cluster) -> Option<Vec<String>> {
+    let raw = c
+        .redis
+        .cli(&["GET", vramroute_registry::keys::ROUTER_METADATA])
+        .unwrap();
+    if raw.trim().is_empty() {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_str(raw.trim()).unwrap();
+    let mut out: Vec<String> = v["rpc_backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| format!("{}:{}", b["host"].as_str().unwrap(), b["port"]))
+        .collect();
+    out.sort();
+    Some(out)
+}
+
+#[test]
+fn the_lock_holder_keeps_sollols_router_metadata_current() {
+    let mut c = Cluster::start();
+    let port = |i: usize| c.rpc[i].socket_addr().port();
+    let all = {
+        let mut v = vec![
+            format!("127.0.0.1:{}", port(0)),
+            format!("127.0.0.2:{}", port(1)),
+            format!("127.0.0.3:{}", port(2)),
+        ];
+        v.sort();
+        v
+    };
+    // Another coordinator holds the optimize lock: this daemon must not write.
+    let lock = format!("{}optimize", vramroute_registry::keys::LOCK_PREFIX);
+    c.redis
+        .cli(&["SET", &lock, "other-host:1:abc", "PX", "60000"])
+        .unwrap();
+    let config = format!(
+        "redis_url: {}\nauto_optimize: true\ncheck_interval: 1\n",
+        c.url
+    );
+    let d = Daemon::start(&config);
+    assert_eq!(d.get("/v1/optimize")["holds_lock"], false);
+    // Several of its metadata ticks (1 s) pass while the three backends are registered.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(metadata_backends(&c), None, "{}", d.proc.log());
+
+    // The lock is free: the daemon takes it and lists every live registration.
+    c.redis.cli(&["DEL", &lock]).unwrap();
+    let listed = wait_for(Duration::from_secs(15), || {
+        metadata_backends(&c).filter(|b| *b == all)
+    });
+    assert!(
+        listed.is_some(),
+        "{:?}\n{}",
+        metadata_backends(&c),
+        d.proc.log()
+    );
+    assert_eq!(d.get("/v1/optimize")["holds_lock"], true);
+
+    // The CPU node's reporter stops (deregisters): its backend leaves the metadata.
+    assert_eq!(c.cpu.terminate(), Some(0));
+    let two: Vec<String> = all
+        .iter()
+        .filter(|b| !b.starts_with("127.0.0.3:"))
+        .cloned()
+        .collect();
+    let gone = wait_for(Duration::from_secs(15), || {
+        metadata_backends(&c).filter(|b| *b == two)
+    });
+    assert!(
+        gone.is_some(),
+        "{:?}\n{}",
+        metadata_backends(&c),
+        d.proc.log()
+    );
+}
+
+#[test]
+fn a_load_in_flight_is_sent_once_while_api_ps_lags() {
+    let c = Cluster::start();
+    // The AMD node's /api/ps (asked by its reporter every second and by the daemon)
+    // leaves a new load out of its next 8 answers: several 1 s passes see no load.
+    c.amd_ollama.set_ps_lag(8);
+    let config = format!(
+        "redis_url: {}\nauto_optimize: true\ncheck_interval: 1\npriority_models: [llama3.1:8b]\nload_timeout: 30\n",
+        c.url
+    );
+    let d = Daemon::start(&config);
+    let loading = wait_for(Duration::from_secs(15), || {
+        let s = d.get("/v1/optimize");
+        (s["outcomes"][0]["action"] == "loading").then_some(s)
+    });
+    assert!(loading.is_some(), "{}", d.proc.log());
+    // Until the report shows it loaded.
+    let confirmed = wait_for(Duration::from_secs(30), || {
+        let s = d.get("/v1/optimize");
+        let v = c.status();
+        let in_report = v.to_string().contains("llama3.1:8b");
+        (s["outcomes"][0]["action"] == "already_loaded" && in_report).then_some(s)
+    });
+    assert!(confirmed.is_some(), "{}", d.proc.log());
+    // A few more passes.
+    std::thread::sleep(Duration::from_secs(3));
+    let sent = c.amd_ollama.generate_calls().len() + c.nvidia_ollama.generate_calls().len();
+    assert_eq!(sent, 1, "{}", d.proc.log());
+    // The journal says `loading` while it waits, never `loaded` again and again.
+    let log = d.proc.log();
+    // (The field value is quoted; the key may carry colour codes.)
+    assert!(log.contains("\"loading\""), "{log}");
+    assert_eq!(log.matches("\"loaded\"").count(), 0, "{log}");
+}

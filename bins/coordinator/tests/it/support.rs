@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 #[path = "../../../shared/test_proc.rs"]
 mod test_proc;
-pub(crate) use test_proc::{signal_and_wait, test_reporter_args, wait_for};
+pub(crate) use test_proc::{
+    fake_systemctl, path_with, signal_and_wait, systemd_verify, test_reporter_args, wait_for,
+};
 
 pub(crate) use vramroute_ollama::testing::{Behaviour, FakeModel, FakeOllama};
 use vramroute_registry::testing::fixtures;

@@ -2,7 +2,9 @@
 
 use std::os::unix::fs::PermissionsExt as _;
 
-use crate::support::{fixture, run_to_end, run_to_end_with_env};
+use crate::support::{
+    fake_systemctl, fixture, path_with, run_to_end, run_to_end_with_env, systemd_verify, BIN,
+};
 
 fn probe_json(tree: &str) -> serde_json::Value {
     let root = fixture(tree);
@@ -103,9 +105,7 @@ fn human_probe_and_bad_flags() {
     let out = run_to_end(&["probe", "--no-nvml", "--sysfs-root", root.to_str().unwrap()]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        text.contains(
-            "GPU 0: AMD Radeon RX 7900 XTX | VRAM: 1177/24560 MB | Util: 4% | Temp: 41°C"
-        ),
+        text.contains("GPU 0: AMD Radeon RX 7900 XTX | VRAM: 1177/24560MB | Util: 4% | Temp: 41°C"),
         "{text}"
     );
     assert!(
@@ -258,4 +258,152 @@ fn probe_names_the_installed_rpc_server() {
         text.contains("Installed RPC server: none on PATH"),
         "{text}"
     );
+}
+
+/// The unit's `key=value` lines.
+fn unit_has(unit: &str, lines: &[&str]) {
+    for line in lines {
+        assert!(unit.lines().any(|l| l == *line), "missing {line}: {unit}");
+    }
+}
+
+/// `systemd-analyze verify` on a written unit when the tool exists; the contents are
+/// asserted by the caller either way.
+fn verify(unit: &std::path::Path, user: bool) {
+    match systemd_verify(unit, user) {
+        Some(result) => result.unwrap_or_else(|e| panic!("systemd-analyze verify: {e}")),
+        None => println!("note: systemd-analyze not installed; unit contents checked only"),
+    }
+}
+
+#[test]
+fn install_system_unit_and_enable_it_through_systemctl() {
+    let dir = tempfile::tempdir().unwrap();
+    let (bin, calls) = fake_systemctl(dir.path());
+    let unit = dir.path().join("vramroute-reporter.service");
+    let out = run_to_end_with_env(
+        &[
+            "install",
+            "--unit-path",
+            unit.to_str().unwrap(),
+            "--binary",
+            BIN,
+            "--redis-url",
+            "redis://:pw@127.0.0.1:1/0",
+            "--enable",
+        ],
+        &[("PATH", &path_with(&bin))],
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        std::fs::read_to_string(&calls).unwrap(),
+        "daemon-reload\nenable vramroute-reporter.service\n"
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("running: systemctl enable vramroute-reporter.service"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("systemctl start vramroute-reporter.service"),
+        "{stdout}"
+    );
+    let text = std::fs::read_to_string(&unit).unwrap();
+    unit_has(
+        &text,
+        &[
+            &format!("ExecStart={BIN} run"),
+            "LimitNOFILE=65536",
+            "DynamicUser=yes",
+            "ProtectSystem=strict",
+            "ProtectHome=yes",
+            "KillMode=mixed",
+            "WantedBy=multi-user.target",
+        ],
+    );
+    verify(&unit, false);
+}
+
+#[test]
+fn install_user_unit_under_the_config_home_and_start_it_now() {
+    let dir = tempfile::tempdir().unwrap();
+    let (bin, calls) = fake_systemctl(dir.path());
+    let config_home = dir.path().join("config");
+    let out = run_to_end_with_env(
+        &[
+            "install",
+            "--user",
+            "--binary",
+            BIN,
+            "--redis-url",
+            "redis://:pw@127.0.0.1:1/0",
+            "--no-ollama",
+            "--enable",
+            "--now",
+        ],
+        &[
+            ("PATH", &path_with(&bin)),
+            ("XDG_CONFIG_HOME", config_home.to_str().unwrap()),
+        ],
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        std::fs::read_to_string(&calls).unwrap(),
+        "--user daemon-reload\n--user enable --now vramroute-reporter.service\n"
+    );
+    let unit = config_home.join("systemd/user/vramroute-reporter.service");
+    let env = config_home.join("systemd/user/vramroute-reporter.env");
+    let text = std::fs::read_to_string(&unit).unwrap();
+    unit_has(
+        &text,
+        &[
+            &format!("ExecStart={BIN} run --no-ollama"),
+            &format!("EnvironmentFile={}", env.display()),
+            "LimitNOFILE=65536",
+            "NoNewPrivileges=yes",
+            "ProtectSystem=strict",
+            "ProtectHome=read-only",
+            "WantedBy=default.target",
+        ],
+    );
+    for absent in [
+        "DynamicUser",
+        "User=",
+        "SupplementaryGroups",
+        "network-online",
+    ] {
+        assert!(!text.contains(absent), "{absent} in a user unit: {text}");
+    }
+    assert!(!text.contains(":pw@"));
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&env).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    verify(&unit, true);
+
+    // Without --enable nothing runs; uninstall --user finds the same paths.
+    let out = run_to_end_with_env(
+        &["uninstall", "--user"],
+        &[
+            ("PATH", &path_with(&bin)),
+            ("XDG_CONFIG_HOME", config_home.to_str().unwrap()),
+        ],
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert!(!unit.exists() && !env.exists());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("systemctl --user disable --now"));
+    assert_eq!(std::fs::read_to_string(&calls).unwrap().lines().count(), 2);
+}
+
+#[test]
+fn install_flag_combinations_are_usage_errors() {
+    for args in [
+        &["install", "--now", "--print"][..],
+        &["install", "--user", "--run-as", "vramroute", "--print"],
+        &["install", "--enable", "--print"],
+    ] {
+        let out = run_to_end(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
+    }
 }

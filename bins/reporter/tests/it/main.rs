@@ -3,6 +3,7 @@
 #![allow(missing_docs, reason = "test helpers")]
 #![allow(clippy::unwrap_used, reason = "test helpers panic on broken fixtures")]
 
+mod advertise;
 mod cli;
 mod faults;
 mod rpc_server;

@@ -345,3 +345,143 @@ fn starts_while_redis_is_down_and_publishes_when_it_appears() {
     let log = r.log();
     assert_eq!(log.matches("cannot publish").count(), 1, "{log}");
 }
+
+#[test]
+fn journal_line_is_info_when_values_move_and_debug_otherwise() {
+    let redis = RedisServer::start().unwrap();
+    let tree = fixture_copy("amd-discrete");
+    let url = redis.url();
+    let r = Reporter::start(&[
+        "--log-level",
+        "info,vramroute_reporter=debug",
+        "--redis-url",
+        &url,
+        "--advertise-ip",
+        "127.0.0.1",
+        "--sysfs-root",
+        tree.path().to_str().unwrap(),
+        "--no-nvml",
+        "--no-ollama",
+        "--interval",
+        "0.3",
+    ]);
+    let before = "GPU 0: AMD Radeon RX 7900 XTX | VRAM: 1177/24560MB | Util: 4% | Temp: 41°C";
+    let after = "GPU 0: AMD Radeon RX 7900 XTX | VRAM: 9369/24560MB | Util: 4% | Temp: 41°C";
+    // (level, line) of every journal line for `text` so far.
+    let lines = |text: &str| -> Vec<String> {
+        r.log()
+            .lines()
+            .filter(|l| l.contains(text))
+            .map(str::to_owned)
+            .collect()
+    };
+    let is = |line: &str, level: &str| line.contains(level);
+    // The first report at info, then unchanged intervals at debug.
+    let seen = wait_for(WAIT, || {
+        let l = lines(before);
+        (l.len() >= 3).then_some(l)
+    })
+    .unwrap_or_else(|| panic!("{}", r.log()));
+    assert!(is(&seen[0], "INFO"), "{seen:#?}");
+    assert!(seen[1..].iter().all(|l| is(l, "DEBUG")), "{seen:#?}");
+
+    // ~8 GiB lands on the GPU (more than the 512 MiB threshold): one info line with the
+    // new values, then debug again.
+    let used = tree
+        .path()
+        .join("class/drm/card0/device/mem_info_vram_used");
+    std::fs::write(&used, format!("{}\n", 9369u64 << 20)).unwrap();
+    let moved = wait_for(WAIT, || {
+        let l = lines(after);
+        (l.len() >= 3).then_some(l)
+    })
+    .unwrap_or_else(|| panic!("{}", r.log()));
+    assert!(is(&moved[0], "INFO"), "{moved:#?}");
+    assert!(moved[1..].iter().all(|l| is(l, "DEBUG")), "{moved:#?}");
+    assert_eq!(
+        moved.iter().filter(|l| is(l, "INFO")).count(),
+        1,
+        "{moved:#?}"
+    );
+}
+
+#[test]
+fn journal_line_is_quiet_at_the_default_level_until_values_move() {
+    let redis = RedisServer::start().unwrap();
+    let url = redis.url();
+    let tree = fixture("amd-discrete");
+    let r = Reporter::start(&[
+        "--redis-url",
+        &url,
+        "--advertise-ip",
+        "127.0.0.1",
+        "--sysfs-root",
+        tree.to_str().unwrap(),
+        "--no-nvml",
+        "--no-ollama",
+        "--interval",
+        "0.2",
+    ]);
+    // Several publishes happen (the stream grows), yet the line is logged once.
+    let published = wait_for(WAIT, || {
+        let n: u64 = redis
+            .cli(&["XLEN", keys::GPU_STATS_STREAM])
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
+        (n >= 4).then_some(n)
+    });
+    assert!(published.is_some(), "{}", r.log());
+    let log = r.log();
+    assert_eq!(
+        log.matches("GPU 0: AMD Radeon RX 7900 XTX | VRAM: 1177/24560MB | Util: 4% | Temp: 41°C")
+            .count(),
+        1,
+        "{log}"
+    );
+}
+
+#[test]
+fn cpu_load_comes_from_the_proc_root_never_from_this_machine_for_a_fixture() {
+    let redis = RedisServer::start().unwrap();
+    let url = redis.url();
+    let tree = fixture("amd-discrete");
+    let once = |extra: &[&str]| {
+        let mut args = vec![
+            "run",
+            "--once",
+            "--redis-url",
+            url.as_str(),
+            "--advertise-ip",
+            "127.0.0.1",
+            "--sysfs-root",
+            tree.to_str().unwrap(),
+            "--no-nvml",
+            "--no-ollama",
+        ];
+        args.extend_from_slice(extra);
+        let out = run_to_end(&args);
+        assert!(out.status.success(), "{out:?}");
+        get_json(&redis, &stats_key()).unwrap()
+    };
+    // A fixture tree without proc/: the load is unknown (omitted), not this machine's.
+    assert!(once(&[]).get("cpu_load_percent").is_none());
+
+    // --proc-root with a loadavg: measured (1-minute load per CPU, capped at 100).
+    let proc = tempfile::tempdir().unwrap();
+    let proc_root = proc.path().to_str().unwrap();
+    std::fs::write(proc.path().join("loadavg"), "0.00 0.10 0.20 1/345 6789\n").unwrap();
+    assert_eq!(once(&["--proc-root", proc_root])["cpu_load_percent"], 0.0);
+    std::fs::write(
+        proc.path().join("loadavg"),
+        "100000.00 0.10 0.20 1/345 6789\n",
+    )
+    .unwrap();
+    assert_eq!(once(&["--proc-root", proc_root])["cpu_load_percent"], 100.0);
+    // Garbage: unknown again, and the rest is published.
+    std::fs::write(proc.path().join("loadavg"), "garbage\n").unwrap();
+    let s = once(&["--proc-root", proc_root]);
+    assert!(s.get("cpu_load_percent").is_none(), "{s}");
+    assert_eq!(s["gpus"][0]["memory_total_mb"], 24560);
+}

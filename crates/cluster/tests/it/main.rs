@@ -3,5 +3,6 @@
 mod backends;
 mod common;
 mod live;
+mod optimize;
 mod props;
 mod sollol;

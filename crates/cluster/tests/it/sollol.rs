@@ -170,3 +170,42 @@ fn a_report_from_the_future_is_not_routed_to() {
     let view = StatusView::from_cluster(&c, "test".into(), NOW, 30.0, 0.8);
     assert!(!view.nodes[0].stale);
 }
+
+/// The reporter lists the GPU to route to first (for SOLLOL's `gpus[0]` readers); our
+/// view and router key GPUs by `index`, so the list's order changes no decision.
+#[test]
+fn gpu_list_order_changes_no_routing_decision() {
+    let gpus = vec![
+        gpu(0, Some(8_192), Some(7_000)),
+        gpu(1, Some(24_576), Some(20_000)),
+    ];
+    let mut reversed = gpus.clone();
+    reversed.reverse();
+    let decide = |gpus: Vec<vramroute_registry::GpuStat>| {
+        let c = cluster(
+            vec![stats(
+                "10.1.2.7:11434",
+                gpus,
+                Some((64_000, Some(50_000))),
+                vec![],
+                1.0,
+            )],
+            vec![],
+        );
+        let view = StatusView::from_cluster(&c, "test".into(), NOW, 30.0, 0.8);
+        let cfg = SnapshotConfig::default();
+        let snap = Snapshot::build(view.node_specs(&cfg), &cfg).expect("valid");
+        let policy = Policy::default();
+        let mut out = Vec::new();
+        for model in ["llama3.2:3b", "codellama:13b", "llama3.1:8b"] {
+            let a = route(&view, &snap, &policy, &RouteQuery::new(model, None)).expect("known");
+            let p = a.placement.expect("fits");
+            out.push((model, p.target, p.gpu));
+        }
+        out
+    };
+    let in_pci_order = decide(gpus);
+    assert_eq!(in_pci_order, decide(reversed));
+    // And it is the big GPU (index 1) that takes the 13B model.
+    assert_eq!(in_pci_order[1], ("codellama:13b", Target::Gpu, Some(1)));
+}

@@ -23,7 +23,9 @@ fn fixture(name: &str) -> Vec<GpuDevice> {
 }
 
 fn host() -> HostMemory {
-    HostMemory::new(64000, 51200, 16)
+    let mut h = HostMemory::new(64000, 51200, 16);
+    h.cpu_load_percent = Some(12.5);
+    h
 }
 
 fn id() -> NodeIdentity {
@@ -172,7 +174,7 @@ fn nvidia_node_registration_equals_sollol_sample() {
     assert!(!cmd.contains("--mem"));
     assert_eq!(
         gpu_log_line(&r.hardware.gpus[0]),
-        "GPU 0: NVIDIA GeForce RTX 3090 | VRAM: 0/24576 MB | Util: 0% | Temp: 40°C"
+        "GPU 0: NVIDIA GeForce RTX 3090 | VRAM: 0/24576MB | Util: 0% | Temp: 40°C"
     );
 }
 
@@ -192,5 +194,95 @@ fn json_and_text_reports_carry_the_numbers() {
     assert!(
         text.contains("ggml-rpc-server --host 0.0.0.0 --port 50052 --device CPU,SYCL0,SYCL1"),
         "{text}"
+    );
+}
+
+/// What a `gpus[0]` reader (SOLLOL) sees, and that every entry keeps its own index.
+fn gpus_by_position(r: &NodeReport) -> Vec<(u32, String, Option<u64>)> {
+    r.stats_record(&id())
+        .gpus
+        .iter()
+        .map(|g| (g.index, g.name.clone(), g.memory_total_mb))
+        .collect()
+}
+
+#[test]
+fn i915_lists_the_discrete_a770_before_the_integrated_uhd_770() {
+    let r = report(fixture("intel-i915"), OllamaState::not_asked());
+    // The probe keeps PCI order (the iGPU at 00:02.0 first) ...
+    assert_eq!(r.hardware.gpus[0].name, "Intel UHD Graphics 770");
+    // ... the stats record puts the GPU to route to first, indexes unchanged.
+    assert_eq!(
+        gpus_by_position(&r),
+        [
+            (1, "Intel Arc A770".to_string(), Some(16_384)),
+            (0, "Intel UHD Graphics 770".to_string(), None),
+        ]
+    );
+    let rec = r.stats_record(&id());
+    assert_eq!(rec.vendor, "intel");
+    let json = rec.to_json();
+    assert!(
+        json.starts_with(r#"{"vendor": "intel", "gpus": [{"index": 1, "name": "Intel Arc A770", "memory_total_mb": 16384"#),
+        "{json}"
+    );
+}
+
+#[test]
+fn two_cards_list_the_largest_first_whatever_the_pci_order() {
+    // amd-two-cards: the 24 GiB RX 7900 XTX is already first on the PCI bus.
+    let r = report(fixture("amd-two-cards"), OllamaState::not_asked());
+    assert_eq!(
+        gpus_by_position(&r),
+        [
+            (0, "AMD Radeon RX 7900 XTX".to_string(), Some(24_560)),
+            (1, "AMD Radeon RX 6800 XT".to_string(), Some(16_368)),
+        ]
+    );
+    // Reversed on the bus: a 12 GiB card at index 0, a 24 GiB card at index 1.
+    let card = |index: u32, name: &str, bus: &str, total: u64| {
+        let mut g = GpuDevice::new(Vendor::Nvidia, index, name, "nvidia");
+        g.pci_bus_id = Some(bus.into());
+        g.memory_total_mib = Some(total);
+        g.memory_free_mib = Some(total - 500);
+        g.memory_used_mib = Some(500);
+        g.memory_kind = MemoryKind::Dedicated;
+        g
+    };
+    let small = card(0, "NVIDIA GeForce RTX 3060", "0000:01:00.0", 12_288);
+    let big = card(1, "NVIDIA GeForce RTX 3090", "0000:02:00.0", 24_576);
+    let r = report(vec![small.clone(), big.clone()], OllamaState::not_asked());
+    assert_eq!(
+        gpus_by_position(&r),
+        [
+            (1, "NVIDIA GeForce RTX 3090".to_string(), Some(24_576)),
+            (0, "NVIDIA GeForce RTX 3060".to_string(), Some(12_288)),
+        ]
+    );
+    // Equal totals keep the probe's (PCI) order; free VRAM does not reorder them.
+    let mut twin = card(1, "NVIDIA GeForce RTX 3060", "0000:02:00.0", 12_288);
+    twin.memory_free_mib = Some(12_000);
+    let r = report(vec![small, twin], OllamaState::not_asked());
+    let order: Vec<u32> = gpus_by_position(&r).iter().map(|g| g.0).collect();
+    assert_eq!(order, [0, 1]);
+    // The registration keeps its own (offer) order: one GPU list per reader.
+    let rpc = report(
+        vec![card(0, "a", "0000:01:00.0", 12_288), big],
+        OllamaState::not_asked(),
+    )
+    .rpc_record();
+    assert_eq!(rpc.gpu_names, ["a", "NVIDIA GeForce RTX 3090"]);
+}
+
+#[test]
+fn cpu_load_is_published_for_the_scorer() {
+    // SOLLOL ignores the extra field; the router's CPU-load term reads it.
+    let r = report(Vec::new(), OllamaState::not_asked());
+    let rec = r.stats_record(&id());
+    assert_eq!(rec.cpu_load_percent, Some(12.5));
+    assert!(
+        rec.to_json().contains("\"cpu_load_percent\": 12.5"),
+        "{}",
+        rec.to_json()
     );
 }

@@ -309,7 +309,22 @@ async fn ps(State(state): State<AppState>) -> Response {
         tracker.finish(Outcome::Failed);
         return r;
     }
-    let models = lock(&state).loaded.values().cloned().collect();
+    let models = {
+        let mut inner = lock(&state);
+        let inner = &mut *inner;
+        inner.hidden_from_ps.retain(|_, left| {
+            *left = left.saturating_sub(1);
+            true
+        });
+        let models = inner
+            .loaded
+            .values()
+            .filter(|m| !inner.hidden_from_ps.contains_key(&m.name))
+            .cloned()
+            .collect();
+        inner.hidden_from_ps.retain(|_, left| *left > 0);
+        models
+    };
     tracker.finish(Outcome::Completed);
     axum::Json(PsResponse { models }).into_response()
 }
@@ -375,6 +390,10 @@ fn load_or_unload(state: &Shared, req: ModelRequest, render: fn(&str, &str) -> S
                     "unload"
                 } else {
                     let vram = if model.on_gpu { model.size_bytes } else { 0 };
+                    let lag = inner.knobs.ps_lag;
+                    if lag > 0 {
+                        inner.hidden_from_ps.insert(req.model.clone(), lag);
+                    }
                     inner.loaded.insert(
                         req.model.clone(),
                         loaded(&req.model, model.size_bytes, vram),

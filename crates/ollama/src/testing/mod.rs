@@ -116,6 +116,11 @@ impl FakeHandle {
         lock(&self.state).knobs.chunks = chunks;
     }
 
+    /// Leave a newly loaded model out of the next `replies` `/api/ps` answers.
+    pub fn set_ps_lag(&self, replies: u32) {
+        lock(&self.state).knobs.ps_lag = replies;
+    }
+
     /// Delay between streamed chunks.
     pub fn set_chunk_delay(&self, delay: Duration) {
         lock(&self.state).knobs.chunk_delay = delay;
@@ -259,6 +264,7 @@ impl FakeOllamaBuilder {
                 installed,
                 loaded: BTreeMap::new(),
                 generate_calls: Vec::new(),
+                hidden_from_ps: BTreeMap::new(),
             }),
             stats: Stats::default(),
         });

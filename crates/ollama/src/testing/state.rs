@@ -69,6 +69,9 @@ pub struct Knobs {
     pub first_byte_delay: Duration,
     /// Failure to inject. Default none.
     pub fault: Fault,
+    /// A model loaded through `/api/generate` (or `/api/chat`) is left out of the next
+    /// this many `/api/ps` replies, as a real Ollama's list lags a load. Default 0.
+    pub ps_lag: u32,
 }
 
 impl Default for Knobs {
@@ -78,6 +81,7 @@ impl Default for Knobs {
             chunk_delay: Duration::ZERO,
             first_byte_delay: Duration::ZERO,
             fault: Fault::None,
+            ps_lag: 0,
         }
     }
 }
@@ -117,6 +121,8 @@ pub(super) struct Inner {
     pub(super) installed: BTreeMap<String, FakeModel>,
     pub(super) loaded: BTreeMap<String, PsModel>,
     pub(super) generate_calls: Vec<Value>,
+    /// Models `/api/ps` still leaves out, with how many more replies do (`Knobs::ps_lag`).
+    pub(super) hidden_from_ps: BTreeMap<String, u32>,
 }
 
 #[derive(Debug)]

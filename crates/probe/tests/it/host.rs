@@ -52,3 +52,27 @@ fn host_memory_is_capped_by_the_limit() {
     assert!(free.available_ram_mib <= free.total_ram_mib);
     assert_eq!(free.cgroup_limit_mib, None);
 }
+
+#[test]
+fn cpu_load_comes_from_loadavg_under_the_proc_root() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let probe = |proc_root: &std::path::Path| {
+        Prober::new(
+            ProberConfig::with_sysfs_root(fixture("empty"))
+                .with_proc_root(proc_root.to_path_buf())
+                .with_nvml(false)
+                .with_rocm(false),
+        )
+        .probe_host()
+        .expect("host readable")
+    };
+    // No loadavg: unknown, never 0.
+    assert_eq!(probe(dir.path()).cpu_load_percent, None);
+    std::fs::write(dir.path().join("loadavg"), "1.00 0.80 0.50 2/345 6789\n").expect("write");
+    let host = probe(dir.path());
+    let expected = (100.0 / f64::from(host.cpu_count)).min(100.0);
+    let got = host.cpu_load_percent.expect("read");
+    assert!((got - expected).abs() < 1e-9, "{got} vs {expected}");
+    std::fs::write(dir.path().join("loadavg"), "garbage\n").expect("write");
+    assert_eq!(probe(dir.path()).cpu_load_percent, None);
+}

@@ -465,3 +465,44 @@ async fn absurd_durations_neither_panic_nor_break_writes() {
         .unwrap();
     assert_eq!(mem.discover().await.unwrap().stats.len(), 1);
 }
+
+#[test]
+fn router_metadata_follows_registrations_and_keeps_others_entries() {
+    let b = |host: &str, port: u16| RpcBackend {
+        host: host.into(),
+        port,
+    };
+    // Nothing there yet: the registered backends, sorted, remembered as ours.
+    let first =
+        RouterMetadata::with_registered(None, &[b("10.0.0.2", 50052), b("10.0.0.1", 50052)]);
+    assert_eq!(
+        first.to_json(),
+        r#"{"rpc_backends": [{"host": "10.0.0.1", "port": 50052}, {"host": "10.0.0.2", "port": 50052}], "vramroute_registered": [{"host": "10.0.0.1", "port": 50052}, {"host": "10.0.0.2", "port": 50052}]}"#
+    );
+    // SOLLOL's tools add a static backend and a key of their own; 10.0.0.2 deregisters.
+    let mut theirs = first.clone();
+    theirs.rpc_backends.insert(0, b("10.9.9.9", 50052));
+    theirs
+        .extra
+        .insert("updated_by".into(), serde_json::json!("sollol"));
+    let next = RouterMetadata::with_registered(Some(&theirs), &[b("10.0.0.1", 50052)]);
+    assert_eq!(
+        next.rpc_backends,
+        [b("10.9.9.9", 50052), b("10.0.0.1", 50052)]
+    );
+    assert_eq!(next.extra["updated_by"], "sollol");
+    // Stable: the same registrations give the same metadata (no rewrite needed).
+    assert_eq!(
+        RouterMetadata::with_registered(Some(&next), &[b("10.0.0.1", 50052)]),
+        next
+    );
+    // A malformed list of ours is treated as empty: nothing of anyone's is dropped.
+    let mut bad = next.clone();
+    bad.extra
+        .insert("vramroute_registered".into(), serde_json::json!("garbage"));
+    let kept = RouterMetadata::with_registered(Some(&bad), &[]);
+    assert_eq!(
+        kept.rpc_backends,
+        [b("10.9.9.9", 50052), b("10.0.0.1", 50052)]
+    );
+}
