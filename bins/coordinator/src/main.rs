@@ -5,6 +5,8 @@
 mod app;
 mod cli;
 mod config;
+#[path = "../../shared/config_file.rs"]
+mod config_file;
 mod daemon;
 mod http;
 mod lock;

@@ -2,6 +2,8 @@
 //! Parses arguments, sets up logging and hands over to a command module.
 
 mod cli;
+#[path = "../../shared/config_file.rs"]
+mod config_file;
 #[path = "../../shared/logging.rs"]
 mod logging;
 mod metrics;

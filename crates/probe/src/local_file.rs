@@ -31,7 +31,7 @@ pub enum LocalFileError {
     },
     /// It is not a regular file (or, for a root, not a directory).
     #[error(
-        "{} is {found}, not {expected}: only {expected}s are read as inputs (a FIFO or device would block or never end)",
+        "{} is {found}, not {expected}: give {expected} (reading a FIFO or device could block or never end)",
         path.display()
     )]
     WrongType {

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, reason = "test helpers panic on broken fixtures")]
 
 mod cli;
+mod local_inputs;
 mod rpc_server;
 mod run;
 pub(crate) mod support;
