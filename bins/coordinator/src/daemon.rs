@@ -76,7 +76,7 @@ pub(crate) fn run(settings: Settings, args: &DaemonArgs) -> anyhow::Result<()> {
         .await?
         .with_observer(Box::new(MetricsObserver(metrics.clone())));
         if report_only {
-            print!("{}", crate::status::render(&live.view()));
+            print!("{}", crate::status::render_safe(&live.view())?);
             return Ok(());
         }
         let addr: SocketAddr = match listen.or(settings.config.listen) {

@@ -19,6 +19,8 @@ mod plan;
 mod route;
 mod source;
 mod status;
+#[path = "../../shared/term.rs"]
+mod term;
 
 use std::process::ExitCode;
 
@@ -80,7 +82,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("vramroute-coordinator: {e:#}");
+            eprintln!("vramroute-coordinator: {}", term::text(&format!("{e:#}")));
             if let Some(hint) = e.downcast_ref().and_then(cli_hint) {
                 eprintln!("hint: {hint}");
             }

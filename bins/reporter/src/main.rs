@@ -12,6 +12,8 @@ mod rpc_server;
 mod run;
 mod settings;
 mod systemd;
+#[path = "../../shared/term.rs"]
+mod term;
 
 use std::process::ExitCode;
 
@@ -41,7 +43,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("vramroute-reporter: {e:#}");
+            eprintln!("vramroute-reporter: {}", term::text(&format!("{e:#}")));
             if e.downcast_ref::<UsageError>().is_some() {
                 ExitCode::from(2)
             } else {

@@ -122,7 +122,7 @@ impl Reporter {
         self.publish(&report).await?;
         print!(
             "{}",
-            report.render_text(&self.identity, &self.identity.advertise_ip)
+            crate::term::text(&report.render_text(&self.identity, &self.identity.advertise_ip))
         );
         println!(
             "published {} and the registration to {}",

@@ -167,9 +167,13 @@ impl Settings {
             .node_id
             .or(file.node_id)
             .unwrap_or_else(|| format!("{}:11434", host_literal(advertise_ip)));
-        if node_id.is_empty() || node_id.len() > 255 || node_id.contains(char::is_whitespace) {
+        if node_id.is_empty()
+            || node_id.len() > 255
+            || node_id.contains(char::is_whitespace)
+            || node_id.contains(char::is_control)
+        {
             return Err(UsageError(format!(
-                "--node-id {node_id:?}: must be 1-255 characters without spaces"
+                "--node-id {node_id:?}: must be 1-255 characters without spaces or control characters"
             ))
             .into());
         }

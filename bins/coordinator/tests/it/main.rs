@@ -9,5 +9,6 @@ pub(crate) mod support;
 
 mod cli;
 mod cluster;
+mod control_chars;
 mod daemon;
 mod local_inputs;

@@ -1,0 +1,94 @@
+//! Control characters in records (GPU names, host names, node ids) never reach the
+//! terminal raw: a record written into a real redis-server, rendered by the real
+//! binary's `status`, `route`, `check` and `models`, shows them escaped.
+
+use super::support::*;
+
+const CLEAR: &str = "\x1b[2J";
+
+/// Bytes that must never appear raw in text output: every C0 but `\n` (which ends our
+/// own lines), DEL and the UTF-8 encoding of C1.
+fn assert_no_raw_controls(what: &str, out: &str) {
+    for c in out.chars() {
+        assert!(
+            c == '\n' || !c.is_control(),
+            "{what}: raw control character U+{:04X} in: {out:?}",
+            c as u32
+        );
+    }
+    for line in out.lines() {
+        assert!(
+            !line.trim_start().starts_with("fake line"),
+            "{what}: a record forged a line: {out}"
+        );
+    }
+}
+
+#[test]
+fn control_characters_in_records_are_escaped_in_text_output() {
+    let redis = RedisServer::start().unwrap();
+    let node_id = format!("127.0.0.1:11434{CLEAR}\n fake line");
+    let stats = vramroute_registry::testing::fixtures::GPU_STATS_NVIDIA
+        .replace(
+            "10.1.2.3:11434",
+            &node_id.replace('\x1b', "\\u001b").replace('\n', "\\n"),
+        )
+        .replace(
+            "NVIDIA GeForce RTX 3090",
+            "RTX\\u001b[2J\\n fake line\\u009b31m\\u007f",
+        )
+        .replace("1795441356.3269339", &format!("{}", now()))
+        .replace(
+            "\"vendor\": \"nvidia\"",
+            "\"vendor\": \"nvidia\", \"hostname\": \"host\\u001b]0;pwned\\u0007\\r\\n fake line\"",
+        );
+    redis
+        .cli(&[
+            "SETEX",
+            &vramroute_registry::keys::gpu_stats_key(&node_id),
+            "120",
+            &stats,
+        ])
+        .unwrap();
+    let url = redis.url();
+
+    // The record is read: JSON shows the raw strings, escaped by JSON itself.
+    let view = coord_json(&["--redis-url", &url, "status", "--json"]);
+    let listed = node(&view, &node_id).unwrap_or_else(|| panic!("node listed: {view}"));
+    assert_eq!(
+        listed["gpus"][0]["name"],
+        "RTX\x1b[2J\n fake line\u{9b}31m\u{7f}"
+    );
+    let raw_json = stdout(&coord(&["--redis-url", &url, "status", "--json"]));
+    assert_no_raw_controls("status --json", &raw_json);
+
+    let o = coord(&["--redis-url", &url, "status"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert_no_raw_controls("status", &text);
+    for shown in [
+        "127.0.0.1:11434\\x1b[2J\\n fake line",
+        "RTX\\x1b[2J\\n fake line\\u{9b}31m\\x7f",
+        "host\\x1b]0;pwned\\x07\\r\\n fake line",
+    ] {
+        assert!(text.contains(shown), "missing {shown:?} in:\n{text}");
+    }
+
+    for args in [
+        &["route", "llama3.1:8b"][..],
+        &["check", "llama3.1:8b"],
+        &["models"],
+    ] {
+        let mut all = vec!["--redis-url", url.as_str()];
+        all.extend_from_slice(args);
+        let o = coord(&all);
+        let out = format!("{}{}", stdout(&o), stderr(&o));
+        assert_no_raw_controls(&format!("{args:?}"), &out);
+        if args[0] != "models" {
+            assert!(
+                out.contains("127.0.0.1:11434\\x1b[2J\\n fake line"),
+                "{args:?}: the node is named, escaped:\n{out}"
+            );
+        }
+    }
+}
