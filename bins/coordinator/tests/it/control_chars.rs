@@ -24,6 +24,27 @@ fn assert_no_raw_controls(what: &str, out: &str) {
     }
 }
 
+/// The log's own colour sequences (`ESC [ digits ; ... m`) removed.
+fn strip_colours(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("\x1b[") {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 2..];
+        let len = after
+            .find(|c: char| !(c.is_ascii_digit() || c == ';'))
+            .unwrap_or(after.len());
+        if after[len..].starts_with('m') {
+            rest = &after[len + 1..];
+        } else {
+            out.push('\x1b');
+            rest = &rest[at + 1..];
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 #[test]
 fn control_characters_in_records_are_escaped_in_text_output() {
     let redis = RedisServer::start().unwrap();
@@ -50,6 +71,11 @@ fn control_characters_in_records_are_escaped_in_text_output() {
             &stats,
         ])
         .unwrap();
+    // A record that cannot be decoded, at a key with control characters: it is
+    // skipped, and both the warning log line and the report name the key escaped.
+    redis
+        .cli(&["SET", "sollol:gpu:bad\n fake line\x1b[2J", "junk"])
+        .unwrap();
     let url = redis.url();
 
     // The record is read: JSON shows the raw strings, escaped by JSON itself.
@@ -66,7 +92,14 @@ fn control_characters_in_records_are_escaped_in_text_output() {
     assert!(o.status.success(), "{}", stderr(&o));
     let text = stdout(&o);
     assert_no_raw_controls("status", &text);
+    let log = strip_colours(&stderr(&o));
+    assert_no_raw_controls("status log", &log);
+    assert!(
+        log.contains("sollol:gpu:bad\\n fake line\\x1b[2J"),
+        "the log names the key, escaped: {log}"
+    );
     for shown in [
+        "sollol:gpu:bad\\n fake line\\x1b[2J",
         "127.0.0.1:11434\\x1b[2J\\n fake line",
         "RTX\\x1b[2J\\n fake line\\u{9b}31m\\x7f",
         "host\\x1b]0;pwned\\x07\\r\\n fake line",
@@ -82,7 +115,7 @@ fn control_characters_in_records_are_escaped_in_text_output() {
         let mut all = vec!["--redis-url", url.as_str()];
         all.extend_from_slice(args);
         let o = coord(&all);
-        let out = format!("{}{}", stdout(&o), stderr(&o));
+        let out = format!("{}{}", stdout(&o), strip_colours(&stderr(&o)));
         assert_no_raw_controls(&format!("{args:?}"), &out);
         if args[0] != "models" {
             assert!(
