@@ -159,8 +159,13 @@ impl NodeReport {
             .map(|(name, _)| name)
     }
 
-    fn gpu_stat(&self, gpu: &GpuDevice) -> GpuStat {
-        let mut stat = GpuStat::new(gpu.index, gpu.name.clone());
+    /// The record entry of the GPU at `position` on this node. The record's `index` is
+    /// that position, unique on the node: the probe numbers each vendor's GPUs from 0
+    /// (their CUDA / ROCm / SYCL ordinals, kept in `ggml_device`), so on a node with
+    /// GPUs of two vendors those numbers repeat and cannot identify a GPU.
+    fn gpu_stat(&self, position: usize, gpu: &GpuDevice) -> GpuStat {
+        let index = u32::try_from(position).unwrap_or(u32::MAX);
+        let mut stat = GpuStat::new(index, gpu.name.clone());
         stat.memory_total_mb = gpu.memory_total_mib;
         stat.memory_free_mb = gpu.memory_free_mib;
         stat.memory_used_mb = gpu.memory_used_mib;
@@ -192,7 +197,8 @@ impl NodeReport {
             .hardware
             .gpus
             .iter()
-            .map(|g| self.gpu_stat(g))
+            .enumerate()
+            .map(|(position, g)| self.gpu_stat(position, g))
             .collect();
         let host = &self.hardware.host;
         let vendor = self
