@@ -276,3 +276,94 @@ mod tests {
         assert!(Config::parse("").unwrap().nodes.is_empty());
     }
 }
+
+/// Property tests: config text from anywhere (arbitrary, and YAML made of the real keys
+/// with hostile values and nesting) never panics, and whatever is accepted yields
+/// durations and settings that can be used without panicking.
+#[cfg(test)]
+mod props {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const KEYS: &[&str] = &[
+        "check_interval",
+        "stale_after",
+        "ollama_timeout",
+        "load_timeout",
+        "gateway_first_byte_timeout",
+        "gateway_idle_timeout",
+        "gateway_connect_timeout",
+        "gateway_breaker_backoff",
+        "reservation_hold",
+        "vram_safety_margin",
+        "gateway_max_body_mb",
+        "gateway_max_attempts",
+        "nodes",
+        "priority_models",
+        "policy",
+        "gateway_listen",
+        "listen",
+    ];
+
+    fn value() -> impl Strategy<Value = String> {
+        let leaf = prop_oneof![
+            any::<f64>().prop_map(|v| format!("{v:e}")),
+            any::<i64>().prop_map(|v| v.to_string()),
+            Just(".nan".to_owned()),
+            Just("-.inf".to_owned()),
+            Just("1e-300".to_owned()),
+            Just("off".to_owned()),
+            "[a-z0-9:./ ]{0,16}",
+            any::<String>().prop_map(|s| format!("{s:?}")),
+        ];
+        leaf.prop_recursive(4, 32, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4)
+                    .prop_map(|v| format!("[{}]", v.join(", "))),
+                proptest::collection::vec(("[a-z_]{1,12}", inner), 0..4).prop_map(|kv| format!(
+                    "{{{}}}",
+                    kv.into_iter()
+                        .map(|(k, v)| format!("{k}: {v}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )),
+            ]
+        })
+    }
+
+    fn document() -> impl Strategy<Value = String> {
+        prop_oneof![
+            any::<String>(),
+            proptest::collection::vec((proptest::sample::select(KEYS), value()), 0..8)
+                .prop_map(|kv| { kv.into_iter().map(|(k, v)| format!("{k}: {v}\n")).collect() }),
+            (
+                1usize..5000,
+                proptest::sample::select(&["[", "{a: ", "- "][..])
+            )
+                .prop_map(|(n, open)| format!("nodes: {}", open.repeat(n))),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        #[test]
+        fn any_config_text_is_refused_or_usable(text in document()) {
+            if let Ok(c) = Config::parse(&text) {
+                // Every duration the daemon derives must be constructible and non-zero.
+                prop_assert!(c.check_interval_s() >= 1.0);
+                prop_assert!(std::time::Duration::from_secs_f64(c.check_interval_s()) > std::time::Duration::ZERO);
+                prop_assert!(c.stale_after_s() >= 1.0);
+                prop_assert!(c.ollama_timeout() > std::time::Duration::ZERO);
+                prop_assert!(c.load_timeout() > std::time::Duration::ZERO);
+                let g = c.gateway();
+                for d in [g.first_byte_timeout, g.idle_timeout, g.connect_timeout, g.breaker_backoff] {
+                    prop_assert!(d > std::time::Duration::ZERO);
+                }
+                let m = c.vram_safety_margin();
+                prop_assert!(m > 0.0 && m <= 1.0);
+            }
+        }
+    }
+}

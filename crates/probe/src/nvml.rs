@@ -386,7 +386,10 @@ mod tests {
         // probing succeeds with nothing, and the load is not retried on the next call.
         let dir = tempfile::tempdir().expect("tempdir");
         let backend = NvmlBackend::with_library(dir.path().join("libnvidia-ml.so.1"));
-        assert_eq!(format!("{backend:?}"), "NvmlBackend { nvml: \"not initialised\" }");
+        assert_eq!(
+            format!("{backend:?}"),
+            "NvmlBackend { nvml: \"not initialised\" }"
+        );
         assert!(backend.nvml().is_none());
         assert_eq!(backend.probe().map(|v| v.len()).ok(), Some(0));
         assert_eq!(
