@@ -4,5 +4,6 @@
 mod errors;
 mod failover;
 mod load;
+mod props;
 mod streaming;
 mod support;
