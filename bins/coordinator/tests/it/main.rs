@@ -7,6 +7,7 @@
 
 pub(crate) mod support;
 
+mod api_props;
 mod cli;
 mod cluster;
 mod control_chars;
