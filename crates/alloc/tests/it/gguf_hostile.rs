@@ -73,7 +73,7 @@ impl Read for Strings {
             n
         } else {
             let prefix = (1u64 << 24).to_le_bytes();
-            let from = usize::try_from(in_stride - (STRIDE - 8)).unwrap();
+            let from = usize::try_from(in_stride - (STRIDE - 8)).expect("under 8");
             let n = buf.len().min(8 - from);
             buf[..n].copy_from_slice(&prefix[from..from + n]);
             n
