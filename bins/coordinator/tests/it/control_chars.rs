@@ -73,9 +73,9 @@ fn control_characters_in_records_are_escaped_in_text_output() {
         .unwrap();
     // A record that cannot be decoded, at a key with control characters: it is
     // skipped, and both the warning log line and the report name the key escaped.
-    redis
-        .cli(&["SET", "sollol:gpu:bad\n fake line\x1b[2J", "junk"])
-        .unwrap();
+    let bad_key = vramroute_registry::keys::gpu_stats_key("bad\n fake line\x1b[2J");
+    let bad_key_shown = bad_key.replace('\n', "\\n").replace('\x1b', "\\x1b");
+    redis.cli(&["SET", &bad_key, "junk"]).unwrap();
     let url = redis.url();
 
     // The record is read: JSON shows the raw strings, escaped by JSON itself.
@@ -95,11 +95,11 @@ fn control_characters_in_records_are_escaped_in_text_output() {
     let log = strip_colours(&stderr(&o));
     assert_no_raw_controls("status log", &log);
     assert!(
-        log.contains("sollol:gpu:bad\\n fake line\\x1b[2J"),
+        log.contains(&bad_key_shown),
         "the log names the key, escaped: {log}"
     );
     for shown in [
-        "sollol:gpu:bad\\n fake line\\x1b[2J",
+        bad_key_shown.as_str(),
         "127.0.0.1:11434\\x1b[2J\\n fake line",
         "RTX\\x1b[2J\\n fake line\\u{9b}31m\\x7f",
         "host\\x1b]0;pwned\\x07\\r\\n fake line",
