@@ -15,6 +15,22 @@ pub(crate) enum LogFormat {
     Json,
 }
 
+/// The text format's fields: `message` first, then `name=value`, each escaped by
+/// [`crate::term::Term`] (`Debug` of a `&str` field is already escaped; a `%` field and
+/// the message are not).
+fn escaped_fields() -> impl for<'w> tracing_subscriber::fmt::FormatFields<'w> + 'static {
+    use tracing_subscriber::field::MakeExt as _;
+    tracing_subscriber::fmt::format::debug_fn(|w, field, value| {
+        let text = format!("{value:?}");
+        if field.name() == "message" {
+            write!(w, "{}", crate::term::Term(&text))
+        } else {
+            write!(w, "{}={}", field.name(), crate::term::Term(&text))
+        }
+    })
+    .delimited(" ")
+}
+
 /// Installs the global subscriber with `filter` (tracing `EnvFilter` syntax); a filter
 /// that does not parse is reported on stderr under `program`'s name and replaced by
 /// `fallback`.
@@ -28,7 +44,9 @@ pub(crate) fn init(format: LogFormat, filter: &str, program: &str, fallback: &st
         .with_writer(std::io::stderr)
         .with_target(false);
     match format {
-        LogFormat::Text => builder.init(),
+        // Field values and messages carry outside data (record keys, node ids, Ollama
+        // errors): every control character is escaped, so none forges a log line.
+        LogFormat::Text => builder.fmt_fields(escaped_fields()).init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
     }
 }

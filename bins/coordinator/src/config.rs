@@ -40,6 +40,8 @@ use anyhow::{bail, Context as _};
 use serde::Deserialize;
 use vramroute_router::Policy;
 
+use crate::config_file;
+
 /// Largest custom model size, MiB (4 TiB).
 const MAX_MODEL_SIZE_MB: u64 = 4 << 20;
 
@@ -84,21 +86,25 @@ pub(crate) const DEFAULT_STALE_AFTER_S: f64 = 30.0;
 pub(crate) const DEFAULT_OLLAMA_TIMEOUT_S: f64 = 3.0;
 pub(crate) const DEFAULT_LOAD_TIMEOUT_S: f64 = 120.0;
 pub(crate) const DEFAULT_GATEWAY_LISTEN: &str = "127.0.0.1:11435";
+/// The longest duration any key accepts: a week.
+const MAX_DURATION_S: f64 = 604_800.0;
+/// The shortest timeout, hold or backoff accepted (intervals and staleness: 1 s).
+const MIN_TIMEOUT_S: f64 = 0.01;
 
 impl Config {
-    /// Read and check a config file.
+    /// Read and check a config file (through the one bounded reader: a regular file of
+    /// at most [`config_file::MAX_CONFIG_BYTES`]).
     pub(crate) fn load(path: &Path) -> anyhow::Result<Config> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read config {}", path.display()))?;
-        Self::parse(&text).with_context(|| format!("bad config {}", path.display()))
+        let config: Config = config_file::load(path).map_err(anyhow::Error::msg)?;
+        config
+            .validate()
+            .with_context(|| format!("bad config {}", path.display()))?;
+        Ok(config)
     }
 
+    #[cfg(test)]
     pub(crate) fn parse(text: &str) -> anyhow::Result<Config> {
-        let config: Config = if text.trim().is_empty() {
-            Config::default()
-        } else {
-            serde_yaml_ng::from_str(text)?
-        };
+        let config: Config = config_file::parse(text).map_err(anyhow::Error::msg)?;
         config.validate()?;
         Ok(config)
     }
@@ -119,27 +125,53 @@ impl Config {
                 bail!("vram_safety_margin must be in (0, 1], got {m}");
             }
         }
-        for (name, v) in [
-            ("check_interval", self.check_interval),
-            ("stale_after", self.stale_after),
-            ("ollama_timeout", self.ollama_timeout),
-            ("load_timeout", self.load_timeout),
+        // Every duration is bounded below as well as above: a positive but tiny value
+        // (1e-300) becomes a zero `Duration`, which panics a timer or spins a loop.
+        for (name, v, min_s) in [
+            ("check_interval", self.check_interval, 1.0),
+            ("stale_after", self.stale_after, 1.0),
+            ("ollama_timeout", self.ollama_timeout, MIN_TIMEOUT_S),
+            ("load_timeout", self.load_timeout, MIN_TIMEOUT_S),
             (
                 "gateway_first_byte_timeout",
                 self.gateway_first_byte_timeout,
+                MIN_TIMEOUT_S,
             ),
-            ("gateway_idle_timeout", self.gateway_idle_timeout),
-            ("gateway_connect_timeout", self.gateway_connect_timeout),
-            ("gateway_breaker_backoff", self.gateway_breaker_backoff),
-            ("reservation_hold", self.reservation_hold),
-            ("http_header_timeout", self.http_header_timeout),
-            ("http_idle_timeout", self.http_idle_timeout),
+            (
+                "gateway_idle_timeout",
+                self.gateway_idle_timeout,
+                MIN_TIMEOUT_S,
+            ),
+            (
+                "gateway_connect_timeout",
+                self.gateway_connect_timeout,
+                MIN_TIMEOUT_S,
+            ),
+            (
+                "gateway_breaker_backoff",
+                self.gateway_breaker_backoff,
+                MIN_TIMEOUT_S,
+            ),
+            ("reservation_hold", self.reservation_hold, MIN_TIMEOUT_S),
+            (
+                "http_header_timeout",
+                self.http_header_timeout,
+                MIN_TIMEOUT_S,
+            ),
+            ("http_idle_timeout", self.http_idle_timeout, MIN_TIMEOUT_S),
         ] {
             if let Some(v) = v {
-                if !(v.is_finite() && v > 0.0 && v <= 86_400.0 * 7.0) {
-                    bail!("{name} must be a number of seconds in (0, 604800], got {v}");
+                if !(v.is_finite() && (min_s..=MAX_DURATION_S).contains(&v)) {
+                    bail!(
+                        "{name} must be a number of seconds from {min_s} to {MAX_DURATION_S}, got {v:?}"
+                    );
                 }
             }
+        }
+        if let Some(policy) = &self.policy {
+            policy
+                .validate()
+                .map_err(|e| anyhow::anyhow!("policy: {e}"))?;
         }
         if let Some(mb) = self.gateway_max_body_mb {
             if !(1..=1024).contains(&mb) {
@@ -284,10 +316,124 @@ mod tests {
             ("check_interval: [1]", "check_interval"),
             ("max_connections: 0", "max_connections"),
             ("http_idle_timeout: 0", "http_idle_timeout"),
+            ("check_interval: 1e-300", "check_interval"),
+            ("check_interval: .nan", "check_interval"),
+            ("check_interval: .inf", "check_interval"),
+            ("check_interval: 0.5", "check_interval"),
+            ("stale_after: 1e-300", "stale_after"),
+            ("ollama_timeout: 0.000001", "ollama_timeout"),
+            ("load_timeout: 1e9", "load_timeout"),
+            (
+                "gateway_first_byte_timeout: 1e-300",
+                "gateway_first_byte_timeout",
+            ),
+            ("gateway_idle_timeout: -0.0", "gateway_idle_timeout"),
+            ("gateway_connect_timeout: 1e-300", "gateway_connect_timeout"),
+            ("gateway_breaker_backoff: .nan", "gateway_breaker_backoff"),
+            ("reservation_hold: 1e-300", "reservation_hold"),
+            ("gateway_max_body_mb: 0", "gateway_max_body_mb"),
+            ("gateway_max_attempts: 100", "gateway_max_attempts"),
+            ("vram_safety_margin: .nan", "vram_safety_margin"),
+            ("policy: {kind: sollol, warm_multiplier: .nan}", "policy"),
+            (
+                "nodes: [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]",
+                "nested deeper than 64",
+            ),
         ] {
             let err = format!("{:#}", Config::parse(text).unwrap_err());
             assert!(err.contains(key), "{text}: {err}");
         }
         assert!(Config::parse("").unwrap().nodes.is_empty());
+    }
+}
+
+/// Property tests: config text from anywhere (arbitrary, and YAML made of the real keys
+/// with hostile values and nesting) never panics, and whatever is accepted yields
+/// durations and settings that can be used without panicking.
+#[cfg(test)]
+mod props {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const KEYS: &[&str] = &[
+        "check_interval",
+        "stale_after",
+        "ollama_timeout",
+        "load_timeout",
+        "gateway_first_byte_timeout",
+        "gateway_idle_timeout",
+        "gateway_connect_timeout",
+        "gateway_breaker_backoff",
+        "reservation_hold",
+        "vram_safety_margin",
+        "gateway_max_body_mb",
+        "gateway_max_attempts",
+        "nodes",
+        "priority_models",
+        "policy",
+        "gateway_listen",
+        "listen",
+    ];
+
+    fn value() -> impl Strategy<Value = String> {
+        let leaf = prop_oneof![
+            any::<f64>().prop_map(|v| format!("{v:e}")),
+            any::<i64>().prop_map(|v| v.to_string()),
+            Just(".nan".to_owned()),
+            Just("-.inf".to_owned()),
+            Just("1e-300".to_owned()),
+            Just("off".to_owned()),
+            "[a-z0-9:./ ]{0,16}",
+            any::<String>().prop_map(|s| format!("{s:?}")),
+        ];
+        leaf.prop_recursive(4, 32, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4)
+                    .prop_map(|v| format!("[{}]", v.join(", "))),
+                proptest::collection::vec(("[a-z_]{1,12}", inner), 0..4).prop_map(|kv| format!(
+                    "{{{}}}",
+                    kv.into_iter()
+                        .map(|(k, v)| format!("{k}: {v}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )),
+            ]
+        })
+    }
+
+    fn document() -> impl Strategy<Value = String> {
+        prop_oneof![
+            any::<String>(),
+            proptest::collection::vec((proptest::sample::select(KEYS), value()), 0..8)
+                .prop_map(|kv| { kv.into_iter().map(|(k, v)| format!("{k}: {v}\n")).collect() }),
+            (
+                1usize..5000,
+                proptest::sample::select(&["[", "{a: ", "- "][..])
+            )
+                .prop_map(|(n, open)| format!("nodes: {}", open.repeat(n))),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        #[test]
+        fn any_config_text_is_refused_or_usable(text in document()) {
+            if let Ok(c) = Config::parse(&text) {
+                // Every duration the daemon derives must be constructible and non-zero.
+                prop_assert!(c.check_interval_s() >= 1.0);
+                prop_assert!(std::time::Duration::from_secs_f64(c.check_interval_s()) > std::time::Duration::ZERO);
+                prop_assert!(c.stale_after_s() >= 1.0);
+                prop_assert!(c.ollama_timeout() > std::time::Duration::ZERO);
+                prop_assert!(c.load_timeout() > std::time::Duration::ZERO);
+                let g = c.gateway();
+                for d in [g.first_byte_timeout, g.idle_timeout, g.connect_timeout, g.breaker_backoff] {
+                    prop_assert!(d > std::time::Duration::ZERO);
+                }
+                let m = c.vram_safety_margin();
+                prop_assert!(m > 0.0 && m <= 1.0);
+            }
+        }
     }
 }

@@ -88,7 +88,7 @@ pub(crate) fn run(mut settings: Settings, args: &DaemonArgs) -> anyhow::Result<(
         .await?
         .with_observer(Box::new(MetricsObserver(metrics.clone())));
         if report_only {
-            print!("{}", crate::status::render(&live.view()));
+            print!("{}", crate::status::render_safe(&live.view())?);
             return Ok(());
         }
         let addr: SocketAddr = match listen.or(settings.config.listen) {
@@ -186,10 +186,21 @@ pub(crate) fn run(mut settings: Settings, args: &DaemonArgs) -> anyhow::Result<(
     })
 }
 
+/// The largest gateway key file read, bytes.
+const MAX_KEYS_FILE_BYTES: u64 = 1 << 20;
+
 /// The gateway's API keys: the file's (when given) and the environment's.
 fn load_keys(file: Option<&std::path::Path>) -> anyhow::Result<ApiKeys> {
     let from_file = match file {
-        Some(p) => ApiKeys::from_file(p).map_err(|e| UsageError(e.to_string()))?,
+        Some(p) => {
+            let text = vramroute_probe::local_file::read_local_text(
+                p,
+                MAX_KEYS_FILE_BYTES,
+                "an API key file",
+            )
+            .map_err(|e| UsageError(format!("gateway key file: {e}")))?;
+            ApiKeys::from_file_text(p, &text).map_err(|e| UsageError(e.to_string()))?
+        }
         None => ApiKeys::default(),
     };
     Ok(from_file.union(ApiKeys::from_env().unwrap_or_default()))

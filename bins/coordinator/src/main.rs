@@ -5,6 +5,8 @@
 mod app;
 mod cli;
 mod config;
+#[path = "../../shared/config_file.rs"]
+mod config_file;
 mod daemon;
 mod dashboard;
 mod http;
@@ -22,6 +24,8 @@ mod source;
 mod status;
 #[path = "../../shared/systemd_unit.rs"]
 mod systemd_unit;
+#[path = "../../shared/term.rs"]
+mod term;
 
 use std::process::ExitCode;
 
@@ -85,7 +89,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("vramroute-coordinator: {e:#}");
+            eprintln!("vramroute-coordinator: {}", term::text(&format!("{e:#}")));
             if let Some(hint) = e.downcast_ref().and_then(cli_hint) {
                 eprintln!("hint: {hint}");
             }

@@ -9,6 +9,7 @@ use vramroute_router::normalize_model_name;
 
 use crate::cli::OutputArgs;
 use crate::source::{self, Settings};
+use crate::term;
 use vramroute_cluster::StatusView;
 
 #[derive(Debug, Clone, Serialize)]
@@ -85,17 +86,21 @@ pub(crate) fn render(rows: &[ModelRow]) -> String {
 pub(crate) fn run(settings: &Settings, args: &OutputArgs) -> anyhow::Result<()> {
     source::block_on(async {
         let (_, view) = source::load(settings).await?;
-        let rows = collect(&view);
         if args.json {
+            let rows = collect(&view);
             println!(
                 "{}",
-                serde_json::to_string_pretty(&serde_json::json!({ "models": rows }))?
+                term::json(serde_json::to_string_pretty(
+                    &serde_json::json!({ "models": rows })
+                )?)
             );
         } else {
-            print!("{}", render(&rows));
+            let view = term::escape_strings(&view)?;
+            let mut out = render(&collect(&view));
             for w in &view.warnings {
-                println!("warning: {w}");
+                let _ = writeln!(out, "warning: {w}");
             }
+            print!("{}", term::text(&out));
         }
         Ok(())
     })

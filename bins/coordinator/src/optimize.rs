@@ -13,6 +13,7 @@ use crate::lock;
 /// The CLI's hold on the optimize lock (renewed while loads run).
 const LOCK_TTL: std::time::Duration = std::time::Duration::from_secs(60);
 use crate::source::{self, Settings};
+use crate::term::{self, Term};
 
 /// The optimize options the config asks for.
 pub(crate) fn options(settings: &Settings, dry_run: bool) -> OptimizeOptions {
@@ -33,18 +34,21 @@ pub(crate) fn render(outcomes: &[Outcome]) -> String {
         let size = o
             .size_mb
             .map_or_else(|| "size unknown".to_owned(), |s| format!("{s} MB"));
+        // Node ids and reasons come from records and Ollama: escaped for the terminal.
         let place = match (&o.node, o.gpu) {
-            (Some(n), Some(g)) => format!(" -> {n} GPU {g}"),
-            (Some(n), None) => format!(" -> {n}"),
+            (Some(n), Some(g)) => format!(" -> {} GPU {g}", Term(n)),
+            (Some(n), None) => format!(" -> {}", Term(n)),
             _ => String::new(),
         };
         let _ = writeln!(
             out,
             "{} ({size}): {}{place}: {}",
-            o.model, o.action, o.reason
+            Term(&o.model),
+            o.action,
+            Term(&o.reason)
         );
         for s in &o.skipped {
-            let _ = writeln!(out, "  skipped {}: {}", s.node, s.reason);
+            let _ = writeln!(out, "  skipped {}: {}", Term(&s.node), Term(&s.reason));
         }
     }
     out
@@ -82,13 +86,13 @@ pub(crate) fn run(settings: &Settings, args: &OptimizeArgs) -> anyhow::Result<()
         if args.output.json {
             println!(
                 "{}",
-                serde_json::to_string_pretty(&serde_json::json!({
+                term::json(serde_json::to_string_pretty(&serde_json::json!({
                     "dry_run": args.dry_run,
                     "outcomes": outcomes,
-                }))?
+                }))?)
             );
         } else {
-            print!("{}", render(&outcomes));
+            print!("{}", term::text(&render(&outcomes)));
         }
         Ok(())
     })

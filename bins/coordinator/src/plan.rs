@@ -6,6 +6,7 @@ use vramroute_cluster::{model_estimate, plan, EstimateOptions, PlanAnswer};
 
 use crate::cli::PlanArgs;
 use crate::source::{self, Settings};
+use crate::term;
 
 pub(crate) fn render(a: &PlanAnswer) -> String {
     let mut out = format!("model: {}\n", a.estimate);
@@ -51,15 +52,21 @@ pub(crate) fn run(settings: &Settings, args: &PlanArgs) -> anyhow::Result<()> {
         if !matches!(source.backend, source::Backend::Embedded(_)) {
             source::probe_backends(&source, &mut view).await;
         }
+        let json = args.model.output.json;
+        let view = if json {
+            view
+        } else {
+            term::escape_strings(&view)?
+        };
         let model = &args.model.model;
         let opts = EstimateOptions::new(args.ctx, settings.config.ollama_timeout());
         let est = model_estimate(&view, model, args.gguf.as_deref(), &opts).await?;
         let path = args.gguf.as_ref().map(|p| p.display().to_string());
         let answer = plan::for_view(est, &view, path)?;
-        if args.model.output.json {
-            println!("{}", serde_json::to_string_pretty(&answer)?);
+        if json {
+            println!("{}", term::json(serde_json::to_string_pretty(&answer)?));
         } else {
-            print!("{}", render(&answer));
+            print!("{}", term::text(&render(&answer)));
         }
         Ok(())
     })

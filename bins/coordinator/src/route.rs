@@ -9,6 +9,7 @@ use vramroute_router::{Snapshot, Target};
 
 use crate::cli::{ModelArgs, RouteArgs};
 use crate::source::{self, Settings};
+use crate::term;
 
 /// Builds a snapshot for one-shot commands.
 pub(crate) fn snapshot_of(
@@ -23,27 +24,36 @@ pub(crate) fn run_route(settings: &Settings, args: &RouteArgs) -> anyhow::Result
     let policy = settings.policy(args.policy.as_deref())?;
     source::block_on(async {
         let (_, view) = source::load(settings).await?;
+        let json = args.model.output.json;
+        // For a terminal the answer is made from a view whose strings are escaped, so
+        // the explanation cannot carry a control character from a record.
+        let view = if json {
+            view
+        } else {
+            term::escape_strings(&view)?
+        };
         let snap = snapshot_of(&view, settings)?;
         let mut q = RouteQuery::new(&args.model.model, args.model.size_mb);
         q.allow_cpu = !args.no_cpu;
         let answer = route(&view, &snap, &policy, &q)?;
-        if args.model.output.json {
-            println!("{}", serde_json::to_string_pretty(&answer)?);
+        if json {
+            println!("{}", term::json(serde_json::to_string_pretty(&answer)?));
         } else {
-            println!(
-                "size: {} MB ({}); source: {}",
+            let mut out = format!(
+                "size: {} MB ({}); source: {}\n",
                 answer.size_mb, answer.size_source, view.source
             );
             if let Some(e) = &answer.explanation {
-                print!("{e}");
+                let _ = write!(out, "{e}");
             }
             if let Some(url) = answer
                 .placement
                 .as_ref()
                 .and_then(|p| p.ollama_url.as_ref())
             {
-                println!("ollama: {url}");
+                let _ = writeln!(out, "ollama: {url}");
             }
+            print!("{}", term::text(&out));
         }
         if answer.placement.is_none() {
             anyhow::bail!("no node can take {}: {}", answer.model, answer.reason);
@@ -116,12 +126,17 @@ pub(crate) fn run_check(settings: &Settings, args: &ModelArgs) -> anyhow::Result
     let policy = settings.policy(None)?;
     source::block_on(async {
         let (_, view) = source::load(settings).await?;
+        let view = if args.output.json {
+            view
+        } else {
+            term::escape_strings(&view)?
+        };
         let snap = snapshot_of(&view, settings)?;
         let answer = check(&view, &snap, &policy, &args.model, args.size_mb)?;
         if args.output.json {
-            println!("{}", serde_json::to_string_pretty(&answer)?);
+            println!("{}", term::json(serde_json::to_string_pretty(&answer)?));
         } else {
-            print!("{}", render_check(&answer));
+            print!("{}", term::text(&render_check(&answer)));
         }
         Ok(())
     })

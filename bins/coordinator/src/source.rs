@@ -10,6 +10,7 @@ use vramroute_alloc::ReserveConfig;
 use vramroute_cluster::{unix_now, Feed, LiveConfig, OllamaNodeInfo, StatusView};
 use vramroute_node::{NodeIdentity, NodeReport, OllamaState};
 use vramroute_ollama::OllamaClient;
+use vramroute_probe::local_file::read_local_text;
 use vramroute_probe::{Prober, ProberConfig};
 use vramroute_registry::{
     redact_url, ClusterView, MemoryRegistry, RedisRegistry, Registry, RegistryConfig,
@@ -22,6 +23,10 @@ use crate::UsageError;
 
 /// The line embedded mode prints (once, on stderr).
 pub(crate) const EMBEDDED_NOTICE: &str = "embedded single-node mode: no --redis-url / SOLLOL_REDIS_URL / config redis_url; showing this machine only (point it at a cluster with --redis-url redis://HOST:6379)";
+
+/// The largest `--snapshot` file read, bytes (`status --json` of a 1,000-node cluster
+/// is a few MiB).
+pub(crate) const MAX_SNAPSHOT_BYTES: u64 = 64 << 20;
 
 /// Node id of this machine in embedded mode.
 const EMBEDDED_NODE_ID: &str = "127.0.0.1:11434";
@@ -106,8 +111,8 @@ impl Embedded {
             .sysfs_root
             .clone()
             .unwrap_or_else(|| PathBuf::from("/sys"));
-        std::fs::read_dir(&root)
-            .map_err(|e| UsageError(format!("cannot read --sysfs-root {}: {e}", root.display())))?;
+        vramroute_probe::local_file::check_local_dir(&root)
+            .map_err(|e| UsageError(format!("--sysfs-root: {e}")))?;
         let proc_root = vramroute_probe::default_proc_root(&root);
         let mut config = ProberConfig::with_sysfs_root(root).with_proc_root(proc_root);
         config.nvml = !settings.args.no_nvml;
@@ -171,9 +176,8 @@ impl Backend {
     /// error (exit status 1); nothing configured means embedded mode.
     pub(crate) async fn open(settings: &Settings, config: RegistryConfig) -> anyhow::Result<Self> {
         if let Some(path) = &settings.args.snapshot {
-            let text = std::fs::read_to_string(path).map_err(|e| {
-                UsageError(format!("cannot read --snapshot {}: {e}", path.display()))
-            })?;
+            let text = read_local_text(path, MAX_SNAPSHOT_BYTES, "a snapshot")
+                .map_err(|e| UsageError(format!("--snapshot: {e}")))?;
             let view: StatusView = serde_json::from_str(&text).map_err(|e| {
                 UsageError(format!(
                     "--snapshot {} is not a cluster view (the JSON `status --json` prints): {e}",

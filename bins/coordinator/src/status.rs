@@ -4,6 +4,7 @@ use std::fmt::Write as _;
 
 use crate::cli::OutputArgs;
 use crate::source::{self, Settings};
+use crate::term;
 use vramroute_cluster::StatusView;
 
 pub(crate) fn run(settings: &Settings, args: &OutputArgs) -> anyhow::Result<()> {
@@ -16,11 +17,17 @@ pub(crate) fn run(settings: &Settings, args: &OutputArgs) -> anyhow::Result<()> 
 
 pub(crate) fn print(view: &StatusView, json: bool) -> anyhow::Result<()> {
     if json {
-        println!("{}", serde_json::to_string_pretty(view)?);
+        println!("{}", term::json(serde_json::to_string_pretty(view)?));
     } else {
-        print!("{}", render(view));
+        print!("{}", render_safe(view)?);
     }
     Ok(())
+}
+
+/// [`render`] for a terminal: built from a copy of the view whose strings are escaped
+/// (a GPU name cannot clear the screen or forge a line), then guarded as a whole.
+pub(crate) fn render_safe(view: &StatusView) -> anyhow::Result<String> {
+    Ok(term::text(&render(&term::escape_strings(view)?)).into_owned())
 }
 
 fn opt<T: std::fmt::Display>(v: Option<T>) -> String {

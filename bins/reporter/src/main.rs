@@ -3,6 +3,8 @@
 
 mod advertise;
 mod cli;
+#[path = "../../shared/config_file.rs"]
+mod config_file;
 #[path = "../../shared/logging.rs"]
 mod logging;
 mod metrics;
@@ -14,6 +16,8 @@ mod settings;
 mod systemd;
 #[path = "../../shared/systemd_unit.rs"]
 mod systemd_unit;
+#[path = "../../shared/term.rs"]
+mod term;
 
 use std::process::ExitCode;
 
@@ -43,7 +47,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("vramroute-reporter: {e:#}");
+            eprintln!("vramroute-reporter: {}", term::text(&format!("{e:#}")));
             if e.downcast_ref::<UsageError>().is_some() {
                 ExitCode::from(2)
             } else {

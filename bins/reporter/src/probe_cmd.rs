@@ -9,6 +9,7 @@ use vramroute_registry::DEFAULT_REDIS_URL;
 
 use crate::cli::ProbeArgs;
 use crate::settings::{host_literal, Hardware};
+use crate::term;
 use crate::UsageError;
 
 pub(crate) fn run(args: &ProbeArgs) -> anyhow::Result<()> {
@@ -45,9 +46,13 @@ pub(crate) fn run(args: &ProbeArgs) -> anyhow::Result<()> {
             map.insert("rpc_server_binary".into(), json!(rpc.path));
             map.insert("rpc_server_note".into(), json!(rpc.note));
         }
-        println!("{}", serde_json::to_string_pretty(&json)?);
+        println!("{}", term::json(serde_json::to_string_pretty(&json)?));
     } else {
-        print!("{}", report.render_text(&identity, &args.rpc_host));
+        // GPU names come from sysfs and NVML: shown with control characters escaped.
+        print!(
+            "{}",
+            term::text(&report.render_text(&identity, &args.rpc_host))
+        );
         match &rpc.path {
             Some(path) => {
                 println!("\nInstalled RPC server: {path}");

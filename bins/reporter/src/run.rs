@@ -68,7 +68,7 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
 /// One `GPU N: NAME | VRAM: used/totalMB | Util: N% | Temp: N°C` line per GPU, in the
 /// published order, at info when `changed`, else at debug.
 fn log_gpu_lines(report: &NodeReport, changed: bool) {
-    for g in sollol_gpu_order(&report.hardware.gpus) {
+    for (_, g) in sollol_gpu_order(&report.hardware.gpus) {
         if changed {
             info!("{}", gpu_log_line(g));
         } else {
@@ -188,7 +188,7 @@ impl Reporter {
         self.publish(&report).await?;
         print!(
             "{}",
-            report.render_text(&self.identity, &self.identity.advertise_ip)
+            crate::term::text(&report.render_text(&self.identity, &self.identity.advertise_ip))
         );
         println!(
             "published {} and the registration to {}",

@@ -10,7 +10,11 @@ use vramroute_probe::{Prober, ProberConfig};
 
 use crate::advertise;
 use crate::cli::{HardwareArgs, RunArgs};
+use crate::config_file;
 use crate::UsageError;
+
+/// The largest `change_threshold_mb` accepted (1 TiB: more than any GPU holds).
+const MAX_CHANGE_THRESHOLD_MIB: u64 = 1 << 20;
 
 /// The config file: the same settings as the flags, in snake_case.
 #[derive(Debug, Default, Deserialize)]
@@ -146,25 +150,14 @@ impl Hardware {
 }
 
 fn check_dir(path: &Path) -> anyhow::Result<()> {
-    std::fs::read_dir(path)
-        .map(|_| ())
-        .map_err(|e| UsageError(format!("cannot read --sysfs-root {}: {e}", path.display())).into())
+    vramroute_probe::local_file::check_local_dir(path)
+        .map_err(|e| UsageError(format!("--sysfs-root: {e}")).into())
 }
 
 impl Settings {
     pub(crate) fn resolve(args: RunArgs) -> anyhow::Result<Settings> {
         let file = match &args.config {
-            Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|e| {
-                    UsageError(format!("cannot read config {}: {e}", path.display()))
-                })?;
-                if text.trim().is_empty() {
-                    FileConfig::default()
-                } else {
-                    serde_yaml_ng::from_str(&text)
-                        .map_err(|e| UsageError(format!("bad config {}: {e}", path.display())))?
-                }
-            }
+            Some(path) => config_file::load::<FileConfig>(path).map_err(UsageError)?,
             None => FileConfig::default(),
         };
         let redis_url = match args.redis_url.or(file.redis_url) {
@@ -198,9 +191,13 @@ impl Settings {
             .node_id
             .or(file.node_id)
             .unwrap_or_else(|| format!("{}:11434", host_literal(advertise_ip)));
-        if node_id.is_empty() || node_id.len() > 255 || node_id.contains(char::is_whitespace) {
+        if node_id.is_empty()
+            || node_id.len() > 255
+            || node_id.contains(char::is_whitespace)
+            || node_id.contains(char::is_control)
+        {
             return Err(UsageError(format!(
-                "--node-id {node_id:?}: must be 1-255 characters without spaces"
+                "--node-id {node_id:?}: must be 1-255 characters without spaces or control characters"
             ))
             .into());
         }
@@ -268,20 +265,34 @@ impl Settings {
             ))
             .into());
         }
+        let change_threshold_mib = args
+            .change_threshold_mb
+            .or(file.change_threshold_mb)
+            .unwrap_or(512);
+        if change_threshold_mib > MAX_CHANGE_THRESHOLD_MIB {
+            return Err(UsageError(format!(
+                "--change-threshold-mb {change_threshold_mib}: give MiB from 0 to {MAX_CHANGE_THRESHOLD_MIB}"
+            ))
+            .into());
+        }
+        let rpc_port = args.rpc_port.or(file.rpc_port).unwrap_or(50052);
+        if rpc_port == 0 {
+            return Err(UsageError(
+                "--rpc-port 0: give the port rpc-server listens on (1-65535)".into(),
+            )
+            .into());
+        }
         Ok(Settings {
             redis_url,
             node_id,
             advertise_ip,
-            rpc_port: args.rpc_port.or(file.rpc_port).unwrap_or(50052),
+            rpc_port,
             rpc_server,
             ollama_url,
             interval: Duration::from_secs_f64(interval),
             stats_ttl: Duration::from_secs(stats_ttl),
             registration_ttl: Duration::from_secs(registration_ttl),
-            change_threshold_mib: args
-                .change_threshold_mb
-                .or(file.change_threshold_mb)
-                .unwrap_or(512),
+            change_threshold_mib,
             metrics_addr: args.metrics_addr.or(file.metrics_addr),
             metrics_max_connections,
             probe_timeout: Duration::from_secs_f64(probe_timeout),

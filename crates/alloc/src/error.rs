@@ -20,6 +20,11 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// The GGUF path is not a regular file (a FIFO, a device, a directory) or cannot be
+    /// opened.
+    #[error("GGUF model file: {0}")]
+    LocalFile(vramroute_probe::local_file::LocalFileError),
+
     /// The bytes are not a GGUF header this crate can use: truncated, corrupt, hostile
     /// or an unsupported variant.
     #[error("not a usable GGUF header (at byte {offset}): {reason}")]
@@ -81,6 +86,17 @@ pub enum Error {
         /// Concrete changes that would make it fit.
         suggestions: Vec<String>,
     },
+}
+
+impl From<vramroute_probe::local_file::LocalFileError> for Error {
+    fn from(e: vramroute_probe::local_file::LocalFileError) -> Self {
+        match e {
+            vramroute_probe::local_file::LocalFileError::Io { path, source } => {
+                Error::Io { path, source }
+            }
+            other => Error::LocalFile(other),
+        }
+    }
 }
 
 /// `Result` with this crate's [`Error`].

@@ -6,13 +6,22 @@
 //! a small keep-limit (longer ones are skipped), arrays are walked without being stored
 //! (except small integer arrays, such as per-layer head counts), and tensor infos are
 //! stored as they are read, so a truncated file fails before it can cost memory.
+//!
+//! The total work is bounded too: a header may span at most [`MAX_HEADER_BYTES`] (and
+//! never more than the file holds: every length is checked against the bytes that are
+//! left before anything is read or skipped, so a sparse file that claims terabytes is
+//! refused at once instead of walked), every loop consumes at least one byte per
+//! iteration, and at most [`MAX_KEPT_INTS`] integers are kept across all arrays. A
+//! header therefore costs time proportional to at most [`MAX_HEADER_BYTES`] and memory
+//! proportional to the bytes it really holds. [`GgufInfo::from_path`] opens the file
+//! through the probe's bounded reader, so a FIFO or device is refused without blocking.
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::io::{self, BufReader, Read};
 use std::path::Path;
 
 use serde::Serialize;
+use vramroute_probe::local_file::open_regular_file;
 
 use crate::error::{Error, Result};
 
@@ -32,6 +41,13 @@ pub const MAX_ARRAY_DEPTH: u32 = 2;
 pub const MAX_DIMS: u32 = 4;
 /// Largest `block_count` accepted.
 pub const MAX_LAYERS: u64 = 1 << 14;
+/// Most bytes a header (magic to the last tensor info) may span. Real headers are a
+/// few MiB to a few tens of MiB (vocabularies and merges of 250k entries); this caps
+/// how long a hostile one can keep the reader busy.
+pub const MAX_HEADER_BYTES: u64 = 256 << 20;
+/// Most integers kept across all small integer arrays of one header (further arrays
+/// are summarised as [`GgufValue::Array`]).
+pub const MAX_KEPT_INTS: u64 = 1 << 20;
 /// String values longer than this are skipped, not kept (their length is recorded).
 const KEEP_STRING_BYTES: u64 = 4096;
 /// Integer arrays up to this length are kept (per-layer head counts); longer ones are not.
@@ -198,7 +214,7 @@ pub struct GgufInfo {
 
 /// Parses a GGUF header from bytes (the whole file or at least its header).
 pub fn parse_gguf(bytes: &[u8]) -> Result<GgufInfo> {
-    GgufInfo::from_reader(bytes)
+    Parser::new(bytes, Some(bytes.len() as u64)).parse()
 }
 
 impl GgufInfo {
@@ -217,23 +233,18 @@ impl GgufInfo {
         }
     }
 
-    /// Reads only the header of the GGUF file at `path`.
+    /// Reads only the header of the GGUF file at `path`. Only a regular file is read
+    /// (a FIFO or device is refused at once), and no length the header claims may
+    /// reach past the file's end.
     pub fn from_path(path: impl AsRef<Path>) -> Result<GgufInfo> {
-        let path = path.as_ref();
-        let file = File::open(path).map_err(|source| Error::Io {
-            path: path.to_owned(),
-            source,
-        })?;
-        GgufInfo::from_reader(BufReader::with_capacity(1 << 16, file))
+        let (file, size_bytes) = open_regular_file(path.as_ref())?;
+        Parser::new(BufReader::with_capacity(1 << 16, file), Some(size_bytes)).parse()
     }
 
-    /// Parses a GGUF header from any reader, consuming only the header.
+    /// Parses a GGUF header from any reader, consuming only the header (at most
+    /// [`MAX_HEADER_BYTES`]).
     pub fn from_reader<R: Read>(reader: R) -> Result<GgufInfo> {
-        Parser {
-            inner: reader,
-            pos: 0,
-        }
-        .parse()
+        Parser::new(reader, None).parse()
     }
 
     /// A metadata value.
@@ -315,9 +326,44 @@ enum StrRead {
 struct Parser<R> {
     inner: R,
     pos: u64,
+    /// Bytes the header may span: the file's size when known, at most
+    /// [`MAX_HEADER_BYTES`].
+    limit: u64,
+    /// Whether `limit` is the file's end (else it is the cap).
+    limit_is_end: bool,
+    /// Integers kept so far (see [`MAX_KEPT_INTS`]).
+    kept_ints: u64,
 }
 
 impl<R: Read> Parser<R> {
+    fn new(inner: R, size_bytes: Option<u64>) -> Self {
+        let limit = size_bytes.map_or(MAX_HEADER_BYTES, |s| s.min(MAX_HEADER_BYTES));
+        Parser {
+            inner,
+            pos: 0,
+            limit,
+            limit_is_end: size_bytes.is_some_and(|s| s <= MAX_HEADER_BYTES),
+            kept_ints: 0,
+        }
+    }
+
+    /// Checks that `n` more bytes lie within the header's limit before they are read.
+    fn need(&self, n: u64, what: &str) -> Result<()> {
+        let left = self.limit.saturating_sub(self.pos);
+        if n <= left {
+            return Ok(());
+        }
+        Err(if self.limit_is_end {
+            self.err(format!(
+                "{what} needs {n} bytes but only {left} are left in the file (truncated or hostile file)"
+            ))
+        } else {
+            self.err(format!(
+                "{what} would take the header past the {MAX_HEADER_BYTES}-byte limit (corrupt or hostile file)"
+            ))
+        })
+    }
+
     fn err(&self, reason: impl Into<String>) -> Error {
         Error::Gguf {
             offset: self.pos,
@@ -336,6 +382,7 @@ impl<R: Read> Parser<R> {
     }
 
     fn bytes<const N: usize>(&mut self, what: &str) -> Result<[u8; N]> {
+        self.need(N as u64, what)?;
         let mut buf = [0u8; N];
         self.inner
             .read_exact(&mut buf)
@@ -353,6 +400,7 @@ impl<R: Read> Parser<R> {
     }
 
     fn skip(&mut self, n: u64, what: &str) -> Result<()> {
+        self.need(n, what)?;
         let copied = io::copy(&mut (&mut self.inner).take(n), &mut io::sink())
             .map_err(|e| self.io_err(&e, what))?;
         self.pos += copied;
@@ -374,6 +422,7 @@ impl<R: Read> Parser<R> {
                 "{what} claims {len} bytes, more than the {cap}-byte limit (corrupt or hostile file)"
             )));
         }
+        self.need(len, what)?;
         if len > keep {
             self.skip(len, what)?;
             return Ok(StrRead::Skipped(len));
@@ -433,7 +482,11 @@ impl<R: Read> Parser<R> {
                     elem_type,
                     vt::U8 | vt::I8 | vt::U16 | vt::I16 | vt::U32 | vt::I32 | vt::U64 | vt::I64
                 );
-                if integer && len <= KEEP_ARRAY_LEN {
+                if integer
+                    && len <= KEEP_ARRAY_LEN
+                    && self.kept_ints.saturating_add(len) <= MAX_KEPT_INTS
+                {
+                    self.kept_ints += len;
                     let mut values = Vec::new();
                     for _ in 0..len {
                         let v = match self.scalar(elem_type, what)? {

@@ -79,7 +79,8 @@ pub use estimate::{
 };
 pub use gguf::{
     parse_gguf, GgmlType, GgufInfo, GgufValue, TensorInfo, MAX_ARRAY_DEPTH, MAX_ARRAY_LEN,
-    MAX_DIMS, MAX_KEY_BYTES, MAX_KV, MAX_LAYERS, MAX_STRING_BYTES, MAX_TENSORS,
+    MAX_DIMS, MAX_HEADER_BYTES, MAX_KEPT_INTS, MAX_KEY_BYTES, MAX_KV, MAX_LAYERS, MAX_STRING_BYTES,
+    MAX_TENSORS,
 };
 pub use offer::{NodeOffer, ReserveConfig, SollolCapability};
 pub use plan::{

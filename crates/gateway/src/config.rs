@@ -117,16 +117,11 @@ impl ApiKeys {
         ApiKeys { keys }
     }
 
-    /// Keys from a file (see [`parse`](Self::parse)). The file must exist and hold at
-    /// least one key.
-    pub fn from_file(path: &Path) -> Result<ApiKeys> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            Error::Config(format!(
-                "cannot read the API key file {}: {e}",
-                path.display()
-            ))
-        })?;
-        let keys = ApiKeys::parse(&text);
+    /// Keys from the text of the key file at `path` (see [`parse`](Self::parse)),
+    /// read by the caller (the coordinator reads it with its bounded local-file
+    /// reader: a regular file of limited size). The file must hold at least one key.
+    pub fn from_file_text(path: &Path, text: &str) -> Result<ApiKeys> {
+        let keys = ApiKeys::parse(text);
         if keys.is_empty() {
             return Err(Error::Config(format!(
                 "the API key file {} holds no key (one per line)",

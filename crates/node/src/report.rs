@@ -159,8 +159,13 @@ impl NodeReport {
             .map(|(name, _)| name)
     }
 
-    fn gpu_stat(&self, gpu: &GpuDevice) -> GpuStat {
-        let mut stat = GpuStat::new(gpu.index, gpu.name.clone());
+    /// The record entry of the GPU at `position` on this node. The record's `index` is
+    /// that position, unique on the node: the probe numbers each vendor's GPUs from 0
+    /// (their CUDA / ROCm / SYCL ordinals, kept in `ggml_device`), so on a node with
+    /// GPUs of two vendors those numbers repeat and cannot identify a GPU.
+    fn gpu_stat(&self, position: usize, gpu: &GpuDevice) -> GpuStat {
+        let index = u32::try_from(position).unwrap_or(u32::MAX);
+        let mut stat = GpuStat::new(index, gpu.name.clone());
         stat.memory_total_mb = gpu.memory_total_mib;
         stat.memory_free_mb = gpu.memory_free_mib;
         stat.memory_used_mb = gpu.memory_used_mib;
@@ -189,12 +194,16 @@ impl NodeReport {
     /// probed GPUs move to the extra key `detected_gpus` so nothing is hidden.
     pub fn stats_record(&self, id: &NodeIdentity) -> GpuStatsRecord {
         let (offload, reason) = self.ollama.verdict();
+        // Listed in SOLLOL's order; each entry's index is its position in probe order.
         let ordered = sollol_gpu_order(&self.hardware.gpus);
-        let stats: Vec<GpuStat> = ordered.iter().map(|g| self.gpu_stat(g)).collect();
+        let stats: Vec<GpuStat> = ordered
+            .iter()
+            .map(|&(position, g)| self.gpu_stat(position, g))
+            .collect();
         let host = &self.hardware.host;
         let vendor = ordered
             .first()
-            .map_or("none".to_string(), |g| g.vendor.to_string());
+            .map_or("none".to_string(), |(_, g)| g.vendor.to_string());
         let mut record = GpuStatsRecord::new(id.node_id.clone(), vendor, self.timestamp);
         record.schema_version = Some(SCHEMA_VERSION);
         record.reporter_version = Some(env!("CARGO_PKG_VERSION").to_string());
@@ -420,11 +429,11 @@ impl NodeReport {
 /// before unified ones (an integrated GPU's VRAM is host RAM, and its total is often
 /// unknown), then the largest total VRAM first (unknown last), then the probe's PCI order.
 /// Total VRAM, not free, so the order does not flip between reports as models load.
-/// Entries keep their own `index`; our readers key GPUs by `index` and never by
-/// position.
-pub fn sollol_gpu_order(gpus: &[GpuDevice]) -> Vec<&GpuDevice> {
-    let mut ordered: Vec<&GpuDevice> = gpus.iter().collect();
-    ordered.sort_by_key(|g| {
+/// Each GPU comes with its position in probe order, which is its record `index` (unique
+/// on the node; our readers key GPUs by `index` and never by list position).
+pub fn sollol_gpu_order(gpus: &[GpuDevice]) -> Vec<(usize, &GpuDevice)> {
+    let mut ordered: Vec<(usize, &GpuDevice)> = gpus.iter().enumerate().collect();
+    ordered.sort_by_key(|(_, g)| {
         (
             g.memory_kind != MemoryKind::Dedicated,
             std::cmp::Reverse(g.memory_total_mib),

@@ -30,6 +30,7 @@ mod device;
 mod error;
 mod host;
 mod intel;
+pub mod local_file;
 mod names;
 mod nvml;
 mod parse;

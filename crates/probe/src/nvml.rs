@@ -22,6 +22,8 @@ const MIG_ENABLED: u32 = 1;
 #[derive(Default)]
 pub struct NvmlBackend {
     nvml: OnceLock<Option<Nvml>>,
+    /// The library to load instead of the system's `libnvidia-ml.so.1`.
+    library: Option<std::ffi::OsString>,
 }
 
 impl std::fmt::Debug for NvmlBackend {
@@ -41,9 +43,32 @@ impl NvmlBackend {
         Self::default()
     }
 
+    /// A backend that loads NVML from `path` (a driver installed outside the loader's
+    /// search path) instead of the system's `libnvidia-ml.so.1`.
+    ///
+    /// ```
+    /// use vramroute_probe::{GpuBackend, NvmlBackend};
+    /// let none = NvmlBackend::with_library("/nonexistent/libnvidia-ml.so.1");
+    /// assert!(none.probe()?.is_empty());
+    /// # Ok::<(), vramroute_probe::Error>(())
+    /// ```
+    pub fn with_library(path: impl Into<std::ffi::OsString>) -> Self {
+        Self {
+            nvml: OnceLock::new(),
+            library: Some(path.into()),
+        }
+    }
+
+    fn init(&self) -> std::result::Result<Nvml, NvmlError> {
+        match &self.library {
+            Some(path) => Nvml::builder().lib_path(path).init(),
+            None => Nvml::init(),
+        }
+    }
+
     fn nvml(&self) -> Option<&Nvml> {
         self.nvml
-            .get_or_init(|| match Nvml::init() {
+            .get_or_init(|| match self.init() {
                 Ok(nvml) => Some(nvml),
                 Err(
                     e @ (NvmlError::LibloadingError(_)
@@ -357,15 +382,20 @@ mod tests {
 
     #[test]
     fn no_library_means_no_devices() {
-        // This machine has no NVIDIA driver: probing must succeed with nothing, and
-        // must not retry the load on the next call.
-        let backend = NvmlBackend::new();
-        if backend.nvml().is_none() {
-            assert_eq!(backend.probe().map(|v| v.len()).ok(), Some(0));
-            assert_eq!(
-                format!("{backend:?}"),
-                "NvmlBackend { nvml: \"unavailable\" }"
-            );
-        }
+        // A library that cannot exist, on any machine (with or without a driver):
+        // probing succeeds with nothing, and the load is not retried on the next call.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let backend = NvmlBackend::with_library(dir.path().join("libnvidia-ml.so.1"));
+        assert_eq!(
+            format!("{backend:?}"),
+            "NvmlBackend { nvml: \"not initialised\" }"
+        );
+        assert!(backend.nvml().is_none());
+        assert_eq!(backend.probe().map(|v| v.len()).ok(), Some(0));
+        assert_eq!(
+            format!("{backend:?}"),
+            "NvmlBackend { nvml: \"unavailable\" }"
+        );
+        assert_eq!(backend.probe().map(|v| v.len()).ok(), Some(0));
     }
 }

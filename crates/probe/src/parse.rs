@@ -376,3 +376,62 @@ mod tests {
         assert_eq!(parse_proc_self_cgroup("0::/../../etc\n"), None);
     }
 }
+
+/// Property tests: every sysfs / procfs parser on arbitrary text and on hostile
+/// variations of real values never panics, and what it accepts is in range.
+#[cfg(test)]
+mod props {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Real-looking values, mangled: padding, signs, prefixes, huge numbers, NULs.
+    fn sysfs_text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            any::<String>(),
+            "[ \t\n]{0,3}[+-]?(0x|0X)?[0-9a-fA-F]{0,24}[ \t\n\0]{0,3}",
+            "[0-9a-fA-F:.x]{0,24}",
+            "[0-9]{0,3}:[a-z,=_]{0,12}:[/a-z.\\-]{0,32}(\n[0-9]{0,3}:[a-z,]{0,8}:[/a-z.]{0,16}){0,4}",
+            "(PCI_SLOT_NAME=|DRIVER=)?[0-9a-fA-F:.]{0,20}\n?",
+            (any::<u64>(), "[ \n]{0,2}").prop_map(|(n, pad)| format!("{n}{pad}")),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        #[test]
+        fn parsers_never_panic_and_stay_in_range(text in sysfs_text(), max_len in 0usize..128) {
+            if let Some(n) = parse_u64(&text) {
+                prop_assert!(text.trim().bytes().all(|b| b.is_ascii_digit()));
+                prop_assert_eq!(text.trim().parse::<u64>().ok(), Some(n));
+            }
+            prop_assert!(parse_memory_bytes(&text).is_none_or(|b| b <= MAX_MEMORY_BYTES));
+            prop_assert!(parse_percent(&text).is_none_or(|p| p <= 100));
+            prop_assert!(parse_millicelsius(&text).is_none_or(|c| c > 0.0 && c <= MAX_TEMPERATURE_CELSIUS));
+            prop_assert!(parse_microwatts(&text).is_none_or(|w| (0.0..=MAX_POWER_WATTS).contains(&w)));
+            let _ = parse_pci_id(&text);
+            let _ = parse_pci_revision(&text);
+            for bus in [parse_pci_bus_id(&text), parse_uevent_pci_slot(&text)].into_iter().flatten() {
+                prop_assert_eq!(bus.len(), 12, "canonical dddd:bb:dd.f: {}", bus);
+                prop_assert_eq!(parse_pci_bus_id(&bus), Some(bus.clone()), "canonical is a fixed point");
+            }
+            if let Some(label) = parse_label(&text, max_len) {
+                prop_assert!(!label.is_empty() && label.len() <= max_len);
+                prop_assert!(!label.chars().any(char::is_control));
+            }
+            let _ = parse_cgroup_v2_max(&text);
+            let _ = parse_cgroup_v1_limit(&text);
+            if let Some(m) = parse_proc_self_cgroup(&text) {
+                for path in [m.v2, m.v1_memory].into_iter().flatten() {
+                    prop_assert!(path.starts_with('/') && !path.split('/').any(|c| c == ".."));
+                }
+            }
+        }
+
+        #[test]
+        fn padded_decimal_round_trips(n in any::<u64>(), pre in "[ \t\n]{0,3}", post in "[ \t\n]{0,3}") {
+            prop_assert_eq!(parse_u64(&format!("{pre}{n}{post}")), Some(n));
+        }
+    }
+}

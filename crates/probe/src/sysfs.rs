@@ -3,16 +3,17 @@
 //! injected root; what the text means is decided in [`crate::parse`].
 
 use std::fs;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use tracing::debug;
 
 use crate::error::{Error, Result};
+use crate::local_file::{read_local_text, LocalFileError};
 use crate::parse;
 
-/// sysfs values are a few bytes; never read more than this from one file.
-const MAX_VALUE_BYTES: u64 = 4096;
+/// sysfs values are a few bytes (attributes report one page, 4 or 64 KiB, as their
+/// size); never read more than this from one file.
+const MAX_VALUE_BYTES: u64 = 64 * 1024;
 
 /// One `cardN` entry under `class/drm` and the PCI facts about its device.
 #[derive(Debug, Clone)]
@@ -124,12 +125,11 @@ pub(crate) fn read_value<T>(path: &Path, parse: impl FnOnce(&str) -> Option<T>) 
     value
 }
 
-fn read_small(path: &Path) -> std::io::Result<String> {
-    let mut text = String::new();
-    fs::File::open(path)?
-        .take(MAX_VALUE_BYTES)
-        .read_to_string(&mut text)?;
-    Ok(text)
+/// A sysfs value through the one bounded reader: a FIFO or device planted in the tree
+/// is refused without blocking, and nothing over [`MAX_VALUE_BYTES`] is read. (sysfs
+/// attributes report a size of 4096 whatever they hold.)
+fn read_small(path: &Path) -> Result<String, LocalFileError> {
+    read_local_text(path, MAX_VALUE_BYTES, "a sysfs value")
 }
 
 /// Read `file` from the device's hwmon directories (`device/hwmon/hwmon*/`), taking

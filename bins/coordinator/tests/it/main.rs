@@ -7,8 +7,11 @@
 
 pub(crate) mod support;
 
+mod api_props;
 mod cli;
 mod cluster;
+mod control_chars;
 mod daemon;
 mod dashboard;
+mod local_inputs;
 mod slow_clients;

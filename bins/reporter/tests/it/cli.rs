@@ -79,7 +79,16 @@ fn probe_json_reports_every_fixture_gpu() {
 
 #[test]
 fn this_machine_is_a_cpu_only_node_with_its_ram() {
-    let out = run_to_end(&["probe", "--json", "--no-nvml"]);
+    // The GPU-less `empty` sysfs tree and no NVML: a CPU-only node on every machine
+    // (with or without GPUs), with this machine's RAM.
+    let empty = fixture("empty");
+    let out = run_to_end(&[
+        "probe",
+        "--json",
+        "--no-nvml",
+        "--sysfs-root",
+        empty.to_str().unwrap(),
+    ]);
     assert!(out.status.success());
     let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap();
@@ -94,9 +103,8 @@ fn this_machine_is_a_cpu_only_node_with_its_ram() {
         ram <= total_kib / 1024 + 1 && ram > 0,
         "{ram} vs {total_kib} KiB"
     );
-    if j["gpus"].as_array().unwrap().is_empty() {
-        assert_eq!(j["registration"]["device_config"], "cpu");
-    }
+    assert_eq!(j["gpus"].as_array().unwrap().len(), 0, "{j}");
+    assert_eq!(j["registration"]["device_config"], "cpu");
 }
 
 #[test]

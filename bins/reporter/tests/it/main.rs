@@ -6,6 +6,7 @@
 mod advertise;
 mod cli;
 mod faults;
+mod local_inputs;
 mod rpc_server;
 mod run;
 pub(crate) mod support;

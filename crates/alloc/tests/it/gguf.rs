@@ -158,7 +158,7 @@ fn corrupt_files_fail_with_a_reason() {
     .map(|name| format!("{name}: {}\n", err_of(name)))
     .collect();
     expect![[r#"
-        truncated.gguf: not a usable GGUF header (at byte 6099): file ends inside a tensor name (truncated download or copy?)
+        truncated.gguf: not a usable GGUF header (at byte 6099): a tensor name needs 8 bytes but only 1 are left in the file (truncated or hostile file)
         bad-magic.gguf: not a usable GGUF header (at byte 0): bad magic [47, 47, 4d, 4c], expected "GGUF": not a GGUF model file (an Ollama blob, safetensors or GGML file?)
         version-1.gguf: not a usable GGUF header (at byte 8): GGUF version 1 is not supported: re-convert the model with a current llama.cpp
         big-endian.gguf: not a usable GGUF header (at byte 8): big-endian GGUF files are not supported
@@ -166,7 +166,7 @@ fn corrupt_files_fail_with_a_reason() {
         absurd-kv-count.gguf: not a usable GGUF header (at byte 24): metadata kv_count is 4611686018427387904, more than the 65536 limit (corrupt or hostile file)
         huge-key.gguf: not a usable GGUF header (at byte 32): a metadata key claims 4611686018427387904 bytes, more than the 65536-byte limit (corrupt or hostile file)
         huge-string.gguf: not a usable GGUF header (at byte 56): metadata `general.name` claims 1099511627776 bytes, more than the 16777216-byte limit (corrupt or hostile file)
-        truncated-string.gguf: not a usable GGUF header (at byte 72): file ends inside metadata `general.name` (8388592 of 8388608 bytes missing; truncated?)
+        truncated-string.gguf: not a usable GGUF header (at byte 56): metadata `general.name` needs 8388608 bytes but only 16 are left in the file (truncated or hostile file)
         huge-array.gguf: not a usable GGUF header (at byte 69): metadata `tokenizer.ggml.scores`: array claims 1152921504606846976 elements, more than the 16777216 limit
         overflowing-dims.gguf: not a usable GGUF header (at byte 91): tensor `blk.0.attn_q.weight` dimensions [4294967296, 4294967296, 4294967296] overflow
         too-many-dims.gguf: not a usable GGUF header (at byte 37): tensor `t` has 5 dimensions (1 to 4 allowed)

@@ -4,6 +4,7 @@ mod commands;
 mod estimate;
 mod fixtures;
 mod gguf;
+mod gguf_hostile;
 mod offer;
 mod placement;
 mod plan;

@@ -5,5 +5,6 @@ mod errors;
 mod failover;
 mod limits;
 mod load;
+mod props;
 mod streaming;
 mod support;

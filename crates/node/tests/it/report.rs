@@ -286,3 +286,33 @@ fn cpu_load_is_published_for_the_scorer() {
         rec.to_json()
     );
 }
+
+#[test]
+fn gpus_of_two_vendors_get_distinct_record_indexes() {
+    // The `corrupt` tree has AMD cards and an Intel card: the probe numbers each
+    // vendor from 0, so two devices carry index 0. The record's index is the GPU's
+    // position on the node, unique; the vendor ordinal stays in `ggml_device`.
+    let gpus = fixture("corrupt");
+    let vendors: Vec<(Vendor, u32)> = gpus.iter().map(|g| (g.vendor, g.index)).collect();
+    assert!(
+        vendors.contains(&(Vendor::Amd, 0)) && vendors.contains(&(Vendor::Intel, 0)),
+        "the probe numbers per vendor: {vendors:?}"
+    );
+    let r = report(gpus, OllamaState::not_asked());
+    let record = r.stats_record(&id());
+    let indexes: Vec<u32> = record.gpus.iter().map(|g| g.index).collect();
+    assert_eq!(
+        indexes,
+        (0..u32::try_from(indexes.len()).unwrap()).collect::<Vec<_>>()
+    );
+    // The published bytes decode as a record with the same distinct indexes.
+    let back = decode_stats(
+        "10.9.66.90:11434",
+        record.to_json().as_bytes(),
+        &Limits::default(),
+    )
+    .unwrap();
+    let mut seen: Vec<u32> = back.gpus.iter().map(|g| g.index).collect();
+    seen.dedup();
+    assert_eq!(seen.len(), back.gpus.len(), "no repeated index: {seen:?}");
+}

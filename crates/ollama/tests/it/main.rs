@@ -2,3 +2,4 @@
 
 mod client;
 mod fake_server;
+mod props;

@@ -3,6 +3,7 @@
 
 mod amd;
 mod corrupt;
+mod fifo;
 mod host;
 mod intel;
 mod prober;
