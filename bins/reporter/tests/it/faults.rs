@@ -1,5 +1,5 @@
-//! Faults the reporter must ride out (#14 items 5 and 10): a sysfs file that blocks every
-//! read, a frozen Redis at SIGTERM, Redis coming back.
+//! Faults the reporter must ride out (#14 items 5 and 10): a FIFO in sysfs, a frozen
+//! Redis at SIGTERM, Redis coming back.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -67,7 +67,12 @@ fn kill(sig: &str, pid: &str) {
 }
 
 #[test]
-fn a_sysfs_file_that_blocks_does_not_stop_publishing_metrics_or_sigterm() {
+fn a_fifo_in_sysfs_does_not_stop_publishing_metrics_or_sigterm() {
+    // A FIFO nobody writes would block a plain open() forever. The probe opens sysfs
+    // files without blocking and reads regular files only, so the value becomes
+    // unknown and the reporter carries on with fresh records. (A read that blocks
+    // anyway, e.g. a wedged driver, is cut by the probe timeout: the probe worker's
+    // unit test drives that with a backend that never answers.)
     let redis = RedisServer::start().unwrap();
     let tree = fixture_copy("amd-discrete");
     let port = free_port();
@@ -86,40 +91,37 @@ fn a_sysfs_file_that_blocks_does_not_stop_publishing_metrics_or_sigterm() {
     );
     let first = wait_for(WAIT, || stats(&redis)).unwrap_or_else(|| panic!("{}", r.log()));
     assert!(first.get("probe_stale").is_none(), "{first}");
+    assert!(first["gpus"][0]["utilization_percent"].is_u64(), "{first}");
 
-    // gpu_busy_percent becomes a FIFO nobody writes: opening it blocks forever.
+    // gpu_busy_percent becomes a FIFO nobody writes.
     let busy = gpu_dir(tree.path()).join("gpu_busy_percent");
     std::fs::remove_file(&busy).unwrap();
     let made = Command::new("mkfifo").arg(&busy).status().unwrap();
     assert!(made.success(), "mkfifo");
 
-    // The last good values go on being published, marked stale, stamped when measured.
-    let stale = wait_for(WAIT, || {
-        stats(&redis).filter(|s| s["probe_stale"] == serde_json::json!(true))
+    // Fresh records go on, with utilization unknown and everything else kept.
+    let t0 = first["timestamp"].as_f64().unwrap();
+    let after = wait_for(WAIT, || {
+        stats(&redis).filter(|s| {
+            s["timestamp"].as_f64().is_some_and(|t| t > t0)
+                && s["gpus"][0]
+                    .get("utilization_percent")
+                    .is_none_or(|u| u.is_null())
+        })
     })
-    .unwrap_or_else(|| panic!("no stale record: {}", r.log()));
-    assert_eq!(stale["gpus"][0]["memory_total_mb"], 24560, "{stale}");
-    assert!(stale["timestamp"].as_f64() <= first["timestamp"].as_f64().map(|t| t + 10.0));
+    .unwrap_or_else(|| panic!("no fresh record without utilization: {}", r.log()));
+    assert!(after.get("probe_stale").is_none(), "{after}");
+    assert_eq!(after["gpus"][0]["memory_total_mb"], 24560, "{after}");
     let published = |text: &str| metric(text, "vramroute_publishes_total{result=\"ok\"}");
-    let text = http_get(port, "/metrics").expect("/metrics answers while the probe is stuck");
+    let text = http_get(port, "/metrics").expect("/metrics answers");
     let before = published(&text).expect("publish counter");
-    assert_eq!(metric(&text, "vramroute_probe_stuck"), Some(1.0), "{text}");
-    assert_eq!(
-        metric(&text, "vramroute_probe_timeouts_total"),
-        Some(1.0),
-        "{text}"
-    );
+    assert_eq!(metric(&text, "vramroute_probe_stuck"), Some(0.0), "{text}");
     let more = wait_for(WAIT, || {
         http_get(port, "/metrics")
             .and_then(|t| published(&t))
             .filter(|n| *n >= before + 2.0)
     });
     assert!(more.is_some(), "publishing stopped: {}", r.log());
-    assert!(
-        r.log().contains("hardware probe did not answer"),
-        "{}",
-        r.log()
-    );
     assert!(registration(&redis).is_some());
 
     // SIGTERM: out within 2 s, records removed.
@@ -127,7 +129,7 @@ fn a_sysfs_file_that_blocks_does_not_stop_publishing_metrics_or_sigterm() {
     let code = r.signal_and_wait("TERM", Duration::from_secs(2));
     assert_eq!(code, Some(0), "exit within 2 s: {}", r.log());
     eprintln!(
-        "figure: SIGTERM to exit with a blocked probe: {:.2} s",
+        "figure: SIGTERM to exit with a FIFO in sysfs: {:.2} s",
         start.elapsed().as_secs_f64()
     );
     assert!(stats(&redis).is_none(), "stats removed");
