@@ -760,6 +760,7 @@ impl StatusView {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
     use vramroute_registry::{decode_rpc, decode_stats, Limits, RpcNodeEntry};
 
     use vramroute_registry::testing::fixtures::{
@@ -804,6 +805,32 @@ mod tests {
         assert!(old.nodes.iter().all(|n| n.stale));
         assert_eq!(old.totals.stale_nodes, 2);
         assert_eq!(old.totals.gpus, 0);
+    }
+
+    /// A node finds its registration by host (SOLLOL's records name no rpc port) among
+    /// many, whether the registrations come sorted (binary search) or not (a scan).
+    #[test]
+    fn registrations_are_found_sorted_or_not() {
+        let base = sollol_cluster();
+        let rpc = Arc::clone(&base.rpc_nodes[0].record);
+        let mut sorted = base.clone();
+        sorted.rpc_nodes = ["10.1.2.2", "10.1.2.3", "10.1.2.30", "10.1.2.4"]
+            .iter()
+            .flat_map(|h| {
+                let rpc = Arc::clone(&rpc);
+                [50052u16, 50053].map(move |p| RpcNodeEntry::new(*h, p, Arc::clone(&rpc)))
+            })
+            .collect();
+        let mut unsorted = sorted.clone();
+        unsorted.rpc_nodes.reverse();
+        for (cluster, port) in [(&sorted, 50052), (&unsorted, 50053)] {
+            let view = StatusView::from_cluster(cluster, "t".into(), 1.8e9, 30.0, 0.8);
+            for n in &view.nodes {
+                let rpc = n.rpc.as_ref().expect("registered");
+                assert_eq!((rpc.host.as_str(), rpc.port), (&n.id[..8], port), "{}", n.id);
+                assert_eq!(n.cpu_ram_registered_mb, Some(cluster.rpc_nodes[0].record.cpu_ram_mb));
+            }
+        }
     }
 
     #[test]
