@@ -37,7 +37,7 @@ fn cluster(nodes: usize) -> ClusterView {
 /// free VRAM moved, as the next delta discovery would.
 fn churn(view: &mut ClusterView, round: usize) {
     for (i, (_, record)) in view.stats.iter_mut().enumerate() {
-        if (i + round) % 10 == 0 {
+        if (i + round).is_multiple_of(10) {
             let mut r = (**record).clone();
             for g in &mut r.gpus {
                 g.memory_free_mb = g.memory_free_mb.map(|f| (f + 512) % 20_000);

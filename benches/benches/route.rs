@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use vramroute_benches::route_fixtures::synthetic_cluster;
-use vramroute_router::{NodeSpec, Policy, Request, Router, SollolParams, Snapshot, SnapshotConfig};
+use vramroute_router::{NodeSpec, Policy, Request, Router, Snapshot, SnapshotConfig, SollolParams};
 
 const SEED: u64 = 42;
 
@@ -131,7 +131,7 @@ fn explain(c: &mut Criterion) {
 fn next_reports(nodes: &mut [NodeSpec], churn: bool, round: u64) {
     for (i, n) in nodes.iter_mut().enumerate() {
         n.report_age_ms = (n.report_age_ms + 1_000) % 20_000;
-        if churn && (i as u64 + round) % 10 == 0 {
+        if churn && (i as u64 + round).is_multiple_of(10) {
             for g in &mut n.gpus {
                 let total = g.memory_total_mib;
                 let free = g.memory_free_mib.unwrap_or(0);

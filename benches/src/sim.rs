@@ -193,7 +193,9 @@ impl SimNode {
             return false;
         }
         if !self.loaded.is_empty() && rng.below(2) == 0 {
-            let (_, size, gpu) = self.loaded.remove(rng.below(self.loaded.len() as u32) as usize);
+            let (_, size, gpu) = self
+                .loaded
+                .remove(rng.below(self.loaded.len() as u32) as usize);
             match gpu {
                 Some(g) => {
                     let g = &mut self.gpus[g as usize];
@@ -230,7 +232,11 @@ impl SimNode {
 
     /// The stats record a reporter on this node would publish at `now` (Unix seconds).
     pub fn stats_record(&self, now: f64) -> GpuStatsRecord {
-        let vendor = if self.gpus.is_empty() { "none" } else { "nvidia" };
+        let vendor = if self.gpus.is_empty() {
+            "none"
+        } else {
+            "nvidia"
+        };
         let mut r = GpuStatsRecord::new(self.id(), vendor, now);
         r.gpus = self
             .gpus
@@ -384,7 +390,9 @@ async fn writer<R: Registry>(
             registered_at: None,
         })
         .collect();
-    stats.joined.fetch_add(slots.len() as u64, Ordering::Relaxed);
+    stats
+        .joined
+        .fetch_add(slots.len() as u64, Ordering::Relaxed);
     let interval = config.interval.as_secs_f64();
     // Chance per publish that a node leaves.
     let leave = (config.leave_per_min * interval / 60.0).clamp(0.0, 1.0);
@@ -433,7 +441,10 @@ async fn writer<R: Registry>(
                     stats.died.fetch_add(1, Ordering::Relaxed);
                 } else {
                     let host = sim_host(slot);
-                    match registry.deregister(&node.id(), Some((host.as_str(), 50052))).await {
+                    match registry
+                        .deregister(&node.id(), Some((host.as_str(), 50052)))
+                        .await
+                    {
                         Ok(()) => stats.deregistered.fetch_add(1, Ordering::Relaxed),
                         Err(_) => stats.errors.fetch_add(1, Ordering::Relaxed),
                     };
@@ -448,7 +459,9 @@ async fn writer<R: Registry>(
                 stats.model_changes.fetch_add(1, Ordering::Relaxed);
             }
             let result = async {
-                registry.publish_stats(&node.stats_record(unix_now())).await?;
+                registry
+                    .publish_stats(&node.stats_record(unix_now()))
+                    .await?;
                 stats.publishes.fetch_add(1, Ordering::Relaxed);
                 if registered_at.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
                     registry

@@ -212,7 +212,14 @@ fn probe_record(id: &str, big: bool) -> GpuStatsRecord {
     } else {
         (16_384, 15_000)
     };
-    let mut g = GpuStat::new(0, if big { "AMD Instinct MI300X" } else { "AMD Radeon RX 7800 XT" });
+    let mut g = GpuStat::new(
+        0,
+        if big {
+            "AMD Instinct MI300X"
+        } else {
+            "AMD Radeon RX 7800 XT"
+        },
+    );
     g.memory_total_mb = Some(total);
     g.memory_free_mb = Some(free);
     g.memory_used_mb = Some(total - free);
@@ -428,14 +435,20 @@ pub fn run(config: &SoakConfig) -> Result<SoakReport> {
     let mut t_prev = Instant::now();
     let cpu_start = cpu_prev;
     while Instant::now() < end {
-        let wait = config.sample_every.min(end.saturating_duration_since(Instant::now()));
+        let wait = config
+            .sample_every
+            .min(end.saturating_duration_since(Instant::now()));
         std::thread::sleep(wait);
         let (rss, cpu) = self_usage();
         let dt = t_prev.elapsed().as_secs_f64();
         let sample = Sample {
             t_s: start.elapsed().as_secs_f64(),
             rss_mib: rss,
-            cpu_percent: if dt > 0.0 { 100.0 * (cpu - cpu_prev) / dt } else { 0.0 },
+            cpu_percent: if dt > 0.0 {
+                100.0 * (cpu - cpu_prev) / dt
+            } else {
+                0.0
+            },
             nodes: live.view().nodes.len(),
         };
         cpu_prev = cpu;
@@ -533,9 +546,10 @@ fn stop_sim(child: &mut Child) -> String {
     if let Some(mut stdout) = child.stdout.take() {
         let _ = stdout.read_to_string(&mut out);
     }
-    out.lines()
-        .last()
-        .map_or_else(|| "no counters (the simulator did not stop cleanly)".to_owned(), str::to_owned)
+    out.lines().last().map_or_else(
+        || "no counters (the simulator did not stop cleanly)".to_owned(),
+        str::to_owned,
+    )
 }
 
 impl SoakReport {

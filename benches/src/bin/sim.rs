@@ -26,7 +26,10 @@ fn parse_args() -> Result<(String, SimConfig)> {
     let mut c = SimConfig::default();
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
-        let mut value = || it.next().with_context(|| format!("{arg} needs a value\n{USAGE}"));
+        let mut value = || {
+            it.next()
+                .with_context(|| format!("{arg} needs a value\n{USAGE}"))
+        };
         match arg.as_str() {
             "--redis-url" => url = Some(value()?),
             "--nodes" => c.nodes = value()?.parse().context("--nodes: a number")?,

@@ -23,7 +23,10 @@ fn main() -> Result<()> {
     let mut sim: Option<PathBuf> = None;
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
-        let mut value = || it.next().with_context(|| format!("{arg} needs a value\n{USAGE}"));
+        let mut value = || {
+            it.next()
+                .with_context(|| format!("{arg} needs a value\n{USAGE}"))
+        };
         match arg.as_str() {
             "--nodes" => c.nodes = value()?.parse().context("--nodes: a number")?,
             "--duration" => c.duration = parse_duration(&value()?)?,

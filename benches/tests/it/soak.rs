@@ -9,14 +9,16 @@ use vramroute_benches::soak::{self, SoakConfig};
 
 #[test]
 fn soak_smoke_200_nodes() {
-    let mut config = SoakConfig::default();
-    config.nodes = 200;
-    config.duration = Duration::from_secs(10);
-    config.interval = Duration::from_secs(2);
-    config.sample_every = Duration::from_secs(2);
-    config.decision_rate = 2_000;
-    config.sim = env!("CARGO_BIN_EXE_vramroute-sim").into();
-    config.verbose = false;
+    let config = SoakConfig {
+        nodes: 200,
+        duration: Duration::from_secs(10),
+        interval: Duration::from_secs(2),
+        sample_every: Duration::from_secs(2),
+        decision_rate: 2_000,
+        sim: env!("CARGO_BIN_EXE_vramroute-sim").into(),
+        verbose: false,
+        ..SoakConfig::default()
+    };
     let report = soak::run(&config).expect("the soak completes");
     assert!(
         report.staleness_samples > 0,

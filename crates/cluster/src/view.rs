@@ -827,8 +827,16 @@ mod tests {
             let view = StatusView::from_cluster(cluster, "t".into(), 1.8e9, 30.0, 0.8);
             for n in &view.nodes {
                 let rpc = n.rpc.as_ref().expect("registered");
-                assert_eq!((rpc.host.as_str(), rpc.port), (&n.id[..8], port), "{}", n.id);
-                assert_eq!(n.cpu_ram_registered_mb, Some(cluster.rpc_nodes[0].record.cpu_ram_mb));
+                assert_eq!(
+                    (rpc.host.as_str(), rpc.port),
+                    (&n.id[..8], port),
+                    "{}",
+                    n.id
+                );
+                assert_eq!(
+                    n.cpu_ram_registered_mb,
+                    Some(cluster.rpc_nodes[0].record.cpu_ram_mb)
+                );
             }
         }
     }

@@ -227,7 +227,10 @@ fn same_loaded(old: &Snapshot, i: usize, new: &Snapshot, j: usize, model_map: &[
     let (a, b) = (&old.rows[i], &new.rows[j]);
     let slot = |s: u32, start: u32| if s == NO_SLOT { NO_SLOT } else { s - start };
     a.loaded().zip(b.loaded()).all(|(x, y)| {
-        let m = model_map.get(new.loaded_model[y] as usize).copied().unwrap_or(NONE);
+        let m = model_map
+            .get(new.loaded_model[y] as usize)
+            .copied()
+            .unwrap_or(NONE);
         m != NONE
             && m == old.loaded_model[x]
             && slot(old.loaded_slot[x], a.gpu_start) == slot(new.loaded_slot[y], b.gpu_start)
@@ -421,7 +424,8 @@ mod tests {
         let mut n = NodeSpec::new(id);
         for g in 0..rng.below(4) as u32 {
             let total = 2_000 + rng.below(30_000);
-            n.gpus.push(GpuSpec::new(g, total, Some(rng.below(total + 1))));
+            n.gpus
+                .push(GpuSpec::new(g, total, Some(rng.below(total + 1))));
         }
         for name in NAMES {
             if rng.below(3) == 0 {
@@ -484,8 +488,10 @@ mod tests {
     /// gives, bit for bit, along chains of churned snapshots.
     #[test]
     fn incremental_equals_fresh() {
-        let mut skip = SollolParams::default();
-        skip.skip_penalties_when_overwhelmed = false;
+        let skip = SollolParams {
+            skip_penalties_when_overwhelmed: false,
+            ..SollolParams::default()
+        };
         // Nodes whose bounds were reused (the test would prove nothing if none were).
         let mut reusable = 0;
         for seed in 0..40 {
@@ -531,20 +537,23 @@ mod tests {
         let mut a = NodeSpec::new("a");
         a.gpus.push(GpuSpec::new(0, 24_576, Some(20_000)));
         let s = Snapshot::build(vec![a], &SnapshotConfig::default()).expect("valid");
-        let custom = {
-            let mut p = SollolParams::default();
-            p.base_score = 120.0;
-            p
+        let custom = SollolParams {
+            base_score: 120.0,
+            ..SollolParams::default()
         };
         let first = s.prepared_for(&custom);
         let default = s.prepared_for(&SollolParams::default());
         assert!(Arc::ptr_eq(&first, &s.prepared_for(&custom)));
-        assert!(Arc::ptr_eq(&default, &s.prepared_for(&SollolParams::default())));
+        assert!(Arc::ptr_eq(
+            &default,
+            &s.prepared_for(&SollolParams::default())
+        ));
         // A fifth set evicts the oldest only.
         for base in [1.0, 2.0, 3.0] {
-            let mut p = SollolParams::default();
-            p.base_score = base;
-            s.prepared_for(&p);
+            s.prepared_for(&SollolParams {
+                base_score: base,
+                ..SollolParams::default()
+            });
         }
         assert_eq!(s.prepared.load().len(), MAX_PREPARED);
         assert!(!Arc::ptr_eq(&first, &s.prepared_for(&custom)));
