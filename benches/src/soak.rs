@@ -186,41 +186,6 @@ impl Histogram {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::Histogram;
-
-    #[test]
-    fn histogram_buckets_bound_their_values() {
-        for ns in [
-            0,
-            1,
-            1023,
-            1024,
-            1025,
-            5_000,
-            48_452,
-            1_000_000,
-            248_170_917,
-            u64::MAX / 3,
-        ] {
-            let up = Histogram::upper(Histogram::bucket(ns));
-            assert!(
-                up >= ns && (up - ns) as f64 <= ns as f64 / 60.0,
-                "{ns} -> {up}"
-            );
-        }
-        let mut h = Histogram::new();
-        for ns in 1..=1000 {
-            h.record(ns);
-        }
-        assert_eq!(
-            (h.quantile(0.5), h.quantile(0.99), h.quantile(1.0)),
-            (500, 990, 1000)
-        );
-    }
-}
-
 fn quantile_ms(sorted: &[f64], q: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -642,5 +607,40 @@ impl SoakReport {
             self.cpu_mean_percent,
             self.sim_summary,
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Histogram;
+
+    #[test]
+    fn histogram_buckets_bound_their_values() {
+        for ns in [
+            0,
+            1,
+            1023,
+            1024,
+            1025,
+            5_000,
+            48_452,
+            1_000_000,
+            248_170_917,
+            u64::MAX / 3,
+        ] {
+            let up = Histogram::upper(Histogram::bucket(ns));
+            assert!(
+                up >= ns && (up - ns) as f64 <= ns as f64 / 60.0,
+                "{ns} -> {up}"
+            );
+        }
+        let mut h = Histogram::new();
+        for ns in 1..=1000 {
+            h.record(ns);
+        }
+        assert_eq!(
+            (h.quantile(0.5), h.quantile(0.99), h.quantile(1.0)),
+            (500, 990, 1000)
+        );
     }
 }
