@@ -2,3 +2,5 @@
 pub mod plan_fixtures;
 pub mod registry_fixtures;
 pub mod route_fixtures;
+pub mod sim;
+pub mod soak;

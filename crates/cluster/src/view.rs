@@ -25,7 +25,7 @@ use vramroute_alloc::{ggml_device_of_sollol, EstimateSource};
 
 use crate::signals::{LoadSignals, NodeLoad};
 use vramroute_ollama::{PsResponse, TagsResponse};
-use vramroute_registry::{ClusterView, GpuOffload, GpuStatsRecord, RpcNodeRecord};
+use vramroute_registry::{ClusterView, GpuOffload, GpuStatsRecord, RpcNodeEntry, RpcNodeRecord};
 use vramroute_router::{
     GpuSpec, NodeSpec, ResidentModel as RouterModel, RpcEndpoint, SnapshotConfig,
 };
@@ -286,6 +286,36 @@ pub fn derived_ollama_url(node_id: &str) -> Option<String> {
     Some(format!("http://{node_id}"))
 }
 
+/// Lookup of a node's registration by host (and port): a binary search when the
+/// registrations are sorted by (host, port), as discovery returns them (a scan per node
+/// made building a view of 10,000 nodes quadratic), else the first match in order.
+struct Registrations<'a> {
+    entries: &'a [RpcNodeEntry],
+    sorted: bool,
+}
+
+impl<'a> Registrations<'a> {
+    fn of(entries: &'a [RpcNodeEntry]) -> Self {
+        let sorted = entries
+            .windows(2)
+            .all(|w| (&w[0].host, w[0].port) <= (&w[1].host, w[1].port));
+        Registrations { entries, sorted }
+    }
+
+    /// The registration of `host:port`, or with `port: None` the first of `host`.
+    fn find(&self, host: &str, port: Option<u16>) -> Option<&'a RpcNodeEntry> {
+        let matches = |e: &RpcNodeEntry| e.host == host && port.is_none_or(|p| e.port == p);
+        if !self.sorted {
+            return self.entries.iter().find(|e| matches(e));
+        }
+        let key = (host, port.unwrap_or(0));
+        let at = self
+            .entries
+            .partition_point(|e| (e.host.as_str(), e.port) < key);
+        self.entries.get(at).filter(|e| matches(e))
+    }
+}
+
 fn host_of(node_id: &str) -> &str {
     node_id.rsplit_once(':').map_or(node_id, |(h, _)| h)
 }
@@ -434,6 +464,7 @@ impl StatusView {
                 }
             }
         }
+        let registrations = Registrations::of(&cluster.rpc_nodes);
         let nodes = cluster
             .stats
             .iter()
@@ -444,11 +475,8 @@ impl StatusView {
                 let ahead_s = r.timestamp - now;
                 let from_future = ahead_s > FUTURE_SKEW_S;
                 let registration = match (&r.rpc_host, r.rpc_port) {
-                    (Some(h), Some(p)) => cluster
-                        .rpc_nodes
-                        .iter()
-                        .find(|e| &e.host == h && e.port == p),
-                    _ => cluster.rpc_nodes.iter().find(|e| e.host == host_of(id)),
+                    (Some(h), Some(p)) => registrations.find(h, Some(p)),
+                    _ => registrations.find(host_of(id), None),
                 };
                 let rpc = match (&r.rpc_host, r.rpc_port) {
                     (Some(h), Some(p)) => Some(RpcEndpoint::new(h.clone(), p)),
@@ -737,6 +765,7 @@ impl StatusView {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
     use vramroute_registry::{decode_rpc, decode_stats, Limits, RpcNodeEntry};
 
     use vramroute_registry::testing::fixtures::{
@@ -781,6 +810,40 @@ mod tests {
         assert!(old.nodes.iter().all(|n| n.stale));
         assert_eq!(old.totals.stale_nodes, 2);
         assert_eq!(old.totals.gpus, 0);
+    }
+
+    /// A node finds its registration by host (SOLLOL's records name no rpc port) among
+    /// many, whether the registrations come sorted (binary search) or not (a scan).
+    #[test]
+    fn registrations_are_found_sorted_or_not() {
+        let base = sollol_cluster();
+        let rpc = Arc::clone(&base.rpc_nodes[0].record);
+        let mut sorted = base.clone();
+        sorted.rpc_nodes = ["10.1.2.2", "10.1.2.3", "10.1.2.30", "10.1.2.4"]
+            .iter()
+            .flat_map(|h| {
+                let rpc = Arc::clone(&rpc);
+                [50052u16, 50053].map(move |p| RpcNodeEntry::new(*h, p, Arc::clone(&rpc)))
+            })
+            .collect();
+        let mut unsorted = sorted.clone();
+        unsorted.rpc_nodes.reverse();
+        for (cluster, port) in [(&sorted, 50052), (&unsorted, 50053)] {
+            let view = StatusView::from_cluster(cluster, "t".into(), 1.8e9, 30.0, 0.8);
+            for n in &view.nodes {
+                let rpc = n.rpc.as_ref().expect("registered");
+                assert_eq!(
+                    (rpc.host.as_str(), rpc.port),
+                    (&n.id[..8], port),
+                    "{}",
+                    n.id
+                );
+                assert_eq!(
+                    n.cpu_ram_registered_mb,
+                    Some(cluster.rpc_nodes[0].record.cpu_ram_mb)
+                );
+            }
+        }
     }
 
     #[test]

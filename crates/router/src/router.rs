@@ -129,8 +129,12 @@ impl Router {
     /// Swaps in a new snapshot; reservations on the old one are dropped (the new reports
     /// are assumed to show the memory). Routing threads keep the old snapshot until their
     /// call returns.
+    ///
+    /// Preparation is incremental: the pruned search's bounds of every node unchanged
+    /// since the current snapshot are reused, and every `sollol` parameter set prepared
+    /// on it is prepared on the new one too.
     pub fn update(&self, snapshot: Snapshot) {
-        snapshot.prepare(&self.policy.load());
+        snapshot.prepare_from(&self.snapshot.load(), &self.policy.load());
         self.snapshot.store(Arc::new(snapshot));
     }
 
@@ -138,7 +142,7 @@ impl Router {
     /// id and GPU index), for reports that may predate loads still in progress. A
     /// reservation made concurrently with the swap may be lost.
     pub fn update_keep_reservations(&self, snapshot: Snapshot) {
-        snapshot.prepare(&self.policy.load());
+        snapshot.prepare_from(&self.snapshot.load(), &self.policy.load());
         let new = Arc::new(snapshot);
         let old = self.snapshot.swap(Arc::clone(&new));
         new.carry_reservations_from(&old);

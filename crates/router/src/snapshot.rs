@@ -9,14 +9,20 @@
 use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
 
-use arc_swap::ArcSwapOption;
+use arc_swap::ArcSwap;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{invalid_config, Error, Result};
 use crate::input::NodeSpec;
 use crate::model_name::{is_clean, normalize_model_name, untagged_alias};
 use crate::policy::SollolParams;
+
+/// Most `sollol` parameter sets a snapshot keeps prepared at once (a configured policy,
+/// the defaults a request's `?policy=sollol` asks for, and a few more); a further set
+/// evicts the oldest.
+pub(crate) const MAX_PREPARED: usize = 4;
 
 /// Most distinct labels a snapshot can index (they become bits of a `u64`).
 pub const MAX_LABELS: usize = 64;
@@ -282,8 +288,9 @@ pub struct Snapshot {
     pub(crate) by_max_free: Vec<(u64, u32)>,
     /// One bit per node that ever had a reservation on this snapshot.
     pub(crate) reserved_bits: Box<[AtomicU64]>,
-    /// Per-policy score bounds, built on first use (see `prune.rs`).
-    pub(crate) prepared: ArcSwapOption<Prepared>,
+    /// Per-policy score bounds, one set per `sollol` parameter set used on this snapshot
+    /// (at most [`MAX_PREPARED`], oldest evicted), built on first use (see `prune.rs`).
+    pub(crate) prepared: ArcSwap<Vec<Arc<Prepared>>>,
 }
 
 static NEXT_SNAPSHOT_ID: AtomicU64 = AtomicU64::new(1);
@@ -540,7 +547,7 @@ impl Snapshot {
             model_nodes,
             by_max_free,
             reserved_bits,
-            prepared: ArcSwapOption::empty(),
+            prepared: ArcSwap::from_pointee(Vec::new()),
         })
     }
 
@@ -671,4 +678,10 @@ pub(crate) struct Prepared {
     /// Per interned model: eligible nodes where it is loaded, by descending bound of the
     /// warm placement's score.
     pub(crate) warm: Vec<Vec<(f64, u32)>>,
+    /// Per node: its bounds for large and small models (0 for ineligible nodes), kept
+    /// for the next snapshot's `build_reusing`.
+    pub(crate) bounds: Vec<[f64; 2]>,
+    /// Per loaded entry: the warm bound of its model on its node (0 for ineligible
+    /// nodes).
+    pub(crate) warm_of: Vec<f64>,
 }

@@ -1,0 +1,95 @@
+//! What a coordinator pays for every view it publishes: registry records → `StatusView`
+//! → node specs → snapshot → `Router::update`, through `LiveCluster::publish`.
+//!
+//! Stable ids: `live_publish/1000`, `live_publish/10000` (the records of the `registry`
+//! bench's synthetic nodes, two GPUs each; between publishes the stats of every tenth
+//! node are replaced by a new record with other free VRAM, as a delta discovery returns
+//! them: unchanged records are the same `Arc`s), and the part of it before the router,
+//! `live_view/1000`, `live_view/10000` (`LiveConfig::view_of` alone).
+//! Run: `cargo bench -p vramroute-benches --bench live`.
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use vramroute_benches::registry_fixtures::{node_id, rpc_host, rpc_record, stats_record};
+use vramroute_cluster::{LiveCluster, LiveConfig};
+use vramroute_registry::{ClusterView, RpcNodeEntry};
+use vramroute_router::Policy;
+
+/// The records of `nodes` synthetic nodes as one discovery returns them.
+fn cluster(nodes: usize) -> ClusterView {
+    let mut view = ClusterView::default();
+    view.stats = (0..nodes)
+        .map(|i| (node_id(i), Arc::new(stats_record(i))))
+        .collect();
+    view.stats.sort_by(|a, b| a.0.cmp(&b.0));
+    view.rpc_nodes = (0..nodes)
+        .map(|i| RpcNodeEntry::new(rpc_host(i), 50052, Arc::new(rpc_record(i))))
+        .collect();
+    view.rpc_nodes
+        .sort_by(|a, b| (&a.host, a.port).cmp(&(&b.host, b.port)));
+    view
+}
+
+/// Replaces the stats record of every tenth node (offset by `round`) with one whose
+/// free VRAM moved, as the next delta discovery would.
+fn churn(view: &mut ClusterView, round: usize) {
+    for (i, (_, record)) in view.stats.iter_mut().enumerate() {
+        if (i + round).is_multiple_of(10) {
+            let mut r = (**record).clone();
+            for g in &mut r.gpus {
+                g.memory_free_mb = g.memory_free_mb.map(|f| (f + 512) % 20_000);
+            }
+            r.timestamp += 5.0;
+            *record = Arc::new(r);
+        }
+    }
+}
+
+fn now(view: &ClusterView) -> f64 {
+    view.stats
+        .iter()
+        .map(|(_, r)| r.timestamp)
+        .fold(0.0, f64::max)
+        + 1.0
+}
+
+fn live(c: &mut Criterion) {
+    let config = LiveConfig::default();
+    for nodes in [1000usize, 10_000] {
+        let mut records = cluster(nodes);
+        let mut group = c.benchmark_group("live_view");
+        group.throughput(Throughput::Elements(nodes as u64));
+        group.bench_with_input(BenchmarkId::from_parameter(nodes), &nodes, |b, _| {
+            b.iter(|| config.view_of(black_box(&records), &[], "bench".to_owned(), now(&records)))
+        });
+        group.finish();
+
+        let first = config.view_of(&records, &[], "bench".to_owned(), now(&records));
+        let live = LiveCluster::new(first, Policy::default(), config.clone()).expect("valid");
+        let mut round = 0;
+        let mut group = c.benchmark_group("live_publish");
+        group.throughput(Throughput::Elements(nodes as u64));
+        group.bench_with_input(BenchmarkId::from_parameter(nodes), &nodes, |b, _| {
+            b.iter_batched(
+                || {
+                    round += 1;
+                    churn(&mut records, round);
+                    config.view_of(&records, &[], "bench".to_owned(), now(&records))
+                },
+                |view| live.publish(view, 0),
+                criterion::BatchSize::LargeInput,
+            )
+        });
+        group.finish();
+    }
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
+    targets = live
+}
+criterion_main!(benches);

@@ -1,0 +1,646 @@
+//! The soak harness (`vramroute-soak`): a coordinator following a simulated cluster for
+//! a while, measured.
+//!
+//! This process is the coordinator side: a [`LiveCluster`] following the registry
+//! exactly as `vramroute-coordinator daemon` does (a `RegistryFeed` over a
+//! `RedisRegistry`, change push plus rediscovery, a new router per view; no HTTP
+//! server), so its RSS and CPU time are the coordinator's plus the measuring loops'.
+//! The load is `vramroute-sim`, a child process, against the same Redis (by default a
+//! private `redis-server` this harness starts; or `--redis-url`, or a 3-master Redis
+//! Cluster it starts with `--cluster`).
+//!
+//! Measured:
+//! - **decisions**: a thread routes `llama3.1:8b` (4700 MiB) through the live router at
+//!   a paced rate while views refresh; every call is timed (ns histogram): decisions/s,
+//!   p50/p99/max.
+//! - **staleness**: the harness owns two extra "probe" nodes and, about once a second,
+//!   writes one of them (through the same registry writer) with a 192 GiB GPU that is
+//!   the only place a probe model (120,000 MiB, GPU only) fits, after writing the other
+//!   one back to a small GPU; then it routes the probe request every millisecond until
+//!   the router picks the stamped node. Staleness = that moment minus the moment the
+//!   write started: registry write → change push → discovery → view → snapshot → router.
+//! - **RSS and CPU** of this process (`/proc/self`), sampled every `sample_every`.
+
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use serde_json::json;
+use vramroute_cluster::{LiveCluster, LiveConfig, RegistryFeed};
+use vramroute_registry::testing::{RedisCluster, RedisServer};
+use vramroute_registry::{GpuStat, GpuStatsRecord, RedisRegistry, Registry, RegistryConfig};
+use vramroute_router::{Policy, Request};
+
+/// How a soak runs.
+#[derive(Debug, Clone)]
+pub struct SoakConfig {
+    /// Simulated nodes.
+    pub nodes: usize,
+    /// How long the measured run lasts (after the first discovery).
+    pub duration: Duration,
+    /// The simulator's report interval.
+    pub interval: Duration,
+    /// `vramroute-sim`'s executable.
+    pub sim: std::path::PathBuf,
+    /// A Redis to use instead of starting one (`redis://…`, `redis-cluster://…`).
+    pub redis_url: Option<String>,
+    /// Start a 3-master Redis Cluster instead of one server.
+    pub cluster: bool,
+    /// Paced decisions per second on the decision thread.
+    pub decision_rate: u64,
+    /// How often RSS and CPU are sampled (and a progress line printed).
+    pub sample_every: Duration,
+    /// Fraction of nodes leaving per minute (passed to the simulator).
+    pub leave_per_min: f64,
+    /// Print progress lines to stderr.
+    pub verbose: bool,
+}
+
+impl Default for SoakConfig {
+    fn default() -> Self {
+        SoakConfig {
+            nodes: 1000,
+            duration: Duration::from_secs(600),
+            interval: Duration::from_secs(5),
+            sim: std::path::PathBuf::from("vramroute-sim"),
+            redis_url: None,
+            cluster: false,
+            decision_rate: 10_000,
+            sample_every: Duration::from_secs(10),
+            leave_per_min: 0.01,
+            verbose: true,
+        }
+    }
+}
+
+/// One RSS/CPU sample.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct Sample {
+    /// Seconds since the measured run began.
+    pub t_s: f64,
+    /// Resident set size, MiB.
+    pub rss_mib: f64,
+    /// CPU used since the previous sample, % of one core.
+    pub cpu_percent: f64,
+    /// Nodes in the current view.
+    pub nodes: usize,
+}
+
+/// What a soak measured.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SoakReport {
+    /// Simulated nodes.
+    pub nodes: usize,
+    /// Measured seconds.
+    pub duration_s: f64,
+    /// Redis used (`private redis-server`, `private 3-master cluster`, or the URL's host).
+    pub redis: String,
+    /// Decisions made on the decision thread.
+    pub decisions: u64,
+    /// Their rate.
+    pub decisions_per_s: f64,
+    /// Decision latency percentiles, ns: p50, p99, p99.9, max.
+    pub decision_ns: [u64; 4],
+    /// Staleness samples taken.
+    pub staleness_samples: usize,
+    /// Staleness percentiles, ms: p50, p99, max (0 when no sample).
+    pub staleness_ms: [f64; 3],
+    /// Stamps the router never reflected within 30 s.
+    pub staleness_timeouts: usize,
+    /// RSS/CPU samples.
+    pub samples: Vec<Sample>,
+    /// RSS at the end, MiB.
+    pub rss_end_mib: f64,
+    /// RSS growth over the last half of the run (or its last 5 minutes, if shorter), %.
+    pub rss_growth_percent: f64,
+    /// Mean CPU over the run, % of one core.
+    pub cpu_mean_percent: f64,
+    /// The simulator's final counters line.
+    pub sim_summary: String,
+}
+
+/// Latencies in ns: exact below 1024 ns, then 64 buckets per power of two (within
+/// 1.6 %), reported as a bucket's upper end. A fixed 3,776-bucket array: recording
+/// allocates nothing and touches no new memory as the tail fills (an exact array of
+/// every nanosecond did, and its pages showed up as RSS growth).
+struct Histogram {
+    counts: Vec<u64>,
+}
+
+impl Histogram {
+    const EXACT: u64 = 1024;
+    const SUB: u64 = 64;
+
+    fn new() -> Self {
+        Histogram {
+            counts: vec![0; Self::bucket(u64::MAX) + 1],
+        }
+    }
+
+    fn bucket(ns: u64) -> usize {
+        if ns < Self::EXACT {
+            return ns as usize;
+        }
+        let exp = u64::from(63 - ns.leading_zeros());
+        let sub = (ns >> (exp - 6)) & (Self::SUB - 1);
+        (Self::EXACT + (exp - 10) * Self::SUB + sub) as usize
+    }
+
+    /// The largest value of bucket `b`.
+    fn upper(b: usize) -> u64 {
+        let b = b as u64;
+        if b < Self::EXACT {
+            return b;
+        }
+        let exp = (b - Self::EXACT) / Self::SUB + 10;
+        let sub = (b - Self::EXACT) % Self::SUB;
+        let low = (1u64 << exp) | (sub << (exp - 6));
+        low.saturating_add((1u64 << (exp - 6)) - 1)
+    }
+
+    fn record(&mut self, ns: u64) {
+        self.counts[Self::bucket(ns)] += 1;
+    }
+
+    fn total(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    /// The `q` quantile (0–1), ns (a bucket's upper end).
+    fn quantile(&self, q: f64) -> u64 {
+        let total = self.total();
+        if total == 0 {
+            return 0;
+        }
+        let rank = ((q * total as f64).ceil() as u64).clamp(1, total);
+        let mut seen = 0;
+        for (b, c) in self.counts.iter().enumerate() {
+            seen += c;
+            if seen >= rank {
+                return Self::upper(b);
+            }
+        }
+        u64::MAX
+    }
+}
+
+fn quantile_ms(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[i]
+}
+
+/// (RSS MiB, CPU seconds used so far) of this process.
+fn self_usage() -> (f64, f64) {
+    let rss_kib = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<f64>().ok())
+        })
+        .unwrap_or(0.0);
+    // utime and stime are fields 14 and 15, after the parenthesised command name.
+    let ticks = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            let rest = s.rsplit_once(')')?.1;
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            Some(f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?)
+        })
+        .unwrap_or(0.0);
+    // USER_HZ is 100 on Linux.
+    (rss_kib / 1024.0, ticks / 100.0)
+}
+
+/// The probe nodes' ids (outside the simulator's address range).
+const PROBES: [&str; 2] = ["127.254.0.1:11434", "127.254.0.2:11434"];
+/// The probe model's size: no simulated GPU (at most 80 GiB × 0.8 usable) can hold it.
+const PROBE_MIB: u64 = 120_000;
+
+fn probe_record(id: &str, big: bool) -> GpuStatsRecord {
+    let mut r = GpuStatsRecord::new(id, "amd", crate::sim::unix_now());
+    let (total, free) = if big {
+        (196_608, 190_000)
+    } else {
+        (16_384, 15_000)
+    };
+    let mut g = GpuStat::new(
+        0,
+        if big {
+            "AMD Instinct MI300X"
+        } else {
+            "AMD Radeon RX 7800 XT"
+        },
+    );
+    g.memory_total_mb = Some(total);
+    g.memory_free_mb = Some(free);
+    g.memory_used_mb = Some(total - free);
+    r.gpus = vec![g];
+    r.cpu_ram_total_mb = Some(65_536);
+    r.cpu_ram_free_mb = Some(32_768);
+    r.cpu_count = Some(32);
+    r
+}
+
+/// Where the soak's Redis comes from; servers it started stop when this drops.
+enum Redis {
+    Server(RedisServer),
+    Cluster(RedisCluster),
+    External(String),
+}
+
+impl Redis {
+    fn url(&self) -> String {
+        match self {
+            Redis::Server(s) => s.url(),
+            Redis::Cluster(c) => c.url(),
+            Redis::External(u) => u.clone(),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Redis::Server(_) => "private redis-server (loopback)".to_owned(),
+            Redis::Cluster(_) => "private 3-master Redis Cluster (loopback)".to_owned(),
+            Redis::External(u) => vramroute_registry::redact_url(u),
+        }
+    }
+}
+
+struct SimChild(Child);
+
+impl Drop for SimChild {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs a soak and returns what it measured. Bounded: the simulator gets the duration
+/// plus a margin and stops by itself; every wait here is bounded.
+pub fn run(config: &SoakConfig) -> Result<SoakReport> {
+    let redis = match (&config.redis_url, config.cluster) {
+        (Some(url), _) => Redis::External(url.clone()),
+        (None, false) => Redis::Server(RedisServer::start().context("cannot start redis-server")?),
+        (None, true) => Redis::Cluster(
+            RedisCluster::with_masters(3).context("cannot start a 3-master Redis Cluster")?,
+        ),
+    };
+    let url = redis.url();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("tokio runtime")?;
+    let log = |line: String| {
+        if config.verbose {
+            eprintln!("{line}");
+        }
+    };
+
+    // The simulator, for the run plus time to reach the first full view.
+    let warmup = Duration::from_secs(10).max(config.interval * 2);
+    let sim_duration = warmup + config.duration + Duration::from_secs(5);
+    let mut sim = SimChild(
+        Command::new(&config.sim)
+            .arg("--redis-url")
+            .arg(&url)
+            .arg("--nodes")
+            .arg(config.nodes.to_string())
+            .arg("--interval")
+            .arg(format!("{}ms", config.interval.as_millis()))
+            .arg("--duration")
+            .arg(format!("{}s", sim_duration.as_secs()))
+            .arg("--leave-per-min")
+            .arg(config.leave_per_min.to_string())
+            .stdout(Stdio::piped())
+            .stderr(if config.verbose {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
+            .spawn()
+            .with_context(|| format!("cannot start {}", config.sim.display()))?,
+    );
+
+    let mut reg_config = RegistryConfig::default();
+    reg_config.poll_interval = Duration::from_secs(2);
+    reg_config.command_timeout = Duration::from_secs(10);
+    let (live, writer) = runtime.block_on(async {
+        let reader = RedisRegistry::connect(&url, reg_config.clone()).await?;
+        let writer = RedisRegistry::connect(&url, reg_config).await?;
+        for id in PROBES {
+            writer.publish_stats(&probe_record(id, false)).await?;
+        }
+        let feed = Arc::new(RegistryFeed::new(reader, redis.describe()));
+        let live = Arc::new(
+            LiveCluster::start(feed.as_ref(), Policy::default(), LiveConfig::default()).await?,
+        );
+        tokio::spawn(live.clone().follow(feed));
+        anyhow::Ok((live, writer))
+    })?;
+
+    // Warm-up: until the view holds (nearly) every simulated node.
+    let warm_deadline = Instant::now() + warmup + Duration::from_secs(60);
+    while live.view().nodes.len() < config.nodes * 9 / 10 {
+        if Instant::now() > warm_deadline {
+            bail!(
+                "the view holds {} of {} nodes after the warm-up: is the simulator writing?",
+                live.view().nodes.len(),
+                config.nodes
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    log(format!(
+        "warm: {} nodes in the view; measuring for {:?}",
+        live.view().nodes.len(),
+        config.duration
+    ));
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let start = Instant::now();
+    let end = start + config.duration;
+
+    // Decision thread: paced batches, every call timed.
+    let decisions = Arc::new(AtomicU64::new(0));
+    let decider = {
+        let live = live.clone();
+        let stop = stop.clone();
+        let decisions = decisions.clone();
+        let rate = config.decision_rate.max(100);
+        std::thread::spawn(move || {
+            let mut hist = Histogram::new();
+            let req = Request::new("llama3.1:8b", 4700);
+            let batch = rate / 100;
+            let mut next = Instant::now();
+            while !stop.load(Ordering::Relaxed) {
+                for _ in 0..batch {
+                    let t = Instant::now();
+                    let d = live.router().route(&req);
+                    let ns = t.elapsed().as_nanos() as u64;
+                    std::hint::black_box(&d);
+                    hist.record(ns);
+                }
+                decisions.fetch_add(batch, Ordering::Relaxed);
+                next += Duration::from_millis(10);
+                let now = Instant::now();
+                if next > now {
+                    std::thread::sleep(next - now);
+                } else {
+                    next = now;
+                }
+            }
+            hist
+        })
+    };
+
+    // Staleness: stamp, then poll the router every millisecond until it follows.
+    let staleness = Arc::new(Mutex::new((Vec::<f64>::new(), 0usize)));
+    let stamper = {
+        let live = live.clone();
+        let stop = stop.clone();
+        let staleness = staleness.clone();
+        let handle = runtime.handle().clone();
+        std::thread::spawn(move || {
+            let probe = Request::new("staleness-probe", PROBE_MIB)
+                .allow_cpu(false)
+                .needs_gpu(true);
+            let mut k = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                let (target, other) = (PROBES[k % 2], PROBES[(k + 1) % 2]);
+                k += 1;
+                let wrote = handle.block_on(async {
+                    writer.publish_stats(&probe_record(other, false)).await?;
+                    let t0 = Instant::now();
+                    writer.publish_stats(&probe_record(target, true)).await?;
+                    anyhow::Ok(t0)
+                });
+                let Ok(t0) = wrote else {
+                    std::thread::sleep(Duration::from_millis(200));
+                    continue;
+                };
+                let give_up = t0 + Duration::from_secs(30);
+                let mut seen = None;
+                while Instant::now() < give_up && !stop.load(Ordering::Relaxed) {
+                    if let Ok(d) = live.router().route(&probe) {
+                        let snap = live.router().snapshot();
+                        if d.snapshot == snap.id() && snap.node(d.node).id == target {
+                            seen = Some(t0.elapsed());
+                            break;
+                        }
+                    }
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                let mut s = staleness.lock().unwrap_or_else(|p| p.into_inner());
+                match seen {
+                    Some(d) => s.0.push(d.as_secs_f64() * 1000.0),
+                    None if !stop.load(Ordering::Relaxed) => s.1 += 1,
+                    None => {}
+                }
+                drop(s);
+                // About one stamp a second, at a varying phase against the view refresh.
+                std::thread::sleep(Duration::from_millis(700 + (k as u64 * 137) % 600));
+            }
+        })
+    };
+
+    // Sampling on this thread.
+    let mut samples = Vec::new();
+    let (_, mut cpu_prev) = self_usage();
+    let mut t_prev = Instant::now();
+    let cpu_start = cpu_prev;
+    while Instant::now() < end {
+        let wait = config
+            .sample_every
+            .min(end.saturating_duration_since(Instant::now()));
+        std::thread::sleep(wait);
+        let (rss, cpu) = self_usage();
+        let dt = t_prev.elapsed().as_secs_f64();
+        let sample = Sample {
+            t_s: start.elapsed().as_secs_f64(),
+            rss_mib: rss,
+            cpu_percent: if dt > 0.0 {
+                100.0 * (cpu - cpu_prev) / dt
+            } else {
+                0.0
+            },
+            nodes: live.view().nodes.len(),
+        };
+        cpu_prev = cpu;
+        t_prev = Instant::now();
+        let st = staleness.lock().unwrap_or_else(|p| p.into_inner());
+        log(format!(
+            "t={:>6.0}s rss={:>7.1} MiB cpu={:>5.1}% nodes={} decisions={} staleness_samples={}",
+            sample.t_s,
+            sample.rss_mib,
+            sample.cpu_percent,
+            sample.nodes,
+            decisions.load(Ordering::Relaxed),
+            st.0.len()
+        ));
+        drop(st);
+        samples.push(sample);
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    let hist = decider
+        .join()
+        .map_err(|_| anyhow::anyhow!("decision thread panicked"))?;
+    stamper
+        .join()
+        .map_err(|_| anyhow::anyhow!("staleness thread panicked"))?;
+    let (_, cpu_end) = self_usage();
+
+    let sim_summary = stop_sim(&mut sim.0);
+    drop(sim);
+    runtime.shutdown_timeout(Duration::from_secs(2));
+    let redis_name = redis.describe();
+    drop(redis);
+
+    let (mut stale, timeouts) = staleness
+        .lock()
+        .map(|s| s.clone())
+        .unwrap_or_else(|p| p.into_inner().clone());
+    stale.sort_by(f64::total_cmp);
+    let rss_end = samples.last().map_or(0.0, |s| s.rss_mib);
+    let tail_from = (elapsed / 2.0).max(elapsed - 300.0);
+    let rss_tail_start = samples
+        .iter()
+        .find(|s| s.t_s >= tail_from)
+        .map_or(rss_end, |s| s.rss_mib);
+    let total = hist.total();
+    Ok(SoakReport {
+        nodes: config.nodes,
+        duration_s: elapsed,
+        redis: redis_name,
+        decisions: total,
+        decisions_per_s: total as f64 / elapsed,
+        decision_ns: [
+            hist.quantile(0.5),
+            hist.quantile(0.99),
+            hist.quantile(0.999),
+            hist.quantile(1.0),
+        ],
+        staleness_samples: stale.len(),
+        staleness_ms: [
+            quantile_ms(&stale, 0.5),
+            quantile_ms(&stale, 0.99),
+            stale.last().copied().unwrap_or(0.0),
+        ],
+        staleness_timeouts: timeouts,
+        rss_end_mib: rss_end,
+        rss_growth_percent: if rss_tail_start > 0.0 {
+            100.0 * (rss_end - rss_tail_start) / rss_tail_start
+        } else {
+            0.0
+        },
+        cpu_mean_percent: 100.0 * (cpu_end - cpu_start) / elapsed,
+        samples,
+        sim_summary,
+    })
+}
+
+/// Asks the simulator to stop (SIGTERM, as a service manager would), waits up to 10 s
+/// for it, and returns its last stdout line (its counters).
+fn stop_sim(child: &mut Child) -> String {
+    use std::io::Read;
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let mut out = String::new();
+    if let Some(mut stdout) = child.stdout.take() {
+        let _ = stdout.read_to_string(&mut out);
+    }
+    out.lines().last().map_or_else(
+        || "no counters (the simulator did not stop cleanly)".to_owned(),
+        str::to_owned,
+    )
+}
+
+impl SoakReport {
+    /// The report as a JSON value.
+    pub fn to_json(&self) -> serde_json::Value {
+        json!(self)
+    }
+
+    /// The report in words, one figure a line.
+    pub fn render(&self) -> String {
+        format!(
+            "nodes {}, {:.0} s measured, {}\n\
+             decisions: {} ({:.0}/s), latency p50 {} ns, p99 {} ns, p99.9 {} ns, max {} ns\n\
+             staleness: {} samples, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms, {} not seen within 30 s\n\
+             RSS: {:.1} MiB at the end, {:+.1} % over the last part of the run; CPU {:.1} % of one core on average\n\
+             simulator: {}\n",
+            self.nodes,
+            self.duration_s,
+            self.redis,
+            self.decisions,
+            self.decisions_per_s,
+            self.decision_ns[0],
+            self.decision_ns[1],
+            self.decision_ns[2],
+            self.decision_ns[3],
+            self.staleness_samples,
+            self.staleness_ms[0],
+            self.staleness_ms[1],
+            self.staleness_ms[2],
+            self.staleness_timeouts,
+            self.rss_end_mib,
+            self.rss_growth_percent,
+            self.cpu_mean_percent,
+            self.sim_summary,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Histogram;
+
+    #[test]
+    fn histogram_buckets_bound_their_values() {
+        for ns in [
+            0,
+            1,
+            1023,
+            1024,
+            1025,
+            5_000,
+            48_452,
+            1_000_000,
+            248_170_917,
+            u64::MAX / 3,
+        ] {
+            let up = Histogram::upper(Histogram::bucket(ns));
+            assert!(
+                up >= ns && (up - ns) as f64 <= ns as f64 / 60.0,
+                "{ns} -> {up}"
+            );
+        }
+        let mut h = Histogram::new();
+        for ns in 1..=1000 {
+            h.record(ns);
+        }
+        assert_eq!(
+            (h.quantile(0.5), h.quantile(0.99), h.quantile(1.0)),
+            (500, 990, 1000)
+        );
+    }
+}

@@ -1,0 +1,2 @@
+//! Integration tests of the benchmark tools: the soak harness's smoke run.
+mod soak;
