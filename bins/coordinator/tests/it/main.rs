@@ -10,3 +10,4 @@ pub(crate) mod support;
 mod cli;
 mod cluster;
 mod daemon;
+mod hostile;
