@@ -86,7 +86,8 @@ fn status_stays_small_beside_a_huge_junk_value() {
     let id = write_sollol_node(&redis, 11434, 50052, now());
     let bytes = junk_mib() << 20;
     // Made by the server (SETRANGE pads with zeros): the test never holds the value.
-    for key in ["sollol:gpu:junk:11434", "sollol:rpc:node:10.9.9.9:50052"] {
+    let junk = keys::gpu_stats_key("junk:11434");
+    for key in [&junk, &keys::rpc_node_key("10.9.9.9", 50052)] {
         redis
             .cli(&["SETRANGE", key, &(bytes - 1).to_string(), "x"])
             .unwrap();
@@ -98,10 +99,7 @@ fn status_stays_small_beside_a_huge_junk_value() {
     assert_eq!(view["nodes"].as_array().unwrap().len(), 1, "{view}");
     // The operator is told which key was skipped and why.
     let err = stderr(&out);
-    assert!(
-        err.contains("sollol:gpu:junk:11434") && err.contains("not read"),
-        "{err}"
-    );
+    assert!(err.contains(&junk) && err.contains("not read"), "{err}");
     assert!(
         kib < 64 * 1024,
         "status peaked at {kib} KiB beside a {} MiB value",
