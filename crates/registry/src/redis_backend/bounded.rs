@@ -180,6 +180,11 @@ impl RedisRegistry {
         }
     }
 
+    /// Whether any junk key is remembered.
+    pub(super) fn has_junk(&self) -> bool {
+        !self.junk().by_key.is_empty()
+    }
+
     /// Forgets what is remembered of `keys` (written since: a keyspace event or our change
     /// log named them), so the next read reads them.
     pub(super) fn forget_junk(&self, keys: impl Iterator<Item = String>) {

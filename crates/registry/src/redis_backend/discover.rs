@@ -127,21 +127,25 @@ impl RedisRegistry {
         let confirms = scores.len();
         // Keys written since (named by keyspace events or our log): what is remembered
         // of them as junk is stale.
-        let changed: Vec<String> = dirty
-            .0
-            .iter()
-            .map(String::as_str)
-            .chain(head.stats.to_confirm())
-            .map(keys::gpu_stats_key)
-            .chain(
-                dirty
-                    .1
-                    .iter()
-                    .map(String::as_str)
-                    .chain(head.rpc.to_confirm())
-                    .map(rpc_key),
-            )
-            .collect();
+        let changed: Vec<String> = if self.has_junk() {
+            dirty
+                .0
+                .iter()
+                .map(String::as_str)
+                .chain(head.stats.to_confirm())
+                .map(keys::gpu_stats_key)
+                .chain(
+                    dirty
+                        .1
+                        .iter()
+                        .map(String::as_str)
+                        .chain(head.rpc.to_confirm())
+                        .map(rpc_key),
+                )
+                .collect()
+        } else {
+            Vec::new()
+        };
         let (gpu_vals, rpc_vals, scores) = if counts == [0, 0] {
             (Vec::new(), Vec::new(), Vec::new())
         } else {
