@@ -12,7 +12,9 @@ use crate::record::{GpuStatsRecord, RouterMetadata, RpcNodeRecord};
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct Limits {
-    /// Largest accepted value, in bytes (checked before parsing). Default 256 KiB.
+    /// Largest accepted value, in bytes. Default 256 KiB. Checked before parsing; the
+    /// Redis backend checks it before reading (a longer value is never transferred, only
+    /// its length: see `docs/registry.md`, "Oversized values, junk keys and floods").
     pub max_record_bytes: usize,
     /// Most GPUs per record (`gpus`, `gpu_devices`, …). Default 256.
     pub max_gpus: usize,
