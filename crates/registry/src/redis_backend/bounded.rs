@@ -2,18 +2,19 @@
 //! not read again while they stay the same, and index pruning costs each discovery a
 //! bounded amount of work however many bogus members an index holds.
 //!
-//! - **Size check before the read, in the same round trip.** Record keys are read by one
-//!   `EVAL` of `FETCH_BOUNDED` (a `STRLEN` before each `GET`; a value longer than
-//!   [`Limits::max_record_bytes`](crate::Limits::max_record_bytes) comes back as its
-//!   length only). Where the server refuses scripts (an ACL without `+eval`, scripting
-//!   disabled) or on a Redis Cluster (one script may not touch keys of several slots),
-//!   each key is read by a pipelined `STRLEN` plus `GETRANGE key 0 cap`: at most
-//!   `cap + 1` bytes of a value, whatever its size.
+//! - **Size check before the read, in the same round trip.** Each record key is read by
+//!   a pipelined `STRLEN` plus `GETRANGE key 0 cap` (cap =
+//!   [`Limits::max_record_bytes`](crate::Limits::max_record_bytes)): at most `cap + 1`
+//!   bytes of a value, whatever its size, and its exact length for the reason. Measured
+//!   against the `MGET` it replaces and against a Lua script doing `STRLEN` then `GET`
+//!   per key (which copies every value through Lua): the pipeline was the faster of the
+//!   two bounded reads (`docs/registry.md`, "Benchmarks"); it needs no script permission
+//!   and works alike on a Redis Cluster.
 //! - **Junk is remembered until it changes.** A key found over the cap, holding another
 //!   Redis type, or not decoding is remembered with its length (or "wrong type"). The
-//!   next discoveries pass that length to the script, which answers with the length alone
-//!   while it is unchanged, and the remembered reason is reported again without reading
-//!   the value (a wrongly typed key costs no `TYPE` round trip either). Change is
+//!   next discoveries send only its `STRLEN`; while the length is unchanged the
+//!   remembered reason is reported again without reading the value (a wrongly typed key
+//!   costs no `TYPE` round trip either). Change is
 //!   detected by the length (`STRLEN`, O(1)), by a keyspace event naming the key, by a
 //!   change-log entry naming it, and at the latest after `full_read_interval` (a rewrite
 //!   to the same length that no event announced is read within that time). Redis keeps no
@@ -32,9 +33,9 @@ use std::time::Instant;
 use redis::{Cmd, RedisError, RedisResult, Value};
 
 use super::exec::is_wrong_type;
-use super::scripts::{FETCH_BOUNDED, PRUNE_INDEX};
+use super::scripts::PRUNE_INDEX;
 use super::state::{Junk, JunkEntry, RedisRegistry};
-use super::value::{array_of, score_of, ttl_ms, unix_ms};
+use super::value::{score_of, ttl_ms, unix_ms};
 use crate::error::{scrub, Error, Result};
 
 /// Most index entries pruned at each end of an index by one discovery (about 0.1 s of
@@ -90,7 +91,7 @@ enum Reply {
 }
 
 impl RedisRegistry {
-    /// Whether discovery reads with its Lua scripts (not on a cluster, nor after the
+    /// Whether discovery prunes with its Lua script (not on a cluster, nor after the
     /// server refused one).
     fn scripted(&self) -> bool {
         !self.is_cluster() && !self.inner.no_scripts.load(Ordering::Relaxed)
@@ -245,80 +246,34 @@ impl RedisRegistry {
             .collect()
     }
 
-    /// The commands reading `keys`, bounded (see the module doc).
-    fn fetch_cmds(&self, keys: &[String], remembered: &[Remembered], scripted: bool) -> Vec<Cmd> {
+    /// The commands reading `keys`, bounded (see the module doc): `STRLEN`, and
+    /// `GETRANGE key 0 cap` unless the key is remembered as junk.
+    fn fetch_cmds(&self, keys: &[String], remembered: &[Remembered]) -> Vec<Cmd> {
         let cap = self.inner.config.limits.max_record_bytes;
-        if keys.is_empty() {
-            return Vec::new();
-        }
-        if scripted {
-            let mut eval = redis::cmd("EVAL");
-            eval.arg(FETCH_BOUNDED).arg(keys.len());
-            for key in keys {
-                eval.arg(key.as_str());
-            }
-            eval.arg(cap);
-            if remembered.iter().any(Option::is_some) {
-                for r in remembered {
-                    eval.arg(r.as_ref().map_or(-1, |(len, _)| *len));
-                }
-            }
-            return vec![eval];
-        }
         let mut cmds = Vec::with_capacity(keys.len() * 2);
         for (key, r) in keys.iter().zip(remembered) {
-            cmds.push(redis::cmd("STRLEN").arg(key.as_str()).clone());
+            let mut strlen = redis::cmd("STRLEN");
+            strlen.arg(key.as_str());
+            cmds.push(strlen);
             if r.is_none() {
-                cmds.push(
-                    redis::cmd("GETRANGE")
-                        .arg(key.as_str())
-                        .arg(0)
-                        .arg(cap)
-                        .clone(),
-                );
+                let mut getrange = redis::cmd("GETRANGE");
+                getrange.arg(key.as_str()).arg(0).arg(cap);
+                cmds.push(getrange);
             }
         }
         cmds
     }
 
     /// What the replies of [`Self::fetch_cmds`] say per key; `Err` when the server
-    /// answered one of the commands with an error other than `WRONGTYPE` (a refused
-    /// script), or the reply has the wrong shape.
+    /// answered one of the commands with an error other than `WRONGTYPE`, or there are
+    /// fewer replies than commands.
     fn fetch_replies(
-        keys: &[String],
         remembered: &[Remembered],
-        scripted: bool,
         replies: Vec<RedisResult<Value>>,
     ) -> std::result::Result<Vec<Reply>, ReadError> {
         let mut replies = replies.into_iter();
-        if keys.is_empty() {
-            return Ok(Vec::new());
-        }
         let short = || ReadError::Shape("fewer replies than keys".to_owned());
-        if scripted {
-            let items = match replies.next() {
-                Some(Ok(v)) => array_of(v),
-                Some(Err(e)) => return Err(ReadError::Server(e)),
-                None => return Err(short()),
-            };
-            if items.len() != keys.len() {
-                return Err(ReadError::Shape(format!(
-                    "{} values for {} keys",
-                    items.len(),
-                    keys.len()
-                )));
-            }
-            return Ok(items
-                .into_iter()
-                .map(|v| match v {
-                    Value::BulkString(b) => Reply::Value(b),
-                    Value::Int(-2) => Reply::WrongType,
-                    Value::Int(n) => Reply::Len(n),
-                    _ => Reply::Absent,
-                })
-                .collect());
-        }
-        let mut out = Vec::with_capacity(keys.len());
+        let mut out = Vec::with_capacity(remembered.len());
         for r in remembered {
             let len = replies.next().ok_or_else(short)?;
             let value = if r.is_none() {
@@ -360,8 +315,7 @@ impl RedisRegistry {
         let mut keys = gpu_keys;
         keys.extend(rpc_keys);
         let remembered = self.remembered(&keys);
-        let scripted = self.scripted();
-        let fetch = self.fetch_cmds(&keys, &remembered, scripted);
+        let fetch = self.fetch_cmds(&keys, &remembered);
         let (n_fetch, n_confirms) = (fetch.len(), confirms.len());
         let mut replies = self.exec_staged_each(op, vec![fetch, confirms]).await?;
         if replies.len() != n_fetch + n_confirms {
@@ -372,17 +326,7 @@ impl RedisRegistry {
             .into_iter()
             .map(|r| r.ok().as_ref().and_then(score_of))
             .collect();
-        let mut read = Self::fetch_replies(&keys, &remembered, scripted, replies);
-        if let (Err(ReadError::Server(e)), true) = (&read, scripted) {
-            // The script failed (refused, or any other server error): plain commands,
-            // now and (when refused) from now on.
-            self.script_failed(e);
-            let replies = self
-                .exec_staged_each(op, vec![self.fetch_cmds(&keys, &remembered, false)])
-                .await?;
-            read = Self::fetch_replies(&keys, &remembered, false, replies);
-        }
-        let read = read.map_err(|e| match e {
+        let read = Self::fetch_replies(&remembered, replies).map_err(|e| match e {
             ReadError::Server(e) => self.map_err(op, &e),
             ReadError::Shape(reason) => self.bad_reply(op, format!("unexpected reply: {reason}")),
         })?;
@@ -428,7 +372,8 @@ impl RedisRegistry {
                 (Reply::Len(_), _) => {
                     junk.by_key.remove(key);
                     Some(Fetched::Skip(Arc::from(
-                        "changed while being read; read again by the next discovery",
+                        "changed since it was found unusable (or while being read): read \
+                         again by the next discovery",
                     )))
                 }
             };
@@ -476,40 +421,8 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn keys(n: usize) -> Vec<String> {
-        (0..n).map(|i| format!("sollol:gpu:{i}")).collect()
-    }
-
-    #[test]
-    fn script_replies_are_read_per_key() {
-        let k = keys(5);
-        let remembered = vec![None; 5];
-        let reply = Value::Array(vec![
-            Value::BulkString(b"{}".to_vec()),
-            Value::Nil,
-            Value::Int(-2),
-            Value::Int(400_000_000),
-            Value::Boolean(false),
-        ]);
-        let read = RedisRegistry::fetch_replies(&k, &remembered, true, vec![Ok(reply)]).unwrap();
-        assert!(matches!(
-            read.as_slice(),
-            [
-                Reply::Value(_),
-                Reply::Absent,
-                Reply::WrongType,
-                Reply::Len(400_000_000),
-                Reply::Absent
-            ]
-        ));
-        // A reply of the wrong length is an error, not "every record gone".
-        let short = Value::Array(vec![Value::Nil]);
-        assert!(RedisRegistry::fetch_replies(&k, &remembered, true, vec![Ok(short)]).is_err());
-    }
-
     #[test]
     fn plain_replies_are_read_per_key() {
-        let k = keys(4);
         // The third key is remembered: only its STRLEN was sent.
         let remembered = vec![None, None, Some((7, Arc::from("bad"))), None];
         let replies = vec![
@@ -521,7 +434,7 @@ mod tests {
             Ok(Value::Int(0)),
             Ok(Value::BulkString(Vec::new())),
         ];
-        let read = RedisRegistry::fetch_replies(&k, &remembered, false, replies).unwrap();
+        let read = RedisRegistry::fetch_replies(&remembered, replies).unwrap();
         assert!(matches!(
             read.as_slice(),
             [
@@ -537,21 +450,19 @@ mod tests {
         #![proptest_config(ProptestConfig::with_cases(256))]
 
         /// Whatever the server answers, reading the replies gives one outcome per key or
-        /// an error, and never a value longer than what was sent.
+        /// an error.
         #[test]
         fn any_replies_give_one_outcome_per_key_or_an_error(
             n in 0usize..6,
-            scripted in any::<bool>(),
             values in proptest::collection::vec(super::super::value::tests::any_value(), 0..14),
             remember in proptest::collection::vec(any::<bool>(), 6),
         ) {
-            let k = keys(n);
             let remembered: Vec<Remembered> = remember[..n]
                 .iter()
                 .map(|r| r.then(|| (5, Arc::from("junk"))))
                 .collect();
             let replies = values.into_iter().map(Ok).collect();
-            if let Ok(read) = RedisRegistry::fetch_replies(&k, &remembered, scripted, replies) {
+            if let Ok(read) = RedisRegistry::fetch_replies(&remembered, replies) {
                 prop_assert_eq!(read.len(), n);
             }
         }

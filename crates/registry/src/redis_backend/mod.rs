@@ -26,7 +26,8 @@
 //! | `state` | [`RedisRegistry`] and the state its clones share |
 //! | `conn`, `scripts`, `value` | the connection type, the Lua scripts, reply decoding (leaves) |
 //!
-//! `pubsub` uses `scan` (it sweeps while polling); `discover` uses `scan` and `bounded`; the modules
+//! `pubsub` uses `scan` (it sweeps while polling); `discover` uses `scan` and `bounded`;
+//! `write` uses `bounded` (a write forgets the junk it replaced); the modules
 //! above `state` that run commands do so through `exec`; nothing imports
 //! `impl_registry` or this file.
 

@@ -1,6 +1,6 @@
 //! The Lua scripts of the optimize lock (`TRY_LOCK`, `UNLOCK`), loaded once per registry,
-//! and of discovery's bounded reads (`FETCH_BOUNDED`, `PRUNE_INDEX`, sent with `EVAL`
-//! inside discovery's pipelines; see `bounded`).
+//! and of discovery's bounded index pruning (`PRUNE_INDEX`, sent with `EVAL` inside
+//! discovery's pipelines; see `bounded`).
 
 /// Takes the lock `KEYS[1]` for owner `ARGV[1]` for `ARGV[2]` ms, or extends it if that
 /// owner holds it; 1 when the owner holds it afterwards.
@@ -24,30 +24,6 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
   return 1
 end
 return 0
-";
-
-/// Reads record keys without ever reading a value over the size cap: `KEYS` the record
-/// keys, `ARGV[1]` the cap in bytes, `ARGV[1 + i]` (optional) the length remembered for
-/// `KEYS[i]` as junk. Per key, in order: the value (a string of at most the cap); nil
-/// (absent, or an empty string); an integer length, without the value (over the cap, or
-/// equal to the remembered length: the caller knows which); or -2 when the key holds
-/// another Redis type. One `STRLEN` (O(1)) per key before its `GET`.
-pub(super) const FETCH_BOUNDED: &str = r"
-local cap = tonumber(ARGV[1])
-local out = {}
-for i, key in ipairs(KEYS) do
-  local n = redis.pcall('STRLEN', key)
-  if type(n) ~= 'number' then
-    out[i] = -2
-  elseif n > cap or (ARGV[i + 1] and n == tonumber(ARGV[i + 1])) then
-    out[i] = n
-  elseif n == 0 then
-    out[i] = false
-  else
-    out[i] = redis.call('GET', key)
-  end
-end
-return out
 ";
 
 /// Prunes at most `ARGV[3]` entries at each end of the index `KEYS[1]` (a sorted set

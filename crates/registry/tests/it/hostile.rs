@@ -3,6 +3,7 @@
 //! bogus index members is never listed and pruned in bounded batches. Each test asserts
 //! the good records are kept.
 
+use vramroute_registry::testing::fixtures::GPU_STATS_CPU_ONLY;
 use vramroute_registry::testing::RedisServer;
 use vramroute_registry::{
     keys, ClusterView, RedisRegistry, Registry, RegistryConfig, ScanStrategy,
@@ -86,8 +87,18 @@ async fn an_oversized_value_is_skipped_without_being_read() {
             "{key}: {reason}"
         );
     }
-    // 300 MiB of junk in Redis; a few KiB on the wire (SCAN, INFO and the good record).
-    assert!(sent < 64 * 1024, "discovery pulled {sent} bytes");
+    // 300 MiB of junk in Redis; on the wire at most the cap + 1 byte of each junk value
+    // (256 KiB), once, plus a few KiB (SCAN, INFO and the good record).
+    assert!(
+        sent < 3 * (256 * 1024 + 1) + 64 * 1024,
+        "discovery pulled {sent} bytes"
+    );
+    // Then remembered: only their lengths are asked for.
+    let before = net_output_bytes(&server);
+    let again = reg.discover().await.unwrap();
+    let sent = net_output_bytes(&server) - before;
+    assert_eq!(again.skipped, view.skipped);
+    assert!(sent < 64 * 1024, "a second discovery pulled {sent} bytes");
     // Fixed by a writer: read again (its length changed), good records unaffected.
     reg.publish_stats(&node(2)).await.unwrap();
     let view = reg.discover().await.unwrap();
@@ -142,12 +153,20 @@ async fn junk_keys_are_not_read_again_until_they_change() {
         "wrong type remembered"
     );
 
-    // A change is seen: the undecodable key rewritten as a good record (another length),
-    // the hash replaced by a string.
-    let mut fixed = node(3);
-    fixed.node_id = "junk-c:11434".to_owned();
-    reg.publish_stats(&fixed).await.unwrap();
+    // A change is seen: the undecodable key rewritten by a SOLLOL writer as a good record
+    // (another length), the hash deleted. Without keyspace events (this registry does
+    // not watch) the new length shows first ("read again by the next discovery"), the
+    // record next. (A write through the registry forgets the junk at once.)
+    server
+        .cli(&["SET", "sollol:gpu:junk-c:11434", GPU_STATS_CPU_ONLY])
+        .unwrap();
     server.cli(&["DEL", "sollol:gpu:junk-d:11434"]).unwrap();
+    let view = reg.discover().await.unwrap();
+    assert!(
+        skipped_reason(&view, "sollol:gpu:junk-c:11434").contains("read again"),
+        "{:?}",
+        view.skipped
+    );
     let view = reg.discover().await.unwrap();
     assert_eq!(
         stat_ids(&view),
@@ -251,7 +270,7 @@ async fn bogus_index_members_are_never_listed_and_are_pruned_in_batches() {
 #[tokio::test]
 async fn without_eval_reads_are_still_bounded() {
     // An ACL user that may not run scripts (the reporter user docs/operations.md
-    // recommends): discovery falls back to STRLEN + GETRANGE, with the same view.
+    // recommends): index pruning falls back to ZREMRANGEBYSCORE; reads are the same.
     let server = RedisServer::start().unwrap();
     server
         .cli(&[
@@ -286,10 +305,13 @@ async fn without_eval_reads_are_still_bounded() {
         assert!(skipped_reason(&view, "sollol:gpu:junk:11434").contains("not read"));
         assert!(skipped_reason(&view, "sollol:gpu:bad:11434").contains("bad stats record"));
     }
-    // At most the cap (256 KiB + 1) of the junk, once.
+    // At most the cap (256 KiB + 1) of each junk value, once.
     let sent = net_output_bytes(&server) - before;
     assert!(sent < 512 * 1024, "pulled {sent} bytes");
-    assert!(calls(&server, "getrange") > 0, "the fallback ran");
+    assert!(
+        calls(&server, "zremrangebyscore") > 0,
+        "the pruning fallback ran"
+    );
 }
 
 #[tokio::test]
