@@ -16,8 +16,10 @@
 //!   remembered reason is reported again without reading the value (a wrongly typed key
 //!   costs no `TYPE` round trip either). Change is
 //!   detected by the length (`STRLEN`, O(1)), by a keyspace event naming the key, by a
-//!   change-log entry naming it, and at the latest after `full_read_interval` (a rewrite
-//!   to the same length that no event announced is read within that time). Redis keeps no
+//!   change-log entry naming it, a write through this registry, and — except for a value
+//!   over the cap, whose outcome the length alone decides — at the latest after
+//!   `full_read_interval` (a rewrite to the same length that no event announced is read
+//!   within that time). Redis keeps no
 //!   per-key version (`OBJECT` reports idle time and encoding, and reading resets the
 //!   idle time), so length plus events is the cheapest exact-enough check.
 //! - **Index pruning is bounded.** `PRUNE_INDEX` removes at most `PRUNE_BATCH` entries
@@ -239,8 +241,12 @@ impl RedisRegistry {
         if junk.by_key.is_empty() {
             return vec![None; keys.len()];
         }
+        // Over the cap stays over the cap while the length stays the same: only the
+        // other junk is read again after `full_read_interval`.
         let fresh = self.inner.config.full_read_interval;
-        junk.by_key.retain(|_, e| e.at.elapsed() < fresh);
+        let cap = i64::try_from(self.inner.config.limits.max_record_bytes).unwrap_or(i64::MAX);
+        junk.by_key
+            .retain(|_, e| e.len > cap || e.at.elapsed() < fresh);
         keys.iter()
             .map(|k| junk.by_key.get(k).map(|e| (e.len, e.reason.clone())))
             .collect()

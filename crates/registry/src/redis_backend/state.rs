@@ -68,8 +68,9 @@ pub(super) struct JunkEntry {
     pub(super) len: i64,
     /// Why it was skipped.
     pub(super) reason: std::sync::Arc<str>,
-    /// When it was found: forgotten after `full_read_interval`, so a rewrite to the same
-    /// length that no keyspace event announced is read within that time.
+    /// When it was found: forgotten after `full_read_interval` (unless over the cap), so
+    /// a rewrite to the same length that no keyspace event announced is read within that
+    /// time.
     pub(super) at: Instant,
 }
 
