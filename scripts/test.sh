@@ -8,6 +8,8 @@ need_apt=()
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 command -v redis-cli >/dev/null 2>&1 || need_apt+=(redis-tools)
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
+# GNU time measures the coordinator's peak RSS in bins/coordinator/tests/it/hostile.rs.
+[ -x /usr/bin/time ] || need_apt+=(time)
 pkg-config --exists openssl 2>/dev/null || need_apt+=(libssl-dev pkg-config)
 # The dashboard's tests load the page in a real headless browser ($CHROMIUM, or one of
 # these on PATH); Debian's package is `chromium` (/usr/bin/chromium).

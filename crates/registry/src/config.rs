@@ -75,6 +75,13 @@ pub struct RegistryConfig {
     /// Index entries whose key should have expired this long ago are pruned
     /// (default 60 s; covers clock skew between writers and readers).
     pub index_prune_grace: Duration,
+    /// Longest expiry any writer in the fleet gives a record (default 24 h; the
+    /// registry's own `stats_ttl` and `registration_ttl` count too, whichever is
+    /// longest). An index entry whose deadline lies further ahead than this plus
+    /// `index_prune_grace` cannot be one of ours: discovery never lists it and prunes it
+    /// (at most 50,000 per index per discovery, so a flood of bogus members costs each
+    /// discovery a bounded amount of work). Raise it if some writer uses longer TTLs.
+    pub max_record_ttl: Duration,
     /// Root CA certificate(s) (PEM) to verify a `rediss://` server with, instead of the
     /// system trust store.
     pub tls_root_ca_pem: Option<Vec<u8>>,
@@ -98,6 +105,7 @@ impl Default for RegistryConfig {
             keyspace_events: KeyspaceEvents::Enable,
             poll_interval: Duration::from_secs(2),
             index_prune_grace: Duration::from_secs(60),
+            max_record_ttl: Duration::from_secs(24 * 3600),
             tls_root_ca_pem: None,
             limits: Limits::default(),
         }

@@ -85,7 +85,7 @@ impl<T> Plan<T> {
     /// events; so after [`Self::confirm`]) but for which `values` (one per
     /// [`Self::to_fetch`] id, in order) holds no string: absent, or of another Redis
     /// type (`MGET` answers nil for both). The caller asks their `TYPE`.
-    pub(crate) fn listed_missing(&self, values: &[Option<Vec<u8>>]) -> Vec<String> {
+    pub(crate) fn listed_missing<V>(&self, values: &[Option<V>]) -> Vec<String> {
         self.fetch
             .iter()
             .zip(values.iter().map(Some).chain(std::iter::repeat(None)))
@@ -307,20 +307,23 @@ pub(crate) fn read_log(
 }
 
 /// Completes `plan` with the values read for its [`Plan::to_fetch`] ids (in that order;
-/// `None` for a missing key), decoding them with `decode`.
-pub(crate) fn finish<T, F>(plan: Plan<T>, values: Vec<Option<Vec<u8>>>, decode: F) -> Finished<T>
+/// `None` for a missing key), decoding them with `decode`. A value is whatever the
+/// reader fetched: the bytes, or (the Redis backend's size-checked read) a reason not
+/// to read them.
+pub(crate) fn finish<T, V, F>(plan: Plan<T>, values: Vec<Option<V>>, decode: F) -> Finished<T>
 where
     T: Send + Sync,
-    F: Fn(&str, &[u8]) -> Result<T, String> + Sync,
+    V: Sync,
+    F: Fn(&str, &V) -> Result<T, String> + Sync,
 {
     let Plan { mut kept, fetch } = plan;
-    let fetched: Vec<(&str, Option<Vec<u8>>)> = fetch
+    let fetched: Vec<(&str, Option<V>)> = fetch
         .iter()
         .map(|(id, _)| id.as_str())
-        .zip(values.into_iter().chain(std::iter::repeat(None)))
+        .zip(values.into_iter().chain(std::iter::repeat_with(|| None)))
         .collect();
-    let decoded: Vec<Option<Outcome<T>>> = par_map(&fetched, |(id, bytes)| {
-        bytes.as_ref().map(|b| match decode(id, b) {
+    let decoded: Vec<Option<Outcome<T>>> = par_map(&fetched, |(id, value)| {
+        value.as_ref().map(|v| match decode(id, v) {
             Ok(r) => Ok(Arc::new(r)),
             Err(reason) => Err(Arc::from(reason)),
         })
@@ -392,7 +395,7 @@ mod tests {
             .to_fetch()
             .map(|id| store.get(id).map(|v| v.as_bytes().to_vec()))
             .collect();
-        finish(plan, values, |id, bytes| {
+        finish(plan, values, |id, bytes: &Vec<u8>| {
             calls.fetch_add(1, Ordering::Relaxed);
             let s = String::from_utf8_lossy(bytes);
             if s.starts_with("bad") {
@@ -566,7 +569,7 @@ mod tests {
             &set(&["x"]),
         );
         plan.confirm(&[true, true, false], |_| false);
-        let values = vec![None, Some(b"2".to_vec()), None, None];
+        let values: Vec<Option<Vec<u8>>> = vec![None, Some(b"2".to_vec()), None, None];
         assert_eq!(plan.to_fetch().collect::<Vec<_>>(), ["a", "b", "c", "x"]);
         assert_eq!(plan.listed_missing(&values), ["a", "x"]);
         // A short reply counts the rest as missing.
@@ -652,6 +655,30 @@ mod tests {
         for (i, (id, r)) in out.found.iter().enumerate() {
             assert_eq!(id, &format!("{i:05}"));
             assert_eq!(r.as_deref().unwrap(), &format!("{i:05}={i}"));
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        /// The change log is written by anyone who can write the key: any entries are
+        /// either refused (a full read follows) or give ids and a cursor among them.
+        #[test]
+        fn any_change_log_is_read_or_refused(
+            cursor in proptest::option::of("[0-9]{1,3}-[0-9]"),
+            entries in proptest::collection::vec(
+                ("[0-9]{1,3}-[0-9]", proptest::collection::vec(
+                    (proptest::prop_oneof!["gpu", "rpc", ".{0,6}"], ".{0,30}"), 0..4)),
+                0..20),
+            cap in 0usize..30,
+        ) {
+            let n = entries.len();
+            let ids: Vec<String> = entries.iter().map(|(id, _)| id.clone()).collect();
+            if let Some(logged) = read_log(cursor.clone(), entries, cap) {
+                proptest::prop_assert!(n <= cap);
+                proptest::prop_assert!(logged.cursor.is_none_or(|c| ids.contains(&c) || cursor == Some(c)));
+                proptest::prop_assert!(logged.gpu.len() + logged.rpc.len() <= n * 4);
+            }
         }
     }
 }

@@ -82,6 +82,6 @@ pub use registry::Registry;
 pub use stream::decode_stream_entry;
 pub use validate::{
     decode_metadata, decode_rpc, decode_stats, validate_metadata, validate_rpc, validate_stats,
-    Limits, SkippedRecord, MAX_TIMESTAMP,
+    Limits, SkippedRecord, KNOWN_VENDORS, MAX_TIMESTAMP, UNKNOWN_VENDOR,
 };
 pub use view::{ClusterView, RpcNodeEntry};

@@ -12,12 +12,19 @@ use crate::record::{GpuStatsRecord, RouterMetadata, RpcNodeRecord};
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct Limits {
-    /// Largest accepted value, in bytes (checked before parsing). Default 256 KiB.
+    /// Largest accepted value, in bytes. Default 256 KiB. Checked before parsing; the
+    /// Redis backend checks it before reading (a longer value is never transferred, only
+    /// its length: see `docs/registry.md`, "Oversized values, junk keys and floods").
     pub max_record_bytes: usize,
     /// Most GPUs per record (`gpus`, `gpu_devices`, …). Default 256.
     pub max_gpus: usize,
     /// Longest string field, in bytes. Default 1024.
     pub max_string_bytes: usize,
+    /// Longest identifier or name, in bytes: node ids (the record's and the key's), host
+    /// names, `vendor`, GPU names and device names, router-metadata hosts. Default 255
+    /// (what our writers accept in a key, and a DNS name's limit): a name is echoed in
+    /// every answer, so a 1 MiB one is refused rather than carried.
+    pub max_name_bytes: usize,
     /// Largest memory value, MiB. Default 2^30 MiB (1 PiB).
     pub max_mib: u64,
     /// Most entries in other lists (`loaded_models`, `rpc_backends`). Default 4096.
@@ -32,6 +39,7 @@ impl Default for Limits {
             max_record_bytes: 256 * 1024,
             max_gpus: 256,
             max_string_bytes: 1024,
+            max_name_bytes: 255,
             max_mib: 1 << 30,
             max_list_len: 4096,
             max_extra_keys: 64,
@@ -114,6 +122,23 @@ fn check_str(what: impl Name, s: &str, limits: &Limits) -> Result<(), String> {
     }
 }
 
+fn check_name(what: impl Name, s: &str, limits: &Limits) -> Result<(), String> {
+    if s.len() > limits.max_name_bytes {
+        Err(format!(
+            "{} is {} bytes long (max {} for a name or id)",
+            what.name(),
+            s.len(),
+            limits.max_name_bytes
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+fn check_opt_name(what: impl Name, s: &Option<String>, limits: &Limits) -> Result<(), String> {
+    s.as_deref().map_or(Ok(()), |s| check_name(what, s, limits))
+}
+
 fn check_opt_str(what: impl Name, s: &Option<String>, limits: &Limits) -> Result<(), String> {
     s.as_deref().map_or(Ok(()), |s| check_str(what, s, limits))
 }
@@ -143,8 +168,8 @@ fn check_extra(
 
 /// Checks a stats record against `limits`.
 pub fn validate_stats(r: &GpuStatsRecord, limits: &Limits) -> Result<(), String> {
-    check_str("vendor", &r.vendor, limits)?;
-    check_str("node_id", &r.node_id, limits)?;
+    check_name("vendor", &r.vendor, limits)?;
+    check_name("node_id", &r.node_id, limits)?;
     if !r.timestamp.is_finite() || r.timestamp < 0.0 || r.timestamp > MAX_TIMESTAMP {
         return Err(format!(
             "timestamp {} is not a plausible Unix time",
@@ -157,7 +182,7 @@ pub fn validate_stats(r: &GpuStatsRecord, limits: &Limits) -> Result<(), String>
         if g.index as usize >= limits.max_gpus.max(1) * 16 {
             return Err(format!("{} = {} is absurd", at("index").name(), g.index));
         }
-        check_str(at("name"), &g.name, limits)?;
+        check_name(at("name"), &g.name, limits)?;
         check_opt_mib(at("memory_total_mb"), g.memory_total_mb, limits)?;
         check_opt_mib(at("memory_free_mb"), g.memory_free_mb, limits)?;
         check_opt_mib(at("memory_used_mb"), g.memory_used_mb, limits)?;
@@ -195,13 +220,14 @@ pub fn validate_stats(r: &GpuStatsRecord, limits: &Limits) -> Result<(), String>
             check_opt_str(at(f), s, limits)?;
         }
     }
+    check_unique_gpus(&r.gpus)?;
+    check_opt_name("hostname", &r.hostname, limits)?;
+    check_opt_name("rpc_host", &r.rpc_host, limits)?;
     for (f, s) in [
         ("reporter_version", &r.reporter_version),
-        ("hostname", &r.hostname),
         ("gpu_offload_reason", &r.gpu_offload_reason),
         ("note", &r.note),
         ("ollama_url", &r.ollama_url),
-        ("rpc_host", &r.rpc_host),
     ] {
         check_opt_str(f, s, limits)?;
     }
@@ -247,8 +273,11 @@ pub fn validate_rpc(r: &RpcNodeRecord, limits: &Limits) -> Result<(), String> {
     for (i, v) in r.gpu_vram_mb.iter().enumerate() {
         check_mib(At("gpu_vram_mb", i, ""), *v, limits)?;
     }
-    for (i, s) in r.gpu_devices.iter().chain(&r.gpu_names).enumerate() {
-        check_str(At("gpu_devices+gpu_names", i, ""), s, limits)?;
+    for (i, s) in r.gpu_devices.iter().enumerate() {
+        check_name(At("gpu_devices", i, ""), s, limits)?;
+    }
+    for (i, s) in r.gpu_names.iter().enumerate() {
+        check_name(At("gpu_names", i, ""), s, limits)?;
     }
     check_mib("cpu_ram_mb", r.cpu_ram_mb, limits)?;
     check_str("device_config", &r.device_config, limits)?;
@@ -280,7 +309,7 @@ pub fn validate_rpc(r: &RpcNodeRecord, limits: &Limits) -> Result<(), String> {
     }
     check_opt_mib("cpu_ram_total_mb", r.cpu_ram_total_mb, limits)?;
     check_opt_str("reporter_version", &r.reporter_version, limits)?;
-    check_opt_str("hostname", &r.hostname, limits)?;
+    check_opt_name("hostname", &r.hostname, limits)?;
     if let Some(f) = r.reserve_fraction {
         if !f.is_finite() || !(0.0..1.0).contains(&f) {
             return Err(format!("reserve_fraction = {f} is outside 0..1"));
@@ -293,12 +322,63 @@ pub fn validate_rpc(r: &RpcNodeRecord, limits: &Limits) -> Result<(), String> {
 pub fn validate_metadata(m: &RouterMetadata, limits: &Limits) -> Result<(), String> {
     check_len("rpc_backends", m.rpc_backends.len(), limits.max_list_len)?;
     for (i, b) in m.rpc_backends.iter().enumerate() {
-        check_str(At("rpc_backends", i, "host"), &b.host, limits)?;
+        check_name(At("rpc_backends", i, "host"), &b.host, limits)?;
         if b.host.is_empty() {
             return Err(format!("rpc_backends[{i}].host is empty"));
         }
     }
     check_extra(&m.extra, limits)
+}
+
+/// Refuses a record that lists one GPU twice. Two entries are the same GPU when they
+/// share a UUID or a PCI bus id, or share an `index` with nothing to tell them apart
+/// (neither has a UUID or PCI bus id, and their `driver`s are equal). A shared index
+/// alone is not enough: indexes count per vendor (`cuda:0` and `rocm:0` on one node).
+/// SOLLOL's reader only ever reads `gpus[0]` and so never notices; we place models on
+/// every GPU by index, and of two contradicting entries neither can be trusted.
+fn check_unique_gpus(gpus: &[crate::record::GpuStat]) -> Result<(), String> {
+    for (j, b) in gpus.iter().enumerate().skip(1) {
+        for (i, a) in gpus[..j].iter().enumerate() {
+            let same_id = |x: &Option<String>, y: &Option<String>| matches!((x, y), (Some(x), Some(y)) if x == y);
+            let anonymous = |g: &crate::record::GpuStat| g.uuid.is_none() && g.pci_bus_id.is_none();
+            let what = if same_id(&a.uuid, &b.uuid) {
+                "uuid"
+            } else if same_id(&a.pci_bus_id, &b.pci_bus_id) {
+                "pci_bus_id"
+            } else if a.index == b.index && anonymous(a) && anonymous(b) && a.driver == b.driver {
+                "index"
+            } else {
+                continue;
+            };
+            return Err(format!(
+                "gpus[{j}] repeats gpus[{i}] (same {what}; index {}): one GPU listed twice",
+                b.index
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The vendors a stats record may name; any other is read as [`UNKNOWN_VENDOR`].
+pub const KNOWN_VENDORS: [&str; 4] = ["nvidia", "amd", "intel", "none"];
+
+/// What [`decode_stats`] makes of a `vendor` outside [`KNOWN_VENDORS`].
+pub const UNKNOWN_VENDOR: &str = "unknown";
+
+/// SOLLOL's reader never looks at `vendor` (it reads `gpus[0]`), so a record with an
+/// unexpected one still describes usable GPUs and is kept: a known vendor in another
+/// case or with spaces is normalised (`" NVIDIA"` → `nvidia`), anything else becomes
+/// [`UNKNOWN_VENDOR`] so no arbitrary text travels on as a vendor.
+fn normalize_vendor(vendor: &mut String) {
+    let trimmed = vendor.trim();
+    if KNOWN_VENDORS.contains(&trimmed) && trimmed.len() == vendor.len() {
+        return;
+    }
+    *vendor = KNOWN_VENDORS
+        .iter()
+        .find(|v| trimmed.eq_ignore_ascii_case(v))
+        .unwrap_or(&UNKNOWN_VENDOR)
+        .to_string();
 }
 
 fn check_size(bytes: &[u8], limits: &Limits) -> Result<(), String> {
@@ -320,12 +400,15 @@ fn utf8(bytes: &[u8]) -> Result<&str, String> {
 }
 
 /// Parses and validates a stats record read from `sollol:gpu:{key_node_id}`. A record
-/// without `node_id` gets `key_node_id`.
+/// without `node_id` gets `key_node_id`; a key whose node id is longer than
+/// [`Limits::max_name_bytes`] is refused before anything is parsed; `vendor` is
+/// normalised (see [`KNOWN_VENDORS`]).
 pub fn decode_stats(
     key_node_id: &str,
     bytes: &[u8],
     limits: &Limits,
 ) -> Result<GpuStatsRecord, String> {
+    check_name("node id in the key", key_node_id, limits)?;
     check_size(bytes, limits)?;
     let mut r: GpuStatsRecord =
         serde_json::from_str(utf8(bytes)?).map_err(|e| format!("bad stats record: {e}"))?;
@@ -333,6 +416,7 @@ pub fn decode_stats(
         r.node_id = key_node_id.to_owned();
     }
     validate_stats(&r, limits)?;
+    normalize_vendor(&mut r.vendor);
     Ok(r)
 }
 

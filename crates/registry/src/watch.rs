@@ -289,4 +289,20 @@ mod tests {
         drop(rx);
         assert!(!sink.send(Change::Resync));
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        /// Messages on our channel and keyspace notifications come from anyone who may
+        /// publish: any text decodes to a change or to nothing, and what decodes
+        /// round-trips through our own message format.
+        #[test]
+        fn any_message_decodes_or_is_ignored(msg in ".{0,200}", event in ".{0,20}") {
+            if let Some(c) = parse_channel_message(&msg) {
+                proptest::prop_assert_eq!(parse_channel_message(&channel_message(&c)), Some(c));
+            }
+            let _ = parse_keyspace(&msg, &event);
+            let _ = parse_keyspace(&format!("__keyspace@0__:{msg}"), "set");
+        }
+    }
 }

@@ -15,3 +15,4 @@ mod daemon;
 mod dashboard;
 mod local_inputs;
 mod slow_clients;
+mod hostile;

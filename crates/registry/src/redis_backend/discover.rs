@@ -11,10 +11,9 @@ use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use redis::Cmd;
-
+use super::bounded::{decode_fetched, Failures};
 use super::state::{Known, RedisRegistry};
-use super::value::{array_of, bytes_of, score_of, stream_entries, strings_of, unix_ms};
+use super::value::{bytes_of, stream_entries, strings_of, unix_ms};
 use crate::delta;
 use crate::error::{Error, Result};
 use crate::keys;
@@ -109,29 +108,15 @@ impl RedisRegistry {
         };
         let at = Instant::now();
 
-        // Round trip 2, only if something is to be read: the records, then the index
-        // entries of the logged ones (a record is kept only while the index lists it).
+        // Round trip 2, only if something is to be read: the records (size-checked before
+        // they are read, junk not read again; see `bounded`), then the index entries of
+        // the logged ones (a record is kept only while the index lists it).
         let counts = [head.stats.fetch_count(), head.rpc.fetch_count()];
-        let mut mgets = Vec::new();
-        let mut scores = Vec::new();
-        let mut key = String::new();
-        let mut mget = |prefix: &str, ids: &mut dyn Iterator<Item = &str>| {
-            let mut mget = redis::cmd("MGET");
-            for id in ids {
-                key.clear();
-                key.push_str(prefix);
-                key.push_str(id);
-                mget.arg(key.as_str());
-            }
-            mget
-        };
-        if counts[0] > 0 {
-            mgets.push(mget(keys::GPU_STATS_PREFIX, &mut head.stats.to_fetch()));
-        }
-        if counts[1] > 0 {
-            mgets.push(mget(keys::RPC_NODE_PREFIX, &mut head.rpc.to_fetch()));
-        }
+        let gpu_keys: Vec<String> = head.stats.to_fetch().map(keys::gpu_stats_key).collect();
+        let rpc_key = |m: &str| format!("{}{m}", keys::RPC_NODE_PREFIX);
+        let rpc_keys: Vec<String> = head.rpc.to_fetch().map(rpc_key).collect();
         let zscore = |index: &str, id: &str| redis::cmd("ZSCORE").arg(index).arg(id).clone();
+        let mut scores = Vec::new();
         scores.extend(
             head.stats
                 .to_confirm()
@@ -140,35 +125,40 @@ impl RedisRegistry {
         let gpu_confirms = scores.len();
         scores.extend(head.rpc.to_confirm().map(|id| zscore(keys::INDEX_RPC, id)));
         let confirms = scores.len();
-        let mut values = if mgets.is_empty() {
-            Vec::new()
-        } else {
-            self.exec_staged("discover (MGET)", vec![mgets, scores])
-                .await?
-        }
-        .into_iter();
-        let mut take = |n: usize| -> Vec<Option<Vec<u8>>> {
-            if n == 0 {
-                return Vec::new();
-            }
-            values
-                .next()
-                .map(array_of)
-                .unwrap_or_default()
-                .into_iter()
-                .map(bytes_of)
+        // Keys written since (named by keyspace events or our log): what is remembered
+        // of them as junk is stale.
+        let changed: Vec<String> = if self.has_junk() {
+            dirty
+                .0
+                .iter()
+                .map(String::as_str)
+                .chain(head.stats.to_confirm())
+                .map(keys::gpu_stats_key)
+                .chain(
+                    dirty
+                        .1
+                        .iter()
+                        .map(String::as_str)
+                        .chain(head.rpc.to_confirm())
+                        .map(rpc_key),
+                )
                 .collect()
+        } else {
+            Vec::new()
         };
-        let (gpu_vals, rpc_vals) = (take(counts[0]), take(counts[1]));
+        let (gpu_vals, rpc_vals, scores) = if counts == [0, 0] {
+            (Vec::new(), Vec::new(), Vec::new())
+        } else {
+            self.read_bounded(gpu_keys, rpc_keys, scores, changed)
+                .await?
+        };
         let now = unix_ms() as f64;
-        let live: Vec<bool> = values
-            .map(|v| score_of(&v).is_some_and(|s| s > now))
-            .collect();
+        let live: Vec<bool> = scores.iter().map(|s| s.is_some_and(|s| s > now)).collect();
         // A short reply must not read as "every record gone".
         if gpu_vals.len() != counts[0] || rpc_vals.len() != counts[1] || live.len() != confirms {
             return Err(Error::Redis {
                 url: self.inner.url.clone(),
-                op: "discover (MGET)",
+                op: "discover (read)",
                 reason: format!(
                     "unexpected reply: {} + {} values for {} + {} keys, {} index entries for {}",
                     gpu_vals.len(),
@@ -235,12 +225,24 @@ impl RedisRegistry {
             None
         };
         let limits = &self.inner.config.limits;
-        let stats = delta::finish(head.stats, gpu_vals, |id, bytes| {
-            validate::decode_stats(id, bytes, limits)
+        let failures = Failures::default();
+        let stats = delta::finish(head.stats, gpu_vals, |id, fetched| {
+            decode_fetched(
+                fetched,
+                || keys::gpu_stats_key(id),
+                &failures,
+                |bytes| validate::decode_stats(id, bytes, limits),
+            )
         });
-        let rpcs = delta::finish(head.rpc, rpc_vals, |_, bytes| {
-            validate::decode_rpc(bytes, limits)
+        let rpcs = delta::finish(head.rpc, rpc_vals, |id, fetched| {
+            decode_fetched(
+                fetched,
+                || rpc_key(id),
+                &failures,
+                |bytes| validate::decode_rpc(bytes, limits),
+            )
         });
+        self.remember_failures(failures);
         {
             let mut st = self.scan_state();
             stats.note_unindexed(&mut st.legacy_gpu);
@@ -254,6 +256,12 @@ impl RedisRegistry {
         }
         let not_a_string =
             |t: &str| format!("not a string: {t}; SOLLOL's records are JSON strings");
+        self.remember_wrong_type(
+            wrong_gpu
+                .iter()
+                .map(|(id, t)| (keys::gpu_stats_key(id), not_a_string(t)))
+                .chain(wrong_rpc.iter().map(|(m, t)| (rpc_key(m), not_a_string(t)))),
+        );
         let mut slot = self.known();
         if self.inner.known_epoch.load(Ordering::SeqCst) == epoch && !head.broken {
             *slot = Some(Known {
@@ -335,18 +343,6 @@ impl RedisRegistry {
         Ok(view)
     }
 
-    /// `ZREMRANGEBYSCORE` of the index entries of `key` whose deadline passed more than
-    /// `index_prune_grace` ago.
-    fn prune_cmd(&self, key: &str) -> Cmd {
-        let grace = u64::try_from(self.inner.config.index_prune_grace.as_millis());
-        let stale = unix_ms().saturating_sub(grace.unwrap_or(u64::MAX));
-        redis::cmd("ZREMRANGEBYSCORE")
-            .arg(key)
-            .arg("-inf")
-            .arg(stale)
-            .clone()
-    }
-
     /// Round trip 1 of a full read: the newest change-log entry (the cursor: read first,
     /// so every write after it shows up in the log), every live id of both indexes
     /// (deadline in the future; no scores, which Redis formats slowly), the metadata,
@@ -362,14 +358,18 @@ impl RedisRegistry {
         swept: bool,
     ) -> Result<Head> {
         let now = unix_ms();
+        // Deadlines beyond the horizon are bogus (see `bounded`): never listed.
+        let horizon = self.index_horizon_ms(now);
         let live = |key: &str| {
             redis::cmd("ZRANGEBYSCORE")
                 .arg(key)
                 .arg(format!("({now}"))
-                .arg("+inf")
+                .arg(horizon)
                 .clone()
         };
         let op = "discover (index)";
+        let prunes = self.prune_cmds([keys::INDEX_GPU, keys::INDEX_RPC]);
+        let n_prunes = prunes.len();
         let mut replies = self
             .exec_staged_each(
                 op,
@@ -381,22 +381,21 @@ impl RedisRegistry {
                         .arg("COUNT")
                         .arg(1)
                         .clone()],
-                    vec![
+                    [
                         live(keys::INDEX_GPU),
                         live(keys::INDEX_RPC),
                         redis::cmd("GET").arg(keys::ROUTER_METADATA).clone(),
-                        self.prune_cmd(keys::INDEX_GPU),
-                        self.prune_cmd(keys::INDEX_RPC),
-                    ],
+                    ]
+                    .into_iter()
+                    .chain(prunes)
+                    .collect(),
                 ],
             )
             .await?
             .into_iter();
         let mut next = || self.unless_wrong_type(op, replies.next());
         let (log, gpu_live, rpc_live, meta) = (next()?, next()?, next()?, next()?);
-        // Pruning (of an index of the wrong type: nothing to prune).
-        next()?;
-        next()?;
+        self.note_pruned(replies.by_ref().take(n_prunes));
         self.note_wrong_type(keys::CHANGES, log.is_none(), "discover");
         self.note_wrong_type(keys::INDEX_GPU, gpu_live.is_none(), "discover");
         self.note_wrong_type(keys::INDEX_RPC, rpc_live.is_none(), "discover");
@@ -455,6 +454,8 @@ impl RedisRegistry {
         };
         // More changes than this: a full read is cheaper.
         let cap = known.stats.len() + known.rpc.len() + 1024;
+        let prunes = self.prune_cmds([keys::INDEX_GPU, keys::INDEX_RPC]);
+        let n_prunes = prunes.len();
         // Expired entries first: a record republished in between is in the log.
         let op = "discover (changes)";
         let mut replies = self
@@ -462,7 +463,7 @@ impl RedisRegistry {
                 op,
                 vec![
                     vec![expired(keys::INDEX_GPU), expired(keys::INDEX_RPC)],
-                    vec![
+                    [
                         redis::cmd("XRANGE")
                             .arg(keys::CHANGES)
                             .arg(known.cursor.as_deref().unwrap_or("-"))
@@ -471,17 +472,17 @@ impl RedisRegistry {
                             .arg(cap + 1)
                             .clone(),
                         redis::cmd("GET").arg(keys::ROUTER_METADATA).clone(),
-                        self.prune_cmd(keys::INDEX_GPU),
-                        self.prune_cmd(keys::INDEX_RPC),
-                    ],
+                    ]
+                    .into_iter()
+                    .chain(prunes)
+                    .collect(),
                 ],
             )
             .await?
             .into_iter();
         let mut next = || self.unless_wrong_type(op, replies.next());
         let (gpu_expired, rpc_expired, entries, meta) = (next()?, next()?, next()?, next()?);
-        next()?;
-        next()?;
+        self.note_pruned(replies.by_ref().take(n_prunes));
         let (Some(gpu_expired), Some(rpc_expired), Some(entries)) =
             (gpu_expired, rpc_expired, entries)
         else {

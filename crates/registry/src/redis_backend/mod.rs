@@ -18,6 +18,7 @@
 //! | `impl_registry` | `impl Registry for RedisRegistry`: delegates to the others |
 //! | `pubsub` | change push: subscribing, keyspace notifications, the watch task |
 //! | `discover` | discovery's round trips and the [`ClusterView`](crate::ClusterView) it builds |
+//! | `bounded` | discovery's size-checked reads, the junk it remembers, bounded index pruning |
 //! | `write` | stats, registrations, deregistrations, router metadata |
 //! | `scan` | the bounded `SCAN` sweep for keys without our index |
 //! | `url` | URL parsing, TLS and cluster set-up, feature errors |
@@ -25,10 +26,12 @@
 //! | `state` | [`RedisRegistry`] and the state its clones share |
 //! | `conn`, `scripts`, `value` | the connection type, the Lua scripts, reply decoding (leaves) |
 //!
-//! `pubsub` uses `scan` (it sweeps while polling); `discover` uses `scan`; the modules
+//! `pubsub` uses `scan` (it sweeps while polling); `discover` uses `scan` and `bounded`;
+//! `write` uses `bounded` (a write forgets the junk it replaced); the modules
 //! above `state` that run commands do so through `exec`; nothing imports
 //! `impl_registry` or this file.
 
+mod bounded;
 mod conn;
 mod discover;
 mod exec;

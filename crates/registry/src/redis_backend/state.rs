@@ -4,8 +4,8 @@
 //! [`RedisRegistry`] handle itself. Every other module of `redis` works on these; this
 //! one imports none of them but `conn` and `scripts`.
 
-use std::collections::{BTreeSet, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -54,6 +54,33 @@ pub(super) struct ScanState {
     pub(super) dirty_rpc: BTreeSet<String>,
 }
 
+/// Keys found holding junk (a value over the size cap, one that does not decode, another
+/// Redis type), remembered with the length they had (or [`Junk::WRONG_TYPE`]) so
+/// discovery does not read them again while they stay the same (see `bounded`).
+#[derive(Default)]
+pub(super) struct Junk {
+    pub(super) by_key: HashMap<String, JunkEntry>,
+}
+
+/// One remembered junk key.
+pub(super) struct JunkEntry {
+    /// Its length in bytes when it was read, or [`Junk::WRONG_TYPE`].
+    pub(super) len: i64,
+    /// Why it was skipped.
+    pub(super) reason: std::sync::Arc<str>,
+    /// When it was found: forgotten after `full_read_interval` (unless over the cap), so
+    /// a rewrite to the same length that no keyspace event announced is read within that
+    /// time.
+    pub(super) at: Instant,
+}
+
+impl Junk {
+    /// The `len` of a key holding another Redis type than a string.
+    pub(super) const WRONG_TYPE: i64 = -2;
+    /// Most keys remembered (a flood beyond this is read again, still size-checked).
+    pub(super) const MAX: usize = 100_000;
+}
+
 /// What a registry kept from its previous discovery (see `delta`).
 pub(super) struct Known {
     /// Id of the newest change-log entry seen; `None` when the log was empty.
@@ -82,6 +109,11 @@ pub(super) struct Inner {
     /// Redis type: warned about once until they are usable again.
     pub(super) wrong_type: Mutex<HashSet<&'static str>>,
     pub(super) known: Mutex<Option<Known>>,
+    /// Junk keys discovery does not read again while they stay the same.
+    pub(super) junk: Mutex<Junk>,
+    /// The server refused one of discovery's `EVAL`s (an ACL without `+eval`, scripting
+    /// disabled): discovery uses plain commands instead (see `bounded`).
+    pub(super) no_scripts: AtomicBool,
     /// Bumped by whatever invalidates what discovery keeps (a `Resync`, a cleared
     /// cache): a discovery that started before does not put its records back.
     pub(super) known_epoch: AtomicU64,
@@ -118,6 +150,10 @@ impl RedisRegistry {
 
     pub(super) fn scan_state(&self) -> MutexGuard<'_, ScanState> {
         self.inner.scan.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(super) fn junk(&self) -> MutexGuard<'_, Junk> {
+        self.inner.junk.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub(super) fn known(&self) -> MutexGuard<'_, Option<Known>> {

@@ -4,7 +4,7 @@
 //! leave this module unredacted (the secret is kept only to scrub server messages).
 
 use std::collections::HashSet;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex};
 
 #[cfg(feature = "cluster")]
@@ -12,7 +12,7 @@ use redis::cluster::ClusterClientBuilder;
 use redis::{IntoConnectionInfo, RedisError};
 
 use super::scripts::Scripts;
-use super::state::{Inner, RedisRegistry, ScanState, Slot, Target};
+use super::state::{Inner, Junk, RedisRegistry, ScanState, Slot, Target};
 use crate::config::{RegistryConfig, DEFAULT_REDIS_URL, REDIS_URL_ENV};
 use crate::error::{redact_url, Error, Result};
 use crate::registry::Registry;
@@ -112,6 +112,8 @@ impl RedisRegistry {
                 warned: Mutex::new(HashSet::new()),
                 wrong_type: Mutex::new(HashSet::new()),
                 known: Mutex::new(None),
+                junk: Mutex::new(Junk::default()),
+                no_scripts: AtomicBool::new(false),
                 known_epoch: AtomicU64::new(0),
             }),
         })

@@ -90,3 +90,51 @@ pub(super) fn array_of(v: Value) -> Vec<Value> {
         _ => Vec::new(),
     }
 }
+
+#[cfg(test)]
+pub(super) mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Any reply a server (or something posing as one) may send, nested 3 deep.
+    pub(crate) fn any_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Nil),
+            Just(Value::Okay),
+            any::<i64>().prop_map(Value::Int),
+            any::<f64>().prop_map(Value::Double),
+            any::<bool>().prop_map(Value::Boolean),
+            proptest::collection::vec(any::<u8>(), 0..40).prop_map(Value::BulkString),
+            ".{0,20}".prop_map(Value::SimpleString),
+        ];
+        leaf.prop_recursive(3, 48, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                proptest::collection::vec(inner, 0..6).prop_map(Value::Set),
+            ]
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Stream entries (`XRANGE` replies of our change log and SOLLOL's history
+        /// stream), id lists and scores decode from any reply without panicking, and
+        /// never yield more than the reply holds.
+        #[test]
+        fn replies_of_any_shape_decode(v in any_value()) {
+            let entries = stream_entries(v.clone());
+            let top = array_of(v.clone()).len();
+            prop_assert!(entries.len() <= top);
+            prop_assert!(strings_of(v.clone()).len() <= top);
+            let _ = score_of(&v);
+            let _ = bytes_of(v);
+        }
+    }
+
+    #[test]
+    fn ttl_is_clamped() {
+        assert_eq!(ttl_ms(Duration::ZERO), 1);
+        assert_eq!(ttl_ms(Duration::MAX), 1 << 53);
+    }
+}

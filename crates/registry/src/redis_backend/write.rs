@@ -112,6 +112,10 @@ impl RedisRegistry {
             ],
         )
         .await?;
+        // A junk value this write replaced is not junk any more (see `bounded`).
+        if self.has_junk() {
+            self.forget_junk(std::iter::once(keys::gpu_stats_key(&record.node_id)));
+        }
         Ok(())
     }
 
@@ -152,6 +156,9 @@ impl RedisRegistry {
             ],
         )
         .await?;
+        if self.has_junk() {
+            self.forget_junk(std::iter::once(keys::rpc_node_key(host, port)));
+        }
         Ok(())
     }
 

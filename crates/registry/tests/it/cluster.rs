@@ -104,4 +104,20 @@ async fn three_master_cluster_round_trip() {
         .await
         .unwrap();
     assert_eq!(delta, full);
+
+    // A value far over the size cap (10 MiB) is skipped without being read: a cluster
+    // reads with STRLEN + GETRANGE (one script may not span slots), so at most the cap.
+    cluster
+        .cli(&["SETRANGE", "sollol:gpu:big:11434", "10485759", "x"])
+        .unwrap();
+    let fresh = RedisRegistry::connect(&cluster.url(), cfg()).await.unwrap();
+    let view = fresh.discover().await.unwrap();
+    assert_eq!(view.stats.len(), full.stats.len());
+    assert_eq!(view.skipped.len(), 1, "{:?}", view.skipped);
+    assert_eq!(view.skipped[0].key, "sollol:gpu:big:11434");
+    assert!(
+        view.skipped[0].reason.contains("10485760 bytes"),
+        "{:?}",
+        view.skipped
+    );
 }

@@ -101,3 +101,12 @@ pub(crate) fn command_calls(info: &str, cmd: &str) -> u64 {
         .and_then(|n| n.parse().ok())
         .unwrap_or(0)
 }
+
+/// An index score (Unix ms) `secs` seconds from now, as our writers set it.
+pub(crate) fn deadline_in(secs: u64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    (now + secs * 1000).to_string()
+}

@@ -11,7 +11,9 @@ mod compat;
 mod delta;
 mod faults;
 mod fixtures;
+mod hostile;
 mod memory;
+mod props;
 mod push;
 mod redis_ops;
 #[cfg(feature = "tls")]

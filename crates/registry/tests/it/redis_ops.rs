@@ -7,7 +7,7 @@ use vramroute_registry::{RedisRegistry, Registry, RouterMetadata, RpcBackend, Sc
 
 use vramroute_registry::testing::fixtures::{GPU_STATS_CPU_ONLY, GPU_STATS_NVIDIA, RPC_NODE_GPU};
 
-use crate::common::{cfg, command_calls, eventually, node, rpc_record};
+use crate::common::{cfg, command_calls, deadline_in, eventually, node, rpc_record};
 
 #[tokio::test]
 async fn records_expire_after_their_ttl() {
@@ -116,8 +116,10 @@ async fn discovery_uses_a_constant_number_of_round_trips() {
     assert_eq!(view.stats.len(), 300);
     assert_eq!(view.rpc_nodes.len(), 40);
     let delta = |c: &str| command_calls(&after, c) - command_calls(&before, c);
-    assert_eq!(delta("mget"), 2, "one MGET per record kind");
-    assert_eq!(delta("get"), 1, "metadata");
+    assert_eq!(delta("eval"), 2, "two index prunes");
+    assert_eq!(delta("strlen"), 340, "one size check per record");
+    assert_eq!(delta("getrange"), 340, "one bounded read per record");
+    assert_eq!(delta("get"), 1, "the metadata");
     assert_eq!(delta("zrangebyscore"), 2, "live ids of both indexes");
     assert_eq!(delta("xrevrange"), 1, "the change-log cursor");
     assert_eq!(delta("scan") + delta("keys"), 0);
@@ -137,9 +139,13 @@ async fn discovery_uses_a_constant_number_of_round_trips() {
     let delta = |c: &str| command_calls(&after, c) - command_calls(&before, c);
     assert_eq!(delta("xrange"), 1, "the change log");
     assert_eq!(delta("zrangebyscore"), 2, "expired entries of both indexes");
-    assert_eq!(delta("mget"), 2, "the two changed records");
+    assert_eq!(
+        delta("strlen") + delta("getrange"),
+        4,
+        "the two changed records"
+    );
     assert_eq!(delta("zscore"), 2, "their index entries");
-    assert_eq!(delta("get"), 1, "metadata");
+    assert_eq!(delta("get"), 1, "the metadata");
     assert_eq!(delta("xrevrange") + delta("scan") + delta("keys"), 0);
 }
 
@@ -403,7 +409,7 @@ async fn repeated_discovery_sees_every_change_despite_the_decode_cache() {
     let key = format!("sollol:gpu:{}", a.node_id);
     server.cli(&["SET", &key, "{not json"]).unwrap();
     server
-        .cli(&["ZADD", "vramroute:index:gpu", "4102444800000", &a.node_id])
+        .cli(&["ZADD", "vramroute:index:gpu", &deadline_in(120), &a.node_id])
         .unwrap();
     server
         .cli(&["XADD", "vramroute:changes", "*", "gpu", &a.node_id])

@@ -42,11 +42,12 @@ fn assert_good(view: &ClusterView) {
 }
 
 /// Asserts the next discovery (nothing written in between) is a delta read: no
-/// `XREVRANGE` (full reads read the cursor), no `MGET`, no `SCAN`, same view.
+/// `XREVRANGE` (full reads read the cursor), no record read (`STRLEN`), no `SCAN`, same
+/// view.
 async fn assert_delta_read(server: &RedisServer, reg: &RedisRegistry) {
     let before = (
         calls(server, "xrevrange"),
-        calls(server, "mget"),
+        calls(server, "strlen"),
         calls(server, "xrange"),
         calls(server, "scan"),
     );
@@ -55,14 +56,14 @@ async fn assert_delta_read(server: &RedisServer, reg: &RedisRegistry) {
     assert!(view.skipped.is_empty(), "{:?}", view.skipped);
     let after = (
         calls(server, "xrevrange"),
-        calls(server, "mget"),
+        calls(server, "strlen"),
         calls(server, "xrange"),
         calls(server, "scan"),
     );
     assert_eq!(
         (after.0, after.1, after.2, after.3),
         (before.0, before.1, before.2 + 1, before.3),
-        "(xrevrange, mget, xrange, scan) before {before:?}"
+        "(xrevrange, strlen, xrange, scan) before {before:?}"
     );
 }
 
@@ -250,8 +251,10 @@ async fn record_keys_of_another_type_are_reported_with_their_type() {
         let types = calls(&server, "type");
         expect(&reg.discover().await.unwrap());
         assert_eq!(reg.skipped_records_total(), before + 3 * (round + 1));
-        // One more round trip of TYPE commands, for those keys only.
-        assert_eq!(calls(&server, "type"), types + 3, "round {round}");
+        // One more round trip of TYPE commands, for those keys only, once: then they
+        // are remembered as junk (see `bounded`) until they change.
+        let want = if round == 0 { 3 } else { 0 };
+        assert_eq!(calls(&server, "type"), types + want, "round {round}");
     }
     // The operator deletes them; our writer republishes its record.
     server.cli(&["DEL", &gpu_key, &rpc_key, &set_key]).unwrap();

@@ -1,0 +1,476 @@
+//! Bounded reads for discovery: no value over the size cap is ever read, junk keys are
+//! not read again while they stay the same, and index pruning costs each discovery a
+//! bounded amount of work however many bogus members an index holds.
+//!
+//! - **Size check before the read, in the same round trip.** Each record key is read by
+//!   a pipelined `STRLEN` plus `GETRANGE key 0 cap` (cap =
+//!   [`Limits::max_record_bytes`](crate::Limits::max_record_bytes)): at most `cap + 1`
+//!   bytes of a value, whatever its size, and its exact length for the reason. Measured
+//!   against the `MGET` it replaces and against a Lua script doing `STRLEN` then `GET`
+//!   per key (which copies every value through Lua): the pipeline was the faster of the
+//!   two bounded reads (`docs/registry.md`, "Benchmarks"); it needs no script permission
+//!   and works alike on a Redis Cluster.
+//! - **Junk is remembered until it changes.** A key found over the cap, holding another
+//!   Redis type, or not decoding is remembered with its length (or "wrong type"). The
+//!   next discoveries send only its `STRLEN`; while the length is unchanged the
+//!   remembered reason is reported again without reading the value (a wrongly typed key
+//!   costs no `TYPE` round trip either). Change is
+//!   detected by the length (`STRLEN`, O(1)), by a keyspace event naming the key, by a
+//!   change-log entry naming it, a write through this registry, and — except for a value
+//!   over the cap, whose outcome the length alone decides — at the latest after
+//!   `full_read_interval` (a rewrite to the same length that no event announced is read
+//!   within that time). Redis keeps no
+//!   per-key version (`OBJECT` reports idle time and encoding, and reading resets the
+//!   idle time), so length plus events is the cheapest exact-enough check.
+//! - **Index pruning is bounded.** `PRUNE_INDEX` removes at most `PRUNE_BATCH` entries
+//!   at each end of an index per discovery: deadlines long past, and deadlines further
+//!   ahead than any record of ours can live (`max_record_ttl`). Discovery's list of live
+//!   ids is bounded by the same horizon, so bogus members are never listed while they
+//!   wait to be pruned.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use redis::{Cmd, RedisError, RedisResult, Value};
+
+use super::exec::is_wrong_type;
+use super::scripts::PRUNE_INDEX;
+use super::state::{Junk, JunkEntry, RedisRegistry};
+use super::value::{score_of, ttl_ms, unix_ms};
+use crate::error::{scrub, Error, Result};
+
+/// Most index entries pruned at each end of an index by one discovery (about 0.1 s of
+/// server time at most; a flood of 1,000,000 bogus members is gone after 20 discoveries,
+/// and is never listed meanwhile).
+const PRUNE_BATCH: u64 = 50_000;
+
+/// What discovery read for one record key (`None` beside it: absent, or of another Redis
+/// type not yet known).
+pub(super) enum Fetched {
+    /// The value, at most the size cap long.
+    Value(Vec<u8>),
+    /// Not read: why the record is skipped (over the cap, or junk unchanged since it was
+    /// found).
+    Skip(Arc<str>),
+}
+
+/// Decoding failures of one discovery, remembered as junk afterwards:
+/// `(key, value length, reason)`.
+pub(super) type Failures = Mutex<Vec<(String, usize, String)>>;
+
+/// What is remembered of one key to read: its junk length and reason.
+type Remembered = Option<(i64, Arc<str>)>;
+
+/// Why the replies of a bounded read cannot be used.
+#[derive(Debug)]
+enum ReadError {
+    /// The server answered a command with an error (a refused script, …).
+    Server(RedisError),
+    /// The reply has the wrong shape.
+    Shape(String),
+}
+
+/// An integer reply.
+fn int_of(v: &Value) -> Option<i64> {
+    match v {
+        Value::Int(n) => Some(*n),
+        _ => None,
+    }
+}
+
+/// What the replies for one key said.
+#[derive(Debug)]
+enum Reply {
+    /// A value (at most `cap + 1` bytes long).
+    Value(Vec<u8>),
+    /// Absent (or an empty string).
+    Absent,
+    /// Its length, without the value.
+    Len(i64),
+    /// Another Redis type than a string.
+    WrongType,
+}
+
+impl RedisRegistry {
+    /// Whether discovery prunes with its Lua script (not on a cluster, nor after the
+    /// server refused one).
+    fn scripted(&self) -> bool {
+        !self.is_cluster() && !self.inner.no_scripts.load(Ordering::Relaxed)
+    }
+
+    /// The furthest index deadline (Unix ms) one of our records can have at `now_ms`.
+    pub(super) fn index_horizon_ms(&self, now_ms: u64) -> u64 {
+        let cfg = &self.inner.config;
+        let ttl = cfg
+            .max_record_ttl
+            .max(cfg.stats_ttl)
+            .max(cfg.registration_ttl);
+        now_ms
+            .saturating_add(ttl_ms(ttl))
+            .saturating_add(ttl_ms(cfg.index_prune_grace))
+    }
+
+    /// The commands pruning both indexes (see `PRUNE_INDEX`); their replies go to
+    /// [`Self::note_pruned`].
+    pub(super) fn prune_cmds(&self, indexes: [&str; 2]) -> Vec<Cmd> {
+        let now = unix_ms();
+        let stale = now.saturating_sub(ttl_ms(self.inner.config.index_prune_grace));
+        let horizon = self.index_horizon_ms(now);
+        let mut cmds = Vec::with_capacity(4);
+        for index in indexes {
+            if self.scripted() {
+                cmds.push(
+                    redis::cmd("EVAL")
+                        .arg(PRUNE_INDEX)
+                        .arg(1)
+                        .arg(index)
+                        .arg(stale)
+                        .arg(horizon)
+                        .arg(PRUNE_BATCH)
+                        .clone(),
+                );
+            } else {
+                // Without scripts: unbounded, but each command is one O(log N + M) call.
+                let range = |from: String, to: String| {
+                    redis::cmd("ZREMRANGEBYSCORE")
+                        .arg(index)
+                        .arg(from)
+                        .arg(to)
+                        .clone()
+                };
+                cmds.push(range("-inf".to_owned(), stale.to_string()));
+                cmds.push(range(format!("({horizon}"), "+inf".to_owned()));
+            }
+        }
+        cmds
+    }
+
+    /// Notes the replies of [`Self::prune_cmds`]: pruning is best effort (a key of the
+    /// wrong type is reported by the reads), and a refused script switches discovery to
+    /// plain commands.
+    pub(super) fn note_pruned(&self, replies: impl Iterator<Item = RedisResult<Value>>) {
+        for reply in replies {
+            match reply {
+                Ok(Value::Int(n)) if n > 0 => {
+                    tracing::debug!(removed = n, "pruned dead or bogus registry index entries");
+                }
+                Ok(_) => {}
+                Err(e) if is_wrong_type(&e) => {}
+                Err(e) => self.script_failed(&e),
+            }
+        }
+    }
+
+    /// One of discovery's scripts failed: when the server refuses scripts, discovery
+    /// uses plain commands from now on (warned about once).
+    fn script_failed(&self, e: &RedisError) {
+        let msg = e.to_string();
+        let refused = e.code() == Some("NOPERM")
+            || msg.contains("unknown command")
+            || msg.contains("disabled");
+        if !refused {
+            tracing::debug!(error = %scrub(&msg, self.inner.secret.as_deref()), "discovery script failed");
+            return;
+        }
+        if !self.inner.no_scripts.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                error = %scrub(&msg, self.inner.secret.as_deref()),
+                "the Redis server refused discovery's Lua script: records are read with \
+                 STRLEN + GETRANGE and indexes pruned with ZREMRANGEBYSCORE instead \
+                 (allow EVAL for this user to read and prune in fewer, bounded commands)"
+            );
+        }
+    }
+
+    /// Whether any junk key is remembered.
+    pub(super) fn has_junk(&self) -> bool {
+        !self.junk().by_key.is_empty()
+    }
+
+    /// Forgets what is remembered of `keys` (written since: a keyspace event or our change
+    /// log named them), so the next read reads them.
+    pub(super) fn forget_junk(&self, keys: impl Iterator<Item = String>) {
+        let mut junk = self.junk();
+        if junk.by_key.is_empty() {
+            return;
+        }
+        for key in keys {
+            junk.by_key.remove(&key);
+        }
+    }
+
+    /// Remembers `key` as junk of length `len` (or [`Junk::WRONG_TYPE`]).
+    fn remember(junk: &mut Junk, key: &str, len: i64, reason: Arc<str>) {
+        if junk.by_key.len() < Junk::MAX || junk.by_key.contains_key(key) {
+            junk.by_key.insert(
+                key.to_owned(),
+                JunkEntry {
+                    len,
+                    reason,
+                    at: Instant::now(),
+                },
+            );
+        }
+    }
+
+    /// Remembers keys found holding another Redis type (`(key, reason)`).
+    pub(super) fn remember_wrong_type(&self, found: impl Iterator<Item = (String, String)>) {
+        let mut junk = self.junk();
+        for (key, reason) in found {
+            Self::remember(&mut junk, &key, Junk::WRONG_TYPE, Arc::from(reason));
+        }
+    }
+
+    /// Remembers the values that did not decode.
+    pub(super) fn remember_failures(&self, failures: Failures) {
+        let failures = failures.into_inner().unwrap_or_else(|p| p.into_inner());
+        if failures.is_empty() {
+            return;
+        }
+        let mut junk = self.junk();
+        for (key, len, reason) in failures {
+            let len = i64::try_from(len).unwrap_or(i64::MAX);
+            Self::remember(&mut junk, &key, len, Arc::from(reason));
+        }
+    }
+
+    /// What is remembered (and still fresh) of each key.
+    fn remembered(&self, keys: &[String]) -> Vec<Remembered> {
+        let mut junk = self.junk();
+        if junk.by_key.is_empty() {
+            return vec![None; keys.len()];
+        }
+        // Over the cap stays over the cap while the length stays the same: only the
+        // other junk is read again after `full_read_interval`.
+        let fresh = self.inner.config.full_read_interval;
+        let cap = i64::try_from(self.inner.config.limits.max_record_bytes).unwrap_or(i64::MAX);
+        junk.by_key
+            .retain(|_, e| e.len > cap || e.at.elapsed() < fresh);
+        keys.iter()
+            .map(|k| junk.by_key.get(k).map(|e| (e.len, e.reason.clone())))
+            .collect()
+    }
+
+    /// The commands reading `keys`, bounded (see the module doc): `STRLEN`, and
+    /// `GETRANGE key 0 cap` unless the key is remembered as junk.
+    fn fetch_cmds(&self, keys: &[String], remembered: &[Remembered]) -> Vec<Cmd> {
+        let cap = self.inner.config.limits.max_record_bytes;
+        let mut cmds = Vec::with_capacity(keys.len() * 2);
+        for (key, r) in keys.iter().zip(remembered) {
+            let mut strlen = redis::cmd("STRLEN");
+            strlen.arg(key.as_str());
+            cmds.push(strlen);
+            if r.is_none() {
+                let mut getrange = redis::cmd("GETRANGE");
+                getrange.arg(key.as_str()).arg(0).arg(cap);
+                cmds.push(getrange);
+            }
+        }
+        cmds
+    }
+
+    /// What the replies of [`Self::fetch_cmds`] say per key; `Err` when the server
+    /// answered one of the commands with an error other than `WRONGTYPE`, or there are
+    /// fewer replies than commands.
+    fn fetch_replies(
+        remembered: &[Remembered],
+        replies: Vec<RedisResult<Value>>,
+    ) -> std::result::Result<Vec<Reply>, ReadError> {
+        let mut replies = replies.into_iter();
+        let short = || ReadError::Shape("fewer replies than keys".to_owned());
+        let mut out = Vec::with_capacity(remembered.len());
+        for r in remembered {
+            let len = replies.next().ok_or_else(short)?;
+            let value = if r.is_none() {
+                Some(replies.next().ok_or_else(short)?)
+            } else {
+                None
+            };
+            out.push(match (len, value) {
+                (Err(e), _) if is_wrong_type(&e) => Reply::WrongType,
+                (Err(e), _) => return Err(ReadError::Server(e)),
+                (Ok(len), value) => match (int_of(&len), value) {
+                    (None | Some(0), _) => Reply::Absent,
+                    (Some(n), Some(Ok(Value::BulkString(b)))) if n as usize == b.len() => {
+                        Reply::Value(b)
+                    }
+                    // Over the cap (the value read is its first `cap + 1` bytes),
+                    // remembered, or rewritten between the two commands: its length
+                    // decides.
+                    (Some(n), _) => Reply::Len(n),
+                },
+            });
+        }
+        Ok(out)
+    }
+
+    /// Reads `gpu_keys` and `rpc_keys` bounded (see the module doc) with `confirms` (the
+    /// `ZSCORE`s of logged ids) in the same round trip, forgetting first what is
+    /// remembered of `changed` keys. Returns the values per kind and the scores.
+    pub(super) async fn read_bounded(
+        &self,
+        gpu_keys: Vec<String>,
+        rpc_keys: Vec<String>,
+        confirms: Vec<Cmd>,
+        changed: Vec<String>,
+    ) -> Result<(Vec<Option<Fetched>>, Vec<Option<Fetched>>, Vec<Option<f64>>)> {
+        let op = "discover (read)";
+        self.forget_junk(changed.into_iter());
+        let n_gpu = gpu_keys.len();
+        let mut keys = gpu_keys;
+        keys.extend(rpc_keys);
+        let remembered = self.remembered(&keys);
+        let fetch = self.fetch_cmds(&keys, &remembered);
+        let (n_fetch, n_confirms) = (fetch.len(), confirms.len());
+        let mut replies = self.exec_staged_each(op, vec![fetch, confirms]).await?;
+        if replies.len() != n_fetch + n_confirms {
+            return Err(self.bad_reply(op, "fewer replies than commands".to_owned()));
+        }
+        let scores = replies
+            .split_off(n_fetch)
+            .into_iter()
+            .map(|r| r.ok().as_ref().and_then(score_of))
+            .collect();
+        let read = Self::fetch_replies(&remembered, replies).map_err(|e| match e {
+            ReadError::Server(e) => self.map_err(op, &e),
+            ReadError::Shape(reason) => self.bad_reply(op, format!("unexpected reply: {reason}")),
+        })?;
+        let mut values = self.interpret(&keys, remembered, read);
+        let rpc_values = values.split_off(n_gpu);
+        Ok((values, rpc_values, scores))
+    }
+
+    /// Our error for a reply we cannot use.
+    fn bad_reply(&self, op: &'static str, reason: String) -> Error {
+        Error::Redis {
+            url: self.inner.url.clone(),
+            op,
+            reason: scrub(&reason, self.inner.secret.as_deref()),
+        }
+    }
+
+    /// What each key's reply means for discovery, remembering values over the cap and
+    /// forgetting keys that now hold a usable value or are gone.
+    fn interpret(
+        &self,
+        keys: &[String],
+        remembered: Vec<Remembered>,
+        read: Vec<Reply>,
+    ) -> Vec<Option<Fetched>> {
+        let cap = self.inner.config.limits.max_record_bytes;
+        let mut junk = self.junk();
+        let mut out = Vec::with_capacity(read.len());
+        for ((key, r), reply) in keys.iter().zip(remembered).zip(read) {
+            let fetched = match (reply, r) {
+                (Reply::Value(b), _) if b.len() <= cap => Some(Fetched::Value(b)),
+                (Reply::Value(b), _) => Some(self.oversized(&mut junk, key, b.len() as i64)),
+                (Reply::Absent, _) => None,
+                // Known to be of another type: no `TYPE` round trip.
+                (Reply::WrongType, Some((Junk::WRONG_TYPE, reason))) => Some(Fetched::Skip(reason)),
+                // The caller asks its `TYPE` (and remembers it).
+                (Reply::WrongType, _) => None,
+                (Reply::Len(n), Some((len, reason))) if n == len => Some(Fetched::Skip(reason)),
+                (Reply::Len(n), _) if n > cap as i64 => Some(self.oversized(&mut junk, key, n)),
+                // Remembered junk that changed (plain commands read only its length), or
+                // a value rewritten between its `STRLEN` and `GETRANGE`: forgotten, so
+                // the next discovery reads it.
+                (Reply::Len(_), _) => {
+                    junk.by_key.remove(key);
+                    Some(Fetched::Skip(Arc::from(
+                        "changed since it was found unusable (or while being read): read \
+                         again by the next discovery",
+                    )))
+                }
+            };
+            if matches!(fetched, None | Some(Fetched::Value(_))) && !junk.by_key.is_empty() {
+                junk.by_key.remove(key);
+            }
+            out.push(fetched);
+        }
+        out
+    }
+
+    /// The skip of a value of `len` bytes, over the cap (remembered).
+    fn oversized(&self, junk: &mut Junk, key: &str, len: i64) -> Fetched {
+        let cap = self.inner.config.limits.max_record_bytes;
+        let reason: Arc<str> = Arc::from(format!(
+            "value is {len} bytes (max {cap}, the record size cap): not read"
+        ));
+        Self::remember(junk, key, len, reason.clone());
+        Fetched::Skip(reason)
+    }
+}
+
+/// Decodes one fetched value with `decode`, noting a failure (with the key `key()`) in
+/// `failures` so it is remembered as junk.
+pub(super) fn decode_fetched<T>(
+    fetched: &Fetched,
+    key: impl FnOnce() -> String,
+    failures: &Failures,
+    decode: impl FnOnce(&[u8]) -> std::result::Result<T, String>,
+) -> std::result::Result<T, String> {
+    match fetched {
+        Fetched::Value(bytes) => decode(bytes).inspect_err(|reason| {
+            failures.lock().unwrap_or_else(|p| p.into_inner()).push((
+                key(),
+                bytes.len(),
+                reason.clone(),
+            ));
+        }),
+        Fetched::Skip(reason) => Err(reason.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn plain_replies_are_read_per_key() {
+        // The third key is remembered: only its STRLEN was sent.
+        let remembered = vec![None, None, Some((7, Arc::from("bad"))), None];
+        let replies = vec![
+            Ok(Value::Int(2)),
+            Ok(Value::BulkString(b"{}".to_vec())),
+            Ok(Value::Int(300_000)),
+            Ok(Value::BulkString(vec![b'x'; 1000])),
+            Ok(Value::Int(7)),
+            Ok(Value::Int(0)),
+            Ok(Value::BulkString(Vec::new())),
+        ];
+        let read = RedisRegistry::fetch_replies(&remembered, replies).unwrap();
+        assert!(matches!(
+            read.as_slice(),
+            [
+                Reply::Value(_),
+                Reply::Len(300_000),
+                Reply::Len(7),
+                Reply::Absent
+            ]
+        ));
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Whatever the server answers, reading the replies gives one outcome per key or
+        /// an error.
+        #[test]
+        fn any_replies_give_one_outcome_per_key_or_an_error(
+            n in 0usize..6,
+            values in proptest::collection::vec(super::super::value::tests::any_value(), 0..14),
+            remember in proptest::collection::vec(any::<bool>(), 6),
+        ) {
+            let remembered: Vec<Remembered> = remember[..n]
+                .iter()
+                .map(|r| r.then(|| (5, Arc::from("junk"))))
+                .collect();
+            let replies = values.into_iter().map(Ok).collect();
+            if let Ok(read) = RedisRegistry::fetch_replies(&remembered, replies) {
+                prop_assert_eq!(read.len(), n);
+            }
+        }
+    }
+}
