@@ -45,4 +45,13 @@ cargo package --workspace \
     --no-verify --locked --allow-dirty >/dev/null
 echo "== cargo test --workspace" >&2
 cargo test --workspace --locked
+# The crate's copy of SOLLOL's records against the canonical captures, when the shared
+# folder sits beside the checkout (a clone alone does not carry it).
+for shared in ../shared/sollol-records ../../shared/sollol-records; do
+    if [ -d "$shared" ]; then
+        echo "== SOLLOL fixtures against $shared" >&2
+        cargo test -p vramroute-registry --locked --test it -- --ignored crate_copy_is_byte_identical
+        break
+    fi
+done
 echo "test.sh: all checks passed" >&2

@@ -13,6 +13,6 @@ mod cluster;
 mod control_chars;
 mod daemon;
 mod dashboard;
+mod hostile;
 mod local_inputs;
 mod slow_clients;
-mod hostile;

@@ -1,6 +1,8 @@
 //! The SOLLOL fixtures exist once: the crate's copy (`fixtures/sollol/`, exposed as
 //! `testing::fixtures`) must stay byte-identical to the canonical captures in the shared
-//! folder beside the checkout, when that folder is present.
+//! folder beside the checkout. That check needs the folder, which a clone does not
+//! carry: it is an ignored test that fails without it, and `scripts/test.sh` runs it
+//! whenever the folder is there.
 
 use std::path::{Path, PathBuf};
 
@@ -17,11 +19,12 @@ fn canonical_dir() -> Option<PathBuf> {
 }
 
 #[test]
+#[ignore = "needs shared/sollol-records beside the checkout; scripts/test.sh runs it when present"]
 fn crate_copy_is_byte_identical_to_the_shared_captures() {
-    let Some(shared) = canonical_dir() else {
-        println!("note: no shared/sollol-records beside the checkout; fixture comparison skipped");
-        return;
-    };
+    let shared = canonical_dir().expect(
+        "no shared/sollol-records beside the checkout (../shared or ../../shared from the \
+         workspace root): this test compares the crate's copy against it",
+    );
     let mut names: Vec<String> = std::fs::read_dir(&shared)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
