@@ -4,6 +4,7 @@
 //! an error in the protocol's own shape.
 
 use std::fmt::Write as _;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -483,9 +484,35 @@ struct RelayState {
     inner: BoxStream<'static, reqwest::Result<Bytes>>,
     relay: Relay,
     idle: Duration,
+    /// One idle timer for the whole answer, re-armed only when it fires before the
+    /// idle time since the last chunk has passed (not one timer per chunk).
+    timer: Pin<Box<tokio::time::Sleep>>,
+    last_chunk: tokio::time::Instant,
     proto: Protocol,
     sse: bool,
     ended: bool,
+}
+
+impl RelayState {
+    /// The node's next chunk, or `Err` after `idle` without one.
+    async fn next_chunk(&mut self) -> Result<Option<reqwest::Result<Bytes>>, ()> {
+        loop {
+            tokio::select! {
+                biased;
+                item = self.inner.next() => {
+                    self.last_chunk = tokio::time::Instant::now();
+                    return Ok(item);
+                }
+                () = self.timer.as_mut() => {
+                    let due = self.last_chunk + self.idle;
+                    if tokio::time::Instant::now() >= due {
+                        return Err(());
+                    }
+                    self.timer.as_mut().reset(due);
+                }
+            }
+        }
+    }
 }
 
 fn relay(
@@ -511,10 +538,14 @@ fn relay(
         h.insert(NODE_HEADER, header_value(&tracker.node));
         h.insert(REASON_HEADER, header_value(reason));
     }
+    let idle = shared.config.idle_timeout;
+    let now = tokio::time::Instant::now();
     let state = RelayState {
         inner: resp.bytes_stream().boxed(),
         relay: tracker,
-        idle: shared.config.idle_timeout,
+        idle,
+        timer: Box::pin(tokio::time::sleep_until(now + idle)),
+        last_chunk: now,
         proto,
         sse,
         ended: false,
@@ -523,7 +554,7 @@ fn relay(
         if st.ended {
             return None;
         }
-        match tokio::time::timeout(st.idle, st.inner.next()).await {
+        match st.next_chunk().await {
             Ok(Some(Ok(chunk))) => Some((Ok::<Bytes, std::io::Error>(chunk), st)),
             Ok(None) => {
                 st.relay.finish(true);
