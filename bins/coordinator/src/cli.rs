@@ -37,6 +37,11 @@ pub(crate) struct SourceArgs {
         value_name = "URL"
     )]
     pub(crate) redis_url: Option<String>,
+    /// A file holding the Redis password (one line), joined to the URL so that the
+    /// password stays out of the URL, the command line and `ps`. `REDIS_PASSWORD` in the
+    /// environment does the same when no file is given.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub(crate) redis_password_file: Option<PathBuf>,
     /// YAML config (FlockParser's gpu_router_config.yaml keys plus ours).
     #[arg(long, global = true, env = "VRAMROUTE_CONFIG", value_name = "FILE")]
     pub(crate) config: Option<PathBuf>,

@@ -24,6 +24,8 @@ mod metrics;
 mod models;
 mod optimize;
 mod plan;
+#[path = "../../shared/redis_password.rs"]
+mod redis_password;
 mod route;
 mod source;
 mod status;

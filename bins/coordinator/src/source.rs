@@ -19,6 +19,7 @@ use vramroute_router::{Policy, SnapshotConfig};
 
 use crate::cli::SourceArgs;
 use crate::config::Config;
+use crate::redis_password::join_redis_password;
 use crate::UsageError;
 
 /// The line embedded mode prints (once, on stderr).
@@ -40,6 +41,9 @@ const LOCAL_OLLAMA_TIMEOUT: Duration = Duration::from_millis(800);
 pub(crate) struct Settings {
     pub(crate) config: Config,
     pub(crate) args: SourceArgs,
+    /// The Redis URL with the password from `--redis-password-file` / `REDIS_PASSWORD`
+    /// joined in, resolved once.
+    redis_url: Option<String>,
 }
 
 impl Settings {
@@ -49,19 +53,33 @@ impl Settings {
             Some(path) => Config::load(path).map_err(|e| UsageError(format!("{e:#}")))?,
             None => Config::default(),
         };
-        Ok(Settings {
-            config,
-            args: args.clone(),
-        })
-    }
-
-    /// `--redis-url` / `SOLLOL_REDIS_URL`, else the config's `redis_url`.
-    pub(crate) fn redis_url(&self) -> Option<String> {
-        self.args
+        let url = args
             .redis_url
             .clone()
             .filter(|u| !u.trim().is_empty())
-            .or_else(|| self.config.redis_url.clone())
+            .or_else(|| config.redis_url.clone());
+        let file = args.redis_password_file.as_deref();
+        let redis_url = match url {
+            Some(url) => Some(join_redis_password(url, file).map_err(UsageError)?),
+            None if file.is_some() => {
+                return Err(UsageError(
+                    "--redis-password-file needs a Redis URL (--redis-url, SOLLOL_REDIS_URL or config redis_url)".into(),
+                )
+                .into())
+            }
+            None => None,
+        };
+        Ok(Settings {
+            config,
+            args: args.clone(),
+            redis_url,
+        })
+    }
+
+    /// `--redis-url` / `SOLLOL_REDIS_URL`, else the config's `redis_url`; with the
+    /// password from `--redis-password-file` / `REDIS_PASSWORD` joined in.
+    pub(crate) fn redis_url(&self) -> Option<String> {
+        self.redis_url.clone()
     }
 
     pub(crate) fn snapshot_config(&self) -> SnapshotConfig {

@@ -90,6 +90,11 @@ pub(crate) struct RunArgs {
         value_name = "URL"
     )]
     pub(crate) redis_url: Option<String>,
+    /// A file holding the Redis password (one line), joined to the URL so that the
+    /// password stays out of the URL, the command line and `ps`. `REDIS_PASSWORD` in the
+    /// environment does the same when no file is given.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) redis_password_file: Option<PathBuf>,
     /// Redis host (SOLLOL compatibility; ignored when --redis-url is given).
     #[arg(long, value_name = "HOST")]
     pub(crate) redis_host: Option<String>,

@@ -10,6 +10,8 @@ mod logging;
 mod metrics;
 mod probe_cmd;
 mod probe_worker;
+#[path = "../../shared/redis_password.rs"]
+mod redis_password;
 mod rpc_server;
 mod run;
 mod settings;

@@ -171,6 +171,11 @@ impl Settings {
                 format!("redis://{host}:{port}")
             }
         };
+        let redis_url = crate::redis_password::join_redis_password(
+            redis_url,
+            args.redis_password_file.as_deref(),
+        )
+        .map_err(UsageError)?;
         let hardware = Hardware::from_args(&HardwareArgs {
             sysfs_root: args.hardware.sysfs_root.or(file.sysfs_root),
             proc_root: args.hardware.proc_root.or(file.proc_root),

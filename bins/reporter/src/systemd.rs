@@ -112,6 +112,12 @@ fn run_flags(run: &RunArgs) -> Vec<String> {
         "config",
         run.config.as_ref().map(|p| p.display().to_string()),
     );
+    opt(
+        "redis-password-file",
+        run.redis_password_file
+            .as_ref()
+            .map(|p| p.display().to_string()),
+    );
     opt("redis-host", run.redis_host.clone());
     opt("redis-port", run.redis_port.map(|p| p.to_string()));
     opt("node-id", run.node_id.clone());

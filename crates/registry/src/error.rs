@@ -168,8 +168,136 @@ pub(crate) fn scrub(text: &str, secret: Option<&str>) -> String {
     }
 }
 
+/// `url` with `password` as its Redis password, for a password kept out of the URL (an
+/// environment variable or a file, so it never shows in `ps` or a unit file). TCP URLs
+/// (`redis://`, `rediss://`, `redis-cluster://`) get it in the userinfo (`:PASS@`, after
+/// a user name when there is one); Unix-socket URLs (`redis+unix://`, `unix://`) as the
+/// `pass` query parameter. The password is percent-encoded. A URL that already carries a
+/// password is refused rather than silently overridden; errors never echo the password.
+///
+/// ```
+/// use vramroute_registry::url_with_password;
+/// assert_eq!(url_with_password("redis://10.0.0.5:6379/0", "p@ss word").unwrap(),
+///            "redis://:p%40ss%20word@10.0.0.5:6379/0");
+/// assert_eq!(url_with_password("redis://app@10.0.0.5", "s").unwrap(), "redis://app:s@10.0.0.5");
+/// assert_eq!(url_with_password("redis+unix:///run/redis.sock?db=1", "s").unwrap(),
+///            "redis+unix:///run/redis.sock?db=1&pass=s");
+/// assert!(url_with_password("redis://:old@h", "s").is_err());
+/// ```
+pub fn url_with_password(url: &str, password: &str) -> std::result::Result<String, String> {
+    if password.is_empty() {
+        return Err("the Redis password is empty".to_owned());
+    }
+    if password.chars().any(char::is_control) {
+        return Err("the Redis password contains a control character (a stray newline?)".into());
+    }
+    let encoded = percent_encode(password);
+    let Some(i) = url.find("://") else {
+        return Err(format!(
+            "cannot add a password to {}: not a URL (redis://HOST:PORT)",
+            redact_url(url)
+        ));
+    };
+    let (scheme, rest) = (&url[..i], &url[i + 3..]);
+    match scheme {
+        "redis" | "rediss" | "redis-cluster" | "rediss-cluster" => {
+            let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+            let (authority, tail) = rest.split_at(end);
+            let (user, host) = match authority.rfind('@') {
+                Some(at) => {
+                    let userinfo = &authority[..at];
+                    match userinfo.split_once(':') {
+                        Some((_, pass)) if !pass.is_empty() => {
+                            return Err(format!(
+                                "{} already carries a password: give it one way only",
+                                redact_url(url)
+                            ))
+                        }
+                        Some((user, _)) => (user, &authority[at + 1..]),
+                        None => (userinfo, &authority[at + 1..]),
+                    }
+                }
+                None => ("", authority),
+            };
+            Ok(format!("{scheme}://{user}:{encoded}@{host}{tail}"))
+        }
+        "redis+unix" | "unix" => {
+            let (before_frag, frag) = match rest.find('#') {
+                Some(h) => rest.split_at(h),
+                None => (rest, ""),
+            };
+            let query = before_frag.split_once('?').map_or("", |(_, q)| q);
+            if query
+                .split('&')
+                .any(|kv| kv.starts_with("pass=") || kv.starts_with("password="))
+            {
+                return Err(format!(
+                    "{} already carries a password: give it one way only",
+                    redact_url(url)
+                ));
+            }
+            let sep = if before_frag.contains('?') { '&' } else { '?' };
+            Ok(format!("{scheme}://{before_frag}{sep}pass={encoded}{frag}"))
+        }
+        other => Err(format!(
+            "cannot add a password to a {other}:// URL (use redis://, rediss:// or redis+unix://)"
+        )),
+    }
+}
+
+/// Percent-encodes everything but RFC 3986's unreserved characters.
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_password_joins_every_url_form_encoded_and_never_twice() {
+        let ok = |u: &str| super::url_with_password(u, "s3:cr/t@x").unwrap();
+        assert_eq!(ok("redis://h:6379"), "redis://:s3%3Acr%2Ft%40x@h:6379");
+        assert_eq!(
+            ok("rediss://u@h/2?x=1"),
+            "rediss://u:s3%3Acr%2Ft%40x@h/2?x=1"
+        );
+        assert_eq!(ok("redis://u:@h"), "redis://u:s3%3Acr%2Ft%40x@h");
+        assert_eq!(
+            ok("redis-cluster://h1:7000"),
+            "redis-cluster://:s3%3Acr%2Ft%40x@h1:7000"
+        );
+        assert_eq!(
+            ok("redis+unix:///s.sock"),
+            "redis+unix:///s.sock?pass=s3%3Acr%2Ft%40x"
+        );
+        assert_eq!(
+            ok("unix:///s.sock?db=2"),
+            "unix:///s.sock?db=2&pass=s3%3Acr%2Ft%40x"
+        );
+        for bad in [
+            "redis://:old@h",
+            "redis://u:old@h",
+            "redis+unix:///s?pass=old",
+            "h:6379",
+            "http://h",
+        ] {
+            let e = super::url_with_password(bad, "s3:cr/t@x").unwrap_err();
+            assert!(
+                !e.contains("s3:cr") && !e.contains("old@") && !e.contains("pass=old"),
+                "{e}"
+            );
+        }
+        assert!(super::url_with_password("redis://h", "").is_err());
+        assert!(super::url_with_password("redis://h", "pw\n").is_err());
+    }
+
     use super::*;
 
     #[test]

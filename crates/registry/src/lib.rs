@@ -71,7 +71,7 @@ pub use config::{
     KeyspaceEvents, RegistryConfig, ScanStrategy, DEFAULT_REDIS_URL, DEFAULT_RPC_PORT,
     REDIS_URL_ENV,
 };
-pub use error::{redact_url, Error, Result};
+pub use error::{redact_url, url_with_password, Error, Result};
 pub use memory::MemoryRegistry;
 pub use record::{
     GpuOffload, GpuStat, GpuStatsRecord, LoadedModel, RouterMetadata, RpcBackend, RpcNodeRecord,

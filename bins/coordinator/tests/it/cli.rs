@@ -201,6 +201,71 @@ fn passwords_never_reach_help_or_errors() {
 }
 
 #[test]
+fn a_redis_password_can_stay_out_of_the_url() {
+    const PW: &str = "pw s3cret:/@x";
+    let redis = RedisServer::builder().password(PW).start().unwrap();
+    let port = redis.port().unwrap().to_string();
+    let url = format!("redis://127.0.0.1:{port}");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("redis.pass");
+    std::fs::write(&file, format!("{PW}\n")).unwrap();
+    let file = file.to_str().unwrap();
+
+    // Without it: refused by the server, and the error says so.
+    let o = coord(&["--redis-url", &url, "status"]);
+    assert!(!o.status.success());
+    // From a file (one line, the newline dropped).
+    let o = coord(&["--redis-url", &url, "--redis-password-file", file, "status"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!stdout(&o).contains("s3cret") && !stderr(&o).contains("s3cret"));
+    // From REDIS_PASSWORD.
+    let o = std::process::Command::new(BIN)
+        .args(["--redis-url", &url, "status"])
+        .env("REDIS_PASSWORD", PW)
+        .env_remove("SOLLOL_REDIS_URL")
+        .env_remove("VRAMROUTE_CONFIG")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    // Given twice (in the URL and the file): a usage error that echoes neither.
+    let twice = format!("redis://:other-pass@127.0.0.1:{port}");
+    let o = coord(&[
+        "--redis-url",
+        &twice,
+        "--redis-password-file",
+        file,
+        "status",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("already carries a password"), "{err}");
+    assert!(
+        !err.contains("other-pass") && !err.contains("s3cret"),
+        "{err}"
+    );
+    // A FIFO or a missing file is refused by name.
+    let o = coord(&[
+        "--redis-url",
+        &url,
+        "--redis-password-file",
+        "/nonexistent/p",
+        "status",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("--redis-password-file"),
+        "{}",
+        stderr(&o)
+    );
+    // --help names the ways and shows no value.
+    let help = stdout(&coord(&["--help"]));
+    assert!(
+        help.contains("--redis-password-file") && help.contains("REDIS_PASSWORD"),
+        "{help}"
+    );
+}
+
+#[test]
 fn configured_model_sizes_beat_the_table_and_show_as_their_source() {
     let tree = fixture("amd-discrete");
     let cfg = write_config("model_sizes:\n  llama3.1:8b: 5200\n  my-finetune:7b: 6100\n");

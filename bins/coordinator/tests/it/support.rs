@@ -44,6 +44,7 @@ pub(crate) fn coord(args: &[&str]) -> Output {
     let mut child = Command::new(BIN)
         .args(args)
         .env_remove("SOLLOL_REDIS_URL")
+        .env_remove("REDIS_PASSWORD")
         .env_remove("VRAMROUTE_CONFIG")
         .env_remove("VRAMROUTE_LOG")
         .env("OLLAMA_URL", "http://127.0.0.1:9")

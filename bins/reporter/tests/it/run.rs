@@ -283,6 +283,58 @@ fn wrong_password_is_a_clear_error_without_the_password() {
 }
 
 #[test]
+fn the_password_can_come_from_a_file_or_redis_password_not_the_url() {
+    let redis = RedisServer::builder()
+        .password("file-pass:/@1")
+        .start()
+        .unwrap();
+    let url = format!("redis://127.0.0.1:{}", redis.port().unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("pass");
+    std::fs::write(&file, "file-pass:/@1\n").unwrap();
+    let root = fixture("empty");
+    let base = [
+        "run",
+        "--once",
+        "--redis-url",
+        &url,
+        "--no-ollama",
+        "--no-nvml",
+        "--advertise-ip",
+        "127.0.0.1",
+        "--sysfs-root",
+        root.to_str().unwrap(),
+    ];
+    let file = file.to_str().unwrap();
+    let mut args: Vec<&str> = base.to_vec();
+    args.extend(["--redis-password-file", file]);
+    let out = run_to_end(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(get_json(&redis, &stats_key()).is_some());
+    let out = run_to_end_with_env(&base, &[("REDIS_PASSWORD", "file-pass:/@1")]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A password in the URL and in a file: refused, neither echoed.
+    let twice = format!("redis://:url-pass@127.0.0.1:{}", redis.port().unwrap());
+    args[3] = &twice;
+    let out = run_to_end(&args);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("already carries a password"), "{err}");
+    assert!(
+        !err.contains("url-pass") && !err.contains("file-pass"),
+        "{err}"
+    );
+}
+
+#[test]
 fn metrics_endpoint_exports_gpu_series() {
     let redis = RedisServer::start().unwrap();
     let port = free_port();

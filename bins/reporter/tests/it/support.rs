@@ -43,6 +43,7 @@ pub(crate) fn run_to_end_with_env(args: &[&str], env: &[(&str, &str)]) -> Output
     let mut child = Command::new(BIN)
         .args(args)
         .env_remove("SOLLOL_REDIS_URL")
+        .env_remove("REDIS_PASSWORD")
         .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
