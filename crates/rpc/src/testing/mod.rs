@@ -150,8 +150,7 @@ impl FakeRpcServerBuilder {
                         bind(SocketAddr::from((ip, 0))).and_then(|l| Ok((l.local_addr()?, l)));
                     match bound {
                         Ok((addr, listener)) => {
-                            let _ = tx.send(Ok(addr));
-                            serve(listener, addr, state).await;
+                            serve(listener, addr, state, Some(tx)).await;
                         }
                         Err(e) => {
                             let _ = tx.send(Err(e));
@@ -288,15 +287,42 @@ fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(1)
 }
 
+/// Releases the held (non-listening) port, then listens on it again.
+fn bind_after(held: &mut Option<TcpSocket>, addr: SocketAddr) -> std::io::Result<TcpListener> {
+    drop(held.take());
+    bind(addr)
+}
+
+/// `addr` bound but not listening.
+fn bind_without_listening(addr: SocketAddr) -> std::io::Result<TcpSocket> {
+    let socket = TcpSocket::new_v4()?;
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    Ok(socket)
+}
+
 /// Accept and serve one connection at a time until shut down.
-async fn serve(listener: TcpListener, addr: SocketAddr, shared: Arc<Shared>) {
+/// `ready` gets the address once the starting behaviour is in place (a fake that starts
+/// refusing never accepts a connection).
+async fn serve(
+    listener: TcpListener,
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    mut ready: Option<std::sync::mpsc::Sender<std::io::Result<SocketAddr>>>,
+) {
     let mut listener = Some(listener);
+    // While refusing, the port stays bound without listening: connections are refused
+    // (RST) and no other socket (another test's fake) can take the port meanwhile.
+    let mut held: Option<TcpSocket> = None;
     loop {
         let behaviour = shared.behaviour();
         match (behaviour, listener.is_some()) {
-            (ServerBehaviour::Refuse, true) => listener = None,
+            (ServerBehaviour::Refuse, true) => {
+                listener = None;
+                held = bind_without_listening(addr).ok();
+            }
             (ServerBehaviour::Refuse, false) | (ServerBehaviour::Busy, _) => {}
-            (_, false) => match bind(addr) {
+            (_, false) => match bind_after(&mut held, addr) {
                 Ok(l) => listener = Some(l),
                 Err(_) => {
                     // The port is briefly unavailable: retry after a short wait.
@@ -307,6 +333,9 @@ async fn serve(listener: TcpListener, addr: SocketAddr, shared: Arc<Shared>) {
                 }
             },
             (_, true) => {}
+        }
+        if let Some(tx) = ready.take() {
+            let _ = tx.send(Ok(addr));
         }
         let accepting = match (&listener, behaviour) {
             (Some(l), b) if b != ServerBehaviour::Busy && b != ServerBehaviour::Refuse => Some(l),
