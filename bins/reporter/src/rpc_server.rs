@@ -32,7 +32,7 @@ const BACKOFF_MAX: Duration = Duration::from_secs(60);
 /// A server that stayed up this long starts the next backoff from [`BACKOFF_MIN`].
 const STABLE_AFTER: Duration = Duration::from_secs(60);
 /// Time between SIGTERM and SIGKILL when stopping the server.
-pub(crate) const STOP_GRACE: Duration = Duration::from_secs(3);
+pub(crate) const STOP_GRACE: Duration = Duration::from_millis(800);
 /// Longest line of the server's output kept in the log (longer ones are cut).
 const MAX_LOG_LINE: usize = 4096;
 
@@ -370,8 +370,7 @@ async fn stop_child(mut child: Child, pid: Option<u32>) {
         Err(_) => {
             warn!(
                 pid,
-                "rpc-server still running {} s after SIGTERM: SIGKILL",
-                STOP_GRACE.as_secs()
+                "rpc-server still running {:?} after SIGTERM: SIGKILL", STOP_GRACE
             );
             signal_group(pid, "KILL").await;
             let _ = child.start_kill();

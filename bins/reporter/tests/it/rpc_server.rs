@@ -178,6 +178,37 @@ fn starts_the_offers_command_and_stops_it_before_deregistering() {
 }
 
 #[test]
+fn an_rpc_server_ignoring_sigterm_still_lets_the_reporter_deregister_within_two_seconds() {
+    let redis = RedisServer::start().unwrap();
+    // Ignored signals stay ignored across exec: this `sleep` ignores SIGTERM.
+    let stand_in = StandIn::new("ggml-rpc-server", "trap '' TERM\nexec sleep 20");
+    let path = stand_in.path_var();
+    let port = free_port();
+    let ip = "127.0.0.32";
+    let mut r = start(
+        &redis,
+        &fixture("amd-discrete"),
+        ip,
+        port,
+        &[],
+        &[("PATH", &path), ("VRAMROUTE_RPC_SERVER", "auto")],
+    );
+    rpc_field(&redis, ip, |v| v["state"] == "running")
+        .unwrap_or_else(|| panic!("no running state published: {}", r.log()));
+    let pid = stand_in.starts()[0].0;
+    let start = std::time::Instant::now();
+    let code = r.signal_and_wait("TERM", Duration::from_secs(2));
+    let took = start.elapsed();
+    assert_eq!(code, Some(0), "exit within 2 s: {}", r.log());
+    eprintln!("figure: SIGTERM to exit with an rpc-server ignoring SIGTERM: {took:.2?}");
+    let log = r.log();
+    assert!(log.contains("SIGKILL"), "{log}");
+    assert!(log.contains("deregistered"), "{log}");
+    assert!(!alive(pid), "the rpc-server outlived the reporter");
+    assert!(get_json(&redis, &stats_key(ip)).is_none(), "stats deleted");
+}
+
+#[test]
 fn an_exiting_rpc_server_is_restarted_with_backoff() {
     let redis = RedisServer::start().unwrap();
     let stand_in = StandIn::new("my-rpc-server", "sleep 0.2; exit 3");
