@@ -142,6 +142,54 @@ pub(crate) fn quote(word: &str) -> String {
     }
 }
 
+/// A unit's text and the environment file it reads (path, contents).
+#[derive(Debug, PartialEq)]
+pub(crate) struct Unit {
+    pub(crate) unit: String,
+    pub(crate) env_file: Option<(PathBuf, String)>,
+}
+
+/// Where the unit goes: `given` (`--unit-path`), else the scope's default for `name`.
+pub(crate) fn unit_path(
+    given: Option<&PathBuf>,
+    scope: Scope,
+    name: &str,
+) -> anyhow::Result<PathBuf> {
+    match given {
+        Some(p) => Ok(p.clone()),
+        None => default_unit_path(scope, name),
+    }
+}
+
+/// What `install` does with a rendered unit: print it (`print`; the environment file is
+/// named, never shown), or write both files, then reload and enable as asked.
+pub(crate) fn install_unit(
+    unit: &Unit,
+    path: &Path,
+    print: bool,
+    scope: Scope,
+    name: &str,
+    enable: bool,
+    now: bool,
+) -> anyhow::Result<()> {
+    if print {
+        print!("{}", unit.unit);
+        if let Some((env, _)) = &unit.env_file {
+            println!(
+                "# {} (mode 0600) would hold SOLLOL_REDIS_URL (not shown: it may contain a password)",
+                env.display()
+            );
+        }
+        return Ok(());
+    }
+    if let Some((env, contents)) = &unit.env_file {
+        write_private(env, contents)?;
+    }
+    write_unit(path, &unit.unit)?;
+    println!("wrote {}", path.display());
+    finish_install(scope, &unit_name(path, name), enable, now)
+}
+
 /// Where a unit named `name` goes by default: `/etc/systemd/system/NAME`, or
 /// `$XDG_CONFIG_HOME/systemd/user/NAME` (`$HOME/.config/...`) for a user unit.
 pub(crate) fn default_unit_path(scope: Scope, name: &str) -> anyhow::Result<PathBuf> {

@@ -5,31 +5,17 @@
 //! `install` (`--redis-url` or `SOLLOL_REDIS_URL`) goes into an `EnvironmentFile`
 //! readable only by its owner, never into the world-readable unit.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::Context as _;
 
 use crate::cli::{InstallArgs, UninstallArgs};
 use crate::source::Settings;
-use crate::systemd_unit::{self as unit, Scope, UnitSpec};
+use crate::systemd_unit::{self as unit, Scope, Unit, UnitSpec};
 use crate::UsageError;
 
 /// The unit's file name.
 const UNIT_NAME: &str = "vramroute-coordinator.service";
-
-/// The unit text and its environment file (path, contents).
-#[derive(Debug)]
-pub(crate) struct Unit {
-    pub(crate) unit: String,
-    pub(crate) env_file: Option<(PathBuf, String)>,
-}
-
-fn unit_path(given: Option<&PathBuf>, scope: Scope) -> anyhow::Result<PathBuf> {
-    match given {
-        Some(p) => Ok(p.clone()),
-        None => unit::default_unit_path(scope, UNIT_NAME),
-    }
-}
 
 pub(crate) fn install(settings: &Settings, args: &InstallArgs) -> anyhow::Result<()> {
     if args.daemon.report_only {
@@ -68,7 +54,7 @@ pub(crate) fn install(settings: &Settings, args: &InstallArgs) -> anyhow::Result
             );
         }
     }
-    let path = unit_path(args.unit_path.as_ref(), scope)?;
+    let path = unit::unit_path(args.unit_path.as_ref(), scope, UNIT_NAME)?;
     let unit = render(
         args,
         &binary,
@@ -76,24 +62,12 @@ pub(crate) fn install(settings: &Settings, args: &InstallArgs) -> anyhow::Result
         settings.redis_url(),
         &path,
     );
-    if args.print {
-        print!("{}", unit.unit);
-        if let Some((path, _)) = &unit.env_file {
-            println!(
-                "# {} (mode 0600) would hold SOLLOL_REDIS_URL (not shown: it may contain a password)",
-                path.display()
-            );
-        }
-        return Ok(());
-    }
-    if let Some((path, contents)) = &unit.env_file {
-        unit::write_private(path, contents)?;
-    }
-    unit::write_unit(&path, &unit.unit)?;
-    println!("wrote {}", path.display());
-    unit::finish_install(
+    unit::install_unit(
+        &unit,
+        &path,
+        args.print,
         scope,
-        &unit::unit_name(&path, UNIT_NAME),
+        UNIT_NAME,
         args.enable,
         args.now,
     )
@@ -101,7 +75,7 @@ pub(crate) fn install(settings: &Settings, args: &InstallArgs) -> anyhow::Result
 
 pub(crate) fn uninstall(args: &UninstallArgs) -> anyhow::Result<()> {
     let scope = Scope::from_user_flag(args.user);
-    let path = unit_path(args.unit_path.as_ref(), scope)?;
+    let path = unit::unit_path(args.unit_path.as_ref(), scope, UNIT_NAME)?;
     unit::remove_unit(scope, &path, UNIT_NAME)
 }
 

@@ -4,30 +4,15 @@
 //! world-readable, and the URL may carry a password); everything else is a flag on
 //! `ExecStart`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::Context as _;
 
 use crate::cli::{InstallArgs, RunArgs, UninstallArgs};
-use crate::systemd_unit::{self as unit, Scope, UnitSpec};
+use crate::systemd_unit::{self as unit, Scope, Unit, UnitSpec};
 
 /// The unit's file name.
 const UNIT_NAME: &str = "vramroute-reporter.service";
-
-/// The unit and the environment file it reads.
-#[derive(Debug, PartialEq)]
-pub(crate) struct Unit {
-    pub(crate) unit: String,
-    pub(crate) env_file: Option<(PathBuf, String)>,
-}
-
-/// Where the unit goes: `--unit-path`, else the scope's default.
-fn unit_path(given: Option<&PathBuf>, scope: Scope) -> anyhow::Result<PathBuf> {
-    match given {
-        Some(p) => Ok(p.clone()),
-        None => unit::default_unit_path(scope, UNIT_NAME),
-    }
-}
 
 pub(crate) fn install(args: &InstallArgs) -> anyhow::Result<()> {
     if args.now && !args.enable {
@@ -40,26 +25,14 @@ pub(crate) fn install(args: &InstallArgs) -> anyhow::Result<()> {
         None => std::env::current_exe().context("cannot find this executable's path")?,
     };
     let scope = Scope::from_user_flag(args.user);
-    let path = unit_path(args.unit_path.as_ref(), scope)?;
+    let path = unit::unit_path(args.unit_path.as_ref(), scope, UNIT_NAME)?;
     let unit = render(args, &binary, &path);
-    if args.print {
-        print!("{}", unit.unit);
-        if let Some((path, _)) = &unit.env_file {
-            println!(
-                "# {} (mode 0600) would hold SOLLOL_REDIS_URL (not shown: it may contain a password)",
-                path.display()
-            );
-        }
-        return Ok(());
-    }
-    if let Some((path, contents)) = &unit.env_file {
-        unit::write_private(path, contents)?;
-    }
-    unit::write_unit(&path, &unit.unit)?;
-    println!("wrote {}", path.display());
-    unit::finish_install(
+    unit::install_unit(
+        &unit,
+        &path,
+        args.print,
         scope,
-        &unit::unit_name(&path, UNIT_NAME),
+        UNIT_NAME,
         args.enable,
         args.now,
     )
@@ -67,7 +40,7 @@ pub(crate) fn install(args: &InstallArgs) -> anyhow::Result<()> {
 
 pub(crate) fn uninstall(args: &UninstallArgs) -> anyhow::Result<()> {
     let scope = Scope::from_user_flag(args.user);
-    let path = unit_path(args.unit_path.as_ref(), scope)?;
+    let path = unit::unit_path(args.unit_path.as_ref(), scope, UNIT_NAME)?;
     unit::remove_unit(scope, &path, UNIT_NAME)
 }
 
