@@ -258,6 +258,27 @@ impl RedisServer {
             .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
+    /// Adds `n` members `bogus-{i}` scored `score` to the sorted set `key`, written by
+    /// the server itself (a Lua loop) in chunks of 100,000, each well within
+    /// [`cli`](Self::cli)'s time bound: an index flood for hostile-input tests.
+    pub fn add_bogus_members(&self, key: &str, n: u64, score: &str) -> Result<()> {
+        let fill = "for i = tonumber(ARGV[1]) + 1, tonumber(ARGV[2]) do \
+                    redis.call('ZADD', KEYS[1], ARGV[3], 'bogus-' .. i) end return 1";
+        for from in (0..n).step_by(100_000) {
+            let to = (from + 100_000).min(n);
+            self.cli(&[
+                "EVAL",
+                fill,
+                "1",
+                key,
+                &from.to_string(),
+                &to.to_string(),
+                score,
+            ])?;
+        }
+        Ok(())
+    }
+
     /// Runs `redis-cli` against this server with `args` (as SOLLOL's tools would write
     /// raw keys) and returns its standard output. Bounded to 10 s.
     pub fn cli<S: AsRef<str>>(&self, args: &[S]) -> Result<String> {

@@ -58,27 +58,6 @@ fn coord_with_max_rss(args: &[&str]) -> (std::process::Output, u64) {
     (out, kib)
 }
 
-/// Adds `n` members `bogus-{i}` scored `score` to `index`, by the server itself, in
-/// chunks of 100,000 (each well within the test helper's 10 s per command).
-fn fill_bogus(redis: &RedisServer, index: &str, n: u64, score: &str) {
-    let fill = "for i = tonumber(ARGV[1]) + 1, tonumber(ARGV[2]) do \
-                redis.call('ZADD', KEYS[1], ARGV[3], 'bogus-' .. i) end return 1";
-    for from in (0..n).step_by(100_000) {
-        let to = (from + 100_000).min(n);
-        redis
-            .cli(&[
-                "EVAL",
-                fill,
-                "1",
-                index,
-                &from.to_string(),
-                &to.to_string(),
-                score,
-            ])
-            .unwrap();
-    }
-}
-
 #[test]
 fn status_stays_small_beside_a_huge_junk_value() {
     let redis = RedisServer::start().unwrap();
@@ -112,7 +91,9 @@ fn a_flood_of_bogus_index_members_stops_neither_status_nor_the_daemon() {
     let redis = RedisServer::start().unwrap();
     let url = redis.url();
     let id = write_sollol_node(&redis, 11434, 50052, now());
-    fill_bogus(&redis, keys::INDEX_GPU, bogus_members(), "4102444800000");
+    redis
+        .add_bogus_members(keys::INDEX_GPU, bogus_members(), "4102444800000")
+        .unwrap();
 
     let view = coord_json(&["--redis-url", &url, "status", "--json"]);
     assert!(node(&view, &id).is_some(), "{view}");

@@ -188,27 +188,6 @@ fn bogus_members() -> u64 {
         .unwrap_or(200_000)
 }
 
-/// Adds `n` members `bogus-{i}` scored `score` to `index`, by the server itself, in
-/// chunks of 100,000 (each well within the test helper's 10 s per command).
-fn fill_bogus(server: &RedisServer, index: &str, n: u64, score: &str) {
-    let fill = "for i = tonumber(ARGV[1]) + 1, tonumber(ARGV[2]) do \
-                redis.call('ZADD', KEYS[1], ARGV[3], 'bogus-' .. i) end return 1";
-    for from in (0..n).step_by(100_000) {
-        let to = (from + 100_000).min(n);
-        server
-            .cli(&[
-                "EVAL",
-                fill,
-                "1",
-                index,
-                &from.to_string(),
-                &to.to_string(),
-                score,
-            ])
-            .unwrap();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bogus_index_members_are_never_listed_and_are_pruned_in_batches() {
     let server = RedisServer::start().unwrap();
@@ -221,8 +200,12 @@ async fn bogus_index_members_are_never_listed_and_are_pruned_in_batches() {
     reg.publish_stats(&node(2)).await.unwrap();
     let n = bogus_members();
     // Far-future deadlines (year 2100) and long-dead ones, filled by the server itself.
-    fill_bogus(&server, keys::INDEX_GPU, n, "4102444800000");
-    fill_bogus(&server, keys::INDEX_RPC, 1000, "1");
+    server
+        .add_bogus_members(keys::INDEX_GPU, n, "4102444800000")
+        .unwrap();
+    server
+        .add_bogus_members(keys::INDEX_RPC, 1000, "1")
+        .unwrap();
     // One far-future member whose key does exist is not listed either (so never read).
     server
         .cli(&["ZADD", keys::INDEX_GPU, "4102444800000", "10.0.0.1:11434"])
