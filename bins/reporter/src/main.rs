@@ -9,7 +9,6 @@ mod config_file;
 mod logging;
 mod metrics;
 mod probe_cmd;
-mod probe_worker;
 #[path = "../../shared/redis_password.rs"]
 mod redis_password;
 mod rpc_server;

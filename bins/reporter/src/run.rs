@@ -2,7 +2,7 @@
 //! free VRAM moves), survive Redis and Ollama outages, supervise the node's rpc-server
 //! when asked (`rpc_server.rs`), deregister on SIGTERM/SIGINT.
 //!
-//! Probing runs on its own thread (`probe_worker.rs`) under a timeout: a probe that
+//! Probing runs on its own thread (`vramroute_probe::ProbeWorker`) under a timeout: a probe that
 //! blocks leaves the last good values republished, stamped with the time they were
 //! measured and marked `probe_stale` (so readers age them and stop routing to the node),
 //! while `/metrics` and SIGTERM keep working. A signal cancels whatever the loop awaits
@@ -20,12 +20,11 @@ use vramroute_node::{
     gpu_log_line, sollol_gpu_order, ChangeDetector, NodeIdentity, NodeReport, OllamaState,
 };
 use vramroute_ollama::{OffloadVerdict, OllamaClient};
-use vramroute_probe::{GpuDevice, HostMemory, NodeHardware};
+use vramroute_probe::{GpuDevice, HostMemory, NodeHardware, ProbeOutcome, ProbeWorker};
 use vramroute_registry::{keys, redact_url, RedisRegistry, Registry, RegistryConfig};
 
 use crate::cli::RunArgs;
 use crate::metrics::Metrics;
-use crate::probe_worker::{Outcome, ProbeWorker};
 use crate::rpc_server::Supervisor;
 use crate::settings::{RpcServerMode, Settings};
 
@@ -173,8 +172,8 @@ impl Reporter {
     /// answer in time.
     async fn once(&mut self) -> anyhow::Result<()> {
         let probed = match self.worker.probe().await {
-            Outcome::Done(p) => p,
-            Outcome::Stuck { .. } => anyhow::bail!(
+            ProbeOutcome::Done(p) => p,
+            ProbeOutcome::Stuck { .. } => anyhow::bail!(
                 "the hardware probe did not answer within {:?} (a sysfs file or the GPU driver blocks; --probe-timeout)",
                 self.settings.probe_timeout
             ),
@@ -322,8 +321,8 @@ impl Reporter {
     /// the last good values (none before the first probe answered).
     async fn probe(&mut self) -> Option<Measured> {
         let probed = match self.worker.probe().await {
-            Outcome::Done(p) => p,
-            Outcome::Stuck { since } => {
+            ProbeOutcome::Done(p) => p,
+            ProbeOutcome::Stuck { since } => {
                 if self.probe_stuck_since.is_none() {
                     self.probe_stuck_since = Some(since);
                     self.metrics.probe_timed_out();

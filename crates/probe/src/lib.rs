@@ -21,6 +21,9 @@
 //! - [`GpuDevice`] (one GPU) and [`HostMemory`] (RAM and CPUs), units in field names.
 //! - [`GpuBackend`], the vendor trait, with [`NvmlBackend`], [`AmdSysfsBackend`],
 //!   [`IntelSysfsBackend`] and (feature `rocm`) `RocmBackend`.
+//! - [`ProbeWorker`]: a `Prober` on a thread of its own, each probe awaited under a
+//!   timeout ([`ProbeOutcome::Stuck`] while a read blocks), for async callers that must
+//!   not stall on a wedged driver or a FIFO in sysfs.
 //!
 //! Sources, units and rules are documented in `docs/probe.md`.
 
@@ -38,6 +41,7 @@ mod prober;
 #[cfg(feature = "rocm")]
 mod rocm;
 mod sysfs;
+mod worker;
 
 pub use amd::{AmdSysfsBackend, APU_CARVE_OUT_MAX_BYTES};
 pub use backend::{GpuBackend, PRIORITY_LIBRARY, PRIORITY_SYSFS};
@@ -49,3 +53,4 @@ pub use nvml::NvmlBackend;
 pub use prober::{default_proc_root, probe, NodeHardware, Prober, ProberConfig};
 #[cfg(feature = "rocm")]
 pub use rocm::RocmBackend;
+pub use worker::{ProbeAnswer, ProbeOutcome, ProbeWorker};

@@ -1,57 +1,78 @@
-//! Hardware probing off the publish path: the `Prober` lives on its own thread, and
-//! each probe is awaited with a timeout, so a read that blocks (a FIFO in sysfs, a wedged
-//! GPU driver) stalls neither publishing, `/metrics` nor SIGTERM. A probe that does not
-//! answer in time is left running (a thread blocked in the kernel cannot be stopped); no
-//! new probe is sent until it returns, and its answer, when it comes, is used.
+//! Probing off the caller's thread: a [`ProbeWorker`] owns a [`Prober`] on a thread of
+//! its own, and each probe is awaited with a timeout, so a read that blocks (a FIFO in
+//! sysfs, a wedged GPU driver) stalls no async task of the caller (publishing, metrics,
+//! signal handling). A probe that does not answer in time is left running (a thread
+//! blocked in the kernel cannot be stopped); no new probe is sent until it returns, and
+//! its answer, when it comes, is used: it carries the time it was measured.
 
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::oneshot;
-use vramroute_probe::{GpuDevice, HostMemory};
 
-use vramroute_probe::Prober;
-
-use crate::run::unix_now;
+use crate::{GpuDevice, HostMemory, Prober};
 
 /// One probe's answer: the GPUs and host memory, read on the probing thread.
-pub(crate) struct Probed {
-    pub(crate) gpus: Result<Vec<GpuDevice>, vramroute_probe::Error>,
-    pub(crate) host: Result<HostMemory, vramroute_probe::Error>,
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct ProbeAnswer {
+    /// [`Prober::probe_gpus`]'s result.
+    pub gpus: crate::Result<Vec<GpuDevice>>,
+    /// [`Prober::probe_host`]'s result.
+    pub host: crate::Result<HostMemory>,
     /// When the probe ended, Unix seconds.
-    pub(crate) at: f64,
-    pub(crate) took: Duration,
+    pub at: f64,
+    /// How long the probe took.
+    pub took: Duration,
 }
 
 /// What [`ProbeWorker::probe`] gives.
-pub(crate) enum Outcome {
+#[derive(Debug)]
+pub enum ProbeOutcome {
     /// The probe answered.
-    Done(Probed),
+    Done(ProbeAnswer),
     /// The probe has not answered since `since` (this call's or an earlier one's).
-    Stuck { since: Instant },
+    Stuck {
+        /// When the unanswered probe was sent.
+        since: Instant,
+    },
 }
 
 struct Request {
-    reply: oneshot::Sender<Probed>,
+    reply: oneshot::Sender<ProbeAnswer>,
 }
 
 /// Builds the thread's `Prober` (on the thread: NVML is loaded there, once).
-type MakeProber = std::sync::Arc<dyn Fn() -> Prober + Send + Sync>;
+type MakeProber = Arc<dyn Fn() -> Prober + Send + Sync>;
 
 /// The probing thread and the probe it has not answered yet.
-pub(crate) struct ProbeWorker {
+///
+/// Needs a tokio runtime with the time driver for [`ProbeWorker::probe`]. A thread that
+/// dies (a panicking backend) is replaced by a new one on the next call.
+pub struct ProbeWorker {
     make: MakeProber,
     timeout: Duration,
     tx: mpsc::Sender<Request>,
-    pending: Option<(oneshot::Receiver<Probed>, Instant)>,
+    pending: Option<(oneshot::Receiver<ProbeAnswer>, Instant)>,
+}
+
+impl std::fmt::Debug for ProbeWorker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProbeWorker")
+            .field("timeout", &self.timeout)
+            .field("pending", &self.pending.as_ref().map(|(_, since)| since))
+            .finish_non_exhaustive()
+    }
 }
 
 impl ProbeWorker {
-    pub(crate) fn start(
+    /// Starts the probing thread, which builds its `Prober` with `make`; each probe may
+    /// take at most `timeout`. Fails only when the thread cannot be spawned.
+    pub fn start(
         make: impl Fn() -> Prober + Send + Sync + 'static,
         timeout: Duration,
     ) -> std::io::Result<ProbeWorker> {
-        let make: MakeProber = std::sync::Arc::new(make);
+        let make: MakeProber = Arc::new(make);
         let tx = spawn(&make)?;
         Ok(ProbeWorker {
             make,
@@ -61,16 +82,18 @@ impl ProbeWorker {
         })
     }
 
-    /// Probes the GPUs and host memory, waiting at most the timeout.
-    pub(crate) async fn probe(&mut self) -> Outcome {
+    /// Probes the GPUs and host memory, waiting at most the timeout. While an earlier
+    /// probe is still unanswered, answers [`ProbeOutcome::Stuck`] at once (with that
+    /// probe's start) and sends no new one.
+    pub async fn probe(&mut self) -> ProbeOutcome {
         if let Some((mut rx, since)) = self.pending.take() {
             match rx.try_recv() {
                 // The late answer of a probe that timed out: fresh enough to use (it
                 // carries its own time), and the thread is free again.
-                Ok(p) => return Outcome::Done(p),
+                Ok(p) => return ProbeOutcome::Done(p),
                 Err(oneshot::error::TryRecvError::Empty) => {
                     self.pending = Some((rx, since));
-                    return Outcome::Stuck { since };
+                    return ProbeOutcome::Stuck { since };
                 }
                 Err(oneshot::error::TryRecvError::Closed) => self.restart(),
             }
@@ -82,19 +105,19 @@ impl ProbeWorker {
             self.restart();
             let (reply, again) = oneshot::channel();
             if self.tx.send(Request { reply }).is_err() {
-                return Outcome::Stuck { since };
+                return ProbeOutcome::Stuck { since };
             }
             rx = again;
         }
         match tokio::time::timeout(self.timeout, &mut rx).await {
-            Ok(Ok(p)) => Outcome::Done(p),
+            Ok(Ok(p)) => ProbeOutcome::Done(p),
             Ok(Err(_)) => {
                 self.restart();
-                Outcome::Stuck { since }
+                ProbeOutcome::Stuck { since }
             }
             Err(_) => {
                 self.pending = Some((rx, since));
-                Outcome::Stuck { since }
+                ProbeOutcome::Stuck { since }
             }
         }
     }
@@ -105,6 +128,14 @@ impl ProbeWorker {
             Err(e) => tracing::warn!("cannot start a new probe thread: {e}"),
         }
     }
+}
+
+/// Seconds since the Unix epoch (0 before it).
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
 }
 
 /// Starts the probing thread; it owns the `Prober`.
@@ -119,7 +150,7 @@ fn spawn(make: &MakeProber) -> std::io::Result<mpsc::Sender<Request>> {
                 let start = Instant::now();
                 let gpus = prober.probe_gpus();
                 let host = prober.probe_host();
-                let _ = req.reply.send(Probed {
+                let _ = req.reply.send(ProbeAnswer {
                     gpus,
                     host,
                     at: unix_now(),
@@ -133,9 +164,8 @@ fn spawn(make: &MakeProber) -> std::io::Result<mpsc::Sender<Request>> {
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::Arc;
 
-    use vramroute_probe::{GpuBackend, ProberConfig, Vendor};
+    use crate::{GpuBackend, ProberConfig, Vendor};
 
     use super::*;
 
@@ -146,7 +176,7 @@ mod tests {
         fn name(&self) -> &'static str {
             "wedged"
         }
-        fn probe(&self) -> vramroute_probe::Result<Vec<GpuDevice>> {
+        fn probe(&self) -> crate::Result<Vec<GpuDevice>> {
             while self.0.load(Ordering::SeqCst) {
                 std::thread::sleep(Duration::from_millis(5));
             }
@@ -169,23 +199,23 @@ mod tests {
             Duration::from_millis(100),
         )
         .expect("thread");
-        assert!(matches!(w.probe().await, Outcome::Done(p) if p.gpus.is_ok()));
+        assert!(matches!(w.probe().await, ProbeOutcome::Done(p) if p.gpus.is_ok()));
 
         wedged.store(true, Ordering::SeqCst);
         let first = match w.probe().await {
-            Outcome::Stuck { since } => since,
-            Outcome::Done(_) => panic!("a blocked probe answered"),
+            ProbeOutcome::Stuck { since } => since,
+            ProbeOutcome::Done(_) => panic!("a blocked probe answered"),
         };
         // Still blocked: answered at once with the same start, no second probe queued.
         match w.probe().await {
-            Outcome::Stuck { since } => assert_eq!(since, first),
-            Outcome::Done(_) => panic!("a blocked probe answered"),
+            ProbeOutcome::Stuck { since } => assert_eq!(since, first),
+            ProbeOutcome::Done(_) => panic!("a blocked probe answered"),
         }
         wedged.store(false, Ordering::SeqCst);
         // The blocked probe ends: its answer comes with one of the next calls (bounded).
         let mut answered = false;
         for _ in 0..200 {
-            if let Outcome::Done(p) = w.probe().await {
+            if let ProbeOutcome::Done(p) = w.probe().await {
                 assert_eq!(p.gpus.expect("gpus").len(), 1);
                 answered = true;
                 break;
@@ -193,6 +223,6 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
         assert!(answered, "the probe never answered after it was released");
-        assert!(matches!(w.probe().await, Outcome::Done(_)));
+        assert!(matches!(w.probe().await, ProbeOutcome::Done(_)));
     }
 }
