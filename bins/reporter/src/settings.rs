@@ -188,7 +188,7 @@ impl Settings {
             None => {
                 let interfaces = advertise::interfaces(args.interfaces.as_deref())?;
                 let chosen = advertise::advertise_ip(&redis_url, &interfaces);
-                chosen.log();
+                advertise::log(&chosen);
                 chosen.ip()
             }
         };

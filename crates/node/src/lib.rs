@@ -4,18 +4,22 @@
 //! ([`vramroute_alloc`]) and what its Ollama says ([`vramroute_ollama`]) into the
 //! registry's record types ([`vramroute_registry`]): the live stats record, the
 //! capability registration, the human report and the JSON the reporter prints. It also
-//! owns the "publish now?" rule ([`ChangeDetector`]).
+//! owns the "publish now?" rule ([`ChangeDetector`]) and the rule for the address a
+//! node advertises ([`choose_advertise_ip`]: not loopback on the machine that runs Redis).
 //!
 //! **Must not know:** Redis I/O (records are handed to a `Registry` by the caller),
 //! routing, clocks (the caller passes the timestamp), HTTP (the caller passes the
-//! outcome of `GET /api/ps`).
+//! outcome of `GET /api/ps`), the network (the caller passes the route's address and
+//! the interface list).
 //!
 //! Used by `vramroute-reporter` and by the coordinator's embedded single-node mode, so
 //! both describe a node the same way.
 
+mod advertise;
 mod change;
 mod report;
 
+pub use advertise::{choose_advertise_ip, AdvertiseChoice, NetInterface};
 pub use change::ChangeDetector;
 pub use report::{gpu_log_line, sollol_gpu_order, NodeIdentity, NodeReport, OllamaState};
 
