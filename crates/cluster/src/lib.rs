@@ -18,14 +18,16 @@
 //!   forwarding measures (requests in flight, latency, success rate) fed to the router,
 //!   and a [`DecisionLog`] of the recent routing decisions made through it;
 //! - [`history()`]: VRAM per node and GPU over time, from the registry's stats stream
-//!   plus the live view.
+//!   plus the live view;
+//! - [`sync_router_metadata`]: one upkeep step of SOLLOL's router metadata from the
+//!   view's live registrations, written only while holding a lock.
 //!
 //! **Must not know:** Redis key names (the registry's), CLI flags, HTTP serving,
 //! metrics formats, or process concerns. It does I/O only through the registry and the
 //! Ollama client it is handed or told to build.
 //!
 //! Module layers (each imports only from layers above it): `error`, `signals` → `view` →
-//! `sizes` → `route`, `plan`, `history` → `decisions` → `optimize`, `live`.
+//! `sizes` → `route`, `plan`, `history`, `metadata` → `decisions` → `optimize`, `live`.
 //!
 //! ```
 //! use vramroute_cluster::{check, model_size, route, RouteQuery, StatusView};
@@ -60,6 +62,7 @@ mod decisions;
 mod error;
 mod history;
 mod live;
+mod metadata;
 pub mod optimize;
 pub mod plan;
 mod route;
@@ -76,6 +79,7 @@ pub use history::{
 pub use live::{
     unix_now, Feed, Health, LiveCluster, LiveConfig, Observer, RegistryFeed, ReservationId,
 };
+pub use metadata::{registered_backends, sync_router_metadata, MetadataLock, MetadataSync};
 pub use optimize::{optimize, optimize_tracked, OptimizeOptions, Outcome, PendingLoads};
 pub use plan::PlanAnswer;
 pub use route::{

@@ -3,6 +3,7 @@
 mod backends;
 mod common;
 mod live;
+mod metadata;
 mod optimize;
 mod props;
 mod sollol;
