@@ -1,7 +1,9 @@
 //! The systemd units of both binaries (each includes this file with `#[path]`): one
 //! hardened template, as a system unit (`/etc/systemd/system`, `DynamicUser` or a named
 //! user) or a user unit (`~/.config/systemd/user`, for `systemctl --user`), written with
-//! its private environment file, and enabled when asked.
+//! its private environment file, and enabled when asked; and the `install` /
+//! `uninstall` flags both binaries share ([`UnitArgs`], flattened into each `install`,
+//! and [`UninstallArgs`]).
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -12,6 +14,110 @@ use anyhow::Context as _;
 /// Open files allowed to the service: a daemon serving many clients (and a reporter
 /// with its rpc-server) must not hit the default soft limit of 1024.
 pub(crate) const LIMIT_NOFILE: u32 = 65536;
+
+/// The `install` flags of both binaries (each flattens them into its own `install`,
+/// beside the flags of the command the unit runs).
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct UnitArgs {
+    /// Print the unit instead of writing it.
+    #[arg(long)]
+    pub(crate) print: bool,
+    /// Install a user unit (~/.config/systemd/user) for `systemctl --user` instead of a
+    /// system unit.
+    #[arg(long)]
+    pub(crate) user: bool,
+    /// Where to write the unit [default: /etc/systemd/system/NAME; with --user,
+    /// $XDG_CONFIG_HOME/systemd/user/NAME] (each binary names NAME: [`unit_path_help`]).
+    #[arg(long, value_name = "PATH")]
+    pub(crate) unit_path: Option<PathBuf>,
+    /// System unit: run as this account instead of a DynamicUser.
+    #[arg(long, value_name = "USER", conflicts_with = "user")]
+    pub(crate) run_as: Option<String>,
+    /// After writing the unit, run `systemctl [--user] daemon-reload` and
+    /// `systemctl [--user] enable NAME`.
+    #[arg(long, conflicts_with = "print")]
+    pub(crate) enable: bool,
+    /// With --enable: start it now too (`enable --now`).
+    #[arg(long)]
+    pub(crate) now: bool,
+    /// Path of the binary the unit runs [default: this executable] (each binary names
+    /// itself: [`binary_help`]).
+    #[arg(long, value_name = "PATH")]
+    pub(crate) binary: Option<PathBuf>,
+}
+
+impl UnitArgs {
+    /// System or user unit.
+    pub(crate) fn scope(&self) -> Scope {
+        Scope::from_user_flag(self.user)
+    }
+
+    /// The binary the unit runs (`--binary`, else this executable), once the flags are
+    /// known to fit together.
+    pub(crate) fn binary(&self) -> anyhow::Result<PathBuf> {
+        if self.now && !self.enable {
+            return Err(
+                crate::UsageError("--now starts the unit: give it with --enable".into()).into(),
+            );
+        }
+        match &self.binary {
+            Some(b) => Ok(b.clone()),
+            None => std::env::current_exe().context("cannot find this executable's path"),
+        }
+    }
+
+    /// Where unit `name` goes: `--unit-path`, else the scope's default.
+    pub(crate) fn path(&self, name: &str) -> anyhow::Result<PathBuf> {
+        unit_path(self.unit_path.as_ref(), self.scope(), name)
+    }
+
+    /// Prints or writes `unit` (named `name`) to `path`, then enables it as asked.
+    pub(crate) fn install(&self, unit: &Unit, path: &Path, name: &str) -> anyhow::Result<()> {
+        install_unit(
+            unit,
+            path,
+            self.print,
+            self.scope(),
+            name,
+            self.enable,
+            self.now,
+        )
+    }
+}
+
+/// `--unit-path`'s help naming this binary's unit (`#[command(mut_arg(...))]` on the
+/// binary's `install` arguments).
+pub(crate) fn unit_path_help(arg: clap::Arg, unit_name: &str) -> clap::Arg {
+    arg.help(format!(
+        "Where to write the unit [default: /etc/systemd/system/{unit_name}; with --user, \
+         $XDG_CONFIG_HOME/systemd/user/{unit_name}]"
+    ))
+}
+
+/// `--binary`'s help naming this binary (`reporter`, `coordinator`).
+pub(crate) fn binary_help(arg: clap::Arg, what: &str) -> clap::Arg {
+    arg.help(format!(
+        "Path of the {what} binary the unit runs [default: this executable]"
+    ))
+}
+
+/// The `uninstall` flags of both binaries.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct UninstallArgs {
+    /// Remove the user unit (`install --user`).
+    #[arg(long)]
+    pub(crate) user: bool,
+    /// The unit to remove [default: where `install` puts it].
+    #[arg(long, value_name = "PATH")]
+    pub(crate) unit_path: Option<PathBuf>,
+}
+
+/// `uninstall`: removes unit `name` (where `install` put it, or `--unit-path`).
+pub(crate) fn uninstall(args: &UninstallArgs, name: &str) -> anyhow::Result<()> {
+    let scope = Scope::from_user_flag(args.user);
+    let path = unit_path(args.unit_path.as_ref(), scope, name)?;
+    remove_unit(scope, &path, name)
+}
 
 /// Which systemd manager runs the unit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

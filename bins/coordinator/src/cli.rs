@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::logging::LogFormat;
+pub(crate) use crate::systemd_unit::UninstallArgs;
+use crate::systemd_unit::{binary_help, unit_path_help, UnitArgs};
 
 /// Answers where LLM models fit and where requests should go, from the cluster's
 /// registry (Redis), a saved snapshot, or this machine alone.
@@ -79,44 +81,18 @@ pub(crate) enum Command {
     Uninstall(UninstallArgs),
 }
 
+/// `install`: the unit flags both binaries share, then the daemon flags the unit runs
+/// with.
 #[derive(Debug, Clone, Args)]
+#[command(
+    mut_arg("unit_path", |a| unit_path_help(a, crate::install::UNIT_NAME)),
+    mut_arg("binary", |a| binary_help(a, "coordinator"))
+)]
 pub(crate) struct InstallArgs {
-    /// Print the unit instead of writing it.
-    #[arg(long)]
-    pub(crate) print: bool,
-    /// Install a user unit (~/.config/systemd/user) for `systemctl --user` instead of a
-    /// system unit.
-    #[arg(long)]
-    pub(crate) user: bool,
-    /// Where to write the unit [default: /etc/systemd/system/vramroute-coordinator.service;
-    /// with --user, $XDG_CONFIG_HOME/systemd/user/vramroute-coordinator.service].
-    #[arg(long, value_name = "PATH")]
-    pub(crate) unit_path: Option<PathBuf>,
-    /// System unit: run as this account instead of a DynamicUser.
-    #[arg(long, value_name = "USER", conflicts_with = "user")]
-    pub(crate) run_as: Option<String>,
-    /// Path of the coordinator binary the unit runs [default: this executable].
-    #[arg(long, value_name = "PATH")]
-    pub(crate) binary: Option<PathBuf>,
-    /// After writing the unit, run `systemctl [--user] daemon-reload` and
-    /// `systemctl [--user] enable NAME`.
-    #[arg(long, conflicts_with = "print")]
-    pub(crate) enable: bool,
-    /// With --enable: start it now too (`enable --now`).
-    #[arg(long)]
-    pub(crate) now: bool,
+    #[command(flatten)]
+    pub(crate) unit: UnitArgs,
     #[command(flatten)]
     pub(crate) daemon: DaemonArgs,
-}
-
-#[derive(Debug, Clone, Args)]
-pub(crate) struct UninstallArgs {
-    /// Remove the user unit (`install --user`).
-    #[arg(long)]
-    pub(crate) user: bool,
-    /// The unit to remove [default: where `install` puts it].
-    #[arg(long, value_name = "PATH")]
-    pub(crate) unit_path: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]

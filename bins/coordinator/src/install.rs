@@ -7,15 +7,13 @@
 
 use std::path::Path;
 
-use anyhow::Context as _;
-
 use crate::cli::{InstallArgs, UninstallArgs};
 use crate::source::Settings;
 use crate::systemd_unit::{self as unit, Scope, Unit, UnitSpec};
 use crate::UsageError;
 
 /// The unit's file name.
-const UNIT_NAME: &str = "vramroute-coordinator.service";
+pub(crate) const UNIT_NAME: &str = "vramroute-coordinator.service";
 
 pub(crate) fn install(settings: &Settings, args: &InstallArgs) -> anyhow::Result<()> {
     if args.daemon.report_only {
@@ -24,13 +22,7 @@ pub(crate) fn install(settings: &Settings, args: &InstallArgs) -> anyhow::Result
         )
         .into());
     }
-    if args.now && !args.enable {
-        return Err(UsageError("--now starts the unit: give it with --enable".into()).into());
-    }
-    let binary = match &args.binary {
-        Some(b) => b.clone(),
-        None => std::env::current_exe().context("cannot find this executable's path")?,
-    };
+    let binary = args.unit.binary()?;
     // The daemon runs from another working directory: name the config absolutely.
     let config = settings
         .args
@@ -41,7 +33,7 @@ pub(crate) fn install(settings: &Settings, args: &InstallArgs) -> anyhow::Result
                 .map_err(|e| UsageError(format!("cannot read config {}: {e}", c.display())))
         })
         .transpose()?;
-    let scope = Scope::from_user_flag(args.user);
+    let scope = args.unit.scope();
     if let (Scope::System, Some(c)) = (scope, &config) {
         if ["/home/", "/root/", "/run/user/"]
             .iter()
@@ -54,7 +46,7 @@ pub(crate) fn install(settings: &Settings, args: &InstallArgs) -> anyhow::Result
             );
         }
     }
-    let path = unit::unit_path(args.unit_path.as_ref(), scope, UNIT_NAME)?;
+    let path = args.unit.path(UNIT_NAME)?;
     let unit = render(
         args,
         &binary,
@@ -62,21 +54,11 @@ pub(crate) fn install(settings: &Settings, args: &InstallArgs) -> anyhow::Result
         settings.redis_url(),
         &path,
     );
-    unit::install_unit(
-        &unit,
-        &path,
-        args.print,
-        scope,
-        UNIT_NAME,
-        args.enable,
-        args.now,
-    )
+    args.unit.install(&unit, &path, UNIT_NAME)
 }
 
 pub(crate) fn uninstall(args: &UninstallArgs) -> anyhow::Result<()> {
-    let scope = Scope::from_user_flag(args.user);
-    let path = unit::unit_path(args.unit_path.as_ref(), scope, UNIT_NAME)?;
-    unit::remove_unit(scope, &path, UNIT_NAME)
+    unit::uninstall(args, UNIT_NAME)
 }
 
 /// The unit that runs `BINARY [--config CONFIG] daemon [daemon flags]`.
@@ -117,8 +99,8 @@ pub(crate) fn render(
             .into(),
         exec,
         env_file: env_file.as_ref().map(|(p, _)| p.clone()),
-        scope: Scope::from_user_flag(args.user),
-        run_as: args.run_as.clone(),
+        scope: args.unit.scope(),
+        run_as: args.unit.run_as.clone(),
         gpu_groups: false,
         kill_mode_mixed: false,
     };

@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::logging::LogFormat;
+pub(crate) use crate::systemd_unit::UninstallArgs;
+use crate::systemd_unit::{binary_help, unit_path_help, UnitArgs};
 
 /// Publishes this node's GPUs and RAM to a SOLLOL-compatible Redis registry.
 #[derive(Debug, Parser)]
@@ -152,44 +154,18 @@ pub(crate) struct RunArgs {
     pub(crate) hardware: HardwareArgs,
 }
 
+/// `install`: the unit flags both binaries share, then the `run` settings the unit
+/// runs with.
 #[derive(Debug, Args)]
+#[command(
+    mut_arg("unit_path", |a| unit_path_help(a, crate::systemd::UNIT_NAME)),
+    mut_arg("binary", |a| binary_help(a, "reporter"))
+)]
 pub(crate) struct InstallArgs {
-    /// Print the unit instead of writing it.
-    #[arg(long)]
-    pub(crate) print: bool,
-    /// Install a user unit (~/.config/systemd/user) for `systemctl --user` instead of a
-    /// system unit.
-    #[arg(long)]
-    pub(crate) user: bool,
-    /// Where to write the unit [default: /etc/systemd/system/vramroute-reporter.service;
-    /// with --user, $XDG_CONFIG_HOME/systemd/user/vramroute-reporter.service].
-    #[arg(long, value_name = "PATH")]
-    pub(crate) unit_path: Option<PathBuf>,
-    /// System unit: run as this account instead of a DynamicUser.
-    #[arg(long, value_name = "USER", conflicts_with = "user")]
-    pub(crate) run_as: Option<String>,
-    /// After writing the unit, run `systemctl [--user] daemon-reload` and
-    /// `systemctl [--user] enable NAME`.
-    #[arg(long, conflicts_with = "print")]
-    pub(crate) enable: bool,
-    /// With --enable: start it now too (`enable --now`).
-    #[arg(long)]
-    pub(crate) now: bool,
-    /// Path of the reporter binary the unit runs [default: this executable].
-    #[arg(long, value_name = "PATH")]
-    pub(crate) binary: Option<PathBuf>,
+    #[command(flatten)]
+    pub(crate) unit: UnitArgs,
     #[command(flatten)]
     pub(crate) run: RunArgs,
-}
-
-#[derive(Debug, Args)]
-pub(crate) struct UninstallArgs {
-    /// Remove the user unit (`install --user`).
-    #[arg(long)]
-    pub(crate) user: bool,
-    /// The unit to remove [default: where `install` puts it].
-    #[arg(long, value_name = "PATH")]
-    pub(crate) unit_path: Option<PathBuf>,
 }
 
 fn parse_fraction(s: &str) -> Result<f64, String> {

@@ -6,42 +6,21 @@
 
 use std::path::Path;
 
-use anyhow::Context as _;
-
 use crate::cli::{InstallArgs, RunArgs, UninstallArgs};
-use crate::systemd_unit::{self as unit, Scope, Unit, UnitSpec};
+use crate::systemd_unit::{self as unit, Unit, UnitSpec};
 
 /// The unit's file name.
-const UNIT_NAME: &str = "vramroute-reporter.service";
+pub(crate) const UNIT_NAME: &str = "vramroute-reporter.service";
 
 pub(crate) fn install(args: &InstallArgs) -> anyhow::Result<()> {
-    if args.now && !args.enable {
-        return Err(
-            crate::UsageError("--now starts the unit: give it with --enable".into()).into(),
-        );
-    }
-    let binary = match &args.binary {
-        Some(b) => b.clone(),
-        None => std::env::current_exe().context("cannot find this executable's path")?,
-    };
-    let scope = Scope::from_user_flag(args.user);
-    let path = unit::unit_path(args.unit_path.as_ref(), scope, UNIT_NAME)?;
+    let binary = args.unit.binary()?;
+    let path = args.unit.path(UNIT_NAME)?;
     let unit = render(args, &binary, &path);
-    unit::install_unit(
-        &unit,
-        &path,
-        args.print,
-        scope,
-        UNIT_NAME,
-        args.enable,
-        args.now,
-    )
+    args.unit.install(&unit, &path, UNIT_NAME)
 }
 
 pub(crate) fn uninstall(args: &UninstallArgs) -> anyhow::Result<()> {
-    let scope = Scope::from_user_flag(args.user);
-    let path = unit::unit_path(args.unit_path.as_ref(), scope, UNIT_NAME)?;
-    unit::remove_unit(scope, &path, UNIT_NAME)
+    unit::uninstall(args, UNIT_NAME)
 }
 
 /// Build the unit text for these arguments, the unit going to `unit_path`.
@@ -58,8 +37,8 @@ pub(crate) fn render(args: &InstallArgs, binary: &Path, unit_path: &Path) -> Uni
         description: "vramroute reporter: publishes this node's GPUs and RAM to Redis".into(),
         exec,
         env_file: env_file.as_ref().map(|(p, _)| p.clone()),
-        scope: Scope::from_user_flag(args.user),
-        run_as: args.run_as.clone(),
+        scope: args.unit.scope(),
+        run_as: args.unit.run_as.clone(),
         gpu_groups: true,
         // SIGTERM to the reporter only: it stops a supervised rpc-server itself, then
         // deregisters; whatever is left when it exits gets SIGKILL.
