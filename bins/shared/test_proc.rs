@@ -136,6 +136,30 @@ pub(crate) fn systemd_verify(unit: &std::path::Path, user: bool) -> Option<Resul
     })
 }
 
+/// Asserts that each of `lines` is a whole line of the unit text.
+#[allow(
+    dead_code,
+    reason = "the binaries' install tests use it; the live-router example's do not"
+)]
+pub(crate) fn unit_has(unit: &str, lines: &[&str]) {
+    for line in lines {
+        assert!(unit.lines().any(|l| l == *line), "missing {line}: {unit}");
+    }
+}
+
+/// `systemd-analyze verify` on a written unit when the tool exists (panics when it
+/// complains); the contents are asserted by the caller either way.
+#[allow(
+    dead_code,
+    reason = "the binaries' install tests use it; the live-router example's do not"
+)]
+pub(crate) fn verify_unit(unit: &std::path::Path, user: bool) {
+    match systemd_verify(unit, user) {
+        Some(result) => result.unwrap_or_else(|e| panic!("systemd-analyze verify: {e}")),
+        None => println!("note: systemd-analyze not installed; unit contents checked only"),
+    }
+}
+
 /// A fresh private directory under the system's temporary directory.
 #[allow(
     dead_code,

@@ -33,22 +33,14 @@ mod status;
 mod systemd_unit;
 #[path = "../../shared/term.rs"]
 mod term;
+#[path = "../../shared/usage_error.rs"]
+mod usage_error;
 
 use std::process::ExitCode;
 
 use clap::Parser;
 
-/// An error caused by what the user asked for (bad file, bad value): exit status 2.
-#[derive(Debug)]
-pub(crate) struct UsageError(pub(crate) String);
-
-impl std::fmt::Display for UsageError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for UsageError {}
+pub(crate) use usage_error::UsageError;
 
 /// What a CLI user can do about a cluster-layer input error, in this binary's flags.
 pub(crate) fn cli_hint(e: &vramroute_cluster::Error) -> Option<&'static str> {

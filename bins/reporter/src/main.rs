@@ -19,22 +19,14 @@ mod systemd;
 mod systemd_unit;
 #[path = "../../shared/term.rs"]
 mod term;
+#[path = "../../shared/usage_error.rs"]
+mod usage_error;
 
 use std::process::ExitCode;
 
 use clap::Parser;
 
-/// An error caused by what the user asked for (bad path, bad value): exit status 2.
-#[derive(Debug)]
-pub(crate) struct UsageError(pub(crate) String);
-
-impl std::fmt::Display for UsageError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for UsageError {}
+pub(crate) use usage_error::UsageError;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();

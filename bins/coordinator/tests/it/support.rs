@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 #[path = "../../../shared/test_proc.rs"]
 mod test_proc;
 pub(crate) use test_proc::{
-    fake_systemctl, path_with, signal_and_wait, systemd_verify, test_reporter_args, wait_for,
+    fake_systemctl, path_with, signal_and_wait, test_reporter_args, unit_has, verify_unit, wait_for,
 };
 
 pub(crate) use vramroute_ollama::testing::{Behaviour, FakeModel, FakeOllama};

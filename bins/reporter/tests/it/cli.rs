@@ -3,7 +3,7 @@
 use std::os::unix::fs::PermissionsExt as _;
 
 use crate::support::{
-    fake_systemctl, fixture, path_with, run_to_end, run_to_end_with_env, systemd_verify, BIN,
+    fake_systemctl, fixture, path_with, run_to_end, run_to_end_with_env, unit_has, verify_unit, BIN,
 };
 
 fn probe_json(tree: &str) -> serde_json::Value {
@@ -268,22 +268,6 @@ fn probe_names_the_installed_rpc_server() {
     );
 }
 
-/// The unit's `key=value` lines.
-fn unit_has(unit: &str, lines: &[&str]) {
-    for line in lines {
-        assert!(unit.lines().any(|l| l == *line), "missing {line}: {unit}");
-    }
-}
-
-/// `systemd-analyze verify` on a written unit when the tool exists; the contents are
-/// asserted by the caller either way.
-fn verify(unit: &std::path::Path, user: bool) {
-    match systemd_verify(unit, user) {
-        Some(result) => result.unwrap_or_else(|e| panic!("systemd-analyze verify: {e}")),
-        None => println!("note: systemd-analyze not installed; unit contents checked only"),
-    }
-}
-
 #[test]
 fn install_system_unit_and_enable_it_through_systemctl() {
     let dir = tempfile::tempdir().unwrap();
@@ -329,7 +313,7 @@ fn install_system_unit_and_enable_it_through_systemctl() {
             "WantedBy=multi-user.target",
         ],
     );
-    verify(&unit, false);
+    verify_unit(&unit, false);
 }
 
 #[test]
@@ -388,7 +372,7 @@ fn install_user_unit_under_the_config_home_and_start_it_now() {
         std::fs::metadata(&env).unwrap().permissions().mode() & 0o777,
         0o600
     );
-    verify(&unit, true);
+    verify_unit(&unit, true);
 
     // Without --enable nothing runs; uninstall --user finds the same paths.
     let out = run_to_end_with_env(

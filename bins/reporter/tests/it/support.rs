@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 #[path = "../../../shared/test_proc.rs"]
 mod test_proc;
-pub(crate) use test_proc::{fake_systemctl, path_with, systemd_verify, wait_for};
+pub(crate) use test_proc::{fake_systemctl, path_with, unit_has, verify_unit, wait_for};
 
 pub(crate) use vramroute_registry::testing::RedisServer;
 
