@@ -17,7 +17,8 @@ use tokio::signal::unix::{signal, SignalKind};
 use tracing::{debug, info, warn};
 use vramroute_alloc::RPC_SERVER_BINARY;
 use vramroute_node::{
-    gpu_log_line, sollol_gpu_order, ChangeDetector, NodeIdentity, NodeReport, OllamaState,
+    gpu_log_line, mark_probe_stale, sollol_gpu_order, ChangeDetector, NodeIdentity, NodeReport,
+    OllamaState,
 };
 use vramroute_ollama::{OffloadVerdict, OllamaClient};
 use vramroute_probe::{GpuDevice, HostMemory, NodeHardware, ProbeOutcome, ProbeWorker};
@@ -447,16 +448,10 @@ impl Reporter {
         if let Ok(v) = serde_json::to_value(self.rpc_server.status()) {
             stats.extra.insert("rpc_server".to_string(), v);
         }
-        // Extra keys: the probe is stuck, these are the last good values (their
-        // timestamp is when they were measured).
+        // The probe is stuck: these are the last good values (their timestamp is when
+        // they were measured).
         if let Some(since) = self.probe_stuck_since {
-            stats
-                .extra
-                .insert("probe_stale".to_string(), serde_json::Value::Bool(true));
-            stats.extra.insert(
-                "probe_stuck_s".to_string(),
-                serde_json::json!(since.elapsed().as_secs()),
-            );
+            mark_probe_stale(&mut stats, since.elapsed().as_secs());
         }
         self.registry.publish_stats(&stats).await?;
         let record = report.rpc_record();

@@ -5,7 +5,9 @@
 //! registry's record types ([`vramroute_registry`]): the live stats record, the
 //! capability registration, the human report and the JSON the reporter prints. It also
 //! owns the "publish now?" rule ([`ChangeDetector`]) and the rule for the address a
-//! node advertises ([`choose_advertise_ip`]: not loopback on the machine that runs Redis).
+//! node advertises ([`choose_advertise_ip`]: not loopback on the machine that runs Redis),
+//! and the marking of a record republished while the probe is stuck
+//! ([`mark_probe_stale`]).
 //!
 //! **Must not know:** Redis I/O (records are handed to a `Registry` by the caller),
 //! routing, clocks (the caller passes the timestamp), HTTP (the caller passes the
@@ -18,10 +20,12 @@
 mod advertise;
 mod change;
 mod report;
+mod stale;
 
 pub use advertise::{choose_advertise_ip, AdvertiseChoice, NetInterface};
 pub use change::ChangeDetector;
 pub use report::{gpu_log_line, sollol_gpu_order, NodeIdentity, NodeReport, OllamaState};
+pub use stale::{mark_probe_stale, PROBE_STALE_FIELD, PROBE_STUCK_SECONDS_FIELD};
 
 /// Errors building a node report.
 #[derive(Debug, thiserror::Error)]
