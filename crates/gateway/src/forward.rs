@@ -62,10 +62,13 @@ const SIZES_KEPT: usize = 4096;
 pub(crate) struct Caches {
     /// Model sizes resolved on a view (`model_size` walks every node's models); holds
     /// that view until a request sees a newer one.
-    sizes: Mutex<Option<(Arc<StatusView>, HashMap<String, u64>)>>,
+    sizes: Mutex<Option<SizesOf>>,
     /// The snapshot's nodes without an Ollama URL (nothing to forward to).
     urlless: Mutex<Option<(Arc<vramroute_router::Snapshot>, Vec<String>)>>,
 }
+
+/// Model sizes (MiB) resolved on one view.
+type SizesOf = (Arc<StatusView>, HashMap<String, u64>);
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
