@@ -3,18 +3,27 @@
 //! before the first byte fail over to the next-best node; after it, the stream ends with
 //! an error in the protocol's own shape.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
+use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
-use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
 use axum::response::Response;
-use futures_util::stream::{self, BoxStream, StreamExt};
+use http_body::{Frame, SizeHint};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use prometheus_client::metrics::gauge::Gauge;
 use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
 use tracing::{debug, warn};
-use vramroute_cluster::{model_size, InFlight, LiveCluster, Placement, RecentDecision};
+use vramroute_cluster::{
+    model_size, InFlight, LiveCluster, ModelSize, Placement, RecentDecision, StatusView,
+};
 use vramroute_router::{Decision, Request};
 
 use crate::breaker::Breaker;
@@ -31,9 +40,82 @@ pub const REASON_HEADER: &str = "x-vramroute-reason";
 pub(crate) struct Shared {
     pub(crate) live: Arc<LiveCluster>,
     pub(crate) config: GatewayConfig,
+    /// For the fan-out answers (`/api/tags`, …).
     pub(crate) client: reqwest::Client,
+    /// For forwarding: hyper's pooled client, without reqwest's per-request URL
+    /// parsing and boxing.
+    pub(crate) upstream: Upstream,
     pub(crate) breaker: Breaker,
     pub(crate) metrics: Arc<GatewayMetrics>,
+    pub(crate) caches: Caches,
+}
+
+/// The HTTP client requests are forwarded with.
+pub(crate) type Upstream = hyper_util::client::legacy::Client<HttpConnector, Full<Bytes>>;
+
+/// Most model sizes kept for one view (a view holds far fewer models).
+const SIZES_KEPT: usize = 4096;
+
+/// What the forwarding path would otherwise compute again on every request, each kept
+/// for the view or snapshot it was computed from (a new one empties it).
+#[derive(Default)]
+pub(crate) struct Caches {
+    /// Model sizes resolved on a view (`model_size` walks every node's models); holds
+    /// that view until a request sees a newer one.
+    sizes: Mutex<Option<SizesOf>>,
+    /// The snapshot's nodes without an Ollama URL (nothing to forward to).
+    urlless: Mutex<Option<(Arc<vramroute_router::Snapshot>, Vec<String>)>>,
+}
+
+/// Model sizes (MiB) resolved on one view.
+type SizesOf = (Arc<StatusView>, HashMap<String, u64>);
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Caches {
+    /// `model`'s size on `view`, resolved once per view.
+    fn size_mb(&self, view: &Arc<StatusView>, model: &str) -> vramroute_cluster::Result<u64> {
+        if let Some((v, sizes)) = lock(&self.sizes).as_ref() {
+            if Arc::ptr_eq(v, view) {
+                if let Some(mb) = sizes.get(model) {
+                    return Ok(*mb);
+                }
+            }
+        }
+        let ModelSize { size_mb, .. } = model_size(view, model, None)?;
+        let mut cache = lock(&self.sizes);
+        match cache.as_mut() {
+            Some((v, sizes)) if Arc::ptr_eq(v, view) => {
+                if sizes.len() >= SIZES_KEPT {
+                    sizes.clear();
+                }
+                sizes.insert(model.to_owned(), size_mb);
+            }
+            _ => *cache = Some((view.clone(), HashMap::from([(model.to_owned(), size_mb)]))),
+        }
+        Ok(size_mb)
+    }
+
+    /// Adds the ids of `snap`'s nodes without an Ollama URL to `out` (scanned once
+    /// per snapshot, not per request).
+    fn add_urlless(&self, snap: &Arc<vramroute_router::Snapshot>, out: &mut Vec<String>) {
+        let mut cache = lock(&self.urlless);
+        let fresh = matches!(cache.as_ref(), Some((s, _)) if Arc::ptr_eq(s, snap));
+        if !fresh {
+            let ids = snap
+                .nodes()
+                .iter()
+                .filter(|n| n.ollama_url.is_none())
+                .map(|n| n.id.clone())
+                .collect();
+            *cache = Some((snap.clone(), ids));
+        }
+        if let Some((_, ids)) = cache.as_ref() {
+            out.extend(ids.iter().cloned());
+        }
+    }
 }
 
 /// The `model` field of a JSON object body; every other field is skipped unparsed.
@@ -180,7 +262,7 @@ pub(crate) async fn forward(
         }
     };
     let view = shared.live.view();
-    let size = match model_size(&view, &model, None) {
+    let size_mb = match shared.caches.size_mb(&view, &model) {
         Ok(s) => s,
         Err(_) => {
             shared.metrics.request(&model, "-", 404);
@@ -201,14 +283,9 @@ pub(crate) async fn forward(
         let snap = shared.live.router().snapshot();
         let mut excluded = shared.breaker.open_nodes();
         excluded.extend(tried.iter().cloned());
-        excluded.extend(
-            snap.nodes()
-                .iter()
-                .filter(|n| n.ollama_url.is_none())
-                .map(|n| n.id.clone()),
-        );
+        shared.caches.add_urlless(&snap, &mut excluded);
         let ex: Vec<&str> = excluded.iter().map(String::as_str).collect();
-        let req = Request::new(&model, size.size_mb).exclude_nodes(&ex);
+        let req = Request::new(&model, size_mb).exclude_nodes(&ex);
         // A metadata request (no load) goes to a node that has the model pulled, when
         // the view knows one.
         let pulled = if reserve {
@@ -230,7 +307,7 @@ pub(crate) async fn forward(
             Err(no) => {
                 let (status, message) = if failures.is_empty() {
                     let backing_off = shared.breaker.open_nodes().len();
-                    let mut m = format!("no node can take {model} ({} MB) now: {no}", size.size_mb);
+                    let mut m = format!("no node can take {model} ({} MB) now: {no}", size_mb);
                     if backing_off > 0 {
                         let _ = write!(m, " ({backing_off} node(s) backing off after failures)");
                     }
@@ -248,7 +325,7 @@ pub(crate) async fn forward(
                 shared.live.decisions().record(RecentDecision::unscored(
                     "gateway",
                     &model,
-                    Some(size.size_mb),
+                    Some(size_mb),
                     None,
                     message.clone(),
                 ));
@@ -257,29 +334,31 @@ pub(crate) async fn forward(
         };
         // The snapshot the decision was made on may be newer than `snap`.
         let snap = shared.live.router().snapshot();
+        // The reason goes into the header and, moved, into the decision log.
         let (node_id, base, reason) = match (pulled, decision) {
             (Some((id, url)), _) => {
-                let reason = "has the model pulled".to_owned();
+                let reason = "has the model pulled";
                 shared.live.decisions().record(RecentDecision::unscored(
                     "gateway",
                     &model,
-                    Some(size.size_mb),
+                    Some(size_mb),
                     Some(id.clone()),
-                    reason.clone(),
+                    reason.to_owned(),
                 ));
-                (id, Some(url), reason)
+                (id, Some(url), HeaderValue::from_static(reason))
             }
             (None, Some(d)) => {
                 let node = snap.node(d.node);
                 let reason = short_reason(&d, attempt);
+                let value = header_value(&reason);
                 shared.live.decisions().record(RecentDecision::placed(
                     "gateway",
                     &model,
-                    Some(size.size_mb),
+                    Some(size_mb),
                     &Placement::of(&snap, &d),
-                    reason.clone(),
+                    reason,
                 ));
-                (node.id.clone(), node.ollama_url.clone(), reason)
+                (node.id.clone(), node.ollama_url.clone(), value)
             }
             (None, None) => break,
         };
@@ -297,20 +376,18 @@ pub(crate) async fn forward(
         )
         .await
         {
-            Ok((resp, inflight, start)) => {
+            Ok((resp, inflight, gauge, start)) => {
                 shared.breaker.reset(&node_id);
                 let status = resp.status();
-                if status == reqwest::StatusCode::NOT_FOUND
-                    && attempt + 1 < shared.config.max_attempts
-                {
+                if status == StatusCode::NOT_FOUND && attempt + 1 < shared.config.max_attempts {
                     // Not pulled on that node: try another (the node is fine: no backoff).
                     if let Some(id) = reservation {
                         shared.live.release(id);
                     }
                     debug!(node = %node_id, model = %model, "model not found there; trying another node");
                     inflight.finish(start.elapsed(), true);
-                    shared.metrics.in_flight(&node_id, -1);
-                    not_found = Some(buffered(resp, &node_id, &reason, proto).await);
+                    gauge.dec();
+                    not_found = Some(buffered(resp, &node_id, reason, proto).await);
                     tried.push(node_id);
                     continue;
                 }
@@ -323,15 +400,16 @@ pub(crate) async fn forward(
                     resp,
                     Relay {
                         inflight: Some(inflight),
+                        gauge,
                         start,
                         metrics: shared.metrics.clone(),
-                        node: node_id.clone(),
-                        model: model.clone(),
+                        node: node_id,
+                        model,
                         status: status.as_u16(),
                         done: false,
                     },
                     proto,
-                    &reason,
+                    reason,
                 );
             }
             Err(why) => {
@@ -362,12 +440,18 @@ pub(crate) async fn forward(
 }
 
 /// A small answer read whole (bounded), to return later.
-async fn buffered(resp: reqwest::Response, node: &str, reason: &str, proto: Protocol) -> Response {
+async fn buffered(
+    resp: hyper::Response<Incoming>,
+    node: &str,
+    reason: HeaderValue,
+    proto: Protocol,
+) -> Response {
     const MAX: usize = 64 << 10;
     let status = resp.status().as_u16();
     let ctype = resp.headers().get(header::CONTENT_TYPE).cloned();
-    let body = match tokio::time::timeout(Duration::from_secs(5), resp.bytes()).await {
-        Ok(Ok(b)) if b.len() <= MAX => b,
+    let read = axum::body::to_bytes(Body::new(resp.into_body()), MAX);
+    let body = match tokio::time::timeout(Duration::from_secs(5), read).await {
+        Ok(Ok(b)) => b,
         _ => return proto.error(StatusCode::NOT_FOUND, "model not found on any node tried"),
     };
     let mut r = Response::builder().status(status);
@@ -376,13 +460,14 @@ async fn buffered(resp: reqwest::Response, node: &str, reason: &str, proto: Prot
             h.insert(header::CONTENT_TYPE, c);
         }
         h.insert(NODE_HEADER, header_value(node));
-        h.insert(REASON_HEADER, header_value(reason));
+        h.insert(REASON_HEADER, reason);
     }
     r.body(Body::from(body))
         .unwrap_or_else(|_| proto.error(StatusCode::NOT_FOUND, "model not found on any node tried"))
 }
 
-/// Sends the request; `Ok` once the node answered with a status below 500.
+/// Sends the request; `Ok` once the node answered with a status below 500, with the
+/// node's in-flight signal and gauge (already counted up) and the time it was sent.
 async fn send(
     shared: &Shared,
     base: &str,
@@ -390,23 +475,32 @@ async fn send(
     headers: &HeaderMap,
     body: &Bytes,
     node_id: &str,
-) -> Result<(reqwest::Response, InFlight, Instant), String> {
+) -> Result<(hyper::Response<Incoming>, InFlight, Gauge, Instant), String> {
     let url = format!("{}{path_and_query}", base.trim_end_matches('/'));
+    let uri = match Uri::try_from(url) {
+        Ok(u) if u.scheme_str() == Some("http") && u.authority().is_some() => u,
+        Ok(u) => {
+            return Err(format!(
+                "cannot forward to {u}: only http:// node URLs are supported"
+            ))
+        }
+        Err(e) => return Err(format!("invalid node URL {base:?}: {e}")),
+    };
+    let mut req = hyper::Request::new(Full::new(body.clone()));
+    *req.method_mut() = axum::http::Method::POST;
+    *req.uri_mut() = uri;
+    *req.headers_mut() = headers.clone();
     let inflight = shared.live.signals().begin(node_id);
-    shared.metrics.in_flight(node_id, 1);
+    let gauge = shared.metrics.in_flight_gauge(node_id);
+    gauge.inc();
     let start = Instant::now();
     let sent = tokio::time::timeout(
         shared.config.first_byte_timeout,
-        shared
-            .client
-            .post(&url)
-            .headers(headers.clone())
-            .body(body.clone())
-            .send(),
+        shared.upstream.request(req),
     )
     .await;
     let fail = |why: String| {
-        shared.metrics.in_flight(node_id, -1);
+        gauge.dec();
         why
     };
     match sent {
@@ -419,18 +513,16 @@ async fn send(
             let ttfb = start.elapsed();
             shared.live.signals().first_byte(node_id, ttfb);
             shared.metrics.ttfb(ttfb.as_secs_f64());
-            Ok((resp, inflight, start))
+            Ok((resp, inflight, gauge, start))
         }
         Ok(Err(e)) => {
             inflight.fail();
             let kind = if e.is_connect() {
                 "cannot connect"
-            } else if e.is_timeout() {
-                "timed out"
             } else {
                 "request failed"
             };
-            Err(fail(format!("{kind}: {e}")))
+            Err(fail(format!("{kind}: {}", error_chain(&e))))
         }
         Err(_) => {
             inflight.fail();
@@ -442,10 +534,23 @@ async fn send(
     }
 }
 
+/// `e` and its sources, `: `-separated (hyper's own message is only the outer layer,
+/// e.g. "client error (Connect)").
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        let _ = write!(s, ": {inner}");
+        source = inner.source();
+    }
+    s
+}
+
 /// Tracks one relayed answer: in flight until the stream ends or is dropped (client
 /// gone), then counted.
 struct Relay {
     inflight: Option<InFlight>,
+    gauge: Gauge,
     start: Instant,
     metrics: Arc<GatewayMetrics>,
     node: String,
@@ -461,7 +566,7 @@ impl Relay {
         if let Some(f) = self.inflight.take() {
             f.finish(total, ok);
         }
-        self.metrics.in_flight(&self.node, -1);
+        self.gauge.dec();
         self.metrics.total(total.as_secs_f64());
         let status = if ok { self.status } else { 502 };
         self.metrics.request(&self.model, &self.node, status);
@@ -474,115 +579,146 @@ impl Drop for Relay {
             // The client went away mid-answer: the upstream request is dropped with us.
             debug!(node = %self.node, model = %self.model, "client disconnected; upstream request cancelled");
             self.inflight.take();
-            self.metrics.in_flight(&self.node, -1);
+            self.gauge.dec();
             self.metrics.request(&self.model, &self.node, 499);
         }
     }
 }
 
-struct RelayState {
-    inner: BoxStream<'static, reqwest::Result<Bytes>>,
+/// The answer's body relayed to the client, chunk by chunk as the node sends it; a
+/// break-off or `idle` without a chunk ends it with an error in the protocol's shape.
+struct RelayBody {
+    inner: Incoming,
     relay: Relay,
     idle: Duration,
-    /// One idle timer for the whole answer, re-armed only when it fires before the
-    /// idle time since the last chunk has passed (not one timer per chunk).
-    timer: Pin<Box<tokio::time::Sleep>>,
+    /// One idle timer for the whole answer, armed the first time the node has no chunk
+    /// ready (an answer read in one go arms none) and re-armed only when it fires
+    /// before the idle time since the last chunk has passed (not one timer per chunk).
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
     last_chunk: tokio::time::Instant,
     proto: Protocol,
     sse: bool,
     ended: bool,
 }
 
-impl RelayState {
-    /// The node's next chunk, or `Err` after `idle` without one.
-    async fn next_chunk(&mut self) -> Result<Option<reqwest::Result<Bytes>>, ()> {
+impl RelayBody {
+    /// Ends the answer with `msg` in the protocol's own shape.
+    fn broke_off(&mut self, msg: &str) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        self.ended = true;
+        self.relay.finish(false);
+        let chunk = Bytes::from(self.proto.stream_error(self.sse, msg));
+        Poll::Ready(Some(Ok(Frame::data(chunk))))
+    }
+}
+
+impl http_body::Body for RelayBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        let this = self.get_mut();
         loop {
-            tokio::select! {
-                biased;
-                item = self.inner.next() => {
-                    self.last_chunk = tokio::time::Instant::now();
-                    return Ok(item);
-                }
-                () = self.timer.as_mut() => {
-                    let due = self.last_chunk + self.idle;
-                    if tokio::time::Instant::now() >= due {
-                        return Err(());
+            if this.ended {
+                return Poll::Ready(None);
+            }
+            match Pin::new(&mut this.inner).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    this.last_chunk = tokio::time::Instant::now();
+                    // Trailers (none from Ollama) are not relayed.
+                    if let Ok(data) = frame.into_data() {
+                        return Poll::Ready(Some(Ok(Frame::data(data))));
                     }
-                    self.timer.as_mut().reset(due);
+                }
+                Poll::Ready(None) => {
+                    this.ended = true;
+                    this.relay.finish(true);
+                    return Poll::Ready(None);
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    warn!(node = %this.relay.node, "the node's answer broke off mid-stream: {e}");
+                    let msg = format!(
+                        "the node {} stopped answering mid-stream: {e}",
+                        this.relay.node
+                    );
+                    return this.broke_off(&msg);
+                }
+                Poll::Pending => {
+                    let due = this.last_chunk + this.idle;
+                    let timer = this
+                        .timer
+                        .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
+                    if timer.as_mut().poll(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                    // Fired: over only if no chunk came since it was armed.
+                    if tokio::time::Instant::now() < due {
+                        timer.as_mut().reset(due);
+                        continue;
+                    }
+                    let msg = format!(
+                        "the node {} sent nothing for {:?} mid-stream",
+                        this.relay.node, this.idle
+                    );
+                    return this.broke_off(&msg);
                 }
             }
         }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ended
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        // Never exact: an error chunk may follow what the node sent.
+        SizeHint::default()
     }
 }
 
 fn relay(
     shared: &Shared,
-    resp: reqwest::Response,
+    resp: hyper::Response<Incoming>,
     tracker: Relay,
     proto: Protocol,
-    reason: &str,
+    reason: HeaderValue,
 ) -> Response {
-    let status = resp.status();
-    let mut builder = Response::builder().status(status.as_u16());
+    let (parts, inner) = resp.into_parts();
+    let mut builder = Response::builder().status(parts.status.as_u16());
     let mut sse = false;
     if let Some(h) = builder.headers_mut() {
-        for (name, value) in resp.headers() {
+        // `None`: another value of the name before it.
+        let mut last: Option<HeaderName> = None;
+        for (name, value) in parts.headers {
+            if name.is_some() {
+                last = name;
+            }
+            let Some(name) = last.as_ref() else { continue };
             if hop_by_hop(name) {
                 continue;
             }
             if name == header::CONTENT_TYPE {
                 sse = value.as_bytes().starts_with(b"text/event-stream");
             }
-            h.append(name.clone(), value.clone());
+            h.append(name.clone(), value);
         }
         h.insert(NODE_HEADER, header_value(&tracker.node));
-        h.insert(REASON_HEADER, header_value(reason));
+        h.insert(REASON_HEADER, reason);
     }
-    let idle = shared.config.idle_timeout;
-    let now = tokio::time::Instant::now();
-    let state = RelayState {
-        inner: resp.bytes_stream().boxed(),
+    let body = RelayBody {
+        inner,
         relay: tracker,
-        idle,
-        timer: Box::pin(tokio::time::sleep_until(now + idle)),
-        last_chunk: now,
+        idle: shared.config.idle_timeout,
+        timer: None,
+        last_chunk: tokio::time::Instant::now(),
         proto,
         sse,
         ended: false,
     };
-    let body = stream::unfold(state, |mut st| async move {
-        if st.ended {
-            return None;
-        }
-        match st.next_chunk().await {
-            Ok(Some(Ok(chunk))) => Some((Ok::<Bytes, std::io::Error>(chunk), st)),
-            Ok(None) => {
-                st.relay.finish(true);
-                None
-            }
-            Ok(Some(Err(e))) => {
-                warn!(node = %st.relay.node, "the node's answer broke off mid-stream: {e}");
-                st.ended = true;
-                st.relay.finish(false);
-                let msg = format!(
-                    "the node {} stopped answering mid-stream: {e}",
-                    st.relay.node
-                );
-                Some((Ok(Bytes::from(st.proto.stream_error(st.sse, &msg))), st))
-            }
-            Err(_) => {
-                st.ended = true;
-                st.relay.finish(false);
-                let msg = format!(
-                    "the node {} sent nothing for {:?} mid-stream",
-                    st.relay.node, st.idle
-                );
-                Some((Ok(Bytes::from(st.proto.stream_error(st.sse, &msg))), st))
-            }
-        }
-    });
     builder
-        .body(Body::from_stream(body))
+        .body(Body::new(body))
         .unwrap_or_else(|_| proto.error(StatusCode::BAD_GATEWAY, "cannot relay the node's answer"))
 }
 

@@ -1,5 +1,8 @@
 //! The gateway's Prometheus metrics, registered into the application's registry.
 
+use std::collections::HashMap;
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -28,6 +31,18 @@ pub struct GatewayMetrics {
     in_flight: Family<NodeLabels, Gauge>,
     ttfb: Histogram,
     total: Histogram,
+    /// Children of the families already resolved, found by borrowed names (a family
+    /// looks a child up by an owned label set: three allocations per request). Clones
+    /// share the child's value; only children of answers a node gave are kept, so it
+    /// grows with the models and nodes that served, never with what clients send.
+    handles: RwLock<Handles>,
+}
+
+/// `requests` children by model, then node, then status; `in_flight` children by node.
+#[derive(Debug, Default)]
+struct Handles {
+    requests: HashMap<String, HashMap<String, Vec<(u16, Counter)>>>,
+    in_flight: HashMap<String, Gauge>,
 }
 
 impl GatewayMetrics {
@@ -41,6 +56,7 @@ impl GatewayMetrics {
             ttfb: Histogram::new(exponential_buckets(0.001, 2.5, 16)),
             // 1 ms to ~1.6 h.
             total: Histogram::new(exponential_buckets(0.001, 2.5, 18)),
+            handles: RwLock::default(),
         };
         let sub = registry.sub_registry_with_prefix("gateway");
         sub.register(
@@ -71,14 +87,50 @@ impl GatewayMetrics {
         m
     }
 
+    fn handles(&self) -> RwLockReadGuard<'_, Handles> {
+        self.handles.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn handles_mut(&self) -> RwLockWriteGuard<'_, Handles> {
+        self.handles.write().unwrap_or_else(|p| p.into_inner())
+    }
+
     pub(crate) fn request(&self, model: &str, node: &str, status: u16) {
-        self.requests
+        {
+            let h = self.handles();
+            let found = h
+                .requests
+                .get(model)
+                .and_then(|by_node| by_node.get(node))
+                .and_then(|by_status| by_status.iter().find(|(s, _)| *s == status));
+            if let Some((_, c)) = found {
+                c.inc();
+                return;
+            }
+        }
+        let c = self
+            .requests
             .get_or_create(&RequestLabels {
                 model: model.to_owned(),
                 node: node.to_owned(),
                 status: status.to_string(),
             })
-            .inc();
+            .clone();
+        c.inc();
+        // Only answers a node gave are kept resolved: a model no node has (a client's
+        // typo, or garbage) takes the families' own path and adds nothing here.
+        if node != "-" {
+            let mut h = self.handles_mut();
+            let by_status = h
+                .requests
+                .entry(model.to_owned())
+                .or_default()
+                .entry(node.to_owned())
+                .or_default();
+            if !by_status.iter().any(|(s, _)| *s == status) {
+                by_status.push((status, c));
+            }
+        }
     }
 
     pub(crate) fn failover(&self, node: &str) {
@@ -89,12 +141,23 @@ impl GatewayMetrics {
             .inc();
     }
 
-    pub(crate) fn in_flight(&self, node: &str, delta: i64) {
-        self.in_flight
+    /// The in-flight gauge of `node` (resolve it once per request, then
+    /// [`Gauge::inc`]/[`Gauge::dec`] it).
+    pub(crate) fn in_flight_gauge(&self, node: &str) -> Gauge {
+        if let Some(g) = self.handles().in_flight.get(node) {
+            return g.clone();
+        }
+        let g = self
+            .in_flight
             .get_or_create(&NodeLabels {
                 node: node.to_owned(),
             })
-            .inc_by(delta);
+            .clone();
+        self.handles_mut()
+            .in_flight
+            .entry(node.to_owned())
+            .or_insert_with(|| g.clone());
+        g
     }
 
     pub(crate) fn ttfb(&self, seconds: f64) {

@@ -99,3 +99,38 @@ async fn a_slow_node_receives_fewer_requests() {
     let load = h.live.signals().get(&node_id(&slow)).expect("measured");
     assert!(load.ttfb_ms.is_some_and(|t| t >= 500.0), "{load:?}");
 }
+
+/// The gateway resolves a model's size once per published view (not per request): a
+/// new view with another configured size is used from the next request on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_view_s_model_size_is_used_from_the_next_request() {
+    let node = fake(&["llama3.1:8b"], |b| b);
+    let with_size = |mb: u64| {
+        let mut v = view(&[NodeDef {
+            fake: &node,
+            gpus: vec![(24576, 20000)],
+        }]);
+        v.model_sizes.insert("llama3.1:8b".to_owned(), mb);
+        v
+    };
+    let h = Harness::start(with_size(5000), GatewayConfig::default()).await;
+    h.stop_republishing().await;
+    let body = r#"{"model":"llama3.1:8b","prompt":"hi","stream":false}"#;
+    let mut seen = Vec::new();
+    for mb in [5000, 5000, 6000, 6000, 7000] {
+        h.live.publish(with_size(mb), 0);
+        // Twice on each view: the second answer comes from the cache.
+        for _ in 0..2 {
+            let r = h.post("/api/generate", body).send().await.expect("answers");
+            assert_eq!(r.status(), 200);
+            let _ = r.bytes().await.expect("body");
+            let last = h.live.decisions().recent(1);
+            seen.push(last.first().and_then(|d| d.size_mb));
+        }
+    }
+    let want: Vec<Option<u64>> = [5000, 5000, 5000, 5000, 6000, 6000, 6000, 6000, 7000, 7000]
+        .into_iter()
+        .map(Some)
+        .collect();
+    assert_eq!(seen, want);
+}

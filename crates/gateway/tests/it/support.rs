@@ -116,6 +116,13 @@ impl Harness {
         }
     }
 
+    /// Stops republishing the start view (a test publishes its own views), and waits
+    /// out a publish in progress.
+    pub(crate) async fn stop_republishing(&self) {
+        self.republish.abort();
+        tokio::time::sleep(Duration::from_millis(60)).await;
+    }
+
     pub(crate) fn post(&self, path: &str, body: &str) -> reqwest::RequestBuilder {
         self.client
             .post(format!("{}{path}", self.url))
