@@ -121,3 +121,54 @@ async fn three_master_cluster_round_trip() {
         view.skipped
     );
 }
+
+/// Change push in cluster mode reaches the watcher for a write to every master, each
+/// within 100 ms, while the watcher's polling fallback runs beside it (PUBLISH is
+/// cluster-wide, so one subscription on one master hears every write, whichever master
+/// holds the key).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_push_sees_writes_on_every_master_promptly() {
+    let cluster = RedisCluster::start().unwrap();
+    let writer = RedisRegistry::connect(&cluster.url(), cfg()).await.unwrap();
+    // Enough nodes that every master holds many keys, and a sweep/discovery has work.
+    for i in 0..300 {
+        writer.publish_stats(&node(i)).await.unwrap();
+    }
+    let watcher = RedisRegistry::connect(&cluster.url(), cfg()).await.unwrap();
+    let mut changes = watcher.watch().await.unwrap();
+    // Which master holds each node's key.
+    let slot_owner = |id: &str| -> String {
+        let slot = cluster
+            .cli(&["CLUSTER", "KEYSLOT", &format!("sollol:gpu:{id}")])
+            .unwrap();
+        slot.trim().to_owned()
+    };
+    let mut late = Vec::new();
+    let mut slots = std::collections::BTreeSet::new();
+    let mut worst = Duration::ZERO;
+    // 60 writes over ~3 s: several of the watcher's 300 ms polls run in between.
+    for i in 0..60 {
+        let rec = node(i * 5);
+        slots.insert(slot_owner(&rec.node_id).parse::<u16>().unwrap() / 5462);
+        let start = Instant::now();
+        writer.publish_stats(&rec).await.unwrap();
+        let mut got = None;
+        while start.elapsed() < Duration::from_secs(3) {
+            match changes.recv_timeout(Duration::from_millis(50)).await {
+                Some(Change::Updated(id)) if id == rec.node_id => {
+                    got = Some(start.elapsed());
+                    break;
+                }
+                _ => {}
+            }
+        }
+        let took = got.unwrap_or(Duration::from_secs(3));
+        worst = worst.max(took);
+        if took > Duration::from_millis(100) {
+            late.push((rec.node_id.clone(), took));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(slots.len(), 3, "the writes cover every master's slots");
+    assert!(late.is_empty(), "late pushes (worst {worst:?}): {late:?}");
+}
