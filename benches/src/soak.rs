@@ -134,6 +134,9 @@ pub struct SoakReport {
     pub staleness_ms: [f64; 3],
     /// Stamps the router never reflected within 30 s.
     pub staleness_timeouts: usize,
+    /// The five slowest stamps: (seconds since the coordinator started, staleness ms).
+    /// Periodic work shows up here (e.g. a full read every `full_read_interval`, 30 s).
+    pub staleness_slowest: Vec<(f64, f64)>,
     /// RSS/CPU samples.
     pub samples: Vec<Sample>,
     /// RSS at the end, MiB.
@@ -388,6 +391,7 @@ pub fn run(config: &SoakConfig) -> Result<SoakReport> {
         Coordinator::Daemon(_) => "daemon",
     };
     let proc_name = coordinator.proc_name();
+    let coordinator_start = Instant::now();
     let mut watcher = coordinator.client()?;
 
     // Warm-up: until the view holds (nearly) every simulated node.
@@ -453,7 +457,8 @@ pub fn run(config: &SoakConfig) -> Result<SoakReport> {
     };
 
     // Staleness: stamp, then ask the coordinator every millisecond until it follows.
-    let staleness = Arc::new(Mutex::new((Vec::<f64>::new(), 0usize)));
+    // (seconds since the coordinator started, staleness ms) per stamp; timeouts.
+    let staleness = Arc::new(Mutex::new((Vec::<(f64, f64)>::new(), 0usize)));
     let stamper = {
         let mut client = coordinator.client()?;
         let stop = stop.clone();
@@ -486,7 +491,10 @@ pub fn run(config: &SoakConfig) -> Result<SoakReport> {
                 }
                 let mut s = staleness.lock().unwrap_or_else(|p| p.into_inner());
                 match seen {
-                    Some(d) => s.0.push(d.as_secs_f64() * 1000.0),
+                    Some(d) => s.0.push((
+                        t0.duration_since(coordinator_start).as_secs_f64(),
+                        d.as_secs_f64() * 1000.0,
+                    )),
                     None if !stop.load(Ordering::Relaxed) => s.1 += 1,
                     None => {}
                 }
@@ -566,10 +574,13 @@ pub fn run(config: &SoakConfig) -> Result<SoakReport> {
     let redis_name = redis.describe();
     drop(redis);
 
-    let (mut stale, timeouts) = staleness
+    let (mut stamps, timeouts) = staleness
         .lock()
         .map(|s| s.clone())
         .unwrap_or_else(|p| p.into_inner().clone());
+    stamps.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let staleness_slowest = stamps.iter().take(5).copied().collect();
+    let mut stale: Vec<f64> = stamps.iter().map(|s| s.1).collect();
     stale.sort_by(f64::total_cmp);
     let rss_end = samples.last().map_or(0.0, |s| s.rss_mib);
     let tail_from = (elapsed / 2.0).max(elapsed - 300.0);
@@ -600,6 +611,7 @@ pub fn run(config: &SoakConfig) -> Result<SoakReport> {
             stale.last().copied().unwrap_or(0.0),
         ],
         staleness_timeouts: timeouts,
+        staleness_slowest,
         rss_end_mib: rss_end,
         rss_growth_percent: if rss_tail_start > 0.0 {
             100.0 * (rss_end - rss_tail_start) / rss_tail_start
@@ -656,7 +668,7 @@ impl SoakReport {
         format!(
             "nodes {}, {:.0} s measured, {}, coordinator {}\n\
              decisions: {} ({:.0}/s, {} failed), latency p50 {} ns, p99 {} ns, p99.9 {} ns, max {} ns{}\n\
-             staleness: {} samples, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms, {} not seen within 30 s\n\
+             staleness: {} samples, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms, {} not seen within 30 s; slowest (ms @ s since the coordinator started): {}\n\
              RSS: {:.1} MiB at the end, {:+.1} % over the last part of the run; CPU {:.1} % of one core on average\n\
              simulator: {}\n",
             self.nodes,
@@ -676,6 +688,11 @@ impl SoakReport {
             self.staleness_ms[1],
             self.staleness_ms[2],
             self.staleness_timeouts,
+            self.staleness_slowest
+                .iter()
+                .map(|(t, ms)| format!("{ms:.0} @ {t:.1}"))
+                .collect::<Vec<_>>()
+                .join(", "),
             self.rss_end_mib,
             self.rss_growth_percent,
             self.cpu_mean_percent,
