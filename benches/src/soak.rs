@@ -1,25 +1,35 @@
 //! The soak harness (`vramroute-soak`): a coordinator following a simulated cluster for
 //! a while, measured.
 //!
-//! This process is the coordinator side: a [`LiveCluster`] following the registry
-//! exactly as `vramroute-coordinator daemon` does (a `RegistryFeed` over a
+//! The coordinator is either (**daemon mode**, the default of the binary) a real
+//! `vramroute-coordinator daemon` process this harness starts, asked through its HTTP
+//! route API (`GET /v1/route`, the fast form: no explanation is built), its RSS and CPU
+//! read from `/proc/PID`; or (**in-process mode**) a [`LiveCluster`] in this process
+//! following the registry exactly as the daemon does (a `RegistryFeed` over a
 //! `RedisRegistry`, change push plus rediscovery, a new router per view; no HTTP
-//! server), so its RSS and CPU time are the coordinator's plus the measuring loops'.
-//! The load is `vramroute-sim`, a child process, against the same Redis (by default a
-//! private `redis-server` this harness starts; or `--redis-url`, or a 3-master Redis
-//! Cluster it starts with `--cluster`).
+//! server), which isolates the router's own decision latency, its RSS and CPU being
+//! this process's (the coordinator's work plus the measuring loops'). The load is
+//! `vramroute-sim`, a child process, against the same Redis (by default a private
+//! `redis-server` this harness starts; or `--redis-url`, or a 3-master Redis Cluster it
+//! starts with `--cluster`).
 //!
 //! Measured:
-//! - **decisions**: a thread routes `llama3.1:8b` (4700 MiB) through the live router at
-//!   a paced rate while views refresh; every call is timed (ns histogram): decisions/s,
-//!   p50/p99/max.
+//! - **decisions**: a thread routes `llama3.1:8b` (4700 MiB) at a paced rate while views
+//!   refresh; every call is timed (ns histogram): decisions/s, p50/p99/max. In daemon
+//!   mode a call is one HTTP round trip on a kept-alive loopback connection; the
+//!   daemon's own timing of the route call (its `/metrics` histogram) is reported too.
 //! - **staleness**: the harness owns two extra "probe" nodes and, about once a second,
 //!   writes one of them (through the same registry writer) with a 192 GiB GPU that is
 //!   the only place a probe model (120,000 MiB, GPU only) fits, after writing the other
 //!   one back to a small GPU; then it routes the probe request every millisecond until
-//!   the router picks the stamped node. Staleness = that moment minus the moment the
-//!   write started: registry write → change push → discovery → view → snapshot → router.
-//! - **RSS and CPU** of this process (`/proc/self`), sampled every `sample_every`.
+//!   the coordinator picks the stamped node. Staleness = that moment minus the moment the
+//!   write started: registry write → change push → discovery → view → snapshot → router
+//!   (→ HTTP answer, in daemon mode).
+//! - **RSS and CPU** of the coordinator (`/proc/PID` or `/proc/self`), sampled every
+//!   `sample_every`.
+
+mod daemon;
+mod hist;
 
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -32,6 +42,9 @@ use vramroute_cluster::{LiveCluster, LiveConfig, RegistryFeed};
 use vramroute_registry::testing::{RedisCluster, RedisServer};
 use vramroute_registry::{GpuStat, GpuStatsRecord, RedisRegistry, Registry, RegistryConfig};
 use vramroute_router::{Policy, Request};
+
+use daemon::{usage, Daemon, Http};
+use hist::Histogram;
 
 /// How a soak runs.
 #[derive(Debug, Clone)]
@@ -56,6 +69,9 @@ pub struct SoakConfig {
     pub leave_per_min: f64,
     /// Print progress lines to stderr.
     pub verbose: bool,
+    /// `Some(vramroute-coordinator's executable)`: daemon mode (a real daemon process,
+    /// measured through its HTTP API); `None`: in-process mode.
+    pub coordinator: Option<std::path::PathBuf>,
 }
 
 impl Default for SoakConfig {
@@ -71,6 +87,7 @@ impl Default for SoakConfig {
             sample_every: Duration::from_secs(10),
             leave_per_min: 0.01,
             verbose: true,
+            coordinator: None,
         }
     }
 }
@@ -97,18 +114,29 @@ pub struct SoakReport {
     pub duration_s: f64,
     /// Redis used (`private redis-server`, `private 3-master cluster`, or the URL's host).
     pub redis: String,
+    /// `daemon` (a `vramroute-coordinator daemon` process, over HTTP) or `in-process`.
+    pub mode: String,
     /// Decisions made on the decision thread.
     pub decisions: u64,
     /// Their rate.
     pub decisions_per_s: f64,
-    /// Decision latency percentiles, ns: p50, p99, p99.9, max.
+    /// Decision latency percentiles, ns: p50, p99, p99.9, max (daemon mode: the HTTP
+    /// round trip as this harness sees it).
     pub decision_ns: [u64; 4],
+    /// Daemon mode: the daemon's own timing of the route call (its `/metrics`
+    /// histogram, power-of-two buckets from 1 µs: upper bounds), ns: p50, p99.
+    pub server_decision_ns: Option<[u64; 2]>,
+    /// Decisions that failed (HTTP errors, no answer), not counted in `decisions`.
+    pub decision_errors: u64,
     /// Staleness samples taken.
     pub staleness_samples: usize,
     /// Staleness percentiles, ms: p50, p99, max (0 when no sample).
     pub staleness_ms: [f64; 3],
     /// Stamps the router never reflected within 30 s.
     pub staleness_timeouts: usize,
+    /// The five slowest stamps: (seconds since the coordinator started, staleness ms).
+    /// Periodic work shows up here (e.g. a full read every `full_read_interval`, 30 s).
+    pub staleness_slowest: Vec<(f64, f64)>,
     /// RSS/CPU samples.
     pub samples: Vec<Sample>,
     /// RSS at the end, MiB.
@@ -121,101 +149,12 @@ pub struct SoakReport {
     pub sim_summary: String,
 }
 
-/// Latencies in ns: exact below 1024 ns, then 64 buckets per power of two (within
-/// 1.6 %), reported as a bucket's upper end. A fixed 3,776-bucket array: recording
-/// allocates nothing and touches no new memory as the tail fills (an exact array of
-/// every nanosecond did, and its pages showed up as RSS growth).
-struct Histogram {
-    counts: Vec<u64>,
-}
-
-impl Histogram {
-    const EXACT: u64 = 1024;
-    const SUB: u64 = 64;
-
-    fn new() -> Self {
-        Histogram {
-            counts: vec![0; Self::bucket(u64::MAX) + 1],
-        }
-    }
-
-    fn bucket(ns: u64) -> usize {
-        if ns < Self::EXACT {
-            return ns as usize;
-        }
-        let exp = u64::from(63 - ns.leading_zeros());
-        let sub = (ns >> (exp - 6)) & (Self::SUB - 1);
-        (Self::EXACT + (exp - 10) * Self::SUB + sub) as usize
-    }
-
-    /// The largest value of bucket `b`.
-    fn upper(b: usize) -> u64 {
-        let b = b as u64;
-        if b < Self::EXACT {
-            return b;
-        }
-        let exp = (b - Self::EXACT) / Self::SUB + 10;
-        let sub = (b - Self::EXACT) % Self::SUB;
-        let low = (1u64 << exp) | (sub << (exp - 6));
-        low.saturating_add((1u64 << (exp - 6)) - 1)
-    }
-
-    fn record(&mut self, ns: u64) {
-        self.counts[Self::bucket(ns)] += 1;
-    }
-
-    fn total(&self) -> u64 {
-        self.counts.iter().sum()
-    }
-
-    /// The `q` quantile (0–1), ns (a bucket's upper end).
-    fn quantile(&self, q: f64) -> u64 {
-        let total = self.total();
-        if total == 0 {
-            return 0;
-        }
-        let rank = ((q * total as f64).ceil() as u64).clamp(1, total);
-        let mut seen = 0;
-        for (b, c) in self.counts.iter().enumerate() {
-            seen += c;
-            if seen >= rank {
-                return Self::upper(b);
-            }
-        }
-        u64::MAX
-    }
-}
-
 fn quantile_ms(sorted: &[f64], q: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }
     let i = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1;
     sorted[i]
-}
-
-/// (RSS MiB, CPU seconds used so far) of this process.
-fn self_usage() -> (f64, f64) {
-    let rss_kib = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse::<f64>().ok())
-        })
-        .unwrap_or(0.0);
-    // utime and stime are fields 14 and 15, after the parenthesised command name.
-    let ticks = std::fs::read_to_string("/proc/self/stat")
-        .ok()
-        .and_then(|s| {
-            let rest = s.rsplit_once(')')?.1;
-            let f: Vec<&str> = rest.split_whitespace().collect();
-            Some(f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?)
-        })
-        .unwrap_or(0.0);
-    // USER_HZ is 100 on Linux.
-    (rss_kib / 1024.0, ticks / 100.0)
 }
 
 /// The probe nodes' ids (outside the simulator's address range).
@@ -282,6 +221,102 @@ impl Drop for SimChild {
     }
 }
 
+/// The coordinator under measurement.
+enum Coordinator {
+    InProcess(Arc<LiveCluster>),
+    Daemon(Daemon),
+}
+
+impl Coordinator {
+    /// A client for one measuring thread.
+    fn client(&self) -> Result<Client> {
+        Ok(match self {
+            Coordinator::InProcess(live) => Client::InProcess(live.clone()),
+            Coordinator::Daemon(d) => Client::Http(d.connect()?),
+        })
+    }
+
+    /// `/proc` name of the coordinator's process.
+    fn proc_name(&self) -> String {
+        match self {
+            Coordinator::InProcess(_) => "self".to_owned(),
+            Coordinator::Daemon(d) => d.pid().to_string(),
+        }
+    }
+}
+
+/// The request every decision makes, and the staleness probe's.
+fn main_request() -> Request<'static> {
+    Request::new("llama3.1:8b", 4700)
+}
+const MAIN_PATH: &str = "/v1/route?model=llama3.1:8b&size_mb=4700";
+fn probe_request() -> Request<'static> {
+    Request::new("staleness-probe", PROBE_MIB)
+        .allow_cpu(false)
+        .needs_gpu(true)
+}
+const PROBE_PATH: &str =
+    "/v1/route?model=staleness-probe&size_mb=120000&allow_cpu=false&needs_gpu=true";
+
+/// One measuring thread's way to the coordinator.
+enum Client {
+    InProcess(Arc<LiveCluster>),
+    Http(Http),
+}
+
+#[derive(serde::Deserialize)]
+struct Answer {
+    placement: Option<AnswerPlacement>,
+}
+
+#[derive(serde::Deserialize)]
+struct AnswerPlacement {
+    node: String,
+}
+
+impl Client {
+    /// One decision for the main request; whether it was answered.
+    fn decide(&mut self, req: &Request<'_>) -> bool {
+        match self {
+            Client::InProcess(live) => {
+                let d = live.router().route(req);
+                std::hint::black_box(&d);
+                true
+            }
+            Client::Http(h) => h.get(MAIN_PATH).is_ok(),
+        }
+    }
+
+    /// The node the probe request goes to now, if any.
+    fn probe_node(&mut self, probe: &Request<'_>) -> Option<String> {
+        match self {
+            Client::InProcess(live) => {
+                let router = live.router();
+                let d = router.route(probe).ok()?;
+                let snap = router.snapshot();
+                (d.snapshot == snap.id()).then(|| snap.node(d.node).id.clone())
+            }
+            Client::Http(h) => {
+                let body = h.get(PROBE_PATH).ok()?;
+                let a: Answer = serde_json::from_slice(&body).ok()?;
+                a.placement.map(|p| p.node)
+            }
+        }
+    }
+
+    /// Nodes in the coordinator's current view (`None`: cannot tell).
+    fn nodes(&mut self) -> Option<usize> {
+        match self {
+            Client::InProcess(live) => Some(live.view().nodes.len()),
+            Client::Http(h) => {
+                let body = h.get("/healthz").ok()?;
+                let v: serde_json::Value = serde_json::from_slice(&body).ok()?;
+                v.get("nodes")?.as_u64().map(|n| n as usize)
+            }
+        }
+    }
+}
+
 /// Runs a soak and returns what it measured. Bounded: the simulator gets the duration
 /// plus a margin and stops by itself; every wait here is bounded.
 pub fn run(config: &SoakConfig) -> Result<SoakReport> {
@@ -332,35 +367,51 @@ pub fn run(config: &SoakConfig) -> Result<SoakReport> {
     let mut reg_config = RegistryConfig::default();
     reg_config.poll_interval = Duration::from_secs(2);
     reg_config.command_timeout = Duration::from_secs(10);
-    let (live, writer) = runtime.block_on(async {
-        let reader = RedisRegistry::connect(&url, reg_config.clone()).await?;
-        let writer = RedisRegistry::connect(&url, reg_config).await?;
+    let writer = runtime.block_on(async {
+        let writer = RedisRegistry::connect(&url, reg_config.clone()).await?;
         for id in PROBES {
             writer.publish_stats(&probe_record(id, false)).await?;
         }
-        let feed = Arc::new(RegistryFeed::new(reader, redis.describe()));
-        let live = Arc::new(
-            LiveCluster::start(feed.as_ref(), Policy::default(), LiveConfig::default()).await?,
-        );
-        tokio::spawn(live.clone().follow(feed));
-        anyhow::Ok((live, writer))
+        anyhow::Ok(writer)
     })?;
+    let coordinator = match &config.coordinator {
+        Some(bin) => Coordinator::Daemon(Daemon::start(bin, &url, config.verbose)?),
+        None => Coordinator::InProcess(runtime.block_on(async {
+            let reader = RedisRegistry::connect(&url, reg_config).await?;
+            let feed = Arc::new(RegistryFeed::new(reader, redis.describe()));
+            let live = Arc::new(
+                LiveCluster::start(feed.as_ref(), Policy::default(), LiveConfig::default()).await?,
+            );
+            tokio::spawn(live.clone().follow(feed));
+            anyhow::Ok(live)
+        })?),
+    };
+    let mode = match coordinator {
+        Coordinator::InProcess(_) => "in-process",
+        Coordinator::Daemon(_) => "daemon",
+    };
+    let proc_name = coordinator.proc_name();
+    let coordinator_start = Instant::now();
+    let mut watcher = coordinator.client()?;
 
     // Warm-up: until the view holds (nearly) every simulated node.
     let warm_deadline = Instant::now() + warmup + Duration::from_secs(60);
-    while live.view().nodes.len() < config.nodes * 9 / 10 {
+    loop {
+        let n = watcher.nodes().unwrap_or(0);
+        if n >= config.nodes * 9 / 10 {
+            break;
+        }
         if Instant::now() > warm_deadline {
             bail!(
-                "the view holds {} of {} nodes after the warm-up: is the simulator writing?",
-                live.view().nodes.len(),
+                "the view holds {n} of {} nodes after the warm-up: is the simulator writing?",
                 config.nodes
             );
         }
         std::thread::sleep(Duration::from_millis(100));
     }
     log(format!(
-        "warm: {} nodes in the view; measuring for {:?}",
-        live.view().nodes.len(),
+        "warm ({mode}): {} nodes in the view; measuring for {:?}",
+        watcher.nodes().unwrap_or(0),
         config.duration
     ));
 
@@ -371,22 +422,26 @@ pub fn run(config: &SoakConfig) -> Result<SoakReport> {
     // Decision thread: paced batches, every call timed.
     let decisions = Arc::new(AtomicU64::new(0));
     let decider = {
-        let live = live.clone();
+        let mut client = coordinator.client()?;
         let stop = stop.clone();
         let decisions = decisions.clone();
         let rate = config.decision_rate.max(100);
         std::thread::spawn(move || {
             let mut hist = Histogram::new();
-            let req = Request::new("llama3.1:8b", 4700);
+            let mut errors = 0u64;
+            let req = main_request();
             let batch = rate / 100;
             let mut next = Instant::now();
             while !stop.load(Ordering::Relaxed) {
                 for _ in 0..batch {
                     let t = Instant::now();
-                    let d = live.router().route(&req);
+                    let ok = client.decide(&req);
                     let ns = t.elapsed().as_nanos() as u64;
-                    std::hint::black_box(&d);
-                    hist.record(ns);
+                    if ok {
+                        hist.record(ns);
+                    } else {
+                        errors += 1;
+                    }
                 }
                 decisions.fetch_add(batch, Ordering::Relaxed);
                 next += Duration::from_millis(10);
@@ -397,21 +452,20 @@ pub fn run(config: &SoakConfig) -> Result<SoakReport> {
                     next = now;
                 }
             }
-            hist
+            (hist, errors)
         })
     };
 
-    // Staleness: stamp, then poll the router every millisecond until it follows.
-    let staleness = Arc::new(Mutex::new((Vec::<f64>::new(), 0usize)));
+    // Staleness: stamp, then ask the coordinator every millisecond until it follows.
+    // (seconds since the coordinator started, staleness ms) per stamp; timeouts.
+    let staleness = Arc::new(Mutex::new((Vec::<(f64, f64)>::new(), 0usize)));
     let stamper = {
-        let live = live.clone();
+        let mut client = coordinator.client()?;
         let stop = stop.clone();
         let staleness = staleness.clone();
         let handle = runtime.handle().clone();
         std::thread::spawn(move || {
-            let probe = Request::new("staleness-probe", PROBE_MIB)
-                .allow_cpu(false)
-                .needs_gpu(true);
+            let probe = probe_request();
             let mut k = 0usize;
             while !stop.load(Ordering::Relaxed) {
                 let (target, other) = (PROBES[k % 2], PROBES[(k + 1) % 2]);
@@ -429,18 +483,18 @@ pub fn run(config: &SoakConfig) -> Result<SoakReport> {
                 let give_up = t0 + Duration::from_secs(30);
                 let mut seen = None;
                 while Instant::now() < give_up && !stop.load(Ordering::Relaxed) {
-                    if let Ok(d) = live.router().route(&probe) {
-                        let snap = live.router().snapshot();
-                        if d.snapshot == snap.id() && snap.node(d.node).id == target {
-                            seen = Some(t0.elapsed());
-                            break;
-                        }
+                    if client.probe_node(&probe).as_deref() == Some(target) {
+                        seen = Some(t0.elapsed());
+                        break;
                     }
                     std::thread::sleep(Duration::from_millis(1));
                 }
                 let mut s = staleness.lock().unwrap_or_else(|p| p.into_inner());
                 match seen {
-                    Some(d) => s.0.push(d.as_secs_f64() * 1000.0),
+                    Some(d) => s.0.push((
+                        t0.duration_since(coordinator_start).as_secs_f64(),
+                        d.as_secs_f64() * 1000.0,
+                    )),
                     None if !stop.load(Ordering::Relaxed) => s.1 += 1,
                     None => {}
                 }
@@ -453,7 +507,7 @@ pub fn run(config: &SoakConfig) -> Result<SoakReport> {
 
     // Sampling on this thread.
     let mut samples = Vec::new();
-    let (_, mut cpu_prev) = self_usage();
+    let (_, mut cpu_prev) = usage(&proc_name);
     let mut t_prev = Instant::now();
     let cpu_start = cpu_prev;
     while Instant::now() < end {
@@ -461,7 +515,7 @@ pub fn run(config: &SoakConfig) -> Result<SoakReport> {
             .sample_every
             .min(end.saturating_duration_since(Instant::now()));
         std::thread::sleep(wait);
-        let (rss, cpu) = self_usage();
+        let (rss, cpu) = usage(&proc_name);
         let dt = t_prev.elapsed().as_secs_f64();
         let sample = Sample {
             t_s: start.elapsed().as_secs_f64(),
@@ -471,7 +525,7 @@ pub fn run(config: &SoakConfig) -> Result<SoakReport> {
             } else {
                 0.0
             },
-            nodes: live.view().nodes.len(),
+            nodes: watcher.nodes().unwrap_or(0),
         };
         cpu_prev = cpu;
         t_prev = Instant::now();
@@ -489,14 +543,30 @@ pub fn run(config: &SoakConfig) -> Result<SoakReport> {
         samples.push(sample);
     }
     let elapsed = start.elapsed().as_secs_f64();
+    let (_, cpu_end) = usage(&proc_name);
     stop.store(true, Ordering::Relaxed);
-    let hist = decider
+    let (hist, decision_errors) = decider
         .join()
         .map_err(|_| anyhow::anyhow!("decision thread panicked"))?;
     stamper
         .join()
         .map_err(|_| anyhow::anyhow!("staleness thread panicked"))?;
-    let (_, cpu_end) = self_usage();
+    let server_decision_ns = match &coordinator {
+        Coordinator::Daemon(d) => d
+            .connect()
+            .and_then(|mut h| h.get("/metrics"))
+            .ok()
+            .and_then(|m| daemon::server_decision_quantiles(&String::from_utf8_lossy(&m)))
+            .map(|(q, _)| q),
+        Coordinator::InProcess(_) => None,
+    };
+    let daemon_alive = match coordinator {
+        Coordinator::Daemon(mut d) => d.is_running(),
+        Coordinator::InProcess(_) => true,
+    };
+    if !daemon_alive {
+        bail!("the coordinator daemon died during the soak");
+    }
 
     let sim_summary = stop_sim(&mut sim.0);
     drop(sim);
@@ -504,10 +574,13 @@ pub fn run(config: &SoakConfig) -> Result<SoakReport> {
     let redis_name = redis.describe();
     drop(redis);
 
-    let (mut stale, timeouts) = staleness
+    let (mut stamps, timeouts) = staleness
         .lock()
         .map(|s| s.clone())
         .unwrap_or_else(|p| p.into_inner().clone());
+    stamps.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let staleness_slowest = stamps.iter().take(5).copied().collect();
+    let mut stale: Vec<f64> = stamps.iter().map(|s| s.1).collect();
     stale.sort_by(f64::total_cmp);
     let rss_end = samples.last().map_or(0.0, |s| s.rss_mib);
     let tail_from = (elapsed / 2.0).max(elapsed - 300.0);
@@ -520,6 +593,7 @@ pub fn run(config: &SoakConfig) -> Result<SoakReport> {
         nodes: config.nodes,
         duration_s: elapsed,
         redis: redis_name,
+        mode: mode.to_owned(),
         decisions: total,
         decisions_per_s: total as f64 / elapsed,
         decision_ns: [
@@ -528,6 +602,8 @@ pub fn run(config: &SoakConfig) -> Result<SoakReport> {
             hist.quantile(0.999),
             hist.quantile(1.0),
         ],
+        server_decision_ns,
+        decision_errors,
         staleness_samples: stale.len(),
         staleness_ms: [
             quantile_ms(&stale, 0.5),
@@ -535,6 +611,7 @@ pub fn run(config: &SoakConfig) -> Result<SoakReport> {
             stale.last().copied().unwrap_or(0.0),
         ],
         staleness_timeouts: timeouts,
+        staleness_slowest,
         rss_end_mib: rss_end,
         rss_growth_percent: if rss_tail_start > 0.0 {
             100.0 * (rss_end - rss_tail_start) / rss_tail_start
@@ -582,65 +659,44 @@ impl SoakReport {
 
     /// The report in words, one figure a line.
     pub fn render(&self) -> String {
+        let server = match self.server_decision_ns {
+            Some([p50, p99]) => format!(
+                "; the daemon's own timing of the route call: p50 ≤ {p50} ns, p99 ≤ {p99} ns"
+            ),
+            None => String::new(),
+        };
         format!(
-            "nodes {}, {:.0} s measured, {}\n\
-             decisions: {} ({:.0}/s), latency p50 {} ns, p99 {} ns, p99.9 {} ns, max {} ns\n\
-             staleness: {} samples, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms, {} not seen within 30 s\n\
+            "nodes {}, {:.0} s measured, {}, coordinator {}\n\
+             decisions: {} ({:.0}/s, {} failed), latency p50 {} ns, p99 {} ns, p99.9 {} ns, max {} ns{}\n\
+             staleness: {} samples, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms, {} not seen within 30 s; slowest (ms @ s since the coordinator started): {}\n\
              RSS: {:.1} MiB at the end, {:+.1} % over the last part of the run; CPU {:.1} % of one core on average\n\
              simulator: {}\n",
             self.nodes,
             self.duration_s,
             self.redis,
+            self.mode,
             self.decisions,
             self.decisions_per_s,
+            self.decision_errors,
             self.decision_ns[0],
             self.decision_ns[1],
             self.decision_ns[2],
             self.decision_ns[3],
+            server,
             self.staleness_samples,
             self.staleness_ms[0],
             self.staleness_ms[1],
             self.staleness_ms[2],
             self.staleness_timeouts,
+            self.staleness_slowest
+                .iter()
+                .map(|(t, ms)| format!("{ms:.0} @ {t:.1}"))
+                .collect::<Vec<_>>()
+                .join(", "),
             self.rss_end_mib,
             self.rss_growth_percent,
             self.cpu_mean_percent,
             self.sim_summary,
         )
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::Histogram;
-
-    #[test]
-    fn histogram_buckets_bound_their_values() {
-        for ns in [
-            0,
-            1,
-            1023,
-            1024,
-            1025,
-            5_000,
-            48_452,
-            1_000_000,
-            248_170_917,
-            u64::MAX / 3,
-        ] {
-            let up = Histogram::upper(Histogram::bucket(ns));
-            assert!(
-                up >= ns && (up - ns) as f64 <= ns as f64 / 60.0,
-                "{ns} -> {up}"
-            );
-        }
-        let mut h = Histogram::new();
-        for ns in 1..=1000 {
-            h.record(ns);
-        }
-        assert_eq!(
-            (h.quantile(0.5), h.quantile(0.99), h.quantile(1.0)),
-            (500, 990, 1000)
-        );
     }
 }

@@ -154,6 +154,21 @@ fn keyspace_flags(current: &str) -> String {
     flags
 }
 
+/// One pass of the polling fallback in flight.
+type PollWork =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<crate::view::ClusterView>> + Send>>;
+
+/// One pass of the polling fallback: without keyspace events, new SOLLOL-written keys
+/// are only visible to a SCAN, so sweep (unless scanning is off), then discover.
+async fn poll_once(reg: RedisRegistry) -> Result<crate::view::ClusterView> {
+    if reg.inner.config.scan != ScanStrategy::Never {
+        if let Err(e) = reg.scan_sweep().await {
+            tracing::debug!(error = %e, "watch poll sweep failed");
+        }
+    }
+    reg.discover().await
+}
+
 /// The background task behind a [`ChangeStream`](crate::ChangeStream): forwards
 /// pub/sub messages (and, in polling mode, differences between discoveries), and
 /// reconnects with capped exponential backoff, announcing a `Resync`.
@@ -168,15 +183,18 @@ pub(super) async fn watch_task(
     let cfg = reg.inner.config.clone();
     let mut backoff = cfg.reconnect_min_delay;
     loop {
-        if mode == PushMode::ChannelAndPolling {
-            if let Ok(view) = reg.discover().await {
-                poll_state.diff(&view);
-            }
-        }
         let mut poll = tokio::time::interval(cfg.poll_interval);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         poll.tick().await;
         let mut messages = pubsub.into_on_message();
+        // The polling fallback's sweep and discovery run beside the messages, never in
+        // front of them: a slow sweep (a SCAN of every master) or discovery must not
+        // hold back the push of a write announced meanwhile. Its first pass (a discovery
+        // that primes the differ, or after a reconnect reports what changed) starts now.
+        let mut polling: Option<PollWork> = (mode == PushMode::ChannelAndPolling).then(|| {
+            let reg = reg.clone();
+            Box::pin(async move { reg.discover().await }) as PollWork
+        });
         loop {
             tokio::select! {
                 msg = messages.next() => {
@@ -193,15 +211,12 @@ pub(super) async fn watch_task(
                         }
                     }
                 }
-                _ = poll.tick(), if mode == PushMode::ChannelAndPolling => {
-                    // Without keyspace events, new SOLLOL-written keys are only visible
-                    // to a SCAN: sweep on every poll (unless scanning is off).
-                    if reg.inner.config.scan != ScanStrategy::Never {
-                        if let Err(e) = reg.scan_sweep().await {
-                            tracing::debug!(error = %e, "watch poll sweep failed");
-                        }
-                    }
-                    match reg.discover().await {
+                _ = poll.tick(), if mode == PushMode::ChannelAndPolling && polling.is_none() => {
+                    polling = Some(Box::pin(poll_once(reg.clone())));
+                }
+                view = async { polling.as_mut().expect("guarded by is_some").await }, if polling.is_some() => {
+                    polling = None;
+                    match view {
                         Ok(view) => {
                             for change in poll_state.diff(&view) {
                                 if !sink.send(change) {

@@ -121,3 +121,64 @@ async fn three_master_cluster_round_trip() {
         view.skipped
     );
 }
+
+/// Change push in cluster mode reaches the watcher for a write to every master, each
+/// within 100 ms of the write's return, while the watcher's polling fallback (a SCAN of
+/// every master and a discovery of 1,000 records every 300 ms) runs beside it: PUBLISH
+/// is cluster-wide, so one subscription on one master hears every write whichever
+/// master holds the key, and the poll's work never holds back the messages (it did: a
+/// push waited for the sweep and the discovery in front of it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_push_sees_writes_on_every_master_promptly() {
+    let cluster = RedisCluster::start().unwrap();
+    let writer = RedisRegistry::connect(&cluster.url(), cfg()).await.unwrap();
+    // Enough nodes that every master holds many keys, and a sweep/discovery has work.
+    for chunk in (0..1000).collect::<Vec<_>>().chunks(50) {
+        let writes = chunk.iter().map(|&i| {
+            let writer = writer.clone();
+            async move { writer.publish_stats(&node(i)).await }
+        });
+        for r in futures_util::future::join_all(writes).await {
+            r.unwrap();
+        }
+    }
+    let watcher = RedisRegistry::connect(&cluster.url(), cfg()).await.unwrap();
+    let mut changes = watcher.watch().await.unwrap();
+    // Which master holds a node's key (the others answer MOVED).
+    let owner = |id: &str| -> Option<usize> {
+        let key = format!("sollol:gpu:{id}");
+        cluster
+            .nodes()
+            .iter()
+            .position(|n| n.cli(&["EXISTS", &key]).is_ok_and(|r| r.trim() == "1"))
+    };
+    let mut late = Vec::new();
+    let mut masters = std::collections::BTreeSet::new();
+    let mut worst = Duration::ZERO;
+    // 60 writes over ≥ 3 s: many of the watcher's 300 ms polls run in between.
+    for i in 0..60 {
+        let rec = node(i * 5);
+        writer.publish_stats(&rec).await.unwrap();
+        // The PUBLISH is the write's last command: from here on the message is on its way.
+        let start = Instant::now();
+        let mut got = None;
+        while start.elapsed() < Duration::from_secs(3) {
+            match changes.recv_timeout(Duration::from_millis(50)).await {
+                Some(Change::Updated(id)) if id == rec.node_id => {
+                    got = Some(start.elapsed());
+                    break;
+                }
+                _ => {}
+            }
+        }
+        let took = got.unwrap_or(Duration::from_secs(3));
+        masters.insert(owner(&rec.node_id).expect("a master holds the key"));
+        worst = worst.max(took);
+        if took > Duration::from_millis(100) {
+            late.push((rec.node_id.clone(), took));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(masters.len(), 3, "the writes landed on every master");
+    assert!(late.is_empty(), "late pushes (worst {worst:?}): {late:?}");
+}
