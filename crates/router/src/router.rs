@@ -35,9 +35,9 @@ use crate::snapshot::Snapshot;
 pub struct Router {
     snapshot: ArcSwap<Snapshot>,
     policy: ArcSwap<Policy>,
-    /// The snapshot replaced by the last update, kept until the next one so that it is
-    /// freed on the updating thread: a routing thread still holding it when it was
-    /// swapped out would otherwise drop the last reference and pay for freeing every
+    /// The snapshot replaced by the last update while a routing thread still held it,
+    /// kept until the next update so that it is freed on the updating thread: that
+    /// routing thread would otherwise drop the last reference and pay for freeing every
     /// node spec in the middle of a decision.
     retired: Mutex<Option<Arc<Snapshot>>>,
 }
@@ -140,21 +140,25 @@ impl Router {
     /// since the current snapshot are reused, and every `sollol` parameter set prepared
     /// on it is prepared on the new one too.
     ///
-    /// The replaced snapshot is kept until the next update and freed then, on the
-    /// updating thread (never in a routing call).
+    /// The replaced snapshot is freed on the updating thread (now, or at the next
+    /// update when a routing call still holds it), never in a routing call.
     pub fn update(&self, snapshot: Snapshot) {
         snapshot.prepare_from(&self.snapshot.load(), &self.policy.load());
         let old = self.snapshot.swap(Arc::new(snapshot));
         self.retire(old);
     }
 
-    /// Keeps `old` until the next update; frees the one retired before it here.
+    /// Frees `old` here when no routing thread holds it any more (the swap has settled
+    /// every reader's claim into the count), else keeps it until the next update (so
+    /// that the reader does not free it); frees the one kept before.
     fn retire(&self, old: Arc<Snapshot>) {
-        let previous = self
-            .retired
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .replace(old);
+        let mut retired = self.retired.lock().unwrap_or_else(|p| p.into_inner());
+        let previous = retired.take();
+        match Arc::try_unwrap(old) {
+            Ok(unshared) => drop(unshared),
+            Err(held) => *retired = Some(held),
+        }
+        drop(retired);
         drop(previous);
     }
 
