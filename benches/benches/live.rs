@@ -6,6 +6,12 @@
 //! node are replaced by a new record with other free VRAM, as a delta discovery returns
 //! them: unchanged records are the same `Arc`s), and the part of it before the router,
 //! `live_view/1000`, `live_view/10000` (`LiveConfig::view_of` alone).
+//!
+//! What a following coordinator pays since views are built incrementally (the same
+//! records and churn): `live_view_incremental/N` (`ViewBuilder::build`: view and node
+//! specs, reusing unchanged nodes' rows) and `live_cycle/N` (`LiveCluster::
+//! publish_records`: records → view → shared specs → snapshot → `Router::update`, the
+//! whole per-view cost; compare with `live_view` + `live_publish`).
 //! Run: `cargo bench -p vramroute-benches --bench live`.
 
 use std::hint::black_box;
@@ -14,7 +20,7 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use vramroute_benches::registry_fixtures::{node_id, rpc_host, rpc_record, stats_record};
-use vramroute_cluster::{LiveCluster, LiveConfig};
+use vramroute_cluster::{LiveCluster, LiveConfig, ViewBuilder};
 use vramroute_registry::{ClusterView, RpcNodeEntry};
 use vramroute_router::Policy;
 
@@ -80,6 +86,51 @@ fn live(c: &mut Criterion) {
                     config.view_of(&records, &[], "bench".to_owned(), now(&records))
                 },
                 |view| live.publish(view, 0),
+                criterion::BatchSize::LargeInput,
+            )
+        });
+        group.finish();
+
+        let mut builder = ViewBuilder::new();
+        let _ = builder.build(&config, &records, &[], "bench".to_owned(), now(&records));
+        let mut group = c.benchmark_group("live_view_incremental");
+        group.throughput(Throughput::Elements(nodes as u64));
+        group.bench_with_input(BenchmarkId::from_parameter(nodes), &nodes, |b, _| {
+            b.iter_batched(
+                || {
+                    round += 1;
+                    churn(&mut records, round);
+                    records.clone()
+                },
+                |recs| {
+                    let built = builder.build(&config, &recs, &[], "bench".to_owned(), now(&recs));
+                    (built, recs)
+                },
+                criterion::BatchSize::LargeInput,
+            )
+        });
+        group.finish();
+
+        let live = LiveCluster::new(
+            config.view_of(&records, &[], "bench".to_owned(), now(&records)),
+            Policy::default(),
+            config.clone(),
+        )
+        .expect("valid");
+        live.publish_records(&records, &[], "bench".to_owned(), now(&records), 0);
+        let mut group = c.benchmark_group("live_cycle");
+        group.throughput(Throughput::Elements(nodes as u64));
+        group.bench_with_input(BenchmarkId::from_parameter(nodes), &nodes, |b, _| {
+            b.iter_batched(
+                || {
+                    round += 1;
+                    churn(&mut records, round);
+                    records.clone()
+                },
+                |recs| {
+                    live.publish_records(&recs, &[], "bench".to_owned(), now(&recs), 0);
+                    recs
+                },
                 criterion::BatchSize::LargeInput,
             )
         });

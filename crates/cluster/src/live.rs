@@ -23,8 +23,9 @@ use vramroute_router::{
 
 use crate::decisions::DecisionLog;
 use crate::error::{Error, Result};
+use crate::rows::{BuiltView, ViewBuilder};
 use crate::signals::LoadSignals;
-use crate::view::{OllamaNodeInfo, StatusView};
+use crate::view::{apply_node_load, OllamaNodeInfo, StatusView};
 
 /// Seconds since the Unix epoch.
 pub fn unix_now() -> f64 {
@@ -245,6 +246,8 @@ pub struct LiveCluster {
     decisions: DecisionLog,
     /// The records and Ollama answers read by [`start`](Self::start), for `follow`.
     first: Mutex<Option<(ClusterView, Vec<OllamaNodeInfo>)>>,
+    /// Per-node rows of the last view built from records ([`publish_records`](Self::publish_records)).
+    builder: Mutex<ViewBuilder>,
 }
 
 fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -282,6 +285,7 @@ impl LiveCluster {
             signals: LoadSignals::default(),
             decisions: DecisionLog::default(),
             first: Mutex::new(None),
+            builder: Mutex::new(ViewBuilder::new()),
         })
     }
 
@@ -338,14 +342,71 @@ impl LiveCluster {
 
     /// Publishes `view`: a new snapshot for the router with the held reservations
     /// re-applied. A view the router cannot take (it never happens for views this crate
-    /// builds) is logged and the old one kept.
-    pub fn publish(&self, mut view: StatusView, skipped_total: u64) {
+    /// builds) is logged and the old one kept. Every node spec is made from the view;
+    /// [`publish_records`](Self::publish_records) reuses those of unchanged nodes.
+    pub fn publish(&self, view: StatusView, skipped_total: u64) {
+        let specs = view
+            .node_specs(&self.config.snapshot)
+            .into_iter()
+            .map(|s| {
+                let age = s.report_age_ms;
+                (Arc::new(s), age)
+            })
+            .collect();
+        self.publish_built(
+            BuiltView {
+                view,
+                specs: Vec::new(),
+            },
+            Some(specs),
+            skipped_total,
+        );
+    }
+
+    /// Builds the view of `cluster` (plus Ollama answers) at `now`, Unix seconds, and
+    /// publishes it (as [`publish`](Self::publish) of [`LiveConfig::view_of`] would),
+    /// reusing each node's view row and spec while its record is the same `Arc` as at
+    /// the previous call (see [`ViewBuilder`]): the cost follows the changed records.
+    pub fn publish_records(
+        &self,
+        cluster: &ClusterView,
+        ollama: &[OllamaNodeInfo],
+        source: String,
+        now: f64,
+        skipped_total: u64,
+    ) {
+        let built = locked(&self.builder).build(&self.config, cluster, ollama, source, now);
+        self.publish_built(built, None, skipped_total);
+    }
+
+    /// Publishes a view with its specs (`specs` given: made from the view, already
+    /// with its load; else `built.specs`, without load).
+    fn publish_built(
+        &self,
+        built: BuiltView,
+        specs: Option<Vec<(Arc<NodeSpec>, u64)>>,
+        skipped_total: u64,
+    ) {
+        let BuiltView {
+            mut view,
+            specs: unloaded,
+        } = built;
         view.apply_load(&self.signals);
         let cfg = &self.config.snapshot;
+        let mut specs = specs.unwrap_or_else(|| {
+            let mut specs = unloaded;
+            // The view's registry nodes are the specs, in the same order.
+            let loads = view.nodes.iter().filter(|n| n.in_registry);
+            for ((spec, _), n) in specs.iter_mut().zip(loads) {
+                if n.load.is_some() {
+                    apply_node_load(Arc::make_mut(spec), n.load.as_ref());
+                }
+            }
+            specs
+        });
         let held = self.prune_held(&view);
-        let mut specs = view.node_specs(cfg);
         mark_loading(&mut specs, &held);
-        match Snapshot::build(specs, cfg) {
+        match Snapshot::build_shared(specs, cfg) {
             Ok(snap) => {
                 for h in &held {
                     if let Some(node) = snap.node_index(&h.node_id) {
@@ -552,18 +613,17 @@ impl LiveCluster {
                 continue;
             }
             let skipped = feed.registry().map_or(0, |r| r.skipped_records_total());
-            let view = cfg.view_of(&cluster, &ollama, feed.describe(), unix_now());
-            self.publish(view, skipped);
+            self.publish_records(&cluster, &ollama, feed.describe(), unix_now(), skipped);
         }
     }
 }
 
 /// Marks each held reservation's model as resident on its node (where the load goes):
 /// requests for it route there warm instead of loading it a second time elsewhere.
-fn mark_loading(specs: &mut [NodeSpec], held: &[Held]) {
+fn mark_loading(specs: &mut [(Arc<NodeSpec>, u64)], held: &[Held]) {
     for h in held {
         let Some(model) = &h.model else { continue };
-        let Some(spec) = specs.iter_mut().find(|s| s.id == h.node_id) else {
+        let Some((spec, _)) = specs.iter_mut().find(|s| s.0.id == h.node_id) else {
             continue;
         };
         if spec
@@ -575,6 +635,7 @@ fn mark_loading(specs: &mut [NodeSpec], held: &[Held]) {
         }
         let total: u64 = h.parts.iter().map(|p| p.1).sum();
         let vram: u64 = h.parts.iter().filter(|p| p.0.is_some()).map(|p| p.1).sum();
+        let spec = Arc::make_mut(spec);
         let mut m = ResidentModel::with_sizes(model.clone(), Some(total), Some(vram));
         m.gpu = match h.parts.as_slice() {
             [(Some(g), _)] if spec.gpus.iter().any(|x| x.index == *g) => Some(*g),

@@ -25,7 +25,9 @@ use vramroute_alloc::{ggml_device_of_sollol, EstimateSource};
 
 use crate::signals::{LoadSignals, NodeLoad};
 use vramroute_ollama::{PsResponse, TagsResponse};
-use vramroute_registry::{ClusterView, GpuOffload, GpuStatsRecord, RpcNodeEntry, RpcNodeRecord};
+use vramroute_registry::{
+    ClusterView, GpuOffload, GpuStatsRecord, RouterMetadata, RpcNodeEntry, RpcNodeRecord,
+};
 use vramroute_router::{
     GpuSpec, NodeSpec, ResidentModel as RouterModel, RpcEndpoint, SnapshotConfig,
 };
@@ -289,17 +291,26 @@ pub fn derived_ollama_url(node_id: &str) -> Option<String> {
 /// Lookup of a node's registration by host (and port): a binary search when the
 /// registrations are sorted by (host, port), as discovery returns them (a scan per node
 /// made building a view of 10,000 nodes quadratic), else the first match in order.
-struct Registrations<'a> {
+pub(crate) struct Registrations<'a> {
     entries: &'a [RpcNodeEntry],
     sorted: bool,
 }
 
 impl<'a> Registrations<'a> {
-    fn of(entries: &'a [RpcNodeEntry]) -> Self {
+    pub(crate) fn of(entries: &'a [RpcNodeEntry]) -> Self {
         let sorted = entries
             .windows(2)
             .all(|w| (&w[0].host, w[0].port) <= (&w[1].host, w[1].port));
         Registrations { entries, sorted }
+    }
+
+    /// The registration of the node `id` whose stats record is `r`: the one its
+    /// `rpc_host`/`rpc_port` extras name, else the first of the node id's host.
+    pub(crate) fn of_node(&self, id: &str, r: &GpuStatsRecord) -> Option<&'a RpcNodeEntry> {
+        match (&r.rpc_host, r.rpc_port) {
+            (Some(h), Some(p)) => self.find(h, Some(p)),
+            _ => self.find(host_of(id), None),
+        }
     }
 
     /// The registration of `host:port`, or with `port: None` the first of `host`.
@@ -370,7 +381,7 @@ fn writer_of(record: &GpuStatsRecord) -> String {
     }
 }
 
-fn rpc_view(host: &str, port: u16, r: &RpcNodeRecord) -> RpcBackendView {
+pub(crate) fn rpc_view(host: &str, port: u16, r: &RpcNodeRecord) -> RpcBackendView {
     let ggml = r.ggml_devices.clone().unwrap_or_else(|| {
         r.gpu_devices
             .iter()
@@ -391,6 +402,177 @@ fn rpc_view(host: &str, port: u16, r: &RpcNodeRecord) -> RpcBackendView {
         total_parallel_workers: Some(r.total_parallel_workers),
         ggml_devices: ggml,
         health: None,
+    }
+}
+
+/// One node of the view: the stats record of `id`, with `registration` (its rpc
+/// registration, see [`Registrations::of_node`]), at `now`.
+pub(crate) fn node_view(
+    id: &str,
+    r: &GpuStatsRecord,
+    registration: Option<&RpcNodeEntry>,
+    now: f64,
+    stale_after_s: f64,
+    margin: f64,
+) -> NodeView {
+    let age_s = (now - r.timestamp).max(0.0);
+    // A report stamped well in the future (a wrong clock, a bad writer)
+    // cannot be aged: it would never go stale. Not routed to.
+    let ahead_s = r.timestamp - now;
+    let from_future = ahead_s > FUTURE_SKEW_S;
+    let rpc = match (&r.rpc_host, r.rpc_port) {
+        (Some(h), Some(p)) => Some(RpcEndpoint::new(h.clone(), p)),
+        _ => registration.map(|e| RpcEndpoint::new(e.host.clone(), e.port)),
+    };
+    NodeView {
+        id: id.to_owned(),
+        hostname: r.hostname.clone(),
+        vendor: r.vendor.clone(),
+        writer: writer_of(r),
+        timestamp: r.timestamp,
+        age_s,
+        stale: age_s > stale_after_s || from_future,
+        in_registry: true,
+        ollama_url: r.ollama_url.clone().or_else(|| derived_ollama_url(id)),
+        rpc,
+        gpu_offload: r.gpu_offload.map(|o| {
+            match o {
+                GpuOffload::On => "on",
+                GpuOffload::Off => "off",
+                GpuOffload::Unknown => "unknown",
+            }
+            .to_owned()
+        }),
+        note: if from_future {
+            Some(format!(
+                "report timestamp is {ahead_s:.0} s in the future (clock skew or a \
+                 bad writer): treated as stale, not routed to"
+            ))
+        } else {
+            r.note.clone()
+        },
+        cpu_ram_total_mb: r.cpu_ram_total_mb,
+        cpu_ram_free_mb: r.cpu_ram_free_mb,
+        cpu_ram_registered_mb: registration.map(|e| e.record.cpu_ram_mb),
+        cpu_count: r.cpu_count,
+        cpu_load_percent: r.cpu_load_percent,
+        gpus: r
+            .gpus
+            .iter()
+            .map(|g| GpuView {
+                index: g.index,
+                name: g.name.clone(),
+                memory_total_mb: g.memory_total_mb,
+                memory_usable_mb: usable(g.memory_total_mb, margin),
+                memory_free_mb: g.memory_free_mb,
+                memory_used_mb: g.memory_used_mb,
+                utilization_percent: g.utilization_percent,
+                temperature_c: g.temperature_c,
+                ggml_device: g.ggml_device.clone(),
+            })
+            .collect(),
+        loaded_models: r
+            .loaded_models
+            .iter()
+            .flatten()
+            .map(|m| LoadedView {
+                name: m.name.clone(),
+                size_mb: m.size_mb,
+                size_vram_mb: m.size_vram_mb,
+            })
+            .collect(),
+        installed_models: Vec::new(),
+        load: None,
+    }
+}
+
+/// The router's input for one node of the view, without its measured load and with its
+/// report age as [`spec_age_ms`] gives it (see [`StatusView::node_specs`]).
+pub(crate) fn node_spec(n: &NodeView, config: &SnapshotConfig) -> NodeSpec {
+    let mut spec = NodeSpec::new(n.id.clone());
+    spec.ollama_url = n.ollama_url.clone();
+    spec.rpc = n.rpc.clone();
+    spec.gpus = n
+        .gpus
+        .iter()
+        .filter_map(|g| {
+            let mut s = GpuSpec::new(g.index, g.memory_total_mb?, g.memory_free_mb);
+            s.name = g.name.clone();
+            s.memory_used_mib = g.memory_used_mb;
+            s.utilization_percent = g.utilization_percent;
+            s.temperature_celsius = g.temperature_c.map(f64::from);
+            Some(s)
+        })
+        .collect();
+    // The snapshot wants them sorted by index: sorted here, a shared spec is never
+    // copied to sort it.
+    spec.gpus.sort_by_key(|g| g.index);
+    spec.ram_total_mib = n.cpu_ram_total_mb.or_else(|| {
+        n.cpu_ram_registered_mb
+            .map(|usable| total_for_usable(usable, config.ram_safety_margin))
+    });
+    spec.ram_free_mib = n.cpu_ram_free_mb;
+    spec.cpu_count = n.cpu_count;
+    spec.cpu_load_percent = n.cpu_load_percent;
+    spec.loaded_models = n
+        .loaded_models
+        .iter()
+        .map(|m| RouterModel::with_sizes(m.name.clone(), m.size_mb, m.size_vram_mb))
+        .collect();
+    spec.report_age_ms = spec_age_ms(n, config);
+    spec
+}
+
+/// Sets the load measured by whoever forwards requests to the node (none: unchanged).
+pub(crate) fn apply_node_load(spec: &mut NodeSpec, load: Option<&NodeLoad>) {
+    if let Some(load) = load {
+        spec.active_requests = load.in_flight;
+        spec.latency_ms = load.latency_ms;
+        spec.success_rate = load.success_rate;
+    }
+}
+
+/// The report age the router sees for a node of the view, ms: its age, or past the
+/// router's staleness limit when the view marks it stale (also a report from the
+/// future, whose age reads 0).
+pub(crate) fn spec_age_ms(n: &NodeView, config: &SnapshotConfig) -> u64 {
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        reason = "age is non-negative and far below u64::MAX ms"
+    )]
+    let age = (n.age_s * 1000.0) as u64;
+    if n.stale {
+        age.max(config.stale_after_ms.saturating_add(1))
+    } else {
+        age
+    }
+}
+
+/// Marks the backends `meta` lists, and adds those no registration knows.
+pub(crate) fn merge_metadata(backends: &mut Vec<RpcBackendView>, meta: &RouterMetadata) {
+    for b in &meta.rpc_backends {
+        match backends
+            .iter_mut()
+            .find(|r| r.host == b.host && r.port == b.port)
+        {
+            Some(r) => r.in_metadata = true,
+            None => backends.push(RpcBackendView {
+                host: b.host.clone(),
+                port: b.port,
+                registered: false,
+                in_metadata: true,
+                has_gpu: false,
+                gpu_devices: Vec::new(),
+                gpu_vram_mb: Vec::new(),
+                gpu_names: Vec::new(),
+                cpu_ram_mb: None,
+                device_config: None,
+                total_parallel_workers: None,
+                ggml_devices: Vec::new(),
+                health: None,
+            }),
+        }
     }
 }
 
@@ -440,108 +622,15 @@ impl StatusView {
             .map(|e| rpc_view(&e.host, e.port, &e.record))
             .collect();
         if let Some(meta) = &cluster.metadata {
-            for b in &meta.rpc_backends {
-                match rpc_backends
-                    .iter_mut()
-                    .find(|r| r.host == b.host && r.port == b.port)
-                {
-                    Some(r) => r.in_metadata = true,
-                    None => rpc_backends.push(RpcBackendView {
-                        host: b.host.clone(),
-                        port: b.port,
-                        registered: false,
-                        in_metadata: true,
-                        has_gpu: false,
-                        gpu_devices: Vec::new(),
-                        gpu_vram_mb: Vec::new(),
-                        gpu_names: Vec::new(),
-                        cpu_ram_mb: None,
-                        device_config: None,
-                        total_parallel_workers: None,
-                        ggml_devices: Vec::new(),
-                        health: None,
-                    }),
-                }
-            }
+            merge_metadata(&mut rpc_backends, meta);
         }
         let registrations = Registrations::of(&cluster.rpc_nodes);
         let nodes = cluster
             .stats
             .iter()
             .map(|(id, r)| {
-                let age_s = (now - r.timestamp).max(0.0);
-                // A report stamped well in the future (a wrong clock, a bad writer)
-                // cannot be aged: it would never go stale. Not routed to.
-                let ahead_s = r.timestamp - now;
-                let from_future = ahead_s > FUTURE_SKEW_S;
-                let registration = match (&r.rpc_host, r.rpc_port) {
-                    (Some(h), Some(p)) => registrations.find(h, Some(p)),
-                    _ => registrations.find(host_of(id), None),
-                };
-                let rpc = match (&r.rpc_host, r.rpc_port) {
-                    (Some(h), Some(p)) => Some(RpcEndpoint::new(h.clone(), p)),
-                    _ => registration.map(|e| RpcEndpoint::new(e.host.clone(), e.port)),
-                };
-                NodeView {
-                    id: id.clone(),
-                    hostname: r.hostname.clone(),
-                    vendor: r.vendor.clone(),
-                    writer: writer_of(r),
-                    timestamp: r.timestamp,
-                    age_s,
-                    stale: age_s > stale_after_s || from_future,
-                    in_registry: true,
-                    ollama_url: r.ollama_url.clone().or_else(|| derived_ollama_url(id)),
-                    rpc,
-                    gpu_offload: r.gpu_offload.map(|o| {
-                        match o {
-                            GpuOffload::On => "on",
-                            GpuOffload::Off => "off",
-                            GpuOffload::Unknown => "unknown",
-                        }
-                        .to_owned()
-                    }),
-                    note: if from_future {
-                        Some(format!(
-                            "report timestamp is {ahead_s:.0} s in the future (clock skew or a \
-                             bad writer): treated as stale, not routed to"
-                        ))
-                    } else {
-                        r.note.clone()
-                    },
-                    cpu_ram_total_mb: r.cpu_ram_total_mb,
-                    cpu_ram_free_mb: r.cpu_ram_free_mb,
-                    cpu_ram_registered_mb: registration.map(|e| e.record.cpu_ram_mb),
-                    cpu_count: r.cpu_count,
-                    cpu_load_percent: r.cpu_load_percent,
-                    gpus: r
-                        .gpus
-                        .iter()
-                        .map(|g| GpuView {
-                            index: g.index,
-                            name: g.name.clone(),
-                            memory_total_mb: g.memory_total_mb,
-                            memory_usable_mb: usable(g.memory_total_mb, margin),
-                            memory_free_mb: g.memory_free_mb,
-                            memory_used_mb: g.memory_used_mb,
-                            utilization_percent: g.utilization_percent,
-                            temperature_c: g.temperature_c,
-                            ggml_device: g.ggml_device.clone(),
-                        })
-                        .collect(),
-                    loaded_models: r
-                        .loaded_models
-                        .iter()
-                        .flatten()
-                        .map(|m| LoadedView {
-                            name: m.name.clone(),
-                            size_mb: m.size_mb,
-                            size_vram_mb: m.size_vram_mb,
-                        })
-                        .collect(),
-                    installed_models: Vec::new(),
-                    load: None,
-                }
+                let registration = registrations.of_node(id, r);
+                node_view(id, r, registration, now, stale_after_s, margin)
             })
             .collect();
         let mut view = StatusView {
@@ -682,53 +771,9 @@ impl StatusView {
             .iter()
             .filter(|n| n.in_registry)
             .map(|n| {
-                let mut spec = NodeSpec::new(n.id.clone());
-                spec.ollama_url = n.ollama_url.clone();
-                spec.rpc = n.rpc.clone();
-                spec.gpus = n
-                    .gpus
-                    .iter()
-                    .filter_map(|g| {
-                        let mut s = GpuSpec::new(g.index, g.memory_total_mb?, g.memory_free_mb);
-                        s.name = g.name.clone();
-                        s.memory_used_mib = g.memory_used_mb;
-                        s.utilization_percent = g.utilization_percent;
-                        s.temperature_celsius = g.temperature_c.map(f64::from);
-                        Some(s)
-                    })
-                    .collect();
-                spec.ram_total_mib = n.cpu_ram_total_mb.or_else(|| {
-                    n.cpu_ram_registered_mb
-                        .map(|usable| total_for_usable(usable, config.ram_safety_margin))
-                });
-                spec.ram_free_mib = n.cpu_ram_free_mb;
-                spec.cpu_count = n.cpu_count;
-                spec.cpu_load_percent = n.cpu_load_percent;
-                if let Some(load) = &n.load {
-                    spec.active_requests = load.in_flight;
-                    spec.latency_ms = load.latency_ms;
-                    spec.success_rate = load.success_rate;
-                }
-                spec.loaded_models = n
-                    .loaded_models
-                    .iter()
-                    .map(|m| RouterModel::with_sizes(m.name.clone(), m.size_mb, m.size_vram_mb))
-                    .collect();
-                #[allow(
-                    clippy::cast_possible_truncation,
-                    clippy::cast_sign_loss,
-                    reason = "age is non-negative and far below u64::MAX ms"
-                )]
-                {
-                    spec.report_age_ms = (n.age_s * 1000.0) as u64;
-                }
-                if n.stale {
-                    // Stale by the view's rule (also a report from the future, whose
-                    // age reads 0): the router must see it stale too.
-                    spec.report_age_ms = spec
-                        .report_age_ms
-                        .max(config.stale_after_ms.saturating_add(1));
-                }
+                let mut spec = node_spec(n, config);
+                apply_node_load(&mut spec, n.load.as_ref());
+                spec.report_age_ms = spec_age_ms(n, config);
                 spec
             })
             .collect()

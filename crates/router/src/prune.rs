@@ -69,7 +69,13 @@ impl Prepared {
             to_new_warm = vec![NONE; old.rows.len()];
             let (mut i, mut j) = (0, 0);
             while i < old.specs.len() && j < n {
-                match old.specs[i].id.cmp(&s.specs[j].id) {
+                // A spec shared by both snapshots (`build_shared`) is the same node.
+                let ord = if Arc::ptr_eq(&old.specs[i], &s.specs[j]) {
+                    std::cmp::Ordering::Equal
+                } else {
+                    old.specs[i].id.cmp(&s.specs[j].id)
+                };
+                match ord {
                     std::cmp::Ordering::Less => i += 1,
                     std::cmp::Ordering::Greater => j += 1,
                     std::cmp::Ordering::Equal => {

@@ -1,6 +1,6 @@
 //! A shareable router: many threads route while updates swap in new snapshots.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 
@@ -35,6 +35,11 @@ use crate::snapshot::Snapshot;
 pub struct Router {
     snapshot: ArcSwap<Snapshot>,
     policy: ArcSwap<Policy>,
+    /// The snapshot replaced by the last update while a routing thread still held it,
+    /// kept until the next update so that it is freed on the updating thread: that
+    /// routing thread would otherwise drop the last reference and pay for freeing every
+    /// node spec in the middle of a decision.
+    retired: Mutex<Option<Arc<Snapshot>>>,
 }
 
 impl Router {
@@ -45,6 +50,7 @@ impl Router {
         Ok(Router {
             snapshot: ArcSwap::from_pointee(snapshot),
             policy: ArcSwap::from_pointee(policy),
+            retired: Mutex::new(None),
         })
     }
 
@@ -133,9 +139,27 @@ impl Router {
     /// Preparation is incremental: the pruned search's bounds of every node unchanged
     /// since the current snapshot are reused, and every `sollol` parameter set prepared
     /// on it is prepared on the new one too.
+    ///
+    /// The replaced snapshot is freed on the updating thread (now, or at the next
+    /// update when a routing call still holds it), never in a routing call.
     pub fn update(&self, snapshot: Snapshot) {
         snapshot.prepare_from(&self.snapshot.load(), &self.policy.load());
-        self.snapshot.store(Arc::new(snapshot));
+        let old = self.snapshot.swap(Arc::new(snapshot));
+        self.retire(old);
+    }
+
+    /// Frees `old` here when no routing thread holds it any more (the swap has settled
+    /// every reader's claim into the count), else keeps it until the next update (so
+    /// that the reader does not free it); frees the one kept before.
+    fn retire(&self, old: Arc<Snapshot>) {
+        let mut retired = self.retired.lock().unwrap_or_else(|p| p.into_inner());
+        let previous = retired.take();
+        match Arc::try_unwrap(old) {
+            Ok(unshared) => drop(unshared),
+            Err(held) => *retired = Some(held),
+        }
+        drop(retired);
+        drop(previous);
     }
 
     /// Swaps in a new snapshot and carries the old one's reservations over (matched by node
@@ -146,6 +170,7 @@ impl Router {
         let new = Arc::new(snapshot);
         let old = self.snapshot.swap(Arc::clone(&new));
         new.carry_reservations_from(&old);
+        self.retire(old);
     }
 
     /// Replaces the policy (validated first).

@@ -266,7 +266,9 @@ impl GpuRow {
 pub struct Snapshot {
     pub(crate) id: SnapshotId,
     pub(crate) config: SnapshotConfig,
-    pub(crate) specs: Vec<NodeSpec>,
+    /// Shared: a spec unchanged between snapshots (see [`Snapshot::build_shared`]) is
+    /// one allocation for both.
+    pub(crate) specs: Vec<Arc<NodeSpec>>,
     pub(crate) status: Vec<NodeStatus>,
     pub(crate) rows: Vec<NodeRow>,
     pub(crate) labels_of: Vec<u64>,
@@ -303,9 +305,38 @@ impl Snapshot {
     /// Builds a snapshot. Fails only for an invalid `config`, duplicate node ids or more
     /// than [`MAX_LABELS`] distinct labels; a node with impossible values is kept but
     /// marked [`NodeStatus::Invalid`] and never chosen.
-    pub fn build(mut nodes: Vec<NodeSpec>, config: &SnapshotConfig) -> Result<Snapshot> {
+    pub fn build(nodes: Vec<NodeSpec>, config: &SnapshotConfig) -> Result<Snapshot> {
+        let nodes = nodes
+            .into_iter()
+            .map(|n| {
+                let age = n.report_age_ms;
+                (Arc::new(n), age)
+            })
+            .collect();
+        Snapshot::build_shared(nodes, config)
+    }
+
+    /// Builds a snapshot from shared specs, each with its report age in ms, which is
+    /// used instead of the spec's own `report_age_ms`: a caller that keeps the spec of
+    /// an unchanged node (same report, older now) passes the same `Arc` to every
+    /// snapshot and only the age changes. The spec's `report_age_ms` (what
+    /// [`node`](Self::node) shows) is then the age when the spec was made; the node's
+    /// [`NodeStatus`] uses the age given here. A spec whose GPUs are not sorted by index
+    /// is copied to sort them. Same errors as [`build`](Self::build).
+    pub fn build_shared(
+        mut nodes: Vec<(Arc<NodeSpec>, u64)>,
+        config: &SnapshotConfig,
+    ) -> Result<Snapshot> {
         config.validate()?;
-        nodes.sort_by(|a, b| a.id.cmp(&b.id));
+        if !nodes.windows(2).all(|w| w[0].0.id < w[1].0.id) {
+            nodes.sort_by(|a, b| a.0.id.cmp(&b.0.id));
+        }
+        for (n, _) in &mut nodes {
+            if !n.gpus.windows(2).all(|w| w[0].index <= w[1].index) {
+                Arc::make_mut(n).gpus.sort_by_key(|g| g.index);
+            }
+        }
+        let (nodes, ages): (Vec<Arc<NodeSpec>>, Vec<u64>) = nodes.into_iter().unzip();
         if let Some(w) = nodes.windows(2).find(|w| w[0].id == w[1].id) {
             return Err(Error::DuplicateNode {
                 node: w[0].id.clone(),
@@ -366,13 +397,12 @@ impl Snapshot {
         let mut loaded_vram_mib = Vec::new();
         let mut eligible = 0;
 
-        for node in &mut nodes {
-            node.gpus.sort_by_key(|g| g.index);
+        for (node, &age_ms) in nodes.iter().zip(&ages) {
             let st = match node.validate() {
                 Err(e) => NodeStatus::Invalid(e),
                 Ok(()) if !node.healthy => NodeStatus::Unhealthy,
-                Ok(()) if node.report_age_ms > config.stale_after_ms => NodeStatus::Stale {
-                    age_ms: node.report_age_ms,
+                Ok(()) if age_ms > config.stale_after_ms => NodeStatus::Stale {
+                    age_ms,
                     limit_ms: config.stale_after_ms,
                 },
                 Ok(()) => NodeStatus::Eligible,
@@ -577,7 +607,7 @@ impl Snapshot {
     }
 
     /// All nodes, sorted by id, GPUs sorted by index.
-    pub fn nodes(&self) -> &[NodeSpec] {
+    pub fn nodes(&self) -> &[Arc<NodeSpec>] {
         &self.specs
     }
 

@@ -2,6 +2,8 @@
 //! returns, ties and CPU-fallback mode included, whatever reservations were made and by
 //! whichever public path, and whatever spelling the request uses for a loaded model.
 
+use std::sync::Arc;
+
 use proptest::prelude::*;
 use vramroute_router::{
     Complexity, GpuSpec, NodeIndex, NodeSpec, Policy, Request, Reservation, ResidentModel, Router,
@@ -271,18 +273,24 @@ fn apply(router: &Router, op: &Op, held: &mut Vec<Reservation>) {
             }
         }
         Op::UpdateKeep { node, drop_it } => {
-            let mut nodes = snap.nodes().to_vec();
+            // The unchanged nodes' specs are shared with the current snapshot, as a
+            // live cluster passes them.
+            let mut nodes: Vec<_> = snap
+                .nodes()
+                .iter()
+                .map(|n| (Arc::clone(n), n.report_age_ms))
+                .collect();
             if !nodes.is_empty() {
                 let i = node % nodes.len();
                 if *drop_it {
                     nodes.remove(i);
                 } else {
-                    for g in &mut nodes[i].gpus {
+                    for g in &mut Arc::make_mut(&mut nodes[i].0).gpus {
                         g.memory_free_mib = g.memory_free_mib.map(|f| f / 2);
                     }
                 }
             }
-            let fresh = Snapshot::build(nodes, &SnapshotConfig::default()).expect("valid");
+            let fresh = Snapshot::build_shared(nodes, &SnapshotConfig::default()).expect("valid");
             router.update_keep_reservations(fresh);
         }
         Op::ReleaseLast => {
@@ -316,7 +324,10 @@ proptest! {
         let snap = Snapshot::build(nodes, &SnapshotConfig::default()).expect("valid");
         for p in params() {
             let router = Router::new(
-                Snapshot::build(snap.nodes().to_vec(), &SnapshotConfig::default()).expect("valid"),
+                Snapshot::build(
+                    snap.nodes().iter().map(|n| NodeSpec::clone(n)).collect(),
+                    &SnapshotConfig::default(),
+                ).expect("valid"),
                 Policy::Sollol(p.clone()),
             ).expect("valid policy");
             let mut held = Vec::new();

@@ -1,0 +1,82 @@
+//! Deterministic per-view cost of a live cluster at N nodes, for instruction counts
+//! (`valgrind --tool=callgrind`) and heap figures (`valgrind --tool=dhat`): builds the
+//! records of N synthetic nodes (the `live` bench's), publishes one view, then
+//! `ROUNDS` more with every tenth record replaced before each. Run it with 0 and with
+//! R rounds: the difference over R is the cost of one publish.
+//!
+//! ```sh
+//! cargo build --release -p vramroute-benches --example publish_cost
+//! valgrind --tool=callgrind target/release/examples/publish_cost incremental 10000 5   # or: fresh
+//! ```
+//! `fresh`: `LiveConfig::view_of` then `LiveCluster::publish` (every row and spec
+//! rebuilt); `incremental`: `LiveCluster::publish_records` (what `follow` does).
+
+use std::sync::Arc;
+
+use vramroute_benches::registry_fixtures::{node_id, rpc_host, rpc_record, stats_record};
+use vramroute_cluster::{LiveCluster, LiveConfig};
+use vramroute_registry::{ClusterView, RpcNodeEntry};
+use vramroute_router::Policy;
+
+fn cluster(nodes: usize) -> ClusterView {
+    let mut view = ClusterView::default();
+    view.stats = (0..nodes)
+        .map(|i| (node_id(i), Arc::new(stats_record(i))))
+        .collect();
+    view.stats.sort_by(|a, b| a.0.cmp(&b.0));
+    view.rpc_nodes = (0..nodes)
+        .map(|i| RpcNodeEntry::new(rpc_host(i), 50052, Arc::new(rpc_record(i))))
+        .collect();
+    view.rpc_nodes
+        .sort_by(|a, b| (&a.host, a.port).cmp(&(&b.host, b.port)));
+    view
+}
+
+fn churn(view: &mut ClusterView, round: usize) {
+    for (i, (_, record)) in view.stats.iter_mut().enumerate() {
+        if (i + round).is_multiple_of(10) {
+            let mut r = (**record).clone();
+            for g in &mut r.gpus {
+                g.memory_free_mb = g.memory_free_mb.map(|f| (f + 512) % 20_000);
+            }
+            r.timestamp += 5.0;
+            *record = Arc::new(r);
+        }
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let mode = args.get(1).map_or("incremental", String::as_str);
+    let nodes: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(10_000);
+    let rounds: usize = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(5);
+    let config = LiveConfig::default();
+    let mut records = cluster(nodes);
+    let mut now = records
+        .stats
+        .iter()
+        .map(|(_, r)| r.timestamp)
+        .fold(0.0, f64::max)
+        + 1.0;
+    let live = LiveCluster::new(
+        config.view_of(&records, &[], "cost".to_owned(), now),
+        Policy::default(),
+        config.clone(),
+    )
+    .expect("valid");
+    let publish = |records: &ClusterView, now: f64| match mode {
+        "fresh" => live.publish(config.view_of(records, &[], "cost".to_owned(), now), 0),
+        _ => live.publish_records(records, &[], "cost".to_owned(), now, 0),
+    };
+    // The first publish builds every row.
+    publish(&records, now);
+    for round in 1..=rounds {
+        churn(&mut records, round);
+        now += 1.0;
+        publish(&records, now);
+    }
+    println!(
+        "mode {mode} nodes {nodes} rounds {rounds}: {} nodes routed",
+        live.router().snapshot().len()
+    );
+}

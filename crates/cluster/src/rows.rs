@@ -1,0 +1,396 @@
+//! Views built incrementally: a [`ViewBuilder`] keeps, per node, the view row and the
+//! router's node spec that its stats record gave, and reuses both for as long as
+//! discovery hands back the same record (the same `Arc`: a delta read shares every
+//! unchanged record with the previous read) and the same registration. Per view, an
+//! unchanged node costs a copy of its row with the report age brought up to date and
+//! one reference count for its spec; only changed, new and (clock-skewed) future-dated
+//! nodes are built from their records. The result equals [`LiveConfig::view_of`] and
+//! [`StatusView::node_specs`] (`incremental_views_equal_fresh_ones`).
+
+use std::sync::Arc;
+
+use vramroute_registry::{ClusterView, GpuStatsRecord, RpcNodeEntry, RpcNodeRecord};
+use vramroute_router::{NodeSpec, SnapshotConfig};
+
+use crate::live::LiveConfig;
+use crate::view::{
+    node_spec, node_view, rpc_view, spec_age_ms, NodeView, OllamaNodeInfo, Registrations,
+    RpcBackendView, SkippedView, StatusView, Totals, FUTURE_SKEW_S,
+};
+
+/// What one node's record gave last time.
+struct Row {
+    id: String,
+    record: Arc<GpuStatsRecord>,
+    /// The registration the row was built with: (host, port, record).
+    registration: Option<(String, u16, Arc<RpcNodeRecord>)>,
+    node: NodeView,
+    /// The node's spec without measured load; its `report_age_ms` is the age when it
+    /// was built (the snapshot is given the current one).
+    spec: Arc<NodeSpec>,
+    /// Built from a report dated in the future (its note says so): never reused.
+    future: bool,
+}
+
+/// What one registration gave last time.
+struct Backend {
+    record: Arc<RpcNodeRecord>,
+    view: RpcBackendView,
+}
+
+/// A view and the router's input for it, as [`ViewBuilder::build`] makes them.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct BuiltView {
+    /// The view ([`LiveConfig::view_of`] of the same records).
+    pub view: StatusView,
+    /// Every node with a registry record: its spec (shared with the previous build
+    /// when unchanged, without measured load) and its report age for the router, ms.
+    pub specs: Vec<(Arc<NodeSpec>, u64)>,
+}
+
+/// Builds views from successive registry reads, reusing per node what an unchanged
+/// record gave the previous time (see the module docs). One per follower.
+#[derive(Default)]
+pub struct ViewBuilder {
+    rows: Vec<Row>,
+    backends: Vec<Backend>,
+    /// The settings the rows were built with (others: everything is rebuilt).
+    built_with: Option<(f64, f64, SnapshotConfig)>,
+}
+
+impl std::fmt::Debug for ViewBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ViewBuilder")
+            .field("rows", &self.rows.len())
+            .field("backends", &self.backends.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn same_registration(
+    kept: Option<&(String, u16, Arc<RpcNodeRecord>)>,
+    now: Option<&RpcNodeEntry>,
+) -> bool {
+    match (kept, now) {
+        (None, None) => true,
+        (Some((h, p, r)), Some(e)) => *p == e.port && *h == e.host && Arc::ptr_eq(r, &e.record),
+        _ => false,
+    }
+}
+
+impl ViewBuilder {
+    /// An empty builder: the first build makes every row.
+    pub fn new() -> Self {
+        ViewBuilder::default()
+    }
+
+    /// The view of `cluster` (plus Ollama answers) at `now`, Unix seconds, with the
+    /// router's node specs: what [`LiveConfig::view_of`] and then
+    /// [`StatusView::node_specs`] give, at the cost of the changed nodes (plus a copy
+    /// of each unchanged node's row).
+    pub fn build(
+        &mut self,
+        config: &LiveConfig,
+        cluster: &ClusterView,
+        ollama: &[OllamaNodeInfo],
+        source: String,
+        now: f64,
+    ) -> BuiltView {
+        let margin = config.snapshot.vram_safety_margin;
+        let stale_after_s = config.stale_after_s;
+        let settings = (stale_after_s, margin, config.snapshot.clone());
+        if self.built_with.as_ref() != Some(&settings) {
+            self.rows.clear();
+            self.backends.clear();
+            self.built_with = Some(settings);
+        }
+        let snap_cfg = &config.snapshot;
+        let registrations = Registrations::of(&cluster.rpc_nodes);
+        let sorted = cluster.stats.windows(2).all(|w| w[0].0 < w[1].0);
+        let old = std::mem::take(&mut self.rows);
+        let mut old = old.into_iter().peekable();
+        let mut rows = Vec::with_capacity(cluster.stats.len());
+        let mut nodes = Vec::with_capacity(cluster.stats.len());
+        for (id, r) in &cluster.stats {
+            let registration = registrations.of_node(id, r);
+            // Rows of ids that left (or, for unsorted input, everything) are dropped.
+            let mut kept = None;
+            if sorted {
+                while old.peek().is_some_and(|o| o.id < *id) {
+                    old.next();
+                }
+                if old.peek().is_some_and(|o| o.id == *id) {
+                    kept = old.next();
+                }
+            }
+            let from_future = r.timestamp - now > FUTURE_SKEW_S;
+            let row = match kept {
+                Some(mut row)
+                    if Arc::ptr_eq(&row.record, r)
+                        && same_registration(row.registration.as_ref(), registration)
+                        && !from_future
+                        && !row.future =>
+                {
+                    let age_s = (now - r.timestamp).max(0.0);
+                    row.node.age_s = age_s;
+                    row.node.stale = age_s > stale_after_s;
+                    row
+                }
+                _ => {
+                    let node = node_view(id, r, registration, now, stale_after_s, margin);
+                    let spec = Arc::new(node_spec(&node, snap_cfg));
+                    Row {
+                        id: id.clone(),
+                        record: Arc::clone(r),
+                        registration: registration
+                            .map(|e| (e.host.clone(), e.port, Arc::clone(&e.record))),
+                        node,
+                        spec,
+                        future: from_future,
+                    }
+                }
+            };
+            nodes.push(row.node.clone());
+            rows.push(row);
+        }
+        drop(old);
+
+        let mut view = StatusView {
+            source,
+            generated_at: now,
+            stale_after_s,
+            vram_safety_margin: margin,
+            nodes,
+            rpc_backends: self.backends(cluster),
+            totals: Totals::default(),
+            skipped: cluster
+                .skipped
+                .iter()
+                .map(|s| SkippedView {
+                    key: s.key.clone(),
+                    reason: s.reason.clone(),
+                })
+                .collect(),
+            warnings: Vec::new(),
+            model_sizes: config.model_sizes.clone(),
+        };
+        let specs = if ollama.is_empty() {
+            rows.iter()
+                .map(|row| (Arc::clone(&row.spec), spec_age_ms(&row.node, snap_cfg)))
+                .collect()
+        } else {
+            // Ollama's answers change the nodes' loaded models: specs from the merged
+            // view (a configuration with `nodes:`, small clusters).
+            view.merge_ollama(ollama);
+            view.node_specs(snap_cfg)
+                .into_iter()
+                .map(|s| {
+                    let age = s.report_age_ms;
+                    (Arc::new(s), age)
+                })
+                .collect()
+        };
+        view.recompute_totals();
+        self.rows = if sorted { rows } else { Vec::new() };
+        BuiltView { view, specs }
+    }
+
+    /// The rpc backends of `cluster` (registrations, then router metadata), reusing
+    /// the view of each registration whose record is unchanged.
+    fn backends(&mut self, cluster: &ClusterView) -> Vec<RpcBackendView> {
+        let sorted = cluster
+            .rpc_nodes
+            .windows(2)
+            .all(|w| (&w[0].host, w[0].port) < (&w[1].host, w[1].port));
+        let old = std::mem::take(&mut self.backends);
+        let mut old = old.into_iter().peekable();
+        let mut kept_rows = Vec::with_capacity(cluster.rpc_nodes.len());
+        let mut out: Vec<RpcBackendView> = Vec::with_capacity(cluster.rpc_nodes.len());
+        for e in &cluster.rpc_nodes {
+            let mut kept = None;
+            if sorted {
+                let key = (e.host.as_str(), e.port);
+                while old
+                    .peek()
+                    .is_some_and(|o| (o.view.host.as_str(), o.view.port) < key)
+                {
+                    old.next();
+                }
+                if old
+                    .peek()
+                    .is_some_and(|o| (o.view.host.as_str(), o.view.port) == key)
+                {
+                    kept = old.next();
+                }
+            }
+            let b = match kept {
+                Some(b) if Arc::ptr_eq(&b.record, &e.record) => b,
+                _ => Backend {
+                    record: Arc::clone(&e.record),
+                    view: rpc_view(&e.host, e.port, &e.record),
+                },
+            };
+            out.push(b.view.clone());
+            kept_rows.push(b);
+        }
+        self.backends = if sorted { kept_rows } else { Vec::new() };
+        if let Some(meta) = &cluster.metadata {
+            crate::view::merge_metadata(&mut out, meta);
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vramroute_registry::{GpuStat, LoadedModel, RouterMetadata, RpcBackend};
+
+    /// A small deterministic generator (xorshift).
+    struct Rng(u64);
+    impl Rng {
+        fn below(&mut self, n: u64) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0 % n
+        }
+    }
+
+    fn record(rng: &mut Rng, id: &str, now: f64) -> GpuStatsRecord {
+        let mut r = GpuStatsRecord::default();
+        r.node_id = id.to_owned();
+        r.vendor = "nvidia".to_owned();
+        r.timestamp = match rng.below(20) {
+            0 => now + 3600.0, // from the future
+            1 => now - 100.0,  // stale
+            _ => now - rng.below(25) as f64,
+        };
+        if rng.below(2) == 0 {
+            r.reporter_version = Some("0.1.0".to_owned());
+            r.cpu_ram_total_mb = Some(64_000);
+            r.cpu_ram_free_mb = Some(rng.below(64_000));
+        }
+        if rng.below(3) == 0 {
+            r.rpc_host = Some(id.rsplit_once(':').map_or(id, |x| x.0).to_owned());
+            r.rpc_port = Some(50052);
+        }
+        for i in 0..rng.below(3) {
+            let mut g = GpuStat::default();
+            g.index = 1 - i as u32; // out of order when two
+            g.name = "RTX 4090".to_owned();
+            g.memory_total_mb = (rng.below(5) != 0).then_some(24_576);
+            g.memory_free_mb = Some(rng.below(24_576));
+            r.gpus.push(g);
+        }
+        if rng.below(2) == 0 {
+            let mut m = LoadedModel::default();
+            m.name = "llama3.1:8b".to_owned();
+            m.size_mb = Some(4_700);
+            r.loaded_models = Some(vec![m]);
+        }
+        r
+    }
+
+    fn registration(rng: &mut Rng) -> RpcNodeRecord {
+        let mut r = RpcNodeRecord::default();
+        r.cpu_ram_mb = 1_000 + rng.below(30_000);
+        r.device_config = "cpu".to_owned();
+        r.total_parallel_workers = 1;
+        r
+    }
+
+    fn host(i: u64) -> String {
+        format!("10.0.{}.{}", i / 200, i % 200)
+    }
+
+    /// Along chains of churned reads (records replaced, nodes joining and leaving,
+    /// registrations coming and going, time passing so reports go stale), the builder
+    /// gives exactly the fresh view and specs, and shares the specs of unchanged nodes.
+    #[test]
+    fn incremental_views_equal_fresh_ones() {
+        let config = LiveConfig::default();
+        let mut shared = 0;
+        for seed in 1..25u64 {
+            let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            let mut now = 1.8e9;
+            let mut ids: Vec<u64> = (0..30).collect();
+            let mut cluster = ClusterView::default();
+            let mut builder = ViewBuilder::new();
+            let mut prev: Vec<(Arc<NodeSpec>, u64)> = Vec::new();
+            for round in 0..10 {
+                // Churn: some nodes leave, some join, some records change.
+                if round > 0 {
+                    ids.retain(|_| rng.below(15) != 0);
+                    for _ in 0..rng.below(3) {
+                        ids.push(100 + rng.below(1000));
+                    }
+                    ids.sort_unstable();
+                    ids.dedup();
+                    now += rng.below(8) as f64;
+                }
+                let old: std::collections::HashMap<String, Arc<GpuStatsRecord>> =
+                    cluster.stats.drain(..).collect();
+                for &i in &ids {
+                    let id = format!("{}:11434", host(i));
+                    let r = match old.get(&id) {
+                        Some(r) if rng.below(4) != 0 => Arc::clone(r),
+                        _ => Arc::new(record(&mut rng, &id, now)),
+                    };
+                    cluster.stats.push((id, r));
+                }
+                cluster.stats.sort_by(|a, b| a.0.cmp(&b.0));
+                let old_regs = std::mem::take(&mut cluster.rpc_nodes);
+                for &i in &ids {
+                    if rng.below(3) == 0 {
+                        continue;
+                    }
+                    let h = host(i);
+                    let kept = old_regs.iter().find(|e| e.host == h);
+                    let rec = match kept {
+                        Some(e) if rng.below(5) != 0 => Arc::clone(&e.record),
+                        _ => Arc::new(registration(&mut rng)),
+                    };
+                    cluster.rpc_nodes.push(RpcNodeEntry::new(h, 50052, rec));
+                }
+                cluster
+                    .rpc_nodes
+                    .sort_by(|a, b| (&a.host, a.port).cmp(&(&b.host, b.port)));
+                cluster.metadata = (round % 3 == 0).then(|| {
+                    let mut m = RouterMetadata::default();
+                    m.rpc_backends = vec![
+                        RpcBackend {
+                            host: host(ids[0]),
+                            port: 50052,
+                        },
+                        RpcBackend {
+                            host: "10.9.9.9".to_owned(),
+                            port: 50052,
+                        },
+                    ];
+                    m
+                });
+
+                let fresh = config.view_of(&cluster, &[], "t".into(), now);
+                let built = builder.build(&config, &cluster, &[], "t".into(), now);
+                assert_eq!(built.view, fresh, "seed {seed} round {round}");
+                let specs = fresh.node_specs(&config.snapshot);
+                assert_eq!(built.specs.len(), specs.len());
+                for ((b, age), f) in built.specs.iter().zip(&specs) {
+                    assert_eq!(*age, f.report_age_ms, "{}", f.id);
+                    let mut b = NodeSpec::clone(b);
+                    b.report_age_ms = f.report_age_ms;
+                    assert_eq!(&b, f);
+                }
+                shared += built
+                    .specs
+                    .iter()
+                    .filter(|(s, _)| prev.iter().any(|(p, _)| Arc::ptr_eq(p, s)))
+                    .count();
+                prev = built.specs;
+            }
+        }
+        assert!(shared > 1000, "unchanged specs were shared: {shared}");
+    }
+}
