@@ -118,7 +118,11 @@ async fn discovery_uses_a_constant_number_of_round_trips() {
     let delta = |c: &str| command_calls(&after, c) - command_calls(&before, c);
     assert_eq!(delta("eval"), 2, "two index prunes");
     assert_eq!(delta("getrange"), 340, "one bounded read per record");
-    assert_eq!(delta("strlen"), 0, "no value over the cap, no junk: no length asked");
+    assert_eq!(
+        delta("strlen"),
+        0,
+        "no value over the cap, no junk: no length asked"
+    );
     assert_eq!(delta("get"), 1, "the metadata");
     assert_eq!(delta("zrangebyscore"), 2, "live ids of both indexes");
     assert_eq!(delta("xrevrange"), 1, "the change-log cursor");
