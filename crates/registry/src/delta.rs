@@ -331,12 +331,17 @@ where
     drop(fetched);
     let mut gone = Vec::new();
     let mut extra = Vec::new();
+    // A full read starts from nothing kept: its outcomes (in id order, as `fetch` is)
+    // are built into the map at once, not inserted one by one.
+    let fresh = kept.is_empty();
+    let mut indexed = Vec::new();
     for ((id, read), outcome) in fetch.into_iter().zip(decoded) {
         match (outcome, read) {
             (None, _) => {
                 kept.remove(&id);
                 gone.push(id);
             }
+            (Some(outcome), Read::Indexed) if fresh => indexed.push((id, outcome)),
             (Some(outcome), Read::Indexed) => {
                 kept.insert(id, outcome);
             }
@@ -349,6 +354,9 @@ where
                 kept.remove(&id);
             }
         }
+    }
+    if fresh {
+        kept = indexed.into_iter().collect();
     }
     // Merge the kept outcomes with the unindexed ones read now (both sorted by id).
     let mut found = Vec::with_capacity(kept.len() + extra.len());

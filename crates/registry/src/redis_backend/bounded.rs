@@ -2,13 +2,15 @@
 //! not read again while they stay the same, and index pruning costs each discovery a
 //! bounded amount of work however many bogus members an index holds.
 //!
-//! - **Size check before the read, in the same round trip.** Each record key is read by
-//!   a pipelined `STRLEN` plus `GETRANGE key 0 cap` (cap =
+//! - **The read is its own size check.** Each record key is read by a pipelined
+//!   `GETRANGE key 0 cap` (cap =
 //!   [`Limits::max_record_bytes`](crate::Limits::max_record_bytes)): at most `cap + 1`
-//!   bytes of a value, whatever its size, and its exact length for the reason. Measured
-//!   against the `MGET` it replaces and against a Lua script doing `STRLEN` then `GET`
-//!   per key (which copies every value through Lua): the pipeline was the faster of the
-//!   two bounded reads (`docs/registry.md`, "Benchmarks"); it needs no script permission
+//!   bytes of a value, whatever its size. A reply of `cap + 1` bytes is a value over the
+//!   cap: its exact length (for the reason, and to remember it) is asked with `STRLEN` in
+//!   one more round trip, only then. One command per record: measured against the
+//!   `STRLEN` + `GETRANGE` pair per record it replaces, against the `MGET` before that
+//!   and against a Lua script doing `STRLEN` then `GET` per key (which copies every
+//!   value through Lua; `docs/registry.md`, "Benchmarks"). It needs no script permission
 //!   and works alike on a Redis Cluster.
 //! - **Junk is remembered until it changes.** A key found over the cap, holding another
 //!   Redis type, or not decoding is remembered with its length (or "wrong type"). The
@@ -79,10 +81,19 @@ fn int_of(v: &Value) -> Option<i64> {
     }
 }
 
+/// A `STRLEN` reply: the length, or absent (0, or not an integer).
+fn len_reply(v: &Value) -> Reply {
+    match int_of(v) {
+        None | Some(0) => Reply::Absent,
+        Some(n) => Reply::Len(n),
+    }
+}
+
 /// What the replies for one key said.
 #[derive(Debug)]
 enum Reply {
-    /// A value (at most `cap + 1` bytes long).
+    /// A value (at most `cap + 1` bytes long; `cap + 1` only until its length is
+    /// asked).
     Value(Vec<u8>),
     /// Absent (or an empty string).
     Absent,
@@ -252,57 +263,85 @@ impl RedisRegistry {
             .collect()
     }
 
-    /// The commands reading `keys`, bounded (see the module doc): `STRLEN`, and
-    /// `GETRANGE key 0 cap` unless the key is remembered as junk.
+    /// The commands reading `keys`, bounded (see the module doc): `GETRANGE key 0 cap`,
+    /// or only `STRLEN` for a key remembered as junk.
     fn fetch_cmds(&self, keys: &[String], remembered: &[Remembered]) -> Vec<Cmd> {
         let cap = self.inner.config.limits.max_record_bytes;
-        let mut cmds = Vec::with_capacity(keys.len() * 2);
-        for (key, r) in keys.iter().zip(remembered) {
-            let mut strlen = redis::cmd("STRLEN");
-            strlen.arg(key.as_str());
-            cmds.push(strlen);
-            if r.is_none() {
-                let mut getrange = redis::cmd("GETRANGE");
-                getrange.arg(key.as_str()).arg(0).arg(cap);
-                cmds.push(getrange);
-            }
-        }
-        cmds
+        keys.iter()
+            .zip(remembered)
+            .map(|(key, r)| {
+                // Sized up front: one allocation per buffer, no regrowth.
+                if r.is_none() {
+                    let mut getrange = Cmd::with_capacity(4, key.len() + 32);
+                    getrange.arg("GETRANGE").arg(key.as_str()).arg(0).arg(cap);
+                    getrange
+                } else {
+                    let mut strlen = Cmd::with_capacity(2, key.len() + 8);
+                    strlen.arg("STRLEN").arg(key.as_str());
+                    strlen
+                }
+            })
+            .collect()
     }
 
-    /// What the replies of [`Self::fetch_cmds`] say per key; `Err` when the server
-    /// answered one of the commands with an error other than `WRONGTYPE`, or there are
-    /// fewer replies than commands.
+    /// What the replies of [`Self::fetch_cmds`] say per key (one reply per key: the
+    /// value read, or the length of a remembered key); `Err` when the server answered
+    /// one of the commands with an error other than `WRONGTYPE`, or there are fewer
+    /// replies than keys. A value of `cap + 1` bytes is over the cap: its exact length
+    /// is asked afterwards ([`Self::lengths_of_oversized`]).
     fn fetch_replies(
         remembered: &[Remembered],
         replies: Vec<RedisResult<Value>>,
     ) -> std::result::Result<Vec<Reply>, ReadError> {
-        let mut replies = replies.into_iter();
-        let short = || ReadError::Shape("fewer replies than keys".to_owned());
-        let mut out = Vec::with_capacity(remembered.len());
-        for r in remembered {
-            let len = replies.next().ok_or_else(short)?;
-            let value = if r.is_none() {
-                Some(replies.next().ok_or_else(short)?)
-            } else {
-                None
-            };
-            out.push(match (len, value) {
-                (Err(e), _) if is_wrong_type(&e) => Reply::WrongType,
-                (Err(e), _) => return Err(ReadError::Server(e)),
-                (Ok(len), value) => match (int_of(&len), value) {
-                    (None | Some(0), _) => Reply::Absent,
-                    (Some(n), Some(Ok(Value::BulkString(b)))) if n as usize == b.len() => {
-                        Reply::Value(b)
-                    }
-                    // Over the cap (the value read is its first `cap + 1` bytes),
-                    // remembered, or rewritten between the two commands: its length
-                    // decides.
-                    (Some(n), _) => Reply::Len(n),
-                },
-            });
+        if replies.len() < remembered.len() {
+            return Err(ReadError::Shape("fewer replies than keys".to_owned()));
         }
-        Ok(out)
+        remembered
+            .iter()
+            .zip(replies)
+            .map(|(r, reply)| match (reply, r) {
+                (Err(e), _) if is_wrong_type(&e) => Ok(Reply::WrongType),
+                (Err(e), _) => Err(ReadError::Server(e)),
+                // `STRLEN` of a remembered key.
+                (Ok(len), Some(_)) => Ok(len_reply(&len)),
+                // `GETRANGE` answers "" for an absent key (and for an empty string).
+                (Ok(Value::BulkString(b)), None) if !b.is_empty() => Ok(Reply::Value(b)),
+                (Ok(_), None) => Ok(Reply::Absent),
+            })
+            .collect()
+    }
+
+    /// Replaces each value over the cap in `read` (its first `cap + 1` bytes) by its
+    /// length, asked with one `STRLEN` per such key in one more round trip (only when a
+    /// value over the cap was found: remembered afterwards, it is not read again).
+    async fn lengths_of_oversized(&self, keys: &[String], read: &mut [Reply]) -> Result<()> {
+        let op = "discover (read)";
+        let cap = self.inner.config.limits.max_record_bytes;
+        let over: Vec<usize> = read
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| matches!(r, Reply::Value(b) if b.len() > cap))
+            .map(|(i, _)| i)
+            .collect();
+        if over.is_empty() {
+            return Ok(());
+        }
+        let cmds = over
+            .iter()
+            .map(|&i| redis::cmd("STRLEN").arg(keys[i].as_str()).clone())
+            .collect();
+        let replies = self.exec_staged_each(op, vec![cmds]).await?;
+        if replies.len() != over.len() {
+            return Err(self.bad_reply(op, "fewer replies than commands".to_owned()));
+        }
+        for (i, reply) in over.into_iter().zip(replies) {
+            read[i] = match reply {
+                Ok(len) => len_reply(&len),
+                Err(e) if is_wrong_type(&e) => Reply::WrongType,
+                Err(e) => return Err(self.map_err(op, &e)),
+            };
+        }
+        Ok(())
     }
 
     /// Reads `gpu_keys` and `rpc_keys` bounded (see the module doc) with `confirms` (the
@@ -332,10 +371,11 @@ impl RedisRegistry {
             .into_iter()
             .map(|r| r.ok().as_ref().and_then(score_of))
             .collect();
-        let read = Self::fetch_replies(&remembered, replies).map_err(|e| match e {
+        let mut read = Self::fetch_replies(&remembered, replies).map_err(|e| match e {
             ReadError::Server(e) => self.map_err(op, &e),
             ReadError::Shape(reason) => self.bad_reply(op, format!("unexpected reply: {reason}")),
         })?;
+        self.lengths_of_oversized(&keys, &mut read).await?;
         let mut values = self.interpret(&keys, remembered, read);
         let rpc_values = values.split_off(n_gpu);
         Ok((values, rpc_values, scores))
@@ -372,9 +412,9 @@ impl RedisRegistry {
                 (Reply::WrongType, _) => None,
                 (Reply::Len(n), Some((len, reason))) if n == len => Some(Fetched::Skip(reason)),
                 (Reply::Len(n), _) if n > cap as i64 => Some(self.oversized(&mut junk, key, n)),
-                // Remembered junk that changed (plain commands read only its length), or
-                // a value rewritten between its `STRLEN` and `GETRANGE`: forgotten, so
-                // the next discovery reads it.
+                // Remembered junk that changed (only its length was read), or a value
+                // over the cap rewritten under it before its length was asked:
+                // forgotten, so the next discovery reads it.
                 (Reply::Len(_), _) => {
                     junk.by_key.remove(key);
                     Some(Fetched::Skip(Arc::from(
@@ -429,27 +469,32 @@ mod tests {
 
     #[test]
     fn plain_replies_are_read_per_key() {
-        // The third key is remembered: only its STRLEN was sent.
-        let remembered = vec![None, None, Some((7, Arc::from("bad"))), None];
+        // The third key is remembered: only its STRLEN was sent; the others' GETRANGE.
+        let remembered = vec![None, None, Some((7, Arc::from("bad"))), None, None];
         let replies = vec![
-            Ok(Value::Int(2)),
             Ok(Value::BulkString(b"{}".to_vec())),
-            Ok(Value::Int(300_000)),
             Ok(Value::BulkString(vec![b'x'; 1000])),
             Ok(Value::Int(7)),
-            Ok(Value::Int(0)),
             Ok(Value::BulkString(Vec::new())),
+            Ok(Value::Nil),
         ];
         let read = RedisRegistry::fetch_replies(&remembered, replies).unwrap();
-        assert!(matches!(
-            read.as_slice(),
-            [
-                Reply::Value(_),
-                Reply::Len(300_000),
-                Reply::Len(7),
-                Reply::Absent
-            ]
-        ));
+        assert!(
+            matches!(
+                read.as_slice(),
+                [
+                    Reply::Value(a),
+                    Reply::Value(b),
+                    Reply::Len(7),
+                    Reply::Absent,
+                    Reply::Absent,
+                ] if a.len() == 2 && b.len() == 1000
+            ),
+            "{read:?}"
+        );
+        // Fewer replies than keys: an error, never "absent".
+        let short = RedisRegistry::fetch_replies(&remembered, vec![Ok(Value::Int(1))]);
+        assert!(matches!(short, Err(ReadError::Shape(_))));
     }
 
     proptest! {

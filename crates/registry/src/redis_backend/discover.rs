@@ -1,6 +1,7 @@
 //! Discovery for the Redis backend, in at most two round trips: round trip 1 reads the
 //! change log since the cursor (delta read) or every live index id (full read), plus
-//! the metadata; round trip 2 `MGET`s only the records to (re)read. What to read and
+//! the metadata; round trip 2 reads only the records to (re)read (one bounded
+//! `GETRANGE` each; see `bounded`). What to read and
 //! what to keep is decided by `crate::delta`; this module issues the commands and builds
 //! the [`ClusterView`]. A key of the wrong Redis type fails no discovery: a listed record
 //! key `MGET` answered nil for gets a `TYPE` (one more round trip, only then) and is

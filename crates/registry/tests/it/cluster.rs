@@ -106,7 +106,7 @@ async fn three_master_cluster_round_trip() {
     assert_eq!(delta, full);
 
     // A value far over the size cap (10 MiB) is skipped without being read: a cluster
-    // reads with STRLEN + GETRANGE (one script may not span slots), so at most the cap.
+    // reads with a bounded GETRANGE (then STRLEN for its length), so at most the cap.
     cluster
         .cli(&["SETRANGE", "sollol:gpu:big:11434", "10485759", "x"])
         .unwrap();

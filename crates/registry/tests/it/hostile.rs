@@ -177,6 +177,59 @@ async fn junk_keys_are_not_read_again_until_they_change() {
     assert_eq!(view.skipped.len(), 2, "{:?}", view.skipped);
 }
 
+/// A SOLLOL-style stats record (CPU-only, an unknown `pad` key) exactly `len` bytes long.
+fn padded_record(len: usize) -> String {
+    let head = r#"{"vendor": "none", "gpus": [], "timestamp": 1.0, "pad": ""#;
+    let pad = len - head.len() - 2;
+    format!("{head}{}\"}}", "x".repeat(pad))
+}
+
+#[tokio::test]
+async fn a_value_of_exactly_the_cap_is_read_and_one_byte_more_is_not() {
+    // The bounded read asks for `cap + 1` bytes: a reply that long means "over the cap"
+    // (its length is then asked with STRLEN), one byte less is a whole value.
+    let server = RedisServer::start().unwrap();
+    let mut config = sweeping();
+    config.limits.max_record_bytes = 2048;
+    let reg = RedisRegistry::connect(&server.url(), config).await.unwrap();
+    reg.publish_stats(&node(1)).await.unwrap();
+    let (at, over) = ("sollol:gpu:at-cap:11434", "sollol:gpu:over-cap:11434");
+    for (key, len) in [(at, 2048), (over, 2049)] {
+        let value = padded_record(len);
+        assert_eq!(value.len(), len);
+        server.cli(&["SET", key, &value]).unwrap();
+    }
+    let strlen_before = calls(&server, "strlen");
+    let view = reg.discover().await.unwrap();
+    assert_eq!(
+        stat_ids(&view),
+        [node(1).node_id.as_str(), "at-cap:11434"],
+        "{:?}",
+        view.skipped
+    );
+    let reason = skipped_reason(&view, over);
+    assert!(
+        reason.contains("2049 bytes") && reason.contains("not read"),
+        "{reason}"
+    );
+    assert_eq!(view.skipped.len(), 1, "{:?}", view.skipped);
+    assert_eq!(
+        calls(&server, "strlen") - strlen_before,
+        1,
+        "one STRLEN, for the value over the cap"
+    );
+    // Remembered: the next discovery asks only its length (no GETRANGE of it).
+    let getrange_before = calls(&server, "getrange");
+    let again = reg.discover().await.unwrap();
+    assert_eq!(again.skipped, view.skipped);
+    assert_eq!(stat_ids(&again), stat_ids(&view));
+    assert_eq!(
+        calls(&server, "getrange") - getrange_before,
+        2,
+        "the two good records (SCAN finds the unindexed one every time), not the junk"
+    );
+}
+
 /// How many bogus index members the flood test adds: 200,000 by default (the fill takes
 /// a few seconds on a loaded CI machine);
 /// `VRAMROUTE_BOGUS_INDEX_MEMBERS=1000000 cargo test -p vramroute-registry --test it
