@@ -40,9 +40,12 @@ struct Pooled {
     waker: Arc<Filter>,
 }
 
+/// Idle connections by node (`host:port`), each with the time it went idle, oldest first.
+type IdleByNode = HashMap<String, Vec<(Pooled, Instant)>>;
+
 /// The connections to the nodes.
 pub(crate) struct Upstream {
-    idle: Arc<Mutex<HashMap<String, Vec<(Pooled, Instant)>>>>,
+    idle: Arc<Mutex<IdleByNode>>,
     idle_timeout: Duration,
     connect_timeout: Duration,
     sweeping: AtomicBool,
@@ -110,7 +113,7 @@ impl Upstream {
         if !self.sweeping.swap(true, Ordering::AcqRel) {
             // Closes connections left idle past the timeout, for nodes no longer used.
             let weak = Arc::downgrade(self);
-            let every = self.idle_timeout.max(Duration::from_secs(1));
+            let every = (self.idle_timeout / 2).max(Duration::from_millis(10));
             tokio::spawn(sweep(weak, every));
         }
     }
@@ -189,7 +192,9 @@ impl Upstream {
                             req = r;
                             continue;
                         }
-                        _ => return Err(SendError::Request(crate::forward::error_chain(e.error()))),
+                        _ => {
+                            return Err(SendError::Request(crate::forward::error_chain(e.error())))
+                        }
                     }
                 }
             }
@@ -333,7 +338,9 @@ impl http_body::Body for UpstreamBody {
         let authority = std::mem::take(&mut checked.authority);
         let mut conn = this.conn.take().map(|c| c.pooled);
         let incoming = &mut this.incoming;
-        let r = drive(&filter, cx, &mut conn, |icx| Pin::new(&mut *incoming).poll_frame(icx));
+        let r = drive(&filter, cx, &mut conn, |icx| {
+            Pin::new(&mut *incoming).poll_frame(icx)
+        });
         let finished = matches!(r, Poll::Ready(None));
         match (conn, finished, this.pool.upgrade()) {
             (Some(mut p), true, Some(pool)) => {
@@ -364,5 +371,116 @@ impl http_body::Body for UpstreamBody {
 
     fn size_hint(&self) -> SizeHint {
         http_body::Body::size_hint(&self.incoming)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use http_body_util::BodyExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    /// A node on loopback answering `ok` to every request on a connection; counts the
+    /// connections, and closes each after `per_conn` answers (without saying so).
+    async fn node(per_conn: usize) -> (String, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        let conns = Arc::new(AtomicUsize::new(0));
+        let counted = conns.clone();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                counted.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    for _ in 0..per_conn {
+                        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                            match s.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                        }
+                        buf.clear();
+                        let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                        if s.write_all(answer).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (addr, conns)
+    }
+
+    async fn get(up: &Arc<Upstream>, authority: &str) -> Bytes {
+        let mut req = hyper::Request::new(Full::new(Bytes::new()));
+        *req.uri_mut() = axum::http::Uri::from_static("/");
+        let resp = match up.request(authority, req).await {
+            Ok(r) => r,
+            Err(SendError::Connect(e) | SendError::Request(e)) => panic!("request failed: {e}"),
+        };
+        resp.into_body().collect().await.expect("body").to_bytes()
+    }
+
+    #[tokio::test]
+    async fn one_connection_serves_consecutive_requests() {
+        let (addr, conns) = node(usize::MAX).await;
+        let up = Arc::new(Upstream::new(
+            Duration::from_secs(2),
+            Duration::from_secs(60),
+        ));
+        for _ in 0..5 {
+            assert_eq!(get(&up, &addr).await, "ok");
+        }
+        assert_eq!(conns.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn idle_connections_expire() {
+        let (addr, conns) = node(usize::MAX).await;
+        let up = Arc::new(Upstream::new(
+            Duration::from_secs(2),
+            Duration::from_millis(50),
+        ));
+        assert_eq!(get(&up, &addr).await, "ok");
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        // The sweeper has closed it.
+        assert!(lock(&up.idle).get(&addr).is_none_or(Vec::is_empty));
+        assert_eq!(get(&up, &addr).await, "ok");
+        assert_eq!(conns.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_node_closed_is_not_reused() {
+        let (addr, conns) = node(1).await;
+        let up = Arc::new(Upstream::new(
+            Duration::from_secs(2),
+            Duration::from_secs(60),
+        ));
+        for _ in 0..3 {
+            assert_eq!(get(&up, &addr).await, "ok");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(conns.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_a_connect_error() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        drop(listener);
+        let up = Arc::new(Upstream::new(
+            Duration::from_secs(2),
+            Duration::from_secs(60),
+        ));
+        let req = hyper::Request::new(Full::new(Bytes::new()));
+        assert!(matches!(
+            up.request(&addr, req).await,
+            Err(SendError::Connect(_))
+        ));
     }
 }

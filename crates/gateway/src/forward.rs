@@ -11,12 +11,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use crate::conn::{SendError, UpstreamBody};
 use axum::body::{Body, Bytes};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
 use axum::response::Response;
 use http_body::{Frame, SizeHint};
 use http_body_util::Full;
-use crate::conn::{SendError, UpstreamBody};
 use prometheus_client::metrics::gauge::Gauge;
 use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
 use tracing::{debug, warn};
