@@ -11,13 +11,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use crate::conn::{SendError, UpstreamBody};
 use axum::body::{Body, Bytes};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
 use axum::response::Response;
 use http_body::{Frame, SizeHint};
 use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::HttpConnector;
 use prometheus_client::metrics::gauge::Gauge;
 use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
 use tracing::{debug, warn};
@@ -51,7 +50,7 @@ pub(crate) struct Shared {
 }
 
 /// The HTTP client requests are forwarded with.
-pub(crate) type Upstream = hyper_util::client::legacy::Client<HttpConnector, Full<Bytes>>;
+pub(crate) type Upstream = Arc<crate::conn::Upstream>;
 
 /// Most model sizes kept for one view (a view holds far fewer models).
 const SIZES_KEPT: usize = 4096;
@@ -441,7 +440,7 @@ pub(crate) async fn forward(
 
 /// A small answer read whole (bounded), to return later.
 async fn buffered(
-    resp: hyper::Response<Incoming>,
+    resp: hyper::Response<UpstreamBody>,
     node: &str,
     reason: HeaderValue,
     proto: Protocol,
@@ -475,7 +474,7 @@ async fn send(
     headers: &HeaderMap,
     body: &Bytes,
     node_id: &str,
-) -> Result<(hyper::Response<Incoming>, InFlight, Gauge, Instant), String> {
+) -> Result<(hyper::Response<UpstreamBody>, InFlight, Gauge, Instant), String> {
     let url = format!("{}{path_and_query}", base.trim_end_matches('/'));
     let uri = match Uri::try_from(url) {
         Ok(u) if u.scheme_str() == Some("http") && u.authority().is_some() => u,
@@ -486,17 +485,30 @@ async fn send(
         }
         Err(e) => return Err(format!("invalid node URL {base:?}: {e}")),
     };
+    let authority = match uri.port_u16() {
+        Some(_) => uri.authority().map(|a| a.as_str().to_owned()),
+        None => uri.host().map(|h| format!("{h}:80")),
+    }
+    .unwrap_or_default();
     let mut req = hyper::Request::new(Full::new(body.clone()));
     *req.method_mut() = axum::http::Method::POST;
-    *req.uri_mut() = uri;
     *req.headers_mut() = headers.clone();
+    if let Some(a) = uri.authority() {
+        if let Ok(host) = HeaderValue::from_str(a.as_str()) {
+            req.headers_mut().insert(header::HOST, host);
+        }
+    }
+    *req.uri_mut() = uri
+        .path_and_query()
+        .map(|p| Uri::from(p.clone()))
+        .unwrap_or_else(|| Uri::from_static("/"));
     let inflight = shared.live.signals().begin(node_id);
     let gauge = shared.metrics.in_flight_gauge(node_id);
     gauge.inc();
     let start = Instant::now();
     let sent = tokio::time::timeout(
         shared.config.first_byte_timeout,
-        shared.upstream.request(req),
+        shared.upstream.request(&authority, req),
     )
     .await;
     let fail = |why: String| {
@@ -517,12 +529,10 @@ async fn send(
         }
         Ok(Err(e)) => {
             inflight.fail();
-            let kind = if e.is_connect() {
-                "cannot connect"
-            } else {
-                "request failed"
-            };
-            Err(fail(format!("{kind}: {}", error_chain(&e))))
+            Err(fail(match e {
+                SendError::Connect(why) => format!("cannot connect: {why}"),
+                SendError::Request(why) => format!("request failed: {why}"),
+            }))
         }
         Err(_) => {
             inflight.fail();
@@ -536,7 +546,7 @@ async fn send(
 
 /// `e` and its sources, `: `-separated (hyper's own message is only the outer layer,
 /// e.g. "client error (Connect)").
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut source = e.source();
     while let Some(inner) = source {
@@ -588,7 +598,7 @@ impl Drop for Relay {
 /// The answer's body relayed to the client, chunk by chunk as the node sends it; a
 /// break-off or `idle` without a chunk ends it with an error in the protocol's shape.
 struct RelayBody {
-    inner: Incoming,
+    inner: UpstreamBody,
     relay: Relay,
     idle: Duration,
     /// One idle timer for the whole answer, armed the first time the node has no chunk
@@ -680,7 +690,7 @@ impl http_body::Body for RelayBody {
 
 fn relay(
     shared: &Shared,
-    resp: hyper::Response<Incoming>,
+    resp: hyper::Response<UpstreamBody>,
     tracker: Relay,
     proto: Protocol,
     reason: HeaderValue,

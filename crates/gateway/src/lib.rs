@@ -34,6 +34,7 @@
 
 mod breaker;
 mod config;
+mod conn;
 mod error;
 mod fanout;
 mod forward;
@@ -48,7 +49,6 @@ use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use vramroute_cluster::LiveCluster;
 
 pub use config::{ApiKeys, GatewayConfig, DEFAULT_GATEWAY_MAX_CONNECTIONS, KEYS_ENV};
@@ -102,14 +102,10 @@ impl Gateway {
             .tcp_nodelay(true)
             .build()
             .map_err(|e| Error::Client(e.to_string()))?;
-        let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
-        connector.set_connect_timeout(Some(config.connect_timeout));
-        // Small streamed chunks from the node go out at once (as to the client).
-        connector.set_nodelay(true);
-        let upstream = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(std::time::Duration::from_secs(60))
-            .pool_timer(TokioTimer::new())
-            .build(connector);
+        let upstream = Arc::new(conn::Upstream::new(
+            config.connect_timeout,
+            std::time::Duration::from_secs(60),
+        ));
         Ok(Gateway {
             shared: Arc::new(Shared {
                 live,
