@@ -149,8 +149,8 @@ async fn the_probe_cache_forgets_backends_that_left() {
         let s = server([127, 0, 0, 60]);
         s.socket_addr().port()
     };
-    let prober = BackendProber::default()
-        .with_ttl(Duration::from_millis(10), Duration::from_millis(40));
+    let prober =
+        BackendProber::default().with_ttl(Duration::from_millis(10), Duration::from_millis(40));
     // Eight rounds of four backends each, every round new hosts (nodes that left come
     // back under new ids): the cache holds this round's, not every one ever seen.
     for round in 0..8u8 {
