@@ -85,8 +85,9 @@ pub(crate) fn run(mut settings: Settings, args: &DaemonArgs) -> anyhow::Result<(
             settings.policy(None)?,
             settings.live_config(),
         )
-        .await?
-        .with_observer(Box::new(MetricsObserver(metrics.clone())));
+        .await?;
+        let signals = live.signals().clone();
+        let live = live.with_observer(Box::new(MetricsObserver::new(metrics.clone(), signals)));
         if report_only {
             print!("{}", crate::status::render_safe(&live.view())?);
             return Ok(());

@@ -3,7 +3,10 @@
 //! hands over to a command module; errors become exit codes (1 runtime, 2 usage).
 
 /// mimalloc rather than glibc's malloc: the gateway's per-request path allocates in
-/// hyper, reqwest and serde, and malloc/free were ~12 % of its CPU under load.
+/// hyper, reqwest and serde, and malloc/free were ~12 % of its CPU under load. The
+/// `mimalloc` feature (default) selects it; without it the system allocator serves,
+/// for heap profilers.
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

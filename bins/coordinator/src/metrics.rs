@@ -1,6 +1,9 @@
 //! Prometheus metrics of the daemon (`GET /metrics`).
 
+use std::collections::HashSet;
 use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -9,7 +12,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-use vramroute_cluster::StatusView;
+use vramroute_cluster::{LoadSignals, StatusView};
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct StateLabels {
@@ -149,20 +152,58 @@ impl Metrics {
     }
 }
 
-/// Feeds the cluster layer's events into the metrics.
-pub(crate) struct MetricsObserver(pub(crate) std::sync::Arc<Metrics>);
+/// Feeds the cluster layer's events into the metrics, and forgets the gateway's load
+/// signals of nodes that left (at most once per [`SIGNALS_PRUNE_EVERY`]).
+pub(crate) struct MetricsObserver {
+    metrics: Arc<Metrics>,
+    signals: LoadSignals,
+    pruned: Mutex<Instant>,
+}
+
+/// How often the load signals are pruned to the view's nodes.
+const SIGNALS_PRUNE_EVERY: Duration = Duration::from_secs(30);
+
+impl MetricsObserver {
+    pub(crate) fn new(metrics: Arc<Metrics>, signals: LoadSignals) -> Self {
+        MetricsObserver {
+            metrics,
+            signals,
+            pruned: Mutex::new(Instant::now()),
+        }
+    }
+}
+
+/// Forgets the signals of nodes not in `view` (see [`LoadSignals::retain_nodes`]).
+pub(crate) fn prune_signals(signals: &LoadSignals, view: &StatusView) {
+    if signals.is_empty() {
+        return;
+    }
+    let ids: HashSet<&str> = view.nodes.iter().map(|n| n.id.as_str()).collect();
+    signals.retain_nodes(|id| ids.contains(id));
+}
 
 impl vramroute_cluster::Observer for MetricsObserver {
     fn view(&self, view: &StatusView, skipped_total: u64) {
-        self.0.observe_view(view, skipped_total);
+        self.metrics.observe_view(view, skipped_total);
+        let due = {
+            let mut at = self.pruned.lock().unwrap_or_else(|p| p.into_inner());
+            let due = at.elapsed() >= SIGNALS_PRUNE_EVERY;
+            if due {
+                *at = Instant::now();
+            }
+            due
+        };
+        if due {
+            prune_signals(&self.signals, view);
+        }
     }
 
     fn registry_ok(&self) {
-        self.0.set_redis_up(true);
+        self.metrics.set_redis_up(true);
     }
 
     fn registry_error(&self, _error: &vramroute_cluster::Error) {
-        self.0.set_redis_up(false);
-        self.0.registry_error();
+        self.metrics.set_redis_up(false);
+        self.metrics.registry_error();
     }
 }

@@ -8,7 +8,7 @@
 //! because probing a busy server again fills its one-slot accept queue and the next probe
 //! would wrongly look `unreachable`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -40,6 +40,19 @@ impl BackendProber {
             busy_ttl: Duration::from_secs(30),
             cache: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Answers kept `ttl` (`busy` ones `busy_ttl`) instead of 10 s (30 s).
+    #[must_use]
+    pub fn with_ttl(mut self, ttl: Duration, busy_ttl: Duration) -> Self {
+        self.ttl = ttl;
+        self.busy_ttl = busy_ttl;
+        self
+    }
+
+    /// Backends with a cached answer.
+    pub fn cached(&self) -> usize {
+        self.locked().len()
     }
 
     fn locked(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Instant, Probe)>> {
@@ -86,7 +99,13 @@ impl BackendProber {
                 }
             }
         }
-        let cache = self.locked();
+        let mut cache = self.locked();
+        // Forget backends gone from the view once their answer could no longer be used
+        // (`still_busy` looks back 2 × busy_ttl): under churn the cache would otherwise
+        // keep every backend ever seen.
+        let seen: HashSet<&str> = addrs.iter().map(String::as_str).collect();
+        let kept_for = self.busy_ttl * 2;
+        cache.retain(|a, (at, _)| seen.contains(a.as_str()) || now.duration_since(*at) < kept_for);
         for b in &mut view.rpc_backends {
             b.health = cache.get(&addr_of(&b.host, b.port)).map(|(_, p)| p.clone());
         }

@@ -110,6 +110,25 @@ impl LoadSignals {
     pub fn all(&self) -> HashMap<String, NodeLoad> {
         self.locked().clone()
     }
+
+    /// Nodes with signals.
+    pub fn len(&self) -> usize {
+        self.locked().len()
+    }
+
+    /// Whether no node has signals.
+    pub fn is_empty(&self) -> bool {
+        self.locked().is_empty()
+    }
+
+    /// Forgets the signals of nodes `keep` rejects (nodes that left the cluster), except
+    /// those with requests still in flight, whose guards will update them. Without it
+    /// every node the gateway ever forwarded to would stay here: under churn nodes come
+    /// back with new ids, and the map (and its copy in every published view) would grow
+    /// without bound.
+    pub fn retain_nodes(&self, mut keep: impl FnMut(&str) -> bool) {
+        self.locked().retain(|id, n| n.in_flight > 0 || keep(id));
+    }
 }
 
 /// A request in flight on a node (see [`LoadSignals::begin`]).
@@ -144,5 +163,40 @@ impl Drop for InFlight {
         if !self.done {
             self.signals.finish(&self.node, None, None);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signals_of_departed_nodes_are_forgotten_under_churn() {
+        let s = LoadSignals::default();
+        let mut live: Vec<String> = Vec::new();
+        let mut held = None;
+        // 100 rounds of 50 nodes each: every round the cluster is all new ids.
+        for round in 0..100 {
+            live = (0..50).map(|i| format!("10.{round}.0.{i}:11434")).collect();
+            for id in &live {
+                let f = s.begin(id);
+                s.first_byte(id, Duration::from_millis(5));
+                f.finish(Duration::from_millis(9), true);
+            }
+            if round == 3 {
+                // A request still in flight on a node that then leaves.
+                held = Some(s.begin("10.3.0.0:11434"));
+            }
+            s.retain_nodes(|id| live.iter().any(|l| l == id));
+            assert!(s.len() <= 51, "round {round}: {} nodes kept", s.len());
+        }
+        assert!(s.get(&live[7]).is_some_and(|n| n.requests == 1));
+        assert!(s.get("10.0.0.1:11434").is_none());
+        // The in-flight node stays until its request ends, then goes at the next prune.
+        assert_eq!(s.get("10.3.0.0:11434").map(|n| n.in_flight), Some(1));
+        held.expect("held").fail();
+        s.retain_nodes(|id| live.iter().any(|l| l == id));
+        assert!(s.get("10.3.0.0:11434").is_none());
+        assert_eq!(s.len(), 50);
     }
 }

@@ -141,3 +141,34 @@ async fn dead_and_orphaned_backends_are_left_out_with_the_reason() {
     let err = plan::for_view(est, &view, None).expect_err("no backend is usable");
     assert!(err.to_string().contains("unreachable"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_probe_cache_forgets_backends_that_left() {
+    // A port nobody listens on: every probe is answered at once (refused).
+    let dead_port = {
+        let s = server([127, 0, 0, 60]);
+        s.socket_addr().port()
+    };
+    let prober =
+        BackendProber::default().with_ttl(Duration::from_millis(10), Duration::from_millis(40));
+    // Eight rounds of four backends each, every round new hosts (nodes that left come
+    // back under new ids): the cache holds this round's, not every one ever seen.
+    for round in 0..8u8 {
+        let regs = (0..4u8)
+            .map(|i| {
+                at(
+                    registration(&format!("127.0.{}.{}", 70 + round, 10 + i), 25_600, &[]),
+                    dead_port,
+                )
+            })
+            .collect();
+        let c = cluster(vec![], regs);
+        let mut view = StatusView::from_cluster(&c, "test".into(), NOW + 1.0, 30.0, 0.8);
+        assert_eq!(view.rpc_backends.len(), 4);
+        prober.probe_view(&mut view).await;
+        assert!(view.rpc_backends.iter().all(|b| b.health.is_some()));
+        assert_eq!(prober.cached(), 4, "round {round}");
+        // Past 2 × busy_ttl: the departed backends' answers can no longer be used.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
