@@ -1,11 +1,13 @@
 //! Views built incrementally: a [`ViewBuilder`] keeps, per node, the view row and the
 //! router's node spec that its stats record gave, and reuses both for as long as
 //! discovery hands back the same record (the same `Arc`: a delta read shares every
-//! unchanged record with the previous read) and the same registration. Per view, an
-//! unchanged node costs a copy of its row with the report age brought up to date and
-//! one reference count for its spec; only changed, new and (clock-skewed) future-dated
-//! nodes are built from their records. The result equals [`LiveConfig::view_of`] and
-//! [`StatusView::node_specs`] (`incremental_views_equal_fresh_ones`).
+//! unchanged record with the previous read) and the same registration. Per read
+//! ([`ViewBuilder::update`]), an unchanged node costs its report age brought up to date
+//! and one reference count for its spec; only changed, new and (clock-skewed)
+//! future-dated nodes are built from their records. A view ([`ViewBuilder::view`]),
+//! when one is wanted, costs a copy of every row. The result equals
+//! [`LiveConfig::view_of`] and [`StatusView::node_specs`]
+//! (`incremental_views_equal_fresh_ones`).
 
 use std::sync::Arc;
 
