@@ -405,7 +405,7 @@ mod tests {
         cluster
             .rpc_nodes
             .sort_by(|a, b| (&a.host, a.port).cmp(&(&b.host, b.port)));
-        cluster.metadata = (round % 3 == 0 && !ids.is_empty()).then(|| {
+        cluster.metadata = (round.is_multiple_of(3) && !ids.is_empty()).then(|| {
             let mut m = RouterMetadata::default();
             m.rpc_backends = vec![
                 RpcBackend {
@@ -498,10 +498,14 @@ mod tests {
     /// node set changed.
     #[test]
     fn router_from_records_equals_router_from_views() {
-        let mut lazy_cfg = LiveConfig::default();
-        lazy_cfg.view_interval = Duration::from_secs(3600);
-        let mut eager_cfg = LiveConfig::default();
-        eager_cfg.view_interval = Duration::ZERO;
+        let lazy_cfg = LiveConfig {
+            view_interval: Duration::from_secs(3600),
+            ..LiveConfig::default()
+        };
+        let eager_cfg = LiveConfig {
+            view_interval: Duration::ZERO,
+            ..LiveConfig::default()
+        };
         let (mut lagging, mut reserved) = (0, 0);
         for seed in 1..17u64 {
             let mut rng = Rng(seed.wrapping_mul(0x2545_F491_4F6C_DD1D));
