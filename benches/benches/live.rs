@@ -11,7 +11,10 @@
 //! records and churn): `live_view_incremental/N` (`ViewBuilder::build`: view and node
 //! specs, reusing unchanged nodes' rows) and `live_cycle/N` (`LiveCluster::
 //! publish_records`: records → view → shared specs → snapshot → `Router::update`, the
-//! whole per-view cost; compare with `live_view` + `live_publish`).
+//! whole per-view cost with a view on every cycle, `view_interval` 0; compare with
+//! `live_view` + `live_publish`), and `live_cycle_router/N` (the same between views:
+//! records → shared specs → snapshot → `Router::update`, what a follow cycle puts
+//! between a registry write and routing since the view left that path).
 //! Run: `cargo bench -p vramroute-benches --bench live`.
 
 use std::hint::black_box;
@@ -111,30 +114,37 @@ fn live(c: &mut Criterion) {
         });
         group.finish();
 
-        let live = LiveCluster::new(
-            config.view_of(&records, &[], "bench".to_owned(), now(&records)),
-            Policy::default(),
-            config.clone(),
-        )
-        .expect("valid");
-        live.publish_records(&records, &[], "bench".to_owned(), now(&records), 0);
-        let mut group = c.benchmark_group("live_cycle");
-        group.throughput(Throughput::Elements(nodes as u64));
-        group.bench_with_input(BenchmarkId::from_parameter(nodes), &nodes, |b, _| {
-            b.iter_batched(
-                || {
-                    round += 1;
-                    churn(&mut records, round);
-                    records.clone()
-                },
-                |recs| {
-                    live.publish_records(&recs, &[], "bench".to_owned(), now(&recs), 0);
-                    recs
-                },
-                criterion::BatchSize::LargeInput,
+        for (name, interval) in [
+            ("live_cycle", Duration::ZERO),
+            ("live_cycle_router", Duration::from_secs(3600)),
+        ] {
+            let mut config = config.clone();
+            config.view_interval = interval;
+            let live = LiveCluster::new(
+                config.view_of(&records, &[], "bench".to_owned(), now(&records)),
+                Policy::default(),
+                config,
             )
-        });
-        group.finish();
+            .expect("valid");
+            live.publish_records(&records, &[], "bench".to_owned(), now(&records), 0);
+            let mut group = c.benchmark_group(name);
+            group.throughput(Throughput::Elements(nodes as u64));
+            group.bench_with_input(BenchmarkId::from_parameter(nodes), &nodes, |b, _| {
+                b.iter_batched(
+                    || {
+                        round += 1;
+                        churn(&mut records, round);
+                        records.clone()
+                    },
+                    |recs| {
+                        live.publish_records(&recs, &[], "bench".to_owned(), now(&recs), 0);
+                        recs
+                    },
+                    criterion::BatchSize::LargeInput,
+                )
+            });
+            group.finish();
+        }
     }
 }
 

@@ -9,9 +9,13 @@
 //! valgrind --tool=callgrind target/release/examples/publish_cost incremental 10000 5   # or: fresh
 //! ```
 //! `fresh`: `LiveConfig::view_of` then `LiveCluster::publish` (every row and spec
-//! rebuilt); `incremental`: `LiveCluster::publish_records` (what `follow` does).
+//! rebuilt); `incremental`: `LiveCluster::publish_records` with a view on every call
+//! (`view_interval` 0: what `follow` did before the view left the staleness path);
+//! `router`: `publish_records` with no view due after the first (`view_interval` one
+//! hour: what a `follow` cycle costs between views).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use vramroute_benches::registry_fixtures::{node_id, rpc_host, rpc_record, stats_record};
 use vramroute_cluster::{LiveCluster, LiveConfig};
@@ -50,7 +54,11 @@ fn main() {
     let mode = args.get(1).map_or("incremental", String::as_str);
     let nodes: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(10_000);
     let rounds: usize = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(5);
-    let config = LiveConfig::default();
+    let mut config = LiveConfig::default();
+    config.view_interval = match mode {
+        "router" => Duration::from_secs(3600),
+        _ => Duration::ZERO,
+    };
     let mut records = cluster(nodes);
     let mut now = records
         .stats

@@ -23,7 +23,7 @@
 //!   the only place a probe model (120,000 MiB, GPU only) fits, after writing the other
 //!   one back to a small GPU; then it routes the probe request every millisecond until
 //!   the coordinator picks the stamped node. Staleness = that moment minus the moment the
-//!   write started: registry write → change push → discovery → view → snapshot → router
+//!   write started: registry write → change push → discovery → node specs → snapshot → router
 //!   (→ HTTP answer, in daemon mode).
 //! - **RSS and CPU** of the coordinator (`/proc/PID` or `/proc/self`), sampled every
 //!   `sample_every`.

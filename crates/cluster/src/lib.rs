@@ -87,7 +87,7 @@ pub use route::{
     check, check_sized, route, route_sized, short_reason, CheckAnswer, GpuRoom, NodeFit, Placement,
     RouteAnswer, RouteQuery,
 };
-pub use rows::{BuiltView, ViewBuilder};
+pub use rows::{BuiltView, SpecUpdate, ViewBuilder};
 pub use signals::{InFlight, LoadSignals, NodeLoad};
 pub use sizes::{model_estimate, model_size, EstimateOptions, ModelSize};
 pub use view::{

@@ -122,6 +122,14 @@ pub struct LiveConfig {
     pub reservation_hold: Duration,
     /// Configured model sizes, MiB, copied into every view ([`StatusView::model_sizes`]).
     pub model_sizes: std::collections::BTreeMap<String, u64>,
+    /// How often [`LiveCluster::publish_records`] (what `follow` runs) builds and
+    /// stores the [`StatusView`] and tells the [`Observer`]: the router is updated
+    /// from the records on every call, the view (a copy of every node's row, O(nodes))
+    /// at most this often, plus on the first call and whenever nodes join or leave.
+    /// Between views, [`LiveCluster::view`] lags the router by up to this much (report
+    /// ages, loaded models, free memory): routing never reads the view. Zero: a view
+    /// on every call.
+    pub view_interval: Duration,
 }
 
 impl Default for LiveConfig {
@@ -135,6 +143,7 @@ impl Default for LiveConfig {
             watch_retry: Duration::from_secs(2),
             reservation_hold: Duration::from_secs(30),
             model_sizes: std::collections::BTreeMap::new(),
+            view_interval: Duration::from_secs(1),
         }
     }
 }
@@ -248,6 +257,14 @@ pub struct LiveCluster {
     first: Mutex<Option<(ClusterView, Vec<OllamaNodeInfo>)>>,
     /// Per-node rows of the last view built from records ([`publish_records`](Self::publish_records)).
     builder: Mutex<ViewBuilder>,
+    /// When `publish_records` last stored a view, and whether a later call skipped one.
+    view_state: Mutex<ViewState>,
+}
+
+#[derive(Debug, Default)]
+struct ViewState {
+    last: Option<Instant>,
+    pending: bool,
 }
 
 fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -286,6 +303,7 @@ impl LiveCluster {
             decisions: DecisionLog::default(),
             first: Mutex::new(None),
             builder: Mutex::new(ViewBuilder::new()),
+            view_state: Mutex::new(ViewState::default()),
         })
     }
 
@@ -313,7 +331,11 @@ impl LiveCluster {
         &self.router
     }
 
-    /// The current view.
+    /// The current view. Followed from records ([`publish_records`](Self::publish_records)),
+    /// it is rebuilt at most every [`LiveConfig::view_interval`] (and when nodes join
+    /// or leave), so it can lag the router: a node the router routes to is in the
+    /// view unless it joined within that interval of a view's build (never, in
+    /// practice: joins rebuild the view), and its figures can be that old.
     pub fn view(&self) -> Arc<StatusView> {
         self.view.load_full()
     }
@@ -345,7 +367,7 @@ impl LiveCluster {
     /// builds) is logged and the old one kept. Every node spec is made from the view;
     /// [`publish_records`](Self::publish_records) reuses those of unchanged nodes.
     pub fn publish(&self, view: StatusView, skipped_total: u64) {
-        let specs = view
+        let mut specs: Vec<(Arc<NodeSpec>, u64)> = view
             .node_specs(&self.config.snapshot)
             .into_iter()
             .map(|s| {
@@ -353,6 +375,7 @@ impl LiveCluster {
                 (Arc::new(s), age)
             })
             .collect();
+        self.load_specs(&mut specs);
         self.publish_built(
             BuiltView {
                 view,
@@ -363,10 +386,13 @@ impl LiveCluster {
         );
     }
 
-    /// Builds the view of `cluster` (plus Ollama answers) at `now`, Unix seconds, and
-    /// publishes it (as [`publish`](Self::publish) of [`LiveConfig::view_of`] would),
-    /// reusing each node's view row and spec while its record is the same `Arc` as at
-    /// the previous call (see [`ViewBuilder`]): the cost follows the changed records.
+    /// Updates the router from `cluster` (plus Ollama answers) at `now`, Unix
+    /// seconds, as [`publish`](Self::publish) of [`LiveConfig::view_of`] would,
+    /// reusing each node's spec while its record is the same `Arc` as at the previous
+    /// call (see [`ViewBuilder`]): the router's cost follows the changed records. The
+    /// view is built, stored and reported to the observer only when due (see
+    /// [`LiveConfig::view_interval`]); with Ollama answers (small clusters) on every
+    /// call, since the specs are made from the merged view.
     pub fn publish_records(
         &self,
         cluster: &ClusterView,
@@ -375,8 +401,54 @@ impl LiveCluster {
         now: f64,
         skipped_total: u64,
     ) {
-        let built = locked(&self.builder).build(&self.config, cluster, ollama, source, now);
-        self.publish_built(built, None, skipped_total);
+        let mut builder = locked(&self.builder);
+        if !ollama.is_empty() {
+            let built = builder.build(&self.config, cluster, ollama, source, now);
+            drop(builder);
+            self.publish_built(built, None, skipped_total);
+            return;
+        }
+        let update = builder.update(&self.config, cluster, now);
+        let due = update.members_changed || self.view_due();
+        let view = due.then(|| builder.view(&self.config, cluster, source, now));
+        drop(builder);
+        let mut specs = update.specs;
+        self.load_specs(&mut specs);
+        self.update_router(specs);
+        match view {
+            Some(view) => self.store_view(view, skipped_total),
+            None => locked(&self.view_state).pending = true,
+        }
+    }
+
+    /// Whether `publish_records` should build a view now.
+    fn view_due(&self) -> bool {
+        let interval = self.config.view_interval;
+        let state = locked(&self.view_state);
+        interval.is_zero() || state.last.is_none_or(|t| t.elapsed() >= interval)
+    }
+
+    /// How long until a view skipped by `publish_records` is due (`None`: none skipped).
+    fn view_wait(&self) -> Option<Duration> {
+        let state = locked(&self.view_state);
+        if !state.pending {
+            return None;
+        }
+        let since = state.last.map_or(Duration::MAX, |t| t.elapsed());
+        Some(self.config.view_interval.saturating_sub(since))
+    }
+
+    /// Applies the measured load to `specs` (copying only the specs of nodes with load).
+    fn load_specs(&self, specs: &mut [(Arc<NodeSpec>, u64)]) {
+        let all = self.signals.all();
+        if all.is_empty() {
+            return;
+        }
+        for (spec, _) in specs {
+            if let Some(load) = all.get(&spec.id) {
+                apply_node_load(Arc::make_mut(spec), Some(load));
+            }
+        }
     }
 
     /// Publishes a view with its specs (`specs` given: made from the view, already
@@ -388,25 +460,25 @@ impl LiveCluster {
         skipped_total: u64,
     ) {
         let BuiltView {
-            mut view,
+            view,
             specs: unloaded,
         } = built;
-        view.apply_load(&self.signals);
-        let cfg = &self.config.snapshot;
-        let mut specs = specs.unwrap_or_else(|| {
+        let specs = specs.unwrap_or_else(|| {
             let mut specs = unloaded;
-            // The view's registry nodes are the specs, in the same order.
-            let loads = view.nodes.iter().filter(|n| n.in_registry);
-            for ((spec, _), n) in specs.iter_mut().zip(loads) {
-                if n.load.is_some() {
-                    apply_node_load(Arc::make_mut(spec), n.load.as_ref());
-                }
-            }
+            self.load_specs(&mut specs);
             specs
         });
-        let held = self.prune_held(&view);
+        self.update_router(specs);
+        self.store_view(view, skipped_total);
+    }
+
+    /// A new snapshot of `specs` (with load) for the router, the held reservations
+    /// re-applied. Specs the router cannot take (it never happens for specs this crate
+    /// builds) are logged and the old snapshot kept.
+    fn update_router(&self, mut specs: Vec<(Arc<NodeSpec>, u64)>) {
+        let held = self.prune_held(&specs);
         mark_loading(&mut specs, &held);
-        match Snapshot::build_shared(specs, cfg) {
+        match Snapshot::build_shared(specs, &self.config.snapshot) {
             Ok(snap) => {
                 for h in &held {
                     if let Some(node) = snap.node_index(&h.node_id) {
@@ -421,21 +493,31 @@ impl LiveCluster {
             }
             Err(e) => warn!("cannot build a routing snapshot: {e}"),
         }
-        self.observer.view(&view, skipped_total);
-        self.view.store(Arc::new(view));
     }
 
-    /// Drops the held reservations that expired and those whose model `view` now shows
-    /// loaded on their node; returns the rest.
-    fn prune_held(&self, view: &StatusView) -> Vec<Held> {
+    /// Stores `view` (with the measured load) and reports it to the observer.
+    fn store_view(&self, mut view: StatusView, skipped_total: u64) {
+        view.apply_load(&self.signals);
+        self.observer.view(&view, skipped_total);
+        self.view.store(Arc::new(view));
+        let mut state = locked(&self.view_state);
+        state.last = Some(Instant::now());
+        state.pending = false;
+    }
+
+    /// Drops the held reservations that expired and those whose model the node's
+    /// report (its spec, before reservations mark anything loading) now lists loaded;
+    /// returns the rest.
+    fn prune_held(&self, specs: &[(Arc<NodeSpec>, u64)]) -> Vec<Held> {
         let hold = self.config.reservation_hold;
         let mut held = locked(&self.held);
         held.retain(|h| {
             let loaded = h.model.as_deref().is_some_and(|m| {
-                view.node(&h.node_id).is_some_and(|n| {
-                    n.loaded_models
-                        .iter()
-                        .any(|l| vramroute_router::same_model(&l.name, m))
+                specs.iter().any(|(s, _)| {
+                    s.id == h.node_id
+                        && s.loaded_models
+                            .iter()
+                            .any(|l| vramroute_router::same_model(&l.name, m))
                 })
             });
             h.at.elapsed() < hold && !loaded
@@ -564,8 +646,12 @@ impl LiveCluster {
         let mut last_ollama = have_first.then_some(now);
         let mut dirty = !have_first;
         loop {
+            // A view skipped by the last cycle (see `LiveConfig::view_interval`) is
+            // built by a cycle when it is due, even without a change or a tick.
+            let view_wait = self.view_wait();
             tokio::select! {
                 _ = tick.tick() => {}
+                () = tokio::time::sleep(view_wait.unwrap_or_default()), if view_wait.is_some() => {}
                 change = next_change(&mut stream) => match change {
                     Some(c) => { debug!(?c, "registry change"); dirty = true; }
                     None => { stream = None; }

@@ -1,11 +1,13 @@
 //! Views built incrementally: a [`ViewBuilder`] keeps, per node, the view row and the
 //! router's node spec that its stats record gave, and reuses both for as long as
 //! discovery hands back the same record (the same `Arc`: a delta read shares every
-//! unchanged record with the previous read) and the same registration. Per view, an
-//! unchanged node costs a copy of its row with the report age brought up to date and
-//! one reference count for its spec; only changed, new and (clock-skewed) future-dated
-//! nodes are built from their records. The result equals [`LiveConfig::view_of`] and
-//! [`StatusView::node_specs`] (`incremental_views_equal_fresh_ones`).
+//! unchanged record with the previous read) and the same registration. Per read
+//! ([`ViewBuilder::update`]), an unchanged node costs its report age brought up to date
+//! and one reference count for its spec; only changed, new and (clock-skewed)
+//! future-dated nodes are built from their records. A view ([`ViewBuilder::view`]),
+//! when one is wanted, costs a copy of every row. The result equals
+//! [`LiveConfig::view_of`] and [`StatusView::node_specs`]
+//! (`incremental_views_equal_fresh_ones`).
 
 use std::sync::Arc;
 
@@ -57,6 +59,21 @@ pub struct ViewBuilder {
     backends: Vec<Backend>,
     /// The settings the rows were built with (others: everything is rebuilt).
     built_with: Option<(f64, f64, SnapshotConfig)>,
+    /// The rows are in id order (the last read was sorted): they can be matched.
+    rows_sorted: bool,
+}
+
+/// What [`ViewBuilder::update`] gives the router.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct SpecUpdate {
+    /// Every node with a registry record, in the read's order: its spec (shared with
+    /// the previous update when unchanged, without measured load) and its report age
+    /// for the router, ms.
+    pub specs: Vec<(Arc<NodeSpec>, u64)>,
+    /// Whether the set of node ids differs from the previous update's (always true
+    /// when either read was unsorted: ids are not compared then).
+    pub members_changed: bool,
 }
 
 impl std::fmt::Debug for ViewBuilder {
@@ -88,7 +105,8 @@ impl ViewBuilder {
     /// The view of `cluster` (plus Ollama answers) at `now`, Unix seconds, with the
     /// router's node specs: what [`LiveConfig::view_of`] and then
     /// [`StatusView::node_specs`] give, at the cost of the changed nodes (plus a copy
-    /// of each unchanged node's row).
+    /// of each unchanged node's row): [`update`](Self::update) then
+    /// [`view`](Self::view).
     pub fn build(
         &mut self,
         config: &LiveConfig,
@@ -97,6 +115,32 @@ impl ViewBuilder {
         source: String,
         now: f64,
     ) -> BuiltView {
+        let update = self.update(config, cluster, now);
+        let mut view = self.view(config, cluster, source, now);
+        let specs = if ollama.is_empty() {
+            update.specs
+        } else {
+            // Ollama's answers change the nodes' loaded models: specs from the merged
+            // view (a configuration with `nodes:`, small clusters).
+            view.merge_ollama(ollama);
+            view.recompute_totals();
+            view.node_specs(&config.snapshot)
+                .into_iter()
+                .map(|s| {
+                    let age = s.report_age_ms;
+                    (Arc::new(s), age)
+                })
+                .collect()
+        };
+        BuiltView { view, specs }
+    }
+
+    /// Brings the rows up to `cluster` at `now`, Unix seconds, and returns the
+    /// router's node specs (what [`StatusView::node_specs`] of
+    /// [`LiveConfig::view_of`] without Ollama answers gives, without measured load),
+    /// without building a view: the cost of the changed nodes plus, per unchanged
+    /// node, its age brought up to date and one reference count.
+    pub fn update(&mut self, config: &LiveConfig, cluster: &ClusterView, now: f64) -> SpecUpdate {
         let margin = config.snapshot.vram_safety_margin;
         let stale_after_s = config.stale_after_s;
         let settings = (stale_after_s, margin, config.snapshot.clone());
@@ -108,20 +152,25 @@ impl ViewBuilder {
         let snap_cfg = &config.snapshot;
         let registrations = Registrations::of(&cluster.rpc_nodes);
         let sorted = cluster.stats.windows(2).all(|w| w[0].0 < w[1].0);
+        // Rows are matched by id in one merge pass, which needs both sides sorted.
+        let matching = sorted && self.rows_sorted;
         let old = std::mem::take(&mut self.rows);
+        let old_len = old.len();
+        let mut same_ids = 0usize;
         let mut old = old.into_iter().peekable();
         let mut rows = Vec::with_capacity(cluster.stats.len());
-        let mut nodes = Vec::with_capacity(cluster.stats.len());
+        let mut specs = Vec::with_capacity(cluster.stats.len());
         for (id, r) in &cluster.stats {
             let registration = registrations.of_node(id, r);
             // Rows of ids that left (or, for unsorted input, everything) are dropped.
             let mut kept = None;
-            if sorted {
+            if matching {
                 while old.peek().is_some_and(|o| o.id < *id) {
                     old.next();
                 }
                 if old.peek().is_some_and(|o| o.id == *id) {
                     kept = old.next();
+                    same_ids += 1;
                 }
             }
             let from_future = r.timestamp - now > FUTURE_SKEW_S;
@@ -151,16 +200,35 @@ impl ViewBuilder {
                     }
                 }
             };
-            nodes.push(row.node.clone());
+            specs.push((Arc::clone(&row.spec), spec_age_ms(&row.node, snap_cfg)));
             rows.push(row);
         }
         drop(old);
+        let members_changed = !matching || same_ids != old_len || same_ids != rows.len();
+        self.rows = rows;
+        self.rows_sorted = sorted;
+        SpecUpdate {
+            specs,
+            members_changed,
+        }
+    }
 
+    /// The view of `cluster` at `now` (without Ollama answers) from the rows the last
+    /// [`update`](Self::update) — of the same `cluster` and `now` — left: a copy of
+    /// every row.
+    pub fn view(
+        &mut self,
+        config: &LiveConfig,
+        cluster: &ClusterView,
+        source: String,
+        now: f64,
+    ) -> StatusView {
+        let nodes = self.rows.iter().map(|row| row.node.clone()).collect();
         let mut view = StatusView {
             source,
             generated_at: now,
-            stale_after_s,
-            vram_safety_margin: margin,
+            stale_after_s: config.stale_after_s,
+            vram_safety_margin: config.snapshot.vram_safety_margin,
             nodes,
             rpc_backends: self.backends(cluster),
             totals: Totals::default(),
@@ -175,25 +243,8 @@ impl ViewBuilder {
             warnings: Vec::new(),
             model_sizes: config.model_sizes.clone(),
         };
-        let specs = if ollama.is_empty() {
-            rows.iter()
-                .map(|row| (Arc::clone(&row.spec), spec_age_ms(&row.node, snap_cfg)))
-                .collect()
-        } else {
-            // Ollama's answers change the nodes' loaded models: specs from the merged
-            // view (a configuration with `nodes:`, small clusters).
-            view.merge_ollama(ollama);
-            view.node_specs(snap_cfg)
-                .into_iter()
-                .map(|s| {
-                    let age = s.report_age_ms;
-                    (Arc::new(s), age)
-                })
-                .collect()
-        };
         view.recompute_totals();
-        self.rows = if sorted { rows } else { Vec::new() };
-        BuiltView { view, specs }
+        view
     }
 
     /// The rpc backends of `cluster` (registrations, then router metadata), reusing
@@ -245,7 +296,11 @@ impl ViewBuilder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
     use vramroute_registry::{GpuStat, LoadedModel, RouterMetadata, RpcBackend};
+    use vramroute_router::{Decision, NoRoute, Policy, Request, Snapshot};
+
+    use crate::live::LiveCluster;
 
     /// A small deterministic generator (xorshift).
     struct Rng(u64);
@@ -305,6 +360,67 @@ mod tests {
         format!("10.0.{}.{}", i / 200, i % 200)
     }
 
+    /// One churned read after `cluster` (round 0: the first read): some nodes leave,
+    /// some join, some records and registrations change, time passes.
+    fn churn(
+        rng: &mut Rng,
+        ids: &mut Vec<u64>,
+        cluster: &mut ClusterView,
+        now: &mut f64,
+        round: u32,
+    ) {
+        if round > 0 {
+            ids.retain(|_| rng.below(15) != 0);
+            for _ in 0..rng.below(3) {
+                ids.push(100 + rng.below(1000));
+            }
+            ids.sort_unstable();
+            ids.dedup();
+            *now += rng.below(8) as f64;
+        }
+        let old: std::collections::HashMap<String, Arc<GpuStatsRecord>> =
+            cluster.stats.drain(..).collect();
+        for &i in ids.iter() {
+            let id = format!("{}:11434", host(i));
+            let r = match old.get(&id) {
+                Some(r) if rng.below(4) != 0 => Arc::clone(r),
+                _ => Arc::new(record(rng, &id, *now)),
+            };
+            cluster.stats.push((id, r));
+        }
+        cluster.stats.sort_by(|a, b| a.0.cmp(&b.0));
+        let old_regs = std::mem::take(&mut cluster.rpc_nodes);
+        for &i in ids.iter() {
+            if rng.below(3) == 0 {
+                continue;
+            }
+            let h = host(i);
+            let kept = old_regs.iter().find(|e| e.host == h);
+            let rec = match kept {
+                Some(e) if rng.below(5) != 0 => Arc::clone(&e.record),
+                _ => Arc::new(registration(rng)),
+            };
+            cluster.rpc_nodes.push(RpcNodeEntry::new(h, 50052, rec));
+        }
+        cluster
+            .rpc_nodes
+            .sort_by(|a, b| (&a.host, a.port).cmp(&(&b.host, b.port)));
+        cluster.metadata = (round.is_multiple_of(3) && !ids.is_empty()).then(|| {
+            let mut m = RouterMetadata::default();
+            m.rpc_backends = vec![
+                RpcBackend {
+                    host: host(ids[0]),
+                    port: 50052,
+                },
+                RpcBackend {
+                    host: "10.9.9.9".to_owned(),
+                    port: 50052,
+                },
+            ];
+            m
+        });
+    }
+
     /// Along chains of churned reads (records replaced, nodes joining and leaving,
     /// registrations coming and going, time passing so reports go stale), the builder
     /// gives exactly the fresh view and specs, and shares the specs of unchanged nodes.
@@ -320,58 +436,7 @@ mod tests {
             let mut builder = ViewBuilder::new();
             let mut prev: Vec<(Arc<NodeSpec>, u64)> = Vec::new();
             for round in 0..10 {
-                // Churn: some nodes leave, some join, some records change.
-                if round > 0 {
-                    ids.retain(|_| rng.below(15) != 0);
-                    for _ in 0..rng.below(3) {
-                        ids.push(100 + rng.below(1000));
-                    }
-                    ids.sort_unstable();
-                    ids.dedup();
-                    now += rng.below(8) as f64;
-                }
-                let old: std::collections::HashMap<String, Arc<GpuStatsRecord>> =
-                    cluster.stats.drain(..).collect();
-                for &i in &ids {
-                    let id = format!("{}:11434", host(i));
-                    let r = match old.get(&id) {
-                        Some(r) if rng.below(4) != 0 => Arc::clone(r),
-                        _ => Arc::new(record(&mut rng, &id, now)),
-                    };
-                    cluster.stats.push((id, r));
-                }
-                cluster.stats.sort_by(|a, b| a.0.cmp(&b.0));
-                let old_regs = std::mem::take(&mut cluster.rpc_nodes);
-                for &i in &ids {
-                    if rng.below(3) == 0 {
-                        continue;
-                    }
-                    let h = host(i);
-                    let kept = old_regs.iter().find(|e| e.host == h);
-                    let rec = match kept {
-                        Some(e) if rng.below(5) != 0 => Arc::clone(&e.record),
-                        _ => Arc::new(registration(&mut rng)),
-                    };
-                    cluster.rpc_nodes.push(RpcNodeEntry::new(h, 50052, rec));
-                }
-                cluster
-                    .rpc_nodes
-                    .sort_by(|a, b| (&a.host, a.port).cmp(&(&b.host, b.port)));
-                cluster.metadata = (round % 3 == 0).then(|| {
-                    let mut m = RouterMetadata::default();
-                    m.rpc_backends = vec![
-                        RpcBackend {
-                            host: host(ids[0]),
-                            port: 50052,
-                        },
-                        RpcBackend {
-                            host: "10.9.9.9".to_owned(),
-                            port: 50052,
-                        },
-                    ];
-                    m
-                });
-
+                churn(&mut rng, &mut ids, &mut cluster, &mut now, round);
                 let fresh = config.view_of(&cluster, &[], "t".into(), now);
                 let built = builder.build(&config, &cluster, &[], "t".into(), now);
                 assert_eq!(built.view, fresh, "seed {seed} round {round}");
@@ -392,5 +457,134 @@ mod tests {
             }
         }
         assert!(shared > 1000, "unchanged specs were shared: {shared}");
+    }
+
+    /// A node's state in a snapshot, with the spec's build-time age left out (a shared
+    /// spec keeps the age it was made with; the snapshot's own is in the status).
+    fn node_state(snap: &Snapshot, i: usize) -> String {
+        let spec = &snap.nodes()[i];
+        let idx = snap.node_index(&spec.id).expect("listed");
+        let mut s = NodeSpec::clone(spec);
+        s.report_age_ms = 0;
+        let rooms: Vec<_> = spec
+            .gpus
+            .iter()
+            .map(|g| snap.gpu_capacity_mib(idx, g.index).ok())
+            .collect();
+        format!("{s:?} {:?} {rooms:?}", snap.node_status(idx).ok())
+    }
+
+    fn decision(snap: &Snapshot, d: Result<Decision, NoRoute>) -> String {
+        match d {
+            Ok(d) => format!(
+                "{} {:?} {:?} {:?} {} {}",
+                snap.node(d.node).id,
+                d.target,
+                d.gpu,
+                d.fit,
+                d.score,
+                d.cpu_fallback
+            ),
+            Err(e) => format!("{e:?}"),
+        }
+    }
+
+    /// A follower that updates its router from the records and builds no view between
+    /// joins and leaves routes exactly as one that publishes `view_of` every time:
+    /// along churned reads, with measured load and reservations (held, re-applied,
+    /// and marking their model loading) on both, the snapshots' nodes, statuses and
+    /// free memory and the decisions for a range of sizes are the same. Its view is
+    /// `view_of` of the read it was built from: on the first read and whenever the
+    /// node set changed.
+    #[test]
+    fn router_from_records_equals_router_from_views() {
+        let lazy_cfg = LiveConfig {
+            view_interval: Duration::from_secs(3600),
+            ..LiveConfig::default()
+        };
+        let eager_cfg = LiveConfig {
+            view_interval: Duration::ZERO,
+            ..LiveConfig::default()
+        };
+        let (mut lagging, mut reserved) = (0, 0);
+        for seed in 1..17u64 {
+            let mut rng = Rng(seed.wrapping_mul(0x2545_F491_4F6C_DD1D));
+            let mut now = 1.8e9;
+            let mut ids: Vec<u64> = (0..30).collect();
+            let mut cluster = ClusterView::default();
+            churn(&mut rng, &mut ids, &mut cluster, &mut now, 0);
+            let start = eager_cfg.view_of(&cluster, &[], "t".into(), now);
+            let lazy = LiveCluster::new(start.clone(), Policy::default(), lazy_cfg.clone())
+                .expect("valid");
+            let eager =
+                LiveCluster::new(start, Policy::default(), eager_cfg.clone()).expect("valid");
+            let mut in_flight = Vec::new();
+            let mut last_ids: Option<Vec<String>> = None;
+            for round in 0..12 {
+                if round > 0 {
+                    churn(&mut rng, &mut ids, &mut cluster, &mut now, round);
+                }
+                if round == 2 || round == 6 {
+                    // Load measured on the first nodes, on both.
+                    for (id, _) in cluster.stats.iter().take(3) {
+                        in_flight.push(lazy.signals().begin(id));
+                        in_flight.push(eager.signals().begin(id));
+                    }
+                }
+                lazy.publish_records(&cluster, &[], "t".into(), now, 0);
+                eager.publish(eager_cfg.view_of(&cluster, &[], "t".into(), now), 0);
+                let (a, b) = (lazy.router().snapshot(), eager.router().snapshot());
+                assert_eq!(a.len(), b.len(), "seed {seed} round {round}");
+                for i in 0..a.len() {
+                    assert_eq!(
+                        node_state(&a, i),
+                        node_state(&b, i),
+                        "seed {seed} round {round}"
+                    );
+                }
+                for mib in [500, 4_000, 12_000, 20_000, 40_000, 70_000] {
+                    for model in ["llama3.1:8b", "other"] {
+                        let req = Request::new(model, mib);
+                        assert_eq!(
+                            decision(&a, lazy.router().route(&req)),
+                            decision(&b, eager.router().route(&req)),
+                            "seed {seed} round {round} {model} {mib}"
+                        );
+                    }
+                }
+                if round % 4 == 1 {
+                    let req = Request::new("big", 6_000 + 1_000 * u64::from(round));
+                    let x = lazy
+                        .route_and_reserve(&req)
+                        .map(|(d, r)| (decision(&a, Ok(d)), r.is_some()));
+                    let y = eager
+                        .route_and_reserve(&req)
+                        .map(|(d, r)| (decision(&b, Ok(d)), r.is_some()));
+                    assert_eq!(x.is_ok(), y.is_ok());
+                    if let (Ok(x), Ok(y)) = (x, y) {
+                        assert_eq!(x, y, "seed {seed} round {round}");
+                        reserved += usize::from(x.1);
+                    }
+                }
+                assert_eq!(lazy.reservations_held(), eager.reservations_held());
+                // The lazy view: rebuilt when the node set changed, else the last one.
+                let ids_now: Vec<String> = cluster.stats.iter().map(|(id, _)| id.clone()).collect();
+                let view = lazy.view();
+                if last_ids.as_ref() != Some(&ids_now) {
+                    let mut fresh = eager_cfg.view_of(&cluster, &[], "t".into(), now);
+                    fresh.apply_load(lazy.signals());
+                    assert_eq!(*view, fresh, "seed {seed} round {round}");
+                } else if view.generated_at < now {
+                    lagging += 1;
+                }
+                last_ids = Some(ids_now);
+                let mut fresh = eager_cfg.view_of(&cluster, &[], "t".into(), now);
+                fresh.apply_load(eager.signals());
+                assert_eq!(*eager.view(), fresh, "seed {seed} round {round}");
+            }
+            drop(in_flight);
+        }
+        assert!(lagging > 5, "some rounds built no view: {lagging}");
+        assert!(reserved > 5, "reservations were made and held: {reserved}");
     }
 }
