@@ -125,7 +125,8 @@ pub struct LiveConfig {
     /// How often [`LiveCluster::publish_records`] (what `follow` runs) builds and
     /// stores the [`StatusView`] and tells the [`Observer`]: the router is updated
     /// from the records on every call, the view (a copy of every node's row, O(nodes))
-    /// at most this often, plus on the first call and whenever nodes join or leave.
+    /// at most this often, plus on the first call and, at most every quarter of this,
+    /// when nodes joined or left.
     /// Between views, [`LiveCluster::view`] lags the router by up to this much (report
     /// ages, loaded models, free memory): routing never reads the view. Zero: a view
     /// on every call.
@@ -265,6 +266,21 @@ pub struct LiveCluster {
 struct ViewState {
     last: Option<Instant>,
     pending: bool,
+    /// The skipped view differs from the stored one by nodes that joined or left.
+    members_pending: bool,
+}
+
+impl ViewState {
+    /// How long after the last view the next is due: `interval`, or a quarter of it
+    /// when nodes joined or left (a status reader sees them sooner, and a churning
+    /// cluster still builds at most four views per interval).
+    fn spacing(&self, interval: Duration, members_changed: bool) -> Duration {
+        if members_changed || self.members_pending {
+            interval / 4
+        } else {
+            interval
+        }
+    }
 }
 
 fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -332,10 +348,10 @@ impl LiveCluster {
     }
 
     /// The current view. Followed from records ([`publish_records`](Self::publish_records)),
-    /// it is rebuilt at most every [`LiveConfig::view_interval`] (and when nodes join
-    /// or leave), so it can lag the router: a node the router routes to is in the
-    /// view unless it joined within that interval of a view's build (never, in
-    /// practice: joins rebuild the view), and its figures can be that old.
+    /// it is rebuilt at most every [`LiveConfig::view_interval`] (every quarter of it
+    /// when nodes joined or left), so it can lag the router: a node the router routes
+    /// to may be missing from the view for up to a quarter of that interval after it
+    /// joined, and a node's figures can be up to that interval old.
     pub fn view(&self) -> Arc<StatusView> {
         self.view.load_full()
     }
@@ -409,7 +425,7 @@ impl LiveCluster {
             return;
         }
         let update = builder.update(&self.config, cluster, now);
-        let due = update.members_changed || self.view_due();
+        let due = self.view_due(update.members_changed);
         let view = due.then(|| builder.view(&self.config, cluster, source, now));
         drop(builder);
         let mut specs = update.specs;
@@ -417,15 +433,20 @@ impl LiveCluster {
         self.update_router(specs);
         match view {
             Some(view) => self.store_view(view, skipped_total),
-            None => locked(&self.view_state).pending = true,
+            None => {
+                let mut state = locked(&self.view_state);
+                state.pending = true;
+                state.members_pending |= update.members_changed;
+            }
         }
     }
 
     /// Whether `publish_records` should build a view now.
-    fn view_due(&self) -> bool {
+    fn view_due(&self, members_changed: bool) -> bool {
         let interval = self.config.view_interval;
         let state = locked(&self.view_state);
-        interval.is_zero() || state.last.is_none_or(|t| t.elapsed() >= interval)
+        let spacing = state.spacing(interval, members_changed);
+        interval.is_zero() || state.last.is_none_or(|t| t.elapsed() >= spacing)
     }
 
     /// How long until a view skipped by `publish_records` is due (`None`: none skipped).
@@ -435,7 +456,11 @@ impl LiveCluster {
             return None;
         }
         let since = state.last.map_or(Duration::MAX, |t| t.elapsed());
-        Some(self.config.view_interval.saturating_sub(since))
+        Some(
+            state
+                .spacing(self.config.view_interval, false)
+                .saturating_sub(since),
+        )
     }
 
     /// Applies the measured load to `specs` (copying only the specs of nodes with load).
@@ -503,6 +528,7 @@ impl LiveCluster {
         let mut state = locked(&self.view_state);
         state.last = Some(Instant::now());
         state.pending = false;
+        state.members_pending = false;
     }
 
     /// Drops the held reservations that expired and those whose model the node's
@@ -735,5 +761,21 @@ async fn next_change(stream: &mut Option<ChangeStream>) -> Option<vramroute_regi
     match stream {
         Some(s) => s.recv().await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod view_state_tests {
+    use super::ViewState;
+    use std::time::Duration;
+
+    #[test]
+    fn joins_and_leaves_space_views_by_a_quarter_interval() {
+        let interval = Duration::from_secs(1);
+        let mut state = ViewState::default();
+        assert_eq!(state.spacing(interval, false), interval);
+        assert_eq!(state.spacing(interval, true), interval / 4);
+        state.members_pending = true;
+        assert_eq!(state.spacing(interval, false), interval / 4);
     }
 }
