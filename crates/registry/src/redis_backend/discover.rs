@@ -191,11 +191,7 @@ impl RedisRegistry {
         let mut type_keys: Vec<String> = missing_gpu
             .iter()
             .map(|id| keys::gpu_stats_key(id))
-            .chain(
-                missing_rpc
-                    .iter()
-                    .map(|m| keys::rpc_node_key_of(m)),
-            )
+            .chain(missing_rpc.iter().map(|m| keys::rpc_node_key_of(m)))
             .collect();
         if head.meta_wrong_type {
             type_keys.push(keys::ROUTER_METADATA.to_owned());
