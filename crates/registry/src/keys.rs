@@ -39,9 +39,23 @@ pub(crate) fn expected_type(key: &str) -> &'static str {
     }
 }
 
+/// `prefix` followed by `rest`, in one allocation of the exact size (`format!` costs
+/// several times more, and discovery makes two keys per node).
+fn concat(prefix: &str, rest: &str) -> String {
+    let mut key = String::with_capacity(prefix.len() + rest.len());
+    key.push_str(prefix);
+    key.push_str(rest);
+    key
+}
+
 /// The stats key of a node.
 pub fn gpu_stats_key(node_id: &str) -> String {
-    format!("{GPU_STATS_PREFIX}{node_id}")
+    concat(GPU_STATS_PREFIX, node_id)
+}
+
+/// The registration key of an RPC node from its index member (`host:port`).
+pub(crate) fn rpc_node_key_of(member: &str) -> String {
+    concat(RPC_NODE_PREFIX, member)
 }
 
 /// The registration key of an RPC node.

@@ -114,7 +114,7 @@ impl RedisRegistry {
         // the logged ones (a record is kept only while the index lists it).
         let counts = [head.stats.fetch_count(), head.rpc.fetch_count()];
         let gpu_keys: Vec<String> = head.stats.to_fetch().map(keys::gpu_stats_key).collect();
-        let rpc_key = |m: &str| format!("{}{m}", keys::RPC_NODE_PREFIX);
+        let rpc_key = keys::rpc_node_key_of;
         let rpc_keys: Vec<String> = head.rpc.to_fetch().map(rpc_key).collect();
         let zscore = |index: &str, id: &str| redis::cmd("ZSCORE").arg(index).arg(id).clone();
         let mut scores = Vec::new();
@@ -191,11 +191,7 @@ impl RedisRegistry {
         let mut type_keys: Vec<String> = missing_gpu
             .iter()
             .map(|id| keys::gpu_stats_key(id))
-            .chain(
-                missing_rpc
-                    .iter()
-                    .map(|m| format!("{}{m}", keys::RPC_NODE_PREFIX)),
-            )
+            .chain(missing_rpc.iter().map(|m| keys::rpc_node_key_of(m)))
             .collect();
         if head.meta_wrong_type {
             type_keys.push(keys::ROUTER_METADATA.to_owned());
@@ -296,7 +292,7 @@ impl RedisRegistry {
         }
         view.rpc_nodes.reserve(rpcs.found.len());
         for (member, outcome) in rpcs.found {
-            let key = || format!("{}{member}", keys::RPC_NODE_PREFIX);
+            let key = || keys::rpc_node_key_of(&member);
             let split = keys::split_host_port(&member).map(|(host, port)| (host.len(), port));
             match (split, outcome) {
                 (Some((host_len, port)), Ok(record)) => {
@@ -317,7 +313,7 @@ impl RedisRegistry {
         }
         for (member, t) in &wrong_rpc {
             bad.push(SkippedRecord {
-                key: format!("{}{member}", keys::RPC_NODE_PREFIX),
+                key: keys::rpc_node_key_of(member),
                 reason: not_a_string(t),
             });
         }
