@@ -18,44 +18,13 @@
 //! Run: `cargo bench -p vramroute-benches --bench live`.
 
 use std::hint::black_box;
-use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use vramroute_benches::registry_fixtures::{node_id, rpc_host, rpc_record, stats_record};
+use vramroute_benches::registry_fixtures::{churn, cluster};
 use vramroute_cluster::{LiveCluster, LiveConfig, ViewBuilder};
-use vramroute_registry::{ClusterView, RpcNodeEntry};
+use vramroute_registry::ClusterView;
 use vramroute_router::Policy;
-
-/// The records of `nodes` synthetic nodes as one discovery returns them.
-fn cluster(nodes: usize) -> ClusterView {
-    let mut view = ClusterView::default();
-    view.stats = (0..nodes)
-        .map(|i| (node_id(i), Arc::new(stats_record(i))))
-        .collect();
-    view.stats.sort_by(|a, b| a.0.cmp(&b.0));
-    view.rpc_nodes = (0..nodes)
-        .map(|i| RpcNodeEntry::new(rpc_host(i), 50052, Arc::new(rpc_record(i))))
-        .collect();
-    view.rpc_nodes
-        .sort_by(|a, b| (&a.host, a.port).cmp(&(&b.host, b.port)));
-    view
-}
-
-/// Replaces the stats record of every tenth node (offset by `round`) with one whose
-/// free VRAM moved, as the next delta discovery would.
-fn churn(view: &mut ClusterView, round: usize) {
-    for (i, (_, record)) in view.stats.iter_mut().enumerate() {
-        if (i + round).is_multiple_of(10) {
-            let mut r = (**record).clone();
-            for g in &mut r.gpus {
-                g.memory_free_mb = g.memory_free_mb.map(|f| (f + 512) % 20_000);
-            }
-            r.timestamp += 5.0;
-            *record = Arc::new(r);
-        }
-    }
-}
 
 fn now(view: &ClusterView) -> f64 {
     view.stats

@@ -14,40 +14,12 @@
 //! `router`: `publish_records` with no view due after the first (`view_interval` one
 //! hour: what a `follow` cycle costs between views).
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use vramroute_benches::registry_fixtures::{node_id, rpc_host, rpc_record, stats_record};
+use vramroute_benches::registry_fixtures::{churn, cluster};
 use vramroute_cluster::{LiveCluster, LiveConfig};
-use vramroute_registry::{ClusterView, RpcNodeEntry};
+use vramroute_registry::ClusterView;
 use vramroute_router::Policy;
-
-fn cluster(nodes: usize) -> ClusterView {
-    let mut view = ClusterView::default();
-    view.stats = (0..nodes)
-        .map(|i| (node_id(i), Arc::new(stats_record(i))))
-        .collect();
-    view.stats.sort_by(|a, b| a.0.cmp(&b.0));
-    view.rpc_nodes = (0..nodes)
-        .map(|i| RpcNodeEntry::new(rpc_host(i), 50052, Arc::new(rpc_record(i))))
-        .collect();
-    view.rpc_nodes
-        .sort_by(|a, b| (&a.host, a.port).cmp(&(&b.host, b.port)));
-    view
-}
-
-fn churn(view: &mut ClusterView, round: usize) {
-    for (i, (_, record)) in view.stats.iter_mut().enumerate() {
-        if (i + round).is_multiple_of(10) {
-            let mut r = (**record).clone();
-            for g in &mut r.gpus {
-                g.memory_free_mb = g.memory_free_mb.map(|f| (f + 512) % 20_000);
-            }
-            r.timestamp += 5.0;
-            *record = Arc::new(r);
-        }
-    }
-}
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();

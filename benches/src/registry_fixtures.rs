@@ -1,8 +1,11 @@
 //! Synthetic registry records for the `registry` benchmark: what vramroute's reporter
 //! writes for a two-GPU node (SOLLOL fields plus our extras), so sizes are realistic.
 
+use std::sync::Arc;
+
 use vramroute_registry::{
-    GpuOffload, GpuStat, GpuStatsRecord, LoadedModel, RpcNodeRecord, SCHEMA_VERSION,
+    ClusterView, GpuOffload, GpuStat, GpuStatsRecord, LoadedModel, RpcNodeEntry, RpcNodeRecord,
+    SCHEMA_VERSION,
 };
 
 /// The node id of synthetic node `i` (`10.x.y.z:11434`).
@@ -72,4 +75,35 @@ pub fn rpc_record(i: usize) -> RpcNodeRecord {
     r.hostname = Some(format!("gpu-node-{i}"));
     r.ggml_devices = Some(vec!["CUDA0".to_owned(), "CUDA1".to_owned()]);
     r
+}
+
+/// The records of `nodes` synthetic nodes as one discovery returns them (stats by id,
+/// registrations by (host, port)).
+pub fn cluster(nodes: usize) -> ClusterView {
+    let mut view = ClusterView::default();
+    view.stats = (0..nodes)
+        .map(|i| (node_id(i), Arc::new(stats_record(i))))
+        .collect();
+    view.stats.sort_by(|a, b| a.0.cmp(&b.0));
+    view.rpc_nodes = (0..nodes)
+        .map(|i| RpcNodeEntry::new(rpc_host(i), 50052, Arc::new(rpc_record(i))))
+        .collect();
+    view.rpc_nodes
+        .sort_by(|a, b| (&a.host, a.port).cmp(&(&b.host, b.port)));
+    view
+}
+
+/// Replaces the stats record of every tenth node (offset by `round`) with one whose
+/// free VRAM moved, as the next delta discovery would.
+pub fn churn(view: &mut ClusterView, round: usize) {
+    for (i, (_, record)) in view.stats.iter_mut().enumerate() {
+        if (i + round).is_multiple_of(10) {
+            let mut r = (**record).clone();
+            for g in &mut r.gpus {
+                g.memory_free_mb = g.memory_free_mb.map(|f| (f + 512) % 20_000);
+            }
+            r.timestamp += 5.0;
+            *record = Arc::new(r);
+        }
+    }
 }
