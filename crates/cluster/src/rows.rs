@@ -232,14 +232,7 @@ impl ViewBuilder {
             nodes,
             rpc_backends: self.backends(cluster),
             totals: Totals::default(),
-            skipped: cluster
-                .skipped
-                .iter()
-                .map(|s| SkippedView {
-                    key: s.key.clone(),
-                    reason: s.reason.clone(),
-                })
-                .collect(),
+            skipped: SkippedView::all_of(cluster),
             warnings: Vec::new(),
             model_sizes: config.model_sizes.clone(),
         };

@@ -267,6 +267,20 @@ pub struct SkippedView {
     pub reason: String,
 }
 
+impl SkippedView {
+    /// The records `cluster`'s discovery skipped, with their reasons.
+    pub(crate) fn all_of(cluster: &ClusterView) -> Vec<SkippedView> {
+        cluster
+            .skipped
+            .iter()
+            .map(|s| SkippedView {
+                key: s.key.clone(),
+                reason: s.reason.clone(),
+            })
+            .collect()
+    }
+}
+
 /// What one Ollama node outside the registry answered (`/api/ps`, `/api/tags`).
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -641,14 +655,7 @@ impl StatusView {
             nodes,
             rpc_backends,
             totals: Totals::default(),
-            skipped: cluster
-                .skipped
-                .iter()
-                .map(|s| SkippedView {
-                    key: s.key.clone(),
-                    reason: s.reason.clone(),
-                })
-                .collect(),
+            skipped: SkippedView::all_of(cluster),
             warnings: Vec::new(),
             model_sizes: BTreeMap::new(),
         };
