@@ -69,6 +69,7 @@ mod route;
 mod rows;
 mod signals;
 mod sizes;
+mod specs;
 mod view;
 
 pub use backends::BackendProber;

@@ -25,7 +25,8 @@ use crate::decisions::DecisionLog;
 use crate::error::{Error, Result};
 use crate::rows::{BuiltView, ViewBuilder};
 use crate::signals::LoadSignals;
-use crate::view::{apply_node_load, OllamaNodeInfo, StatusView};
+use crate::specs::apply_node_load;
+use crate::view::{OllamaNodeInfo, StatusView};
 
 /// Seconds since the Unix epoch.
 pub fn unix_now() -> f64 {

@@ -15,9 +15,10 @@ use vramroute_registry::{ClusterView, GpuStatsRecord, RpcNodeEntry, RpcNodeRecor
 use vramroute_router::{NodeSpec, SnapshotConfig};
 
 use crate::live::LiveConfig;
+use crate::specs::{node_spec, spec_age_ms};
 use crate::view::{
-    node_spec, node_view, rpc_view, spec_age_ms, NodeView, OllamaNodeInfo, Registrations,
-    RpcBackendView, SkippedView, StatusView, Totals, FUTURE_SKEW_S,
+    node_view, rpc_view, NodeView, OllamaNodeInfo, Registrations, RpcBackendView, SkippedView,
+    StatusView, Totals, FUTURE_SKEW_S,
 };
 
 /// What one node's record gave last time.
