@@ -520,6 +520,26 @@ impl RedisCluster {
         &self.nodes
     }
 
+    /// Moves `slots` hash slots, with their keys, from master `from` to master `to`
+    /// (`redis-cli --cluster reshard`). Bounded to 60 s.
+    pub fn reshard(&self, from: usize, to: usize, slots: u32) -> Result<()> {
+        let id = |i: usize| -> Result<String> {
+            let node = self
+                .nodes
+                .get(i)
+                .ok_or_else(|| err(format!("no node {i}")))?;
+            Ok(node.cli(&["CLUSTER", "MYID"])?.trim().to_owned())
+        };
+        let (from_id, to_id) = (id(from)?, id(to)?);
+        let mut cmd = Command::new("redis-cli");
+        cmd.arg("--cluster")
+            .arg("reshard")
+            .arg(&self.addrs()[0])
+            .args(["--cluster-from", &from_id, "--cluster-to", &to_id])
+            .args(["--cluster-slots", &slots.to_string(), "--cluster-yes"]);
+        run_bounded(cmd, Duration::from_secs(60)).map(drop)
+    }
+
     /// Runs `redis-cli -c` (cluster mode, follows redirects) against the first node.
     pub fn cli<S: AsRef<str>>(&self, args: &[S]) -> Result<String> {
         let mut cmd = Command::new("redis-cli");

@@ -8,6 +8,9 @@ use redis::aio::{ConnectionLike, ConnectionManager};
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, RedisFuture, Value};
 
+#[cfg(feature = "cluster")]
+use super::cluster_stage as cluster;
+
 /// An open connection: a reconnecting one to a single server, or a cluster one.
 #[derive(Clone)]
 pub(super) enum Conn {
@@ -51,9 +54,8 @@ impl ConnectionLike for Conn {
 
 impl Conn {
     /// Runs `stages` of commands and returns every reply in order: one pipeline on a
-    /// standalone server (executed in order); on a cluster (where pipelines must stay in
-    /// one slot), the commands of a stage concurrently, each stage after the previous one
-    /// has completed.
+    /// standalone server (executed in order); on a cluster, a stage as one pipeline per
+    /// master (see `cluster_stage`), each stage after the previous one has completed.
     pub(super) async fn exec_stages(
         &mut self,
         stages: Vec<Vec<Cmd>>,
@@ -70,7 +72,9 @@ impl Conn {
             Conn::Cluster(c) => {
                 let mut out = Vec::new();
                 for stage in stages {
-                    out.extend(Self::concurrent(c, stage.into_iter()).await?);
+                    for r in cluster::stage(c, stage).await? {
+                        out.push(r?);
+                    }
                 }
                 Ok(out)
             }
@@ -97,11 +101,7 @@ impl Conn {
             Conn::Cluster(c) => {
                 let mut out = Vec::new();
                 for stage in stages {
-                    let futs = stage.into_iter().map(|cmd| {
-                        let mut c = c.clone();
-                        async move { cmd.query_async::<Value>(&mut c).await }
-                    });
-                    for r in futures_util::future::join_all(futs).await {
+                    for r in cluster::stage(c, stage).await? {
                         match r {
                             // A server's answer to this one command.
                             Err(e) if e.code().is_some() => out.push(Err(e)),
@@ -113,17 +113,5 @@ impl Conn {
                 Ok(out)
             }
         }
-    }
-
-    #[cfg(feature = "cluster")]
-    async fn concurrent(
-        c: &ClusterConnection,
-        cmds: impl Iterator<Item = Cmd>,
-    ) -> redis::RedisResult<Vec<Value>> {
-        let futs = cmds.map(|cmd| {
-            let mut c = c.clone();
-            async move { cmd.query_async::<Value>(&mut c).await }
-        });
-        futures_util::future::try_join_all(futs).await
     }
 }

@@ -32,6 +32,8 @@
 //! `impl_registry` or this file.
 
 mod bounded;
+#[cfg(feature = "cluster")]
+mod cluster_stage;
 mod conn;
 mod discover;
 mod exec;

@@ -182,3 +182,54 @@ async fn cluster_push_sees_writes_on_every_master_promptly() {
     assert_eq!(masters.len(), 3, "the writes landed on every master");
     assert!(late.is_empty(), "late pushes (worst {worst:?}): {late:?}");
 }
+
+/// A read of many keys goes to each master as one pipeline (grouped by the slot ranges
+/// of `CLUSTER SLOTS`); when slots have moved to another master since the reader
+/// learnt the topology, the commands a master answers with `MOVED` are sent again on
+/// their own, so every record is still read, equal to a fresh reader's full read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_reads_follow_slots_that_moved_between_masters() {
+    const NODES: usize = 400;
+    let cluster = RedisCluster::start().unwrap();
+    let writer = RedisRegistry::connect(&cluster.url(), cfg()).await.unwrap();
+    let publishes = (0..NODES).map(|i| {
+        let writer = &writer;
+        async move { writer.publish_stats(&node(i)).await }
+    });
+    for r in futures_util::future::join_all(publishes).await {
+        r.unwrap();
+    }
+    let reader = RedisRegistry::connect(&cluster.url(), cfg()).await.unwrap();
+    assert_eq!(reader.discover().await.unwrap().stats.len(), NODES);
+
+    let keys_on_first = || -> u64 {
+        let n = cluster.nodes()[0].cli(&["DBSIZE"]).unwrap();
+        n.trim().parse().unwrap()
+    };
+    let before = keys_on_first();
+    cluster.reshard(0, 1, 400).unwrap();
+    assert!(keys_on_first() < before, "the moved slots held keys");
+
+    // Every record changes, so the reader's next read fetches every key again, with
+    // the topology it learnt before the move.
+    let publishes = (0..NODES).map(|i| {
+        let writer = &writer;
+        async move {
+            let mut rec = node(i);
+            rec.gpus[0].memory_free_mb = Some(1000 + i as u64);
+            writer.publish_stats(&rec).await
+        }
+    });
+    for r in futures_util::future::join_all(publishes).await {
+        r.unwrap();
+    }
+    let view = reader.discover().await.unwrap();
+    assert_eq!(view.stats.len(), NODES);
+    assert!(view.skipped.is_empty(), "{:?}", view.skipped);
+    for i in 0..NODES {
+        let rec = view.stats_of(&node(i).node_id).expect("every node read");
+        assert_eq!(rec.gpus[0].memory_free_mb, Some(1000 + i as u64));
+    }
+    let fresh = RedisRegistry::connect(&cluster.url(), cfg()).await.unwrap();
+    assert_eq!(fresh.discover().await.unwrap(), view);
+}
