@@ -10,6 +10,8 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+#[cfg(feature = "mimalloc")]
+mod allocator;
 mod app;
 mod cli;
 mod config;
@@ -62,6 +64,8 @@ pub(crate) fn cli_hint(e: &vramroute_cluster::Error) -> Option<&'static str> {
 }
 
 fn main() -> ExitCode {
+    #[cfg(feature = "mimalloc")]
+    let allocator = allocator::apply();
     let cli = cli::Cli::parse();
     let result = source::Settings::load(&cli.source).and_then(|settings| {
         let default = match cli.command {
@@ -76,6 +80,10 @@ fn main() -> ExitCode {
             "vramroute-coordinator",
             "warn",
         );
+        #[cfg(feature = "mimalloc")]
+        if allocator == allocator::Applied::LayoutDiffers {
+            tracing::warn!("mimalloc's options are not where this build expects them: its memory settings were left at their defaults (resident memory may be about twice the live data)");
+        }
         match &cli.command {
             cli::Command::Status(a) => status::run(&settings, a),
             cli::Command::Route(a) => route::run_route(&settings, a),

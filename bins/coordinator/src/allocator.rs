@@ -1,0 +1,114 @@
+//! mimalloc's settings for a long-running daemon: give freed memory back to the OS at
+//! once rather than holding it. At 10,000 nodes the daemon's resident memory with
+//! mimalloc's defaults is about twice its live data (docs/scale.md, "Daemon memory"):
+//! a view and a snapshot are rebuilt every second or so, and mimalloc keeps the pages
+//! of the previous ones for a second (`purge_delay`), commits arena memory eagerly
+//! (`arena_eager_commit`) and keeps full pages per size class (`page_full_retain`).
+//!
+//! An operator's own `MIMALLOC_*` environment variable for an option wins: that option
+//! is left as mimalloc read it.
+
+use std::ffi::{c_int, c_long};
+
+/// One option: its index in mimalloc v3's `mi_option_e` (`mimalloc.h`; libmimalloc-sys
+/// names only some of them), its environment variable, mimalloc's default (checked
+/// before anything is set, so a different option layout is never written to) and ours.
+struct Setting {
+    index: c_int,
+    env: &'static str,
+    default: c_long,
+    value: c_long,
+}
+
+const SETTINGS: [Setting; 3] = [
+    // Purge (decommit) freed memory at once instead of after 1 s.
+    Setting {
+        index: 15,
+        env: "MIMALLOC_PURGE_DELAY",
+        default: 1000,
+        value: 0,
+    },
+    // Commit arena memory as it is used, not the whole arena up front.
+    Setting {
+        index: 4,
+        env: "MIMALLOC_ARENA_EAGER_COMMIT",
+        default: 2,
+        value: 0,
+    },
+    // Keep no full pages per size class in reserve.
+    Setting {
+        index: 36,
+        env: "MIMALLOC_PAGE_FULL_RETAIN",
+        default: 2,
+        value: 0,
+    },
+];
+
+/// What [`apply`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Applied {
+    /// Every option not set by the environment was set.
+    All,
+    /// mimalloc's options did not hold the expected defaults (another mimalloc version):
+    /// nothing was set.
+    LayoutDiffers,
+}
+
+/// Sets the options of [`SETTINGS`] the environment does not set. Call first in `main`.
+pub(crate) fn apply() -> Applied {
+    let ours: Vec<&Setting> = SETTINGS
+        .iter()
+        .filter(|s| std::env::var_os(s.env).is_none())
+        .collect();
+    if ours
+        .iter()
+        .any(|s| ![s.default, s.value].contains(&get(s.index)))
+    {
+        return Applied::LayoutDiffers;
+    }
+    for s in ours {
+        set(s.index, s.value);
+    }
+    Applied::All
+}
+
+/// `mi_option_get`.
+fn get(index: c_int) -> c_long {
+    // SAFETY: FFI into the linked mimalloc; `mi_option_get` takes any integer (it
+    // returns 0 for one out of range) and only reads the option table.
+    #[allow(unsafe_code)] // FFI: mimalloc has no safe options API.
+    unsafe {
+        libmimalloc_sys::mi_option_get(index)
+    }
+}
+
+/// `mi_option_set`.
+fn set(index: c_int, value: c_long) {
+    // SAFETY: FFI into the linked mimalloc; `index` was checked against the option's
+    // default by `apply`, and options may be set at any time (mimalloc reads them on
+    // use).
+    #[allow(unsafe_code)] // FFI: mimalloc has no safe options API.
+    unsafe {
+        libmimalloc_sys::mi_option_set(index, value)
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_options_are_found_and_set() {
+        let untouched = SETTINGS.iter().all(|s| std::env::var_os(s.env).is_none());
+        if untouched {
+            assert_eq!(apply(), Applied::All);
+            for s in &SETTINGS {
+                assert_eq!(get(s.index), s.value, "{}", s.env);
+            }
+            // A second call finds our values and keeps them.
+            assert_eq!(apply(), Applied::All);
+        }
+        // An index that is no option reads as 0, which no default here is.
+        assert_eq!(get(10_000), 0);
+    }
+}
