@@ -48,6 +48,16 @@ struct Args {
     load_cpus: Option<String>,
 }
 
+const USAGE: &str = "usage: gateway-load [--clients N] [--requests N] [--rounds N] [--stream] [--chunks N] [--json] [--coordinator PATH] [--rate REQ_PER_S] [--gateway-cpus LIST] [--load-cpus LIST]
+
+Starts a fake Ollama node and a vramroute-coordinator daemon (its gateway in front of the
+node), then measures the latency the gateway adds: each round sends --requests requests
+from --clients concurrent clients directly to the node, then the same through the
+gateway. Options: --clients [64], --requests per round [20000], --rounds [2], --stream
+(NDJSON answers of --chunks [8] chunks), --rate (paced requests/s over all clients;
+default closed loop), --coordinator (the binary or a wrapper script; default: the one
+next to this executable), --gateway-cpus/--load-cpus (taskset CPU lists), --json.";
+
 fn parse_args() -> Result<Args> {
     let mut a = Args {
         clients: 64,
@@ -75,10 +85,11 @@ fn parse_args() -> Result<Args> {
             "--rate" => a.rate = Some(value()?.parse()?),
             "--gateway-cpus" => a.gateway_cpus = Some(value()?),
             "--load-cpus" => a.load_cpus = Some(value()?),
-            "-h" | "--help" => bail!(
-                "usage: gateway-load [--clients N] [--requests N] [--rounds N] [--stream] [--chunks N] [--json] [--coordinator PATH] [--rate REQ_PER_S] [--gateway-cpus LIST] [--load-cpus LIST]"
-            ),
-            _ => bail!("unknown argument {arg}; see --help"),
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            _ => bail!("unknown argument {arg}\n{USAGE}"),
         }
     }
     if !(1..=1024).contains(&a.clients) || a.requests < a.clients || a.rounds == 0 || a.rounds > 10
