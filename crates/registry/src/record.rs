@@ -612,3 +612,52 @@ impl<'de> Deserialize<'de> for RpcNodeRecord {
         d.deserialize_map(RpcVisitor)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::validate::{decode_rpc, decode_stats, Limits};
+
+    /// A decoded record keeps its short strings inline (no heap block each: the point
+    /// of `SmolStr`, docs/scale.md "Record representation") and a long one on the heap,
+    /// and writes back the bytes it was read from.
+    #[test]
+    fn decoded_strings_are_inline_up_to_23_bytes_and_round_trip() {
+        let mut r = GpuStatsRecord::new("10.0.0.5:11434", "nvidia", 1_700_000_000.5);
+        let mut g = GpuStat::new(0, "NVIDIA GeForce RTX 3090"); // 23 bytes
+        g.uuid = Some("GPU-00000001-0000-4a5b-8c9d-0123456789ab".into()); // 40 bytes
+        g.driver = Some("nvidia".into());
+        r.gpus.push(g);
+        r.hostname = Some("gpu-node-1".into());
+        r.loaded_models = Some(vec![LoadedModel::new("llama3.1:8b", Some(4_700), None)]);
+        let json = r.to_json();
+        let back =
+            decode_stats("10.0.0.5:11434", json.as_bytes(), &Limits::default()).expect("decodes");
+        assert_eq!(back, r);
+        assert_eq!(back.to_json(), json);
+        let gpu = &back.gpus[0];
+        for s in [&back.node_id, &back.vendor, &gpu.name] {
+            assert!(!s.is_heap_allocated(), "{s} should be inline");
+        }
+        assert!(!gpu.driver.as_ref().is_some_and(SmolStr::is_heap_allocated));
+        assert!(gpu.uuid.as_ref().is_some_and(SmolStr::is_heap_allocated));
+
+        let mut rpc = RpcNodeRecord::cpu_only(51_200);
+        rpc.gpu_devices = vec!["cuda:0".into()];
+        rpc.gpu_names = vec!["NVIDIA GeForce RTX 3090".into()];
+        rpc.has_gpu = true;
+        rpc.gpu_vram_mb = vec![19_660];
+        rpc.device_config = "cpu,cuda:0".into();
+        rpc.memory_config = "51200,19660".into();
+        rpc.total_parallel_workers = 2;
+        let json = rpc.to_json();
+        let back = decode_rpc(json.as_bytes(), &Limits::default()).expect("decodes");
+        assert_eq!(back.to_json(), json);
+        assert!(back
+            .gpu_names
+            .iter()
+            .chain(&back.gpu_devices)
+            .all(|s| !s.is_heap_allocated()));
+        assert_eq!(RpcNodeRecord::cpu_only(51_200).memory_config, "51200");
+    }
+}
