@@ -179,7 +179,7 @@ fn decode(c: &mut Criterion) {
     let stats: Vec<(String, String)> = (0..1000)
         .map(|i| {
             let r = stats_record(i);
-            (r.node_id.clone(), r.to_json())
+            (r.node_id.to_string(), r.to_json())
         })
         .collect();
     let rpcs: Vec<String> = (0..1000).map(|i| rpc_record(i).to_json()).collect();

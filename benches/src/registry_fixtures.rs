@@ -32,19 +32,19 @@ pub fn stats_record(i: usize) -> GpuStatsRecord {
         gpu_stat.memory_used_mb = Some(6_576 + (i as u64 % 1000));
         gpu_stat.utilization_percent = Some((i % 100) as u32);
         gpu_stat.temperature_c = Some(40 + (i % 40) as i32);
-        gpu_stat.uuid = Some(format!("GPU-{i:08x}-{index:04x}-4a5b-8c9d-0123456789ab"));
-        gpu_stat.pci_bus_id = Some(format!("00000000:{:02x}:00.0", index + 1));
+        gpu_stat.uuid = Some(format!("GPU-{i:08x}-{index:04x}-4a5b-8c9d-0123456789ab").into());
+        gpu_stat.pci_bus_id = Some(format!("00000000:{:02x}:00.0", index + 1).into());
         gpu_stat.power_w = Some(215.5);
-        gpu_stat.memory_kind = Some("dedicated".to_owned());
-        gpu_stat.driver = Some("nvidia".to_owned());
-        gpu_stat.ggml_device = Some(format!("CUDA{index}"));
+        gpu_stat.memory_kind = Some("dedicated".into());
+        gpu_stat.driver = Some("nvidia".into());
+        gpu_stat.ggml_device = Some(format!("CUDA{index}").into());
         gpu_stat
     };
     let mut r = GpuStatsRecord::new(node_id(i), "nvidia", 1_795_441_356.326_933_9 + i as f64);
     r.gpus = vec![gpu(0), gpu(1)];
     r.schema_version = Some(SCHEMA_VERSION);
-    r.reporter_version = Some("0.1.0".to_owned());
-    r.hostname = Some(format!("gpu-node-{i}"));
+    r.reporter_version = Some("0.1.0".into());
+    r.hostname = Some(format!("gpu-node-{i}").into());
     r.gpu_offload = Some(GpuOffload::On);
     r.loaded_models = Some(vec![LoadedModel::new(
         "llama3.1:8b",
@@ -55,7 +55,7 @@ pub fn stats_record(i: usize) -> GpuStatsRecord {
     r.cpu_ram_free_mb = Some(40_000);
     r.cpu_count = Some(16);
     r.cpu_load_percent = Some(12.5);
-    r.ollama_url = Some(format!("http://{}:11434", rpc_host(i)));
+    r.ollama_url = Some(format!("http://{}:11434", rpc_host(i)).into());
     r
 }
 
@@ -63,17 +63,17 @@ pub fn stats_record(i: usize) -> GpuStatsRecord {
 pub fn rpc_record(i: usize) -> RpcNodeRecord {
     let mut r = RpcNodeRecord::default();
     r.has_gpu = true;
-    r.gpu_devices = vec!["cuda:0".to_owned(), "cuda:1".to_owned()];
+    r.gpu_devices = vec!["cuda:0".into(), "cuda:1".into()];
     r.gpu_vram_mb = vec![19_660, 19_660];
-    r.gpu_names = vec!["NVIDIA GeForce RTX 3090".to_owned(); 2];
+    r.gpu_names = vec!["NVIDIA GeForce RTX 3090".into(); 2];
     r.cpu_ram_mb = 51_200;
-    r.device_config = "cpu,cuda:0,cuda:1".to_owned();
-    r.memory_config = "51200,19660,19660".to_owned();
+    r.device_config = "cpu,cuda:0,cuda:1".into();
+    r.memory_config = "51200,19660,19660".into();
     r.total_parallel_workers = 3;
     r.schema_version = Some(SCHEMA_VERSION);
-    r.reporter_version = Some("0.1.0".to_owned());
-    r.hostname = Some(format!("gpu-node-{i}"));
-    r.ggml_devices = Some(vec!["CUDA0".to_owned(), "CUDA1".to_owned()]);
+    r.reporter_version = Some("0.1.0".into());
+    r.hostname = Some(format!("gpu-node-{i}").into());
+    r.ggml_devices = Some(vec!["CUDA0".into(), "CUDA1".into()]);
     r
 }
 

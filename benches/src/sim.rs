@@ -249,21 +249,24 @@ impl SimNode {
                 g.memory_used_mb = Some(total - free);
                 g.utilization_percent = Some(((total - free) * 100 / total) as u32);
                 g.temperature_c = Some(35 + (self.slot % 40) as i32);
-                g.uuid = Some(format!(
-                    "GPU-{:08x}-{:04x}-4a5b-8c9d-{:012x}",
-                    self.slot, i, self.generation
-                ));
-                g.pci_bus_id = Some(format!("00000000:{:02x}:00.0", i + 1));
+                g.uuid = Some(
+                    format!(
+                        "GPU-{:08x}-{:04x}-4a5b-8c9d-{:012x}",
+                        self.slot, i, self.generation
+                    )
+                    .into(),
+                );
+                g.pci_bus_id = Some(format!("00000000:{:02x}:00.0", i + 1).into());
                 g.power_w = Some(120.0 + (total - free) as f64 / 100.0);
-                g.memory_kind = Some("dedicated".to_owned());
-                g.driver = Some("nvidia".to_owned());
-                g.ggml_device = Some(format!("CUDA{i}"));
+                g.memory_kind = Some("dedicated".into());
+                g.driver = Some("nvidia".into());
+                g.ggml_device = Some(format!("CUDA{i}").into());
                 g
             })
             .collect();
         r.schema_version = Some(SCHEMA_VERSION);
-        r.reporter_version = Some("0.1.0".to_owned());
-        r.hostname = Some(format!("sim-{}-{}", self.slot, self.generation));
+        r.reporter_version = Some("0.1.0".into());
+        r.hostname = Some(format!("sim-{}-{}", self.slot, self.generation).into());
         r.gpu_offload = Some(if self.gpus.is_empty() {
             GpuOffload::Off
         } else {
@@ -281,8 +284,8 @@ impl SimNode {
         r.cpu_ram_free_mb = Some(self.ram_mib.1);
         r.cpu_count = Some(self.cpus);
         r.cpu_load_percent = Some(self.cpu_load);
-        r.ollama_url = Some(format!("http://{}", self.id()));
-        r.rpc_host = Some(sim_host(self.slot));
+        r.ollama_url = Some(format!("http://{}", self.id()).into());
+        r.rpc_host = Some(sim_host(self.slot).into());
         r.rpc_port = Some(50052);
         r
     }
@@ -291,21 +294,27 @@ impl SimNode {
     pub fn rpc_record(&self) -> RpcNodeRecord {
         let mut r = RpcNodeRecord::default();
         r.has_gpu = !self.gpus.is_empty();
-        r.gpu_devices = (0..self.gpus.len()).map(|i| format!("cuda:{i}")).collect();
+        r.gpu_devices = (0..self.gpus.len())
+            .map(|i| format!("cuda:{i}").into())
+            .collect();
         r.gpu_vram_mb = self.gpus.iter().map(|g| g.1 * 4 / 5).collect();
-        r.gpu_names = self.gpus.iter().map(|g| g.0.to_owned()).collect();
+        r.gpu_names = self.gpus.iter().map(|g| g.0.into()).collect();
         r.cpu_ram_mb = self.ram_mib.0 * 4 / 5;
         let mut devices = vec!["cpu".to_owned()];
-        devices.extend(r.gpu_devices.iter().cloned());
-        r.device_config = devices.join(",");
+        devices.extend(r.gpu_devices.iter().map(|d| d.to_string()));
+        r.device_config = devices.join(",").into();
         let mut memory = vec![r.cpu_ram_mb.to_string()];
         memory.extend(r.gpu_vram_mb.iter().map(u64::to_string));
-        r.memory_config = memory.join(",");
+        r.memory_config = memory.join(",").into();
         r.total_parallel_workers = 1 + self.gpus.len() as u32;
         r.schema_version = Some(SCHEMA_VERSION);
-        r.reporter_version = Some("0.1.0".to_owned());
-        r.hostname = Some(format!("sim-{}-{}", self.slot, self.generation));
-        r.ggml_devices = Some((0..self.gpus.len()).map(|i| format!("CUDA{i}")).collect());
+        r.reporter_version = Some("0.1.0".into());
+        r.hostname = Some(format!("sim-{}-{}", self.slot, self.generation).into());
+        r.ggml_devices = Some(
+            (0..self.gpus.len())
+                .map(|i| format!("CUDA{i}").into())
+                .collect(),
+        );
         r
     }
 }

@@ -309,33 +309,33 @@ mod tests {
 
     fn record(rng: &mut Rng, id: &str, now: f64) -> GpuStatsRecord {
         let mut r = GpuStatsRecord::default();
-        r.node_id = id.to_owned();
-        r.vendor = "nvidia".to_owned();
+        r.node_id = id.into();
+        r.vendor = "nvidia".into();
         r.timestamp = match rng.below(20) {
             0 => now + 3600.0, // from the future
             1 => now - 100.0,  // stale
             _ => now - rng.below(25) as f64,
         };
         if rng.below(2) == 0 {
-            r.reporter_version = Some("0.1.0".to_owned());
+            r.reporter_version = Some("0.1.0".into());
             r.cpu_ram_total_mb = Some(64_000);
             r.cpu_ram_free_mb = Some(rng.below(64_000));
         }
         if rng.below(3) == 0 {
-            r.rpc_host = Some(id.rsplit_once(':').map_or(id, |x| x.0).to_owned());
+            r.rpc_host = Some(id.rsplit_once(':').map_or(id, |x| x.0).into());
             r.rpc_port = Some(50052);
         }
         for i in 0..rng.below(3) {
             let mut g = GpuStat::default();
             g.index = 1 - i as u32; // out of order when two
-            g.name = "RTX 4090".to_owned();
+            g.name = "RTX 4090".into();
             g.memory_total_mb = (rng.below(5) != 0).then_some(24_576);
             g.memory_free_mb = Some(rng.below(24_576));
             r.gpus.push(g);
         }
         if rng.below(2) == 0 {
             let mut m = LoadedModel::default();
-            m.name = "llama3.1:8b".to_owned();
+            m.name = "llama3.1:8b".into();
             m.size_mb = Some(4_700);
             r.loaded_models = Some(vec![m]);
         }
@@ -345,7 +345,7 @@ mod tests {
     fn registration(rng: &mut Rng) -> RpcNodeRecord {
         let mut r = RpcNodeRecord::default();
         r.cpu_ram_mb = 1_000 + rng.below(30_000);
-        r.device_config = "cpu".to_owned();
+        r.device_config = "cpu".into();
         r.total_parallel_workers = 1;
         r
     }

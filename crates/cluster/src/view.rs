@@ -26,7 +26,7 @@ use vramroute_alloc::{ggml_device_of_sollol, EstimateSource};
 use crate::signals::{LoadSignals, NodeLoad};
 use vramroute_ollama::{PsResponse, TagsResponse};
 use vramroute_registry::{
-    ClusterView, GpuOffload, GpuStatsRecord, RouterMetadata, RpcNodeEntry, RpcNodeRecord,
+    ClusterView, GpuOffload, GpuStatsRecord, RouterMetadata, RpcNodeEntry, RpcNodeRecord, SmolStr,
 };
 use vramroute_router::{NodeSpec, RpcEndpoint, SnapshotConfig};
 
@@ -395,24 +395,36 @@ fn writer_of(record: &GpuStatsRecord) -> String {
     }
 }
 
+/// The view's own copies of record strings (the records' are `SmolStr`).
+fn owned(v: &[SmolStr]) -> Vec<String> {
+    v.iter().map(SmolStr::to_string).collect()
+}
+
+fn owned_opt(s: &Option<SmolStr>) -> Option<String> {
+    s.as_deref().map(str::to_owned)
+}
+
 pub(crate) fn rpc_view(host: &str, port: u16, r: &RpcNodeRecord) -> RpcBackendView {
-    let ggml = r.ggml_devices.clone().unwrap_or_else(|| {
-        r.gpu_devices
-            .iter()
-            .map(|d| ggml_device_of_sollol(d))
-            .collect()
-    });
+    let ggml = r.ggml_devices.as_deref().map_or_else(
+        || {
+            r.gpu_devices
+                .iter()
+                .map(|d| ggml_device_of_sollol(d))
+                .collect()
+        },
+        owned,
+    );
     RpcBackendView {
         host: host.to_owned(),
         port,
         registered: true,
         in_metadata: false,
         has_gpu: r.has_gpu,
-        gpu_devices: r.gpu_devices.clone(),
+        gpu_devices: owned(&r.gpu_devices),
         gpu_vram_mb: r.gpu_vram_mb.clone(),
-        gpu_names: r.gpu_names.clone(),
+        gpu_names: owned(&r.gpu_names),
         cpu_ram_mb: Some(r.cpu_ram_mb),
-        device_config: Some(r.device_config.clone()),
+        device_config: Some(r.device_config.to_string()),
         total_parallel_workers: Some(r.total_parallel_workers),
         ggml_devices: ggml,
         health: None,
@@ -435,19 +447,19 @@ pub(crate) fn node_view(
     let ahead_s = r.timestamp - now;
     let from_future = ahead_s > FUTURE_SKEW_S;
     let rpc = match (&r.rpc_host, r.rpc_port) {
-        (Some(h), Some(p)) => Some(RpcEndpoint::new(h.clone(), p)),
+        (Some(h), Some(p)) => Some(RpcEndpoint::new(h.as_str(), p)),
         _ => registration.map(|e| RpcEndpoint::new(e.host.clone(), e.port)),
     };
     NodeView {
         id: id.to_owned(),
-        hostname: r.hostname.clone(),
-        vendor: r.vendor.clone(),
+        hostname: owned_opt(&r.hostname),
+        vendor: r.vendor.to_string(),
         writer: writer_of(r),
         timestamp: r.timestamp,
         age_s,
         stale: age_s > stale_after_s || from_future,
         in_registry: true,
-        ollama_url: r.ollama_url.clone().or_else(|| derived_ollama_url(id)),
+        ollama_url: owned_opt(&r.ollama_url).or_else(|| derived_ollama_url(id)),
         rpc,
         gpu_offload: r.gpu_offload.map(|o| {
             match o {
@@ -463,7 +475,7 @@ pub(crate) fn node_view(
                  bad writer): treated as stale, not routed to"
             ))
         } else {
-            r.note.clone()
+            owned_opt(&r.note)
         },
         cpu_ram_total_mb: r.cpu_ram_total_mb,
         cpu_ram_free_mb: r.cpu_ram_free_mb,
@@ -475,14 +487,14 @@ pub(crate) fn node_view(
             .iter()
             .map(|g| GpuView {
                 index: g.index,
-                name: g.name.clone(),
+                name: g.name.to_string(),
                 memory_total_mb: g.memory_total_mb,
                 memory_usable_mb: usable(g.memory_total_mb, margin),
                 memory_free_mb: g.memory_free_mb,
                 memory_used_mb: g.memory_used_mb,
                 utilization_percent: g.utilization_percent,
                 temperature_c: g.temperature_c,
-                ggml_device: g.ggml_device.clone(),
+                ggml_device: owned_opt(&g.ggml_device),
             })
             .collect(),
         loaded_models: r
@@ -490,7 +502,7 @@ pub(crate) fn node_view(
             .iter()
             .flatten()
             .map(|m| LoadedView {
-                name: m.name.clone(),
+                name: m.name.to_string(),
                 size_mb: m.size_mb,
                 size_vram_mb: m.size_vram_mb,
             })

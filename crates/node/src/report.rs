@@ -10,7 +10,7 @@ use vramroute_alloc::{
 use vramroute_ollama::{OffloadVerdict, PsResponse};
 use vramroute_probe::{GpuDevice, MemoryKind, NodeHardware};
 use vramroute_registry::{
-    keys, GpuOffload, GpuStat, GpuStatsRecord, LoadedModel, RpcNodeRecord, SCHEMA_VERSION,
+    keys, GpuOffload, GpuStat, GpuStatsRecord, LoadedModel, RpcNodeRecord, SmolStr, SCHEMA_VERSION,
 };
 
 use crate::Result;
@@ -171,18 +171,18 @@ impl NodeReport {
         stat.memory_used_mb = gpu.memory_used_mib;
         stat.utilization_percent = gpu.utilization_percent;
         stat.temperature_c = gpu.temperature_celsius.map(|t| t.round() as i32);
-        stat.uuid = gpu.uuid.clone();
-        stat.pci_bus_id = gpu.pci_bus_id.clone();
+        stat.uuid = gpu.uuid.as_deref().map(SmolStr::from);
+        stat.pci_bus_id = gpu.pci_bus_id.as_deref().map(SmolStr::from);
         stat.power_w = gpu.power_watts;
         stat.memory_kind = Some(
             match gpu.memory_kind {
                 MemoryKind::Dedicated => "dedicated",
                 MemoryKind::Unified => "unified",
             }
-            .to_string(),
+            .into(),
         );
-        stat.driver = Some(gpu.driver.clone());
-        stat.ggml_device = self.ggml_device(gpu);
+        stat.driver = Some(gpu.driver.as_str().into());
+        stat.ggml_device = self.ggml_device(gpu).map(SmolStr::from);
         stat
     }
 
@@ -203,20 +203,22 @@ impl NodeReport {
         let host = &self.hardware.host;
         let vendor = ordered
             .first()
-            .map_or("none".to_string(), |(_, g)| g.vendor.to_string());
-        let mut record = GpuStatsRecord::new(id.node_id.clone(), vendor, self.timestamp);
+            .map_or(SmolStr::new_static("none"), |(_, g)| {
+                g.vendor.to_string().into()
+            });
+        let mut record = GpuStatsRecord::new(id.node_id.as_str(), vendor, self.timestamp);
         record.schema_version = Some(SCHEMA_VERSION);
-        record.reporter_version = Some(env!("CARGO_PKG_VERSION").to_string());
-        record.hostname = id.hostname.clone();
+        record.reporter_version = Some(SmolStr::new_static(env!("CARGO_PKG_VERSION")));
+        record.hostname = id.hostname.as_deref().map(SmolStr::from);
         record.gpu_offload = Some(offload);
-        record.gpu_offload_reason = Some(reason);
+        record.gpu_offload_reason = Some(reason.into());
         record.loaded_models = Some(
             self.ollama
                 .models
                 .iter()
                 .map(|m| {
                     LoadedModel::new(
-                        m.name.clone(),
+                        m.name.as_str(),
                         Some(m.size / BYTES_PER_MIB),
                         Some(m.size_vram / BYTES_PER_MIB),
                     )
@@ -227,15 +229,14 @@ impl NodeReport {
         record.cpu_ram_free_mb = Some(host.available_ram_mib);
         record.cpu_count = Some(host.cpu_count);
         record.cpu_load_percent = host.cpu_load_percent;
-        record.ollama_url = id.ollama_url.clone();
-        record.rpc_host = Some(id.advertise_ip.clone());
+        record.ollama_url = id.ollama_url.as_deref().map(SmolStr::from);
+        record.rpc_host = Some(id.advertise_ip.as_str().into());
         record.rpc_port = Some(id.rpc_port);
         if offload == GpuOffload::Off && !stats.is_empty() {
-            record.vendor = "none".to_string();
-            record.note = Some(
-                "GPUs present but Ollama runs every loaded model on the CPU; see detected_gpus"
-                    .to_string(),
-            );
+            record.vendor = SmolStr::new_static("none");
+            record.note = Some(SmolStr::new_static(
+                "GPUs present but Ollama runs every loaded model on the CPU; see detected_gpus",
+            ));
             record
                 .extra
                 .insert("detected_gpus".to_string(), json!(stats));
@@ -256,22 +257,22 @@ impl NodeReport {
             .filter(|w| w.budget_mib.is_some() && w.sollol_device().is_some())
             .filter_map(|w| w.gpu.as_ref())
             .collect();
-        let all = |f: &dyn Fn(&GpuDevice) -> Option<String>| -> Option<Vec<String>> {
-            let v: Option<Vec<String>> = listed.iter().map(|g| f(g)).collect();
+        let all = |f: &dyn Fn(&GpuDevice) -> Option<String>| -> Option<Vec<SmolStr>> {
+            let v: Option<Vec<SmolStr>> = listed.iter().map(|g| f(g).map(SmolStr::from)).collect();
             v.filter(|v| !v.is_empty())
         };
         let host = &self.hardware.host;
         let mut record = RpcNodeRecord::default();
         record.has_gpu = cap.has_gpu;
-        record.gpu_devices = cap.gpu_devices;
+        record.gpu_devices = cap.gpu_devices.into_iter().map(SmolStr::from).collect();
         record.gpu_vram_mb = cap.gpu_vram_mb;
-        record.gpu_names = cap.gpu_names;
+        record.gpu_names = cap.gpu_names.into_iter().map(SmolStr::from).collect();
         record.cpu_ram_mb = cap.cpu_ram_mb;
-        record.device_config = cap.device_config;
-        record.memory_config = cap.memory_config;
+        record.device_config = cap.device_config.into();
+        record.memory_config = cap.memory_config.into();
         record.total_parallel_workers = cap.total_parallel_workers;
         record.schema_version = Some(SCHEMA_VERSION);
-        record.reporter_version = Some(env!("CARGO_PKG_VERSION").to_string());
+        record.reporter_version = Some(SmolStr::new_static(env!("CARGO_PKG_VERSION")));
         record.ggml_devices = all(&|g| self.ggml_device(g));
         record.gpu_uuids = all(&|g| g.uuid.clone());
         record.gpu_pci_bus_ids = all(&|g| g.pci_bus_id.clone());

@@ -75,7 +75,7 @@ pub use error::{redact_url, url_with_password, Error, Result};
 pub use memory::MemoryRegistry;
 pub use record::{
     GpuOffload, GpuStat, GpuStatsRecord, LoadedModel, RouterMetadata, RpcBackend, RpcNodeRecord,
-    MANAGED_BACKENDS_FIELD, SCHEMA_VERSION,
+    SmolStr, MANAGED_BACKENDS_FIELD, SCHEMA_VERSION,
 };
 pub use redis_backend::RedisRegistry;
 pub use registry::Registry;

@@ -235,7 +235,7 @@ impl Registry for MemoryRegistry {
         let mut st = self.state();
         st.purge(now);
         st.stats.insert(
-            record.node_id.clone(),
+            record.node_id.to_string(),
             Entry {
                 json,
                 // An absurd TTL that overflows the clock never expires.
@@ -255,7 +255,7 @@ impl Registry for MemoryRegistry {
         while st.stream.len() > self.inner.config.stream_maxlen.max(1) {
             st.stream.pop_front();
         }
-        self.put(&mut st, Change::Updated(record.node_id.clone()));
+        self.put(&mut st, Change::Updated(record.node_id.to_string()));
         Ok(())
     }
 

@@ -19,6 +19,8 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::pyjson;
 
+pub use smol_str::SmolStr;
+
 /// The schema version vramroute writes in `schema_version`.
 pub const SCHEMA_VERSION: u32 = 1;
 
@@ -29,7 +31,7 @@ pub struct GpuStat {
     /// Position of the GPU on its node (SOLLOL: nvidia-smi index).
     pub index: u32,
     /// Marketing name, e.g. `NVIDIA GeForce RTX 3090`.
-    pub name: String,
+    pub name: SmolStr,
     /// Total VRAM in MiB; `None` when unknown.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_total_mb: Option<u64>,
@@ -47,22 +49,22 @@ pub struct GpuStat {
     pub temperature_c: Option<i32>,
     /// Extra (ours): vendor UUID (NVML `GPU-…`), when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub uuid: Option<String>,
+    pub uuid: Option<SmolStr>,
     /// Extra (ours): PCI bus id (`0000:01:00.0`), when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pci_bus_id: Option<String>,
+    pub pci_bus_id: Option<SmolStr>,
     /// Extra (ours): board power draw in watts, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub power_w: Option<f64>,
     /// Extra (ours): memory kind, e.g. `dedicated`, `unified`, `gtt`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub memory_kind: Option<String>,
+    pub memory_kind: Option<SmolStr>,
     /// Extra (ours): kernel driver, e.g. `nvidia`, `amdgpu`, `xe`, `i915`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub driver: Option<String>,
+    pub driver: Option<SmolStr>,
     /// Extra (ours): the ggml device name llama.cpp uses for it (`CUDA0`, `ROCm1`, …).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ggml_device: Option<String>,
+    pub ggml_device: Option<SmolStr>,
 }
 
 /// Whether the node's Ollama actually offloads to its GPUs (extra key `gpu_offload`).
@@ -83,7 +85,7 @@ pub enum GpuOffload {
 #[non_exhaustive]
 pub struct LoadedModel {
     /// Model name as Ollama reports it (`llama3.1:8b`).
-    pub name: String,
+    pub name: SmolStr,
     /// Total size in MiB, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size_mb: Option<u64>,
@@ -97,25 +99,25 @@ pub struct LoadedModel {
 #[non_exhaustive]
 pub struct GpuStatsRecord {
     /// `nvidia`, `amd`, `intel` or `none` (others' writers may put other strings).
-    pub vendor: String,
+    pub vendor: SmolStr,
     /// One entry per GPU; empty on a CPU-only node.
     pub gpus: Vec<GpuStat>,
     /// Unix seconds of the measurement.
     pub timestamp: f64,
     /// `{ip}:{ollama_port}`. When read, a record without it gets the id from its key.
-    pub node_id: String,
+    pub node_id: SmolStr,
     /// Extra: schema version of the record (ours write [`SCHEMA_VERSION`]).
     pub schema_version: Option<u32>,
     /// Extra: version of the writing reporter.
-    pub reporter_version: Option<String>,
+    pub reporter_version: Option<SmolStr>,
     /// Extra: host name of the node.
-    pub hostname: Option<String>,
+    pub hostname: Option<SmolStr>,
     /// Extra: whether Ollama offloads to the GPUs.
     pub gpu_offload: Option<GpuOffload>,
     /// Extra: why `gpu_offload` has its value, in words.
-    pub gpu_offload_reason: Option<String>,
+    pub gpu_offload_reason: Option<SmolStr>,
     /// SOLLOL's optional `note` (e.g. "GPU present but Ollama using CPU-only").
-    pub note: Option<String>,
+    pub note: Option<SmolStr>,
     /// Extra: models loaded in the node's Ollama.
     pub loaded_models: Option<Vec<LoadedModel>>,
     /// Extra: host RAM total, MiB.
@@ -127,9 +129,9 @@ pub struct GpuStatsRecord {
     /// Extra: CPU load over all CPUs, 0–100 %.
     pub cpu_load_percent: Option<f64>,
     /// Extra: the node's Ollama base URL.
-    pub ollama_url: Option<String>,
+    pub ollama_url: Option<SmolStr>,
     /// Extra: host of the node's llama.cpp rpc-server, if any.
-    pub rpc_host: Option<String>,
+    pub rpc_host: Option<SmolStr>,
     /// Extra: port of the node's llama.cpp rpc-server, if any.
     pub rpc_port: Option<u16>,
     /// Unknown top-level keys, kept as read and written back after ours.
@@ -143,17 +145,17 @@ pub struct RpcNodeRecord {
     /// Whether the node offers GPUs.
     pub has_gpu: bool,
     /// SOLLOL-style device ids, `cuda:0`, `rocm:0` (not ggml names; see `ggml_devices`).
-    pub gpu_devices: Vec<String>,
+    pub gpu_devices: Vec<SmolStr>,
     /// Usable VRAM per GPU after the safety reserve, MiB.
     pub gpu_vram_mb: Vec<u64>,
     /// GPU names, one per device.
-    pub gpu_names: Vec<String>,
+    pub gpu_names: Vec<SmolStr>,
     /// Usable host RAM after the reserve, MiB.
     pub cpu_ram_mb: u64,
     /// `cpu,cuda:0,…`.
-    pub device_config: String,
+    pub device_config: SmolStr,
     /// `12000,19200,…` MiB, CPU first.
-    pub memory_config: String,
+    pub memory_config: SmolStr,
     /// 1 + number of GPUs.
     pub total_parallel_workers: u32,
     /// Extra: schema version (ours write [`SCHEMA_VERSION`]).
@@ -161,20 +163,20 @@ pub struct RpcNodeRecord {
     pub schema_version: Option<u32>,
     /// Extra: version of the writing reporter.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub reporter_version: Option<String>,
+    pub reporter_version: Option<SmolStr>,
     /// Extra: host name.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub hostname: Option<String>,
+    pub hostname: Option<SmolStr>,
     /// Extra: ggml device names for `rpc-server -d` (`CPU`, `CUDA0`, …), one per entry
     /// of `gpu_devices`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub ggml_devices: Option<Vec<String>>,
+    pub ggml_devices: Option<Vec<SmolStr>>,
     /// Extra: GPU UUIDs, one per device (empty string when unknown).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub gpu_uuids: Option<Vec<String>>,
+    pub gpu_uuids: Option<Vec<SmolStr>>,
     /// Extra: PCI bus ids, one per device (empty string when unknown).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub gpu_pci_bus_ids: Option<Vec<String>>,
+    pub gpu_pci_bus_ids: Option<Vec<SmolStr>>,
     /// Extra: total VRAM per GPU before the reserve, MiB.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub gpu_vram_total_mb: Option<Vec<u64>>,
@@ -291,7 +293,7 @@ impl Serialize for GpuStatsRecord {
 
 impl GpuStat {
     /// GPU `index` named `name`, everything else unknown.
-    pub fn new(index: u32, name: impl Into<String>) -> Self {
+    pub fn new(index: u32, name: impl Into<SmolStr>) -> Self {
         Self {
             index,
             name: name.into(),
@@ -302,7 +304,7 @@ impl GpuStat {
 
 impl LoadedModel {
     /// A loaded model of `size_mb` MiB with `size_vram_mb` of it in VRAM (`None`: unknown).
-    pub fn new(name: impl Into<String>, size_mb: Option<u64>, size_vram_mb: Option<u64>) -> Self {
+    pub fn new(name: impl Into<SmolStr>, size_mb: Option<u64>, size_vram_mb: Option<u64>) -> Self {
         Self {
             name: name.into(),
             size_mb,
@@ -321,7 +323,7 @@ impl GpuStatsRecord {
     /// r.gpus.push(GpuStat::new(0, "RTX 4090"));
     /// assert!(r.to_json().starts_with(r#"{"vendor": "nvidia", "gpus": [{"index": 0"#));
     /// ```
-    pub fn new(node_id: impl Into<String>, vendor: impl Into<String>, timestamp: f64) -> Self {
+    pub fn new(node_id: impl Into<SmolStr>, vendor: impl Into<SmolStr>, timestamp: f64) -> Self {
         Self {
             vendor: vendor.into(),
             timestamp,
@@ -355,8 +357,8 @@ impl RpcNodeRecord {
         Self {
             has_gpu: false,
             cpu_ram_mb,
-            device_config: "cpu".to_owned(),
-            memory_config: cpu_ram_mb.to_string(),
+            device_config: SmolStr::new_static("cpu"),
+            memory_config: smol_str::format_smolstr!("{cpu_ram_mb}"),
             total_parallel_workers: 1,
             ..Self::default()
         }
@@ -608,5 +610,54 @@ impl<'de> Deserialize<'de> for RpcNodeRecord {
             }
         }
         d.deserialize_map(RpcVisitor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::validate::{decode_rpc, decode_stats, Limits};
+
+    /// A decoded record keeps its short strings inline (no heap block each: the point
+    /// of `SmolStr`, docs/scale.md "Record representation") and a long one on the heap,
+    /// and writes back the bytes it was read from.
+    #[test]
+    fn decoded_strings_are_inline_up_to_23_bytes_and_round_trip() {
+        let mut r = GpuStatsRecord::new("10.0.0.5:11434", "nvidia", 1_700_000_000.5);
+        let mut g = GpuStat::new(0, "NVIDIA GeForce RTX 3090"); // 23 bytes
+        g.uuid = Some("GPU-00000001-0000-4a5b-8c9d-0123456789ab".into()); // 40 bytes
+        g.driver = Some("nvidia".into());
+        r.gpus.push(g);
+        r.hostname = Some("gpu-node-1".into());
+        r.loaded_models = Some(vec![LoadedModel::new("llama3.1:8b", Some(4_700), None)]);
+        let json = r.to_json();
+        let back =
+            decode_stats("10.0.0.5:11434", json.as_bytes(), &Limits::default()).expect("decodes");
+        assert_eq!(back, r);
+        assert_eq!(back.to_json(), json);
+        let gpu = &back.gpus[0];
+        for s in [&back.node_id, &back.vendor, &gpu.name] {
+            assert!(!s.is_heap_allocated(), "{s} should be inline");
+        }
+        assert!(!gpu.driver.as_ref().is_some_and(SmolStr::is_heap_allocated));
+        assert!(gpu.uuid.as_ref().is_some_and(SmolStr::is_heap_allocated));
+
+        let mut rpc = RpcNodeRecord::cpu_only(51_200);
+        rpc.gpu_devices = vec!["cuda:0".into()];
+        rpc.gpu_names = vec!["NVIDIA GeForce RTX 3090".into()];
+        rpc.has_gpu = true;
+        rpc.gpu_vram_mb = vec![19_660];
+        rpc.device_config = "cpu,cuda:0".into();
+        rpc.memory_config = "51200,19660".into();
+        rpc.total_parallel_workers = 2;
+        let json = rpc.to_json();
+        let back = decode_rpc(json.as_bytes(), &Limits::default()).expect("decodes");
+        assert_eq!(back.to_json(), json);
+        assert!(back
+            .gpu_names
+            .iter()
+            .chain(&back.gpu_devices)
+            .all(|s| !s.is_heap_allocated()));
+        assert_eq!(RpcNodeRecord::cpu_only(51_200).memory_config, "51200");
     }
 }

@@ -110,10 +110,10 @@ mod tests {
         g.memory_used_mb = Some(1_000);
         g.temperature_c = Some(-3);
         r.gpus.push(g);
-        r.hostname = Some("12345".to_owned());
+        r.hostname = Some("12345".into());
         r.gpu_offload = Some(GpuOffload::On);
         r.loaded_models = Some(vec![LoadedModel {
-            name: "llama3.1:8b".to_owned(),
+            name: "llama3.1:8b".into(),
             size_mb: Some(4_700),
             size_vram_mb: Some(4_700),
         }]);

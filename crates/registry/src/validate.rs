@@ -4,7 +4,7 @@
 //! rest of the view is unaffected. Writers run the same checks before writing, so we
 //! never publish what we would refuse to read.
 
-use crate::record::{GpuStatsRecord, RouterMetadata, RpcNodeRecord};
+use crate::record::{GpuStatsRecord, RouterMetadata, RpcNodeRecord, SmolStr};
 
 /// Caps applied to every record read (and written). Defaults are documented in
 /// `docs/registry.md`; they are far above any real machine and far below what would
@@ -135,11 +135,11 @@ fn check_name(what: impl Name, s: &str, limits: &Limits) -> Result<(), String> {
     }
 }
 
-fn check_opt_name(what: impl Name, s: &Option<String>, limits: &Limits) -> Result<(), String> {
+fn check_opt_name(what: impl Name, s: &Option<SmolStr>, limits: &Limits) -> Result<(), String> {
     s.as_deref().map_or(Ok(()), |s| check_name(what, s, limits))
 }
 
-fn check_opt_str(what: impl Name, s: &Option<String>, limits: &Limits) -> Result<(), String> {
+fn check_opt_str(what: impl Name, s: &Option<SmolStr>, limits: &Limits) -> Result<(), String> {
     s.as_deref().map_or(Ok(()), |s| check_str(what, s, limits))
 }
 
@@ -339,7 +339,7 @@ pub fn validate_metadata(m: &RouterMetadata, limits: &Limits) -> Result<(), Stri
 fn check_unique_gpus(gpus: &[crate::record::GpuStat]) -> Result<(), String> {
     for (j, b) in gpus.iter().enumerate().skip(1) {
         for (i, a) in gpus[..j].iter().enumerate() {
-            let same_id = |x: &Option<String>, y: &Option<String>| matches!((x, y), (Some(x), Some(y)) if x == y);
+            let same_id = |x: &Option<SmolStr>, y: &Option<SmolStr>| matches!((x, y), (Some(x), Some(y)) if x == y);
             let anonymous = |g: &crate::record::GpuStat| g.uuid.is_none() && g.pci_bus_id.is_none();
             let what = if same_id(&a.uuid, &b.uuid) {
                 "uuid"
@@ -369,16 +369,15 @@ pub const UNKNOWN_VENDOR: &str = "unknown";
 /// unexpected one still describes usable GPUs and is kept: a known vendor in another
 /// case or with spaces is normalised (`" NVIDIA"` → `nvidia`), anything else becomes
 /// [`UNKNOWN_VENDOR`] so no arbitrary text travels on as a vendor.
-fn normalize_vendor(vendor: &mut String) {
+fn normalize_vendor(vendor: &mut SmolStr) {
     let trimmed = vendor.trim();
     if KNOWN_VENDORS.contains(&trimmed) && trimmed.len() == vendor.len() {
         return;
     }
     *vendor = KNOWN_VENDORS
-        .iter()
+        .into_iter()
         .find(|v| trimmed.eq_ignore_ascii_case(v))
-        .unwrap_or(&UNKNOWN_VENDOR)
-        .to_string();
+        .map_or(SmolStr::new_static(UNKNOWN_VENDOR), SmolStr::new_static);
 }
 
 fn check_size(bytes: &[u8], limits: &Limits) -> Result<(), String> {
@@ -413,7 +412,7 @@ pub fn decode_stats(
     let mut r: GpuStatsRecord =
         serde_json::from_str(utf8(bytes)?).map_err(|e| format!("bad stats record: {e}"))?;
     if r.node_id.is_empty() {
-        r.node_id = key_node_id.to_owned();
+        r.node_id = SmolStr::new(key_node_id);
     }
     validate_stats(&r, limits)?;
     normalize_vendor(&mut r.vendor);

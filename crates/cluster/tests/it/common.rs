@@ -28,7 +28,7 @@ pub(crate) fn stats(
     let mut r = GpuStatsRecord::new(id, vendor, NOW - age_s);
     r.gpus = gpus;
     if let Some((total, free)) = ram {
-        r.reporter_version = Some("0.1.0".to_owned());
+        r.reporter_version = Some("0.1.0".into());
         r.cpu_ram_total_mb = Some(total);
         r.cpu_ram_free_mb = free;
     }
@@ -48,16 +48,17 @@ pub(crate) fn registration(host: &str, cpu_ram_mb: u64, vram: &[u64]) -> RpcNode
     }
     let mut r = RpcNodeRecord::default();
     r.has_gpu = !vram.is_empty();
-    r.gpu_names = devices.iter().map(|_| "GPU".to_owned()).collect();
-    r.gpu_devices = devices;
+    r.gpu_names = devices.iter().map(|_| "GPU".into()).collect();
+    r.gpu_devices = devices.into_iter().map(Into::into).collect();
     r.gpu_vram_mb = vram.to_vec();
     r.cpu_ram_mb = cpu_ram_mb;
-    r.device_config = device_config;
+    r.device_config = device_config.into();
     r.memory_config = std::iter::once(cpu_ram_mb)
         .chain(vram.iter().copied())
         .map(|v| v.to_string())
         .collect::<Vec<_>>()
-        .join(",");
+        .join(",")
+        .into();
     r.total_parallel_workers = 1 + u32::try_from(vram.len()).expect("few GPUs");
     RpcNodeEntry::new(host, 50052, Arc::new(r))
 }

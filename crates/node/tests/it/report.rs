@@ -73,10 +73,7 @@ fn amd_card_with_idle_ollama_is_reported_as_probed() {
     assert_eq!(rpc.device_config, "cpu,rocm:0");
     assert_eq!(rpc.memory_config, "51200,19648");
     assert_eq!(rpc.total_parallel_workers, 2);
-    assert_eq!(
-        rpc.ggml_devices.as_deref(),
-        Some(&["ROCm0".to_string()][..])
-    );
+    assert_eq!(rpc.ggml_devices.as_deref(), Some(&["ROCm0".into()][..]));
     decode_rpc(rpc.to_json().as_bytes(), &Limits::default()).unwrap();
 }
 
@@ -202,7 +199,7 @@ fn gpus_by_position(r: &NodeReport) -> Vec<(u32, String, Option<u64>)> {
     r.stats_record(&id())
         .gpus
         .iter()
-        .map(|g| (g.index, g.name.clone(), g.memory_total_mb))
+        .map(|g| (g.index, g.name.to_string(), g.memory_total_mb))
         .collect()
 }
 

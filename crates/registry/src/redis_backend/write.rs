@@ -96,9 +96,9 @@ impl RedisRegistry {
         let mut zadd = redis::cmd("ZADD");
         zadd.arg(keys::INDEX_GPU)
             .arg(unix_ms().saturating_add(ttl_ms(cfg.stats_ttl)))
-            .arg(&record.node_id);
+            .arg(record.node_id.as_str());
         let log = self.log_cmd(keys::CHANGE_GPU, &record.node_id);
-        let publish = Self::publish_cmd(&Change::Updated(record.node_id.clone()));
+        let publish = Self::publish_cmd(&Change::Updated(record.node_id.to_string()));
         // In this order: a reader that sees the index entry or the log entry must find
         // this value, and one that sees the log entry must find the index entry.
         self.exec_write(

@@ -70,7 +70,7 @@ async fn three_master_cluster_round_trip() {
     let mut got = None;
     while start.elapsed() < Duration::from_secs(2) {
         if changes.recv_timeout(Duration::from_millis(200)).await
-            == Some(Change::Updated(rec.node_id.clone()))
+            == Some(Change::Updated(rec.node_id.to_string()))
         {
             got = Some(start.elapsed());
             break;

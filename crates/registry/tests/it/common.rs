@@ -65,7 +65,7 @@ pub(crate) fn rpc_record() -> RpcNodeRecord {
 /// A stats record for node `i` (one GPU), current timestamp.
 pub(crate) fn node(i: usize) -> GpuStatsRecord {
     let mut r = nvidia_record();
-    r.node_id = format!("10.0.{}.{}:11434", i / 250, i % 250);
+    r.node_id = vramroute_registry::SmolStr::from(format!("10.0.{}.{}:11434", i / 250, i % 250));
     r.gpus.truncate(1);
     r.timestamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

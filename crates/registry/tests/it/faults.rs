@@ -58,7 +58,7 @@ async fn restart_mid_run_errors_cleanly_then_recovers() {
     let deadline = Instant::now() + Duration::from_secs(3);
     while Instant::now() < deadline {
         if changes.recv_timeout(Duration::from_millis(500)).await
-            == Some(Change::Updated(node(4).node_id))
+            == Some(Change::Updated(node(4).node_id.to_string()))
         {
             pushed = true;
             break;

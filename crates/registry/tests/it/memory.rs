@@ -22,7 +22,7 @@ async fn publish_discover_expire_and_push() {
         .unwrap();
     assert_eq!(
         changes.recv().await,
-        Some(Change::Updated(rec.node_id.clone()))
+        Some(Change::Updated(rec.node_id.to_string()))
     );
     assert_eq!(
         changes.recv().await,
@@ -38,7 +38,7 @@ async fn publish_discover_expire_and_push() {
     assert_eq!(reg.discover().await.unwrap().stats.len(), 1);
     // The expiry is pushed when it happens, without anyone reading.
     let removed = changes.recv().await;
-    assert_eq!(removed, Some(Change::Removed(rec.node_id.clone())));
+    assert_eq!(removed, Some(Change::Removed(rec.node_id.to_string())));
     assert!(reg.discover().await.unwrap().stats.is_empty());
     assert_eq!(reg.discover().await.unwrap().rpc_nodes.len(), 1);
     tokio::time::sleep(Duration::from_secs(3600)).await;
@@ -64,7 +64,7 @@ async fn deregister_locks_metadata_and_history() {
         .unwrap();
     assert_eq!(
         changes.recv().await,
-        Some(Change::Removed(a.node_id.clone()))
+        Some(Change::Removed(a.node_id.to_string()))
     );
     assert_eq!(
         changes.recv().await,

@@ -47,7 +47,7 @@ async fn keyspace_push_is_fast_and_sees_every_writer_and_expiry() {
     writer.publish_stats(&rec).await.unwrap();
     let got = wait_for(
         &mut changes,
-        &Change::Updated(rec.node_id.clone()),
+        &Change::Updated(rec.node_id.to_string()),
         Duration::from_secs(2),
     )
     .await;
@@ -84,7 +84,7 @@ async fn keyspace_push_is_fast_and_sees_every_writer_and_expiry() {
     // Expiry (1 s TTL) is noticed.
     let got = wait_for(
         &mut changes,
-        &Change::Removed(rec.node_id.clone()),
+        &Change::Removed(rec.node_id.to_string()),
         Duration::from_secs(4),
     )
     .await;
@@ -128,7 +128,7 @@ async fn channel_and_polling_fallback_when_keyspace_events_are_off() {
     reg.publish_stats(&rec).await.unwrap();
     let got = wait_for(
         &mut changes,
-        &Change::Updated(rec.node_id.clone()),
+        &Change::Updated(rec.node_id.to_string()),
         Duration::from_secs(2),
     )
     .await;
@@ -157,7 +157,7 @@ async fn channel_and_polling_fallback_when_keyspace_events_are_off() {
     assert!(got.is_some(), "polling missed a SOLLOL write");
     let got = wait_for(
         &mut changes,
-        &Change::Removed(rec.node_id.clone()),
+        &Change::Removed(rec.node_id.to_string()),
         Duration::from_secs(4),
     )
     .await;
