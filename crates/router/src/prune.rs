@@ -3,10 +3,11 @@
 //! For each (snapshot, [`SollolParams`]) pair we precompute, once, an upper bound of every
 //! eligible node's score over all requests in the *pruning regime* (no affinity, no
 //! label/node filters) of a bound class — models of at least `overwhelmed_below_mib` or
-//! smaller ones, complex requests or the others (`sollol::bound_class`) — and sort nodes
-//! by it, one order per class. (One bound over both complexities was up to 1.56× loose for
-//! the usual medium request on many-core or idle nodes; on a cluster of similar nodes the
-//! search then scored most of them.) A
+//! smaller ones, complex requests or the others, SOLLOL's GPU mode or not
+//! (`sollol::bound_class`) — and sort nodes by it, one order per class. (One bound over
+//! all requests was up to 1.56× loose for the usual medium request on many-core or idle
+//! nodes and 5× for a GPU request on a node without GPU; on a cluster of similar nodes
+//! the search then scored most of them.) A
 //! route then scores exactly, in this order:
 //! 1. every node holding a reservation (reservations lower free VRAM, which can raise a
 //!    score above its static bound through SOLLOL's "overflow" rule),
@@ -33,7 +34,10 @@ use crate::policy::{Policy, SollolParams};
 use crate::request::Complexity;
 use crate::scorer::{Outcome, Scorer};
 use crate::snapshot::{NodeIndex, Prepared, Snapshot, ELIGIBLE, MAX_PREPARED, NO_SLOT};
-use crate::sollol::{bound_class, node_bounds, node_static, warm_bounds, Sollol, BOUND_CLASSES};
+use crate::sollol::{
+    bound_class, node_bounds, node_static, warm_bounds, warm_class, Sollol, BOUND_CLASSES,
+    WARM_CLASSES,
+};
 
 impl Prepared {
     /// Bounds for every eligible node of `s` under `p`, computed afresh.
@@ -60,7 +64,7 @@ impl Prepared {
     ) -> Prepared {
         let n = s.rows.len();
         let mut bounds = vec![[0.0f64; BOUND_CLASSES]; n];
-        let mut warm_of = vec![[0.0f64; 2]; s.loaded_model.len()];
+        let mut warm_of = vec![[0.0f64; WARM_CLASSES]; s.loaded_model.len()];
         // Per new node: its bounds (and warm bounds) were reused from `prev`.
         let mut reused = vec![false; n];
         let mut reused_warm = vec![false; n];
@@ -142,7 +146,7 @@ impl Prepared {
                         .filter(|&om| om != NONE)
                         .and_then(|om| op.warm.get(om as usize))
                 });
-                [0, 1].map(|c| {
+                std::array::from_fn::<_, WARM_CLASSES, _>(|c| {
                     let mut list: Vec<(f64, u32)> = nodes
                         .iter()
                         .filter(|&&ni| {
@@ -377,15 +381,17 @@ pub(crate) fn run_pruned(s: &Snapshot, sc: &Sollol<'_>, r: &Resolved<'_>) -> Out
         }
     });
     let complex = r.complexity == Complexity::Complex;
+    // SOLLOL's GPU mode: a GPU is wanted and the cluster is not in CPU fallback.
+    let strict = r.needs_gpu && !fallback;
     if let Some(m) = r.model {
-        for &(bound, ni) in &prep.warm[m as usize][usize::from(complex)] {
+        for &(bound, ni) in &prep.warm[m as usize][warm_class(complex, strict)] {
             if best.as_ref().is_some_and(|&(bs, _, _)| bound < bs) {
                 break;
             }
             visit(&mut best, ni as usize);
         }
     }
-    let order = &prep.orders[bound_class(r.size < p.overwhelmed_below_mib, complex)];
+    let order = &prep.orders[bound_class(r.size < p.overwhelmed_below_mib, complex, strict)];
     for &(bound, ni) in order {
         if best.as_ref().is_some_and(|&(bs, _, _)| bound < bs) {
             break;
@@ -488,13 +494,15 @@ mod tests {
         }
         assert_eq!(a.warm.len(), b.warm.len());
         for (x, y) in a.warm.iter().zip(&b.warm) {
-            assert_eq!(bits(&x[0]), bits(&y[0]));
-            assert_eq!(bits(&x[1]), bits(&y[1]));
+            for (x, y) in x.iter().zip(y) {
+                assert_eq!(bits(x), bits(y));
+            }
         }
         let flat =
             |v: &[[f64; BOUND_CLASSES]]| v.iter().map(|b| b.map(f64::to_bits)).collect::<Vec<_>>();
         assert_eq!(flat(&a.bounds), flat(&b.bounds));
-        let flat_warm = |v: &[[f64; 2]]| v.iter().map(|b| b.map(f64::to_bits)).collect::<Vec<_>>();
+        let flat_warm =
+            |v: &[[f64; WARM_CLASSES]]| v.iter().map(|b| b.map(f64::to_bits)).collect::<Vec<_>>();
         assert_eq!(flat_warm(&a.warm_of), flat_warm(&b.warm_of));
     }
 

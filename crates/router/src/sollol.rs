@@ -305,19 +305,33 @@ impl Scorer for Sollol<'_> {
     }
 }
 
-/// Index of a bound class: large (`small = false`) or small models, for requests that
-/// are [`Complexity::Complex`] or not. The complexity factor and the many-cores bonus
-/// apply only to complex requests, so a bound taken over both classes is up to
-/// `complex_idle_cpu_multiplier × complex_many_cores_multiplier` (1.56 by default) above
-/// every simple or medium request's score: on a cluster of similar nodes the pruned
-/// search then scores most of them. One bound (and one order) per class keeps each tight.
+/// Index of a bound class: large (`small = false`) or small models; requests that are
+/// [`Complexity::Complex`] or not; requests in SOLLOL's GPU mode (`strict`: the request
+/// needs a GPU and the cluster is not in CPU fallback) or not. The complexity factor and
+/// the many-cores bonus apply only to complex requests, so a bound taken over both is up
+/// to `complex_idle_cpu_multiplier × complex_many_cores_multiplier` (1.56 by default)
+/// above every other request's score; in GPU mode a CPU placement gets
+/// `gpu_task_on_cpu_multiplier` (0.2), where a bound over both modes allows
+/// `fallback_cpu_multiplier` (1) — and a node without GPU, "overwhelmed", skips the
+/// latency penalty, so its bound tops the GPU nodes' scores. On a cluster of similar
+/// nodes the pruned search then scored most of them. One bound (and one order) per
+/// class keeps each tight.
 #[inline(always)]
-pub(crate) fn bound_class(small: bool, complex: bool) -> usize {
-    usize::from(small) + 2 * usize::from(complex)
+pub(crate) fn bound_class(small: bool, complex: bool, strict: bool) -> usize {
+    usize::from(small) + 2 * usize::from(complex) + 4 * usize::from(strict)
 }
 
-/// Bound classes: `bound_class(small, complex)` for every combination.
-pub(crate) const BOUND_CLASSES: usize = 4;
+/// Bound classes: `bound_class(small, complex, strict)` for every combination.
+pub(crate) const BOUND_CLASSES: usize = 8;
+
+/// Index of a warm bound class (the model's size does not matter once it is loaded).
+#[inline(always)]
+pub(crate) fn warm_class(complex: bool, strict: bool) -> usize {
+    usize::from(complex) + 2 * usize::from(strict)
+}
+
+/// Warm bound classes: `warm_class(complex, strict)` for every combination.
+pub(crate) const WARM_CLASSES: usize = 4;
 
 /// The request-independent part of a node's score bound, per complexity class (index
 /// `usize::from(complex)`).
@@ -466,54 +480,69 @@ pub(crate) fn node_bounds(
     // The mode factor of a placement that is not overwhelmed: 1 (no GPU wanted, or a
     // mid GPU), a CPU's, or — only where a GPU can be chosen — a GPU's by its free VRAM
     // (reservations only lower it, so `gpu_free_hi` bounds it). A node without GPU would
-    // otherwise get the excellent GPU's factor (2 by default) it can never have.
+    // otherwise get the excellent GPU's factor (2 by default) it can never have. In GPU
+    // mode (`strict`) there is no fallback factor and no "no GPU wanted" 1.
     let has_gpu = s.rows[ni].gpu_len > 0;
     let gpu_mode = |on: bool, f: f64| if has_gpu && on { f } else { 0.0 };
-    let mode_hi = max_of(&[
-        1.0,
+    let gpu_hi = max_of(&[
+        gpu_mode(true, 1.0),
         gpu_mode(st.gpu_free_hi > p.good_above_mib, p.good_multiplier),
         gpu_mode(
             st.gpu_free_hi > p.excellent_above_mib,
             p.excellent_multiplier,
         ),
-        gpu_mode(true, p.fallback_gpu_multiplier),
-        p.gpu_task_on_cpu_multiplier,
-        p.fallback_cpu_multiplier,
     ]);
-    let mode_lo = max_of(&[
-        1.0,
-        p.gpu_task_on_cpu_multiplier,
-        p.fallback_cpu_multiplier,
-        p.overwhelmed_idle_multiplier * p.overwhelmed_busy_multiplier.max(1.0),
-        p.fallback_overwhelmed_gpu_multiplier,
-    ]);
+    let mode_hi = [
+        max_of(&[
+            1.0,
+            gpu_hi,
+            gpu_mode(true, p.fallback_gpu_multiplier),
+            p.gpu_task_on_cpu_multiplier,
+            p.fallback_cpu_multiplier,
+        ]),
+        max_of(&[gpu_hi, p.gpu_task_on_cpu_multiplier]),
+    ];
+    let overwhelmed = p.overwhelmed_idle_multiplier * p.overwhelmed_busy_multiplier.max(1.0);
+    let mode_lo = [
+        max_of(&[
+            1.0,
+            p.gpu_task_on_cpu_multiplier,
+            p.fallback_cpu_multiplier,
+            overwhelmed,
+            p.fallback_overwhelmed_gpu_multiplier,
+        ]),
+        max_of(&[gpu_mode(true, overwhelmed), p.gpu_task_on_cpu_multiplier]),
+    ];
     let mut out = [0.0; BOUND_CLASSES];
-    for complex in [false, true] {
-        let c = usize::from(complex);
-        let hi = st.penalties[c] * max_of(&st.active[1..]) * mode_hi;
-        for small in [false, true] {
-            let low = st.max_free < p.overwhelmed_below_mib
-                || small && st.top_usable < p.overwhelmed_below_mib;
-            let lo = if low {
-                let pen = if p.skip_penalties_when_overwhelmed {
-                    1.0
+    for strict in [false, true] {
+        let m = usize::from(strict);
+        for complex in [false, true] {
+            let c = usize::from(complex);
+            let hi = st.penalties[c] * max_of(&st.active[1..]) * mode_hi[m];
+            for small in [false, true] {
+                let low = st.max_free < p.overwhelmed_below_mib
+                    || small && st.top_usable < p.overwhelmed_below_mib;
+                let lo = if low {
+                    let pen = if p.skip_penalties_when_overwhelmed {
+                        1.0
+                    } else {
+                        st.penalties[c]
+                    };
+                    pen * st.active[0] * mode_lo[m]
                 } else {
-                    st.penalties[c]
+                    0.0
                 };
-                pen * st.active[0] * mode_lo
-            } else {
-                0.0
-            };
-            out[bound_class(small, complex)] =
-                st.common[c] * cold * hi.max(lo) * (1.0 + BOUND_SLACK);
+                out[bound_class(small, complex, strict)] =
+                    st.common[c] * cold * hi.max(lo) * (1.0 + BOUND_SLACK);
+            }
         }
     }
     out
 }
 
 /// Bounds of the warm placement's score of `model` on node `ni` (no reservations: the
-/// placement and its free VRAM are then fixed), for requests that are not complex and
-/// for complex ones; `bounds` are the node's [`node_bounds`].
+/// placement and its free VRAM are then fixed), per [`warm_class`]; `bounds` are the
+/// node's [`node_bounds`].
 pub(crate) fn warm_bounds(
     s: &Snapshot,
     p: &SollolParams,
@@ -521,10 +550,10 @@ pub(crate) fn warm_bounds(
     model: u32,
     st: &NodeStatic,
     bounds: &[f64; BOUND_CLASSES],
-) -> [f64; 2] {
+) -> [f64; WARM_CLASSES] {
     let row = &s.rows[ni];
     let Some(k) = row.loaded().find(|&k| s.loaded_model[k] == model) else {
-        return [0.0; 2];
+        return [0.0; WARM_CLASSES];
     };
     let slot = s.loaded_slot[k];
     let gpu_target = s.loaded_vram_mib[k] > 0;
@@ -541,6 +570,7 @@ pub(crate) fn warm_bounds(
     let class = usize::from(!over)
         + usize::from(g >= p.good_above_mib)
         + usize::from(g >= p.excellent_above_mib);
+    // [any mode, GPU mode]
     let mode = if gpu_target {
         let normal = if over {
             p.overwhelmed_idle_multiplier * p.overwhelmed_busy_multiplier.max(1.0)
@@ -556,20 +586,33 @@ pub(crate) fn warm_bounds(
         } else {
             p.fallback_gpu_multiplier
         };
-        max_of(&[1.0, normal, fallback])
+        [max_of(&[1.0, normal, fallback]), normal]
     } else {
-        max_of(&[1.0, p.gpu_task_on_cpu_multiplier, p.fallback_cpu_multiplier])
+        [
+            max_of(&[1.0, p.gpu_task_on_cpu_multiplier, p.fallback_cpu_multiplier]),
+            p.gpu_task_on_cpu_multiplier,
+        ]
     };
-    [false, true].map(|complex| {
-        let c = usize::from(complex);
-        let pen = if over && p.skip_penalties_when_overwhelmed {
-            1.0
-        } else {
-            st.penalties[c]
-        };
-        // A warm row on CPU with `allow_cpu = false` falls through to a cold placement.
-        let cold = bounds[bound_class(false, complex)].max(bounds[bound_class(true, complex)]);
-        (st.common[c] * p.warm_multiplier * pen * st.active[class] * mode * (1.0 + BOUND_SLACK))
-            .max(cold)
-    })
+    let mut out = [0.0; WARM_CLASSES];
+    for strict in [false, true] {
+        for complex in [false, true] {
+            let c = usize::from(complex);
+            let pen = if over && p.skip_penalties_when_overwhelmed {
+                1.0
+            } else {
+                st.penalties[c]
+            };
+            // A warm row on CPU with `allow_cpu = false` falls through to a cold placement.
+            let cold = bounds[bound_class(false, complex, strict)]
+                .max(bounds[bound_class(true, complex, strict)]);
+            out[warm_class(complex, strict)] = (st.common[c]
+                * p.warm_multiplier
+                * pen
+                * st.active[class]
+                * mode[usize::from(strict)]
+                * (1.0 + BOUND_SLACK))
+                .max(cold);
+        }
+    }
+    out
 }
