@@ -12,6 +12,8 @@
 //!     target/release/examples/decision_cost sim 1000 24 1000   # or: bench 1000 0 1000
 //! ```
 //! The instructions collected over DECISIONS is the cost of one decision.
+//! `DECISION_COST_SCORES=1` also prints the top candidates' scores (from `explain`), and
+//! `DECISION_COST_NODES=id,id` those nodes' score terms.
 
 use std::hint::black_box;
 use std::sync::Arc;
