@@ -2,8 +2,12 @@
 //!
 //! For each (snapshot, [`SollolParams`]) pair we precompute, once, an upper bound of every
 //! eligible node's score over all requests in the *pruning regime* (no affinity, no
-//! label/node filters; one order for models of at least `overwhelmed_below_mib`, one for
-//! smaller models) and sort nodes by it. A
+//! label/node filters) of a bound class — models of at least `overwhelmed_below_mib` or
+//! smaller ones, complex requests or the others, SOLLOL's GPU mode or not
+//! (`sollol::bound_class`) — and sort nodes by it, one order per class. (One bound over
+//! all requests was up to 1.56× loose for the usual medium request on many-core or idle
+//! nodes and 5× for a GPU request on a node without GPU; on a cluster of similar nodes
+//! the search then scored most of them.) A
 //! route then scores exactly, in this order:
 //! 1. every node holding a reservation (reservations lower free VRAM, which can raise a
 //!    score above its static bound through SOLLOL's "overflow" rule),
@@ -27,9 +31,13 @@ use std::sync::Arc;
 use crate::decision::{Decision, NoRoute};
 use crate::fit::{place, Cand, NoTrace, Placed, Resolved};
 use crate::policy::{Policy, SollolParams};
+use crate::request::Complexity;
 use crate::scorer::{Outcome, Scorer};
 use crate::snapshot::{NodeIndex, Prepared, Snapshot, ELIGIBLE, MAX_PREPARED, NO_SLOT};
-use crate::sollol::{node_bound, warm_bound, Sollol};
+use crate::sollol::{
+    bound_class, node_bounds, node_static, warm_bounds, warm_class, Sollol, BOUND_CLASSES,
+    WARM_CLASSES,
+};
 
 impl Prepared {
     /// Bounds for every eligible node of `s` under `p`, computed afresh.
@@ -55,8 +63,8 @@ impl Prepared {
         prev: Option<(&Snapshot, &Prepared)>,
     ) -> Prepared {
         let n = s.rows.len();
-        let mut bounds = vec![[0.0f64; 2]; n];
-        let mut warm_of = vec![0.0f64; s.loaded_model.len()];
+        let mut bounds = vec![[0.0f64; BOUND_CLASSES]; n];
+        let mut warm_of = vec![[0.0f64; WARM_CLASSES]; s.loaded_model.len()];
         // Per new node: its bounds (and warm bounds) were reused from `prev`.
         let mut reused = vec![false; n];
         let mut reused_warm = vec![false; n];
@@ -100,12 +108,16 @@ impl Prepared {
             if s.rows[ni].flags & ELIGIBLE == 0 {
                 continue;
             }
+            if reused[ni] && reused_warm[ni] {
+                continue;
+            }
+            let st = node_static(s, p, ni);
             if !reused[ni] {
-                bounds[ni] = [node_bound(s, p, ni, false), node_bound(s, p, ni, true)];
+                bounds[ni] = node_bounds(s, p, ni, &st);
             }
             if !reused_warm[ni] {
                 for k in s.rows[ni].loaded() {
-                    warm_of[k] = warm_bound(s, p, ni, s.loaded_model[k]);
+                    warm_of[k] = warm_bounds(s, p, ni, s.loaded_model[k], &st, &bounds[ni]);
                 }
             }
         }
@@ -118,50 +130,48 @@ impl Prepared {
             list.sort_by(by_bound);
             list
         };
-        let (order, order_small) = match prev {
-            Some((_, op)) => (
-                merge(&op.order, &to_new, fresh(0)),
-                merge(&op.order_small, &to_new, fresh(1)),
-            ),
-            None => (fresh(0), fresh(1)),
-        };
+        let orders: [Vec<(f64, u32)>; BOUND_CLASSES] = std::array::from_fn(|col| match prev {
+            Some((_, op)) => merge(&op.orders[col], &to_new, fresh(col)),
+            None => fresh(col),
+        });
         let model_map = prev.map(|(old, _)| old_model_ids(old, s));
         let warm = s
             .model_nodes
             .iter()
             .enumerate()
             .map(|(m, nodes)| {
-                let mut list: Vec<(f64, u32)> = nodes
-                    .iter()
-                    .filter(|&&ni| {
-                        s.rows[ni as usize].flags & ELIGIBLE != 0 && !reused_warm[ni as usize]
-                    })
-                    .map(|&ni| {
-                        let row = &s.rows[ni as usize];
-                        let k = row
-                            .loaded()
-                            .find(|&k| s.loaded_model[k] == m as u32)
-                            .unwrap_or(row.loaded_start as usize);
-                        (warm_of[k], ni)
-                    })
-                    .collect();
-                list.sort_by(by_bound);
-                let old_list = prev.zip(model_map.as_ref()).and_then(|((_, op), map)| {
+                let old_lists = prev.zip(model_map.as_ref()).and_then(|((_, op), map)| {
                     map.get(m)
                         .copied()
                         .filter(|&om| om != NONE)
                         .and_then(|om| op.warm.get(om as usize))
                 });
-                match old_list {
-                    Some(old_list) => merge(old_list, &to_new_warm, list),
-                    None => list,
-                }
+                std::array::from_fn::<_, WARM_CLASSES, _>(|c| {
+                    let mut list: Vec<(f64, u32)> = nodes
+                        .iter()
+                        .filter(|&&ni| {
+                            s.rows[ni as usize].flags & ELIGIBLE != 0 && !reused_warm[ni as usize]
+                        })
+                        .map(|&ni| {
+                            let row = &s.rows[ni as usize];
+                            let k = row
+                                .loaded()
+                                .find(|&k| s.loaded_model[k] == m as u32)
+                                .unwrap_or(row.loaded_start as usize);
+                            (warm_of[k][c], ni)
+                        })
+                        .collect();
+                    list.sort_by(by_bound);
+                    match old_lists {
+                        Some(old_lists) => merge(&old_lists[c], &to_new_warm, list),
+                        None => list,
+                    }
+                })
             })
             .collect();
         Prepared {
             params: p.clone(),
-            order,
-            order_small,
+            orders,
             warm,
             bounds,
             warm_of,
@@ -370,19 +380,18 @@ pub(crate) fn run_pruned(s: &Snapshot, sc: &Sollol<'_>, r: &Resolved<'_>) -> Out
             visit(&mut best, ni);
         }
     });
+    let complex = r.complexity == Complexity::Complex;
+    // SOLLOL's GPU mode: a GPU is wanted and the cluster is not in CPU fallback.
+    let strict = r.needs_gpu && !fallback;
     if let Some(m) = r.model {
-        for &(bound, ni) in &prep.warm[m as usize] {
+        for &(bound, ni) in &prep.warm[m as usize][warm_class(complex, strict)] {
             if best.as_ref().is_some_and(|&(bs, _, _)| bound < bs) {
                 break;
             }
             visit(&mut best, ni as usize);
         }
     }
-    let order = if r.size >= p.overwhelmed_below_mib {
-        &prep.order
-    } else {
-        &prep.order_small
-    };
+    let order = &prep.orders[bound_class(r.size < p.overwhelmed_below_mib, complex, strict)];
     for &(bound, ni) in order {
         if best.as_ref().is_some_and(|&(bs, _, _)| bound < bs) {
             break;
@@ -480,14 +489,21 @@ mod tests {
 
     fn assert_same(a: &Prepared, b: &Prepared) {
         let bits = |v: &[(f64, u32)]| v.iter().map(|(b, i)| (b.to_bits(), *i)).collect::<Vec<_>>();
-        assert_eq!(bits(&a.order), bits(&b.order));
-        assert_eq!(bits(&a.order_small), bits(&b.order_small));
-        assert_eq!(a.warm.len(), b.warm.len());
-        for (x, y) in a.warm.iter().zip(&b.warm) {
+        for (x, y) in a.orders.iter().zip(&b.orders) {
             assert_eq!(bits(x), bits(y));
         }
-        let flat = |v: &[[f64; 2]]| v.iter().map(|b| b.map(f64::to_bits)).collect::<Vec<_>>();
+        assert_eq!(a.warm.len(), b.warm.len());
+        for (x, y) in a.warm.iter().zip(&b.warm) {
+            for (x, y) in x.iter().zip(y) {
+                assert_eq!(bits(x), bits(y));
+            }
+        }
+        let flat =
+            |v: &[[f64; BOUND_CLASSES]]| v.iter().map(|b| b.map(f64::to_bits)).collect::<Vec<_>>();
         assert_eq!(flat(&a.bounds), flat(&b.bounds));
+        let flat_warm =
+            |v: &[[f64; WARM_CLASSES]]| v.iter().map(|b| b.map(f64::to_bits)).collect::<Vec<_>>();
+        assert_eq!(flat_warm(&a.warm_of), flat_warm(&b.warm_of));
     }
 
     /// The incremental preparation (`build_reusing`) gives exactly what a fresh one

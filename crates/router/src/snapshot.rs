@@ -18,6 +18,7 @@ use crate::error::{invalid_config, Error, Result};
 use crate::input::NodeSpec;
 use crate::model_name::{is_clean, normalize_model_name, untagged_alias};
 use crate::policy::SollolParams;
+use crate::sollol::{BOUND_CLASSES, WARM_CLASSES};
 
 /// Most `sollol` parameter sets a snapshot keeps prepared at once (a configured policy,
 /// the defaults a request's `?policy=sollol` asks for, and a few more); a further set
@@ -700,18 +701,17 @@ impl Snapshot {
 #[derive(Debug)]
 pub(crate) struct Prepared {
     pub(crate) params: SollolParams,
-    /// Eligible nodes by descending bound, then ascending index, for models of at least
-    /// `overwhelmed_below_mib`...
-    pub(crate) order: Vec<(f64, u32)>,
-    /// ...and for smaller models.
-    pub(crate) order_small: Vec<(f64, u32)>,
-    /// Per interned model: eligible nodes where it is loaded, by descending bound of the
-    /// warm placement's score.
-    pub(crate) warm: Vec<Vec<(f64, u32)>>,
-    /// Per node: its bounds for large and small models (0 for ineligible nodes), kept
-    /// for the next snapshot's `build_reusing`.
-    pub(crate) bounds: Vec<[f64; 2]>,
-    /// Per loaded entry: the warm bound of its model on its node (0 for ineligible
-    /// nodes).
-    pub(crate) warm_of: Vec<f64>,
+    /// Per bound class (`sollol::bound_class`: models of at least
+    /// `overwhelmed_below_mib` or smaller, complex requests or not, GPU mode or not):
+    /// eligible nodes by descending bound, then ascending index.
+    pub(crate) orders: [Vec<(f64, u32)>; BOUND_CLASSES],
+    /// Per interned model and warm class (`sollol::warm_class`): eligible nodes where
+    /// it is loaded, by descending bound of the warm placement's score.
+    pub(crate) warm: Vec<[Vec<(f64, u32)>; WARM_CLASSES]>,
+    /// Per node: its bound per class (0 for ineligible nodes), kept for the next
+    /// snapshot's `build_reusing`.
+    pub(crate) bounds: Vec<[f64; BOUND_CLASSES]>,
+    /// Per loaded entry: the warm bounds of its model on its node per warm class (0 for
+    /// ineligible nodes).
+    pub(crate) warm_of: Vec<[f64; WARM_CLASSES]>,
 }

@@ -2,10 +2,11 @@
 //! (`prune.rs`) relies on. A change to the score must keep the bounds above it: the
 //! `pruned_equals_exhaustive` property test (`tests/it/prune.rs`) checks that they do.
 //!
-//! Why the bound holds: see `node_bound` for when a placement can be "overwhelmed"; nodes
+//! Why the bound holds: see `node_bounds` for when a placement can be "overwhelmed"; nodes
 //! where it can get the larger of both cases. Every request-dependent factor is replaced
 //! by its largest possible value (priority 0 for the latency weight, the smaller CPU-load
-//! weight, the best complexity factor, the best resource/mode factor).
+//! weight, the best resource/mode factor), except the request's complexity: complex
+//! requests and the others get bounds (and search orders) of their own (`bound_class`).
 
 use crate::decision::{FitKind, Target};
 use crate::fit::{Cand, Resolved, Trace};
@@ -304,21 +305,53 @@ impl Scorer for Sollol<'_> {
     }
 }
 
-/// The request-independent part of a node's score bound.
-struct NodeStatic {
+/// Index of a bound class: large (`small = false`) or small models; requests that are
+/// [`Complexity::Complex`] or not; requests in SOLLOL's GPU mode (`strict`: the request
+/// needs a GPU and the cluster is not in CPU fallback) or not. The complexity factor and
+/// the many-cores bonus apply only to complex requests, so a bound taken over both is up
+/// to `complex_idle_cpu_multiplier × complex_many_cores_multiplier` (1.56 by default)
+/// above every other request's score; in GPU mode a CPU placement gets
+/// `gpu_task_on_cpu_multiplier` (0.2), where a bound over both modes allows
+/// `fallback_cpu_multiplier` (1) — and a node without GPU, "overwhelmed", skips the
+/// latency penalty, so its bound tops the GPU nodes' scores. On a cluster of similar
+/// nodes the pruned search then scored most of them. One bound (and one order) per
+/// class keeps each tight.
+#[inline(always)]
+pub(crate) fn bound_class(small: bool, complex: bool, strict: bool) -> usize {
+    usize::from(small) + 2 * usize::from(complex) + 4 * usize::from(strict)
+}
+
+/// Bound classes: `bound_class(small, complex, strict)` for every combination.
+pub(crate) const BOUND_CLASSES: usize = 8;
+
+/// Index of a warm bound class (the model's size does not matter once it is loaded).
+#[inline(always)]
+pub(crate) fn warm_class(complex: bool, strict: bool) -> usize {
+    usize::from(complex) + 2 * usize::from(strict)
+}
+
+/// Warm bound classes: `warm_class(complex, strict)` for every combination.
+pub(crate) const WARM_CLASSES: usize = 4;
+
+/// The request-independent part of a node's score bound, per complexity class (index
+/// `usize::from(complex)`).
+pub(crate) struct NodeStatic {
     /// Everything multiplied in regardless of placement, except the warm/cold factor.
-    common: f64,
+    common: [f64; 2],
     /// Largest complexity factor / smallest latency divisor (not applied when overflowing).
-    penalties: f64,
+    penalties: [f64; 2],
     /// Active-request factor per free-VRAM class (overwhelmed, small, mid, large).
     active: [f64; 4],
     /// Largest free VRAM of the node's GPUs (before reservations).
     max_free: u64,
     /// Usable VRAM of the GPU with the most free VRAM (first such GPU), 0 without GPU.
     top_usable: u64,
+    /// Largest free VRAM a GPU placement can report: `max_free`, or for two GPUs or more
+    /// the capacity across them (Σ min(usable, free)) when larger; 0 without GPU.
+    gpu_free_hi: u64,
 }
 
-fn node_static(s: &Snapshot, p: &SollolParams, ni: usize) -> NodeStatic {
+pub(crate) fn node_static(s: &Snapshot, p: &SollolParams, ni: usize) -> NodeStatic {
     let row = &s.rows[ni];
     let flags = row.flags;
     let (load, latency, success) = row.signals(p);
@@ -329,13 +362,21 @@ fn node_static(s: &Snapshot, p: &SollolParams, ni: usize) -> NodeStatic {
     };
     // (free, usable) of the GPU with the most free VRAM.
     let mut top: Option<(u64, u64)> = None;
+    let mut across = 0u64;
     for g in row.gpus() {
         let free = u64::from(s.gpus[g].free_mib);
+        let usable = u64::from(s.gpus[g].usable_mib);
+        across += usable.min(free);
         if top.is_none_or(|(f, _)| free > f) {
-            top = Some((free, u64::from(s.gpus[g].usable_mib)));
+            top = Some((free, usable));
         }
     }
     let (max_free, top_usable) = top.unwrap_or((0, 0));
+    let gpu_free_hi = if row.gpu_len >= 2 {
+        max_free.max(across)
+    } else {
+        max_free
+    };
 
     let mut common = p.base_score * success;
     if flags & TOP_PRIORITY != 0 {
@@ -347,10 +388,12 @@ fn node_static(s: &Snapshot, p: &SollolParams, ni: usize) -> NodeStatic {
         common *= p.preferred_task_multiplier.max(1.0);
     }
     let cpus = u32::from(row.cpu_count);
+    // The many-cores bonus: complex requests only.
+    let mut many = 1.0;
     if cpus > 1 {
         common *= (1.0 + f64::from(cpus) * (1.0 / p.cpu_count_divisor)).min(p.cpu_count_bonus_cap);
         if cpus >= p.complex_many_cores_from {
-            common *= p.complex_many_cores_multiplier.max(1.0);
+            many = p.complex_many_cores_multiplier;
         }
     }
     if row.gpu_len >= 2 {
@@ -378,20 +421,19 @@ fn node_static(s: &Snapshot, p: &SollolParams, ni: usize) -> NodeStatic {
         };
         1.0 / (pow_u32(base, n) * (1.0 + p.active_linear_penalty * f64::from(n)))
     });
-    let complexity = {
-        let complex = if load > p.complex_busy_cpu_above {
-            p.complex_busy_cpu_multiplier
-        } else if load < p.complex_idle_cpu_below {
-            p.complex_idle_cpu_multiplier
-        } else {
-            1.0
-        };
-        let simple = if load > p.simple_busy_cpu_above {
-            p.simple_busy_cpu_multiplier
-        } else {
-            1.0
-        };
-        complex.max(simple).max(1.0)
+    // The complexity factor: simple (only a very busy CPU counts) or medium (none) for
+    // the first class, exactly the complex one for the second.
+    let simple_or_medium = if load > p.simple_busy_cpu_above {
+        p.simple_busy_cpu_multiplier.max(1.0)
+    } else {
+        1.0
+    };
+    let complex = if load > p.complex_busy_cpu_above {
+        p.complex_busy_cpu_multiplier
+    } else if load < p.complex_idle_cpu_below {
+        p.complex_idle_cpu_multiplier
+    } else {
+        1.0
     };
     let g = if latency < p.latency_fast_below_ms {
         latency * (1.0 / p.latency_fast_scale_ms)
@@ -402,11 +444,12 @@ fn node_static(s: &Snapshot, p: &SollolParams, ni: usize) -> NodeStatic {
     };
     // The latency weight is 1 + priority × w ≥ 1.
     NodeStatic {
-        common,
-        penalties: complexity / (1.0 + g),
+        common: [common, common * many],
+        penalties: [simple_or_medium / (1.0 + g), complex / (1.0 + g)],
         active,
         max_free,
         top_usable,
+        gpu_free_hi,
     }
 }
 
@@ -414,59 +457,103 @@ fn max_of(values: &[f64]) -> f64 {
     values.iter().copied().fold(0.0, f64::max)
 }
 
-/// Bound of a node's score for non-warm placements in the pruning regime, for models of at
-/// least the overwhelmed threshold (`small = false`) or below it.
+/// Bounds of a node's score for non-warm placements in the pruning regime, per
+/// [`bound_class`]: for models of at least the overwhelmed threshold (`small = false`)
+/// or below it, for complex requests or not.
 ///
 /// A placement is "overwhelmed" (SOLLOL's overflow: penalties skipped, overwhelmed factors)
 /// only if its free VRAM is below the threshold. A single GPU is chosen by most free VRAM
 /// among those that fit, so for a model ≥ the threshold that never happens; for a smaller
 /// model it happens only if the node's most-free GPU is below the threshold or cannot take
 /// the model (usable below the threshold). A CPU placement uses the node's largest free VRAM.
-pub(crate) fn node_bound(s: &Snapshot, p: &SollolParams, ni: usize, small: bool) -> f64 {
-    let st = node_static(s, p, ni);
+pub(crate) fn node_bounds(
+    s: &Snapshot,
+    p: &SollolParams,
+    ni: usize,
+    st: &NodeStatic,
+) -> [f64; BOUND_CLASSES] {
     let cold = if s.rows[ni].loaded_len > 0 {
         p.cold_with_other_models_multiplier
     } else {
         1.0
     };
-    let mode_hi = max_of(&[
-        1.0,
-        p.good_multiplier,
-        p.excellent_multiplier,
-        p.fallback_gpu_multiplier,
-        p.gpu_task_on_cpu_multiplier,
-        p.fallback_cpu_multiplier,
+    // The mode factor of a placement that is not overwhelmed: 1 (no GPU wanted, or a
+    // mid GPU), a CPU's, or — only where a GPU can be chosen — a GPU's by its free VRAM
+    // (reservations only lower it, so `gpu_free_hi` bounds it). A node without GPU would
+    // otherwise get the excellent GPU's factor (2 by default) it can never have. In GPU
+    // mode (`strict`) there is no fallback factor and no "no GPU wanted" 1.
+    let has_gpu = s.rows[ni].gpu_len > 0;
+    let gpu_mode = |on: bool, f: f64| if has_gpu && on { f } else { 0.0 };
+    let gpu_hi = max_of(&[
+        gpu_mode(true, 1.0),
+        gpu_mode(st.gpu_free_hi > p.good_above_mib, p.good_multiplier),
+        gpu_mode(
+            st.gpu_free_hi > p.excellent_above_mib,
+            p.excellent_multiplier,
+        ),
     ]);
-    let mode_lo = max_of(&[
-        1.0,
-        p.gpu_task_on_cpu_multiplier,
-        p.fallback_cpu_multiplier,
-        p.overwhelmed_idle_multiplier * p.overwhelmed_busy_multiplier.max(1.0),
-        p.fallback_overwhelmed_gpu_multiplier,
-    ]);
-    let hi = st.penalties * max_of(&st.active[1..]) * mode_hi;
-    let low =
-        st.max_free < p.overwhelmed_below_mib || small && st.top_usable < p.overwhelmed_below_mib;
-    let lo = if low {
-        let pen = if p.skip_penalties_when_overwhelmed {
-            1.0
-        } else {
-            st.penalties
-        };
-        pen * st.active[0] * mode_lo
-    } else {
-        0.0
-    };
-    st.common * cold * hi.max(lo) * (1.0 + BOUND_SLACK)
+    let mode_hi = [
+        max_of(&[
+            1.0,
+            gpu_hi,
+            gpu_mode(true, p.fallback_gpu_multiplier),
+            p.gpu_task_on_cpu_multiplier,
+            p.fallback_cpu_multiplier,
+        ]),
+        max_of(&[gpu_hi, p.gpu_task_on_cpu_multiplier]),
+    ];
+    let overwhelmed = p.overwhelmed_idle_multiplier * p.overwhelmed_busy_multiplier.max(1.0);
+    let mode_lo = [
+        max_of(&[
+            1.0,
+            p.gpu_task_on_cpu_multiplier,
+            p.fallback_cpu_multiplier,
+            overwhelmed,
+            p.fallback_overwhelmed_gpu_multiplier,
+        ]),
+        max_of(&[gpu_mode(true, overwhelmed), p.gpu_task_on_cpu_multiplier]),
+    ];
+    let mut out = [0.0; BOUND_CLASSES];
+    for strict in [false, true] {
+        let m = usize::from(strict);
+        for complex in [false, true] {
+            let c = usize::from(complex);
+            let hi = st.penalties[c] * max_of(&st.active[1..]) * mode_hi[m];
+            for small in [false, true] {
+                let low = st.max_free < p.overwhelmed_below_mib
+                    || small && st.top_usable < p.overwhelmed_below_mib;
+                let lo = if low {
+                    let pen = if p.skip_penalties_when_overwhelmed {
+                        1.0
+                    } else {
+                        st.penalties[c]
+                    };
+                    pen * st.active[0] * mode_lo[m]
+                } else {
+                    0.0
+                };
+                out[bound_class(small, complex, strict)] =
+                    st.common[c] * cold * hi.max(lo) * (1.0 + BOUND_SLACK);
+            }
+        }
+    }
+    out
 }
 
-/// Bound of the warm placement's score of `model` on node `ni` (no reservations: the
-/// placement and its free VRAM are then fixed).
-pub(crate) fn warm_bound(s: &Snapshot, p: &SollolParams, ni: usize, model: u32) -> f64 {
-    let st = node_static(s, p, ni);
+/// Bounds of the warm placement's score of `model` on node `ni` (no reservations: the
+/// placement and its free VRAM are then fixed), per [`warm_class`]; `bounds` are the
+/// node's [`node_bounds`].
+pub(crate) fn warm_bounds(
+    s: &Snapshot,
+    p: &SollolParams,
+    ni: usize,
+    model: u32,
+    st: &NodeStatic,
+    bounds: &[f64; BOUND_CLASSES],
+) -> [f64; WARM_CLASSES] {
     let row = &s.rows[ni];
     let Some(k) = row.loaded().find(|&k| s.loaded_model[k] == model) else {
-        return 0.0;
+        return [0.0; WARM_CLASSES];
     };
     let slot = s.loaded_slot[k];
     let gpu_target = s.loaded_vram_mib[k] > 0;
@@ -483,6 +570,7 @@ pub(crate) fn warm_bound(s: &Snapshot, p: &SollolParams, ni: usize, model: u32) 
     let class = usize::from(!over)
         + usize::from(g >= p.good_above_mib)
         + usize::from(g >= p.excellent_above_mib);
+    // [any mode, GPU mode]
     let mode = if gpu_target {
         let normal = if over {
             p.overwhelmed_idle_multiplier * p.overwhelmed_busy_multiplier.max(1.0)
@@ -498,16 +586,33 @@ pub(crate) fn warm_bound(s: &Snapshot, p: &SollolParams, ni: usize, model: u32) 
         } else {
             p.fallback_gpu_multiplier
         };
-        max_of(&[1.0, normal, fallback])
+        [max_of(&[1.0, normal, fallback]), normal]
     } else {
-        max_of(&[1.0, p.gpu_task_on_cpu_multiplier, p.fallback_cpu_multiplier])
+        [
+            max_of(&[1.0, p.gpu_task_on_cpu_multiplier, p.fallback_cpu_multiplier]),
+            p.gpu_task_on_cpu_multiplier,
+        ]
     };
-    let pen = if over && p.skip_penalties_when_overwhelmed {
-        1.0
-    } else {
-        st.penalties
-    };
-    // A warm row on CPU with `allow_cpu = false` falls through to a cold placement.
-    let cold = node_bound(s, p, ni, false).max(node_bound(s, p, ni, true));
-    (st.common * p.warm_multiplier * pen * st.active[class] * mode * (1.0 + BOUND_SLACK)).max(cold)
+    let mut out = [0.0; WARM_CLASSES];
+    for strict in [false, true] {
+        for complex in [false, true] {
+            let c = usize::from(complex);
+            let pen = if over && p.skip_penalties_when_overwhelmed {
+                1.0
+            } else {
+                st.penalties[c]
+            };
+            // A warm row on CPU with `allow_cpu = false` falls through to a cold placement.
+            let cold = bounds[bound_class(false, complex, strict)]
+                .max(bounds[bound_class(true, complex, strict)]);
+            out[warm_class(complex, strict)] = (st.common[c]
+                * p.warm_multiplier
+                * pen
+                * st.active[class]
+                * mode[usize::from(strict)]
+                * (1.0 + BOUND_SLACK))
+                .max(cold);
+        }
+    }
+    out
 }
