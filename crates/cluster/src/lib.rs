@@ -71,6 +71,7 @@ mod signals;
 mod sizes;
 mod specs;
 mod view;
+mod view_json;
 
 pub use backends::BackendProber;
 pub use decisions::{DecisionLog, RecentDecision, DEFAULT_DECISIONS_KEPT};
