@@ -12,7 +12,12 @@
 //! rebuilt); `incremental`: `LiveCluster::publish_records` with a view on every call
 //! (`view_interval` 0: what `follow` did before the view left the staleness path);
 //! `router`: `publish_records` with no view due after the first (`view_interval` one
-//! hour: what a `follow` cycle costs between views).
+//! hour: what a `follow` cycle costs between views); `records`: the records and their
+//! churn only, no live cluster (subtract it to get what the cluster holds).
+//!
+//! The program exits without running destructors, so dhat's "at t-end" figures are
+//! what is live at steady state: the records plus (except in `records` mode) the live
+//! cluster's builder rows, view, snapshot and router after the last publish.
 
 use std::time::Duration;
 
@@ -26,6 +31,15 @@ fn main() {
     let mode = args.get(1).map_or("incremental", String::as_str);
     let nodes: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(10_000);
     let rounds: usize = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(5);
+    if mode == "records" {
+        let mut records = cluster(nodes);
+        for round in 1..=rounds {
+            churn(&mut records, round);
+        }
+        println!("mode records nodes {nodes} rounds {rounds}");
+        std::mem::forget(records);
+        std::process::exit(0);
+    }
     let mut config = LiveConfig::default();
     config.view_interval = match mode {
         "router" => Duration::from_secs(3600),
@@ -59,4 +73,8 @@ fn main() {
         "mode {mode} nodes {nodes} rounds {rounds}: {} nodes routed",
         live.router().snapshot().len()
     );
+    // Steady state stays live for dhat's t-end figures.
+    std::mem::forget(live);
+    std::mem::forget(records);
+    std::process::exit(0);
 }

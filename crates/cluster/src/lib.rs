@@ -71,6 +71,7 @@ mod signals;
 mod sizes;
 mod specs;
 mod view;
+mod view_json;
 
 pub use backends::BackendProber;
 pub use decisions::{DecisionLog, RecentDecision, DEFAULT_DECISIONS_KEPT};
@@ -92,6 +93,6 @@ pub use rows::{BuiltView, SpecUpdate, ViewBuilder};
 pub use signals::{InFlight, LoadSignals, NodeLoad};
 pub use sizes::{model_estimate, model_size, EstimateOptions, ModelSize};
 pub use view::{
-    derived_ollama_url, GpuView, InstalledView, LoadedView, NodeView, OllamaNodeInfo,
-    RpcBackendView, SkippedView, StatusView, Totals, FUTURE_SKEW_S,
+    derived_ollama_url, GpuView, InstalledView, LoadedView, NodeFacts, NodeView, OllamaNodeInfo,
+    RpcBackendFacts, RpcBackendView, SkippedView, StatusView, Totals, FUTURE_SKEW_S,
 };

@@ -125,7 +125,7 @@ pub struct LiveConfig {
     pub model_sizes: std::collections::BTreeMap<String, u64>,
     /// How often [`LiveCluster::publish_records`] (what `follow` runs) builds and
     /// stores the [`StatusView`] and tells the [`Observer`]: the router is updated
-    /// from the records on every call, the view (a copy of every node's row, O(nodes))
+    /// from the records on every call, the view (per node a reference count to its shared row, O(nodes))
     /// at most this often, plus on the first call and, at most every quarter of this,
     /// when nodes joined or left.
     /// Between views, [`LiveCluster::view`] lags the router by up to this much (report

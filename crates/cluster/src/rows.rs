@@ -5,7 +5,10 @@
 //! ([`ViewBuilder::update`]), an unchanged node costs its report age brought up to date
 //! and one reference count for its spec; only changed, new and (clock-skewed)
 //! future-dated nodes are built from their records. A view ([`ViewBuilder::view`]),
-//! when one is wanted, costs a copy of every row. The result equals
+//! when one is wanted, costs per node its age and a reference count: the view's rows
+//! share their [`NodeFacts`](crate::NodeFacts) (and each registration's
+//! [`RpcBackendFacts`](crate::RpcBackendFacts)) with the builder, so an unchanged
+//! node's strings exist once however many views hold it. The result equals
 //! [`LiveConfig::view_of`] and [`StatusView::node_specs`]
 //! (`incremental_views_equal_fresh_ones`).
 
@@ -23,10 +26,10 @@ use crate::view::{
 
 /// What one node's record gave last time.
 struct Row {
-    id: String,
     record: Arc<GpuStatsRecord>,
     /// The registration the row was built with: (host, port, record).
     registration: Option<(String, u16, Arc<RpcNodeRecord>)>,
+    /// Its facts are shared with every view built while the record is unchanged.
     node: NodeView,
     /// The node's spec without measured load; its `report_age_ms` is the age when it
     /// was built (the snapshot is given the current one).
@@ -105,8 +108,8 @@ impl ViewBuilder {
 
     /// The view of `cluster` (plus Ollama answers) at `now`, Unix seconds, with the
     /// router's node specs: what [`LiveConfig::view_of`] and then
-    /// [`StatusView::node_specs`] give, at the cost of the changed nodes (plus a copy
-    /// of each unchanged node's row): [`update`](Self::update) then
+    /// [`StatusView::node_specs`] give, at the cost of the changed nodes (plus a reference
+    /// count per unchanged node's row): [`update`](Self::update) then
     /// [`view`](Self::view).
     pub fn build(
         &mut self,
@@ -166,10 +169,10 @@ impl ViewBuilder {
             // Rows of ids that left (or, for unsorted input, everything) are dropped.
             let mut kept = None;
             if matching {
-                while old.peek().is_some_and(|o| o.id < *id) {
+                while old.peek().is_some_and(|o| o.node.id < *id) {
                     old.next();
                 }
-                if old.peek().is_some_and(|o| o.id == *id) {
+                if old.peek().is_some_and(|o| o.node.id == *id) {
                     kept = old.next();
                     same_ids += 1;
                 }
@@ -191,7 +194,6 @@ impl ViewBuilder {
                     let node = node_view(id, r, registration, now, stale_after_s, margin);
                     let spec = Arc::new(node_spec(&node, snap_cfg));
                     Row {
-                        id: id.clone(),
                         record: Arc::clone(r),
                         registration: registration
                             .map(|e| (e.host.clone(), e.port, Arc::clone(&e.record))),
@@ -215,8 +217,9 @@ impl ViewBuilder {
     }
 
     /// The view of `cluster` at `now` (without Ollama answers) from the rows the last
-    /// [`update`](Self::update) — of the same `cluster` and `now` — left: a copy of
-    /// every row.
+    /// [`update`](Self::update) — of the same `cluster` and `now` — left: per node its
+    /// age and one reference count (the view shares each row's [`NodeFacts`]
+    /// with the builder and with earlier views of the same record).
     pub fn view(
         &mut self,
         config: &LiveConfig,
@@ -421,7 +424,7 @@ mod tests {
     #[test]
     fn incremental_views_equal_fresh_ones() {
         let config = LiveConfig::default();
-        let mut shared = 0;
+        let (mut shared, mut shared_rows) = (0, 0);
         for seed in 1..25u64 {
             let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
             let mut now = 1.8e9;
@@ -429,6 +432,7 @@ mod tests {
             let mut cluster = ClusterView::default();
             let mut builder = ViewBuilder::new();
             let mut prev: Vec<(Arc<NodeSpec>, u64)> = Vec::new();
+            let mut prev_view: Option<StatusView> = None;
             for round in 0..10 {
                 churn(&mut rng, &mut ids, &mut cluster, &mut now, round);
                 let fresh = config.view_of(&cluster, &[], "t".into(), now);
@@ -448,9 +452,23 @@ mod tests {
                     .filter(|(s, _)| prev.iter().any(|(p, _)| Arc::ptr_eq(p, s)))
                     .count();
                 prev = built.specs;
+                // Unchanged nodes' rows are the previous view's, not copies.
+                if let Some(p) = &prev_view {
+                    shared_rows += built
+                        .view
+                        .nodes
+                        .iter()
+                        .filter(|n| p.nodes.iter().any(|o| Arc::ptr_eq(o.facts(), n.facts())))
+                        .count();
+                }
+                prev_view = Some(built.view);
             }
         }
         assert!(shared > 1000, "unchanged specs were shared: {shared}");
+        assert!(
+            shared_rows > 1000,
+            "unchanged rows were shared: {shared_rows}"
+        );
     }
 
     /// A node's state in a snapshot, with the spec's build-time age left out (a shared

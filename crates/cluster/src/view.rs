@@ -19,6 +19,7 @@
 //!   so a model larger than that never lands on its CPU.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use vramroute_alloc::{ggml_device_of_sollol, EstimateSource};
@@ -68,14 +69,36 @@ pub struct StatusView {
     pub model_sizes: BTreeMap<String, u64>,
 }
 
-/// One node of the view.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// One node of the view: its report age, staleness and measured load, and the facts
+/// its record gave ([`NodeFacts`], shared: a view built from the same record as the
+/// previous one shares each unchanged node's facts with it, so building and freeing a
+/// view costs a reference count per unchanged node, not a copy of its strings).
+///
+/// The facts read as fields of the node (`node.id`, `node.gpus`: it dereferences to
+/// [`NodeFacts`]); changing one (`node.loaded_models.push(..)`) copies them first if
+/// another view shares them. Serialised flat, in the field order of [`NodeFacts`] with
+/// `age_s` and `stale` after `timestamp` and `load` last.
+#[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct NodeView {
+    /// Age of the report when the view was built, seconds.
+    pub age_s: f64,
+    /// Older than the view's `stale_after_s`: shown, not routed to.
+    pub stale: bool,
+    /// Load measured by whoever forwards requests to the node (the gateway), when it
+    /// has: fed to the router as requests in flight, latency and success rate.
+    pub load: Option<NodeLoad>,
+    pub(crate) facts: Arc<NodeFacts>,
+}
+
+/// What a node's record says (and, for a `nodes:` entry, its Ollama): the part of a
+/// [`NodeView`] that does not change while the record does not, shared between views.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct NodeFacts {
     /// SOLLOL's node id, `{ip}:{ollama_port}`.
     pub id: String,
     /// The node's hostname, when its reporter sent one.
-    #[serde(default)]
     pub hostname: Option<String>,
     /// `nvidia`, `amd`, `intel`, `none`, or `unknown` for an Ollama-only node.
     pub vendor: String,
@@ -84,57 +107,69 @@ pub struct NodeView {
     pub writer: String,
     /// The record's timestamp, Unix seconds (0 when there is no record).
     pub timestamp: f64,
-    /// Age of the report when the view was built, seconds.
-    pub age_s: f64,
-    /// Older than the view's `stale_after_s`: shown, not routed to.
-    pub stale: bool,
     /// Whether the node has a stats record in the registry (routable).
-    #[serde(default = "yes")]
     pub in_registry: bool,
     /// The node's Ollama base URL (ours, or `http://{node_id}` by SOLLOL's convention).
-    #[serde(default)]
     pub ollama_url: Option<String>,
     /// The node's llama.cpp rpc-server, when it runs one.
-    #[serde(default)]
     pub rpc: Option<RpcEndpoint>,
     /// `on`, `off` or `unknown`: whether Ollama offloads to the GPU (ours only).
-    #[serde(default)]
     pub gpu_offload: Option<String>,
     /// A note the reporter (or this view) attached.
-    #[serde(default)]
     pub note: Option<String>,
     /// Total RAM, MiB (from our stats extras).
-    #[serde(default)]
     pub cpu_ram_total_mb: Option<u64>,
     /// Free RAM, MiB (from our stats extras).
-    #[serde(default)]
     pub cpu_ram_free_mb: Option<u64>,
     /// Usable RAM the node registered for llama.cpp (its rpc registration's
     /// `cpu_ram_mb`, after the node's own reserve), MiB. SOLLOL-written nodes have no
     /// other RAM figure.
-    #[serde(default)]
     pub cpu_ram_registered_mb: Option<u64>,
     /// Logical CPUs.
-    #[serde(default)]
     pub cpu_count: Option<u32>,
     /// CPU load, percent.
-    #[serde(default)]
     pub cpu_load_percent: Option<f64>,
     /// The node's GPUs, as its record lists them.
     pub gpus: Vec<GpuView>,
     /// Models loaded now (our extras, or the node's Ollama `/api/ps`).
-    #[serde(default)]
     pub loaded_models: Vec<LoadedView>,
     /// Models installed in the node's Ollama (`/api/tags`), when it was asked.
-    #[serde(default)]
     pub installed_models: Vec<InstalledView>,
-    /// Load measured by whoever forwards requests to the node (the gateway), when it
-    /// has: fed to the router as requests in flight, latency and success rate.
-    #[serde(default)]
-    pub load: Option<NodeLoad>,
 }
 
-fn yes() -> bool {
+impl NodeView {
+    /// A node of `facts`, `age_s` old, without measured load.
+    pub(crate) fn new(facts: Arc<NodeFacts>, age_s: f64, stale: bool) -> Self {
+        NodeView {
+            age_s,
+            stale,
+            load: None,
+            facts,
+        }
+    }
+
+    /// The facts, shared.
+    #[cfg(test)]
+    pub(crate) fn facts(&self) -> &Arc<NodeFacts> {
+        &self.facts
+    }
+}
+
+impl std::ops::Deref for NodeView {
+    type Target = NodeFacts;
+    fn deref(&self) -> &NodeFacts {
+        &self.facts
+    }
+}
+
+impl std::ops::DerefMut for NodeView {
+    /// The facts to change: copied first when another view shares them.
+    fn deref_mut(&mut self) -> &mut NodeFacts {
+        Arc::make_mut(&mut self.facts)
+    }
+}
+
+pub(crate) fn yes() -> bool {
     true
 }
 
@@ -191,48 +226,74 @@ pub struct InstalledView {
     pub size_mb: u64,
 }
 
-/// A llama.cpp rpc backend.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// A llama.cpp rpc backend: whether the router metadata lists it and what the
+/// rpc-server answered, and what its registration says ([`RpcBackendFacts`], shared
+/// between views like a node's [`NodeFacts`]). Reads as fields through
+/// [`RpcBackendFacts`]; serialised flat, `in_metadata` after `registered` and `health`
+/// last.
+#[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct RpcBackendView {
+    /// Whether `sollol:router:metadata` lists it.
+    pub in_metadata: bool,
+    /// What the rpc-server itself answered (reachable, busy, unreachable, protocol
+    /// version, per-device free/total), when it was probed.
+    pub health: Option<vramroute_rpc::Probe>,
+    pub(crate) facts: Arc<RpcBackendFacts>,
+}
+
+/// What an rpc backend's registration says (or, for a backend only the router
+/// metadata lists, its address): shared between views.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct RpcBackendFacts {
     /// Host or IP.
     pub host: String,
     /// rpc-server port.
     pub port: u16,
     /// Whether a registration (`sollol:rpc:node:{host}:{port}`) is live.
-    #[serde(default = "yes")]
     pub registered: bool,
-    /// Whether `sollol:router:metadata` lists it.
-    #[serde(default)]
-    pub in_metadata: bool,
     /// Registered with a GPU.
-    #[serde(default)]
     pub has_gpu: bool,
     /// SOLLOL-style device names (`cuda:0`).
-    #[serde(default)]
     pub gpu_devices: Vec<String>,
     /// Usable VRAM per GPU after the node's reserve, MiB.
-    #[serde(default)]
     pub gpu_vram_mb: Vec<u64>,
     /// GPU names.
-    #[serde(default)]
     pub gpu_names: Vec<String>,
     /// Usable RAM after the node's reserve, MiB (`None`: not registered).
-    #[serde(default)]
     pub cpu_ram_mb: Option<u64>,
     /// SOLLOL's `device_config` (`cpu,cuda:0`).
-    #[serde(default)]
     pub device_config: Option<String>,
     /// SOLLOL's worker count (1 + GPUs).
-    #[serde(default)]
     pub total_parallel_workers: Option<u32>,
     /// ggml device names (ours; derived from `gpu_devices` for SOLLOL registrations).
-    #[serde(default)]
     pub ggml_devices: Vec<String>,
-    /// What the rpc-server itself answered (reachable, busy, unreachable, protocol
-    /// version, per-device free/total), when it was probed.
-    #[serde(default)]
-    pub health: Option<vramroute_rpc::Probe>,
+}
+
+impl std::ops::Deref for RpcBackendView {
+    type Target = RpcBackendFacts;
+    fn deref(&self) -> &RpcBackendFacts {
+        &self.facts
+    }
+}
+
+impl std::ops::DerefMut for RpcBackendView {
+    /// The facts to change: copied first when another view shares them.
+    fn deref_mut(&mut self) -> &mut RpcBackendFacts {
+        Arc::make_mut(&mut self.facts)
+    }
+}
+
+impl RpcBackendView {
+    /// A backend of `facts`, not (yet) in the metadata, not probed.
+    pub(crate) fn new(facts: Arc<RpcBackendFacts>) -> Self {
+        RpcBackendView {
+            in_metadata: false,
+            health: None,
+            facts,
+        }
+    }
 }
 
 /// Sums over the view's fresh nodes.
@@ -414,11 +475,10 @@ pub(crate) fn rpc_view(host: &str, port: u16, r: &RpcNodeRecord) -> RpcBackendVi
         },
         owned,
     );
-    RpcBackendView {
+    RpcBackendView::new(Arc::new(RpcBackendFacts {
         host: host.to_owned(),
         port,
         registered: true,
-        in_metadata: false,
         has_gpu: r.has_gpu,
         gpu_devices: owned(&r.gpu_devices),
         gpu_vram_mb: r.gpu_vram_mb.clone(),
@@ -427,8 +487,7 @@ pub(crate) fn rpc_view(host: &str, port: u16, r: &RpcNodeRecord) -> RpcBackendVi
         device_config: Some(r.device_config.to_string()),
         total_parallel_workers: Some(r.total_parallel_workers),
         ggml_devices: ggml,
-        health: None,
-    }
+    }))
 }
 
 /// One node of the view: the stats record of `id`, with `registration` (its rpc
@@ -450,14 +509,12 @@ pub(crate) fn node_view(
         (Some(h), Some(p)) => Some(RpcEndpoint::new(h.as_str(), p)),
         _ => registration.map(|e| RpcEndpoint::new(e.host.clone(), e.port)),
     };
-    NodeView {
+    let facts = NodeFacts {
         id: id.to_owned(),
         hostname: owned_opt(&r.hostname),
         vendor: r.vendor.to_string(),
         writer: writer_of(r),
         timestamp: r.timestamp,
-        age_s,
-        stale: age_s > stale_after_s || from_future,
         in_registry: true,
         ollama_url: owned_opt(&r.ollama_url).or_else(|| derived_ollama_url(id)),
         rpc,
@@ -508,8 +565,8 @@ pub(crate) fn node_view(
             })
             .collect(),
         installed_models: Vec::new(),
-        load: None,
-    }
+    };
+    NodeView::new(Arc::new(facts), age_s, age_s > stale_after_s || from_future)
 }
 
 /// Marks the backends `meta` lists, and adds those no registration knows.
@@ -521,19 +578,21 @@ pub(crate) fn merge_metadata(backends: &mut Vec<RpcBackendView>, meta: &RouterMe
         {
             Some(r) => r.in_metadata = true,
             None => backends.push(RpcBackendView {
-                host: b.host.clone(),
-                port: b.port,
-                registered: false,
                 in_metadata: true,
-                has_gpu: false,
-                gpu_devices: Vec::new(),
-                gpu_vram_mb: Vec::new(),
-                gpu_names: Vec::new(),
-                cpu_ram_mb: None,
-                device_config: None,
-                total_parallel_workers: None,
-                ggml_devices: Vec::new(),
                 health: None,
+                facts: Arc::new(RpcBackendFacts {
+                    host: b.host.clone(),
+                    port: b.port,
+                    registered: false,
+                    has_gpu: false,
+                    gpu_devices: Vec::new(),
+                    gpu_vram_mb: Vec::new(),
+                    gpu_names: Vec::new(),
+                    cpu_ram_mb: None,
+                    device_config: None,
+                    total_parallel_workers: None,
+                    ggml_devices: Vec::new(),
+                }),
             }),
         }
     }
@@ -624,14 +683,12 @@ impl StatusView {
                     || n.id == authority
             });
             let idx = idx.unwrap_or_else(|| {
-                self.nodes.push(NodeView {
+                let facts = NodeFacts {
                     id: authority.to_owned(),
                     hostname: None,
                     vendor: "unknown".to_owned(),
                     writer: "ollama".to_owned(),
                     timestamp: 0.0,
-                    age_s: 0.0,
-                    stale: false,
                     in_registry: false,
                     ollama_url: Some(url.to_owned()),
                     rpc: None,
@@ -645,8 +702,8 @@ impl StatusView {
                     gpus: Vec::new(),
                     loaded_models: Vec::new(),
                     installed_models: Vec::new(),
-                    load: None,
-                });
+                };
+                self.nodes.push(NodeView::new(Arc::new(facts), 0.0, false));
                 self.nodes.len() - 1
             });
             let node = &mut self.nodes[idx];
@@ -878,6 +935,46 @@ mod tests {
         assert_eq!(view.warnings.len(), 1);
         assert!(!view.node("10.9.9.9:11434").expect("added").in_registry);
         assert_eq!(view.node_specs(&SnapshotConfig::default()).len(), 2);
+    }
+
+    /// A saved view with every field of a node and a backend set, and one of each
+    /// with only the required fields.
+    const SAVED: &str = r#"{"source":"snapshot test","generated_at":1800000000.5,"stale_after_s":30.0,"vram_safety_margin":0.8,"nodes":[{"id":"10.1.2.3:11434","hostname":"gpu-a","vendor":"nvidia","writer":"vramroute 0.1.0","timestamp":1799999990.25,"age_s":10.25,"stale":false,"in_registry":true,"ollama_url":"http://10.1.2.3:11434","rpc":{"host":"10.1.2.3","port":50052},"gpu_offload":"on","note":"a note","cpu_ram_total_mb":64000,"cpu_ram_free_mb":32000,"cpu_ram_registered_mb":25600,"cpu_count":16,"cpu_load_percent":12.5,"gpus":[{"index":0,"name":"RTX 4090","memory_total_mb":24576,"memory_usable_mb":19660,"memory_free_mb":20000,"memory_used_mb":4576,"utilization_percent":40,"temperature_c":61,"ggml_device":"CUDA0"}],"loaded_models":[{"name":"llama3.1:8b","size_mb":4700,"size_vram_mb":4700}],"installed_models":[{"name":"llama3.1:8b","size_mb":4661}],"load":{"in_flight":2,"ttfb_ms":12.5,"latency_ms":300.0,"success_rate":0.95,"requests":10,"failures":1}},{"id":"10.1.2.4:11434","vendor":"none","writer":"sollol","timestamp":1799999900.0,"age_s":100.5,"stale":true,"gpus":[]}],"rpc_backends":[{"host":"10.1.2.3","port":50052,"registered":true,"in_metadata":true,"has_gpu":true,"gpu_devices":["cuda:0"],"gpu_vram_mb":[19660],"gpu_names":["RTX 4090"],"cpu_ram_mb":25600,"device_config":"cpu,cuda:0","total_parallel_workers":2,"ggml_devices":["CUDA0"]},{"host":"10.9.9.9","port":50052,"in_metadata":true}],"totals":{"nodes":2,"stale_nodes":1,"gpus":1,"vram_total_mb":24576,"vram_usable_mb":19660,"vram_free_mb":20000,"ram_total_mb":64000,"rpc_backends":2},"skipped":[{"key":"a-bad-key","reason":"bad json"}],"warnings":["w1"],"model_sizes":{"x":5}}"#;
+
+    /// What `status --snapshot` of [`SAVED`] printed (compacted) before the rows were
+    /// shared: the flat shape, in that field order, defaults filled in.
+    const SAVED_PRINTED: &str = r#"{"source":"snapshot test","generated_at":1800000000.5,"stale_after_s":30.0,"vram_safety_margin":0.8,"nodes":[{"id":"10.1.2.3:11434","hostname":"gpu-a","vendor":"nvidia","writer":"vramroute 0.1.0","timestamp":1799999990.25,"age_s":10.25,"stale":false,"in_registry":true,"ollama_url":"http://10.1.2.3:11434","rpc":{"host":"10.1.2.3","port":50052},"gpu_offload":"on","note":"a note","cpu_ram_total_mb":64000,"cpu_ram_free_mb":32000,"cpu_ram_registered_mb":25600,"cpu_count":16,"cpu_load_percent":12.5,"gpus":[{"index":0,"name":"RTX 4090","memory_total_mb":24576,"memory_usable_mb":19660,"memory_free_mb":20000,"memory_used_mb":4576,"utilization_percent":40,"temperature_c":61,"ggml_device":"CUDA0"}],"loaded_models":[{"name":"llama3.1:8b","size_mb":4700,"size_vram_mb":4700}],"installed_models":[{"name":"llama3.1:8b","size_mb":4661}],"load":{"in_flight":2,"ttfb_ms":12.5,"latency_ms":300.0,"success_rate":0.95,"requests":10,"failures":1}},{"id":"10.1.2.4:11434","hostname":null,"vendor":"none","writer":"sollol","timestamp":1799999900.0,"age_s":100.5,"stale":true,"in_registry":true,"ollama_url":null,"rpc":null,"gpu_offload":null,"note":null,"cpu_ram_total_mb":null,"cpu_ram_free_mb":null,"cpu_ram_registered_mb":null,"cpu_count":null,"cpu_load_percent":null,"gpus":[],"loaded_models":[],"installed_models":[],"load":null}],"rpc_backends":[{"host":"10.1.2.3","port":50052,"registered":true,"in_metadata":true,"has_gpu":true,"gpu_devices":["cuda:0"],"gpu_vram_mb":[19660],"gpu_names":["RTX 4090"],"cpu_ram_mb":25600,"device_config":"cpu,cuda:0","total_parallel_workers":2,"ggml_devices":["CUDA0"],"health":null},{"host":"10.9.9.9","port":50052,"registered":true,"in_metadata":true,"has_gpu":false,"gpu_devices":[],"gpu_vram_mb":[],"gpu_names":[],"cpu_ram_mb":null,"device_config":null,"total_parallel_workers":null,"ggml_devices":[],"health":null}],"totals":{"nodes":2,"stale_nodes":1,"gpus":1,"vram_total_mb":24576,"vram_usable_mb":19660,"vram_free_mb":20000,"ram_total_mb":64000,"rpc_backends":2},"skipped":[{"key":"a-bad-key","reason":"bad json"}],"warnings":["w1"],"model_sizes":{"x":5}}"#;
+
+    /// The view's JSON is byte for byte what it was when every row was a flat struct.
+    #[test]
+    fn view_json_keeps_its_flat_shape() {
+        let view: StatusView = serde_json::from_str(SAVED).expect("parses");
+        assert_eq!(
+            serde_json::to_string(&view).expect("serialises"),
+            SAVED_PRINTED
+        );
+        let again: StatusView = serde_json::from_str(SAVED_PRINTED).expect("parses");
+        assert_eq!(again, view);
+    }
+
+    /// Views share their rows' facts; changing one node of a copy copies that node's
+    /// facts only, and leaves the other view as it was.
+    #[test]
+    fn changing_a_shared_node_copies_it_first() {
+        let view = StatusView::from_cluster(&sollol_cluster(), "t".into(), 1.8e9, 30.0, 0.8);
+        let mut copy = view.clone();
+        assert!(Arc::ptr_eq(view.nodes[0].facts(), copy.nodes[0].facts()));
+        copy.nodes[0]
+            .loaded_models
+            .push(LoadedView::new("llama3.1:8b", Some(4_700), None));
+        copy.nodes[0].age_s = 1.0;
+        copy.rpc_backends[0].gpu_names.push("extra".to_owned());
+        assert!(view.nodes[0].loaded_models.is_empty());
+        assert_eq!(copy.nodes[0].loaded_models.len(), 1);
+        assert!(view.nodes[0].age_s > 1.0);
+        assert_eq!(view.rpc_backends[0].gpu_names.len(), 2);
+        assert!(!Arc::ptr_eq(view.nodes[0].facts(), copy.nodes[0].facts()));
+        assert!(Arc::ptr_eq(view.nodes[1].facts(), copy.nodes[1].facts()));
     }
 
     #[test]
