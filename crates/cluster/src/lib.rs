@@ -72,6 +72,7 @@ mod sizes;
 mod specs;
 mod view;
 mod view_json;
+mod view_rows;
 
 pub use backends::BackendProber;
 pub use decisions::{DecisionLog, RecentDecision, DEFAULT_DECISIONS_KEPT};
