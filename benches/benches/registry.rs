@@ -18,7 +18,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use vramroute_benches::registry_fixtures::{rpc_host, rpc_record, stats_record};
+use vramroute_benches::registry_fixtures::{populate, rpc_record, stats_record};
 use vramroute_registry::testing::{sollol_style_poll, RedisServer};
 use vramroute_registry::{
     decode_rpc, decode_stats, Limits, RedisRegistry, Registry, RegistryConfig,
@@ -29,26 +29,6 @@ fn runtime() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .expect("tokio runtime")
-}
-
-/// Publishes `nodes` stats records and registrations, 200 nodes in flight at a time.
-async fn populate(reg: &RedisRegistry, nodes: usize) {
-    let chunk = 200;
-    for start in (0..nodes).step_by(chunk) {
-        let mut set = tokio::task::JoinSet::new();
-        for i in start..(start + chunk).min(nodes) {
-            let reg = reg.clone();
-            set.spawn(async move {
-                reg.publish_stats(&stats_record(i)).await.expect("publish");
-                reg.register(&rpc_host(i), 50052, &rpc_record(i))
-                    .await
-                    .expect("register");
-            });
-        }
-        while let Some(done) = set.join_next().await {
-            done.expect("writer task");
-        }
-    }
 }
 
 /// Republishes the stats of the next `nodes / 10` nodes (round robin from `next`), 50 in
@@ -86,7 +66,7 @@ fn prepare(rt: &tokio::runtime::Runtime, server: &RedisServer, nodes: usize) -> 
     let reg = rt
         .block_on(RedisRegistry::connect(&server.url(), config()))
         .expect("connect");
-    rt.block_on(populate(&reg, nodes));
+    rt.block_on(populate(&reg, nodes)).expect("populate");
     let view = rt.block_on(reg.discover()).expect("discover");
     assert_eq!(view.stats.len(), nodes);
     assert_eq!(view.rpc_nodes.len(), nodes);

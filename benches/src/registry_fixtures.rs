@@ -3,9 +3,10 @@
 
 use std::sync::Arc;
 
+use anyhow::{Context, Result};
 use vramroute_registry::{
-    ClusterView, GpuOffload, GpuStat, GpuStatsRecord, LoadedModel, RpcNodeEntry, RpcNodeRecord,
-    SCHEMA_VERSION,
+    ClusterView, GpuOffload, GpuStat, GpuStatsRecord, LoadedModel, RedisRegistry, Registry,
+    RpcNodeEntry, RpcNodeRecord, SCHEMA_VERSION,
 };
 
 /// The node id of synthetic node `i` (`10.x.y.z:11434`).
@@ -106,4 +107,25 @@ pub fn churn(view: &mut ClusterView, round: usize) {
             *record = Arc::new(r);
         }
     }
+}
+
+/// Publishes synthetic nodes `0..nodes` (stats record and registration each) through
+/// `reg`, 200 nodes in flight at a time: the cluster the `registry` bench and the
+/// `cold-read` harness read.
+pub async fn populate(reg: &RedisRegistry, nodes: usize) -> Result<()> {
+    let chunk = 200;
+    for start in (0..nodes).step_by(chunk) {
+        let mut set = tokio::task::JoinSet::new();
+        for i in start..(start + chunk).min(nodes) {
+            let reg = reg.clone();
+            set.spawn(async move {
+                reg.publish_stats(&stats_record(i)).await?;
+                reg.register(&rpc_host(i), 50052, &rpc_record(i)).await
+            });
+        }
+        while let Some(done) = set.join_next().await {
+            done.context("writer task")??;
+        }
+    }
+    Ok(())
 }

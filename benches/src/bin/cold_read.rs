@@ -18,29 +18,9 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use vramroute_benches::registry_fixtures::{rpc_host, rpc_record, stats_record};
+use vramroute_benches::registry_fixtures::populate;
 use vramroute_registry::testing::RedisServer;
 use vramroute_registry::{RedisRegistry, Registry, RegistryConfig};
-
-/// Publishes `nodes` stats records and registrations, 200 nodes in flight at a time
-/// (as the `registry` bench does).
-async fn populate(reg: &RedisRegistry, nodes: usize) -> Result<()> {
-    let chunk = 200;
-    for start in (0..nodes).step_by(chunk) {
-        let mut set = tokio::task::JoinSet::new();
-        for i in start..(start + chunk).min(nodes) {
-            let reg = reg.clone();
-            set.spawn(async move {
-                reg.publish_stats(&stats_record(i)).await?;
-                reg.register(&rpc_host(i), 50052, &rpc_record(i)).await
-            });
-        }
-        while let Some(done) = set.join_next().await {
-            done.context("writer task")??;
-        }
-    }
-    Ok(())
-}
 
 /// One cold read (what `discover_cold` times): the view is dropped inside.
 #[inline(never)]
