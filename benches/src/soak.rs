@@ -628,19 +628,7 @@ pub fn run(config: &SoakConfig) -> Result<SoakReport> {
 /// for it, and returns its last stdout line (its counters).
 fn stop_sim(child: &mut Child) -> String {
     use std::io::Read;
-    let _ = Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if let Ok(Some(_)) = child.try_wait() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
+    crate::process::terminate(child, Duration::from_secs(10));
     let mut out = String::new();
     if let Some(mut stdout) = child.stdout.take() {
         let _ = stdout.read_to_string(&mut out);

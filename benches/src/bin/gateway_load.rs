@@ -104,13 +104,13 @@ fn parse_args() -> Result<Args> {
     Ok(a)
 }
 
-/// A child process killed on drop.
+/// The daemon under load, ended on drop: SIGTERM, then SIGKILL after 10 s, so a
+/// wrapper (`strace`, `valgrind`) given as `--coordinator` writes its counts.
 struct Daemon(Child);
 
 impl Drop for Daemon {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        vramroute_benches::process::terminate(&mut self.0, Duration::from_secs(10));
     }
 }
 
