@@ -398,12 +398,13 @@ impl<'a> Parser<'a> {
     /// consume the value.
     ///
     /// A key is first matched in place (`"` + a known key + `"`: exact, as no known key
-    /// has a quote, backslash or control character), starting with the one after the
-    /// last matched, so a record in writer order costs one comparison per key; anything
-    /// else (an escaped spelling, an unknown key) is read as a string and looked up.
+    /// has a quote, backslash or control character), as three masked 8-byte words,
+    /// starting with the one after the last matched, so a record in writer order costs
+    /// one comparison per key; anything else (an escaped spelling, an unknown key) is
+    /// read as a string and looked up.
     fn keyed_object(
         &mut self,
-        keys: &[&'static str],
+        keys: &[Key],
         mut f: impl FnMut(&mut Self, Result<usize, Cow<'a, str>>) -> Option<()>,
     ) -> Option<()> {
         self.eat(b'{')?;
@@ -431,27 +432,35 @@ impl<'a> Parser<'a> {
     }
 
     #[inline]
-    fn key(
-        &mut self,
-        keys: &[&'static str],
-        hint: &mut usize,
-    ) -> Option<Result<usize, Cow<'a, str>>> {
-        let rest = self.bytes.get(self.pos + 1..)?;
-        let mut j = *hint;
-        for _ in 0..keys.len() {
-            if j >= keys.len() {
-                j = 0;
+    fn key(&mut self, keys: &[Key], hint: &mut usize) -> Option<Result<usize, Cow<'a, str>>> {
+        // The 24 bytes after the opening quote as three words (every known key is
+        // shorter); near the end of the value, the string is read and looked up.
+        if let Some(rest) = self.bytes.get(self.pos + 1..self.pos + 25) {
+            let word = |i: usize| {
+                let mut w = [0u8; 8];
+                w.copy_from_slice(&rest[8 * i..8 * i + 8]);
+                u64::from_le_bytes(w)
+            };
+            let words = [word(0), word(1), word(2)];
+            let mut j = *hint;
+            for _ in 0..keys.len() {
+                if j >= keys.len() {
+                    j = 0;
+                }
+                let key = &keys[j];
+                let differ = (words[0] ^ key.words[0]) & key.masks[0]
+                    | (words[1] ^ key.words[1]) & key.masks[1]
+                    | (words[2] ^ key.words[2]) & key.masks[2];
+                if differ == 0 && rest[key.len] == b'"' {
+                    self.pos += key.len + 2;
+                    *hint = j + 1;
+                    return Some(Ok(j));
+                }
+                j += 1;
             }
-            let key = keys[j].as_bytes();
-            if rest.get(key.len()) == Some(&b'"') && rest.get(..key.len()) == Some(key) {
-                self.pos += key.len() + 2;
-                *hint = j + 1;
-                return Some(Ok(j));
-            }
-            j += 1;
         }
         let s = self.str()?;
-        Some(keys.iter().position(|k| **k == *s).ok_or(s))
+        Some(keys.iter().position(|k| k.text == &*s).ok_or(s))
     }
 
     /// Skips a value serde would ignore (an unknown key of a GPU entry or a loaded
@@ -641,7 +650,7 @@ impl<'a> Parser<'a> {
 
 /// The keys of a GPU entry, in the order the derived `Serialize` writes them; the
 /// indexes are those `Parser::gpu` matches on.
-const GPU_KEYS: [&str; 13] = [
+const GPU_KEYS: [Key; 13] = keys([
     "index",
     "name",
     "memory_total_mb",
@@ -655,14 +664,14 @@ const GPU_KEYS: [&str; 13] = [
     "memory_kind",
     "driver",
     "ggml_device",
-];
+]);
 
 /// The keys of a loaded model, in writer order.
-const MODEL_KEYS: [&str; 3] = ["name", "size_mb", "size_vram_mb"];
+const MODEL_KEYS: [Key; 3] = keys(["name", "size_mb", "size_vram_mb"]);
 
 /// The keys of a stats record, in the order `GpuStatsRecord`'s `Serialize` writes them
 /// (SOLLOL's `vendor, gpus, timestamp[, note], node_id`, then ours).
-const STATS_KEYS: [&str; 18] = [
+const STATS_KEYS: [Key; 18] = keys([
     "vendor",
     "gpus",
     "timestamp",
@@ -681,10 +690,10 @@ const STATS_KEYS: [&str; 18] = [
     "ollama_url",
     "rpc_host",
     "rpc_port",
-];
+]);
 
 /// The keys of a registration, in writer order; the first eight are required.
-const RPC_KEYS: [&str; 18] = [
+const RPC_KEYS: [Key; 18] = keys([
     "has_gpu",
     "gpu_devices",
     "gpu_vram_mb",
@@ -703,7 +712,41 @@ const RPC_KEYS: [&str; 18] = [
     "cpu_ram_total_mb",
     "cpu_count",
     "reserve_fraction",
-];
+]);
+
+/// A known key, and its bytes as three little-endian words with the masks of the
+/// bytes it has (a key is at most 23 bytes: `keys` fails to compile otherwise).
+#[derive(Clone, Copy)]
+struct Key {
+    text: &'static str,
+    len: usize,
+    words: [u64; 3],
+    masks: [u64; 3],
+}
+
+const fn keys<const N: usize>(texts: [&'static str; N]) -> [Key; N] {
+    let mut out = [Key {
+        text: "",
+        len: 0,
+        words: [0; 3],
+        masks: [0; 3],
+    }; N];
+    let mut k = 0;
+    while k < N {
+        let b = texts[k].as_bytes();
+        assert!(b.len() < 24, "a known key is at most 23 bytes");
+        let mut i = 0;
+        while i < b.len() {
+            out[k].words[i / 8] |= (b[i] as u64) << (8 * (i % 8));
+            out[k].masks[i / 8] |= 0xff << (8 * (i % 8));
+            i += 1;
+        }
+        out[k].text = texts[k];
+        out[k].len = b.len();
+        k += 1;
+    }
+    out
+}
 
 /// Nesting depth of a JSON value (a scalar is 0), counted up to `MAX_UNKNOWN_DEPTH + 1`.
 fn depth(v: &serde_json::Value) -> usize {
@@ -713,9 +756,7 @@ fn depth(v: &serde_json::Value) -> usize {
         }
         match v {
             serde_json::Value::Array(a) => a.iter().map(|x| go(x, d + 1)).max().unwrap_or(d + 1),
-            serde_json::Value::Object(m) => {
-                m.values().map(|x| go(x, d + 1)).max().unwrap_or(d + 1)
-            }
+            serde_json::Value::Object(m) => m.values().map(|x| go(x, d + 1)).max().unwrap_or(d + 1),
             _ => d,
         }
     }
@@ -772,7 +813,8 @@ mod tests {
     fn float() -> impl Strategy<Value = f64> {
         prop_oneof![
             any::<f64>().prop_map(|f| if f.is_finite() { f } else { 0.5 }),
-            (0u64..5_000_000_000, 0u32..10_000_000).prop_map(|(s, f)| s as f64 + f64::from(f) / 1e7),
+            (0u64..5_000_000_000, 0u32..10_000_000)
+                .prop_map(|(s, f)| s as f64 + f64::from(f) / 1e7),
             prop::sample::select(vec![0.0, -0.0, 1e16, 1e-5, 12.5, 215.5, 5e-324, f64::MAX]),
         ]
     }
@@ -800,93 +842,170 @@ mod tests {
     }
 
     fn gpu() -> impl Strategy<Value = GpuStat> {
-
         (
-            (0u32..600, text(), prop::option::of(any::<u64>()), prop::option::of(any::<u64>()), prop::option::of(any::<u64>())),
-            (prop::option::of(any::<u32>()), prop::option::of(any::<i32>()), prop::option::of(text()), prop::option::of(text()), prop::option::of(float())),
-            (prop::option::of(text()), prop::option::of(text()), prop::option::of(text())),
+            (
+                0u32..600,
+                text(),
+                prop::option::of(any::<u64>()),
+                prop::option::of(any::<u64>()),
+                prop::option::of(any::<u64>()),
+            ),
+            (
+                prop::option::of(any::<u32>()),
+                prop::option::of(any::<i32>()),
+                prop::option::of(text()),
+                prop::option::of(text()),
+                prop::option::of(float()),
+            ),
+            (
+                prop::option::of(text()),
+                prop::option::of(text()),
+                prop::option::of(text()),
+            ),
         )
-            .prop_map(|((index, name, total, free, used), (util, temp, uuid, pci, power), (kind, driver, ggml))| {
-                let mut g = GpuStat::new(index, name);
-                g.memory_total_mb = total;
-                g.memory_free_mb = free;
-                g.memory_used_mb = used;
-                g.utilization_percent = util;
-                g.temperature_c = temp;
-                g.uuid = uuid;
-                g.pci_bus_id = pci;
-                g.power_w = power;
-                g.memory_kind = kind;
-                g.driver = driver;
-                g.ggml_device = ggml;
-                g
-            })
+            .prop_map(
+                |(
+                    (index, name, total, free, used),
+                    (util, temp, uuid, pci, power),
+                    (kind, driver, ggml),
+                )| {
+                    let mut g = GpuStat::new(index, name);
+                    g.memory_total_mb = total;
+                    g.memory_free_mb = free;
+                    g.memory_used_mb = used;
+                    g.utilization_percent = util;
+                    g.temperature_c = temp;
+                    g.uuid = uuid;
+                    g.pci_bus_id = pci;
+                    g.power_w = power;
+                    g.memory_kind = kind;
+                    g.driver = driver;
+                    g.ggml_device = ggml;
+                    g
+                },
+            )
     }
 
     fn stats_record() -> impl Strategy<Value = GpuStatsRecord> {
-
-        let offload = prop::sample::select(vec![GpuOffload::On, GpuOffload::Off, GpuOffload::Unknown]);
-        let model = (text(), prop::option::of(any::<u64>()), prop::option::of(any::<u64>()))
+        let offload =
+            prop::sample::select(vec![GpuOffload::On, GpuOffload::Off, GpuOffload::Unknown]);
+        let model = (
+            text(),
+            prop::option::of(any::<u64>()),
+            prop::option::of(any::<u64>()),
+        )
             .prop_map(|(n, s, v)| LoadedModel::new(n, s, v));
         (
             (text(), text(), float(), prop::collection::vec(gpu(), 0..4)),
-            (prop::option::of(any::<u32>()), prop::option::of(text()), prop::option::of(text()), prop::option::of(offload), prop::option::of(text()), prop::option::of(text())),
-            (prop::option::of(prop::collection::vec(model, 0..3)), prop::option::of(any::<u64>()), prop::option::of(any::<u64>()), prop::option::of(any::<u32>()), prop::option::of(float())),
-            (prop::option::of(text()), prop::option::of(text()), prop::option::of(any::<u16>()), extra()),
+            (
+                prop::option::of(any::<u32>()),
+                prop::option::of(text()),
+                prop::option::of(text()),
+                prop::option::of(offload),
+                prop::option::of(text()),
+                prop::option::of(text()),
+            ),
+            (
+                prop::option::of(prop::collection::vec(model, 0..3)),
+                prop::option::of(any::<u64>()),
+                prop::option::of(any::<u64>()),
+                prop::option::of(any::<u32>()),
+                prop::option::of(float()),
+            ),
+            (
+                prop::option::of(text()),
+                prop::option::of(text()),
+                prop::option::of(any::<u16>()),
+                extra(),
+            ),
         )
-            .prop_map(|((node, vendor, ts, gpus), (sv, rv, host, off, reason, note), (models, rt, rf, cc, load), (url, rh, rp, extra))| {
-                let mut r = GpuStatsRecord::new(node, vendor, ts);
-                r.gpus = gpus;
-                r.schema_version = sv;
-                r.reporter_version = rv;
-                r.hostname = host;
-                r.gpu_offload = off;
-                r.gpu_offload_reason = reason;
-                r.note = note;
-                r.loaded_models = models;
-                r.cpu_ram_total_mb = rt;
-                r.cpu_ram_free_mb = rf;
-                r.cpu_count = cc;
-                r.cpu_load_percent = load;
-                r.ollama_url = url;
-                r.rpc_host = rh;
-                r.rpc_port = rp;
-                r.extra = extra;
-                r
-            })
+            .prop_map(
+                |(
+                    (node, vendor, ts, gpus),
+                    (sv, rv, host, off, reason, note),
+                    (models, rt, rf, cc, load),
+                    (url, rh, rp, extra),
+                )| {
+                    let mut r = GpuStatsRecord::new(node, vendor, ts);
+                    r.gpus = gpus;
+                    r.schema_version = sv;
+                    r.reporter_version = rv;
+                    r.hostname = host;
+                    r.gpu_offload = off;
+                    r.gpu_offload_reason = reason;
+                    r.note = note;
+                    r.loaded_models = models;
+                    r.cpu_ram_total_mb = rt;
+                    r.cpu_ram_free_mb = rf;
+                    r.cpu_count = cc;
+                    r.cpu_load_percent = load;
+                    r.ollama_url = url;
+                    r.rpc_host = rh;
+                    r.rpc_port = rp;
+                    r.extra = extra;
+                    r
+                },
+            )
     }
 
     fn rpc_record() -> impl Strategy<Value = RpcNodeRecord> {
-
         let strs = || prop::collection::vec(text(), 0..4);
         let nums = || prop::collection::vec(any::<u64>(), 0..4);
         (
-            (any::<bool>(), strs(), nums(), strs(), any::<u64>(), text(), text(), any::<u32>()),
-            (prop::option::of(any::<u32>()), prop::option::of(text()), prop::option::of(text()), prop::option::of(strs()), prop::option::of(strs()), prop::option::of(strs()), prop::option::of(nums())),
-            (prop::option::of(any::<u64>()), prop::option::of(any::<u32>()), prop::option::of(float()), extra()),
+            (
+                any::<bool>(),
+                strs(),
+                nums(),
+                strs(),
+                any::<u64>(),
+                text(),
+                text(),
+                any::<u32>(),
+            ),
+            (
+                prop::option::of(any::<u32>()),
+                prop::option::of(text()),
+                prop::option::of(text()),
+                prop::option::of(strs()),
+                prop::option::of(strs()),
+                prop::option::of(strs()),
+                prop::option::of(nums()),
+            ),
+            (
+                prop::option::of(any::<u64>()),
+                prop::option::of(any::<u32>()),
+                prop::option::of(float()),
+                extra(),
+            ),
         )
-            .prop_map(|((has, dev, vram, names, ram, dc, mc, workers), (sv, rv, host, ggml, uuids, pci, total), (rt, cc, rf, extra))| {
-                let mut r = RpcNodeRecord::cpu_only(ram);
-                r.has_gpu = has;
-                r.gpu_devices = dev;
-                r.gpu_vram_mb = vram;
-                r.gpu_names = names;
-                r.device_config = dc;
-                r.memory_config = mc;
-                r.total_parallel_workers = workers;
-                r.schema_version = sv;
-                r.reporter_version = rv;
-                r.hostname = host;
-                r.ggml_devices = ggml;
-                r.gpu_uuids = uuids;
-                r.gpu_pci_bus_ids = pci;
-                r.gpu_vram_total_mb = total;
-                r.cpu_ram_total_mb = rt;
-                r.cpu_count = cc;
-                r.reserve_fraction = rf;
-                r.extra = extra;
-                r
-            })
+            .prop_map(
+                |(
+                    (has, dev, vram, names, ram, dc, mc, workers),
+                    (sv, rv, host, ggml, uuids, pci, total),
+                    (rt, cc, rf, extra),
+                )| {
+                    let mut r = RpcNodeRecord::cpu_only(ram);
+                    r.has_gpu = has;
+                    r.gpu_devices = dev;
+                    r.gpu_vram_mb = vram;
+                    r.gpu_names = names;
+                    r.device_config = dc;
+                    r.memory_config = mc;
+                    r.total_parallel_workers = workers;
+                    r.schema_version = sv;
+                    r.reporter_version = rv;
+                    r.hostname = host;
+                    r.ggml_devices = ggml;
+                    r.gpu_uuids = uuids;
+                    r.gpu_pci_bus_ids = pci;
+                    r.gpu_vram_total_mb = total;
+                    r.cpu_ram_total_mb = rt;
+                    r.cpu_count = cc;
+                    r.reserve_fraction = rf;
+                    r.extra = extra;
+                    r
+                },
+            )
     }
 
     // --- mutations ---------------------------------------------------------------
@@ -912,11 +1031,39 @@ mod tests {
 
     /// Values a mutation puts in: unusual numbers, other types, broken tokens.
     const ODD: [&str; 34] = [
-        "null", "-0", "0", "-1", "1.0", "1e2", "1E+2", "-1.5e-3", "4294967296", "65536",
-        "18446744073709551615", "18446744073709551616", "-9223372036854775808",
-        "-9223372036854775809", "1e400", "-1e400", "1e-400", "0.1",
-        "123456789012345678901234567890", "true", "false", "\"s\"", "\"on\"", "\"off\"", "[]",
-        "{}", "[1,[2,{\"a\":null}]]", "01", "1.", "-", "\"\\ud800\"", "\"a\u{1}b\"", "\"\\x\"",
+        "null",
+        "-0",
+        "0",
+        "-1",
+        "1.0",
+        "1e2",
+        "1E+2",
+        "-1.5e-3",
+        "4294967296",
+        "65536",
+        "18446744073709551615",
+        "18446744073709551616",
+        "-9223372036854775808",
+        "-9223372036854775809",
+        "1e400",
+        "-1e400",
+        "1e-400",
+        "0.1",
+        "123456789012345678901234567890",
+        "true",
+        "false",
+        "\"s\"",
+        "\"on\"",
+        "\"off\"",
+        "[]",
+        "{}",
+        "[1,[2,{\"a\":null}]]",
+        "01",
+        "1.",
+        "-",
+        "\"\\ud800\"",
+        "\"a\u{1}b\"",
+        "\"\\x\"",
         "nul",
     ];
 
@@ -967,7 +1114,11 @@ mod tests {
                 1 => entries.insert(arg % (entries.len() + 1), (format!("zz{arg}"), odd())),
                 2 | 4 if !entries.is_empty() => {
                     let n = entries.len();
-                    entries[arg % n].1 = if op % 7 == 2 { J::Raw("null".into()) } else { odd() };
+                    entries[arg % n].1 = if op % 7 == 2 {
+                        J::Raw("null".into())
+                    } else {
+                        odd()
+                    };
                 }
                 3 if !entries.is_empty() => {
                     let n = entries.len();
@@ -1072,8 +1223,16 @@ mod tests {
     }
 
     fn style() -> impl Strategy<Value = Style> {
-        (any::<u8>(), prop_oneof![Just(0u64), any::<u64>()], any::<bool>())
-            .prop_map(|(space, escapes, upper)| Style { space, escapes, upper })
+        (
+            any::<u8>(),
+            prop_oneof![Just(0u64), any::<u64>()],
+            any::<bool>(),
+        )
+            .prop_map(|(space, escapes, upper)| Style {
+                space,
+                escapes,
+                upper,
+            })
     }
 
     fn ops() -> impl Strategy<Value = Vec<(u8, u32, u32)>> {
