@@ -1123,7 +1123,7 @@ mod tests {
                 3 if !entries.is_empty() => {
                     let n = entries.len();
                     let (k, v) = entries[arg % n].clone();
-                    let first = if arg % 2 == 0 { v.clone() } else { odd() };
+                    let first = if arg.is_multiple_of(2) { v.clone() } else { odd() };
                     entries.insert(arg % n, (k, first));
                 }
                 5 if !entries.is_empty() => {
@@ -1134,7 +1134,7 @@ mod tests {
                     // A key spelt differently (escapes come from the printer) or cased.
                     let n = entries.len();
                     let k = &mut entries[arg % n].0;
-                    if arg % 3 == 0 {
+                    if arg.is_multiple_of(3) {
                         *k = k.to_uppercase();
                     }
                 }
@@ -1204,7 +1204,7 @@ mod tests {
             match c {
                 '"' if !escape => out.push_str("\\\""),
                 '\\' if !escape => out.push_str("\\\\"),
-                '/' if escape && *counter % 2 == 0 => out.push_str("\\/"),
+                '/' if escape && counter.is_multiple_of(2) => out.push_str("\\/"),
                 '\n' if !escape => out.push_str("\\n"),
                 '\t' if !escape => out.push_str("\\t"),
                 c if escape || c < ' ' || c == '"' || c == '\\' => {
