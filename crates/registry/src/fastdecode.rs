@@ -349,11 +349,13 @@ impl<'a> Parser<'a> {
 
     fn array<T>(&mut self, mut f: impl FnMut(&mut Self) -> Option<T>) -> Option<Vec<T>> {
         self.eat(b'[')?;
-        let mut v = Vec::new();
         if self.peek()? == b']' {
             self.pos += 1;
-            return Some(v);
+            return Some(Vec::new());
         }
+        // The capacity `Vec`'s first growth gives (what serde's visitor ends with for
+        // up to four entries), allocated directly rather than through `grow_one`.
+        let mut v = Vec::with_capacity(4);
         loop {
             v.push(f(self)?);
             match self.peek()? {
@@ -1123,7 +1125,11 @@ mod tests {
                 3 if !entries.is_empty() => {
                     let n = entries.len();
                     let (k, v) = entries[arg % n].clone();
-                    let first = if arg.is_multiple_of(2) { v.clone() } else { odd() };
+                    let first = if arg.is_multiple_of(2) {
+                        v.clone()
+                    } else {
+                        odd()
+                    };
                     entries.insert(arg % n, (k, first));
                 }
                 5 if !entries.is_empty() => {
