@@ -52,6 +52,7 @@ mod change;
 mod config;
 mod delta;
 mod error;
+mod fastdecode;
 pub mod keys;
 mod memory;
 pub mod pyjson;

@@ -4,6 +4,7 @@
 //! rest of the view is unaffected. Writers run the same checks before writing, so we
 //! never publish what we would refuse to read.
 
+use crate::fastdecode;
 use crate::record::{GpuStatsRecord, RouterMetadata, RpcNodeRecord, SmolStr};
 
 /// Caps applied to every record read (and written). Defaults are documented in
@@ -398,6 +399,18 @@ fn utf8(bytes: &[u8]) -> Result<&str, String> {
     std::str::from_utf8(bytes).map_err(|e| format!("value is not UTF-8 text: {e}"))
 }
 
+/// The serde path for a stats record: what [`decode_stats`] falls back to when the
+/// single-pass reader (`fastdecode`) does not take a value, and the reference it is
+/// tested against. Its error is the one a bad record is skipped with.
+pub(crate) fn parse_stats_serde(text: &str) -> Result<GpuStatsRecord, String> {
+    serde_json::from_str(text).map_err(|e| format!("bad stats record: {e}"))
+}
+
+/// The serde path for a registration (see [`parse_stats_serde`]).
+pub(crate) fn parse_rpc_serde(text: &str) -> Result<RpcNodeRecord, String> {
+    serde_json::from_str(text).map_err(|e| format!("bad registration: {e}"))
+}
+
 /// Parses and validates a stats record read from `sollol:gpu:{key_node_id}`. A record
 /// without `node_id` gets `key_node_id`; a key whose node id is longer than
 /// [`Limits::max_name_bytes`] is refused before anything is parsed; `vendor` is
@@ -409,8 +422,11 @@ pub fn decode_stats(
 ) -> Result<GpuStatsRecord, String> {
     check_name("node id in the key", key_node_id, limits)?;
     check_size(bytes, limits)?;
-    let mut r: GpuStatsRecord =
-        serde_json::from_str(utf8(bytes)?).map_err(|e| format!("bad stats record: {e}"))?;
+    let text = utf8(bytes)?;
+    let mut r = match fastdecode::stats(text) {
+        Some(r) => r,
+        None => parse_stats_serde(text)?,
+    };
     if r.node_id.is_empty() {
         r.node_id = SmolStr::new(key_node_id);
     }
@@ -422,8 +438,11 @@ pub fn decode_stats(
 /// Parses and validates a registration.
 pub fn decode_rpc(bytes: &[u8], limits: &Limits) -> Result<RpcNodeRecord, String> {
     check_size(bytes, limits)?;
-    let r: RpcNodeRecord =
-        serde_json::from_str(utf8(bytes)?).map_err(|e| format!("bad registration: {e}"))?;
+    let text = utf8(bytes)?;
+    let r = match fastdecode::rpc(text) {
+        Some(r) => r,
+        None => parse_rpc_serde(text)?,
+    };
     validate_rpc(&r, limits)?;
     Ok(r)
 }
