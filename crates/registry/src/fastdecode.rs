@@ -1300,6 +1300,36 @@ mod tests {
         }
     }
 
+    proptest! {
+        // Each case reads every prefix of two records (a thousand reads or so).
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Hostile bytes: every prefix of a written record, and the record with bytes
+        /// overwritten, never panic, and whatever the fast path takes serde reads alike.
+        #[test]
+        fn truncated_and_garbled_never_panic(
+            r in stats_record(),
+            q in rpc_record(),
+            noise in prop::collection::vec((any::<u32>(), any::<u8>()), 1..4),
+        ) {
+            for json in [r.to_json(), q.to_json()] {
+                let stats_kind = json.contains("\"vendor\"");
+                let check = |t: &str| if stats_kind { same_stats(t) } else { same_rpc(t) };
+                for end in (0..json.len()).filter(|&i| json.is_char_boundary(i)) {
+                    prop_assert!(!check(&json[..end]), "a prefix was taken: {}", &json[..end]);
+                }
+                let mut bytes = json.clone().into_bytes();
+                for &(at, b) in &noise {
+                    let i = at as usize % bytes.len();
+                    bytes[i] = b;
+                }
+                if let Ok(t) = std::str::from_utf8(&bytes) {
+                    check(t);
+                }
+            }
+        }
+    }
+
     /// Hand-picked cases: each must give the same as serde, and the first ones must be
     /// taken by the fast path.
     #[test]
