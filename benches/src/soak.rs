@@ -294,7 +294,7 @@ impl Client {
                 let router = live.router();
                 let d = router.route(probe).ok()?;
                 let snap = router.snapshot();
-                (d.snapshot == snap.id()).then(|| snap.node(d.node).id.clone())
+                (d.snapshot == snap.id()).then(|| snap.node(d.node).id.to_string())
             }
             Client::Http(h) => {
                 let body = h.get(PROBE_PATH).ok()?;

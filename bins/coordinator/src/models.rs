@@ -59,7 +59,7 @@ pub(crate) fn collect(view: &StatusView) -> Vec<ModelRow> {
     }
     for n in &view.nodes {
         for m in &n.loaded_models {
-            row(&mut rows, &m.name).loaded_on.push(n.id.clone());
+            row(&mut rows, &m.name).loaded_on.push(n.id.to_string());
         }
     }
     rows.into_values().collect()

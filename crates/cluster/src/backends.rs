@@ -107,7 +107,9 @@ impl BackendProber {
         let kept_for = self.busy_ttl * 2;
         cache.retain(|a, (at, _)| seen.contains(a.as_str()) || now.duration_since(*at) < kept_for);
         for b in &mut view.rpc_backends {
-            b.health = cache.get(&addr_of(&b.host, b.port)).map(|(_, p)| p.clone());
+            b.health = cache
+                .get(&addr_of(&b.host, b.port))
+                .map(|(_, p)| Box::new(p.clone()));
         }
     }
 }

@@ -471,7 +471,7 @@ impl LiveCluster {
             return;
         }
         for (spec, _) in specs {
-            if let Some(load) = all.get(&spec.id) {
+            if let Some(load) = all.get(spec.id.as_str()) {
                 apply_node_load(Arc::make_mut(spec), Some(load));
             }
         }

@@ -63,7 +63,7 @@ pub fn registered_backends(view: &StatusView) -> Vec<RpcBackend> {
         .iter()
         .filter(|b| b.registered)
         .map(|b| RpcBackend {
-            host: b.host.clone(),
+            host: b.host.to_string(),
             port: b.port,
         })
         .collect()

@@ -195,7 +195,7 @@ pub async fn optimize_tracked(
             .nodes()
             .iter()
             .filter(|n| n.ollama_url.is_none())
-            .map(|n| n.id.clone())
+            .map(|n| n.id.to_string())
             .collect();
         let mut outcome = Outcome::new(model, Some(size.size_mb), "failed", String::new());
         for _ in 0..MAX_ATTEMPTS {
@@ -221,7 +221,7 @@ pub async fn optimize_tracked(
                 }
             };
             let node = snapshot.node(d.node);
-            outcome.node = Some(node.id.clone());
+            outcome.node = Some(node.id.to_string());
             outcome.gpu = d.gpu;
             if d.fit == FitKind::AlreadyLoaded {
                 // The view shows it: nothing of it is in flight any more.
@@ -240,7 +240,7 @@ pub async fn optimize_tracked(
                 }
             }
             let Some(url) = node.ollama_url.clone() else {
-                excluded.push(node.id.clone());
+                excluded.push(node.id.to_string());
                 continue;
             };
             if opts.dry_run {
@@ -267,12 +267,12 @@ pub async fn optimize_tracked(
                 }
                 Err(reason) => {
                     outcome.skipped.push(Skipped {
-                        node: node.id.clone(),
+                        node: node.id.to_string(),
                         reason,
                     });
                     outcome.node = None;
                     outcome.gpu = None;
-                    excluded.push(node.id.clone());
+                    excluded.push(node.id.to_string());
                 }
             }
         }

@@ -111,7 +111,7 @@ pub fn workers_checked(view: &StatusView) -> (Vec<ClusterWorker>, Vec<Excluded>,
                 _ => {}
             }
         }
-        let node_id = node.map_or_else(|| addr.clone(), |n| n.id.clone());
+        let node_id = node.map_or_else(|| addr.clone(), |n| n.id.to_string());
         let worker = |kind, device_name: String, budget_mib: u64, free_mib| {
             let mut w = ClusterWorker::new(
                 node_id.clone(),
@@ -136,7 +136,7 @@ pub fn workers_checked(view: &StatusView) -> (Vec<ClusterWorker>, Vec<Excluded>,
             let free = node
                 .and_then(|n| n.gpus.get(i))
                 .and_then(|g| g.memory_free_mb);
-            out.push(worker(WorkerKind::Gpu, dev.clone(), *vram, free));
+            out.push(worker(WorkerKind::Gpu, dev.to_string(), *vram, free));
         }
     }
     (out, excluded, warnings)

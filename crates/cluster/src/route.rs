@@ -75,12 +75,12 @@ impl Placement {
     pub fn of(snapshot: &Snapshot, d: &Decision) -> Placement {
         let node = snapshot.node(d.node);
         Placement {
-            node: node.id.clone(),
+            node: node.id.to_string(),
             target: d.target,
             gpu: d.gpu,
             fit: d.fit,
             score: d.score,
-            ollama_url: node.ollama_url.clone(),
+            ollama_url: node.ollama_url.as_ref().map(ToString::to_string),
             rpc: node.rpc.clone(),
         }
     }
@@ -282,7 +282,7 @@ pub fn check_sized(
                 let fit = snapshot.gpu_fit(idx, g.index, size.size_mb).ok().flatten();
                 GpuRoom {
                     index: g.index,
-                    name: g.name.clone(),
+                    name: g.name.to_string(),
                     usable_mb: room.map(|r| r.0),
                     free_mb: room.map(|r| r.1),
                     fits: fit.is_some_and(|f| f.fits()),
@@ -301,7 +301,7 @@ pub fn check_sized(
             (None, None) => "Not considered".to_owned(),
         };
         nodes.push(NodeFit {
-            node: spec.id.clone(),
+            node: spec.id.to_string(),
             eligible: status.is_none(),
             status,
             gpus,

@@ -14,7 +14,7 @@
 
 use std::sync::Arc;
 
-use vramroute_registry::{ClusterView, GpuStatsRecord, RpcNodeEntry, RpcNodeRecord};
+use vramroute_registry::{ClusterView, GpuStatsRecord, RpcNodeEntry, RpcNodeRecord, SmolStr};
 use vramroute_router::{NodeSpec, SnapshotConfig};
 
 use crate::live::LiveConfig;
@@ -27,8 +27,9 @@ use crate::view::{
 /// What one node's record gave last time.
 struct Row {
     record: Arc<GpuStatsRecord>,
-    /// The registration the row was built with: (host, port, record).
-    registration: Option<(String, u16, Arc<RpcNodeRecord>)>,
+    /// The registration the row was built with: (host, port, record); the host as a
+    /// `SmolStr` (an address fits inline: no heap block per row).
+    registration: Option<(SmolStr, u16, Arc<RpcNodeRecord>)>,
     /// Its facts are shared with every view built while the record is unchanged.
     node: NodeView,
     /// The node's spec without measured load; its `report_age_ms` is the age when it
@@ -90,7 +91,7 @@ impl std::fmt::Debug for ViewBuilder {
 }
 
 fn same_registration(
-    kept: Option<&(String, u16, Arc<RpcNodeRecord>)>,
+    kept: Option<&(SmolStr, u16, Arc<RpcNodeRecord>)>,
     now: Option<&RpcNodeEntry>,
 ) -> bool {
     match (kept, now) {
@@ -196,7 +197,7 @@ impl ViewBuilder {
                     Row {
                         record: Arc::clone(r),
                         registration: registration
-                            .map(|e| (e.host.clone(), e.port, Arc::clone(&e.record))),
+                            .map(|e| (SmolStr::from(&e.host), e.port, Arc::clone(&e.record))),
                         node,
                         spec,
                         future: from_future,

@@ -26,7 +26,7 @@ use vramroute_alloc::EstimateSource;
 
 use crate::signals::{LoadSignals, NodeLoad};
 use vramroute_ollama::{PsResponse, TagsResponse};
-use vramroute_registry::ClusterView;
+use vramroute_registry::{ClusterView, SmolStr};
 use vramroute_router::{NodeSpec, RpcEndpoint, SnapshotConfig};
 
 use crate::specs::{apply_node_load, node_spec, spec_age_ms};
@@ -87,8 +87,9 @@ pub struct NodeView {
     /// Older than the view's `stale_after_s`: shown, not routed to.
     pub stale: bool,
     /// Load measured by whoever forwards requests to the node (the gateway), when it
-    /// has: fed to the router as requests in flight, latency and success rate.
-    pub load: Option<NodeLoad>,
+    /// has: fed to the router as requests in flight, latency and success rate. Boxed:
+    /// most nodes of a large cluster have none, and the view holds one per node.
+    pub load: Option<Box<NodeLoad>>,
     pub(crate) facts: Arc<NodeFacts>,
 }
 
@@ -98,26 +99,26 @@ pub struct NodeView {
 #[non_exhaustive]
 pub struct NodeFacts {
     /// SOLLOL's node id, `{ip}:{ollama_port}`.
-    pub id: String,
+    pub id: SmolStr,
     /// The node's hostname, when its reporter sent one.
-    pub hostname: Option<String>,
+    pub hostname: Option<SmolStr>,
     /// `nvidia`, `amd`, `intel`, `none`, or `unknown` for an Ollama-only node.
-    pub vendor: String,
+    pub vendor: SmolStr,
     /// Who wrote the record: `vramroute X.Y.Z`, `sollol` (no extras), or `ollama`
     /// (a `nodes:` entry with no registry record).
-    pub writer: String,
+    pub writer: SmolStr,
     /// The record's timestamp, Unix seconds (0 when there is no record).
     pub timestamp: f64,
     /// Whether the node has a stats record in the registry (routable).
     pub in_registry: bool,
     /// The node's Ollama base URL (ours, or `http://{node_id}` by SOLLOL's convention).
-    pub ollama_url: Option<String>,
+    pub ollama_url: Option<SmolStr>,
     /// The node's llama.cpp rpc-server, when it runs one.
     pub rpc: Option<RpcEndpoint>,
     /// `on`, `off` or `unknown`: whether Ollama offloads to the GPU (ours only).
-    pub gpu_offload: Option<String>,
+    pub gpu_offload: Option<SmolStr>,
     /// A note the reporter (or this view) attached.
-    pub note: Option<String>,
+    pub note: Option<SmolStr>,
     /// Total RAM, MiB (from our stats extras).
     pub cpu_ram_total_mb: Option<u64>,
     /// Free RAM, MiB (from our stats extras).
@@ -181,7 +182,7 @@ pub struct GpuView {
     /// GPU index on the node.
     pub index: u32,
     /// Name.
-    pub name: String,
+    pub name: SmolStr,
     /// Total VRAM, MiB.
     pub memory_total_mb: Option<u64>,
     /// total × vram_safety_margin.
@@ -200,7 +201,7 @@ pub struct GpuView {
     pub temperature_c: Option<i32>,
     /// llama.cpp's device name (`CUDA0`), when the reporter knows it.
     #[serde(default)]
-    pub ggml_device: Option<String>,
+    pub ggml_device: Option<SmolStr>,
 }
 
 /// A model loaded on a node.
@@ -208,7 +209,7 @@ pub struct GpuView {
 #[non_exhaustive]
 pub struct LoadedView {
     /// Name.
-    pub name: String,
+    pub name: SmolStr,
     /// Size, MiB, when known.
     #[serde(default)]
     pub size_mb: Option<u64>,
@@ -238,8 +239,9 @@ pub struct RpcBackendView {
     /// Whether `sollol:router:metadata` lists it.
     pub in_metadata: bool,
     /// What the rpc-server itself answered (reachable, busy, unreachable, protocol
-    /// version, per-device free/total), when it was probed.
-    pub health: Option<vramroute_rpc::Probe>,
+    /// version, per-device free/total), when it was probed. Boxed: a large `Probe`,
+    /// absent until the backend is probed.
+    pub health: Option<Box<vramroute_rpc::Probe>>,
     pub(crate) facts: Arc<RpcBackendFacts>,
 }
 
@@ -249,7 +251,7 @@ pub struct RpcBackendView {
 #[non_exhaustive]
 pub struct RpcBackendFacts {
     /// Host or IP.
-    pub host: String,
+    pub host: SmolStr,
     /// rpc-server port.
     pub port: u16,
     /// Whether a registration (`sollol:rpc:node:{host}:{port}`) is live.
@@ -257,19 +259,19 @@ pub struct RpcBackendFacts {
     /// Registered with a GPU.
     pub has_gpu: bool,
     /// SOLLOL-style device names (`cuda:0`).
-    pub gpu_devices: Vec<String>,
+    pub gpu_devices: Vec<SmolStr>,
     /// Usable VRAM per GPU after the node's reserve, MiB.
     pub gpu_vram_mb: Vec<u64>,
     /// GPU names.
-    pub gpu_names: Vec<String>,
+    pub gpu_names: Vec<SmolStr>,
     /// Usable RAM after the node's reserve, MiB (`None`: not registered).
     pub cpu_ram_mb: Option<u64>,
     /// SOLLOL's `device_config` (`cpu,cuda:0`).
-    pub device_config: Option<String>,
+    pub device_config: Option<SmolStr>,
     /// SOLLOL's worker count (1 + GPUs).
     pub total_parallel_workers: Option<u32>,
     /// ggml device names (ours; derived from `gpu_devices` for SOLLOL registrations).
-    pub ggml_devices: Vec<String>,
+    pub ggml_devices: Vec<SmolStr>,
 }
 
 impl std::ops::Deref for RpcBackendView {
@@ -381,7 +383,7 @@ impl OllamaNodeInfo {
 
 impl LoadedView {
     /// A loaded model of `size_mb` MiB with `size_vram_mb` in VRAM (`None`: unknown).
-    pub fn new(name: impl Into<String>, size_mb: Option<u64>, size_vram_mb: Option<u64>) -> Self {
+    pub fn new(name: impl Into<SmolStr>, size_mb: Option<u64>, size_vram_mb: Option<u64>) -> Self {
         LoadedView {
             name: name.into(),
             size_mb,
@@ -450,16 +452,16 @@ impl StatusView {
             });
             let idx = idx.unwrap_or_else(|| {
                 let facts = NodeFacts {
-                    id: authority.to_owned(),
+                    id: authority.into(),
                     hostname: None,
-                    vendor: "unknown".to_owned(),
-                    writer: "ollama".to_owned(),
+                    vendor: SmolStr::new_static("unknown"),
+                    writer: SmolStr::new_static("ollama"),
                     timestamp: 0.0,
                     in_registry: false,
-                    ollama_url: Some(url.to_owned()),
+                    ollama_url: Some(url.into()),
                     rpc: None,
                     gpu_offload: None,
-                    note: Some("listed in the config's nodes: but has no registry record; hardware unknown, not routed to".to_owned()),
+                    note: Some("listed in the config's nodes: but has no registry record; hardware unknown, not routed to".into()),
                     cpu_ram_total_mb: None,
                     cpu_ram_free_mb: None,
                     cpu_ram_registered_mb: None,
@@ -479,7 +481,7 @@ impl StatusView {
                         .models
                         .iter()
                         .map(|m| LoadedView {
-                            name: m.name.clone(),
+                            name: m.name.as_str().into(),
                             size_mb: Some(m.size / BYTES_PER_MIB),
                             size_vram_mb: Some(m.size_vram / BYTES_PER_MIB),
                         })
@@ -512,7 +514,7 @@ impl StatusView {
             return;
         }
         for n in &mut self.nodes {
-            n.load = all.get(&n.id).cloned();
+            n.load = all.get(n.id.as_str()).cloned().map(Box::new);
         }
     }
 
@@ -551,7 +553,7 @@ impl StatusView {
             .filter(|n| n.in_registry)
             .map(|n| {
                 let mut spec = node_spec(n, config);
-                apply_node_load(&mut spec, n.load.as_ref());
+                apply_node_load(&mut spec, n.load.as_deref());
                 spec.report_age_ms = spec_age_ms(n, config);
                 spec
             })
@@ -570,13 +572,13 @@ impl StatusView {
         let mut out: BTreeMap<String, Vec<(String, Option<u64>)>> = BTreeMap::new();
         for n in &self.nodes {
             for m in &n.installed_models {
-                out.entry(m.name.clone()).or_default().push((
+                out.entry(m.name.to_string()).or_default().push((
                     format!("{} of {}", EstimateSource::OllamaTags, n.id),
                     Some(m.size_mb),
                 ));
             }
             for m in &n.loaded_models {
-                out.entry(m.name.clone()).or_default().push((
+                out.entry(m.name.to_string()).or_default().push((
                     format!("{} on {}", EstimateSource::LoadedCopy, n.id),
                     m.size_mb,
                 ));
@@ -734,7 +736,7 @@ mod tests {
             .loaded_models
             .push(LoadedView::new("llama3.1:8b", Some(4_700), None));
         copy.nodes[0].age_s = 1.0;
-        copy.rpc_backends[0].gpu_names.push("extra".to_owned());
+        copy.rpc_backends[0].gpu_names.push("extra".into());
         assert!(view.nodes[0].loaded_models.is_empty());
         assert_eq!(copy.nodes[0].loaded_models.len(), 1);
         assert!(view.nodes[0].age_s > 1.0);

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
+use vramroute_registry::SmolStr;
 use vramroute_router::RpcEndpoint;
 
 use crate::signals::NodeLoad;
@@ -17,17 +18,17 @@ use crate::view::{
 #[derive(Serialize)]
 struct NodeViewOut<'a> {
     id: &'a str,
-    hostname: &'a Option<String>,
+    hostname: &'a Option<SmolStr>,
     vendor: &'a str,
     writer: &'a str,
     timestamp: f64,
     age_s: f64,
     stale: bool,
     in_registry: bool,
-    ollama_url: &'a Option<String>,
+    ollama_url: &'a Option<SmolStr>,
     rpc: &'a Option<RpcEndpoint>,
-    gpu_offload: &'a Option<String>,
-    note: &'a Option<String>,
+    gpu_offload: &'a Option<SmolStr>,
+    note: &'a Option<SmolStr>,
     cpu_ram_total_mb: Option<u64>,
     cpu_ram_free_mb: Option<u64>,
     cpu_ram_registered_mb: Option<u64>,
@@ -36,30 +37,30 @@ struct NodeViewOut<'a> {
     gpus: &'a [GpuView],
     loaded_models: &'a [LoadedView],
     installed_models: &'a [InstalledView],
-    load: &'a Option<NodeLoad>,
+    load: &'a Option<Box<NodeLoad>>,
 }
 
 /// [`NodeView`]'s JSON as read back (saved views), with its defaults.
 #[derive(Deserialize)]
 struct NodeViewIn {
-    id: String,
+    id: SmolStr,
     #[serde(default)]
-    hostname: Option<String>,
-    vendor: String,
-    writer: String,
+    hostname: Option<SmolStr>,
+    vendor: SmolStr,
+    writer: SmolStr,
     timestamp: f64,
     age_s: f64,
     stale: bool,
     #[serde(default = "yes")]
     in_registry: bool,
     #[serde(default)]
-    ollama_url: Option<String>,
+    ollama_url: Option<SmolStr>,
     #[serde(default)]
     rpc: Option<RpcEndpoint>,
     #[serde(default)]
-    gpu_offload: Option<String>,
+    gpu_offload: Option<SmolStr>,
     #[serde(default)]
-    note: Option<String>,
+    note: Option<SmolStr>,
     #[serde(default)]
     cpu_ram_total_mb: Option<u64>,
     #[serde(default)]
@@ -76,7 +77,7 @@ struct NodeViewIn {
     #[serde(default)]
     installed_models: Vec<InstalledView>,
     #[serde(default)]
-    load: Option<NodeLoad>,
+    load: Option<Box<NodeLoad>>,
 }
 
 impl Serialize for NodeView {
@@ -148,20 +149,20 @@ struct RpcBackendOut<'a> {
     registered: bool,
     in_metadata: bool,
     has_gpu: bool,
-    gpu_devices: &'a [String],
+    gpu_devices: &'a [SmolStr],
     gpu_vram_mb: &'a [u64],
-    gpu_names: &'a [String],
+    gpu_names: &'a [SmolStr],
     cpu_ram_mb: Option<u64>,
-    device_config: &'a Option<String>,
+    device_config: &'a Option<SmolStr>,
     total_parallel_workers: Option<u32>,
-    ggml_devices: &'a [String],
-    health: &'a Option<vramroute_rpc::Probe>,
+    ggml_devices: &'a [SmolStr],
+    health: &'a Option<Box<vramroute_rpc::Probe>>,
 }
 
 /// [`RpcBackendView`]'s JSON as read back, with its defaults.
 #[derive(Deserialize)]
 struct RpcBackendIn {
-    host: String,
+    host: SmolStr,
     port: u16,
     #[serde(default = "yes")]
     registered: bool,
@@ -170,21 +171,21 @@ struct RpcBackendIn {
     #[serde(default)]
     has_gpu: bool,
     #[serde(default)]
-    gpu_devices: Vec<String>,
+    gpu_devices: Vec<SmolStr>,
     #[serde(default)]
     gpu_vram_mb: Vec<u64>,
     #[serde(default)]
-    gpu_names: Vec<String>,
+    gpu_names: Vec<SmolStr>,
     #[serde(default)]
     cpu_ram_mb: Option<u64>,
     #[serde(default)]
-    device_config: Option<String>,
+    device_config: Option<SmolStr>,
     #[serde(default)]
     total_parallel_workers: Option<u32>,
     #[serde(default)]
-    ggml_devices: Vec<String>,
+    ggml_devices: Vec<SmolStr>,
     #[serde(default)]
-    health: Option<vramroute_rpc::Probe>,
+    health: Option<Box<vramroute_rpc::Probe>>,
 }
 
 impl Serialize for RpcBackendView {

@@ -102,43 +102,32 @@ pub(crate) fn total_for_usable(usable: u64, margin: f64) -> u64 {
     total
 }
 
-fn writer_of(record: &GpuStatsRecord) -> String {
+fn writer_of(record: &GpuStatsRecord) -> SmolStr {
     match (&record.reporter_version, record.schema_version) {
-        (Some(v), _) => format!("vramroute {v}"),
-        (None, Some(s)) => format!("vramroute (schema {s})"),
-        (None, None) => "sollol".to_owned(),
+        (Some(v), _) => smol_str::format_smolstr!("vramroute {v}"),
+        (None, Some(s)) => smol_str::format_smolstr!("vramroute (schema {s})"),
+        (None, None) => SmolStr::new_static("sollol"),
     }
 }
 
-/// The view's own copies of record strings (the records' are `SmolStr`).
-fn owned(v: &[SmolStr]) -> Vec<String> {
-    v.iter().map(SmolStr::to_string).collect()
-}
-
-fn owned_opt(s: &Option<SmolStr>) -> Option<String> {
-    s.as_deref().map(str::to_owned)
-}
-
 pub(crate) fn rpc_view(host: &str, port: u16, r: &RpcNodeRecord) -> RpcBackendView {
-    let ggml = r.ggml_devices.as_deref().map_or_else(
-        || {
-            r.gpu_devices
-                .iter()
-                .map(|d| ggml_device_of_sollol(d))
-                .collect()
-        },
-        owned,
-    );
+    // The record's strings are shared (`SmolStr`: inline, or a reference count).
+    let ggml = r.ggml_devices.clone().unwrap_or_else(|| {
+        r.gpu_devices
+            .iter()
+            .map(|d| SmolStr::from(ggml_device_of_sollol(d)))
+            .collect()
+    });
     RpcBackendView::new(Arc::new(RpcBackendFacts {
-        host: host.to_owned(),
+        host: host.into(),
         port,
         registered: true,
         has_gpu: r.has_gpu,
-        gpu_devices: owned(&r.gpu_devices),
+        gpu_devices: r.gpu_devices.clone(),
         gpu_vram_mb: r.gpu_vram_mb.clone(),
-        gpu_names: owned(&r.gpu_names),
+        gpu_names: r.gpu_names.clone(),
         cpu_ram_mb: Some(r.cpu_ram_mb),
-        device_config: Some(r.device_config.to_string()),
+        device_config: Some(r.device_config.clone()),
         total_parallel_workers: Some(r.total_parallel_workers),
         ggml_devices: ggml,
     }))
@@ -163,30 +152,33 @@ pub(crate) fn node_view(
         (Some(h), Some(p)) => Some(RpcEndpoint::new(h.as_str(), p)),
         _ => registration.map(|e| RpcEndpoint::new(e.host.clone(), e.port)),
     };
+    // The record's strings are shared (`SmolStr`: inline, or a reference count).
     let facts = NodeFacts {
-        id: id.to_owned(),
-        hostname: owned_opt(&r.hostname),
-        vendor: r.vendor.to_string(),
+        id: id.into(),
+        hostname: r.hostname.clone(),
+        vendor: r.vendor.clone(),
         writer: writer_of(r),
         timestamp: r.timestamp,
         in_registry: true,
-        ollama_url: owned_opt(&r.ollama_url).or_else(|| derived_ollama_url(id)),
+        ollama_url: r
+            .ollama_url
+            .clone()
+            .or_else(|| derived_ollama_url(id).map(SmolStr::from)),
         rpc,
         gpu_offload: r.gpu_offload.map(|o| {
-            match o {
+            SmolStr::new_static(match o {
                 GpuOffload::On => "on",
                 GpuOffload::Off => "off",
                 GpuOffload::Unknown => "unknown",
-            }
-            .to_owned()
+            })
         }),
         note: if from_future {
-            Some(format!(
+            Some(smol_str::format_smolstr!(
                 "report timestamp is {ahead_s:.0} s in the future (clock skew or a \
                  bad writer): treated as stale, not routed to"
             ))
         } else {
-            owned_opt(&r.note)
+            r.note.clone()
         },
         cpu_ram_total_mb: r.cpu_ram_total_mb,
         cpu_ram_free_mb: r.cpu_ram_free_mb,
@@ -198,14 +190,14 @@ pub(crate) fn node_view(
             .iter()
             .map(|g| GpuView {
                 index: g.index,
-                name: g.name.to_string(),
+                name: g.name.clone(),
                 memory_total_mb: g.memory_total_mb,
                 memory_usable_mb: usable(g.memory_total_mb, margin),
                 memory_free_mb: g.memory_free_mb,
                 memory_used_mb: g.memory_used_mb,
                 utilization_percent: g.utilization_percent,
                 temperature_c: g.temperature_c,
-                ggml_device: owned_opt(&g.ggml_device),
+                ggml_device: g.ggml_device.clone(),
             })
             .collect(),
         loaded_models: r
@@ -213,7 +205,7 @@ pub(crate) fn node_view(
             .iter()
             .flatten()
             .map(|m| LoadedView {
-                name: m.name.to_string(),
+                name: m.name.clone(),
                 size_mb: m.size_mb,
                 size_vram_mb: m.size_vram_mb,
             })
@@ -235,7 +227,7 @@ pub(crate) fn merge_metadata(backends: &mut Vec<RpcBackendView>, meta: &RouterMe
                 in_metadata: true,
                 health: None,
                 facts: Arc::new(RpcBackendFacts {
-                    host: b.host.clone(),
+                    host: b.host.as_str().into(),
                     port: b.port,
                     registered: false,
                     has_gpu: false,

@@ -26,8 +26,8 @@ fn targets(shared: &Shared) -> Vec<(String, String)> {
         .view()
         .nodes
         .iter()
-        .filter(|n| n.in_registry && !n.stale && !open.contains(&n.id))
-        .filter_map(|n| Some((n.id.clone(), n.ollama_url.clone()?)))
+        .filter(|n| n.in_registry && !n.stale && !open.iter().any(|o| *o == n.id))
+        .filter_map(|n| Some((n.id.to_string(), n.ollama_url.as_ref()?.to_string())))
         .collect()
 }
 

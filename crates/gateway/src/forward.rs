@@ -107,7 +107,7 @@ impl Caches {
                 .nodes()
                 .iter()
                 .filter(|n| n.ollama_url.is_none())
-                .map(|n| n.id.clone())
+                .map(|n| n.id.to_string())
                 .collect();
             *cache = Some((snap.clone(), ids));
         }
@@ -357,7 +357,11 @@ pub(crate) async fn forward(
                     &Placement::of(&snap, &d),
                     reason,
                 ));
-                (node.id.clone(), node.ollama_url.clone(), value)
+                (
+                    node.id.to_string(),
+                    node.ollama_url.as_ref().map(ToString::to_string),
+                    value,
+                )
             }
             (None, None) => break,
         };
@@ -744,5 +748,5 @@ fn node_with_model(live: &LiveCluster, model: &str, excluded: &[&str]) -> Option
                 .iter()
                 .any(|m| vramroute_router::same_model(&m.name, model))
         })
-        .and_then(|n| Some((n.id.clone(), n.ollama_url.clone()?)))
+        .and_then(|n| Some((n.id.to_string(), n.ollama_url.as_ref()?.to_string())))
 }

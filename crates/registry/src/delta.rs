@@ -58,10 +58,23 @@ pub(crate) enum Read {
 /// outcomes kept from before.
 pub(crate) struct Plan<T> {
     kept: Kept<T>,
+    /// What an earlier read kept, by id (a full read's, see [`Plan::sharing`]).
+    previous: Kept<T>,
     fetch: Vec<(String, Read)>,
 }
 
 impl<T> Plan<T> {
+    /// The same plan, sharing with `previous` (what an earlier read kept): an outcome
+    /// decoded now that equals the one `previous` holds for its id is replaced by that
+    /// one (the same `Arc`), so a full read hands back unchanged records as a delta
+    /// read does — the caller's per-record work keyed on `Arc` identity is reused, and
+    /// the duplicate is freed as soon as it is decoded rather than held until the read
+    /// ends. (A delta read does the same with the outcomes it keeps.)
+    pub(crate) fn sharing(mut self, previous: Kept<T>) -> Self {
+        self.previous = previous;
+        self
+    }
+
     /// The ids to read, in order.
     pub(crate) fn to_fetch(&self) -> impl Iterator<Item = &str> {
         self.fetch.iter().map(|(id, _)| id.as_str())
@@ -133,6 +146,7 @@ pub(crate) fn plan_full<T>(mut live: Vec<String>, unindexed: &BTreeSet<String>) 
     fetch.extend(others.map(|o| (o.clone(), Read::Unindexed)));
     Plan {
         kept: Kept::new(),
+        previous: Kept::new(),
         fetch,
     }
 }
@@ -169,6 +183,7 @@ pub(crate) fn plan_delta<T>(
     }
     Plan {
         kept,
+        previous: Kept::new(),
         fetch: fetch.into_iter().collect(),
     }
 }
@@ -324,23 +339,34 @@ pub(crate) fn read_log(
 /// to read them.
 pub(crate) fn finish<T, V, F>(plan: Plan<T>, values: Vec<Option<V>>, decode: F) -> Finished<T>
 where
-    T: Send + Sync,
+    T: Send + Sync + PartialEq,
     V: Sync,
     F: Fn(&str, &V) -> Result<T, String> + Sync,
 {
-    let Plan { mut kept, fetch } = plan;
+    let Plan {
+        mut kept,
+        previous,
+        fetch,
+    } = plan;
     let fetched: Vec<(&str, Option<V>)> = fetch
         .iter()
         .map(|(id, _)| id.as_str())
         .zip(values.into_iter().chain(std::iter::repeat_with(|| None)))
         .collect();
+    // An outcome equal to the one known for its id (kept by this plan, or by the
+    // earlier read a full read shares with) is that one: unchanged records stay the same
+    // `Arc` (a registration rewritten as it was, every record on a full read).
     let decoded: Vec<Option<Outcome<T>>> = par_map(&fetched, |(id, value)| {
-        value.as_ref().map(|v| match decode(id, v) {
-            Ok(r) => Ok(Arc::new(r)),
-            Err(reason) => Err(Arc::from(reason)),
+        let known = || previous.get(*id).or_else(|| kept.get(*id));
+        value.as_ref().map(|v| match (decode(id, v), known()) {
+            (Ok(r), Some(Ok(old))) if **old == r => Ok(Arc::clone(old)),
+            (Err(reason), Some(Err(old))) if **old == *reason => Err(Arc::clone(old)),
+            (Ok(r), _) => Ok(Arc::new(r)),
+            (Err(reason), _) => Err(Arc::from(reason)),
         })
     });
     drop(fetched);
+    drop(previous);
     let mut gone = Vec::new();
     let mut extra = Vec::new();
     // A full read starts from nothing kept: its outcomes (in id order, as `fetch` is)
@@ -474,6 +500,63 @@ mod tests {
         assert_eq!(done.unindexed, ["x"]);
         let kept: Vec<&str> = done.kept.keys().map(String::as_str).collect();
         assert_eq!(kept, ["a", "b", "c"]);
+    }
+
+    #[test]
+    fn a_full_read_shares_the_unchanged_outcomes_of_the_previous_one() {
+        let calls = AtomicUsize::new(0);
+        let mut store: Store = [("a", "1"), ("b", "bad"), ("c", "3"), ("d", "4")].into();
+        let first = read(
+            plan_full(ids(&["a", "b", "c", "d"]), &set(&[])),
+            &store,
+            &calls,
+        );
+        // c rewritten with other bytes, d with the same ones.
+        store.insert("c", "33");
+        store.insert("d", "4");
+        let plan = plan_full(ids(&["a", "b", "c", "d"]), &set(&[])).sharing(first.kept.clone());
+        let second = read(plan, &store, &calls);
+        assert_eq!(
+            calls.load(Ordering::Relaxed),
+            8,
+            "a full read decodes everything"
+        );
+        assert_eq!(
+            plain(&second.found),
+            vec![
+                ("a".into(), Ok("a=1".into())),
+                ("b".into(), Err("b: bad".into())),
+                ("c".into(), Ok("c=33".into())),
+                ("d".into(), Ok("d=4".into())),
+            ]
+        );
+        let same = |i: usize| match (&first.found[i].1, &second.found[i].1) {
+            (Ok(x), Ok(y)) => Arc::ptr_eq(x, y),
+            (Err(x), Err(y)) => Arc::ptr_eq(x, y),
+            _ => false,
+        };
+        assert_eq!(
+            [same(0), same(1), same(2), same(3)],
+            [true, true, false, true]
+        );
+        // What it keeps is what it returns.
+        assert!(Arc::ptr_eq(
+            second.kept["a"].as_ref().unwrap(),
+            first.found[0].1.as_ref().unwrap()
+        ));
+        // A delta read: a logged id rewritten with the same bytes keeps its outcome, one
+        // with other bytes does not.
+        store.insert("d", "44");
+        let plan = plan_delta(second.kept, vec![], ids(&["a", "d"]), &set(&[]), &set(&[]));
+        let third = read(plan, &store, &calls);
+        assert_eq!(calls.load(Ordering::Relaxed), 10);
+        let a_now = third.found[0].1.as_ref().unwrap();
+        assert!(Arc::ptr_eq(a_now, first.found[0].1.as_ref().unwrap()));
+        assert_eq!(**third.found[3].1.as_ref().unwrap(), "d=44");
+        assert!(!Arc::ptr_eq(
+            third.found[3].1.as_ref().unwrap(),
+            first.found[3].1.as_ref().unwrap()
+        ));
     }
 
     #[test]

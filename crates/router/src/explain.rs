@@ -161,7 +161,7 @@ fn explain_with<S: Scorer>(
                 let score = base.score * factor;
                 candidates.push(Candidate {
                     node: NodeIndex(ni as u32),
-                    node_id: s.specs[ni].id.clone(),
+                    node_id: s.specs[ni].id.to_string(),
                     target: c.target,
                     gpu: c.gpu,
                     fit: c.fit,
@@ -179,7 +179,7 @@ fn explain_with<S: Scorer>(
                 };
                 rejected.push(Rejected {
                     node: NodeIndex(ni as u32),
-                    node_id: s.specs[ni].id.clone(),
+                    node_id: s.specs[ni].id.to_string(),
                     reason,
                     text,
                 });
@@ -198,7 +198,7 @@ fn explain_with<S: Scorer>(
         Ok(d) => (Some(d), None),
         Err(e) => (None, Some(e)),
     };
-    let node_id = decision.map(|d| s.specs[d.node.get()].id.clone());
+    let node_id = decision.map(|d| s.specs[d.node.get()].id.to_string());
     let reason = match decision {
         Some(d) => {
             let base = candidates

@@ -4,6 +4,9 @@
 //! that is not known is `None`, never `0`.
 
 use serde::{Deserialize, Serialize};
+/// The strings of a node spec (`smol_str`'s: inline up to 23 bytes, `clone` O(1); the
+/// registry's record strings are the same type, so a spec shares them).
+pub use smol_str::SmolStr;
 
 use crate::error::{Error, Result};
 use crate::request::TaskKind;
@@ -20,14 +23,14 @@ pub const MAX_LATENCY_MS: f64 = 86_400_000.0;
 #[non_exhaustive]
 pub struct RpcEndpoint {
     /// Host name or IP address.
-    pub host: String,
+    pub host: SmolStr,
     /// TCP port (llama.cpp's default is 50052).
     pub port: u16,
 }
 
 impl RpcEndpoint {
     /// The rpc-server at `host:port`.
-    pub fn new(host: impl Into<String>, port: u16) -> Self {
+    pub fn new(host: impl Into<SmolStr>, port: u16) -> Self {
         Self {
             host: host.into(),
             port,
@@ -43,7 +46,7 @@ pub struct GpuSpec {
     pub index: u32,
     /// Marketing name, for explanations only.
     #[serde(default)]
-    pub name: String,
+    pub name: SmolStr,
     /// Total VRAM in MiB.
     pub memory_total_mib: u64,
     /// Free VRAM in MiB right now; `None` when the probe could not read it.
@@ -70,7 +73,7 @@ impl GpuSpec {
     pub fn new(index: u32, total_mib: u64, free_mib: Option<u64>) -> Self {
         Self {
             index,
-            name: String::new(),
+            name: SmolStr::default(),
             memory_total_mib: total_mib,
             memory_free_mib: free_mib,
             memory_used_mib: None,
@@ -85,7 +88,7 @@ impl GpuSpec {
 #[non_exhaustive]
 pub struct ResidentModel {
     /// Model name as Ollama reports it (`llama3.1:8b`; a missing tag means `:latest`).
-    pub name: String,
+    pub name: SmolStr,
     /// Whole model size in MiB; `None` when unknown.
     #[serde(default)]
     pub size_mib: Option<u64>,
@@ -101,13 +104,13 @@ pub struct ResidentModel {
 
 impl ResidentModel {
     /// A model of `size_mib` with `vram_mib` of it in VRAM, GPU unknown.
-    pub fn new(name: impl Into<String>, size_mib: u64, vram_mib: u64) -> Self {
+    pub fn new(name: impl Into<SmolStr>, size_mib: u64, vram_mib: u64) -> Self {
         Self::with_sizes(name, Some(size_mib), Some(vram_mib))
     }
 
     /// A model whose sizes may be unknown (`None`), GPU unknown.
     pub fn with_sizes(
-        name: impl Into<String>,
+        name: impl Into<SmolStr>,
         size_mib: Option<u64>,
         vram_mib: Option<u64>,
     ) -> Self {
@@ -150,10 +153,10 @@ fn default_true() -> bool {
 #[non_exhaustive]
 pub struct NodeSpec {
     /// Unique id, SOLLOL's node id (`"{ip}:{ollama_port}"`). Ties break by this id.
-    pub id: String,
+    pub id: SmolStr,
     /// Ollama base URL, when the node runs Ollama.
     #[serde(default)]
-    pub ollama_url: Option<String>,
+    pub ollama_url: Option<SmolStr>,
     /// llama.cpp rpc-server endpoint, when the node runs one.
     #[serde(default)]
     pub rpc: Option<RpcEndpoint>,
@@ -204,7 +207,7 @@ pub struct NodeSpec {
 
 impl NodeSpec {
     /// A healthy, fresh node with no GPU and nothing else known.
-    pub fn new(id: impl Into<String>) -> Self {
+    pub fn new(id: impl Into<SmolStr>) -> Self {
         Self {
             id: id.into(),
             ollama_url: None,
@@ -230,7 +233,7 @@ impl NodeSpec {
     /// memory not above total, unique GPU indices, loaded models on existing GPUs.
     pub fn validate(&self) -> Result<()> {
         let bad = |field: String, value: String, expected: &'static str| Error::InvalidNode {
-            node: self.id.clone(),
+            node: self.id.to_string(),
             field,
             value,
             expected,

@@ -79,7 +79,8 @@ pub use error::{Error, Result};
 pub use explain::{Candidate, Explanation, Rejected, ScoreTerm};
 pub use gpu_fit::GpuFit;
 pub use input::{
-    GpuSpec, NodeSpec, ResidentModel, RpcEndpoint, MAX_GPU_MEMORY_MIB, MAX_LATENCY_MS, MAX_RAM_MIB,
+    GpuSpec, NodeSpec, ResidentModel, RpcEndpoint, SmolStr, MAX_GPU_MEMORY_MIB, MAX_LATENCY_MS,
+    MAX_RAM_MIB,
 };
 pub use model_name::{normalize_model_name, same_model};
 pub use policy::{Policy, SollolParams};

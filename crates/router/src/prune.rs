@@ -474,7 +474,7 @@ mod tests {
                         g.memory_free_mib = Some(rng.below(g.memory_total_mib + 1));
                     }
                 }
-                1 => *n = random_node(rng, n.id.clone()),
+                1 => *n = random_node(rng, n.id.to_string()),
                 2 => n.healthy = !n.healthy,
                 3 => n.active_requests += 1,
                 _ => {}

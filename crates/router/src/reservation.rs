@@ -126,7 +126,7 @@ impl Snapshot {
         Ok(Reservation {
             snapshot: self.id,
             node,
-            node_id: self.specs[node.get()].id.clone(),
+            node_id: self.specs[node.get()].id.to_string(),
             parts,
         })
     }
@@ -174,7 +174,7 @@ impl Snapshot {
         Ok(ok.then(|| Reservation {
             snapshot: self.id,
             node: decision.node,
-            node_id: self.specs[ni].id.clone(),
+            node_id: self.specs[ni].id.to_string(),
             parts: vec![(
                 decision.gpu.filter(|_| decision.fit == FitKind::SingleGpu),
                 mib,

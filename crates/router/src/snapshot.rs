@@ -340,7 +340,7 @@ impl Snapshot {
         let (nodes, ages): (Vec<Arc<NodeSpec>>, Vec<u64>) = nodes.into_iter().unzip();
         if let Some(w) = nodes.windows(2).find(|w| w[0].id == w[1].id) {
             return Err(Error::DuplicateNode {
-                node: w[0].id.clone(),
+                node: w[0].id.to_string(),
             });
         }
         if nodes.len() >= u32::MAX as usize {
@@ -686,7 +686,7 @@ impl Snapshot {
         let spec = &self.specs[node.get()];
         if !spec.gpus.iter().any(|g| g.index == gpu) {
             return Err(Error::NoSuchGpu {
-                node: spec.id.clone(),
+                node: spec.id.to_string(),
                 gpu,
             });
         }

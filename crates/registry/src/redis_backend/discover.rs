@@ -15,7 +15,7 @@ use std::time::Instant;
 use super::bounded::{decode_fetched, Failures};
 use super::state::{Known, RedisRegistry};
 use super::value::{bytes_of, stream_entries, strings_of, unix_ms};
-use crate::delta;
+use crate::delta::{self, Kept};
 use crate::error::{Error, Result};
 use crate::keys;
 use crate::record::{GpuStatsRecord, RpcNodeRecord};
@@ -36,6 +36,9 @@ struct Head {
     /// next discovery is a full read again (nothing is kept for a delta read).
     broken: bool,
 }
+
+/// What the last discovery kept, for a full read to share (stats, registrations).
+type Previous = (Kept<GpuStatsRecord>, Kept<RpcNodeRecord>);
 
 impl RedisRegistry {
     /// [`Registry::discover`](crate::Registry::discover): the whole discovery (SCAN
@@ -94,6 +97,8 @@ impl RedisRegistry {
         let epoch = self.inner.known_epoch.load(Ordering::SeqCst);
         let known = self.known().take();
         let cfg = &self.inner.config;
+        // A full read shares what the last discovery kept: a record decoded now equal to
+        // the kept one is handed back as that one (see `delta::Plan::sharing`).
         let mut head = match known {
             Some(known)
                 if !sweep
@@ -101,11 +106,15 @@ impl RedisRegistry {
                     && known.last_full.elapsed() < cfg.full_read_interval =>
             {
                 match self.read_changes(known, dirty).await? {
-                    Some(head) => head,
-                    None => self.read_live(dirty, sweep).await?,
+                    Ok(head) => head,
+                    Err(previous) => self.read_live(dirty, sweep, previous).await?,
                 }
             }
-            _ => self.read_live(dirty, sweep).await?,
+            Some(known) => {
+                self.read_live(dirty, sweep, (known.stats, known.rpc))
+                    .await?
+            }
+            None => self.read_live(dirty, sweep, Previous::default()).await?,
         };
         let at = Instant::now();
 
@@ -353,6 +362,7 @@ impl RedisRegistry {
         &self,
         dirty: &(BTreeSet<String>, BTreeSet<String>),
         swept: bool,
+        previous: Previous,
     ) -> Result<Head> {
         let now = unix_ms();
         // Deadlines beyond the horizon are bogus (see `bounded`): never listed.
@@ -418,8 +428,8 @@ impl RedisRegistry {
             all.extend(named.iter().cloned());
             all
         };
-        let stats = delta::plan_full(gpu_live, &with(&st.legacy_gpu, &dirty.0));
-        let rpc = delta::plan_full(rpc_live, &with(&st.legacy_rpc, &dirty.1));
+        let stats = delta::plan_full(gpu_live, &with(&st.legacy_gpu, &dirty.0)).sharing(previous.0);
+        let rpc = delta::plan_full(rpc_live, &with(&st.legacy_rpc, &dirty.1)).sharing(previous.1);
         drop(st);
         Ok(Head {
             cursor,
@@ -435,12 +445,13 @@ impl RedisRegistry {
     /// Round trip 1 of a delta read: the index entries whose deadline has passed, the
     /// change log from `known.cursor` on, the metadata, and pruning. `None` when the log
     /// cannot be trusted (cursor entry trimmed or log reset) or holds more changes than
-    /// a full read would cost: the caller then does a full read.
+    /// a full read would cost: the caller then does a full read (sharing what `known`
+    /// kept, handed back).
     async fn read_changes(
         &self,
         known: Known,
         dirty: &(BTreeSet<String>, BTreeSet<String>),
-    ) -> Result<Option<Head>> {
+    ) -> Result<std::result::Result<Head, Previous>> {
         let now = unix_ms();
         let expired = |key: &str| {
             redis::cmd("ZRANGEBYSCORE")
@@ -485,7 +496,7 @@ impl RedisRegistry {
         else {
             // An index or the log now holds another Redis type: a full read warns and
             // does without it.
-            return Ok(None);
+            return Ok(Err((known.stats, known.rpc)));
         };
         let gpu_expired = strings_of(gpu_expired);
         let rpc_expired = strings_of(rpc_expired);
@@ -494,7 +505,7 @@ impl RedisRegistry {
         let meta = meta.and_then(bytes_of);
         let Some(logged) = delta::read_log(known.cursor, entries, cap) else {
             tracing::debug!("change log trimmed past our cursor, reset or too long: full read");
-            return Ok(None);
+            return Ok(Err((known.stats, known.rpc)));
         };
         let st = self.scan_state();
         let stats = delta::plan_delta(
@@ -506,7 +517,7 @@ impl RedisRegistry {
         );
         let rpc = delta::plan_delta(known.rpc, rpc_expired, logged.rpc, &dirty.1, &st.legacy_rpc);
         drop(st);
-        Ok(Some(Head {
+        Ok(Ok(Head {
             cursor: logged.cursor,
             last_full: Some(known.last_full),
             stats,

@@ -24,7 +24,9 @@ pub(crate) fn snap(nodes: Vec<NodeSpec>) -> Snapshot {
 
 /// Id of the chosen node, or `None`.
 pub(crate) fn chosen(s: &Snapshot, policy: &Policy, req: &Request<'_>) -> Option<String> {
-    s.route(policy, req).ok().map(|d| s.node(d.node).id.clone())
+    s.route(policy, req)
+        .ok()
+        .map(|d| s.node(d.node).id.to_string())
 }
 
 /// The explained score of one candidate node.

@@ -68,7 +68,7 @@ fn node() -> impl Strategy<Value = NodeSpec> {
 fn cluster() -> impl Strategy<Value = Vec<NodeSpec>> {
     proptest::collection::vec(node(), 0..30).prop_map(|mut nodes| {
         for (i, n) in nodes.iter_mut().enumerate() {
-            n.id = format!("10.0.0.{i}:11434");
+            n.id = format!("10.0.0.{i}:11434").into();
         }
         nodes
     })

@@ -319,7 +319,7 @@ proptest! {
         r in req(),
     ) {
         for (i, n) in nodes.iter_mut().enumerate() {
-            n.id = format!("n{i:02}");
+            n.id = format!("n{i:02}").into();
         }
         let snap = Snapshot::build(nodes, &SnapshotConfig::default()).expect("valid");
         for p in params() {

@@ -139,7 +139,7 @@ fn route_and_reserve_never_double_books() {
     let placed: Vec<String> = results
         .iter()
         .flatten()
-        .map(|(d, _)| router.snapshot().node(d.node).id.clone())
+        .map(|(d, _)| router.snapshot().node(d.node).id.to_string())
         .collect();
     let mut sorted = placed.clone();
     sorted.sort();
