@@ -61,9 +61,13 @@ const SINGLE_KEY: &[&[u8]] = &[
 #[derive(Clone, Default)]
 pub(super) struct SlotMap(Arc<Mutex<Kept>>);
 
+/// A cluster's slot ranges, `(start, end)` sorted by start.
+type Ranges = Arc<[(u16, u16)]>;
+
 #[derive(Default)]
 struct Kept {
-    ranges: Option<(Arc<[(u16, u16)]>, Instant)>,
+    /// The ranges and when they were asked.
+    ranges: Option<(Ranges, Instant)>,
     /// `CLUSTER SLOTS` asked through this map (tests count them).
     asked: u64,
 }
@@ -79,7 +83,7 @@ impl SlotMap {
     }
 
     /// The kept ranges, if asked less than [`Self::MAX_AGE`] ago.
-    fn fresh(&self) -> Option<Arc<[(u16, u16)]>> {
+    fn fresh(&self) -> Option<Ranges> {
         match &self.lock().ranges {
             Some((r, at)) if at.elapsed() < Self::MAX_AGE => Some(r.clone()),
             _ => None,
@@ -88,7 +92,7 @@ impl SlotMap {
 
     /// The ranges to group a stage by: the kept ones, or asked now (and kept). `None`
     /// when the cluster cannot be asked or answers oddly (nothing is kept then).
-    async fn get(&self, c: &ClusterConnection) -> Option<Arc<[(u16, u16)]>> {
+    async fn get(&self, c: &ClusterConnection) -> Option<Ranges> {
         if let Some(r) = self.fresh() {
             return Some(r);
         }
@@ -98,14 +102,14 @@ impl SlotMap {
             kept.asked
         };
         tracing::trace!(n, "cluster: asking for the slot map (CLUSTER SLOTS)");
-        let asked: Arc<[(u16, u16)]> = slot_ranges(c).await?.into();
+        let asked: Ranges = slot_ranges(c).await?.into();
         self.lock().ranges = Some((asked.clone(), Instant::now()));
         Some(asked)
     }
 
     /// Forgets `used` (the ranges a stage found out of date), unless another stage has
     /// replaced them meanwhile: the next stage asks again.
-    fn forget(&self, used: &Arc<[(u16, u16)]>) {
+    fn forget(&self, used: &Ranges) {
         let mut kept = self.lock();
         if kept
             .ranges
