@@ -72,6 +72,9 @@ pub struct SoakConfig {
     /// `Some(vramroute-coordinator's executable)`: daemon mode (a real daemon process,
     /// measured through its HTTP API); `None`: in-process mode.
     pub coordinator: Option<std::path::PathBuf>,
+    /// In-process mode: [`LiveConfig::refresh_nice`] of the coordinator (its follow loop
+    /// on its own thread, that much below the deciding thread's priority).
+    pub refresh_nice: u8,
 }
 
 impl Default for SoakConfig {
@@ -88,6 +91,7 @@ impl Default for SoakConfig {
             leave_per_min: 0.01,
             verbose: true,
             coordinator: None,
+            refresh_nice: LiveConfig::default().refresh_nice,
         }
     }
 }
@@ -147,6 +151,61 @@ pub struct SoakReport {
     pub cpu_mean_percent: f64,
     /// The simulator's final counters line.
     pub sim_summary: String,
+    /// The deciding thread's scheduling over the measured run (Linux).
+    pub decider: DeciderSched,
+}
+
+/// Decisions slower than this are "slow" in [`DeciderSched`] (the issue's p99 target).
+pub const SLOW_NS: u64 = 10_000;
+
+/// How the deciding thread was scheduled over the measured run, from
+/// `/proc/thread-self/status` (context switches) and `/proc/thread-self/schedstat` (time
+/// waiting on a run queue): read when the run starts and ends, at the start of every
+/// batch of decisions and after every slow decision (outside the timed calls), so each
+/// slow decision is matched with what happened to the thread since the previous read.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct DeciderSched {
+    /// Whether the counters could be read (Linux with schedstats).
+    pub available: bool,
+    /// Involuntary context switches (preempted while runnable) over the run.
+    pub involuntary_switches: u64,
+    /// Voluntary ones (its sleeps between batches).
+    pub voluntary_switches: u64,
+    /// Time runnable but waiting for a CPU over the run, ms.
+    pub run_queue_wait_ms: f64,
+    /// Decisions slower than [`SLOW_NS`].
+    pub slow: u64,
+    /// Slow decisions during which the thread was preempted (an involuntary switch
+    /// since the previous read).
+    pub slow_preempted: u64,
+    /// Time the slow decisions waited on a run queue, summed, ms.
+    pub slow_run_queue_wait_ms: f64,
+    /// The slow decisions' time, summed, ms.
+    pub slow_time_ms: f64,
+    /// In-process: slow decisions that overlapped a follow cycle's refresh
+    /// ([`LiveCluster::refreshes`]).
+    pub slow_during_refresh: u64,
+    /// In-process: all decisions that overlapped a refresh.
+    pub during_refresh: u64,
+    /// Of the slow preempted decisions, those that overlapped a refresh.
+    pub slow_preempted_during_refresh: u64,
+}
+
+/// This thread's (involuntary, voluntary) context switches and run-queue wait (ns), or
+/// `None` where `/proc/thread-self` does not say.
+fn thread_sched() -> Option<(u64, u64, u64)> {
+    let status = std::fs::read_to_string("/proc/thread-self/status").ok()?;
+    let field = |name: &str| -> Option<u64> {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse().ok())
+    };
+    let involuntary = field("nonvoluntary_ctxt_switches:")?;
+    let voluntary = field("voluntary_ctxt_switches:")?;
+    let schedstat = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    let wait = schedstat.split_whitespace().nth(1)?.parse().ok()?;
+    Some((involuntary, voluntary, wait))
 }
 
 fn quantile_ms(sorted: &[f64], q: f64) -> f64 {
@@ -223,7 +282,7 @@ impl Drop for SimChild {
 
 /// The coordinator under measurement.
 enum Coordinator {
-    InProcess(Arc<LiveCluster>),
+    InProcess(Arc<LiveCluster>, vramroute_cluster::FollowThread),
     Daemon(Daemon),
 }
 
@@ -231,7 +290,7 @@ impl Coordinator {
     /// A client for one measuring thread.
     fn client(&self) -> Result<Client> {
         Ok(match self {
-            Coordinator::InProcess(live) => Client::InProcess(live.clone()),
+            Coordinator::InProcess(live, _) => Client::InProcess(live.clone()),
             Coordinator::Daemon(d) => Client::Http(d.connect()?),
         })
     }
@@ -239,7 +298,7 @@ impl Coordinator {
     /// `/proc` name of the coordinator's process.
     fn proc_name(&self) -> String {
         match self {
-            Coordinator::InProcess(_) => "self".to_owned(),
+            Coordinator::InProcess(..) => "self".to_owned(),
             Coordinator::Daemon(d) => d.pid().to_string(),
         }
     }
@@ -284,6 +343,14 @@ impl Client {
                 true
             }
             Client::Http(h) => h.get(MAIN_PATH).is_ok(),
+        }
+    }
+
+    /// In-process: [`LiveCluster::refreshes`] (odd while the follow loop refreshes).
+    fn refreshes(&self) -> Option<u64> {
+        match self {
+            Client::InProcess(live) => Some(live.refreshes()),
+            Client::Http(_) => None,
         }
     }
 
@@ -376,18 +443,22 @@ pub fn run(config: &SoakConfig) -> Result<SoakReport> {
     })?;
     let coordinator = match &config.coordinator {
         Some(bin) => Coordinator::Daemon(Daemon::start(bin, &url, config.verbose)?),
-        None => Coordinator::InProcess(runtime.block_on(async {
-            let reader = RedisRegistry::connect(&url, reg_config).await?;
-            let feed = Arc::new(RegistryFeed::new(reader, redis.describe()));
-            let live = Arc::new(
-                LiveCluster::start(feed.as_ref(), Policy::default(), LiveConfig::default()).await?,
-            );
-            tokio::spawn(live.clone().follow(feed));
-            anyhow::Ok(live)
-        })?),
+        None => runtime
+            .block_on(async {
+                let reader = RedisRegistry::connect(&url, reg_config).await?;
+                let feed = Arc::new(RegistryFeed::new(reader, redis.describe()));
+                let mut live_config = LiveConfig::default();
+                live_config.refresh_nice = config.refresh_nice;
+                let live = Arc::new(
+                    LiveCluster::start(feed.as_ref(), Policy::default(), live_config).await?,
+                );
+                let follow = live.clone().spawn_follow(feed)?;
+                anyhow::Ok((live, follow))
+            })
+            .map(|(live, follow)| Coordinator::InProcess(live, follow))?,
     };
     let mode = match coordinator {
-        Coordinator::InProcess(_) => "in-process",
+        Coordinator::InProcess(..) => "in-process",
         Coordinator::Daemon(_) => "daemon",
     };
     let proc_name = coordinator.proc_name();
@@ -431,16 +502,45 @@ pub fn run(config: &SoakConfig) -> Result<SoakReport> {
             let mut errors = 0u64;
             let req = main_request();
             let batch = rate / 100;
+            let mut sched = DeciderSched::default();
+            let first = thread_sched();
+            sched.available = first.is_some();
+            let mut last = first;
             let mut next = Instant::now();
             while !stop.load(Ordering::Relaxed) {
+                if sched.available {
+                    last = thread_sched();
+                }
                 for _ in 0..batch {
+                    let r0 = client.refreshes();
                     let t = Instant::now();
                     let ok = client.decide(&req);
                     let ns = t.elapsed().as_nanos() as u64;
+                    let r1 = client.refreshes();
+                    let refreshing = r0.zip(r1).is_some_and(|(a, b)| a % 2 == 1 || a != b);
+                    sched.during_refresh += u64::from(refreshing);
                     if ok {
                         hist.record(ns);
                     } else {
                         errors += 1;
+                    }
+                    if ns > SLOW_NS {
+                        sched.slow += 1;
+                        sched.slow_time_ms += ns as f64 / 1e6;
+                        sched.slow_during_refresh += u64::from(refreshing);
+                        let now = if sched.available {
+                            thread_sched()
+                        } else {
+                            None
+                        };
+                        if let (Some(a), Some(b)) = (last, now) {
+                            let preempted = b.0 > a.0;
+                            sched.slow_preempted += u64::from(preempted);
+                            sched.slow_preempted_during_refresh +=
+                                u64::from(preempted && refreshing);
+                            sched.slow_run_queue_wait_ms += b.2.saturating_sub(a.2) as f64 / 1e6;
+                        }
+                        last = now;
                     }
                 }
                 decisions.fetch_add(batch, Ordering::Relaxed);
@@ -452,7 +552,12 @@ pub fn run(config: &SoakConfig) -> Result<SoakReport> {
                     next = now;
                 }
             }
-            (hist, errors)
+            if let (Some(a), Some(b)) = (first, thread_sched()) {
+                sched.involuntary_switches = b.0.saturating_sub(a.0);
+                sched.voluntary_switches = b.1.saturating_sub(a.1);
+                sched.run_queue_wait_ms = b.2.saturating_sub(a.2) as f64 / 1e6;
+            }
+            (hist, errors, sched)
         })
     };
 
@@ -545,7 +650,7 @@ pub fn run(config: &SoakConfig) -> Result<SoakReport> {
     let elapsed = start.elapsed().as_secs_f64();
     let (_, cpu_end) = usage(&proc_name);
     stop.store(true, Ordering::Relaxed);
-    let (hist, decision_errors) = decider
+    let (hist, decision_errors, decider_sched) = decider
         .join()
         .map_err(|_| anyhow::anyhow!("decision thread panicked"))?;
     stamper
@@ -558,11 +663,14 @@ pub fn run(config: &SoakConfig) -> Result<SoakReport> {
             .ok()
             .and_then(|m| daemon::server_decision_quantiles(&String::from_utf8_lossy(&m)))
             .map(|(q, _)| q),
-        Coordinator::InProcess(_) => None,
+        Coordinator::InProcess(..) => None,
     };
     let daemon_alive = match coordinator {
         Coordinator::Daemon(mut d) => d.is_running(),
-        Coordinator::InProcess(_) => true,
+        Coordinator::InProcess(_, follow) => {
+            follow.stop();
+            true
+        }
     };
     if !daemon_alive {
         bail!("the coordinator daemon died during the soak");
@@ -621,6 +729,7 @@ pub fn run(config: &SoakConfig) -> Result<SoakReport> {
         cpu_mean_percent: 100.0 * (cpu_end - cpu_start) / elapsed,
         samples,
         sim_summary,
+        decider: decider_sched,
     })
 }
 
@@ -658,7 +767,7 @@ impl SoakReport {
              decisions: {} ({:.0}/s, {} failed), latency p50 {} ns, p99 {} ns, p99.9 {} ns, max {} ns{}\n\
              staleness: {} samples, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms, {} not seen within 30 s; slowest (ms @ s since the coordinator started): {}\n\
              RSS: {:.1} MiB at the end, {:+.1} % over the last part of the run; CPU {:.1} % of one core on average\n\
-             simulator: {}\n",
+             simulator: {}\n{}",
             self.nodes,
             self.duration_s,
             self.redis,
@@ -685,6 +794,39 @@ impl SoakReport {
             self.rss_growth_percent,
             self.cpu_mean_percent,
             self.sim_summary,
+            self.decider.render(self.decisions),
+        )
+    }
+}
+
+impl DeciderSched {
+    /// The figures in words (one line), `decisions` being the run's total.
+    fn render(&self, decisions: u64) -> String {
+        if !self.available {
+            return "deciding thread: no /proc/thread-self counters\n".to_owned();
+        }
+        format!(
+            "deciding thread: {} involuntary and {} voluntary context switches, {:.1} ms \
+             waiting on a run queue; {} decisions over {} µs ({:.1} ms in all): {} preempted \
+             ({:.1} ms on a run queue), {} during a refresh ({} preempted); decisions during \
+             a refresh: {} of {} ({:.1} %)\n",
+            self.involuntary_switches,
+            self.voluntary_switches,
+            self.run_queue_wait_ms,
+            self.slow,
+            SLOW_NS / 1000,
+            self.slow_time_ms,
+            self.slow_preempted,
+            self.slow_run_queue_wait_ms,
+            self.slow_during_refresh,
+            self.slow_preempted_during_refresh,
+            self.during_refresh,
+            decisions,
+            if decisions > 0 {
+                100.0 * self.during_refresh as f64 / decisions as f64
+            } else {
+                0.0
+            },
         )
     }
 }

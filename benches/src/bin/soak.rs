@@ -9,7 +9,7 @@
 //!     --bin vramroute-sim --bin vramroute-soak --bin vramroute-coordinator
 //! target/release/vramroute-soak --nodes 1000 --duration 10m [--interval 5s]
 //!     [--cluster | --redis-url URL] [--daemon PATH | --in-process] [--decision-rate N]
-//!     [--sample-every 10s] [--json]
+//!     [--sample-every 10s] [--refresh-nice 10] [--json]
 //! ```
 
 use std::path::PathBuf;
@@ -21,7 +21,8 @@ use vramroute_benches::soak::{self, SoakConfig};
 const USAGE: &str = "\
 usage: vramroute-soak [--nodes N] [--duration D] [--interval D] [--cluster | --redis-url URL]
                       [--daemon PATH | --in-process] [--decision-rate N] [--sample-every D]
-                      [--leave-per-min F] [--sim PATH] [--json]          (D: 90, 90s, 10m)
+                      [--leave-per-min F] [--refresh-nice N] [--sim PATH] [--json]
+                                                                          (D: 90, 90s, 10m)
 
 Runs vramroute-sim (N simulated reporters) against a Redis and measures one coordinator
 following it: its RSS and CPU over time, decisions/s and decision latency while views
@@ -43,6 +44,8 @@ refresh, and staleness (a registry write to the first decision that reflects it)
   --decision-rate N    paced decisions per second [daemon: 2000, in-process: 10000]
   --sample-every D     RSS/CPU sample and progress line period [10s]
   --leave-per-min F    fraction of nodes leaving per minute (simulator) [0.01]
+  --refresh-nice N     in-process: the follow loop runs on its own thread at the nice value
+                       of the deciding thread plus N (0-19; LiveConfig::refresh_nice) [0]
   --sim PATH           vramroute-sim's executable [next to this one]
   --json               print the report as JSON";
 
@@ -73,6 +76,13 @@ fn main() -> Result<()> {
             "--sample-every" => c.sample_every = parse_duration(&value()?)?,
             "--leave-per-min" => {
                 c.leave_per_min = value()?.parse().context("--leave-per-min: a fraction")?
+            }
+            "--refresh-nice" => {
+                c.refresh_nice = value()?
+                    .parse()
+                    .ok()
+                    .filter(|n| *n <= 19)
+                    .context("--refresh-nice: a number from 0 to 19")?
             }
             "--sim" => sim = Some(PathBuf::from(value()?)),
             "--json" => json = true,

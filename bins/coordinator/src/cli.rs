@@ -181,6 +181,13 @@ pub(crate) struct DaemonArgs {
     /// [default: the config's http_idle_timeout, else 60].
     #[arg(long, value_name = "SECONDS")]
     pub(crate) http_idle_timeout: Option<f64>,
+    /// How far below the API's and the gateway's threads the refresh work runs: the
+    /// follow loop (registry reads and their decoding, router updates) runs on a thread
+    /// of its own at the daemon's nice value plus N (Linux; 0: the same priority), so
+    /// that routing is not preempted by it; on a machine busy with other processes a
+    /// high N delays the view's updates (docs/scale.md). Logged at start [default: 0].
+    #[arg(long, value_name = "0-19", value_parser = clap::value_parser!(u8).range(0..=19))]
+    pub(crate) refresh_nice: Option<u8>,
 }
 
 #[cfg(test)]

@@ -41,6 +41,7 @@ pub(crate) fn run(mut settings: Settings, args: &DaemonArgs) -> anyhow::Result<(
         .build()
         .context("cannot start the async runtime")?;
     let report_only = args.report_only;
+    let refresh_nice = args.refresh_nice;
     let listen = args.listen;
     let gateway_listen = match args
         .gateway_listen
@@ -80,12 +81,11 @@ pub(crate) fn run(mut settings: Settings, args: &DaemonArgs) -> anyhow::Result<(
         let mut metrics = Metrics::new();
         let gateway_metrics = Arc::new(GatewayMetrics::new(metrics.registry_mut()));
         let metrics = Arc::new(metrics);
-        let live = LiveCluster::start(
-            source.as_ref(),
-            settings.policy(None)?,
-            settings.live_config(),
-        )
-        .await?;
+        let mut live_config = settings.live_config();
+        if let Some(n) = refresh_nice {
+            live_config.refresh_nice = n;
+        }
+        let live = LiveCluster::start(source.as_ref(), settings.policy(None)?, live_config).await?;
         let signals = live.signals().clone();
         let live = live.with_observer(Box::new(MetricsObserver::new(metrics.clone(), signals)));
         if report_only {
@@ -145,7 +145,10 @@ pub(crate) fn run(mut settings: Settings, args: &DaemonArgs) -> anyhow::Result<(
             "vramroute-coordinator daemon started"
         );
         let owner = owner_id();
-        tokio::spawn(live.follow(source.clone()));
+        // Stops when dropped, once the API has stopped serving.
+        let _follow = live
+            .spawn_follow(source.clone())
+            .context("cannot start the follow thread")?;
         if app.settings.config.auto_optimize {
             tokio::spawn(optimize_loop(app.clone(), source.clone(), owner.clone()));
             tokio::spawn(crate::metadata::metadata_loop(

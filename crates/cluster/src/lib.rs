@@ -65,6 +65,7 @@ mod live;
 mod metadata;
 pub mod optimize;
 pub mod plan;
+mod priority;
 mod route;
 mod rows;
 mod signals;
@@ -81,7 +82,8 @@ pub use history::{
     history, HistoryAnswer, HistoryGpu, HistoryPoint, HistoryQuery, HISTORY_MAX_POINTS,
 };
 pub use live::{
-    unix_now, Feed, Health, LiveCluster, LiveConfig, Observer, RegistryFeed, ReservationId,
+    unix_now, Feed, FollowThread, Health, LiveCluster, LiveConfig, Observer, RegistryFeed,
+    ReservationId,
 };
 pub use metadata::{registered_backends, sync_router_metadata, MetadataLock, MetadataSync};
 pub use optimize::{optimize, optimize_tracked, OptimizeOptions, Outcome, PendingLoads};

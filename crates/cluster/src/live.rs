@@ -132,6 +132,15 @@ pub struct LiveConfig {
     /// ages, loaded models, free memory): routing never reads the view. Zero: a view
     /// on every call.
     pub view_interval: Duration,
+    /// How much lower than the caller's the scheduling priority of the refresh work is
+    /// when it runs on its own thread ([`LiveCluster::spawn_follow`]): the follow loop's
+    /// registry reads, their decoding (and its helper threads) and the router updates
+    /// run at the caller's nice value plus this (Linux; at most 19), so that they yield
+    /// the CPU to the threads that route. 0 (the default): the same priority. Measured
+    /// in docs/scale.md ("Decision tail: what preempts the decider"): on a machine
+    /// loaded by other processes, 10 made staleness several times worse and did not
+    /// shorten the decision tail, which other processes caused.
+    pub refresh_nice: u8,
 }
 
 impl Default for LiveConfig {
@@ -146,6 +155,7 @@ impl Default for LiveConfig {
             reservation_hold: Duration::from_secs(30),
             model_sizes: std::collections::BTreeMap::new(),
             view_interval: Duration::from_secs(1),
+            refresh_nice: 0,
         }
     }
 }
@@ -261,6 +271,9 @@ pub struct LiveCluster {
     builder: Mutex<ViewBuilder>,
     /// When `publish_records` last stored a view, and whether a later call skipped one.
     view_state: Mutex<ViewState>,
+    /// Bumped when a follow cycle's refresh starts and when it ends (see
+    /// [`LiveCluster::refreshes`]).
+    refreshes: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -321,6 +334,7 @@ impl LiveCluster {
             first: Mutex::new(None),
             builder: Mutex::new(ViewBuilder::new()),
             view_state: Mutex::new(ViewState::default()),
+            refreshes: AtomicU64::new(0),
         })
     }
 
@@ -335,6 +349,47 @@ impl LiveCluster {
         let live = LiveCluster::new(view, policy, config)?;
         *locked(&live.first) = Some((cluster, ollama));
         Ok(live)
+    }
+
+    /// Follow cycles' refreshes (a registry read and its decoding, a router update) as
+    /// a counter bumped when one starts and when it ends: odd while one runs. A caller
+    /// reading it before and after an operation knows whether a refresh ran meanwhile
+    /// (measurements: does routing slow down while the router is updated?).
+    pub fn refreshes(&self) -> u64 {
+        self.refreshes.load(Ordering::Relaxed)
+    }
+
+    /// Runs [`follow`](Self::follow) on a thread of its own ("vramroute-follow", with a
+    /// single-threaded runtime), its scheduling priority lowered by
+    /// [`LiveConfig::refresh_nice`] (logged at start, with the reason when it could not
+    /// be): the refresh work then yields to the threads that route. Stops when the
+    /// returned handle is dropped (or [`FollowThread::stop`]). What the follow loop's
+    /// connections had already started on the caller's runtime (a registry connection
+    /// opened by [`start`](Self::start)) keeps running there.
+    pub fn spawn_follow<F: Feed + ?Sized + 'static>(
+        self: Arc<Self>,
+        feed: Arc<F>,
+    ) -> std::io::Result<FollowThread> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let nice = self.config.refresh_nice;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("vramroute-follow".to_owned())
+            .spawn(move || {
+                crate::priority::lower_this_thread(nice);
+                runtime.block_on(async move {
+                    tokio::select! {
+                        () = self.follow(feed) => {}
+                        _ = stopped => {}
+                    }
+                });
+            })?;
+        Ok(FollowThread {
+            stop: Some(stop),
+            thread: Some(thread),
+        })
     }
 
     /// Reports views and registry health to `observer` from now on.
@@ -705,6 +760,7 @@ impl LiveCluster {
                 }
                 watch_due = Instant::now() + cfg.watch_retry;
             }
+            let _refresh = Refreshing::new(&self.refreshes);
             let due = last_discover.is_none_or(|t| t.elapsed() >= cfg.rediscover_every);
             if dirty || due {
                 last_discover = Some(Instant::now());
@@ -728,6 +784,46 @@ impl LiveCluster {
             let skipped = feed.registry().map_or(0, |r| r.skipped_records_total());
             self.publish_records(&cluster, &ollama, feed.describe(), unix_now(), skipped);
         }
+    }
+}
+
+/// The follow loop on its own thread ([`LiveCluster::spawn_follow`]). Dropping it stops
+/// the loop (at its next await point) without waiting for the thread.
+#[derive(Debug)]
+pub struct FollowThread {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl FollowThread {
+    /// Stops the loop and waits for its thread to end.
+    pub fn stop(mut self) {
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for FollowThread {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+    }
+}
+
+/// Bumps the refresh counter now and when dropped (see [`LiveCluster::refreshes`]).
+struct Refreshing<'a>(&'a AtomicU64);
+
+impl<'a> Refreshing<'a> {
+    fn new(counter: &'a AtomicU64) -> Self {
+        counter.fetch_add(1, Ordering::Relaxed);
+        Refreshing(counter)
+    }
+}
+
+impl Drop for Refreshing<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
     }
 }
 

@@ -2,14 +2,20 @@
 //!
 //! A pipeline over a cluster connection must stay within one slot (redis-rs refuses
 //! cross-slot pipelines), but a server accepts any pipeline of commands whose keys it
-//! owns. A stage of more than a few single-key commands therefore asks the cluster for
-//! its slot ranges (`CLUSTER SLOTS`, one round trip), groups the commands by the range
-//! their key's slot falls in and sends each group as one pipeline to the master of that
+//! owns. A stage of more than a few single-key commands is therefore grouped by the slot
+//! range its keys fall in and each group sent as one pipeline to the master of that
 //! range, the groups concurrently: a full read of 10,000 nodes is a handful of pipelines
-//! instead of 20,000 single commands. A command the master no longer owns (the slot
-//! moved since `CLUSTER SLOTS`: `MOVED`, `ASK`, `TRYAGAIN`), a command whose key we do
-//! not know how to find, and a group whose pipeline failed as a whole are sent again on
-//! their own, where redis-rs follows redirects and reconnects.
+//! instead of 20,000 single commands. The slot ranges come from `CLUSTER SLOTS` (one
+//! round trip), asked once and kept in the connection's [`SlotMap`] across stages and
+//! reads; the map is asked again when a reply says it is out of date (`MOVED`, `ASK`,
+//! `TRYAGAIN`), when a group's pipeline failed as a whole (a master down, a failover),
+//! on a new connection, and at the latest [`SlotMap::MAX_AGE`] after it was asked. A
+//! stale map costs no correctness: a command the master no longer owns, a command whose
+//! key we do not know how to find, and a group whose pipeline failed as a whole are sent
+//! again on their own, where redis-rs follows redirects and reconnects.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
@@ -49,34 +55,122 @@ const SINGLE_KEY: &[&[u8]] = &[
     b"XLEN",
 ];
 
-/// Runs `stage` on the cluster: every command's reply in order, a server's error in
-/// the command's place; `Err` only when a command could not be sent or answered at all.
-pub(super) async fn stage(
-    c: &ClusterConnection,
-    stage: Vec<Cmd>,
-) -> RedisResult<Vec<RedisResult<Value>>> {
-    let ranges = if stage.len() >= PIPELINE_MIN {
-        slot_ranges(c).await
-    } else {
-        None
-    };
-    stage_on(c, stage, ranges).await
+/// The slot ranges of one cluster connection as last asked (`CLUSTER SLOTS`), shared by
+/// the connection's clones: a stage asks for them only when none are kept or the kept
+/// ones are known to be out of date.
+#[derive(Clone, Default)]
+pub(super) struct SlotMap(Arc<Mutex<Kept>>);
+
+/// A cluster's slot ranges, `(start, end)` sorted by start.
+type Ranges = Arc<[(u16, u16)]>;
+
+#[derive(Default)]
+struct Kept {
+    /// The ranges and when they were asked.
+    ranges: Option<(Ranges, Instant)>,
+    /// `CLUSTER SLOTS` asked through this map (tests count them).
+    asked: u64,
 }
 
-/// As [`stage`], with the slot ranges given (`None`: every command on its own).
+impl SlotMap {
+    /// The longest a map is kept without being asked again. A map that outlived a
+    /// topology change without any redirect (ranges merged onto one master) costs only a
+    /// pipeline more per stage; this bounds how long.
+    pub(super) const MAX_AGE: Duration = Duration::from_secs(30);
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Kept> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The kept ranges, if asked less than [`Self::MAX_AGE`] ago.
+    fn fresh(&self) -> Option<Ranges> {
+        match &self.lock().ranges {
+            Some((r, at)) if at.elapsed() < Self::MAX_AGE => Some(r.clone()),
+            _ => None,
+        }
+    }
+
+    /// The ranges to group a stage by: the kept ones, or asked now (and kept). `None`
+    /// when the cluster cannot be asked or answers oddly (nothing is kept then).
+    async fn get(&self, c: &ClusterConnection) -> Option<Ranges> {
+        if let Some(r) = self.fresh() {
+            return Some(r);
+        }
+        let n = {
+            let mut kept = self.lock();
+            kept.asked += 1;
+            kept.asked
+        };
+        tracing::trace!(n, "cluster: asking for the slot map (CLUSTER SLOTS)");
+        let asked: Ranges = slot_ranges(c).await?.into();
+        self.lock().ranges = Some((asked.clone(), Instant::now()));
+        Some(asked)
+    }
+
+    /// Forgets `used` (the ranges a stage found out of date), unless another stage has
+    /// replaced them meanwhile: the next stage asks again.
+    fn forget(&self, used: &Ranges) {
+        let mut kept = self.lock();
+        if kept
+            .ranges
+            .as_ref()
+            .is_some_and(|(r, _)| Arc::ptr_eq(r, used))
+        {
+            kept.ranges = None;
+        }
+    }
+
+    /// The kept ranges, whatever their age (tests).
+    #[cfg(all(test, feature = "testing"))]
+    fn kept(&self) -> Option<Vec<(u16, u16)>> {
+        self.lock().ranges.as_ref().map(|(r, _)| r.to_vec())
+    }
+
+    /// How many times `CLUSTER SLOTS` was asked through this map (tests).
+    #[cfg(all(test, feature = "testing"))]
+    fn asked(&self) -> u64 {
+        self.lock().asked
+    }
+}
+
+/// Runs `stage` on the cluster: every command's reply in order, a server's error in
+/// the command's place; `Err` only when a command could not be sent or answered at all.
+/// Groups by `map`'s ranges (asked when none are kept), and forgets them when a reply
+/// shows them out of date.
+pub(super) async fn stage(
+    c: &ClusterConnection,
+    map: &SlotMap,
+    stage: Vec<Cmd>,
+) -> RedisResult<Vec<RedisResult<Value>>> {
+    if stage.len() < PIPELINE_MIN {
+        return stage_on(c, stage, None).await.map(|(out, _)| out);
+    }
+    let ranges = map.get(c).await;
+    let (out, stale) = stage_on(c, stage, ranges.as_deref()).await?;
+    if let (true, Some(used)) = (stale, &ranges) {
+        tracing::debug!("cluster: slot map out of date, asking again at the next stage");
+        map.forget(used);
+    }
+    Ok(out)
+}
+
+/// As [`stage`], with the slot ranges given (`None`: every command on its own), and
+/// whether a reply showed the ranges out of date (a redirect, or a group's pipeline
+/// failed as a whole).
 async fn stage_on(
     c: &ClusterConnection,
     stage: Vec<Cmd>,
-    ranges: Option<Vec<(u16, u16)>>,
-) -> RedisResult<Vec<RedisResult<Value>>> {
+    ranges: Option<&[(u16, u16)]>,
+) -> RedisResult<(Vec<RedisResult<Value>>, bool)> {
     let Some(ranges) = ranges else {
-        return Ok(singles(c, stage.iter()).await);
+        return Ok((singles(c, stage.iter()).await, false));
     };
+    let mut stale = false;
     // Commands grouped by the slot range their key falls in; the rest on their own.
     let mut groups: Vec<Vec<usize>> = vec![Vec::new(); ranges.len()];
     let mut alone = Vec::new();
     for (i, cmd) in stage.iter().enumerate() {
-        match key_slot(cmd).and_then(|slot| range_of(&ranges, slot)) {
+        match key_slot(cmd).and_then(|slot| range_of(ranges, slot)) {
             Some(g) => groups[g].push(i),
             None => alone.push(i),
         }
@@ -84,7 +178,7 @@ async fn stage_on(
     let mut out: Vec<Option<RedisResult<Value>>> = (0..stage.len()).map(|_| None).collect();
     let sends = groups
         .iter()
-        .zip(&ranges)
+        .zip(ranges)
         .filter(|(idx, _)| !idx.is_empty())
         .map(|(idx, &(start, _))| {
             let mut pipe = redis::pipe();
@@ -100,14 +194,21 @@ async fn stage_on(
             Ok(values) if values.len() == idx.len() => {
                 for (&i, v) in idx.iter().zip(values) {
                     match v.extract_error() {
-                        Err(e) if is_redirect(&e) => alone.push(i),
+                        Err(e) if is_redirect(&e) => {
+                            stale = true;
+                            alone.push(i);
+                        }
                         r => out[i] = Some(r),
                     }
                 }
             }
             // The pipeline as a whole failed (or answered oddly): each command again.
-            Ok(_) => alone.extend_from_slice(idx),
+            Ok(_) => {
+                stale = true;
+                alone.extend_from_slice(idx);
+            }
             Err(e) => {
+                stale = true;
                 tracing::debug!(error = %e, commands = idx.len(), "cluster pipeline failed; sending its commands one by one");
                 alone.extend_from_slice(idx);
             }
@@ -125,10 +226,12 @@ async fn stage_on(
     for (i, r) in alone.into_iter().zip(retried) {
         out[i] = Some(r);
     }
-    out.into_iter()
+    let out = out
+        .into_iter()
         .map(|r| r.ok_or_else(|| (redis::ErrorKind::Client, "a command got no reply").into()))
         .map(|r: RedisResult<RedisResult<Value>>| r.or_else(|e| Ok(Err(e))))
-        .collect()
+        .collect::<RedisResult<Vec<_>>>()?;
+    Ok((out, stale))
 }
 
 /// `cmds` as single concurrent commands (redis-rs routes each by its key).
@@ -246,7 +349,11 @@ mod on_a_cluster {
             .map(|k| redis::cmd("SET").arg(k).arg(k.as_str()).clone())
             .collect();
         let ok = Ok(Value::Okay);
-        assert_eq!(values(stage(&c, sets).await.expect("set")), vec![ok; 60]);
+        let map = SlotMap::default();
+        assert_eq!(
+            values(stage(&c, &map, sets).await.expect("set")),
+            vec![ok; 60]
+        );
         let mut lpush = redis::cmd("LPUSH");
         lpush.arg("a:list").arg(1);
         lpush
@@ -272,12 +379,71 @@ mod on_a_cluster {
         // other masters' keys come back `MOVED`), and no ranges at all.
         let right = slot_ranges(&c).await.expect("CLUSTER SLOTS");
         assert_eq!(right.len(), 3);
-        for ranges in [Some(right), Some(vec![(0, SLOTS - 1)]), None] {
-            let out = stage_on(&c, gets.clone(), ranges.clone())
+        for (ranges, stale) in [
+            (Some(right.clone()), false),
+            (Some(vec![(0, SLOTS - 1)]), true),
+            (None, false),
+        ] {
+            let (out, found_stale) = stage_on(&c, gets.clone(), ranges.as_deref())
                 .await
                 .expect("read");
             assert_eq!(values(out), want, "ranges {ranges:?}");
+            assert_eq!(found_stale, stale, "ranges {ranges:?}");
         }
+        // The map kept by the first stage is the right one and is used again.
+        assert_eq!(map.kept(), Some(right));
+        assert_eq!(map.asked(), 1);
+        stage(&c, &map, gets).await.expect("read");
+        assert_eq!(map.asked(), 1, "a kept map is not asked again");
+    }
+
+    /// Keys whose slots moved to another master after the map was kept: every reply
+    /// still right (the moved keys come back `MOVED` and are sent on their own), the map
+    /// forgotten, and the next stage asks for the new one and keeps it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_map_kept_across_a_reshard_still_reads_right_and_is_refreshed() {
+        let cluster = RedisCluster::start().expect("cluster");
+        let c = connect(&cluster).await;
+        let map = SlotMap::default();
+        let keys: Vec<String> = (0..1000).map(|i| format!("r:{i}")).collect();
+        let sets = keys
+            .iter()
+            .map(|k| redis::cmd("SET").arg(k).arg(k.as_str()).clone())
+            .collect();
+        stage(&c, &map, sets).await.expect("set");
+        let old = map.kept().expect("kept");
+        assert_eq!(old.len(), 3);
+
+        cluster.reshard(0, 1, 400).expect("reshard");
+        let new = slot_ranges(&c).await.expect("CLUSTER SLOTS");
+        assert_ne!(new, old, "the reshard changed the ranges");
+        let moved = keys
+            .iter()
+            .filter(|k| {
+                let s = slot_of(k.as_bytes());
+                range_of(&old, s).map(|i| old[i]) != range_of(&new, s).map(|i| new[i])
+            })
+            .count();
+        assert!(moved > 0, "some keys are in moved slots");
+
+        let gets: Vec<Cmd> = keys
+            .iter()
+            .map(|k| redis::cmd("GET").arg(k).clone())
+            .collect();
+        let want: Vec<Result<Value, String>> = keys
+            .iter()
+            .map(|k| Ok(Value::BulkString(k.clone().into_bytes())))
+            .collect();
+        let asked = map.asked();
+        assert_eq!(
+            values(stage(&c, &map, gets.clone()).await.expect("read")),
+            want
+        );
+        assert_eq!(map.asked(), asked, "the stale map was used");
+        assert_eq!(map.kept(), None, "and then forgotten");
+        assert_eq!(values(stage(&c, &map, gets).await.expect("read")), want);
+        assert_eq!(map.asked(), asked + 1, "asked again");
+        assert_eq!(map.kept(), Some(new));
     }
 }
 

@@ -16,9 +16,10 @@ use super::cluster_stage as cluster;
 pub(super) enum Conn {
     /// One server, reconnected by the manager.
     Single(ConnectionManager),
-    /// A Redis Cluster (routing by slot).
+    /// A Redis Cluster (routing by slot), with the slot ranges its stages group commands
+    /// by (kept across stages and reads; a new connection starts without).
     #[cfg(feature = "cluster")]
-    Cluster(ClusterConnection),
+    Cluster(ClusterConnection, cluster::SlotMap),
 }
 
 impl ConnectionLike for Conn {
@@ -26,7 +27,7 @@ impl ConnectionLike for Conn {
         match self {
             Conn::Single(c) => c.req_packed_command(cmd),
             #[cfg(feature = "cluster")]
-            Conn::Cluster(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c, _) => c.req_packed_command(cmd),
         }
     }
 
@@ -39,7 +40,7 @@ impl ConnectionLike for Conn {
         match self {
             Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
             #[cfg(feature = "cluster")]
-            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(c, _) => c.req_packed_commands(pipeline, offset, count),
         }
     }
 
@@ -47,7 +48,7 @@ impl ConnectionLike for Conn {
         match self {
             Conn::Single(c) => c.get_db(),
             #[cfg(feature = "cluster")]
-            Conn::Cluster(_) => 0,
+            Conn::Cluster(..) => 0,
         }
     }
 }
@@ -69,10 +70,10 @@ impl Conn {
                 pipe.query_async(c).await
             }
             #[cfg(feature = "cluster")]
-            Conn::Cluster(c) => {
+            Conn::Cluster(c, map) => {
                 let mut out = Vec::new();
                 for stage in stages {
-                    for r in cluster::stage(c, stage).await? {
+                    for r in cluster::stage(c, map, stage).await? {
                         out.push(r?);
                     }
                 }
@@ -98,10 +99,10 @@ impl Conn {
                 pipe.query_async(c).await
             }
             #[cfg(feature = "cluster")]
-            Conn::Cluster(c) => {
+            Conn::Cluster(c, map) => {
                 let mut out = Vec::new();
                 for stage in stages {
-                    for r in cluster::stage(c, stage).await? {
+                    for r in cluster::stage(c, map, stage).await? {
                         match r {
                             // A server's answer to this one command.
                             Err(e) if e.code().is_some() => out.push(Err(e)),

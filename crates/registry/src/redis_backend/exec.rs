@@ -73,7 +73,7 @@ impl RedisRegistry {
             Target::Cluster { client, .. } => client
                 .get_async_connection()
                 .await
-                .map(Conn::Cluster)
+                .map(|c| Conn::Cluster(c, Default::default()))
                 .map_err(|e| self.map_err("connect", &e)),
         }
     }

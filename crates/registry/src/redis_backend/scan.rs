@@ -26,7 +26,7 @@ impl RedisRegistry {
     async fn cluster_masters(&self) -> Result<Vec<(String, u16)>> {
         let text: String = self
             .run("CLUSTER NODES", |c| async move {
-                let Conn::Cluster(mut c) = c else {
+                let Conn::Cluster(mut c, _) = c else {
                     return Ok(String::new());
                 };
                 let v = c
@@ -74,7 +74,7 @@ impl RedisRegistry {
                     .run("SCAN", |c| async move {
                         match (c, node) {
                             #[cfg(feature = "cluster")]
-                            (Conn::Cluster(mut c), Some((host, port))) => {
+                            (Conn::Cluster(mut c, _), Some((host, port))) => {
                                 c.route_command(
                                     cmd,
                                     RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {

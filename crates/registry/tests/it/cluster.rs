@@ -233,3 +233,82 @@ async fn cluster_reads_follow_slots_that_moved_between_masters() {
     let fresh = RedisRegistry::connect(&cluster.url(), cfg()).await.unwrap();
     assert_eq!(fresh.discover().await.unwrap(), view);
 }
+
+/// Commands the masters answered since their stats were reset, summed: (all commands,
+/// `CLUSTER SLOTS`), from `INFO commandstats`.
+fn commands_since_reset(cluster: &RedisCluster) -> (u64, u64) {
+    let (mut all, mut slots) = (0, 0);
+    for n in cluster.nodes() {
+        let info = n.cli(&["INFO", "commandstats"]).unwrap();
+        for line in info.lines() {
+            let Some((name, rest)) = line.trim().split_once(":calls=") else {
+                continue;
+            };
+            let calls: u64 = rest.split(',').next().unwrap().parse().unwrap();
+            all += calls;
+            if name == "cmdstat_cluster|slots" {
+                slots += calls;
+            }
+        }
+    }
+    (all, slots)
+}
+
+fn reset_command_stats(cluster: &RedisCluster) {
+    for n in cluster.nodes() {
+        n.cli(&["CONFIG", "RESETSTAT"]).unwrap();
+    }
+}
+
+/// Delta reads keep the slot map their connection asked for: the reader's commands per
+/// read, counted by the masters, with no `CLUSTER SLOTS` among them once a map is kept.
+/// Prints the counts (the figures in docs/scale.md, "Redis Cluster: the slot map
+/// cached").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delta_reads_keep_the_slot_map() {
+    const NODES: usize = 1000;
+    const READS: usize = 20;
+    const CHANGED: usize = 50;
+    let cluster = RedisCluster::start().unwrap();
+    let writer = RedisRegistry::connect(&cluster.url(), cfg()).await.unwrap();
+    let publish_all = |round: usize| {
+        let writer = &writer;
+        async move {
+            let publishes = (0..NODES)
+                .filter(|i| round == 0 || i % (NODES / CHANGED) == round % (NODES / CHANGED))
+                .map(|i| async move {
+                    let mut rec = node(i);
+                    rec.gpus[0].memory_free_mb = Some(1000 + (i + round) as u64);
+                    writer.publish_stats(&rec).await
+                });
+            for r in futures_util::future::join_all(publishes).await {
+                r.unwrap();
+            }
+        }
+    };
+    publish_all(0).await;
+    let reader = RedisRegistry::connect(&cluster.url(), cfg()).await.unwrap();
+    assert_eq!(reader.discover().await.unwrap().stats.len(), NODES);
+
+    let (mut commands, mut slot_maps) = (0, 0);
+    for round in 1..=READS {
+        publish_all(round).await;
+        reset_command_stats(&cluster);
+        let view = reader.discover().await.unwrap();
+        let (all, slots) = commands_since_reset(&cluster);
+        // `CONFIG RESETSTAT` itself is not counted; `INFO` is, once per master.
+        commands += all - cluster.nodes().len() as u64;
+        slot_maps += slots;
+        assert_eq!(view.stats.len(), NODES);
+        let i = round % (NODES / CHANGED);
+        let rec = view.stats_of(&node(i).node_id).unwrap();
+        assert_eq!(rec.gpus[0].memory_free_mb, Some(1000 + (i + round) as u64));
+    }
+    println!(
+        "{READS} delta reads of {CHANGED} changed records among {NODES}: {commands} commands \
+         ({:.1} per read), {slot_maps} CLUSTER SLOTS ({:.2} per read)",
+        commands as f64 / READS as f64,
+        slot_maps as f64 / READS as f64
+    );
+    assert_eq!(slot_maps, 0, "a kept slot map is not asked again");
+}
