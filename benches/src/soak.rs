@@ -145,8 +145,13 @@ pub struct SoakReport {
     pub samples: Vec<Sample>,
     /// RSS at the end, MiB.
     pub rss_end_mib: f64,
-    /// RSS growth over the last half of the run (or its last 5 minutes, if shorter), %.
+    /// RSS growth over the last half of the run (or its last 5 minutes, if shorter), %:
+    /// the last sample against the first of that part (two samples, so a follow cycle's
+    /// short-lived memory in either moves it).
     pub rss_growth_percent: f64,
+    /// The same part's trend: the least-squares slope of its RSS samples over its length,
+    /// as a % of their mean (every sample counts, so one high or low sample moves it little).
+    pub rss_trend_percent: f64,
     /// Mean CPU over the run, % of one core.
     pub cpu_mean_percent: f64,
     /// The simulator's final counters line.
@@ -696,6 +701,11 @@ pub fn run(config: &SoakConfig) -> Result<SoakReport> {
         .iter()
         .find(|s| s.t_s >= tail_from)
         .map_or(rss_end, |s| s.rss_mib);
+    let tail: Vec<(f64, f64)> = samples
+        .iter()
+        .filter(|s| s.t_s >= tail_from)
+        .map(|s| (s.t_s, s.rss_mib))
+        .collect();
     let total = hist.total();
     Ok(SoakReport {
         nodes: config.nodes,
@@ -726,11 +736,30 @@ pub fn run(config: &SoakConfig) -> Result<SoakReport> {
         } else {
             0.0
         },
+        rss_trend_percent: trend_percent(&tail),
         cpu_mean_percent: 100.0 * (cpu_end - cpu_start) / elapsed,
         samples,
         sim_summary,
         decider: decider_sched,
     })
+}
+
+/// The least-squares line through `(t, y)` points: its rise over their time span, as a
+/// % of the mean of `y`. Fewer than two points, no time span or a mean of 0: 0.
+fn trend_percent(points: &[(f64, f64)]) -> f64 {
+    let n = points.len() as f64;
+    if points.len() < 2 {
+        return 0.0;
+    }
+    let mean_t = points.iter().map(|p| p.0).sum::<f64>() / n;
+    let mean_y = points.iter().map(|p| p.1).sum::<f64>() / n;
+    let var_t: f64 = points.iter().map(|p| (p.0 - mean_t).powi(2)).sum();
+    if var_t <= 0.0 || mean_y == 0.0 {
+        return 0.0;
+    }
+    let cov: f64 = points.iter().map(|p| (p.0 - mean_t) * (p.1 - mean_y)).sum();
+    let span = points[points.len() - 1].0 - points[0].0;
+    100.0 * (cov / var_t) * span / mean_y
 }
 
 /// Asks the simulator to stop (SIGTERM, as a service manager would), waits up to 10 s
@@ -766,7 +795,7 @@ impl SoakReport {
             "nodes {}, {:.0} s measured, {}, coordinator {}\n\
              decisions: {} ({:.0}/s, {} failed), latency p50 {} ns, p99 {} ns, p99.9 {} ns, max {} ns{}\n\
              staleness: {} samples, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms, {} not seen within 30 s; slowest (ms @ s since the coordinator started): {}\n\
-             RSS: {:.1} MiB at the end, {:+.1} % over the last part of the run; CPU {:.1} % of one core on average\n\
+             RSS: {:.1} MiB at the end, {:+.1} % over the last part of the run (its trend: {:+.1} %); CPU {:.1} % of one core on average\n\
              simulator: {}\n{}",
             self.nodes,
             self.duration_s,
@@ -792,6 +821,7 @@ impl SoakReport {
                 .join(", "),
             self.rss_end_mib,
             self.rss_growth_percent,
+            self.rss_trend_percent,
             self.cpu_mean_percent,
             self.sim_summary,
             self.decider.render(self.decisions),
@@ -828,5 +858,35 @@ impl DeciderSched {
                 0.0
             },
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::trend_percent;
+
+    #[test]
+    fn trend_of_a_straight_rise_is_the_rise() {
+        let pts: Vec<(f64, f64)> = (0..=10)
+            .map(|i| (i as f64 * 30.0, 100.0 + i as f64))
+            .collect();
+        // 100 → 110 over the span, mean 105.
+        assert!((trend_percent(&pts) - 1000.0 / 105.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn one_high_sample_at_the_end_moves_the_trend_less_than_two_samples_would() {
+        let mut pts: Vec<(f64, f64)> = (0..=10).map(|i| (i as f64 * 30.0, 100.0)).collect();
+        pts[10].1 = 110.0;
+        let t = trend_percent(&pts);
+        assert!(t > 0.0 && t < 5.0, "{t}");
+    }
+
+    #[test]
+    fn flat_short_or_degenerate_series_have_no_trend() {
+        assert_eq!(trend_percent(&[]), 0.0);
+        assert_eq!(trend_percent(&[(0.0, 5.0)]), 0.0);
+        assert_eq!(trend_percent(&[(3.0, 5.0), (3.0, 9.0)]), 0.0);
+        assert_eq!(trend_percent(&[(0.0, 7.0), (30.0, 7.0), (60.0, 7.0)]), 0.0);
     }
 }
