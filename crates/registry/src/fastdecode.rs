@@ -504,7 +504,7 @@ impl<'a> Parser<'a> {
         let mut g = GpuStat::default();
         // Bit per field: the derived visitor refuses a repeated field, and needs
         // `index` and `name`.
-        let mut seen = 0u16;
+        let mut seen = 0u32;
         self.keyed_object(&GPU_KEYS, |p, key| {
             let Ok(k) = key else { return p.skip(1) };
             match k {
@@ -522,19 +522,14 @@ impl<'a> Parser<'a> {
                 11 => g.driver = p.opt(Self::smol)?,
                 _ => g.ggml_device = p.opt(Self::smol)?,
             }
-            let bit = 1 << k;
-            if seen & bit != 0 {
-                return None;
-            }
-            seen |= bit;
-            Some(())
+            first_time(&mut seen, k)
         })?;
         (seen & 3 == 3).then_some(g)
     }
 
     fn loaded_model(&mut self) -> Option<LoadedModel> {
         let mut m = LoadedModel::default();
-        let mut seen = 0u8;
+        let mut seen = 0u32;
         self.keyed_object(&MODEL_KEYS, |p, key| {
             let Ok(k) = key else { return p.skip(1) };
             match k {
@@ -542,12 +537,7 @@ impl<'a> Parser<'a> {
                 1 => m.size_mb = p.opt(Self::u64)?,
                 _ => m.size_vram_mb = p.opt(Self::u64)?,
             }
-            let bit = 1 << k;
-            if seen & bit != 0 {
-                return None;
-            }
-            seen |= bit;
-            Some(())
+            first_time(&mut seen, k)
         })?;
         (seen & 1 == 1).then_some(m)
     }
@@ -763,6 +753,17 @@ fn depth(v: &serde_json::Value) -> usize {
         }
     }
     go(v, 0)
+}
+
+/// Marks field `k` as read in `seen`; `None` (left to serde, whose derived visitor
+/// refuses a repeated field) when it was read before.
+fn first_time(seen: &mut u32, k: usize) -> Option<()> {
+    let bit = 1u32.checked_shl(u32::try_from(k).ok()?)?;
+    if *seen & bit != 0 {
+        return None;
+    }
+    *seen |= bit;
+    Some(())
 }
 
 #[cfg(test)]
