@@ -94,7 +94,9 @@ pub use route::{
 };
 pub use rows::{BuiltView, SpecUpdate, ViewBuilder};
 pub use signals::{InFlight, LoadSignals, NodeLoad};
-pub use sizes::{model_estimate, model_size, EstimateOptions, ModelSize};
+pub use sizes::{
+    model_catalogue, model_estimate, model_size, EstimateOptions, ModelRow, ModelSize, SizeSeen,
+};
 pub use view::{
     derived_ollama_url, GpuView, InstalledView, LoadedView, NodeFacts, NodeView, OllamaNodeInfo,
     RpcBackendFacts, RpcBackendView, SkippedView, StatusView, Totals, FUTURE_SKEW_S,

@@ -14,16 +14,17 @@
 //!
 //! Never guessed: a model no source knows is [`Error::UnknownModel`].
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
 use serde::Serialize;
 use vramroute_alloc::{
-    estimate_from_ollama_show, EstimateSource, GgufInfo, ModelEstimate, ModelSizer, OllamaShowInfo,
-    OllamaTagsInfo, DEFAULT_CTX,
+    estimate_from_ollama_show, sollol_size_table, EstimateSource, GgufInfo, ModelEstimate,
+    ModelSizer, OllamaShowInfo, OllamaTagsInfo, DEFAULT_CTX,
 };
 use vramroute_ollama::{OllamaClient, ShowResponse};
-use vramroute_router::same_model;
+use vramroute_router::{normalize_model_name, same_model};
 
 use crate::error::{Error, Result};
 use crate::view::{NodeView, StatusView};
@@ -288,4 +289,63 @@ pub async fn model_estimate(
         model: model.to_owned(),
         asked,
     })
+}
+
+/// One size a source gives for a model.
+#[derive(Debug, Clone, Serialize)]
+pub struct SizeSeen {
+    /// The source, in the resolver's words ([`EstimateSource`]'s labels).
+    pub source: String,
+    /// Its size in MiB, when that source knows it.
+    pub size_mb: Option<u64>,
+}
+
+/// A model the cluster can size (the `models` command's row).
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelRow {
+    /// The name as first seen (configured, SOLLOL's table, then the view).
+    pub name: String,
+    /// Every size seen, in the resolver's order of sources.
+    pub sizes: Vec<SizeSeen>,
+    /// Nodes where it is loaded now.
+    pub loaded_on: Vec<String>,
+}
+
+/// The configured sizes (`model_sizes`), SOLLOL's table, then every name seen in the
+/// view (Ollama tags, loaded models); each row's sizes in the resolver's order.
+pub fn model_catalogue(view: &StatusView) -> Vec<ModelRow> {
+    let mut rows: BTreeMap<String, ModelRow> = BTreeMap::new();
+    fn row<'a>(rows: &'a mut BTreeMap<String, ModelRow>, name: &str) -> &'a mut ModelRow {
+        rows.entry(normalize_model_name(name).into_owned())
+            .or_insert_with(|| ModelRow {
+                name: name.to_owned(),
+                sizes: Vec::new(),
+                loaded_on: Vec::new(),
+            })
+    }
+    // Configured sizes first: they win over every source but an explicit size.
+    for (name, mb) in &view.model_sizes {
+        row(&mut rows, name).sizes.push(SizeSeen {
+            source: EstimateSource::Config.to_string(),
+            size_mb: Some(*mb),
+        });
+    }
+    for e in sollol_size_table() {
+        row(&mut rows, e.name).sizes.push(SizeSeen {
+            source: EstimateSource::SollolTable.to_string(),
+            size_mb: Some(e.size_mib),
+        });
+    }
+    for (name, seen) in view.model_sightings() {
+        let r = row(&mut rows, &name);
+        for (source, size_mb) in seen {
+            r.sizes.push(SizeSeen { source, size_mb });
+        }
+    }
+    for n in &view.nodes {
+        for m in &n.loaded_models {
+            row(&mut rows, &m.name).loaded_on.push(n.id.to_string());
+        }
+    }
+    rows.into_values().collect()
 }
