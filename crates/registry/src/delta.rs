@@ -336,27 +336,46 @@ pub(crate) fn read_log(
 /// Completes `plan` with the values read for its [`Plan::to_fetch`] ids (in that order;
 /// `None` for a missing key), decoding them with `decode`. A value is whatever the
 /// reader fetched: the bytes, or (the Redis backend's size-checked read) a reason not
-/// to read them.
+/// to read them. (The Redis backend decodes part by part as the values arrive, with
+/// [`decode_part`], and completes with [`finish_decoded`].)
+#[cfg(test)]
 pub(crate) fn finish<T, V, F>(plan: Plan<T>, values: Vec<Option<V>>, decode: F) -> Finished<T>
 where
     T: Send + Sync + PartialEq,
     V: Sync,
     F: Fn(&str, &V) -> Result<T, String> + Sync,
 {
-    let Plan {
-        mut kept,
-        previous,
-        fetch,
-    } = plan;
-    let fetched: Vec<(&str, Option<V>)> = fetch
+    let decoded = decode_part(&plan, 0, values, decode);
+    finish_decoded(plan, decoded)
+}
+
+/// Decodes `values`, the values read for the plan's [`Plan::to_fetch`] ids from index
+/// `offset` on (in that order; `None` for a missing key), with `decode`; on several
+/// threads when there are many. An outcome equal to the one known for its id (kept by
+/// this plan, or by the earlier read a full read shares with) is that one: unchanged
+/// records stay the same `Arc` (a registration rewritten as it was, every record on a
+/// full read), and the duplicate is freed here. The values are dropped on return, so a
+/// reader decoding each part as it arrives holds only the parts in flight.
+pub(crate) fn decode_part<T, V, F>(
+    plan: &Plan<T>,
+    offset: usize,
+    values: Vec<Option<V>>,
+    decode: F,
+) -> Vec<Option<Outcome<T>>>
+where
+    T: Send + Sync + PartialEq,
+    V: Sync,
+    F: Fn(&str, &V) -> Result<T, String> + Sync,
+{
+    let fetched: Vec<(&str, Option<V>)> = plan
+        .fetch
         .iter()
+        .skip(offset)
         .map(|(id, _)| id.as_str())
-        .zip(values.into_iter().chain(std::iter::repeat_with(|| None)))
+        .zip(values)
         .collect();
-    // An outcome equal to the one known for its id (kept by this plan, or by the
-    // earlier read a full read shares with) is that one: unchanged records stay the same
-    // `Arc` (a registration rewritten as it was, every record on a full read).
-    let decoded: Vec<Option<Outcome<T>>> = par_map(&fetched, |(id, value)| {
+    let (previous, kept) = (&plan.previous, &plan.kept);
+    par_map(&fetched, |(id, value)| {
         let known = || previous.get(*id).or_else(|| kept.get(*id));
         value.as_ref().map(|v| match (decode(id, v), known()) {
             (Ok(r), Some(Ok(old))) if **old == r => Ok(Arc::clone(old)),
@@ -364,9 +383,19 @@ where
             (Ok(r), _) => Ok(Arc::new(r)),
             (Err(reason), _) => Err(Arc::from(reason)),
         })
-    });
-    drop(fetched);
+    })
+}
+
+/// Completes `plan` with `decoded`, the outcomes of its [`Plan::to_fetch`] ids in order
+/// ([`decode_part`]'s, concatenated; `None` for a missing key, and for ids past the end).
+pub(crate) fn finish_decoded<T>(plan: Plan<T>, decoded: Vec<Option<Outcome<T>>>) -> Finished<T> {
+    let Plan {
+        mut kept,
+        previous,
+        fetch,
+    } = plan;
     drop(previous);
+    let decoded = decoded.into_iter().chain(std::iter::repeat_with(|| None));
     let mut gone = Vec::new();
     let mut extra = Vec::new();
     // A full read starts from nothing kept: its outcomes (in id order, as `fetch` is)

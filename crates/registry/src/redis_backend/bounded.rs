@@ -34,6 +34,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use futures_util::StreamExt;
 use redis::{Cmd, RedisError, RedisResult, Value};
 
 use super::exec::is_wrong_type;
@@ -46,6 +47,16 @@ use crate::error::{scrub, Error, Result};
 /// server time at most; a flood of 1,000,000 bogus members is gone after 20 discoveries,
 /// and is never listed meanwhile).
 const PRUNE_BATCH: u64 = 50_000;
+
+/// Keys read per pipeline by one discovery (see [`RedisRegistry::read_bounded`]): a
+/// delta read of a few hundred records is one pipeline; a full read of 10,000 nodes
+/// (20,000 keys) is 40, so it holds at most [`PARTS_IN_FLIGHT`] × 512 values
+/// (≈ 1.7 MB of JSON) instead of the whole reply (≈ 16 MB).
+const READ_PART: usize = 512;
+
+/// Pipelines of one discovery's read in flight at a time: while one part is decoded,
+/// the server answers the next ones.
+const PARTS_IN_FLIGHT: usize = 3;
 
 /// What discovery read for one record key (`None` beside it: absent, or of another Redis
 /// type not yet known).
@@ -344,25 +355,63 @@ impl RedisRegistry {
         Ok(())
     }
 
-    /// Reads `gpu_keys` and `rpc_keys` bounded (see the module doc) with `confirms` (the
-    /// `ZSCORE`s of logged ids) in the same round trip, forgetting first what is
-    /// remembered of `changed` keys. Returns the values per kind and the scores.
+    /// Reads `keys` bounded (see the module doc) with `confirms` (the `ZSCORE`s of
+    /// logged ids) in the same round trip as the first part, forgetting first what is
+    /// remembered of `changed` keys. The keys are read in parts of [`READ_PART`], up to
+    /// [`PARTS_IN_FLIGHT`] pipelines at a time on the shared connection, and each part's
+    /// values go to `sink` (with the index of its first key) as soon as that part has
+    /// arrived, in key order: the caller decodes a part while the server answers the
+    /// next, and holds the values of the parts in flight only, never the whole reply.
+    /// Returns the scores.
     pub(super) async fn read_bounded(
         &self,
-        gpu_keys: Vec<String>,
-        rpc_keys: Vec<String>,
+        keys: Vec<String>,
         confirms: Vec<Cmd>,
         changed: Vec<String>,
-    ) -> Result<(Vec<Option<Fetched>>, Vec<Option<Fetched>>, Vec<Option<f64>>)> {
-        let op = "discover (read)";
+        mut sink: impl FnMut(usize, Vec<Option<Fetched>>),
+    ) -> Result<Vec<Option<f64>>> {
         self.forget_junk(changed.into_iter());
-        let n_gpu = gpu_keys.len();
-        let mut keys = gpu_keys;
-        keys.extend(rpc_keys);
-        let remembered = self.remembered(&keys);
-        let fetch = self.fetch_cmds(&keys, &remembered);
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut confirms = Some(confirms);
+        let mut parts = Vec::with_capacity(keys.len().div_ceil(READ_PART));
+        for (i, part) in keys.chunks(READ_PART).enumerate() {
+            let confirms = confirms.take().unwrap_or_default();
+            parts.push(async move {
+                let (values, scores) = self.read_part(part, confirms).await?;
+                Ok::<_, Error>((i * READ_PART, values, scores))
+            });
+        }
+        let mut parts = futures_util::stream::iter(parts).buffered(PARTS_IN_FLIGHT);
+        let mut scores = Vec::new();
+        while let Some(part) = parts.next().await {
+            let (offset, values, part_scores) = part?;
+            if offset == 0 {
+                scores = part_scores;
+            }
+            sink(offset, values);
+        }
+        Ok(scores)
+    }
+
+    /// One part of [`Self::read_bounded`]: the values of `keys` (one per key, in order),
+    /// and the scores `confirms` asked for.
+    async fn read_part(
+        &self,
+        keys: &[String],
+        confirms: Vec<Cmd>,
+    ) -> Result<(Vec<Option<Fetched>>, Vec<Option<f64>>)> {
+        let op = "discover (read)";
+        let remembered = self.remembered(keys);
+        let fetch = self.fetch_cmds(keys, &remembered);
         let (n_fetch, n_confirms) = (fetch.len(), confirms.len());
-        let mut replies = self.exec_staged_each(op, vec![fetch, confirms]).await?;
+        let stages = if confirms.is_empty() {
+            vec![fetch]
+        } else {
+            vec![fetch, confirms]
+        };
+        let mut replies = self.exec_staged_each(op, stages).await?;
         if replies.len() != n_fetch + n_confirms {
             return Err(self.bad_reply(op, "fewer replies than commands".to_owned()));
         }
@@ -375,10 +424,8 @@ impl RedisRegistry {
             ReadError::Server(e) => self.map_err(op, &e),
             ReadError::Shape(reason) => self.bad_reply(op, format!("unexpected reply: {reason}")),
         })?;
-        self.lengths_of_oversized(&keys, &mut read).await?;
-        let mut values = self.interpret(&keys, remembered, read);
-        let rpc_values = values.split_off(n_gpu);
-        Ok((values, rpc_values, scores))
+        self.lengths_of_oversized(keys, &mut read).await?;
+        Ok((self.interpret(keys, remembered, read), scores))
     }
 
     /// Our error for a reply we cannot use.

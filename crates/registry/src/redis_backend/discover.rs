@@ -12,7 +12,7 @@ use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use super::bounded::{decode_fetched, Failures};
+use super::bounded::{decode_fetched, Failures, Fetched};
 use super::state::{Known, RedisRegistry};
 use super::value::{bytes_of, stream_entries, strings_of, unix_ms};
 use crate::delta::{self, Kept};
@@ -122,9 +122,13 @@ impl RedisRegistry {
         // they are read, junk not read again; see `bounded`), then the index entries of
         // the logged ones (a record is kept only while the index lists it).
         let counts = [head.stats.fetch_count(), head.rpc.fetch_count()];
-        let gpu_keys: Vec<String> = head.stats.to_fetch().map(keys::gpu_stats_key).collect();
         let rpc_key = keys::rpc_node_key_of;
-        let rpc_keys: Vec<String> = head.rpc.to_fetch().map(rpc_key).collect();
+        let record_keys: Vec<String> = head
+            .stats
+            .to_fetch()
+            .map(keys::gpu_stats_key)
+            .chain(head.rpc.to_fetch().map(rpc_key))
+            .collect();
         let zscore = |index: &str, id: &str| redis::cmd("ZSCORE").arg(index).arg(id).clone();
         let mut scores = Vec::new();
         scores.extend(
@@ -156,10 +160,47 @@ impl RedisRegistry {
         } else {
             Vec::new()
         };
-        let (gpu_vals, rpc_vals, scores) = if counts == [0, 0] {
-            (Vec::new(), Vec::new(), Vec::new())
-        } else {
-            self.read_bounded(gpu_keys, rpc_keys, scores, changed)
+        // Each part of the read is decoded as it arrives (its raw values then dropped):
+        // stats records first, then registrations, in `to_fetch` order.
+        let limits = &self.inner.config.limits;
+        let failures = Failures::default();
+        let decode_stats = |id: &str, fetched: &Fetched| {
+            decode_fetched(
+                fetched,
+                || keys::gpu_stats_key(id),
+                &failures,
+                |bytes| validate::decode_stats(id, bytes, limits),
+            )
+        };
+        let decode_rpc = |id: &str, fetched: &Fetched| {
+            decode_fetched(
+                fetched,
+                || rpc_key(id),
+                &failures,
+                |bytes| validate::decode_rpc(bytes, limits),
+            )
+        };
+        let mut gpu_vals = Vec::with_capacity(counts[0]);
+        let mut rpc_vals = Vec::with_capacity(counts[1]);
+        let scores = {
+            let (stats_plan, rpc_plan) = (&head.stats, &head.rpc);
+            let sink = |offset: usize, mut values: Vec<Option<Fetched>>| {
+                let n_stats = counts[0].saturating_sub(offset).min(values.len());
+                let registrations = values.split_off(n_stats);
+                if !values.is_empty() {
+                    gpu_vals.extend(delta::decode_part(stats_plan, offset, values, decode_stats));
+                }
+                if !registrations.is_empty() {
+                    let from = (offset + n_stats).saturating_sub(counts[0]);
+                    rpc_vals.extend(delta::decode_part(
+                        rpc_plan,
+                        from,
+                        registrations,
+                        decode_rpc,
+                    ));
+                }
+            };
+            self.read_bounded(record_keys, scores, changed, sink)
                 .await?
         };
         let now = unix_ms() as f64;
@@ -230,24 +271,8 @@ impl RedisRegistry {
         } else {
             None
         };
-        let limits = &self.inner.config.limits;
-        let failures = Failures::default();
-        let stats = delta::finish(head.stats, gpu_vals, |id, fetched| {
-            decode_fetched(
-                fetched,
-                || keys::gpu_stats_key(id),
-                &failures,
-                |bytes| validate::decode_stats(id, bytes, limits),
-            )
-        });
-        let rpcs = delta::finish(head.rpc, rpc_vals, |id, fetched| {
-            decode_fetched(
-                fetched,
-                || rpc_key(id),
-                &failures,
-                |bytes| validate::decode_rpc(bytes, limits),
-            )
-        });
+        let stats = delta::finish_decoded(head.stats, gpu_vals);
+        let rpcs = delta::finish_decoded(head.rpc, rpc_vals);
         self.remember_failures(failures);
         {
             let mut st = self.scan_state();

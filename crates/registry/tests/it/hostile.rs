@@ -9,7 +9,7 @@ use vramroute_registry::{
     keys, ClusterView, RedisRegistry, Registry, RegistryConfig, ScanStrategy,
 };
 
-use crate::common::{cfg, command_calls, deadline_in, node};
+use crate::common::{cfg, command_calls, deadline_in, node, rpc_record};
 
 /// SCAN on every discovery, so SOLLOL-style (unindexed) keys are looked at every time.
 fn sweeping() -> RegistryConfig {
@@ -383,4 +383,55 @@ async fn a_huge_node_id_is_skipped_with_a_reason() {
         view.skipped
     );
     assert!(skipped_reason(&view, "sollol:gpu:inner:11434").contains("node_id is 1000 bytes"));
+}
+
+/// A read longer than one pipeline (discovery reads its keys in parts, decoding each as
+/// it arrives) keeps every good record, in id order, whichever part holds the bad ones:
+/// an oversized value, one that does not decode and one of another Redis type, far into
+/// the stats keys, and registrations in the same part as the last stats records. Read
+/// twice: the second read finds the junk remembered and reports it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_in_many_parts_keeps_every_good_record_in_order() {
+    let server = RedisServer::start().unwrap();
+    let reg = RedisRegistry::connect(&server.url(), cfg()).await.unwrap();
+    const NODES: usize = 1_300;
+    for chunk in (0..NODES).collect::<Vec<_>>().chunks(100) {
+        let writes = chunk.iter().map(|&i| {
+            let reg = reg.clone();
+            async move { reg.publish_stats(&node(i)).await }
+        });
+        for r in futures_util::future::join_all(writes).await {
+            r.unwrap();
+        }
+    }
+    for port in 50_052..50_062 {
+        reg.register("10.7.0.1", port, &rpc_record()).await.unwrap();
+    }
+    let key = |i: usize| keys::gpu_stats_key(&node(i).node_id);
+    let (oversized, undecodable, wrong_type) = (key(700), key(1_000), key(1_250));
+    server.cli(&["DEL", &oversized]).unwrap();
+    big_value(&server, &oversized, 2 * MIB);
+    server.cli(&["SET", &undecodable, "not json"]).unwrap();
+    server.cli(&["DEL", &wrong_type]).unwrap();
+    server.cli(&["HSET", &wrong_type, "f", "v"]).unwrap();
+
+    let bad = [700, 1_000, 1_250];
+    let mut want: Vec<String> = (0..NODES)
+        .filter(|i| !bad.contains(i))
+        .map(|i| node(i).node_id.to_string())
+        .collect();
+    want.sort();
+    for round in 0..2 {
+        let view = reg.discover().await.unwrap();
+        assert_eq!(stat_ids(&view), want, "round {round}");
+        assert_eq!(view.rpc_nodes.len(), 10, "round {round}");
+        let ports: Vec<u16> = view.rpc_nodes.iter().map(|e| e.port).collect();
+        assert_eq!(ports, (50_052..50_062).collect::<Vec<_>>());
+        assert_eq!(view.skipped.len(), 3, "round {round}: {:?}", view.skipped);
+        assert!(skipped_reason(&view, &oversized).contains("2097152 bytes"));
+        assert!(!skipped_reason(&view, &undecodable).is_empty());
+        assert!(skipped_reason(&view, &wrong_type).contains("not a string: hash"));
+        // A cold read again next time (nothing kept): every part is read again.
+        reg.clear_decode_cache();
+    }
 }
