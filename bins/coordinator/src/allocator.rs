@@ -4,6 +4,13 @@
 //! a view and a snapshot are rebuilt every second or so, and mimalloc keeps the pages
 //! of the previous ones for a second (`purge_delay`), commits arena memory eagerly
 //! (`arena_eager_commit`) and keeps full pages per size class (`page_full_retain`).
+//! mimalloc v3 also asks for transparent huge pages on its arenas (`allow_thp`, on by
+//! default: `madvise(MADV_HUGEPAGE)`), and with the kernel's default
+//! `khugepaged/max_ptes_none` of 511 a 2 MiB range with a single page in use becomes a
+//! whole resident huge page: 44 MiB of the daemon's 120 MiB at 10,000 nodes were huge
+//! pages (docs/scale.md, "Transparent huge pages"). We turn it off, for mimalloc's
+//! later mappings and, with `prctl(PR_SET_THP_DISABLE)`, for the arena it mapped
+//! before `main` (what mimalloc itself does when `MIMALLOC_ALLOW_THP=0` is set).
 //!
 //! An operator's own `MIMALLOC_*` environment variable for an option wins: that option
 //! is left as mimalloc read it.
@@ -20,7 +27,10 @@ struct Setting {
     value: c_long,
 }
 
-const SETTINGS: [Setting; 3] = [
+/// `mi_option_allow_thp`'s index.
+const ALLOW_THP: c_int = 43;
+
+const SETTINGS: [Setting; 4] = [
     // Purge (decommit) freed memory at once instead of after 1 s.
     Setting {
         index: 15,
@@ -42,6 +52,13 @@ const SETTINGS: [Setting; 3] = [
         default: 2,
         value: 0,
     },
+    // No transparent huge pages (see the module doc).
+    Setting {
+        index: ALLOW_THP,
+        env: "MIMALLOC_ALLOW_THP",
+        default: 1,
+        value: 0,
+    },
 ];
 
 /// What [`apply`] did.
@@ -49,6 +66,9 @@ const SETTINGS: [Setting; 3] = [
 pub(crate) enum Applied {
     /// Every option not set by the environment was set.
     All,
+    /// As `All`, but the kernel refused to turn transparent huge pages off for the
+    /// process (`prctl`): the error.
+    ThpStillOn(String),
     /// mimalloc's options did not hold the expected defaults (another mimalloc version):
     /// nothing was set.
     LayoutDiffers,
@@ -66,8 +86,15 @@ pub(crate) fn apply() -> Applied {
     {
         return Applied::LayoutDiffers;
     }
-    for s in ours {
+    for s in &ours {
         set(s.index, s.value);
+    }
+    if ours.iter().any(|s| s.index == ALLOW_THP) {
+        // Also for what mimalloc mapped before `main` (its first arena): the flag is the
+        // process's, checked by the kernel at every fault and by khugepaged.
+        if let Err(e) = rustix::thread::disable_transparent_huge_pages(true) {
+            return Applied::ThpStillOn(e.to_string());
+        }
     }
     Applied::All
 }
@@ -105,6 +132,11 @@ mod tests {
             for s in &SETTINGS {
                 assert_eq!(get(s.index), s.value, "{}", s.env);
             }
+            // Huge pages are off for the whole process.
+            assert_eq!(
+                rustix::thread::transparent_huge_pages_are_disabled().ok(),
+                Some(true)
+            );
             // A second call finds our values and keeps them.
             assert_eq!(apply(), Applied::All);
         }

@@ -81,8 +81,10 @@ fn main() -> ExitCode {
             "warn",
         );
         #[cfg(feature = "mimalloc")]
-        if allocator == allocator::Applied::LayoutDiffers {
-            tracing::warn!("mimalloc's options are not where this build expects them: its memory settings were left at their defaults (resident memory may be about twice the live data)");
+        match &allocator {
+            allocator::Applied::All => {}
+            allocator::Applied::LayoutDiffers => tracing::warn!("mimalloc's options are not where this build expects them: its memory settings were left at their defaults (resident memory may be about twice the live data)"),
+            allocator::Applied::ThpStillOn(e) => tracing::warn!(error = %e, "could not turn transparent huge pages off for this process (prctl PR_SET_THP_DISABLE): resident memory may be higher than the live data needs"),
         }
         match &cli.command {
             cli::Command::Status(a) => status::run(&settings, a),
