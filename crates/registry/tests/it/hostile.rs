@@ -394,7 +394,7 @@ async fn a_huge_node_id_is_skipped_with_a_reason() {
 async fn a_read_in_many_parts_keeps_every_good_record_in_order() {
     let server = RedisServer::start().unwrap();
     let reg = RedisRegistry::connect(&server.url(), cfg()).await.unwrap();
-    const NODES: usize = 1_300;
+    const NODES: usize = 2_300;
     for chunk in (0..NODES).collect::<Vec<_>>().chunks(100) {
         let writes = chunk.iter().map(|&i| {
             let reg = reg.clone();
@@ -408,14 +408,14 @@ async fn a_read_in_many_parts_keeps_every_good_record_in_order() {
         reg.register("10.7.0.1", port, &rpc_record()).await.unwrap();
     }
     let key = |i: usize| keys::gpu_stats_key(&node(i).node_id);
-    let (oversized, undecodable, wrong_type) = (key(700), key(1_000), key(1_250));
+    let (oversized, undecodable, wrong_type) = (key(700), key(1_500), key(2_250));
     server.cli(&["DEL", &oversized]).unwrap();
     big_value(&server, &oversized, 2 * MIB);
     server.cli(&["SET", &undecodable, "not json"]).unwrap();
     server.cli(&["DEL", &wrong_type]).unwrap();
     server.cli(&["HSET", &wrong_type, "f", "v"]).unwrap();
 
-    let bad = [700, 1_000, 1_250];
+    let bad = [700, 1_500, 2_250];
     let mut want: Vec<String> = (0..NODES)
         .filter(|i| !bad.contains(i))
         .map(|i| node(i).node_id.to_string())
