@@ -42,9 +42,6 @@ use vramroute_router::Policy;
 
 use crate::config_file;
 
-/// Largest custom model size, MiB (4 TiB).
-const MAX_MODEL_SIZE_MB: u64 = 4 << 20;
-
 /// Parsed config; every key optional.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -110,16 +107,8 @@ impl Config {
     }
 
     pub(crate) fn validate(&self) -> anyhow::Result<()> {
-        for (name, mb) in &self.model_sizes {
-            if name.trim().is_empty() {
-                bail!("model_sizes: a model name is empty");
-            }
-            if !(1..=MAX_MODEL_SIZE_MB).contains(mb) {
-                bail!(
-                    "model_sizes: {name}: {mb} MB is outside 1-{MAX_MODEL_SIZE_MB} (sizes are MiB, e.g. `llama3.1:8b: 4700`)"
-                );
-            }
-        }
+        vramroute_cluster::check_model_sizes(&self.model_sizes)
+            .map_err(|e| anyhow::anyhow!("model_sizes: {e}"))?;
         if let Some(m) = self.vram_safety_margin {
             if !(m > 0.0 && m <= 1.0) {
                 bail!("vram_safety_margin must be in (0, 1], got {m}");

@@ -121,7 +121,8 @@ pub struct LiveConfig {
     pub watch_retry: Duration,
     /// How long a reservation is kept across updates.
     pub reservation_hold: Duration,
-    /// Configured model sizes, MiB, copied into every view ([`StatusView::model_sizes`]).
+    /// Configured model sizes, MiB, copied into every view ([`StatusView::model_sizes`]);
+    /// check them first with [`check_model_sizes`](crate::check_model_sizes).
     pub model_sizes: std::collections::BTreeMap<String, u64>,
     /// How often [`LiveCluster::publish_records`] (what `follow` runs) builds and
     /// stores the [`StatusView`] and tells the [`Observer`]: the router is updated

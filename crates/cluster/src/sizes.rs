@@ -30,6 +30,29 @@ use crate::error::{Error, Result};
 use crate::view::{NodeView, StatusView};
 
 const BYTES_PER_MIB: u64 = 1_048_576;
+
+/// Largest configured model size, MiB (4 TiB): anything bigger is a typo, not a model.
+pub const MAX_MODEL_SIZE_MIB: u64 = 4 << 20;
+
+/// Checks configured model sizes (model name → MiB, what [`LiveConfig::model_sizes`]
+/// and the view's `model_sizes` hold) before they are used: every name non-empty, every
+/// size in 1–[`MAX_MODEL_SIZE_MIB`]. The error names the model and the bounds.
+///
+/// [`LiveConfig::model_sizes`]: crate::LiveConfig::model_sizes
+pub fn check_model_sizes(sizes: &BTreeMap<String, u64>) -> std::result::Result<(), String> {
+    for (name, mb) in sizes {
+        if name.trim().is_empty() {
+            return Err("a model name is empty".to_owned());
+        }
+        if !(1..=MAX_MODEL_SIZE_MIB).contains(mb) {
+            return Err(format!(
+                "{name}: {mb} MB is outside 1-{MAX_MODEL_SIZE_MIB} (sizes are MiB, e.g. \
+                 `llama3.1:8b: 4700`)"
+            ));
+        }
+    }
+    Ok(())
+}
 /// Most Ollama nodes asked for `/api/show` while sizing one model for a plan.
 const MAX_SHOW_ASKS: usize = 4;
 
@@ -348,4 +371,31 @@ pub fn model_catalogue(view: &StatusView) -> Vec<ModelRow> {
         }
     }
     rows.into_values().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn configured_sizes_are_checked_at_both_bounds_and_by_name() {
+        let sizes = |name: &str, mb: u64| BTreeMap::from([(name.to_owned(), mb)]);
+        assert_eq!(check_model_sizes(&BTreeMap::new()), Ok(()));
+        assert_eq!(check_model_sizes(&sizes("llama3.1:8b", 1)), Ok(()));
+        assert_eq!(
+            check_model_sizes(&sizes("llama3.1:8b", MAX_MODEL_SIZE_MIB)),
+            Ok(())
+        );
+        for mb in [0, MAX_MODEL_SIZE_MIB + 1] {
+            let err = check_model_sizes(&sizes("big:1t", mb)).unwrap_err();
+            assert!(
+                err.starts_with(&format!("big:1t: {mb} MB is outside 1-")),
+                "{err}"
+            );
+        }
+        assert_eq!(
+            check_model_sizes(&sizes(" ", 4700)),
+            Err("a model name is empty".to_owned())
+        );
+    }
 }
