@@ -191,7 +191,8 @@ impl RedisRegistry {
                     gpu_vals.extend(delta::decode_part(stats_plan, offset, values, decode_stats));
                 }
                 if !registrations.is_empty() {
-                    let from = (offset + n_stats).saturating_sub(counts[0]);
+                    // The first registration of this part, counted among registrations.
+                    let from = offset.saturating_sub(counts[0]);
                     rpc_vals.extend(delta::decode_part(
                         rpc_plan,
                         from,
