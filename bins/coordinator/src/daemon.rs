@@ -76,6 +76,9 @@ pub(crate) fn run(mut settings: Settings, args: &DaemonArgs) -> anyhow::Result<(
     runtime.block_on(async move {
         let mut config = RegistryConfig::default();
         config.poll_interval = Duration::from_secs(2);
+        // The follow loop is this registry's one reader and keeps what it needs of each
+        // record: the registry keeps fingerprints, not a second copy of every record.
+        config.changes_only = true;
         let backend = Backend::open(&settings, config).await?;
         let source = Arc::new(Source::new(backend, &settings));
         let mut metrics = Metrics::new();

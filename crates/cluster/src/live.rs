@@ -16,7 +16,7 @@ use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use serde::Serialize;
 use tracing::{debug, info, warn};
-use vramroute_registry::{ChangeStream, ClusterView, Registry};
+use vramroute_registry::{unchanged_rpc, unchanged_stats, ChangeStream, ClusterView, Registry};
 use vramroute_router::{
     Decision, NoRoute, NodeSpec, Policy, Request, ResidentModel, Router, Snapshot, SnapshotConfig,
 };
@@ -64,6 +64,15 @@ pub trait Feed: Send + Sync {
     /// A fixed view to serve instead of building one from records.
     fn saved_view(&self) -> Option<StatusView> {
         None
+    }
+
+    /// Makes the next [`discover`](Self::discover) hand back every record itself (see
+    /// [`Registry::forget_discovered`]): for a follower that lost track of a
+    /// changes-only registry's reads. By default, the registry's.
+    fn resync(&self) {
+        if let Some(registry) = self.registry() {
+            registry.forget_discovered();
+        }
     }
 }
 
@@ -344,10 +353,18 @@ impl LiveCluster {
         if let Some(view) = feed.saved_view() {
             return LiveCluster::new(view, policy, config);
         }
-        let cluster = feed.discover().await?.unwrap_or_default();
+        // The first read hands back every record, also from a changes-only registry
+        // that was read before.
+        feed.resync();
+        let mut cluster = feed.discover().await?.unwrap_or_default();
         let ollama = feed.ollama_nodes().await;
-        let view = config.view_of(&cluster, &ollama, feed.describe(), unix_now());
-        let live = LiveCluster::new(view, policy, config)?;
+        // The view `view_of` would give, through the builder that follows: its rows are
+        // those of this read (a changes-only registry's next read refers to them).
+        let mut builder = ViewBuilder::new();
+        let built = builder.build(&config, &cluster, &ollama, feed.describe(), unix_now());
+        let live = LiveCluster::new(built.view, policy, config)?;
+        *locked(&live.builder) = builder;
+        settle(&mut cluster);
         *locked(&live.first) = Some((cluster, ollama));
         Ok(live)
     }
@@ -466,6 +483,11 @@ impl LiveCluster {
     /// view is built, stored and reported to the observer only when due (see
     /// [`LiveConfig::view_interval`]); with Ollama answers (small clusters) on every
     /// call, since the specs are made from the merged view.
+    ///
+    /// Returns `false`, publishing nothing, when `cluster` is a changes-only read
+    /// ([`ClusterView::changes_only`]) that names records unchanged which this cluster
+    /// has no rows for (it was not given the read before): the feed should then forget
+    /// what it kept ([`Feed::resync`]) and be read again.
     pub fn publish_records(
         &self,
         cluster: &ClusterView,
@@ -473,15 +495,21 @@ impl LiveCluster {
         source: String,
         now: f64,
         skipped_total: u64,
-    ) {
+    ) -> bool {
         let mut builder = locked(&self.builder);
         if !ollama.is_empty() {
             let built = builder.build(&self.config, cluster, ollama, source, now);
+            if builder.take_lost_track() {
+                return false;
+            }
             drop(builder);
             self.publish_built(built, None, skipped_total);
-            return;
+            return true;
         }
         let update = builder.update(&self.config, cluster, now);
+        if builder.take_lost_track() {
+            return false;
+        }
         let due = self.view_due(update.members_changed);
         let view = due.then(|| builder.view(&self.config, cluster, source, now));
         drop(builder);
@@ -496,6 +524,7 @@ impl LiveCluster {
                 state.members_pending |= update.members_changed;
             }
         }
+        true
     }
 
     /// Whether `publish_records` should build a view now.
@@ -783,8 +812,50 @@ impl LiveCluster {
                 continue;
             }
             let skipped = feed.registry().map_or(0, |r| r.skipped_records_total());
-            self.publish_records(&cluster, &ollama, feed.describe(), unix_now(), skipped);
+            if self.publish_records(&cluster, &ollama, feed.describe(), unix_now(), skipped) {
+                settle(&mut cluster);
+            } else {
+                // Not published: read every record again, now.
+                warn!(
+                    "a changes-only registry read named records unchanged that this \
+                     follower has no rows for: reading every record again"
+                );
+                feed.resync();
+                match feed.discover().await {
+                    Ok(c) => {
+                        cluster = c.unwrap_or_default();
+                        if self.publish_records(
+                            &cluster,
+                            &ollama,
+                            feed.describe(),
+                            unix_now(),
+                            skipped,
+                        ) {
+                            settle(&mut cluster);
+                        }
+                    }
+                    Err(e) => {
+                        self.set_degraded(&e);
+                        dirty = true;
+                    }
+                }
+            }
         }
+    }
+}
+
+/// A changes-only read once published: every record becomes the registry's marker of
+/// an unchanged one (the builder has its rows), so that publishing it again (every tick
+/// until the next read) rebuilds nothing and the loop holds no record.
+fn settle(cluster: &mut ClusterView) {
+    if !cluster.changes_only {
+        return;
+    }
+    for (_, r) in &mut cluster.stats {
+        *r = Arc::clone(unchanged_stats());
+    }
+    for e in &mut cluster.rpc_nodes {
+        e.record = Arc::clone(unchanged_rpc());
     }
 }
 

@@ -14,22 +14,32 @@
 
 use std::sync::Arc;
 
-use vramroute_registry::{ClusterView, GpuStatsRecord, RpcNodeEntry, RpcNodeRecord, SmolStr};
+use vramroute_registry::{
+    is_unchanged_rpc, is_unchanged_stats, unchanged_rpc, unchanged_stats, ClusterView,
+    GpuStatsRecord, RpcNodeEntry, RpcNodeRecord, SmolStr,
+};
 use vramroute_router::{NodeSpec, SnapshotConfig};
 
 use crate::live::LiveConfig;
 use crate::specs::{node_spec, spec_age_ms};
 use crate::view::{
-    node_view, rpc_view, NodeView, OllamaNodeInfo, Registrations, RpcBackendView, SkippedView,
-    StatusView, Totals, FUTURE_SKEW_S,
+    node_view, own_rpc, registered, rpc_view, with_registration, NodeView, OllamaNodeInfo,
+    Registered, Registrations, RpcBackendView, SkippedView, StatusView, Totals, FUTURE_SKEW_S,
 };
 
 /// What one node's record gave last time.
 struct Row {
+    /// The record the row was built from, to recognise it in the next read (the same
+    /// `Arc`). From a changes-only read ([`ClusterView::changes_only`]) the registry's
+    /// marker instead: the next read says itself whether the record changed, and the
+    /// builder keeps no record (except one dated in the future, built again from it).
     record: Arc<GpuStatsRecord>,
-    /// The registration the row was built with: (host, port, record); the host as a
+    /// The record's own rpc-server endpoint (`rpc_host`, `rpc_port`): how its
+    /// registration is found ([`Registrations::of_endpoint`]) without the record.
+    own_rpc: Option<(SmolStr, u16)>,
+    /// What the row took from its registration (host, port, usable RAM); the host as a
     /// `SmolStr` (an address fits inline: no heap block per row).
-    registration: Option<(SmolStr, u16, Arc<RpcNodeRecord>)>,
+    registration: Option<Registered>,
     /// Its facts are shared with every view built while the record is unchanged.
     node: NodeView,
     /// The node's spec without measured load; its `report_age_ms` is the age when it
@@ -41,6 +51,7 @@ struct Row {
 
 /// What one registration gave last time.
 struct Backend {
+    /// As [`Row::record`] (a changes-only read: the marker).
     record: Arc<RpcNodeRecord>,
     view: RpcBackendView,
 }
@@ -61,11 +72,16 @@ pub struct BuiltView {
 #[derive(Default)]
 pub struct ViewBuilder {
     rows: Vec<Row>,
+    /// One per registration of the last read, in its order.
     backends: Vec<Backend>,
+    /// The backends are in (host, port) order (the last read was sorted).
+    backends_sorted: bool,
     /// The settings the rows were built with (others: everything is rebuilt).
     built_with: Option<(f64, f64, SnapshotConfig)>,
     /// The rows are in id order (the last read was sorted): they can be matched.
     rows_sorted: bool,
+    /// See [`ViewBuilder::take_lost_track`].
+    lost_track: bool,
 }
 
 /// What [`ViewBuilder::update`] gives the router.
@@ -87,17 +103,6 @@ impl std::fmt::Debug for ViewBuilder {
             .field("rows", &self.rows.len())
             .field("backends", &self.backends.len())
             .finish_non_exhaustive()
-    }
-}
-
-fn same_registration(
-    kept: Option<&(SmolStr, u16, Arc<RpcNodeRecord>)>,
-    now: Option<&RpcNodeEntry>,
-) -> bool {
-    match (kept, now) {
-        (None, None) => true,
-        (Some((h, p, r)), Some(e)) => *p == e.port && *h == e.host && Arc::ptr_eq(r, &e.record),
-        _ => false,
     }
 }
 
@@ -155,7 +160,33 @@ impl ViewBuilder {
             self.built_with = Some(settings);
         }
         let snap_cfg = &config.snapshot;
+        let changes_only = cluster.changes_only;
+        // The backends first: with changes only, a node's registration may be known
+        // only from its backend's row.
+        let mut lost_track = self.update_backends(cluster);
+        let backends = &self.backends;
+        let backends_sorted = self.backends_sorted;
         let registrations = Registrations::of(&cluster.rpc_nodes);
+        // What a node takes from the registration `e`: from the record, or (a record
+        // handed back as unchanged) from the row its backend kept.
+        let registration_of = |e: &RpcNodeEntry| -> Option<Registered> {
+            if !(changes_only && is_unchanged_rpc(&e.record)) {
+                return Some(registered(e));
+            }
+            let key = (e.host.as_str(), e.port);
+            let b = if backends_sorted {
+                backends
+                    .binary_search_by(|b| (b.view.host.as_str(), b.view.port).cmp(&key))
+                    .ok()
+                    .map(|i| &backends[i])
+            } else {
+                backends
+                    .iter()
+                    .find(|b| (b.view.host.as_str(), b.view.port) == key)
+            };
+            b.and_then(|b| b.view.cpu_ram_mb)
+                .map(|ram| (SmolStr::from(&e.host), e.port, ram))
+        };
         let sorted = cluster.stats.windows(2).all(|w| w[0].0 < w[1].0);
         // Rows are matched by id in one merge pass, which needs both sides sorted.
         let matching = sorted && self.rows_sorted;
@@ -166,7 +197,6 @@ impl ViewBuilder {
         let mut rows = Vec::with_capacity(cluster.stats.len());
         let mut specs = Vec::with_capacity(cluster.stats.len());
         for (id, r) in &cluster.stats {
-            let registration = registrations.of_node(id, r);
             // Rows of ids that left (or, for unsorted input, everything) are dropped.
             let mut kept = None;
             if matching {
@@ -178,29 +208,55 @@ impl ViewBuilder {
                     same_ids += 1;
                 }
             }
-            let from_future = r.timestamp - now > FUTURE_SKEW_S;
+            // A changes-only read's unchanged record: the row built from it stands in.
+            let unchanged = changes_only && is_unchanged_stats(r);
             let row = match kept {
-                Some(mut row)
-                    if Arc::ptr_eq(&row.record, r)
-                        && same_registration(row.registration.as_ref(), registration)
-                        && !from_future
-                        && !row.future =>
-                {
-                    let age_s = (now - r.timestamp).max(0.0);
-                    row.node.age_s = age_s;
-                    row.node.stale = age_s > stale_after_s;
+                None if unchanged => {
+                    lost_track = true;
+                    continue;
+                }
+                // Built again from the record it kept (dated in the future).
+                Some(row) if unchanged && row.future => {
+                    let record = Arc::clone(&row.record);
+                    let own = own_rpc(&record);
+                    let registration = registrations
+                        .of_endpoint(id, own.as_ref())
+                        .and_then(registration_of);
+                    build_row(id, &record, own, registration, now, config, changes_only)
+                }
+                Some(mut row) if unchanged => {
+                    let registration = registrations
+                        .of_endpoint(id, row.own_rpc.as_ref())
+                        .and_then(registration_of);
+                    if registration != row.registration {
+                        with_registration(
+                            &mut row.node,
+                            row.own_rpc.is_some(),
+                            registration.as_ref(),
+                        );
+                        row.spec = Arc::new(node_spec(&row.node, snap_cfg));
+                        row.registration = registration;
+                    }
+                    row.aged(now, stale_after_s);
                     row
                 }
-                _ => {
-                    let node = node_view(id, r, registration, now, stale_after_s, margin);
-                    let spec = Arc::new(node_spec(&node, snap_cfg));
-                    Row {
-                        record: Arc::clone(r),
-                        registration: registration
-                            .map(|e| (SmolStr::from(&e.host), e.port, Arc::clone(&e.record))),
-                        node,
-                        spec,
-                        future: from_future,
+                kept => {
+                    let own = own_rpc(r);
+                    let registration = registrations
+                        .of_endpoint(id, own.as_ref())
+                        .and_then(registration_of);
+                    let from_future = r.timestamp - now > FUTURE_SKEW_S;
+                    match kept {
+                        Some(mut row)
+                            if Arc::ptr_eq(&row.record, r)
+                                && row.registration == registration
+                                && !from_future
+                                && !row.future =>
+                        {
+                            row.aged(now, stale_after_s);
+                            row
+                        }
+                        _ => build_row(id, r, own, registration, now, config, changes_only),
                     }
                 }
             };
@@ -211,10 +267,74 @@ impl ViewBuilder {
         let members_changed = !matching || same_ids != old_len || same_ids != rows.len();
         self.rows = rows;
         self.rows_sorted = sorted;
+        self.lost_track |= lost_track;
         SpecUpdate {
             specs,
             members_changed,
         }
+    }
+
+    /// Whether an update since the last call was given a changes-only read
+    /// ([`ClusterView::changes_only`]) that handed back a record as unchanged which the
+    /// builder has no row for (it missed the read before, or its settings changed): that
+    /// node or backend was left out. The registry should then forget what it kept
+    /// ([`Registry::forget_discovered`](vramroute_registry::Registry::forget_discovered)),
+    /// so that its next read hands back every record.
+    pub fn take_lost_track(&mut self) -> bool {
+        std::mem::take(&mut self.lost_track)
+    }
+
+    /// Brings the backends' rows up to `cluster`'s registrations; whether one was
+    /// handed back as unchanged without a row (left out).
+    fn update_backends(&mut self, cluster: &ClusterView) -> bool {
+        let changes_only = cluster.changes_only;
+        let sorted = cluster
+            .rpc_nodes
+            .windows(2)
+            .all(|w| (&w[0].host, w[0].port) < (&w[1].host, w[1].port));
+        let matching = sorted && self.backends_sorted;
+        let old = std::mem::take(&mut self.backends);
+        let mut old = old.into_iter().peekable();
+        let mut rows = Vec::with_capacity(cluster.rpc_nodes.len());
+        let mut lost_track = false;
+        for e in &cluster.rpc_nodes {
+            let mut kept = None;
+            if matching {
+                let key = (e.host.as_str(), e.port);
+                while old
+                    .peek()
+                    .is_some_and(|o| (o.view.host.as_str(), o.view.port) < key)
+                {
+                    old.next();
+                }
+                if old
+                    .peek()
+                    .is_some_and(|o| (o.view.host.as_str(), o.view.port) == key)
+                {
+                    kept = old.next();
+                }
+            }
+            let unchanged = changes_only && is_unchanged_rpc(&e.record);
+            let b = match kept {
+                Some(b) if unchanged || Arc::ptr_eq(&b.record, &e.record) => b,
+                None if unchanged => {
+                    lost_track = true;
+                    continue;
+                }
+                _ => Backend {
+                    record: if changes_only {
+                        Arc::clone(unchanged_rpc())
+                    } else {
+                        Arc::clone(&e.record)
+                    },
+                    view: rpc_view(&e.host, e.port, &e.record),
+                },
+            };
+            rows.push(b);
+        }
+        self.backends = rows;
+        self.backends_sorted = sorted;
+        lost_track
     }
 
     /// The view of `cluster` at `now` (without Ollama answers) from the rows the last
@@ -245,49 +365,60 @@ impl ViewBuilder {
         view
     }
 
-    /// The rpc backends of `cluster` (registrations, then router metadata), reusing
-    /// the view of each registration whose record is unchanged.
-    fn backends(&mut self, cluster: &ClusterView) -> Vec<RpcBackendView> {
-        let sorted = cluster
-            .rpc_nodes
-            .windows(2)
-            .all(|w| (&w[0].host, w[0].port) < (&w[1].host, w[1].port));
-        let old = std::mem::take(&mut self.backends);
-        let mut old = old.into_iter().peekable();
-        let mut kept_rows = Vec::with_capacity(cluster.rpc_nodes.len());
-        let mut out: Vec<RpcBackendView> = Vec::with_capacity(cluster.rpc_nodes.len());
-        for e in &cluster.rpc_nodes {
-            let mut kept = None;
-            if sorted {
-                let key = (e.host.as_str(), e.port);
-                while old
-                    .peek()
-                    .is_some_and(|o| (o.view.host.as_str(), o.view.port) < key)
-                {
-                    old.next();
-                }
-                if old
-                    .peek()
-                    .is_some_and(|o| (o.view.host.as_str(), o.view.port) == key)
-                {
-                    kept = old.next();
-                }
-            }
-            let b = match kept {
-                Some(b) if Arc::ptr_eq(&b.record, &e.record) => b,
-                _ => Backend {
-                    record: Arc::clone(&e.record),
-                    view: rpc_view(&e.host, e.port, &e.record),
-                },
-            };
-            out.push(b.view.clone());
-            kept_rows.push(b);
-        }
-        self.backends = if sorted { kept_rows } else { Vec::new() };
+    /// The rpc backends of `cluster` (registrations, then router metadata): the views
+    /// [`update`](Self::update) left for its registrations.
+    fn backends(&self, cluster: &ClusterView) -> Vec<RpcBackendView> {
+        let mut out: Vec<RpcBackendView> = self.backends.iter().map(|b| b.view.clone()).collect();
         if let Some(meta) = &cluster.metadata {
             crate::view::merge_metadata(&mut out, meta);
         }
         out
+    }
+}
+
+impl Row {
+    /// The row at `now`: its report age and staleness brought up to date.
+    fn aged(&mut self, now: f64, stale_after_s: f64) {
+        let age_s = (now - self.node.timestamp).max(0.0);
+        self.node.age_s = age_s;
+        self.node.stale = age_s > stale_after_s;
+    }
+}
+
+/// A node's row from its record `r` (whose own rpc-server endpoint is `own_rpc`) and
+/// `registration`, at `now`; with changes only, keeping the registry's marker instead
+/// of the record (unless it is dated in the future: it is built again from it).
+fn build_row(
+    id: &str,
+    r: &Arc<GpuStatsRecord>,
+    own_rpc: Option<(SmolStr, u16)>,
+    registration: Option<Registered>,
+    now: f64,
+    config: &LiveConfig,
+    changes_only: bool,
+) -> Row {
+    let margin = config.snapshot.vram_safety_margin;
+    let node = node_view(
+        id,
+        r,
+        registration.as_ref(),
+        now,
+        config.stale_after_s,
+        margin,
+    );
+    let spec = Arc::new(node_spec(&node, &config.snapshot));
+    let future = r.timestamp - now > FUTURE_SKEW_S;
+    Row {
+        record: if changes_only && !future {
+            Arc::clone(unchanged_stats())
+        } else {
+            Arc::clone(r)
+        },
+        own_rpc,
+        registration,
+        node,
+        spec,
+        future,
     }
 }
 
@@ -470,6 +601,135 @@ mod tests {
             shared_rows > 1000,
             "unchanged rows were shared: {shared_rows}"
         );
+    }
+
+    /// What a changes-only registry hands back for `now` after it handed back `before`:
+    /// a record equal to the one of the same id (key) before is the marker.
+    fn changes_only(before: &ClusterView, now: &ClusterView) -> ClusterView {
+        let mut lean = now.clone();
+        lean.changes_only = true;
+        for (id, r) in &mut lean.stats {
+            let same = before
+                .stats
+                .iter()
+                .any(|(i, b)| i == id && (Arc::ptr_eq(b, r) || **b == **r));
+            if same {
+                *r = Arc::clone(unchanged_stats());
+            }
+        }
+        for e in &mut lean.rpc_nodes {
+            let same = before.rpc_nodes.iter().any(|b| {
+                b.host == e.host
+                    && b.port == e.port
+                    && (Arc::ptr_eq(&b.record, &e.record) || *b.record == *e.record)
+            });
+            if same {
+                e.record = Arc::clone(unchanged_rpc());
+            }
+        }
+        lean
+    }
+
+    #[test]
+    fn changes_only_views_equal_fresh_ones_and_keep_no_record() {
+        let config = LiveConfig::default();
+        let (mut markers, mut patched) = (0usize, 0usize);
+        for seed in 1..25u64 {
+            let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            let mut now = 1.8e9;
+            let mut ids: Vec<u64> = (0..30).collect();
+            let mut cluster = ClusterView::default();
+            let mut before = ClusterView::default();
+            let mut builder = ViewBuilder::new();
+            for round in 0..10 {
+                churn(&mut rng, &mut ids, &mut cluster, &mut now, round);
+                let lean = changes_only(&before, &cluster);
+                markers += lean
+                    .stats
+                    .iter()
+                    .filter(|(_, r)| is_unchanged_stats(r))
+                    .count();
+                let fresh = config.view_of(&cluster, &[], "t".into(), now);
+                // Every other round: the router's update alone, then a view (as a
+                // follower that builds views at most every `view_interval` does).
+                if round % 2 == 1 {
+                    let again = changes_only(&before, &cluster);
+                    builder.update(&config, &again, now - 1.0);
+                }
+                let built = builder.build(&config, &lean, &[], "t".into(), now);
+                assert!(!builder.take_lost_track(), "seed {seed} round {round}");
+                assert_eq!(built.view, fresh, "seed {seed} round {round}");
+                let specs = fresh.node_specs(&config.snapshot);
+                assert_eq!(built.specs.len(), specs.len());
+                for ((b, age), f) in built.specs.iter().zip(&specs) {
+                    assert_eq!(*age, f.report_age_ms, "{}", f.id);
+                    let mut b = NodeSpec::clone(b);
+                    b.report_age_ms = f.report_age_ms;
+                    assert_eq!(&b, f);
+                }
+                // Nodes whose record is unchanged but whose registration is not.
+                patched += lean
+                    .stats
+                    .iter()
+                    .filter(|(id, r)| {
+                        is_unchanged_stats(r)
+                            && before.stats_of(id).is_some()
+                            && fresh.nodes.iter().any(|n| n.id == *id)
+                    })
+                    .count();
+                // The builder holds no record but those dated in the future.
+                for row in &builder.rows {
+                    assert_eq!(
+                        is_unchanged_stats(&row.record),
+                        !row.future,
+                        "{}",
+                        row.node.id
+                    );
+                }
+                assert!(builder.backends.iter().all(|b| is_unchanged_rpc(&b.record)));
+                before = cluster.clone();
+            }
+        }
+        assert!(
+            markers > 1000,
+            "records handed back as unchanged: {markers}"
+        );
+        assert!(
+            patched > 100,
+            "unchanged nodes checked against registrations: {patched}"
+        );
+    }
+
+    #[test]
+    fn a_marker_without_a_row_is_left_out_and_reported() {
+        let config = LiveConfig::default();
+        let now = 1.8e9;
+        let mut rng = Rng(7);
+        let mut cluster = ClusterView::default();
+        for i in 0..3u64 {
+            let id = format!("{}:11434", host(i));
+            let mut r = record(&mut rng, &id, now);
+            r.timestamp = now - 1.0;
+            cluster.stats.push((id, Arc::new(r)));
+        }
+        cluster.stats.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut builder = ViewBuilder::new();
+        // A builder that never saw the records is handed two of them as unchanged.
+        let mut lean = cluster.clone();
+        lean.changes_only = true;
+        lean.stats[0].1 = Arc::clone(unchanged_stats());
+        lean.stats[2].1 = Arc::clone(unchanged_stats());
+        let update = builder.update(&config, &lean, now);
+        assert_eq!(update.specs.len(), 1);
+        assert_eq!(update.specs[0].0.id, lean.stats[1].0);
+        assert!(builder.take_lost_track());
+        assert!(!builder.take_lost_track(), "reported once");
+        // Every record itself again (what a registry that forgot hands back): all there.
+        let mut full = cluster.clone();
+        full.changes_only = true;
+        let update = builder.update(&config, &full, now);
+        assert_eq!(update.specs.len(), 3);
+        assert!(!builder.take_lost_track());
     }
 
     /// A node's state in a snapshot, with the spec's build-time age left out (a shared

@@ -31,7 +31,8 @@ use vramroute_router::{NodeSpec, RpcEndpoint, SnapshotConfig};
 
 use crate::specs::{apply_node_load, node_spec, spec_age_ms};
 pub(crate) use crate::view_rows::{
-    merge_metadata, node_view, rpc_view, total_for_usable, Registrations,
+    merge_metadata, node_view, own_rpc, registered, rpc_view, total_for_usable, with_registration,
+    Registered, Registrations,
 };
 
 const BYTES_PER_MIB: u64 = 1_048_576;
@@ -419,8 +420,8 @@ impl StatusView {
             .stats
             .iter()
             .map(|(id, r)| {
-                let registration = registrations.of_node(id, r);
-                node_view(id, r, registration, now, stale_after_s, margin)
+                let registration = registrations.of_node(id, r).map(registered);
+                node_view(id, r, registration.as_ref(), now, stale_after_s, margin)
             })
             .collect();
         let mut view = StatusView {

@@ -36,9 +36,18 @@ impl<'a> Registrations<'a> {
     /// The registration of the node `id` whose stats record is `r`: the one its
     /// `rpc_host`/`rpc_port` extras name, else the first of the node id's host.
     pub(crate) fn of_node(&self, id: &str, r: &GpuStatsRecord) -> Option<&'a RpcNodeEntry> {
-        match (&r.rpc_host, r.rpc_port) {
-            (Some(h), Some(p)) => self.find(h, Some(p)),
-            _ => self.find(host_of(id), None),
+        self.of_endpoint(id, own_rpc(r).as_ref())
+    }
+
+    /// [`of_node`](Self::of_node) for a record whose own endpoint ([`own_rpc`]) is `own`.
+    pub(crate) fn of_endpoint(
+        &self,
+        id: &str,
+        own: Option<&(SmolStr, u16)>,
+    ) -> Option<&'a RpcNodeEntry> {
+        match own {
+            Some((h, p)) => self.find(h, Some(*p)),
+            None => self.find(host_of(id), None),
         }
     }
 
@@ -53,6 +62,37 @@ impl<'a> Registrations<'a> {
             .entries
             .partition_point(|e| (e.host.as_str(), e.port) < key);
         self.entries.get(at).filter(|e| matches(e))
+    }
+}
+
+/// The rpc-server endpoint a stats record names itself (`rpc_host` and `rpc_port`).
+pub(crate) fn own_rpc(r: &GpuStatsRecord) -> Option<(SmolStr, u16)> {
+    match (&r.rpc_host, r.rpc_port) {
+        (Some(h), Some(p)) => Some((h.clone(), p)),
+        _ => None,
+    }
+}
+
+/// What a node's row takes from its registration: the registration's host and port
+/// (the node's rpc-server when its record names none) and its usable RAM, MiB.
+pub(crate) type Registered = (SmolStr, u16, u64);
+
+/// [`Registered`] of a registration.
+pub(crate) fn registered(e: &RpcNodeEntry) -> Registered {
+    (SmolStr::from(&e.host), e.port, e.record.cpu_ram_mb)
+}
+
+/// Brings the row `node` (built from a record whose own endpoint was `own_rpc`) to the
+/// registration `registration`: what [`node_view`] takes from it, and nothing else.
+pub(crate) fn with_registration(
+    node: &mut NodeView,
+    own_rpc: bool,
+    registration: Option<&Registered>,
+) {
+    let facts = &mut **node;
+    facts.cpu_ram_registered_mb = registration.map(|r| r.2);
+    if !own_rpc {
+        facts.rpc = registration.map(|(h, p, _)| RpcEndpoint::new(h.clone(), *p));
     }
 }
 
@@ -138,7 +178,7 @@ pub(crate) fn rpc_view(host: &str, port: u16, r: &RpcNodeRecord) -> RpcBackendVi
 pub(crate) fn node_view(
     id: &str,
     r: &GpuStatsRecord,
-    registration: Option<&RpcNodeEntry>,
+    registration: Option<&Registered>,
     now: f64,
     stale_after_s: f64,
     margin: f64,
@@ -150,7 +190,7 @@ pub(crate) fn node_view(
     let from_future = ahead_s > FUTURE_SKEW_S;
     let rpc = match (&r.rpc_host, r.rpc_port) {
         (Some(h), Some(p)) => Some(RpcEndpoint::new(h.as_str(), p)),
-        _ => registration.map(|e| RpcEndpoint::new(e.host.clone(), e.port)),
+        _ => registration.map(|(h, p, _)| RpcEndpoint::new(h.clone(), *p)),
     };
     // The record's strings are shared (`SmolStr`: inline, or a reference count).
     let facts = NodeFacts {
@@ -182,7 +222,7 @@ pub(crate) fn node_view(
         },
         cpu_ram_total_mb: r.cpu_ram_total_mb,
         cpu_ram_free_mb: r.cpu_ram_free_mb,
-        cpu_ram_registered_mb: registration.map(|e| e.record.cpu_ram_mb),
+        cpu_ram_registered_mb: registration.map(|e| e.2),
         cpu_count: r.cpu_count,
         cpu_load_percent: r.cpu_load_percent,
         gpus: r

@@ -87,6 +87,14 @@ pub struct RegistryConfig {
     pub tls_root_ca_pem: Option<Vec<u8>>,
     /// Caps on what a reader accepts.
     pub limits: Limits,
+    /// Discovery hands back changes only (see
+    /// [`ClusterView::changes_only`](crate::ClusterView::changes_only)): a record
+    /// unchanged since this registry's previous discovery is a shared marker, and the
+    /// registry keeps, per record, only a fingerprint of its value instead of the
+    /// decoded record. For a single reader that
+    /// applies every view in order and keeps what it needs (the cluster layer's follow
+    /// loop): it then holds each record's data once instead of twice. Default `false`.
+    pub changes_only: bool,
 }
 
 impl Default for RegistryConfig {
@@ -108,6 +116,7 @@ impl Default for RegistryConfig {
             max_record_ttl: Duration::from_secs(24 * 3600),
             tls_root_ca_pem: None,
             limits: Limits::default(),
+            changes_only: false,
         }
     }
 }

@@ -36,8 +36,35 @@ use crate::keys;
 /// What decoding one record gave: the shared record, or why it is skipped.
 pub(crate) type Outcome<T> = Result<Arc<T>, Arc<str>>;
 
+/// A fingerprint of a value's bytes (XXH3, 128 bits). Decoding is a pure function of
+/// the bytes (with the id and the registry's fixed limits), so a value with the print of
+/// the one an outcome was decoded from has that outcome: it is not decoded again.
+pub(crate) type Print = u128;
+
+/// The print of `bytes`.
+pub(crate) fn print_of(bytes: &[u8]) -> Print {
+    xxhash_rust::xxh3::xxh3_128(bytes)
+}
+
+/// What a reader keeps of one id: its outcome, and the print of the bytes it was
+/// decoded from (`None` when it was not decoded from bytes: a value not read, such as
+/// one over the size cap).
+pub(crate) struct Entry<T> {
+    pub(crate) outcome: Outcome<T>,
+    pub(crate) print: Option<Print>,
+}
+
+impl<T> Clone for Entry<T> {
+    fn clone(&self) -> Self {
+        Entry {
+            outcome: self.outcome.clone(),
+            print: self.print,
+        }
+    }
+}
+
 /// The outcomes a reader keeps for one kind of record: live indexed ids, by id.
-pub(crate) type Kept<T> = BTreeMap<String, Outcome<T>>;
+pub(crate) type Kept<T> = BTreeMap<String, Entry<T>>;
 
 /// How one id read by a discovery is treated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,6 +88,8 @@ pub(crate) struct Plan<T> {
     /// What an earlier read kept, by id (a full read's, see [`Plan::sharing`]).
     previous: Kept<T>,
     fetch: Vec<(String, Read)>,
+    /// Changes only (see [`Plan::set_changes_only`]): the marker of an unchanged record.
+    marker: Option<Arc<T>>,
 }
 
 impl<T> Plan<T> {
@@ -73,6 +102,14 @@ impl<T> Plan<T> {
     pub(crate) fn sharing(mut self, previous: Kept<T>) -> Self {
         self.previous = previous;
         self
+    }
+
+    /// Hands back changes only: a record unchanged since the outcomes
+    /// this plan starts from (kept, or shared with a previous read) is `marker`, and what
+    /// is kept afterwards holds `marker` instead of the records (with their prints), so
+    /// the reader keeps no record alive: the caller keeps what it needs of them.
+    pub(crate) fn set_changes_only(&mut self, marker: Option<Arc<T>>) {
+        self.marker = marker;
     }
 
     /// The ids to read, in order.
@@ -148,6 +185,7 @@ pub(crate) fn plan_full<T>(mut live: Vec<String>, unindexed: &BTreeSet<String>) 
         kept: Kept::new(),
         previous: Kept::new(),
         fetch,
+        marker: None,
     }
 }
 
@@ -185,6 +223,7 @@ pub(crate) fn plan_delta<T>(
         kept,
         previous: Kept::new(),
         fetch: fetch.into_iter().collect(),
+        marker: None,
     }
 }
 
@@ -342,30 +381,34 @@ pub(crate) fn read_log(
 pub(crate) fn finish<T, V, F>(plan: Plan<T>, values: Vec<Option<V>>, decode: F) -> Finished<T>
 where
     T: Send + Sync + PartialEq,
-    V: Sync,
+    V: Sync + AsRef<[u8]>,
     F: Fn(&str, &V) -> Result<T, String> + Sync,
 {
-    let decoded = decode_part(&plan, 0, values, decode);
+    let decoded = decode_part(&plan, 0, values, decode, |v| Some(print_of(v.as_ref())));
     finish_decoded(plan, decoded)
 }
 
 /// Decodes `values`, the values read for the plan's [`Plan::to_fetch`] ids from index
 /// `offset` on (in that order; `None` for a missing key), with `decode`; on several
-/// threads when there are many. An outcome equal to the one known for its id (kept by
-/// this plan, or by the earlier read a full read shares with) is that one: unchanged
-/// records stay the same `Arc` (a registration rewritten as it was, every record on a
-/// full read), and the duplicate is freed here. The values are dropped on return, so a
-/// reader decoding each part as it arrives holds only the parts in flight.
-pub(crate) fn decode_part<T, V, F>(
+/// threads when there are many. A value whose `print` is the one known for its id (kept
+/// by this plan, or by the earlier read a full read shares with) and that decoded then
+/// is not decoded again: its known outcome is handed back (a registration rewritten as it was, every unchanged
+/// record on a full read). Otherwise an outcome equal to the known one is that one
+/// (unchanged records stay the same `Arc`; the duplicate is freed here), except with
+/// changes only, where the known outcome is a marker. The values are dropped on return,
+/// so a reader decoding each part as it arrives holds only the parts in flight.
+pub(crate) fn decode_part<T, V, F, P>(
     plan: &Plan<T>,
     offset: usize,
     values: Vec<Option<V>>,
     decode: F,
-) -> Vec<Option<Outcome<T>>>
+    print: P,
+) -> Vec<Option<Entry<T>>>
 where
     T: Send + Sync + PartialEq,
     V: Sync,
     F: Fn(&str, &V) -> Result<T, String> + Sync,
+    P: Fn(&V) -> Option<Print> + Sync,
 {
     let fetched: Vec<(&str, Option<V>)> = plan
         .fetch
@@ -375,24 +418,38 @@ where
         .zip(values)
         .collect();
     let (previous, kept) = (&plan.previous, &plan.kept);
+    // With changes only, what is known holds markers: nothing to compare a record with.
+    let compare = plan.marker.is_none();
     par_map(&fetched, |(id, value)| {
-        let known = || previous.get(*id).or_else(|| kept.get(*id));
-        value.as_ref().map(|v| match (decode(id, v), known()) {
-            (Ok(r), Some(Ok(old))) if **old == r => Ok(Arc::clone(old)),
+        let value = value.as_ref()?;
+        let print = print(value);
+        let known = previous.get(*id).or_else(|| kept.get(*id));
+        // A failure is decoded again, so that it is noted (and remembered as junk).
+        if let Some(k) = known.filter(|k| k.outcome.is_ok() && print.is_some() && k.print == print)
+        {
+            return Some(Entry {
+                outcome: k.outcome.clone(),
+                print,
+            });
+        }
+        let outcome = match (decode(id, value), known.map(|k| &k.outcome)) {
+            (Ok(r), Some(Ok(old))) if compare && **old == r => Ok(Arc::clone(old)),
             (Err(reason), Some(Err(old))) if **old == *reason => Err(Arc::clone(old)),
             (Ok(r), _) => Ok(Arc::new(r)),
             (Err(reason), _) => Err(Arc::from(reason)),
-        })
+        };
+        Some(Entry { outcome, print })
     })
 }
 
 /// Completes `plan` with `decoded`, the outcomes of its [`Plan::to_fetch`] ids in order
 /// ([`decode_part`]'s, concatenated; `None` for a missing key, and for ids past the end).
-pub(crate) fn finish_decoded<T>(plan: Plan<T>, decoded: Vec<Option<Outcome<T>>>) -> Finished<T> {
+pub(crate) fn finish_decoded<T>(plan: Plan<T>, decoded: Vec<Option<Entry<T>>>) -> Finished<T> {
     let Plan {
         mut kept,
         previous,
         fetch,
+        marker,
     } = plan;
     drop(previous);
     let decoded = decoded.into_iter().chain(std::iter::repeat_with(|| None));
@@ -412,9 +469,9 @@ pub(crate) fn finish_decoded<T>(plan: Plan<T>, decoded: Vec<Option<Outcome<T>>>)
             (Some(outcome), Read::Indexed) => {
                 kept.insert(id, outcome);
             }
-            (Some(outcome), Read::Unindexed) => {
+            (Some(entry), Read::Unindexed) => {
                 kept.remove(&id);
-                extra.push((id, outcome));
+                extra.push((id, entry.outcome));
             }
             // Unsettled (the caller did not confirm) counts as not live.
             (Some(_), Read::Dropped | Read::Logged) => {
@@ -429,12 +486,18 @@ pub(crate) fn finish_decoded<T>(plan: Plan<T>, decoded: Vec<Option<Outcome<T>>>)
     let mut found = Vec::with_capacity(kept.len() + extra.len());
     let mut extra_iter = extra.into_iter().peekable();
     let mut unindexed = Vec::new();
-    for (id, outcome) in &kept {
+    for (id, entry) in &mut kept {
         while let Some((e, o)) = extra_iter.next_if(|(e, _)| e < id) {
             unindexed.push(e.clone());
             found.push((e, o));
         }
-        found.push((id.clone(), outcome.clone()));
+        found.push((id.clone(), entry.outcome.clone()));
+        // Changes only: the record is handed back, and only its marker kept.
+        if let (Some(m), Ok(r)) = (&marker, &mut entry.outcome) {
+            if !Arc::ptr_eq(m, r) {
+                *r = Arc::clone(m);
+            }
+        }
     }
     for (e, o) in extra_iter {
         unindexed.push(e.clone());
@@ -547,8 +610,8 @@ mod tests {
         let second = read(plan, &store, &calls);
         assert_eq!(
             calls.load(Ordering::Relaxed),
-            8,
-            "a full read decodes everything"
+            6,
+            "a full read decodes what changed and what failed, not a value read before"
         );
         assert_eq!(
             plain(&second.found),
@@ -570,7 +633,7 @@ mod tests {
         );
         // What it keeps is what it returns.
         assert!(Arc::ptr_eq(
-            second.kept["a"].as_ref().unwrap(),
+            second.kept["a"].outcome.as_ref().unwrap(),
             first.found[0].1.as_ref().unwrap()
         ));
         // A delta read: a logged id rewritten with the same bytes keeps its outcome, one
@@ -578,7 +641,7 @@ mod tests {
         store.insert("d", "44");
         let plan = plan_delta(second.kept, vec![], ids(&["a", "d"]), &set(&[]), &set(&[]));
         let third = read(plan, &store, &calls);
-        assert_eq!(calls.load(Ordering::Relaxed), 10);
+        assert_eq!(calls.load(Ordering::Relaxed), 7, "only d is decoded");
         let a_now = third.found[0].1.as_ref().unwrap();
         assert!(Arc::ptr_eq(a_now, first.found[0].1.as_ref().unwrap()));
         assert_eq!(**third.found[3].1.as_ref().unwrap(), "d=44");
@@ -586,6 +649,72 @@ mod tests {
             third.found[3].1.as_ref().unwrap(),
             first.found[3].1.as_ref().unwrap()
         ));
+    }
+
+    #[test]
+    fn changes_only_hands_back_markers_for_unchanged_records_and_keeps_no_record() {
+        let calls = AtomicUsize::new(0);
+        let marker = Arc::new("unchanged".to_owned());
+        let is_marker = |o: &Outcome<String>| o.as_ref().is_ok_and(|r| Arc::ptr_eq(r, &marker));
+        let mut store: Store = [("a", "1"), ("b", "bad"), ("c", "3")].into();
+        let mut plan = plan_full(ids(&["a", "b", "c"]), &set(&["x"]));
+        plan.set_changes_only(Some(Arc::clone(&marker)));
+        store.insert("x", "9");
+        let first = read_with(plan, &store, &["a", "b", "c"], &set(&["x"]), &calls);
+        // Nothing was known: every record is itself.
+        assert_eq!(
+            plain(&first.found),
+            vec![
+                ("a".into(), Ok("a=1".into())),
+                ("b".into(), Err("b: bad".into())),
+                ("c".into(), Ok("c=3".into())),
+                ("x".into(), Ok("x=9".into())),
+            ]
+        );
+        // What is kept holds the marker (and the failure), not the records.
+        assert!(first
+            .kept
+            .values()
+            .all(|e| is_marker(&e.outcome) || e.outcome.is_err()));
+        assert!(is_marker(&first.kept["a"].outcome) && first.kept["b"].outcome.is_err());
+        // A delta read: c rewritten, a rewritten with the same bytes, b and x as they were.
+        store.insert("c", "33");
+        let mut plan = plan_delta(
+            first.kept,
+            vec![],
+            ids(&["a", "c"]),
+            &set(&[]),
+            &set(&["x"]),
+        );
+        plan.set_changes_only(Some(Arc::clone(&marker)));
+        let second = read_with(plan, &store, &["a", "b", "c"], &set(&["x"]), &calls);
+        let outcomes: Vec<(&str, bool)> = second
+            .found
+            .iter()
+            .map(|(id, o)| (id.as_str(), is_marker(o)))
+            .collect();
+        // a and b (not read) unchanged; c changed; x (unindexed: never kept) itself.
+        assert_eq!(
+            outcomes,
+            [("a", true), ("b", false), ("c", false), ("x", false)]
+        );
+        assert_eq!(**second.found[2].1.as_ref().unwrap(), "c=33");
+        assert_eq!(**second.found[3].1.as_ref().unwrap(), "x=9");
+        // A full read sharing it: the unchanged ones are markers again, not decoded.
+        let before = calls.load(Ordering::Relaxed);
+        let mut plan = plan_full(ids(&["a", "b", "c"]), &set(&[])).sharing(second.kept);
+        plan.set_changes_only(Some(Arc::clone(&marker)));
+        let third = read(plan, &store, &calls);
+        assert_eq!(
+            calls.load(Ordering::Relaxed) - before,
+            1,
+            "only b (a failure) decoded"
+        );
+        assert!(is_marker(&third.found[0].1) && is_marker(&third.found[2].1));
+        assert!(third
+            .kept
+            .values()
+            .all(|e| is_marker(&e.outcome) || e.outcome.is_err()));
     }
 
     #[test]
@@ -751,7 +880,13 @@ mod tests {
             let kept: Kept<String> = names
                 .iter()
                 .step_by(step)
-                .map(|id| (id.clone(), Ok(Arc::new(id.clone()))))
+                .map(|id| {
+                    let entry = Entry {
+                        outcome: Ok(Arc::new(id.clone())),
+                        print: None,
+                    };
+                    (id.clone(), entry)
+                })
                 .collect();
             for skip in 0..4 {
                 let mut unindexed: BTreeSet<String> = names.iter().skip(skip).cloned().collect();

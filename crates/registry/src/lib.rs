@@ -85,4 +85,6 @@ pub use validate::{
     decode_metadata, decode_rpc, decode_stats, validate_metadata, validate_rpc, validate_stats,
     Limits, SkippedRecord, KNOWN_VENDORS, MAX_TIMESTAMP, UNKNOWN_VENDOR,
 };
-pub use view::{ClusterView, RpcNodeEntry};
+pub use view::{
+    is_unchanged_rpc, is_unchanged_stats, unchanged_rpc, unchanged_stats, ClusterView, RpcNodeEntry,
+};

@@ -66,4 +66,10 @@ pub trait Registry: Send + Sync {
 
     /// The settings in force.
     fn config(&self) -> &RegistryConfig;
+
+    /// Forgets what discovery kept from its previous reads, so the next
+    /// [`discover`](Self::discover) hands back every record itself (also with
+    /// [`RegistryConfig::changes_only`]): for a reader that lost track of the views it
+    /// was given. Nothing to forget by default.
+    fn forget_discovered(&self) {}
 }

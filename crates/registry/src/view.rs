@@ -1,7 +1,7 @@
 //! What discovery returns: [`ClusterView`] and its [`RpcNodeEntry`]s. Plain data over
 //! the record types; no I/O.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use crate::record::{GpuStatsRecord, RouterMetadata, RpcNodeRecord};
 use crate::validate::SkippedRecord;
@@ -33,6 +33,44 @@ pub struct ClusterView {
     pub metadata: Option<RouterMetadata>,
     /// Records that were present but unusable, with the reason.
     pub skipped: Vec<SkippedRecord>,
+    /// Set by a registry configured for changes only
+    /// ([`RegistryConfig::changes_only`](crate::RegistryConfig::changes_only)): every
+    /// record unchanged since the previous discovery *of this registry* is the shared
+    /// marker ([`unchanged_stats`], [`unchanged_rpc`]; test with [`is_unchanged_stats`], [`is_unchanged_rpc`])
+    /// instead of the record, so the registry keeps no record alive between
+    /// discoveries. Only a reader that applies every such view in order, keeping what
+    /// it needs of each record it is given, can use it. `false`: every record is itself.
+    pub changes_only: bool,
+}
+
+/// The marker a changes-only discovery hands back for a stats record unchanged since
+/// the previous one (see [`ClusterView::changes_only`]). Its node id is not one a
+/// record can have.
+pub fn unchanged_stats() -> &'static Arc<GpuStatsRecord> {
+    static MARKER: OnceLock<Arc<GpuStatsRecord>> = OnceLock::new();
+    MARKER.get_or_init(|| Arc::new(GpuStatsRecord::new("\u{0}unchanged", "none", 0.0)))
+}
+
+/// The marker a changes-only discovery hands back for a registration unchanged since the
+/// previous one (see [`ClusterView::changes_only`]).
+pub fn unchanged_rpc() -> &'static Arc<RpcNodeRecord> {
+    static MARKER: OnceLock<Arc<RpcNodeRecord>> = OnceLock::new();
+    MARKER.get_or_init(|| {
+        Arc::new(RpcNodeRecord {
+            device_config: "\u{0}unchanged".into(),
+            ..RpcNodeRecord::default()
+        })
+    })
+}
+
+/// Whether `record` is the marker of an unchanged stats record ([`unchanged_stats`]).
+pub fn is_unchanged_stats(record: &Arc<GpuStatsRecord>) -> bool {
+    Arc::ptr_eq(record, unchanged_stats())
+}
+
+/// Whether `record` is the marker of an unchanged registration ([`unchanged_rpc`]).
+pub fn is_unchanged_rpc(record: &Arc<RpcNodeRecord>) -> bool {
+    Arc::ptr_eq(record, unchanged_rpc())
 }
 
 impl RpcNodeEntry {

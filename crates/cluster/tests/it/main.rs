@@ -1,6 +1,7 @@
 //! Integration tests of the cluster layer.
 
 mod backends;
+mod changes_only;
 mod common;
 mod live;
 mod metadata;

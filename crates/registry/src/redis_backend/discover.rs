@@ -10,6 +10,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Instant;
 
 use super::bounded::{decode_fetched, Failures, Fetched};
@@ -116,6 +117,12 @@ impl RedisRegistry {
             }
             None => self.read_live(dirty, sweep, Previous::default()).await?,
         };
+        if cfg.changes_only {
+            head.stats
+                .set_changes_only(Some(Arc::clone(crate::view::unchanged_stats())));
+            head.rpc
+                .set_changes_only(Some(Arc::clone(crate::view::unchanged_rpc())));
+        }
         let at = Instant::now();
 
         // Round trip 2, only if something is to be read: the records (size-checked before
@@ -180,6 +187,11 @@ impl RedisRegistry {
                 |bytes| validate::decode_rpc(bytes, limits),
             )
         };
+        // A value read (not one skipped unread) is recognised by its print.
+        let print_fetched = |fetched: &Fetched| match fetched {
+            Fetched::Value(bytes) => Some(delta::print_of(bytes)),
+            Fetched::Skip(_) => None,
+        };
         let mut gpu_vals = Vec::with_capacity(counts[0]);
         let mut rpc_vals = Vec::with_capacity(counts[1]);
         let scores = {
@@ -188,7 +200,13 @@ impl RedisRegistry {
                 let n_stats = counts[0].saturating_sub(offset).min(values.len());
                 let registrations = values.split_off(n_stats);
                 if !values.is_empty() {
-                    gpu_vals.extend(delta::decode_part(stats_plan, offset, values, decode_stats));
+                    gpu_vals.extend(delta::decode_part(
+                        stats_plan,
+                        offset,
+                        values,
+                        decode_stats,
+                        print_fetched,
+                    ));
                 }
                 if !registrations.is_empty() {
                     // The first registration of this part, counted among registrations.
@@ -198,6 +216,7 @@ impl RedisRegistry {
                         from,
                         registrations,
                         decode_rpc,
+                        print_fetched,
                     ));
                 }
             };
@@ -306,7 +325,10 @@ impl RedisRegistry {
         }
         drop(slot);
 
-        let mut view = ClusterView::default();
+        let mut view = ClusterView {
+            changes_only: cfg.changes_only,
+            ..ClusterView::default()
+        };
         let mut bad = Vec::new();
         view.stats.reserve(stats.found.len());
         // Already sorted by id.

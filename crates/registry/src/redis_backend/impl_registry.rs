@@ -146,6 +146,10 @@ impl Registry for RedisRegistry {
         self.inner.skipped.load(Ordering::Relaxed)
     }
 
+    fn forget_discovered(&self) {
+        self.clear_decode_cache();
+    }
+
     fn config(&self) -> &RegistryConfig {
         &self.inner.config
     }
