@@ -60,7 +60,9 @@ fn main() {
     .expect("valid");
     let publish = |records: &ClusterView, now: f64| match mode {
         "fresh" => live.publish(config.view_of(records, &[], "cost".to_owned(), now), 0),
-        _ => live.publish_records(records, &[], "cost".to_owned(), now, 0),
+        _ => {
+            live.publish_records(records, &[], "cost".to_owned(), now, 0);
+        }
     };
     // The first publish builds every row.
     publish(&records, now);
