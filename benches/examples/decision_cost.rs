@@ -35,7 +35,7 @@ fn sim_cluster(nodes: usize, steps: u32, now: f64) -> ClusterView {
             node.step(&mut rng, 0.02);
         }
         view.stats
-            .push((node.id(), Arc::new(node.stats_record(now - 1.0))));
+            .push((node.id().into(), Arc::new(node.stats_record(now - 1.0))));
         view.rpc_nodes.push(RpcNodeEntry::new(
             sim_host(slot),
             50052,

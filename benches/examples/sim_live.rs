@@ -45,7 +45,7 @@ fn main() {
         let bytes = serde_json::to_vec(&node.stats_record(now)).expect("encodes");
         json_bytes += bytes.len();
         let record = decode_stats(&id, &bytes, &limits).expect("decodes");
-        view.stats.push((id, Arc::new(record)));
+        view.stats.push((id.into(), Arc::new(record)));
         let bytes = serde_json::to_vec(&node.rpc_record()).expect("encodes");
         json_bytes += bytes.len();
         let record = decode_rpc(&bytes, &limits).expect("decodes");

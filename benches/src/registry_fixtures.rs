@@ -83,7 +83,7 @@ pub fn rpc_record(i: usize) -> RpcNodeRecord {
 pub fn cluster(nodes: usize) -> ClusterView {
     let mut view = ClusterView::default();
     view.stats = (0..nodes)
-        .map(|i| (node_id(i), Arc::new(stats_record(i))))
+        .map(|i| (node_id(i).into(), Arc::new(stats_record(i))))
         .collect();
     view.stats.sort_by(|a, b| a.0.cmp(&b.0));
     view.rpc_nodes = (0..nodes)

@@ -44,7 +44,7 @@
 //! gpu.memory_free_mb = Some(20000);
 //! record.gpus.push(gpu);
 //! let mut cluster = ClusterView::default();
-//! cluster.stats.push((record.node_id.to_string(), record.into()));
+//! cluster.stats.push((record.node_id.clone(), record.into()));
 //!
 //! let view = StatusView::from_cluster(&cluster, "example".into(), 1_800_000_001.0, 30.0, 0.8);
 //! let cfg = SnapshotConfig::default();

@@ -185,7 +185,7 @@ impl ViewBuilder {
                     .find(|b| (b.view.host.as_str(), b.view.port) == key)
             };
             b.and_then(|b| b.view.cpu_ram_mb)
-                .map(|ram| (SmolStr::from(&e.host), e.port, ram))
+                .map(|ram| (e.host.clone(), e.port, ram))
         };
         let sorted = cluster.stats.windows(2).all(|w| w[0].0 < w[1].0);
         // Rows are matched by id in one merge pass, which needs both sides sorted.
@@ -507,15 +507,15 @@ mod tests {
             ids.dedup();
             *now += rng.below(8) as f64;
         }
-        let old: std::collections::HashMap<String, Arc<GpuStatsRecord>> =
+        let old: std::collections::HashMap<SmolStr, Arc<GpuStatsRecord>> =
             cluster.stats.drain(..).collect();
         for &i in ids.iter() {
             let id = format!("{}:11434", host(i));
-            let r = match old.get(&id) {
+            let r = match old.get(id.as_str()) {
                 Some(r) if rng.below(4) != 0 => Arc::clone(r),
                 _ => Arc::new(record(rng, &id, *now)),
             };
-            cluster.stats.push((id, r));
+            cluster.stats.push((id.into(), r));
         }
         cluster.stats.sort_by(|a, b| a.0.cmp(&b.0));
         let old_regs = std::mem::take(&mut cluster.rpc_nodes);
@@ -710,7 +710,7 @@ mod tests {
             let id = format!("{}:11434", host(i));
             let mut r = record(&mut rng, &id, now);
             r.timestamp = now - 1.0;
-            cluster.stats.push((id, Arc::new(r)));
+            cluster.stats.push((id.into(), Arc::new(r)));
         }
         cluster.stats.sort_by(|a, b| a.0.cmp(&b.0));
         let mut builder = ViewBuilder::new();
@@ -791,7 +791,7 @@ mod tests {
             let eager =
                 LiveCluster::new(start, Policy::default(), eager_cfg.clone()).expect("valid");
             let mut in_flight = Vec::new();
-            let mut last_ids: Option<Vec<String>> = None;
+            let mut last_ids: Option<Vec<SmolStr>> = None;
             let mut first_at = f64::NAN;
             for round in 0..12 {
                 if round > 0 {
@@ -843,7 +843,8 @@ mod tests {
                 // The lazy view: built on the first read, then (the interval being an
                 // hour, a quarter of it for joins and leaves) never again: always the
                 // first read's view.
-                let ids_now: Vec<String> = cluster.stats.iter().map(|(id, _)| id.clone()).collect();
+                let ids_now: Vec<SmolStr> =
+                    cluster.stats.iter().map(|(id, _)| id.clone()).collect();
                 let view = lazy.view();
                 if last_ids.is_none() {
                     let mut fresh = eager_cfg.view_of(&cluster, &[], "t".into(), now);

@@ -608,8 +608,8 @@ mod tests {
         let rpc = decode_rpc(RPC.as_bytes(), &limits).expect("SOLLOL's registration parses");
         let mut view = ClusterView::default();
         view.stats = vec![
-            ("10.1.2.3:11434".to_owned(), nv.into()),
-            ("10.1.2.4:11434".to_owned(), cpu.into()),
+            ("10.1.2.3:11434".into(), nv.into()),
+            ("10.1.2.4:11434".into(), cpu.into()),
         ];
         view.rpc_nodes = vec![RpcNodeEntry::new("10.1.2.3", 50052, rpc.into())];
         view

@@ -79,7 +79,7 @@ pub(crate) type Registered = (SmolStr, u16, u64);
 
 /// [`Registered`] of a registration.
 pub(crate) fn registered(e: &RpcNodeEntry) -> Registered {
-    (SmolStr::from(&e.host), e.port, e.record.cpu_ram_mb)
+    (e.host.clone(), e.port, e.record.cpu_ram_mb)
 }
 
 /// Brings the row `node` (built from a record whose own endpoint was `own_rpc`) to the

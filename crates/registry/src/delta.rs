@@ -32,6 +32,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use crate::keys;
+use crate::SmolStr;
 
 /// What decoding one record gave: the shared record, or why it is skipped.
 pub(crate) type Outcome<T> = Result<Arc<T>, Arc<str>>;
@@ -287,7 +288,7 @@ pub(crate) fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync)
 /// What a discovery found for one kind of record.
 pub(crate) struct Finished<T> {
     /// Every present id with its outcome, sorted by id.
-    pub(crate) found: Vec<(String, Outcome<T>)>,
+    pub(crate) found: Vec<(SmolStr, Outcome<T>)>,
     /// Read ids whose key is gone.
     pub(crate) gone: Vec<String>,
     /// Read ids that are present but not indexed (to read again next time).
@@ -488,10 +489,11 @@ pub(crate) fn finish_decoded<T>(plan: Plan<T>, decoded: Vec<Option<Entry<T>>>) -
     let mut unindexed = Vec::new();
     for (id, entry) in &mut kept {
         while let Some((e, o)) = extra_iter.next_if(|(e, _)| e < id) {
-            unindexed.push(e.clone());
-            found.push((e, o));
+            found.push((SmolStr::new(&e), o));
+            unindexed.push(e);
         }
-        found.push((id.clone(), entry.outcome.clone()));
+        // An id fits inline (no allocation): they are `ip:port`.
+        found.push((SmolStr::new(id), entry.outcome.clone()));
         // Changes only: the record is handed back, and only its marker kept.
         if let (Some(m), Ok(r)) = (&marker, &mut entry.outcome) {
             if !Arc::ptr_eq(m, r) {
@@ -500,8 +502,8 @@ pub(crate) fn finish_decoded<T>(plan: Plan<T>, decoded: Vec<Option<Entry<T>>>) -
         }
     }
     for (e, o) in extra_iter {
-        unindexed.push(e.clone());
-        found.push((e, o));
+        found.push((SmolStr::new(&e), o));
+        unindexed.push(e);
     }
     Finished {
         found,
@@ -558,12 +560,12 @@ mod tests {
         v.iter().map(|s| (*s).to_owned()).collect()
     }
 
-    fn plain(found: &[(String, Outcome<String>)]) -> Vec<(String, Result<String, String>)> {
+    fn plain(found: &[(SmolStr, Outcome<String>)]) -> Vec<(String, Result<String, String>)> {
         found
             .iter()
             .map(|(id, o)| {
                 (
-                    id.clone(),
+                    id.to_string(),
                     o.as_ref().map(|r| (**r).clone()).map_err(|e| e.to_string()),
                 )
             })

@@ -346,14 +346,14 @@ impl Registry for MemoryRegistry {
         let mut skipped = Vec::new();
         for (id, raw) in stats_raw {
             match validate::decode_stats(&id, raw.as_bytes(), limits) {
-                Ok(r) => view.stats.push((id, Arc::new(r))),
+                Ok(r) => view.stats.push((id.into(), Arc::new(r))),
                 Err(reason) => self.skip(&mut skipped, keys::gpu_stats_key(&id), reason),
             }
         }
         for ((host, port), raw) in rpc_raw {
             match validate::decode_rpc(raw.as_bytes(), limits) {
                 Ok(record) => view.rpc_nodes.push(RpcNodeEntry {
-                    host,
+                    host: host.into(),
                     port,
                     record: Arc::new(record),
                 }),

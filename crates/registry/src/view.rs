@@ -5,13 +5,14 @@ use std::sync::{Arc, OnceLock};
 
 use crate::record::{GpuStatsRecord, RouterMetadata, RpcNodeRecord};
 use crate::validate::SkippedRecord;
+use crate::SmolStr;
 
 /// A registered RPC node as discovery returns it.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct RpcNodeEntry {
     /// Host from the key `sollol:rpc:node:{host}:{port}`.
-    pub host: String,
+    pub host: SmolStr,
     /// Port from the key.
     pub port: u16,
     /// The registration, shared with the registry's cache (unchanged records are not
@@ -26,7 +27,7 @@ pub struct ClusterView {
     /// Live stats records by node id (from the key), sorted by node id. Records are
     /// shared (`Arc`): a record unchanged since the previous discovery is the same
     /// allocation.
-    pub stats: Vec<(String, Arc<GpuStatsRecord>)>,
+    pub stats: Vec<(SmolStr, Arc<GpuStatsRecord>)>,
     /// Live registrations, sorted by `(host, port)`.
     pub rpc_nodes: Vec<RpcNodeEntry>,
     /// `sollol:router:metadata`, when present and valid.
@@ -75,7 +76,7 @@ pub fn is_unchanged_rpc(record: &Arc<RpcNodeRecord>) -> bool {
 
 impl RpcNodeEntry {
     /// The registration `record` read from the key of `host:port`.
-    pub fn new(host: impl Into<String>, port: u16, record: Arc<RpcNodeRecord>) -> Self {
+    pub fn new(host: impl Into<SmolStr>, port: u16, record: Arc<RpcNodeRecord>) -> Self {
         Self {
             host: host.into(),
             port,

@@ -156,7 +156,7 @@ impl PollState {
         let stats: HashMap<String, u64> = view
             .stats
             .iter()
-            .map(|(id, r)| (id.clone(), r.timestamp.to_bits()))
+            .map(|(id, r)| (id.to_string(), r.timestamp.to_bits()))
             .collect();
         let rpc: HashMap<String, Arc<RpcNodeRecord>> = view
             .rpc_nodes

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use vramroute_registry::{
-    ClusterView, GpuStat, GpuStatsRecord, LoadedModel, RpcNodeEntry, RpcNodeRecord,
+    ClusterView, GpuStat, GpuStatsRecord, LoadedModel, RpcNodeEntry, RpcNodeRecord, SmolStr,
 };
 
 pub(crate) const NOW: f64 = 1_800_000_000.0;
@@ -23,7 +23,7 @@ pub(crate) fn stats(
     ram: Option<(u64, Option<u64>)>,
     loaded: Vec<LoadedModel>,
     age_s: f64,
-) -> (String, Arc<GpuStatsRecord>) {
+) -> (SmolStr, Arc<GpuStatsRecord>) {
     let vendor = if gpus.is_empty() { "none" } else { "nvidia" };
     let mut r = GpuStatsRecord::new(id, vendor, NOW - age_s);
     r.gpus = gpus;
@@ -35,7 +35,7 @@ pub(crate) fn stats(
     if !loaded.is_empty() {
         r.loaded_models = Some(loaded);
     }
-    (id.to_owned(), Arc::new(r))
+    (id.into(), Arc::new(r))
 }
 
 /// SOLLOL's registration of a node's llama.cpp rpc-server.
@@ -64,7 +64,7 @@ pub(crate) fn registration(host: &str, cpu_ram_mb: u64, vram: &[u64]) -> RpcNode
 }
 
 pub(crate) fn cluster(
-    stats: Vec<(String, Arc<GpuStatsRecord>)>,
+    stats: Vec<(SmolStr, Arc<GpuStatsRecord>)>,
     rpc: Vec<RpcNodeEntry>,
 ) -> ClusterView {
     #[allow(

@@ -57,7 +57,7 @@ pub(crate) fn view(nodes: &[NodeDef<'_>]) -> StatusView {
             g.memory_free_mb = Some(*free);
             rec.gpus.push(g);
         }
-        cluster.stats.push((id, Arc::new(rec)));
+        cluster.stats.push((id.into(), Arc::new(rec)));
     }
     cluster.stats.sort_by(|a, b| a.0.cmp(&b.0));
     StatusView::from_cluster(&cluster, "test".into(), now, 30.0, 0.8)

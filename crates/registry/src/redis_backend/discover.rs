@@ -22,6 +22,7 @@ use crate::keys;
 use crate::record::{GpuStatsRecord, RpcNodeRecord};
 use crate::validate::{self, SkippedRecord};
 use crate::view::{ClusterView, RpcNodeEntry};
+use crate::SmolStr;
 
 /// What round trip 1 of a discovery found: the new cursor, what to read, the metadata.
 struct Head {
@@ -353,9 +354,8 @@ impl RedisRegistry {
             let split = keys::split_host_port(&member).map(|(host, port)| (host.len(), port));
             match (split, outcome) {
                 (Some((host_len, port)), Ok(record)) => {
-                    // The member's own buffer becomes the host (no new allocation).
-                    let mut host = member;
-                    host.truncate(host_len);
+                    // An address fits inline (no allocation).
+                    let host = SmolStr::new(&member[..host_len]);
                     view.rpc_nodes.push(RpcNodeEntry { host, port, record });
                 }
                 (None, _) => bad.push(SkippedRecord {
