@@ -553,6 +553,18 @@ mod tests {
     /// Along chains of churned reads (records replaced, nodes joining and leaving,
     /// registrations coming and going, time passing so reports go stale), the builder
     /// gives exactly the fresh view and specs, and shares the specs of unchanged nodes.
+    /// `specs` (shared, with their ages) are `fresh`'s node specs.
+    fn same_specs(specs: &[(Arc<NodeSpec>, u64)], fresh: &StatusView, config: &LiveConfig) {
+        let want = fresh.node_specs(&config.snapshot);
+        assert_eq!(specs.len(), want.len());
+        for ((b, age), f) in specs.iter().zip(&want) {
+            assert_eq!(*age, f.report_age_ms, "{}", f.id);
+            let mut b = NodeSpec::clone(b);
+            b.report_age_ms = f.report_age_ms;
+            assert_eq!(&b, f);
+        }
+    }
+
     #[test]
     fn incremental_views_equal_fresh_ones() {
         let config = LiveConfig::default();
@@ -570,14 +582,7 @@ mod tests {
                 let fresh = config.view_of(&cluster, &[], "t".into(), now);
                 let built = builder.build(&config, &cluster, &[], "t".into(), now);
                 assert_eq!(built.view, fresh, "seed {seed} round {round}");
-                let specs = fresh.node_specs(&config.snapshot);
-                assert_eq!(built.specs.len(), specs.len());
-                for ((b, age), f) in built.specs.iter().zip(&specs) {
-                    assert_eq!(*age, f.report_age_ms, "{}", f.id);
-                    let mut b = NodeSpec::clone(b);
-                    b.report_age_ms = f.report_age_ms;
-                    assert_eq!(&b, f);
-                }
+                same_specs(&built.specs, &fresh, &config);
                 shared += built
                     .specs
                     .iter()
@@ -633,7 +638,7 @@ mod tests {
     #[test]
     fn changes_only_views_equal_fresh_ones_and_keep_no_record() {
         let config = LiveConfig::default();
-        let (mut markers, mut patched) = (0usize, 0usize);
+        let (mut markers, mut kept_rows, mut patched) = (0usize, 0usize, 0usize);
         for seed in 1..25u64 {
             let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
             let mut now = 1.8e9;
@@ -641,6 +646,7 @@ mod tests {
             let mut cluster = ClusterView::default();
             let mut before = ClusterView::default();
             let mut builder = ViewBuilder::new();
+            let mut before_view: Option<StatusView> = None;
             for round in 0..10 {
                 churn(&mut rng, &mut ids, &mut cluster, &mut now, round);
                 let lean = changes_only(&before, &cluster);
@@ -659,16 +665,9 @@ mod tests {
                 let built = builder.build(&config, &lean, &[], "t".into(), now);
                 assert!(!builder.take_lost_track(), "seed {seed} round {round}");
                 assert_eq!(built.view, fresh, "seed {seed} round {round}");
-                let specs = fresh.node_specs(&config.snapshot);
-                assert_eq!(built.specs.len(), specs.len());
-                for ((b, age), f) in built.specs.iter().zip(&specs) {
-                    assert_eq!(*age, f.report_age_ms, "{}", f.id);
-                    let mut b = NodeSpec::clone(b);
-                    b.report_age_ms = f.report_age_ms;
-                    assert_eq!(&b, f);
-                }
-                // Nodes whose record is unchanged but whose registration is not.
-                patched += lean
+                same_specs(&built.specs, &fresh, &config);
+                // Nodes handed back unchanged that are in the view (kept rows).
+                kept_rows += lean
                     .stats
                     .iter()
                     .filter(|(id, r)| {
@@ -677,6 +676,25 @@ mod tests {
                             && fresh.nodes.iter().any(|n| n.id == *id)
                     })
                     .count();
+                // Unchanged records whose node's registration changed (rows patched).
+                if let Some(b) = &before_view {
+                    let reg = |v: &StatusView, id: &str| {
+                        v.nodes
+                            .iter()
+                            .find(|n| n.id == id)
+                            .map(|n| (n.cpu_ram_registered_mb, n.rpc.clone()))
+                    };
+                    patched += lean
+                        .stats
+                        .iter()
+                        .filter(|(id, r)| {
+                            is_unchanged_stats(r)
+                                && reg(b, id).is_some()
+                                && reg(b, id) != reg(&fresh, id)
+                        })
+                        .count();
+                }
+                before_view = Some(fresh);
                 // The builder holds no record but those dated in the future.
                 for row in &builder.rows {
                     assert_eq!(
@@ -695,8 +713,12 @@ mod tests {
             "records handed back as unchanged: {markers}"
         );
         assert!(
-            patched > 100,
-            "unchanged nodes checked against registrations: {patched}"
+            kept_rows > 1000,
+            "rows kept for unchanged records: {kept_rows}"
+        );
+        assert!(
+            patched > 20,
+            "unchanged records whose registration changed: {patched}"
         );
     }
 
