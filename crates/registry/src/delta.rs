@@ -29,6 +29,7 @@
 //! read again) and by the periodic sweep (a full read). See `docs/registry.md`.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::num::NonZeroU64;
 use std::sync::Arc;
 
 use crate::keys;
@@ -37,14 +38,16 @@ use crate::SmolStr;
 /// What decoding one record gave: the shared record, or why it is skipped.
 pub(crate) type Outcome<T> = Result<Arc<T>, Arc<str>>;
 
-/// A fingerprint of a value's bytes (XXH3, 128 bits). Decoding is a pure function of
-/// the bytes (with the id and the registry's fixed limits), so a value with the print of
-/// the one an outcome was decoded from has that outcome: it is not decoded again.
-pub(crate) type Print = u128;
+/// A fingerprint of a value's bytes (XXH3, 64 bits; non-zero, so that an absent print
+/// costs no space). Decoding is a pure function of the bytes (with the id and the
+/// registry's fixed limits), so a value with the print of the one an outcome was
+/// decoded from has that outcome: it is not decoded again. A rewrite of one key is
+/// taken for unchanged only if its new bytes collide with its old ones on 64 bits.
+pub(crate) type Print = NonZeroU64;
 
 /// The print of `bytes`.
 pub(crate) fn print_of(bytes: &[u8]) -> Print {
-    xxhash_rust::xxh3::xxh3_128(bytes)
+    NonZeroU64::new(xxhash_rust::xxh3::xxh3_64(bytes)).unwrap_or(NonZeroU64::MIN)
 }
 
 /// What a reader keeps of one id: its outcome, and the print of the bytes it was
