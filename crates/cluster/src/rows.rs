@@ -82,6 +82,8 @@ pub struct ViewBuilder {
     rows_sorted: bool,
     /// See [`ViewBuilder::take_lost_track`].
     lost_track: bool,
+    /// The last changes-only read applied (its `ClusterView::sequence`).
+    last_read: Option<u64>,
 }
 
 /// What [`ViewBuilder::update`] gives the router.
@@ -161,6 +163,18 @@ impl ViewBuilder {
         }
         let snap_cfg = &config.snapshot;
         let changes_only = cluster.changes_only;
+        // A changes-only read's markers refer to the read before it: that one must be
+        // the last applied here (or this one, applied again).
+        if let Some(since) = cluster.changes_since.filter(|_| changes_only) {
+            if self.last_read != Some(since) && self.last_read != Some(cluster.sequence) {
+                self.lost_track = true;
+                return SpecUpdate {
+                    specs: Vec::new(),
+                    members_changed: true,
+                };
+            }
+        }
+        self.last_read = changes_only.then_some(cluster.sequence);
         // The backends first: with changes only, a node's registration may be known
         // only from its backend's row.
         let mut lost_track = self.update_backends(cluster);
@@ -275,9 +289,9 @@ impl ViewBuilder {
     }
 
     /// Whether an update since the last call was given a changes-only read
-    /// ([`ClusterView::changes_only`]) that handed back a record as unchanged which the
-    /// builder has no row for (it missed the read before, or its settings changed): that
-    /// node or backend was left out. The registry should then forget what it kept
+    /// ([`ClusterView::changes_only`]) that follows a read this builder did not apply
+    /// (nothing was updated), or that handed back a record as unchanged which the
+    /// builder has no row for (its settings changed): that node or backend was left out. The registry should then forget what it kept
     /// ([`Registry::forget_discovered`](vramroute_registry::Registry::forget_discovered)),
     /// so that its next read hands back every record.
     pub fn take_lost_track(&mut self) -> bool {
@@ -613,6 +627,7 @@ mod tests {
     fn changes_only(before: &ClusterView, now: &ClusterView) -> ClusterView {
         let mut lean = now.clone();
         lean.changes_only = true;
+        lean.changes_since = (before.sequence > 0).then_some(before.sequence);
         for (id, r) in &mut lean.stats {
             let same = before
                 .stats
@@ -649,6 +664,9 @@ mod tests {
             let mut before_view: Option<StatusView> = None;
             for round in 0..10 {
                 churn(&mut rng, &mut ids, &mut cluster, &mut now, round);
+                // The reads are numbered as a registry numbers them.
+                let lean_sequence = u64::from(round) + 1;
+                cluster.sequence = lean_sequence;
                 let lean = changes_only(&before, &cluster);
                 markers += lean
                     .stats
@@ -706,6 +724,7 @@ mod tests {
                 }
                 assert!(builder.backends.iter().all(|b| is_unchanged_rpc(&b.record)));
                 before = cluster.clone();
+                before.sequence = lean_sequence;
             }
         }
         assert!(
@@ -749,8 +768,29 @@ mod tests {
         // Every record itself again (what a registry that forgot hands back): all there.
         let mut full = cluster.clone();
         full.changes_only = true;
+        full.sequence = 1;
         let update = builder.update(&config, &full, now);
         assert_eq!(update.specs.len(), 3);
+        assert!(!builder.take_lost_track());
+        // A read that follows one this builder did not apply (read 2 went elsewhere):
+        // refused whole, even where its markers have rows.
+        let mut all_unchanged = full.clone();
+        for (_, r) in &mut all_unchanged.stats {
+            *r = Arc::clone(unchanged_stats());
+        }
+        all_unchanged.sequence = 3;
+        all_unchanged.changes_since = Some(2);
+        assert!(builder
+            .update(&config, &all_unchanged, now)
+            .specs
+            .is_empty());
+        assert!(builder.take_lost_track());
+        // The read that does follow it: every row kept.
+        all_unchanged.sequence = 2;
+        all_unchanged.changes_since = Some(1);
+        assert_eq!(builder.update(&config, &all_unchanged, now).specs.len(), 3);
+        // And the same read again (a follower republishing it).
+        assert_eq!(builder.update(&config, &all_unchanged, now).specs.len(), 3);
         assert!(!builder.take_lost_track());
     }
 

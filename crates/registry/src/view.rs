@@ -20,8 +20,10 @@ pub struct RpcNodeEntry {
     pub record: Arc<RpcNodeRecord>,
 }
 
-/// Everything discovery read, in one consistent shape.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// Everything discovery read, in one consistent shape. Two views are equal when they
+/// hold the same records: which read they come from ([`sequence`](Self::sequence),
+/// [`changes_since`](Self::changes_since)) is not compared.
+#[derive(Debug, Clone, Default)]
 #[non_exhaustive]
 pub struct ClusterView {
     /// Live stats records by node id (from the key), sorted by node id. Records are
@@ -42,6 +44,13 @@ pub struct ClusterView {
     /// discoveries. Only a reader that applies every such view in order, keeping what
     /// it needs of each record it is given, can use it. `false`: every record is itself.
     pub changes_only: bool,
+    /// This read's number among its registry's discoveries (from 1; 0: a registry that
+    /// does not number them).
+    pub sequence: u64,
+    /// With [`changes_only`](Self::changes_only): the read (its
+    /// [`sequence`](Self::sequence)) that this one's markers refer to, which the reader
+    /// must have applied last; `None` when every record is itself.
+    pub changes_since: Option<u64>,
 }
 
 /// The marker a changes-only discovery hands back for a stats record unchanged since
@@ -82,6 +91,26 @@ impl RpcNodeEntry {
             port,
             record,
         }
+    }
+}
+
+impl PartialEq for ClusterView {
+    fn eq(&self, other: &Self) -> bool {
+        // Destructured: a field added later must be placed here.
+        let ClusterView {
+            stats,
+            rpc_nodes,
+            metadata,
+            skipped,
+            changes_only,
+            sequence: _,
+            changes_since: _,
+        } = self;
+        *stats == other.stats
+            && *rpc_nodes == other.rpc_nodes
+            && *metadata == other.metadata
+            && *skipped == other.skipped
+            && *changes_only == other.changes_only
     }
 }
 

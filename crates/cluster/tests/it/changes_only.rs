@@ -190,3 +190,51 @@ async fn a_forgetful_registry_hands_back_every_record() {
     let third = lean.discover().await.expect("read");
     assert_eq!(third.stats, first.stats);
 }
+
+/// A follower that misses one of a changes-only registry's reads (someone else called
+/// `discover` on it) notices at its next read instead of keeping stale rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_the_follower_missed_is_noticed() {
+    let redis = RedisServer::start().expect("redis-server starts");
+    let writer = RedisRegistry::new_lazy(&redis.url(), RegistryConfig::default()).expect("url");
+    let mut lean_config = RegistryConfig::default();
+    lean_config.changes_only = true;
+    let lean = RedisRegistry::new_lazy(&redis.url(), lean_config).expect("url");
+    let config = LiveConfig::default();
+    let mut rng = Rng(11);
+    let now = vramroute_cluster::unix_now();
+    let publish = |r: GpuStatsRecord| {
+        let writer = &writer;
+        async move { writer.publish_stats(&r).await.expect("publish") }
+    };
+    for i in 0..4 {
+        publish(record(&mut rng, i, now)).await;
+    }
+    let mut builder = ViewBuilder::new();
+    let first = lean.discover().await.expect("read");
+    builder.update(&config, &first, now);
+    assert!(!builder.take_lost_track());
+    // Node 0 reports; another caller reads it (its new record went there, not here).
+    let mut changed = record(&mut rng, 0, now);
+    changed.timestamp = now;
+    changed.gpus = vec![gpu(0, Some(24_576), Some(123))];
+    publish(changed).await;
+    let elsewhere = lean.discover().await.expect("read");
+    assert_eq!(elsewhere.changes_since, Some(first.sequence));
+    let next = lean.discover().await.expect("read");
+    assert!(next.stats.iter().all(|(_, r)| is_unchanged_stats(r)));
+    assert!(builder.update(&config, &next, now).specs.is_empty());
+    assert!(builder.take_lost_track(), "the missed read is noticed");
+    // Forgotten and read again: node 0's new record is there.
+    lean.forget_discovered();
+    let again = lean.discover().await.expect("read");
+    assert_eq!(again.changes_since, None);
+    let update = builder.update(&config, &again, now);
+    assert!(!builder.take_lost_track());
+    let node0 = update
+        .specs
+        .iter()
+        .find(|(s, _)| s.id == format!("{}:11434", host(0)))
+        .expect("node 0");
+    assert_eq!(node0.0.gpus[0].memory_free_mib, Some(123));
+}

@@ -97,7 +97,10 @@ impl RedisRegistry {
         // discovery does a full read rather than waiting), and is only put back by a
         // discovery that succeeded.
         let epoch = self.inner.known_epoch.load(Ordering::SeqCst);
+        let sequence = self.inner.reads.fetch_add(1, Ordering::SeqCst) + 1;
         let known = self.known().take();
+        // What this read's markers (changes only) refer to.
+        let since = known.as_ref().map(|k| k.sequence);
         let cfg = &self.inner.config;
         // A full read shares what the last discovery kept: a record decoded now equal to
         // the kept one is handed back as that one (see `delta::Plan::sharing`).
@@ -322,12 +325,15 @@ impl RedisRegistry {
                 rpc: rpcs.kept,
                 at,
                 last_full: head.last_full.unwrap_or(at),
+                sequence,
             });
         }
         drop(slot);
 
         let mut view = ClusterView {
             changes_only: cfg.changes_only,
+            sequence,
+            changes_since: since.filter(|_| cfg.changes_only),
             ..ClusterView::default()
         };
         let mut bad = Vec::new();

@@ -92,6 +92,8 @@ pub(super) struct Known {
     pub(super) at: Instant,
     /// When the last full read was; the next one is due `full_read_interval` after it.
     pub(super) last_full: Instant,
+    /// The number of the discovery that kept this (`ClusterView::sequence`).
+    pub(super) sequence: u64,
 }
 /// Everything a [`RedisRegistry`] and its clones share.
 pub(super) struct Inner {
@@ -117,6 +119,8 @@ pub(super) struct Inner {
     /// Bumped by whatever invalidates what discovery keeps (a `Resync`, a cleared
     /// cache): a discovery that started before does not put its records back.
     pub(super) known_epoch: AtomicU64,
+    /// Discoveries started (`ClusterView::sequence`).
+    pub(super) reads: AtomicU64,
 }
 
 /// The Redis [`Registry`](crate::Registry). Cheap to clone; clones share one connection.

@@ -115,6 +115,7 @@ impl RedisRegistry {
                 junk: Mutex::new(Junk::default()),
                 no_scripts: AtomicBool::new(false),
                 known_epoch: AtomicU64::new(0),
+                reads: AtomicU64::new(0),
             }),
         })
     }
