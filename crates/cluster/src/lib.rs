@@ -27,7 +27,7 @@
 //! Ollama client it is handed or told to build.
 //!
 //! Module layers (each imports only from layers above it): `error`, `signals` → `view` →
-//! `sizes` → `route`, `plan`, `history`, `metadata` → `decisions` → `optimize`, `live`.
+//! `sizes` → `route`, `plan`, `history`, `metadata` → `decisions` → `optimize`, `live` (`live_config`, `feed`).
 //!
 //! ```
 //! use vramroute_cluster::{check, model_size, route, RouteQuery, StatusView};
@@ -60,8 +60,10 @@
 mod backends;
 mod decisions;
 mod error;
+mod feed;
 mod history;
 mod live;
+mod live_config;
 mod metadata;
 pub mod optimize;
 pub mod plan;

@@ -13,16 +13,18 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
-use async_trait::async_trait;
 use serde::Serialize;
 use tracing::{debug, info, warn};
-use vramroute_registry::{unchanged_rpc, unchanged_stats, ChangeStream, ClusterView, Registry};
+use vramroute_registry::{ChangeStream, ClusterView};
 use vramroute_router::{
-    Decision, NoRoute, NodeSpec, Policy, Request, ResidentModel, Router, Snapshot, SnapshotConfig,
+    Decision, NoRoute, NodeSpec, Policy, Request, ResidentModel, Router, Snapshot,
 };
 
 use crate::decisions::DecisionLog;
 use crate::error::{Error, Result};
+use crate::feed::settle;
+pub use crate::feed::{Feed, RegistryFeed};
+pub use crate::live_config::LiveConfig;
 use crate::rows::{BuiltView, ViewBuilder};
 use crate::signals::LoadSignals;
 use crate::specs::apply_node_load;
@@ -33,174 +35,6 @@ pub fn unix_now() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64())
-}
-
-/// Where a live cluster's records come from. [`RegistryFeed`] wraps any [`Registry`];
-/// an application with another source (a probe of this machine, a saved view)
-/// implements it.
-#[async_trait]
-pub trait Feed: Send + Sync {
-    /// A short description for logs and the view's `source` (never a password).
-    fn describe(&self) -> String;
-
-    /// Reads the cluster; `Ok(None)` when the source has no registry (a saved view).
-    async fn discover(&self) -> Result<Option<ClusterView>>;
-
-    /// The registry to watch for changes, if the source has push (else rediscovery on
-    /// the timer only).
-    fn registry(&self) -> Option<&dyn Registry>;
-
-    /// Whether to subscribe to the registry's change push (default: when it has one).
-    fn wants_push(&self) -> bool {
-        self.registry().is_some()
-    }
-
-    /// What Ollama nodes outside the registry answered (asked every
-    /// [`LiveConfig::ollama_every`]); none by default.
-    async fn ollama_nodes(&self) -> Vec<OllamaNodeInfo> {
-        Vec::new()
-    }
-
-    /// A fixed view to serve instead of building one from records.
-    fn saved_view(&self) -> Option<StatusView> {
-        None
-    }
-
-    /// Makes the next [`discover`](Self::discover) hand back every record itself (see
-    /// [`Registry::forget_discovered`]): for a follower that lost track of a
-    /// changes-only registry's reads. By default, the registry's.
-    fn resync(&self) {
-        if let Some(registry) = self.registry() {
-            registry.forget_discovered();
-        }
-    }
-}
-
-/// A [`Feed`] over a registry.
-pub struct RegistryFeed<R> {
-    registry: R,
-    name: String,
-}
-
-impl<R: Registry> RegistryFeed<R> {
-    /// Follows `registry`, described as `name` (e.g. a redacted URL).
-    pub fn new(registry: R, name: impl Into<String>) -> Self {
-        RegistryFeed {
-            registry,
-            name: name.into(),
-        }
-    }
-
-    /// The registry.
-    pub fn get(&self) -> &R {
-        &self.registry
-    }
-}
-
-#[async_trait]
-impl<R: Registry> Feed for RegistryFeed<R> {
-    fn describe(&self) -> String {
-        self.name.clone()
-    }
-
-    async fn discover(&self) -> Result<Option<ClusterView>> {
-        Ok(Some(self.registry.discover().await?))
-    }
-
-    fn registry(&self) -> Option<&dyn Registry> {
-        Some(&self.registry)
-    }
-}
-
-/// How a live cluster builds its view and follows its feed.
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct LiveConfig {
-    /// Reports older than this are stale, seconds.
-    pub stale_after_s: f64,
-    /// The router's snapshot settings (its `vram_safety_margin` is the view's too).
-    pub snapshot: SnapshotConfig,
-    /// How often report ages are recomputed.
-    pub tick: Duration,
-    /// Rediscovery even without change push.
-    pub rediscover_every: Duration,
-    /// How often [`Feed::ollama_nodes`] is asked again.
-    pub ollama_every: Duration,
-    /// Delay before retrying a lost or refused change subscription.
-    pub watch_retry: Duration,
-    /// How long a reservation is kept across updates.
-    pub reservation_hold: Duration,
-    /// Configured model sizes, MiB, copied into every view ([`StatusView::model_sizes`]);
-    /// check them first with [`check_model_sizes`](crate::check_model_sizes).
-    pub model_sizes: std::collections::BTreeMap<String, u64>,
-    /// How often [`LiveCluster::publish_records`] (what `follow` runs) builds and
-    /// stores the [`StatusView`] and tells the [`Observer`]: the router is updated
-    /// from the records on every call, the view (per node a reference count to its shared row, O(nodes))
-    /// at most this often, plus on the first call and, at most every quarter of this,
-    /// when nodes joined or left.
-    /// Between views, [`LiveCluster::view`] lags the router by up to this much (report
-    /// ages, loaded models, free memory): routing never reads the view. Zero: a view
-    /// on every call.
-    pub view_interval: Duration,
-    /// How much lower than the caller's the scheduling priority of the refresh work is
-    /// when it runs on its own thread ([`LiveCluster::spawn_follow`]): the follow loop's
-    /// registry reads, their decoding (and its helper threads) and the router updates
-    /// run at the caller's nice value plus this (Linux; at most 19), so that they yield
-    /// the CPU to the threads that route. 0 (the default): the same priority. Measured
-    /// in docs/scale.md ("Decision tail: what preempts the decider"): on a machine
-    /// loaded by other processes, 10 made staleness several times worse and did not
-    /// shorten the decision tail, which other processes caused.
-    pub refresh_nice: u8,
-}
-
-impl Default for LiveConfig {
-    fn default() -> Self {
-        LiveConfig {
-            stale_after_s: 30.0,
-            snapshot: SnapshotConfig::default(),
-            tick: Duration::from_secs(1),
-            rediscover_every: Duration::from_secs(5),
-            ollama_every: Duration::from_secs(30),
-            watch_retry: Duration::from_secs(2),
-            reservation_hold: Duration::from_secs(30),
-            model_sizes: std::collections::BTreeMap::new(),
-            view_interval: Duration::from_secs(1),
-            refresh_nice: 0,
-        }
-    }
-}
-
-impl LiveConfig {
-    /// Defaults with these staleness and snapshot settings.
-    pub fn new(stale_after_s: f64, snapshot: SnapshotConfig) -> Self {
-        LiveConfig {
-            stale_after_s,
-            snapshot,
-            ..LiveConfig::default()
-        }
-    }
-
-    /// Builds the view of `cluster` (plus Ollama answers) at `now`, Unix seconds.
-    pub fn view_of(
-        &self,
-        cluster: &ClusterView,
-        ollama: &[OllamaNodeInfo],
-        source: String,
-        now: f64,
-    ) -> StatusView {
-        let mut view = StatusView::from_cluster(
-            cluster,
-            source,
-            now,
-            self.stale_after_s,
-            self.snapshot.vram_safety_margin,
-        );
-        if !ollama.is_empty() {
-            view.merge_ollama(ollama);
-        }
-        view.model_sizes.clone_from(&self.model_sizes);
-        view
-    }
 }
 
 /// Registry health as a live cluster sees it.
@@ -841,21 +675,6 @@ impl LiveCluster {
                 }
             }
         }
-    }
-}
-
-/// A changes-only read once published: every record becomes the registry's marker of
-/// an unchanged one (the builder has its rows), so that publishing it again (every tick
-/// until the next read) rebuilds nothing and the loop holds no record.
-fn settle(cluster: &mut ClusterView) {
-    if !cluster.changes_only {
-        return;
-    }
-    for (_, r) in &mut cluster.stats {
-        *r = Arc::clone(unchanged_stats());
-    }
-    for e in &mut cluster.rpc_nodes {
-        e.record = Arc::clone(unchanged_rpc());
     }
 }
 
