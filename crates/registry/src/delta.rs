@@ -67,8 +67,9 @@ impl<T> Clone for Entry<T> {
     }
 }
 
-/// The outcomes a reader keeps for one kind of record: live indexed ids, by id.
-pub(crate) type Kept<T> = BTreeMap<String, Entry<T>>;
+/// The outcomes a reader keeps for one kind of record: live indexed ids, by id (a
+/// `SmolStr`: an `ip:port` id fits inline, so a kept id is no heap block of its own).
+pub(crate) type Kept<T> = BTreeMap<SmolStr, Entry<T>>;
 
 /// How one id read by a discovery is treated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -204,14 +205,14 @@ pub(crate) fn plan_delta<T>(
     unindexed: &BTreeSet<String>,
 ) -> Plan<T> {
     for id in &expired {
-        kept.remove(id);
+        kept.remove(id.as_str());
     }
     let mut fetch: BTreeMap<String, Read> = BTreeMap::new();
     for id in logged {
         fetch.insert(id, Read::Logged);
     }
     for id in dirty {
-        let read = if kept.contains_key(id) {
+        let read = if kept.contains_key(id.as_str()) {
             Read::Logged
         } else {
             Read::Unindexed
@@ -219,7 +220,7 @@ pub(crate) fn plan_delta<T>(
         fetch.entry(id.clone()).or_insert(read);
     }
     for id in unindexed {
-        if !kept.contains_key(id) {
+        if !kept.contains_key(id.as_str()) {
             fetch.entry(id.clone()).or_insert(Read::Unindexed);
         }
     }
@@ -317,8 +318,8 @@ impl<T> Finished<T> {
         *unindexed = std::mem::take(unindexed)
             .into_iter()
             .filter(|id| {
-                while kept.next_if(|k| *k < id).is_some() {}
-                kept.peek() != Some(&id)
+                while kept.next_if(|k| k.as_str() < id.as_str()).is_some() {}
+                kept.peek().map(|k| k.as_str()) != Some(id.as_str())
             })
             .collect();
     }
@@ -466,20 +467,20 @@ pub(crate) fn finish_decoded<T>(plan: Plan<T>, decoded: Vec<Option<Entry<T>>>) -
     for ((id, read), outcome) in fetch.into_iter().zip(decoded) {
         match (outcome, read) {
             (None, _) => {
-                kept.remove(&id);
+                kept.remove(id.as_str());
                 gone.push(id);
             }
-            (Some(outcome), Read::Indexed) if fresh => indexed.push((id, outcome)),
+            (Some(outcome), Read::Indexed) if fresh => indexed.push((SmolStr::from(id), outcome)),
             (Some(outcome), Read::Indexed) => {
-                kept.insert(id, outcome);
+                kept.insert(SmolStr::from(id), outcome);
             }
             (Some(entry), Read::Unindexed) => {
-                kept.remove(&id);
+                kept.remove(id.as_str());
                 extra.push((id, entry.outcome));
             }
             // Unsettled (the caller did not confirm) counts as not live.
             (Some(_), Read::Dropped | Read::Logged) => {
-                kept.remove(&id);
+                kept.remove(id.as_str());
             }
         }
     }
@@ -491,12 +492,12 @@ pub(crate) fn finish_decoded<T>(plan: Plan<T>, decoded: Vec<Option<Entry<T>>>) -
     let mut extra_iter = extra.into_iter().peekable();
     let mut unindexed = Vec::new();
     for (id, entry) in &mut kept {
-        while let Some((e, o)) = extra_iter.next_if(|(e, _)| e < id) {
+        while let Some((e, o)) = extra_iter.next_if(|(e, _)| e.as_str() < id.as_str()) {
             found.push((SmolStr::new(&e), o));
             unindexed.push(e);
         }
-        // An id fits inline (no allocation): they are `ip:port`.
-        found.push((SmolStr::new(id), entry.outcome.clone()));
+        // Shared (an `ip:port` id is inline; a longer one a reference count).
+        found.push((id.clone(), entry.outcome.clone()));
         // Changes only: the record is handed back, and only its marker kept.
         if let (Some(m), Ok(r)) = (&marker, &mut entry.outcome) {
             if !Arc::ptr_eq(m, r) {

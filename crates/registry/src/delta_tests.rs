@@ -77,7 +77,7 @@ fn a_full_read_reads_and_keeps_every_live_id_and_reads_unindexed_ones() {
     );
     assert_eq!(done.gone, ["y"]);
     assert_eq!(done.unindexed, ["x"]);
-    let kept: Vec<&str> = done.kept.keys().map(String::as_str).collect();
+    let kept: Vec<&str> = done.kept.keys().map(SmolStr::as_str).collect();
     assert_eq!(kept, ["a", "b", "c"]);
 }
 
@@ -247,7 +247,7 @@ fn a_delta_read_reads_only_logged_dirty_and_unindexed_ids() {
         ]
     );
     assert_eq!(third.gone, ["c"]);
-    let kept: Vec<&str> = third.kept.keys().map(String::as_str).collect();
+    let kept: Vec<&str> = third.kept.keys().map(SmolStr::as_str).collect();
     assert_eq!(kept, ["b", "d"]);
 }
 
@@ -372,7 +372,7 @@ fn noting_unindexed_ids_drops_exactly_the_kept_ones() {
                     outcome: Ok(Arc::new(id.clone())),
                     print: None,
                 };
-                (id.clone(), entry)
+                (SmolStr::from(id.as_str()), entry)
             })
             .collect();
         for skip in 0..4 {
@@ -381,7 +381,7 @@ fn noting_unindexed_ids_drops_exactly_the_kept_ones() {
             unindexed.insert("n99".to_owned());
             let want: BTreeSet<String> = unindexed
                 .iter()
-                .filter(|id| !kept.contains_key(*id))
+                .filter(|id| !kept.contains_key(id.as_str()))
                 .cloned()
                 .collect();
             let done = Finished {
