@@ -26,6 +26,8 @@ for i in $(seq 1 $((SECS/10))); do
   sleep 10
   echo "t=$((i*10)) $(grep -E 'VmRSS|VmHWM|RssAnon|RssFile' /proc/$CPID/status | tr -s ' \t' ' ' | tr '\n' ' ') threads=$(ls /proc/$CPID/task | wc -l)"
 done | tee $D/rss.txt
+# CPU seconds the daemon used (utime + stime; clock ticks at 100 Hz)
+awk '{printf "cpu_s=%.2f\n", ($14 + $15) / 100}' /proc/$CPID/stat | tee -a $D/rss.txt
 cat /proc/$CPID/smaps_rollup > $D/smaps_rollup.txt
 cp /proc/$CPID/smaps $D/smaps.txt
 kill $LPID 2>/dev/null
