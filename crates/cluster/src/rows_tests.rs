@@ -481,3 +481,27 @@ fn router_from_records_equals_router_from_views() {
     assert!(lagging > 5, "some rounds built no view: {lagging}");
     assert!(reserved > 5, "reservations were made and held: {reserved}");
 }
+
+#[test]
+fn a_row_holds_no_spare_room() {
+    // One GPU and one model: a vector grown from an iterator of unknown length would
+    // have room for four of each (`Vec`'s first allocation), kept as long as the row.
+    let mut rng = Rng(7);
+    let mut r = record(&mut rng, "10.0.0.1:11434", 1.8e9);
+    r.timestamp = 1.8e9;
+    let mut g = GpuStat::default();
+    g.name = "RTX 4090".into();
+    g.memory_total_mb = Some(24_576);
+    g.memory_free_mb = Some(20_000);
+    r.gpus = vec![g];
+    let mut m = LoadedModel::default();
+    m.name = "llama3.1:8b".into();
+    m.size_mb = Some(4_700);
+    r.loaded_models = Some(vec![m]);
+    let view = crate::view_rows::node_view("10.0.0.1:11434", &r, None, 1.8e9, 30.0, 0.9);
+    assert_eq!(view.loaded_models.len(), 1);
+    assert_eq!(view.loaded_models.capacity(), 1);
+    let spec = crate::specs::node_spec(&view, &vramroute_router::SnapshotConfig::default());
+    assert_eq!(spec.gpus.len(), 1);
+    assert_eq!(spec.gpus.capacity(), 1);
+}

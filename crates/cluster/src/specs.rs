@@ -12,18 +12,17 @@ pub(crate) fn node_spec(n: &NodeView, config: &SnapshotConfig) -> NodeSpec {
     let mut spec = NodeSpec::new(n.id.clone());
     spec.ollama_url = n.ollama_url.clone();
     spec.rpc = n.rpc.clone();
-    spec.gpus = n
-        .gpus
-        .iter()
-        .filter_map(|g| {
-            let mut s = GpuSpec::new(g.index, g.memory_total_mb?, g.memory_free_mb);
-            s.name = g.name.clone();
-            s.memory_used_mib = g.memory_used_mb;
-            s.utilization_percent = g.utilization_percent;
-            s.temperature_celsius = g.temperature_c.map(f64::from);
-            Some(s)
-        })
-        .collect();
+    // Room for every GPU up front: a `filter_map` collected would allocate room for
+    // four (384 bytes for one GPU) on every rebuild of a one- or two-GPU node.
+    spec.gpus = Vec::with_capacity(n.gpus.len());
+    spec.gpus.extend(n.gpus.iter().filter_map(|g| {
+        let mut s = GpuSpec::new(g.index, g.memory_total_mb?, g.memory_free_mb);
+        s.name = g.name.clone();
+        s.memory_used_mib = g.memory_used_mb;
+        s.utilization_percent = g.utilization_percent;
+        s.temperature_celsius = g.temperature_c.map(f64::from);
+        Some(s)
+    }));
     // The snapshot wants them sorted by index: sorted here, a shared spec is never
     // copied to sort it.
     spec.gpus.sort_by_key(|g| g.index);

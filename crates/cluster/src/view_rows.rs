@@ -240,10 +240,14 @@ pub(crate) fn node_view(
                 ggml_device: g.ggml_device.clone(),
             })
             .collect(),
+        // From a slice, not `Option::iter().flatten()`: an exact size, so the vector is
+        // allocated for the models there are (a flattened iterator's first push
+        // allocates room for four: 224 bytes for one model).
         loaded_models: r
             .loaded_models
+            .as_deref()
+            .unwrap_or_default()
             .iter()
-            .flatten()
             .map(|m| LoadedView {
                 name: m.name.clone(),
                 size_mb: m.size_mb,

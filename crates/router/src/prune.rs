@@ -189,7 +189,13 @@ fn by_bound(a: &(f64, u32), b: &(f64, u32)) -> std::cmp::Ordering {
 /// `old` entries whose node has a new index in `to_new`, relabelled, merged with
 /// `fresh`; both sorted by [`by_bound`], and so is the result.
 fn merge(old: &[(f64, u32)], to_new: &[u32], fresh: Vec<(f64, u32)>) -> Vec<(f64, u32)> {
-    let mut out = Vec::with_capacity(old.len() + fresh.len());
+    // Exactly the rows kept: the order lives as long as its snapshot, and `old.len()`
+    // counts the changed nodes twice (once here, dropped, and once in `fresh`).
+    let kept = old
+        .iter()
+        .filter(|(_, oi)| to_new.get(*oi as usize).is_some_and(|&ni| ni != NONE))
+        .count();
+    let mut out = Vec::with_capacity(kept + fresh.len());
     let mut fresh = fresh.into_iter().peekable();
     for &(b, oi) in old {
         let ni = to_new.get(oi as usize).copied().unwrap_or(NONE);
@@ -536,6 +542,14 @@ mod tests {
                     let fresh = Prepared::build(&snap, &p);
                     let reused = Prepared::build_reusing(&snap, &p, Some((&prev, &prev_prep)));
                     assert_same(&reused, &fresh);
+                    // They live as long as the snapshot: no room to spare.
+                    for order in &reused.orders {
+                        assert_eq!(order.capacity(), order.len());
+                    }
+                    let gpu_rows: usize = chain.iter().map(|n| n.gpus.len()).sum();
+                    assert_eq!(snap.gpus.capacity(), gpu_rows);
+                    let loaded_rows: usize = chain.iter().map(|n| n.loaded_models.len()).sum();
+                    assert_eq!(snap.loaded_model.capacity(), loaded_rows);
                     for (j, spec) in snap.specs.iter().enumerate() {
                         if let Some(i) = prev.node_index(&spec.id) {
                             reusable += usize::from(

@@ -390,12 +390,17 @@ impl Snapshot {
         let mut rows = Vec::with_capacity(nodes.len());
         let mut labels_of = Vec::with_capacity(nodes.len());
         let mut ram = Vec::with_capacity(nodes.len());
-        let mut gpus = Vec::new();
-        let mut gpu_index = Vec::new();
-        let mut free_source = Vec::new();
-        let mut loaded_model = Vec::new();
-        let mut loaded_slot = Vec::new();
-        let mut loaded_vram_mib = Vec::new();
+        // Sized up front (an upper bound: invalid nodes add none), not grown by
+        // doubling: a snapshot lives until the next one, and a grown array holds up to
+        // twice its rows.
+        let gpu_rows: usize = nodes.iter().map(|n| n.gpus.len()).sum();
+        let loaded_rows: usize = nodes.iter().map(|n| n.loaded_models.len()).sum();
+        let mut gpus = Vec::with_capacity(gpu_rows);
+        let mut gpu_index = Vec::with_capacity(gpu_rows);
+        let mut free_source = Vec::with_capacity(gpu_rows);
+        let mut loaded_model = Vec::with_capacity(loaded_rows);
+        let mut loaded_slot = Vec::with_capacity(loaded_rows);
+        let mut loaded_vram_mib = Vec::with_capacity(loaded_rows);
         let mut eligible = 0;
 
         for (node, &age_ms) in nodes.iter().zip(&ages) {
