@@ -191,14 +191,12 @@ fn by_bound(a: &(f64, u32), b: &(f64, u32)) -> std::cmp::Ordering {
 fn merge(old: &[(f64, u32)], to_new: &[u32], fresh: Vec<(f64, u32)>) -> Vec<(f64, u32)> {
     // Exactly the rows kept: the order lives as long as its snapshot, and `old.len()`
     // counts the changed nodes twice (once here, dropped, and once in `fresh`).
-    let kept = old
-        .iter()
-        .filter(|(_, oi)| to_new.get(*oi as usize).is_some_and(|&ni| ni != NONE))
-        .count();
+    let new_index = |oi: u32| to_new.get(oi as usize).copied().unwrap_or(NONE);
+    let kept = old.iter().filter(|&&(_, oi)| new_index(oi) != NONE).count();
     let mut out = Vec::with_capacity(kept + fresh.len());
     let mut fresh = fresh.into_iter().peekable();
     for &(b, oi) in old {
-        let ni = to_new.get(oi as usize).copied().unwrap_or(NONE);
+        let ni = new_index(oi);
         if ni == NONE {
             continue;
         }
