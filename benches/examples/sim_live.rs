@@ -12,8 +12,10 @@
 //! valgrind --tool=dhat target/release/examples/sim_live cluster 10000 12   # and 120; and: records
 //! ```
 //! A fourth argument sets the chance per interval of a model change (the simulator's
-//! `--model-change`, default 0.02). Leaving and rejoining nodes (the simulator's
-//! `--leave-per-min`) are not modelled: a rejoining node starts with no model loaded.
+//! `--model-change`, default 0.02). A fifth, `settled`, first settles every node as
+//! `vramroute-sim --settled` does (its default leaving rate and interval), so the R
+//! rounds start from the churn's steady state. Leaving and rejoining nodes (the
+//! simulator's `--leave-per-min`) are not modelled in the rounds.
 
 use std::sync::Arc;
 
@@ -31,6 +33,12 @@ fn main() {
     let model_change: f64 = args.get(4).and_then(|a| a.parse().ok()).unwrap_or(0.02);
     let mut rng = Lcg::new(1);
     let mut nodes: Vec<SimNode> = (0..count).map(|s| SimNode::new(s, 0, &mut rng)).collect();
+    if args.get(5).map(String::as_str) == Some("settled") {
+        let sim = vramroute_benches::sim::SimConfig::default();
+        for node in &mut nodes {
+            node.settle(&mut rng, model_change, sim.leave_per_min, sim.interval);
+        }
+    }
     for _ in 0..rounds {
         for node in &mut nodes {
             node.step(&mut rng, model_change);

@@ -46,6 +46,9 @@ pub struct SimConfig {
     pub seed: u64,
     /// Concurrent writer tasks.
     pub writers: usize,
+    /// Start as a cluster that has already run this churn for a while (see
+    /// [`SimNode::settle`]) instead of one whose nodes all just started with no model.
+    pub settled: bool,
 }
 
 impl Default for SimConfig {
@@ -59,6 +62,7 @@ impl Default for SimConfig {
             model_change: 0.02,
             seed: 1,
             writers: 32,
+            settled: false,
         }
     }
 }
@@ -82,6 +86,8 @@ pub struct SimStats {
     pub model_changes: AtomicU64,
     /// Publishes that started more than one interval late (the writers fell behind).
     pub late: AtomicU64,
+    /// Models loaded across the live nodes now.
+    pub models_loaded: AtomicU64,
 }
 
 impl SimStats {
@@ -89,7 +95,7 @@ impl SimStats {
     pub fn summary(&self) -> String {
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
         format!(
-            "publishes {} registrations {} errors {} joined {} died {} deregistered {} model_changes {} late {}",
+            "publishes {} registrations {} errors {} joined {} died {} deregistered {} model_changes {} late {} models_loaded {}",
             g(&self.publishes),
             g(&self.registrations),
             g(&self.errors),
@@ -98,6 +104,7 @@ impl SimStats {
             g(&self.deregistered),
             g(&self.model_changes),
             g(&self.late),
+            g(&self.models_loaded),
         )
     }
 }
@@ -111,6 +118,9 @@ const GPU_KINDS: [(&str, u64); 5] = [
     ("NVIDIA GeForce RTX 3060", 12_288),
 ];
 const GPU_COUNTS: [u32; 6] = [0, 1, 1, 2, 4, 8];
+
+/// The longest age [`SimNode::settle`] gives a node.
+pub const SETTLE_MAX: Duration = Duration::from_secs(4 * 3600);
 
 /// The id of slot `slot`'s node in generation `generation` (`127.x.y.z:port`).
 pub fn sim_node_id(slot: usize, generation: u32) -> String {
@@ -164,6 +174,36 @@ impl SimNode {
             cpus: [8, 16, 32, 64][rng.below(4) as usize],
             cpu_load: 100.0 * rng.unit(),
         }
+    }
+
+    /// Lives the churn of a node that has been up for a while before the first publish:
+    /// an age drawn from the lifetime the leaving rate gives (exponential, mean
+    /// `1 / leave_per_min` minutes; at most [`SETTLE_MAX`]), then that many report
+    /// intervals of [`SimNode::step`]. A cluster of nodes settled this way starts with the
+    /// loaded models it would have after running the churn that long, so its model count
+    /// is flat from the start instead of climbing for hours from zero (≈ 1.75 models a
+    /// node at the defaults, against ≈ 1 after ten minutes from a cold start). Returns the
+    /// steps lived.
+    pub fn settle(
+        &mut self,
+        rng: &mut Lcg,
+        model_change: f64,
+        leave_per_min: f64,
+        interval: Duration,
+    ) -> u32 {
+        let per_min = 60.0 / interval.as_secs_f64().max(1e-3);
+        let max = SETTLE_MAX.as_secs_f64() / 60.0 * per_min;
+        let steps = if leave_per_min > 0.0 {
+            // 1 - unit() is in (0, 1], so the logarithm is finite.
+            (-(1.0 - rng.unit()).ln() / leave_per_min * per_min).min(max)
+        } else {
+            max
+        };
+        let steps = steps as u32;
+        for _ in 0..steps {
+            self.step(rng, model_change);
+        }
+        steps
     }
 
     /// The node id.
@@ -392,13 +432,28 @@ async fn writer<R: Registry>(
 ) {
     let mut rng = Lcg::new(config.seed.wrapping_mul(1_000_003).wrapping_add(w as u64));
     let slots: Vec<usize> = (w..config.nodes).step_by(writers).collect();
-    let mut lives: Vec<Life> = slots
-        .iter()
-        .map(|&slot| Life::Up {
-            node: SimNode::new(slot, 0, &mut rng),
+    let mut lives: Vec<Life> = Vec::with_capacity(slots.len());
+    for &slot in &slots {
+        let mut node = SimNode::new(slot, 0, &mut rng);
+        if config.settled {
+            node.settle(
+                &mut rng,
+                config.model_change,
+                config.leave_per_min,
+                config.interval,
+            );
+            // Settling is CPU work (≈ 1,200 steps a node at the defaults): let the other
+            // writers and the runtime in between nodes.
+            tokio::task::yield_now().await;
+        }
+        stats
+            .models_loaded
+            .fetch_add(node.loaded.len() as u64, Ordering::Relaxed);
+        lives.push(Life::Up {
+            node,
             registered_at: None,
-        })
-        .collect();
+        });
+    }
     stats
         .joined
         .fetch_add(slots.len() as u64, Ordering::Relaxed);
@@ -446,6 +501,9 @@ async fn writer<R: Registry>(
             };
             if round > 0 && rng.unit() < leave {
                 let generation = node.generation;
+                stats
+                    .models_loaded
+                    .fetch_sub(node.loaded.len() as u64, Ordering::Relaxed);
                 if rng.below(2) == 0 {
                     stats.died.fetch_add(1, Ordering::Relaxed);
                 } else {
@@ -464,8 +522,14 @@ async fn writer<R: Registry>(
                 };
                 continue;
             }
+            let before = node.loaded.len();
             if round > 0 && node.step(&mut rng, config.model_change) {
                 stats.model_changes.fetch_add(1, Ordering::Relaxed);
+                if node.loaded.len() > before {
+                    stats.models_loaded.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    stats.models_loaded.fetch_sub(1, Ordering::Relaxed);
+                }
             }
             let result = async {
                 registry
@@ -491,5 +555,74 @@ async fn writer<R: Registry>(
             }
         }
         round += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mean_models(nodes: &[SimNode]) -> f64 {
+        nodes.iter().map(|n| n.loaded.len()).sum::<usize>() as f64 / nodes.len() as f64
+    }
+
+    /// A settled cluster starts near the churn's steady state: ten more minutes of steps
+    /// leave its model count about where it was, while a cold cluster is still far below.
+    #[test]
+    fn a_settled_cluster_starts_at_its_steady_state() {
+        let config = SimConfig::default();
+        let mut rng = Lcg::new(7);
+        let mut cold: Vec<SimNode> = (0..2000).map(|s| SimNode::new(s, 0, &mut rng)).collect();
+        let mut settled = cold.clone();
+        let mut lived = 0u64;
+        for node in &mut settled {
+            lived += u64::from(node.settle(
+                &mut rng,
+                config.model_change,
+                config.leave_per_min,
+                config.interval,
+            ));
+        }
+        // Ages are drawn with mean 100 minutes (1,200 steps of 5 s), capped at 4 h.
+        let mean_age = lived as f64 / 2000.0;
+        assert!(
+            (900.0..1300.0).contains(&mean_age),
+            "mean age {mean_age} steps"
+        );
+        let start = mean_models(&settled);
+        assert!(
+            (1.2..2.5).contains(&start),
+            "settled start {start} models a node"
+        );
+        // Ten minutes of the simulator's churn: a node that leaves comes back with none.
+        let leave = config.leave_per_min * config.interval.as_secs_f64() / 60.0;
+        for _ in 0..120 {
+            for node in cold.iter_mut().chain(settled.iter_mut()) {
+                if rng.unit() < leave {
+                    *node = SimNode::new(node.slot, node.generation + 1, &mut rng);
+                } else {
+                    node.step(&mut rng, config.model_change);
+                }
+            }
+        }
+        let after = mean_models(&settled);
+        assert!(
+            (after - start).abs() / start < 0.1,
+            "settled: {start} -> {after} models a node in ten minutes"
+        );
+        let cold_after = mean_models(&cold);
+        eprintln!("models a node: settled {start} -> {after}, cold 0 -> {cold_after}");
+        assert!(
+            cold_after < 0.8 * after,
+            "cold after ten minutes {cold_after}, settled {after}"
+        );
+    }
+
+    #[test]
+    fn settling_without_leaving_lives_the_longest_age() {
+        let mut rng = Lcg::new(3);
+        let mut node = SimNode::new(0, 0, &mut rng);
+        let steps = node.settle(&mut rng, 0.02, 0.0, Duration::from_secs(5));
+        assert_eq!(steps, 4 * 3600 / 5);
     }
 }

@@ -67,6 +67,9 @@ pub struct SoakConfig {
     pub sample_every: Duration,
     /// Fraction of nodes leaving per minute (passed to the simulator).
     pub leave_per_min: f64,
+    /// The simulator starts settled (`vramroute-sim --settled`): its model count is at the
+    /// churn's steady state from the start, so RSS growth is the coordinator's own.
+    pub settled: bool,
     /// Print progress lines to stderr.
     pub verbose: bool,
     /// `Some(vramroute-coordinator's executable)`: daemon mode (a real daemon process,
@@ -89,6 +92,7 @@ impl Default for SoakConfig {
             decision_rate: 10_000,
             sample_every: Duration::from_secs(10),
             leave_per_min: 0.01,
+            settled: false,
             verbose: true,
             coordinator: None,
             refresh_nice: LiveConfig::default().refresh_nice,
@@ -156,6 +160,8 @@ pub struct SoakReport {
     pub cpu_mean_percent: f64,
     /// The simulator's final counters line.
     pub sim_summary: String,
+    /// The simulator started settled (`--settled`).
+    pub settled: bool,
     /// The deciding thread's scheduling over the measured run (Linux).
     pub decider: DeciderSched,
 }
@@ -426,6 +432,7 @@ pub fn run(config: &SoakConfig) -> Result<SoakReport> {
             .arg(format!("{}s", sim_duration.as_secs()))
             .arg("--leave-per-min")
             .arg(config.leave_per_min.to_string())
+            .args(config.settled.then_some("--settled"))
             .stdout(Stdio::piped())
             .stderr(if config.verbose {
                 Stdio::inherit()
@@ -740,6 +747,7 @@ pub fn run(config: &SoakConfig) -> Result<SoakReport> {
         cpu_mean_percent: 100.0 * (cpu_end - cpu_start) / elapsed,
         samples,
         sim_summary,
+        settled: config.settled,
         decider: decider_sched,
     })
 }
@@ -796,7 +804,7 @@ impl SoakReport {
              decisions: {} ({:.0}/s, {} failed), latency p50 {} ns, p99 {} ns, p99.9 {} ns, max {} ns{}\n\
              staleness: {} samples, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms, {} not seen within 30 s; slowest (ms @ s since the coordinator started): {}\n\
              RSS: {:.1} MiB at the end, {:+.1} % over the last part of the run (its trend: {:+.1} %); CPU {:.1} % of one core on average\n\
-             simulator: {}\n{}",
+             simulator{}: {}\n{}",
             self.nodes,
             self.duration_s,
             self.redis,
@@ -823,6 +831,7 @@ impl SoakReport {
             self.rss_growth_percent,
             self.rss_trend_percent,
             self.cpu_mean_percent,
+            if self.settled { " (settled start)" } else { "" },
             self.sim_summary,
             self.decider.render(self.decisions),
         )

@@ -5,8 +5,12 @@
 //! cargo build --release -p vramroute-benches --bin vramroute-sim
 //! target/release/vramroute-sim --redis-url redis://127.0.0.1:6390 --nodes 10000 --duration 10m
 //!     [--interval 5s] [--leave-per-min 0.01] [--downtime 30s] [--model-change 0.02]
-//!     [--seed 1] [--writers 32]
+//!     [--seed 1] [--writers 32] [--settled]
 //! ```
+//!
+//! `--settled` starts the cluster as if it had already run this churn for a while (each
+//! node has lived an age drawn from the leaving rate, loading and unloading models), so
+//! its model count is flat from the first publish instead of climbing from zero.
 //!
 //! Stops by itself after `--duration`, or on SIGTERM / Ctrl-C; prints its counters (one
 //! line) on stdout when it stops, progress every 10 s on stderr. See `docs/scale.md`.
@@ -19,7 +23,7 @@ use anyhow::{bail, Context, Result};
 use vramroute_benches::sim::{self, parse_duration, SimConfig, SimStats};
 use vramroute_registry::{redact_url, RedisRegistry, RegistryConfig};
 
-const USAGE: &str = "usage: vramroute-sim --redis-url URL [--nodes N] [--duration D] [--interval D] [--leave-per-min F] [--downtime D] [--model-change P] [--seed N] [--writers N]   (D: 90, 90s, 500ms, 10m)";
+const USAGE: &str = "usage: vramroute-sim --redis-url URL [--nodes N] [--duration D] [--interval D] [--leave-per-min F] [--downtime D] [--model-change P] [--seed N] [--writers N] [--settled]   (D: 90, 90s, 500ms, 10m)";
 
 fn parse_args() -> Result<(String, SimConfig)> {
     let mut url = None;
@@ -44,6 +48,7 @@ fn parse_args() -> Result<(String, SimConfig)> {
             }
             "--seed" => c.seed = value()?.parse().context("--seed: a number")?,
             "--writers" => c.writers = value()?.parse().context("--writers: a number")?,
+            "--settled" => c.settled = true,
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);

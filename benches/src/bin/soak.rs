@@ -21,7 +21,7 @@ use vramroute_benches::soak::{self, SoakConfig};
 const USAGE: &str = "\
 usage: vramroute-soak [--nodes N] [--duration D] [--interval D] [--cluster | --redis-url URL]
                       [--daemon PATH | --in-process] [--decision-rate N] [--sample-every D]
-                      [--leave-per-min F] [--refresh-nice N] [--sim PATH] [--json]
+                      [--leave-per-min F] [--settled] [--refresh-nice N] [--sim PATH] [--json]
                                                                           (D: 90, 90s, 10m)
 
 Runs vramroute-sim (N simulated reporters) against a Redis and measures one coordinator
@@ -44,6 +44,10 @@ refresh, and staleness (a registry write to the first decision that reflects it)
   --decision-rate N    paced decisions per second [daemon: 2000, in-process: 10000]
   --sample-every D     RSS/CPU sample and progress line period [10s]
   --leave-per-min F    fraction of nodes leaving per minute (simulator) [0.01]
+  --settled            the simulated cluster starts as if it had run its churn for a while
+                       (vramroute-sim --settled): its loaded models are at their steady
+                       count from the start instead of climbing from none, so the RSS
+                       growth measured is the coordinator's own, not the cluster's
   --refresh-nice N     in-process: the follow loop runs on its own thread at the nice value
                        of the deciding thread plus N (0-19; LiveConfig::refresh_nice) [0]
   --sim PATH           vramroute-sim's executable [next to this one]
@@ -84,6 +88,7 @@ fn main() -> Result<()> {
                     .filter(|n| *n <= 19)
                     .context("--refresh-nice: a number from 0 to 19")?
             }
+            "--settled" => c.settled = true,
             "--sim" => sim = Some(PathBuf::from(value()?)),
             "--json" => json = true,
             "-h" | "--help" => {
