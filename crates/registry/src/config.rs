@@ -52,10 +52,12 @@ pub struct RegistryConfig {
     /// 100,000 entries, about 3.5 MB in Redis). A reader more writes than this behind reads
     /// the whole cluster again instead of the changes.
     pub change_log_maxlen: usize,
-    /// Most time between two full reads of the cluster by `discover` (default 30 s);
-    /// the discoveries in between read only what the change log names. Bounds how long
-    /// a write by a writer that keeps no change log (a raw `SET`/`DEL` of one of our keys,
-    /// an older vramroute) can go unseen.
+    /// How long a write by a writer that keeps no change log (a raw `SET`/`DEL` of one
+    /// of our keys, an older vramroute) can go unseen by `discover` (default 30 s). After
+    /// its first full read a discovery reads what the change log names plus a share of
+    /// the other records again (the share of this interval since the last discovery,
+    /// walking through them in id order), and lists the indexes whole once per interval:
+    /// every record is read again within it without one discovery reading them all.
     pub full_read_interval: Duration,
     /// Bound on every Redis call, connection included (default 2 s).
     pub command_timeout: Duration,

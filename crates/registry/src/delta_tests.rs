@@ -302,6 +302,106 @@ fn a_logged_id_the_index_no_longer_lists_is_not_kept() {
     assert_eq!(done.kept.keys().collect::<Vec<_>>(), ["b"]);
 }
 
+/// The ids an audit of `count` after `after` reads again, with where it stopped.
+fn audited(
+    kept: Kept<String>,
+    count: usize,
+    after: Option<&str>,
+) -> (Vec<String>, Option<SmolStr>) {
+    let audit = Audit {
+        count,
+        after,
+        listed: None,
+    };
+    let (plan, walked) = plan_delta_audited(kept, vec![], vec![], &set(&[]), &set(&[]), audit);
+    (plan.to_fetch().map(str::to_owned).collect(), walked)
+}
+
+#[test]
+fn an_audit_walks_the_kept_ids_in_order_and_wraps_around() {
+    let calls = AtomicUsize::new(0);
+    let store: Store = [("a", "1"), ("b", "2"), ("c", "3"), ("d", "4")].into();
+    let kept = read(
+        plan_full(ids(&["a", "b", "c", "d"]), &set(&[])),
+        &store,
+        &calls,
+    )
+    .kept;
+    assert_eq!(audited(kept.clone(), 0, None), (vec![], None));
+    assert_eq!(
+        audited(kept.clone(), 2, None),
+        (ids(&["a", "b"]), Some("b".into()))
+    );
+    assert_eq!(
+        audited(kept.clone(), 2, Some("b")),
+        (ids(&["c", "d"]), Some("d".into()))
+    );
+    // Wrapping: the read ids are in id order, the walk ends at `a`.
+    assert_eq!(
+        audited(kept.clone(), 2, Some("c")),
+        (ids(&["a", "d"]), Some("a".into()))
+    );
+    // Where it stopped is gone: it goes on after it.
+    assert_eq!(
+        audited(kept.clone(), 1, Some("bb")),
+        (ids(&["c"]), Some("c".into()))
+    );
+    // Never more than every kept id once.
+    assert_eq!(
+        audited(kept, 9, Some("b")),
+        (ids(&["a", "b", "c", "d"]), Some("b".into()))
+    );
+}
+
+#[test]
+fn an_audit_sees_what_no_log_announced_as_a_full_read_does() {
+    let calls = AtomicUsize::new(0);
+    let store: Store = [("a", "1"), ("b", "2"), ("c", "3")].into();
+    let first = read(plan_full(ids(&["a", "b", "c"]), &set(&[])), &store, &calls);
+    let decodes = calls.load(Ordering::Relaxed);
+    // Behind the log's back: `a` rewritten, `b` deleted (key and index entry gone),
+    // `c` unchanged, `d` written and indexed.
+    let store: Store = [("a", "9"), ("c", "3"), ("d", "4")].into();
+    let index = ["a", "c", "d"];
+    let audit = Audit {
+        count: 3,
+        after: None,
+        listed: Some(ids(&["d", "c", "a"])),
+    };
+    let (plan, walked) =
+        plan_delta_audited(first.kept, vec![], vec![], &set(&[]), &set(&[]), audit);
+    assert_eq!(walked.as_deref(), Some("c"));
+    let done = read_with(plan, &store, &index, &set(&[]), &calls);
+    let fresh = read(
+        plan_full(ids(&index), &set(&[])),
+        &store,
+        &AtomicUsize::new(0),
+    );
+    assert_eq!(plain(&done.found), plain(&fresh.found));
+    assert_eq!(done.kept.keys().collect::<Vec<_>>(), ["a", "c", "d"]);
+    // `c`'s value is unchanged: not decoded again (`a` and `d` are).
+    assert_eq!(calls.load(Ordering::Relaxed) - decodes, 2);
+}
+
+#[test]
+fn a_kept_id_the_listing_misses_is_dropped_unless_read_now() {
+    let calls = AtomicUsize::new(0);
+    let store: Store = [("a", "1"), ("b", "2"), ("c", "3")].into();
+    let first = read(plan_full(ids(&["a", "b", "c"]), &set(&[])), &store, &calls);
+    // `a` and `c` lost their index entries without a log entry; `c` was logged since
+    // (rewritten and indexed again after the listing): it is read and confirmed.
+    let audit = Audit {
+        count: 0,
+        after: None,
+        listed: Some(ids(&["b"])),
+    };
+    let (plan, _) =
+        plan_delta_audited(first.kept, vec![], ids(&["c"]), &set(&[]), &set(&[]), audit);
+    assert_eq!(plan.to_fetch().collect::<Vec<_>>(), ["c"]);
+    let done = read_with(plan, &store, &["b", "c"], &set(&[]), &calls);
+    assert_eq!(done.kept.keys().collect::<Vec<_>>(), ["b", "c"]);
+}
+
 #[test]
 fn listed_ids_without_a_value_are_the_ones_to_type_check() {
     // a: indexed, nil; b: indexed, present; c: logged and no longer indexed, nil;

@@ -27,8 +27,12 @@ use crate::SmolStr;
 /// What round trip 1 of a discovery found: the new cursor, what to read, the metadata.
 struct Head {
     cursor: Option<String>,
-    /// When the full read before this delta read was; `None` for a full read.
-    last_full: Option<Instant>,
+    /// When the index was last listed whole; `None` when this read lists it (a full
+    /// read, or a delta read whose listing was due).
+    last_listed: Option<Instant>,
+    /// Per kind: where this read's audit stopped and the fraction it left over (a full
+    /// read: none).
+    audit: [(Option<SmolStr>, f64); 2],
     stats: delta::Plan<GpuStatsRecord>,
     rpc: delta::Plan<RpcNodeRecord>,
     meta: Option<Vec<u8>>,
@@ -83,9 +87,8 @@ impl RedisRegistry {
         &self,
         dirty: &(BTreeSet<String>, BTreeSet<String>),
     ) -> Result<ClusterView> {
-        // A discovery that sweeps also re-reads every record: writes by others that
-        // write no change log (a raw `SET` or `DEL` of an indexed key) are seen within
-        // the sweep period at worst.
+        // Writes by others that write no change log (a raw `SET` or `DEL` of an indexed
+        // key) are seen by the delta reads' audit (see `read_changes`), not by sweeping.
         let sweep = self.scan_due();
         if sweep {
             if let Err(e) = self.scan_sweep().await {
@@ -105,11 +108,7 @@ impl RedisRegistry {
         // A full read shares what the last discovery kept: a record decoded now equal to
         // the kept one is handed back as that one (see `delta::Plan::sharing`).
         let mut head = match known {
-            Some(known)
-                if !sweep
-                    && known.at.elapsed() < cfg.index_prune_grace / 2
-                    && known.last_full.elapsed() < cfg.full_read_interval =>
-            {
+            Some(known) if known.at.elapsed() < cfg.index_prune_grace / 2 => {
                 match self.read_changes(known, dirty).await? {
                     Ok(head) => head,
                     Err(previous) => self.read_live(dirty, sweep, previous).await?,
@@ -324,7 +323,8 @@ impl RedisRegistry {
                 stats: stats.kept,
                 rpc: rpcs.kept,
                 at,
-                last_full: head.last_full.unwrap_or(at),
+                last_listed: head.last_listed.unwrap_or(at),
+                audit: head.audit,
                 sequence,
             });
         }
@@ -419,15 +419,7 @@ impl RedisRegistry {
         previous: Previous,
     ) -> Result<Head> {
         let now = unix_ms();
-        // Deadlines beyond the horizon are bogus (see `bounded`): never listed.
-        let horizon = self.index_horizon_ms(now);
-        let live = |key: &str| {
-            redis::cmd("ZRANGEBYSCORE")
-                .arg(key)
-                .arg(format!("({now}"))
-                .arg(horizon)
-                .clone()
-        };
+        let live = |key: &str| self.live_ids(key, now);
         let op = "discover (index)";
         let prunes = self.prune_cmds([keys::INDEX_GPU, keys::INDEX_RPC]);
         let n_prunes = prunes.len();
@@ -487,7 +479,8 @@ impl RedisRegistry {
         drop(st);
         Ok(Head {
             cursor,
-            last_full: None,
+            last_listed: None,
+            audit: Default::default(),
             stats,
             rpc,
             meta,
@@ -496,11 +489,33 @@ impl RedisRegistry {
         })
     }
 
+    /// `ZRANGEBYSCORE` of the ids `index` lists as live at `now` (deadline in the
+    /// future, no scores, which Redis formats slowly); deadlines beyond the horizon are
+    /// bogus (see `bounded`) and never listed.
+    fn live_ids(&self, index: &str, now: u64) -> redis::Cmd {
+        redis::cmd("ZRANGEBYSCORE")
+            .arg(index)
+            .arg(format!("({now}"))
+            .arg(self.index_horizon_ms(now))
+            .clone()
+    }
+
     /// Round trip 1 of a delta read: the index entries whose deadline has passed, the
-    /// change log from `known.cursor` on, the metadata, and pruning. `None` when the log
-    /// cannot be trusted (cursor entry trimmed or log reset) or holds more changes than
-    /// a full read would cost: the caller then does a full read (sharing what `known`
-    /// kept, handed back).
+    /// change log from `known.cursor` on, the metadata, and pruning; every
+    /// `full_read_interval`, the index's live ids too. `None` when the log cannot be
+    /// trusted (cursor entry trimmed or log reset) or holds more changes than a full read
+    /// would cost: the caller then does a full read (sharing what `known` kept, handed
+    /// back).
+    ///
+    /// What no log announces (a raw `SET`, `DEL`, `ZADD` or `ZREM` of one of our keys,
+    /// by a writer that keeps no change log) is caught without a full read: every delta
+    /// read also reads again a share of the kept records, walking through them in id
+    /// order — the share of `full_read_interval` that passed since the last read — so
+    /// every kept record is read again within `full_read_interval` (a value whose print
+    /// is unchanged is not decoded again), and the index is listed whole every
+    /// `full_read_interval` (ids it lists that are not kept are read; kept ids it no
+    /// longer lists are dropped). A full read of a big cluster would hold up every change
+    /// behind it for as long as it takes.
     async fn read_changes(
         &self,
         known: Known,
@@ -514,17 +529,24 @@ impl RedisRegistry {
                 .arg(now)
                 .clone()
         };
+        let cfg = &self.inner.config;
+        let list = known.last_listed.elapsed() >= cfg.full_read_interval;
         // More changes than this: a full read is cheaper.
         let cap = known.stats.len() + known.rpc.len() + 1024;
         let prunes = self.prune_cmds([keys::INDEX_GPU, keys::INDEX_RPC]);
         let n_prunes = prunes.len();
+        let mut first = vec![expired(keys::INDEX_GPU), expired(keys::INDEX_RPC)];
+        if list {
+            first.push(self.live_ids(keys::INDEX_GPU, now));
+            first.push(self.live_ids(keys::INDEX_RPC, now));
+        }
         // Expired entries first: a record republished in between is in the log.
         let op = "discover (changes)";
         let mut replies = self
             .exec_staged_each(
                 op,
                 vec![
-                    vec![expired(keys::INDEX_GPU), expired(keys::INDEX_RPC)],
+                    first,
                     [
                         redis::cmd("XRANGE")
                             .arg(keys::CHANGES)
@@ -543,13 +565,26 @@ impl RedisRegistry {
             .await?
             .into_iter();
         let mut next = || self.unless_wrong_type(op, replies.next());
-        let (gpu_expired, rpc_expired, entries, meta) = (next()?, next()?, next()?, next()?);
+        let (gpu_expired, rpc_expired) = (next()?, next()?);
+        let (gpu_listed, rpc_listed) = if list {
+            (Some(next()?), Some(next()?))
+        } else {
+            (None, None)
+        };
+        let (entries, meta) = (next()?, next()?);
         self.note_pruned(replies.by_ref().take(n_prunes));
         let (Some(gpu_expired), Some(rpc_expired), Some(entries)) =
             (gpu_expired, rpc_expired, entries)
         else {
             // An index or the log now holds another Redis type: a full read warns and
             // does without it.
+            return Ok(Err((known.stats, known.rpc)));
+        };
+        // `Some(None)`: listed, but the index holds another Redis type.
+        let (Some(gpu_listed), Some(rpc_listed)) = (
+            gpu_listed.map_or(Some(None), |l| l.map(|v| Some(strings_of(v)))),
+            rpc_listed.map_or(Some(None), |l| l.map(|v| Some(strings_of(v)))),
+        ) else {
             return Ok(Err((known.stats, known.rpc)));
         };
         let gpu_expired = strings_of(gpu_expired);
@@ -561,19 +596,50 @@ impl RedisRegistry {
             tracing::debug!("change log trimmed past our cursor, reset or too long: full read");
             return Ok(Err((known.stats, known.rpc)));
         };
+        // The share of `full_read_interval` since the last read, of each kind's kept
+        // records, plus what the last audit left over: read again now.
+        let share = known.at.elapsed().as_secs_f64() / cfg.full_read_interval.as_secs_f64();
+        let due = |kept: usize, (after, left): &(Option<SmolStr>, f64)| {
+            let owed = left + kept as f64 * share;
+            let (count, left) = if !owed.is_finite() || owed >= kept as f64 {
+                (kept, 0.0)
+            } else {
+                (owed as usize, owed.fract())
+            };
+            (after.clone(), count, left)
+        };
+        let (gpu_after, gpu_count, gpu_left) = due(known.stats.len(), &known.audit[0]);
+        let (rpc_after, rpc_count, rpc_left) = due(known.rpc.len(), &known.audit[1]);
         let st = self.scan_state();
-        let stats = delta::plan_delta(
+        let (stats, gpu_walked) = delta::plan_delta_audited(
             known.stats,
             gpu_expired,
             logged.gpu,
             &dirty.0,
             &st.legacy_gpu,
+            delta::Audit {
+                count: gpu_count,
+                after: gpu_after.as_deref(),
+                listed: gpu_listed,
+            },
         );
-        let rpc = delta::plan_delta(known.rpc, rpc_expired, logged.rpc, &dirty.1, &st.legacy_rpc);
+        let (rpc, rpc_walked) = delta::plan_delta_audited(
+            known.rpc,
+            rpc_expired,
+            logged.rpc,
+            &dirty.1,
+            &st.legacy_rpc,
+            delta::Audit {
+                count: rpc_count,
+                after: rpc_after.as_deref(),
+                listed: rpc_listed,
+            },
+        );
         drop(st);
         Ok(Ok(Head {
             cursor: logged.cursor,
-            last_full: Some(known.last_full),
+            last_listed: (!list).then_some(known.last_listed),
+            audit: [(gpu_walked, gpu_left), (rpc_walked, rpc_left)],
             stats,
             rpc,
             meta,

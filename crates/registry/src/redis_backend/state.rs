@@ -19,6 +19,7 @@ use crate::delta::Kept;
 use crate::error::Error;
 use crate::record::{GpuStatsRecord, RpcNodeRecord};
 use crate::validate::SkippedRecord;
+use crate::SmolStr;
 
 /// What a registry connects to.
 pub(super) enum Target {
@@ -90,8 +91,13 @@ pub(super) struct Known {
     /// When it was read: after `index_prune_grace / 2`, expired index entries may have
     /// been pruned unseen, so the next discovery reads everything.
     pub(super) at: Instant,
-    /// When the last full read was; the next one is due `full_read_interval` after it.
-    pub(super) last_full: Instant,
+    /// When the index was last listed whole (a full read, or a delta read's listing);
+    /// the next listing is due `full_read_interval` after it.
+    pub(super) last_listed: Instant,
+    /// Per kind (stats, registrations): where the last audit stopped (see
+    /// `delta::Audit`), and the fraction of a record due to be read again that it
+    /// left over (every kept record is read again within `full_read_interval`).
+    pub(super) audit: [(Option<SmolStr>, f64); 2],
     /// The number of the discovery that kept this (`ClusterView::sequence`).
     pub(super) sequence: u64,
 }

@@ -464,7 +464,7 @@ async fn delta_reads_equal_full_reads_over_random_writes() {
 }
 
 #[tokio::test]
-async fn full_reads_recur_and_catch_writes_that_bypass_the_log() {
+async fn writes_that_bypass_the_log_are_seen_within_the_full_read_interval() {
     let server = RedisServer::start().unwrap();
     let config = {
         let mut registry_config = no_scan();
@@ -480,10 +480,77 @@ async fn full_reads_recur_and_catch_writes_that_bypass_the_log() {
         .cli(&["DEL", &format!("sollol:gpu:{}", node(1).node_id)])
         .unwrap();
     assert_eq!(reg.discover().await.unwrap().stats.len(), 2);
-    assert_eq!(full_reads(&server), 1);
     tokio::time::sleep(Duration::from_millis(350)).await;
     let view = reg.discover().await.unwrap();
-    assert_eq!(full_reads(&server), 2);
     let ids: Vec<&str> = view.stats.iter().map(|(id, _)| id.as_str()).collect();
     assert_eq!(ids, [node(2).node_id.as_str()]);
+    // Seen by the delta read's audit: one full read, the first.
+    assert_eq!(full_reads(&server), 1);
+}
+
+/// What no log announces — a raw rewrite, a raw `DEL`, a record written and indexed
+/// without a log entry — is seen by discoveries that each read a share of the records
+/// again (the share of `full_read_interval` since the last one), never by one that
+/// reads them all: a full read of a big cluster would hold up every change behind it.
+#[tokio::test]
+async fn writes_that_bypass_the_log_are_seen_by_shares_not_by_a_full_read() {
+    let server = RedisServer::start().unwrap();
+    let config = {
+        let mut registry_config = no_scan();
+        registry_config.full_read_interval = Duration::from_secs(1);
+        registry_config
+    };
+    let reg = RedisRegistry::connect(&server.url(), config).await.unwrap();
+    let n = 200;
+    for i in 0..n {
+        reg.publish_stats(&node(i)).await.unwrap();
+    }
+    assert_eq!(reg.discover().await.unwrap().stats.len(), n);
+    let key = |i: usize| format!("sollol:gpu:{}", node(i).node_id);
+    let mut rewritten = node(7);
+    rewritten.gpus[0].memory_free_mb = Some(1234);
+    server.cli(&["SET", &key(7), &rewritten.to_json()]).unwrap();
+    server.cli(&["DEL", &key(9)]).unwrap();
+    let newcomer = node(n + 5);
+    server
+        .cli(&["SET", &key(n + 5), &newcomer.to_json()])
+        .unwrap();
+    let deadline = (SystemTime::now() + Duration::from_secs(600))
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+        .to_string();
+    server
+        .cli(&["ZADD", "vramroute:index:gpu", &deadline, &newcomer.node_id])
+        .unwrap();
+    let mut most_read = 0;
+    let mut seen = false;
+    // Bounded: 60 discoveries, 50 ms apart (≈ 3 s; the interval is 1 s).
+    for _ in 0..60 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let before = mgets(&server);
+        let view = reg.discover().await.unwrap();
+        most_read = most_read.max(mgets(&server) - before);
+        let free_7 = view
+            .stats
+            .iter()
+            .find(|(id, _)| **id == *node(7).node_id)
+            .and_then(|(_, r)| r.gpus[0].memory_free_mb);
+        let has = |i: usize| view.stats.iter().any(|(id, _)| **id == *node(i).node_id);
+        if free_7 == Some(1234) && !has(9) && has(n + 5) {
+            assert_eq!(view.stats.len(), n);
+            seen = true;
+            break;
+        }
+    }
+    assert!(seen, "the raw writes were not all seen within 3 s");
+    assert_eq!(
+        full_reads(&server),
+        1,
+        "only the first discovery reads everything"
+    );
+    assert!(
+        most_read < n as u64 / 2,
+        "one discovery read {most_read} of {n} records"
+    );
 }
