@@ -225,8 +225,9 @@ pub(crate) struct Audit<'a> {
     /// Where the previous audit stopped.
     pub(crate) after: Option<&'a str>,
     /// Every live id of the index, when a listing was due: ids it lists that are not
-    /// kept are read (an index entry no log named), kept ids it does not list and no log
-    /// named are dropped (an index entry removed without the log).
+    /// kept (an index entry no log named) and kept ids it does not list (an index entry
+    /// removed without the log) are read with their index entries, and settled as a
+    /// full read would settle them.
     pub(crate) listed: Option<Vec<String>>,
 }
 
@@ -264,16 +265,29 @@ pub(crate) fn plan_delta_audited<T>(
     if let Some(mut listed) = audit.listed {
         sort_ids(&mut listed);
         listed.dedup();
-        // Kept, not listed, not being read: its index entry went without a log entry.
+        // Kept but not listed: its index entry went without a log entry (or came back
+        // since). Read with its index entry, it is settled as a full read would settle it:
+        // kept if listed by then, returned unindexed if SCAN or a keyspace event found its
+        // key, dropped otherwise.
         let mut live = listed.iter().peekable();
-        kept.retain(|id, _| {
+        for id in kept.keys() {
             while live.next_if(|l| l.as_str() < id.as_str()).is_some() {}
-            live.peek().is_some_and(|l| l.as_str() == id.as_str())
-                || fetch.contains_key(id.as_str())
-        });
+            if live.peek().is_none_or(|l| l.as_str() != id.as_str()) {
+                fetch.entry(id.to_string()).or_insert(Read::Logged);
+            }
+        }
+        // Listed but not kept: an index entry no log named (an older writer's record,
+        // also one SCAN found): read, and kept once its index entry is confirmed.
         for id in listed {
             if !kept.contains_key(id.as_str()) {
-                fetch.entry(id).or_insert(Read::Logged);
+                fetch
+                    .entry(id)
+                    .and_modify(|read| {
+                        if *read == Read::Unindexed {
+                            *read = Read::Logged;
+                        }
+                    })
+                    .or_insert(Read::Logged);
             }
         }
     }

@@ -384,22 +384,70 @@ fn an_audit_sees_what_no_log_announced_as_a_full_read_does() {
 }
 
 #[test]
-fn a_kept_id_the_listing_misses_is_dropped_unless_read_now() {
+fn a_kept_id_the_listing_misses_is_read_and_settled_as_a_full_read_would() {
     let calls = AtomicUsize::new(0);
-    let store: Store = [("a", "1"), ("b", "2"), ("c", "3")].into();
-    let first = read(plan_full(ids(&["a", "b", "c"]), &set(&[])), &store, &calls);
-    // `a` and `c` lost their index entries without a log entry; `c` was logged since
-    // (rewritten and indexed again after the listing): it is read and confirmed.
+    let store: Store = [("a", "1"), ("b", "2"), ("c", "3"), ("d", "4")].into();
+    let first = read(
+        plan_full(ids(&["a", "b", "c", "d"]), &set(&[])),
+        &store,
+        &calls,
+    );
+    // `a`, `c` and `d` lost their index entries without a log entry; `c` was indexed
+    // again after the listing (and logged); SCAN found `d`'s key.
+    let unindexed = set(&["d"]);
     let audit = Audit {
         count: 0,
         after: None,
         listed: Some(ids(&["b"])),
     };
-    let (plan, _) =
-        plan_delta_audited(first.kept, vec![], ids(&["c"]), &set(&[]), &set(&[]), audit);
-    assert_eq!(plan.to_fetch().collect::<Vec<_>>(), ["c"]);
-    let done = read_with(plan, &store, &["b", "c"], &set(&[]), &calls);
+    let (plan, _) = plan_delta_audited(
+        first.kept,
+        vec![],
+        ids(&["c"]),
+        &set(&[]),
+        &unindexed,
+        audit,
+    );
+    assert_eq!(plan.to_fetch().collect::<Vec<_>>(), ["a", "c", "d"]);
+    let index = ["b", "c"];
+    let done = read_with(plan, &store, &index, &unindexed, &calls);
     assert_eq!(done.kept.keys().collect::<Vec<_>>(), ["b", "c"]);
+    assert_eq!(done.unindexed, ["d"]);
+    let fresh = read_with(
+        plan_full(ids(&index), &unindexed),
+        &store,
+        &index,
+        &unindexed,
+        &AtomicUsize::new(0),
+    );
+    assert_eq!(plain(&done.found), plain(&fresh.found));
+}
+
+#[test]
+fn a_listed_id_found_by_scan_is_kept_once_its_index_entry_is_confirmed() {
+    // An older writer's record: its key found by SCAN (read every time, not kept) until
+    // a listing finds its index entry.
+    let calls = AtomicUsize::new(0);
+    let store: Store = [("a", "1"), ("x", "9")].into();
+    let unindexed = set(&["x"]);
+    let first = read_with(
+        plan_full(ids(&["a"]), &unindexed),
+        &store,
+        &["a"],
+        &unindexed,
+        &calls,
+    );
+    assert_eq!(first.unindexed, ["x"]);
+    let audit = Audit {
+        count: 0,
+        after: None,
+        listed: Some(ids(&["a", "x"])),
+    };
+    let (plan, _) = plan_delta_audited(first.kept, vec![], vec![], &set(&[]), &unindexed, audit);
+    assert_eq!(plan.to_confirm().collect::<Vec<_>>(), ["x"]);
+    let done = read_with(plan, &store, &["a", "x"], &unindexed, &calls);
+    assert_eq!(done.kept.keys().collect::<Vec<_>>(), ["a", "x"]);
+    assert!(done.unindexed.is_empty());
 }
 
 #[test]
