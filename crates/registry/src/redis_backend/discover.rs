@@ -513,9 +513,10 @@ impl RedisRegistry {
     /// order — the share of `full_read_interval` that passed since the last read — so
     /// every kept record is read again within `full_read_interval` (a value whose print
     /// is unchanged is not decoded again), and the index is listed whole every
-    /// `full_read_interval` (ids it lists that are not kept are read; kept ids it no
-    /// longer lists are dropped). A full read of a big cluster would hold up every change
-    /// behind it for as long as it takes.
+    /// `full_read_interval` (ids it lists that are not kept, and kept ids it no longer
+    /// lists, are read with their index entries and settled as a full read would settle
+    /// them). A full read of a big cluster would hold up every change behind it for as
+    /// long as it takes.
     async fn read_changes(
         &self,
         known: Known,
