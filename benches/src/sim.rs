@@ -51,6 +51,13 @@ pub struct SimConfig {
     pub settled: bool,
 }
 
+impl SimConfig {
+    /// The chance per publish that a node leaves.
+    pub fn leave_chance(&self) -> f64 {
+        (self.leave_per_min * self.interval.as_secs_f64() / 60.0).clamp(0.0, 1.0)
+    }
+}
+
 impl Default for SimConfig {
     fn default() -> Self {
         SimConfig {
@@ -458,8 +465,7 @@ async fn writer<R: Registry>(
         .joined
         .fetch_add(slots.len() as u64, Ordering::Relaxed);
     let interval = config.interval.as_secs_f64();
-    // Chance per publish that a node leaves.
-    let leave = (config.leave_per_min * interval / 60.0).clamp(0.0, 1.0);
+    let leave = config.leave_chance();
     let mut logged_error = false;
     let mut round = 0u32;
     loop {
@@ -595,7 +601,7 @@ mod tests {
             "settled start {start} models a node"
         );
         // Ten minutes of the simulator's churn: a node that leaves comes back with none.
-        let leave = config.leave_per_min * config.interval.as_secs_f64() / 60.0;
+        let leave = config.leave_chance();
         for _ in 0..120 {
             for node in cold.iter_mut().chain(settled.iter_mut()) {
                 if rng.unit() < leave {
