@@ -15,14 +15,19 @@
 //! `live_view` + `live_publish`), and `live_cycle_router/N` (the same between views:
 //! records → shared specs → snapshot → `Router::update`, what a follow cycle puts
 //! between a registry write and routing since the view left that path).
+//! A request's routing size on such a view (`vramroute_cluster::model_size`), which walks
+//! every node's models: `model_size/N` (a model no node has), `model_size_explicit/N`
+//! (the same with an explicit size, which needs no walk), `model_size_cached/N` (the first
+//! through the per-view `SizeCache` a `LiveCluster` keeps).
 //! Run: `cargo bench -p vramroute-benches --bench live`.
 
 use std::hint::black_box;
+use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use vramroute_benches::registry_fixtures::{churn, cluster};
-use vramroute_cluster::{LiveCluster, LiveConfig, ViewBuilder};
+use vramroute_cluster::{model_size, LiveCluster, LiveConfig, SizeCache, ViewBuilder};
 use vramroute_registry::ClusterView;
 use vramroute_router::Policy;
 
@@ -46,6 +51,23 @@ fn live(c: &mut Criterion) {
         group.finish();
 
         let first = config.view_of(&records, &[], "bench".to_owned(), now(&records));
+        // A request's routing size on that view: a model no node has (every node's
+        // models walked), the same with an explicit size (what the soak's requests ask),
+        // and the first again through the per-view cache a live cluster keeps.
+        let view = Arc::new(first.clone());
+        let cache = SizeCache::default();
+        for (name, explicit) in [("model_size", None), ("model_size_explicit", Some(4_700))] {
+            let mut group = c.benchmark_group(name);
+            group.bench_with_input(BenchmarkId::from_parameter(nodes), &nodes, |b, _| {
+                b.iter(|| model_size(&view, black_box("nowhere:1b"), explicit))
+            });
+            group.finish();
+        }
+        let mut group = c.benchmark_group("model_size_cached");
+        group.bench_with_input(BenchmarkId::from_parameter(nodes), &nodes, |b, _| {
+            b.iter(|| cache.model_size(&view, black_box("nowhere:1b"), None))
+        });
+        group.finish();
         let live = LiveCluster::new(first, Policy::default(), config.clone()).expect("valid");
         let mut round = 0;
         let mut group = c.benchmark_group("live_publish");

@@ -17,8 +17,8 @@ use serde_json::json;
 use vramroute_router::{FitKind, Policy, Target};
 
 use vramroute_cluster::{
-    check as check_fits, model_estimate, model_size, plan, route_sized, EstimateOptions,
-    RecentDecision, RouteQuery,
+    check as check_fits, model_estimate, plan, route_sized, EstimateOptions, RecentDecision,
+    RouteQuery,
 };
 
 use crate::app::App;
@@ -180,8 +180,7 @@ fn do_route(app: &App, q: &RouteQuery, policy: Option<&str>, explain: bool) -> R
         Ok(p) => p,
         Err(r) => return r.into_response(),
     };
-    let view = app.live.view();
-    let size = match model_size(&view, &q.model, q.size_mb) {
+    let size = match app.live.model_size(&q.model, q.size_mb) {
         Ok(s) => s,
         Err(e) => return cluster_error(&e, StatusCode::NOT_FOUND),
     };

@@ -98,7 +98,7 @@ pub use rows::{BuiltView, SpecUpdate, ViewBuilder};
 pub use signals::{InFlight, LoadSignals, NodeLoad};
 pub use sizes::{
     check_model_sizes, model_catalogue, model_estimate, model_size, EstimateOptions, ModelRow,
-    ModelSize, SizeSeen, MAX_MODEL_SIZE_MIB,
+    ModelSize, SizeCache, SizeSeen, MAX_MODEL_SIZE_MIB,
 };
 pub use view::{
     derived_ollama_url, GpuView, InstalledView, LoadedView, NodeFacts, NodeView, OllamaNodeInfo,

@@ -27,6 +27,7 @@ pub use crate::feed::{Feed, RegistryFeed};
 pub use crate::live_config::LiveConfig;
 use crate::rows::{BuiltView, ViewBuilder};
 use crate::signals::LoadSignals;
+use crate::sizes::SizeCache;
 use crate::specs::apply_node_load;
 use crate::view::{OllamaNodeInfo, StatusView};
 
@@ -118,6 +119,8 @@ pub struct LiveCluster {
     /// Bumped when a follow cycle's refresh starts and when it ends (see
     /// [`LiveCluster::refreshes`]).
     refreshes: AtomicU64,
+    /// Model sizes resolved on the current view ([`LiveCluster::model_size`]).
+    sizes: SizeCache,
 }
 
 #[derive(Debug, Default)]
@@ -179,6 +182,7 @@ impl LiveCluster {
             builder: Mutex::new(ViewBuilder::new()),
             view_state: Mutex::new(ViewState::default()),
             refreshes: AtomicU64::new(0),
+            sizes: SizeCache::default(),
         })
     }
 
@@ -262,6 +266,13 @@ impl LiveCluster {
     /// joined, and a node's figures can be up to that interval old.
     pub fn view(&self) -> Arc<StatusView> {
         self.view.load_full()
+    }
+
+    /// [`model_size`](crate::model_size) of `model` on the current view, resolved once
+    /// per view and model ([`SizeCache`]): what a request's routing size costs on the
+    /// hot path (a lookup, where resolving walks every node's models).
+    pub fn model_size(&self, model: &str, explicit_mb: Option<u64>) -> Result<crate::ModelSize> {
+        self.sizes.model_size(&self.view(), model, explicit_mb)
     }
 
     /// The settings in force.

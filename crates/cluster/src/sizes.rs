@@ -14,8 +14,9 @@
 //!
 //! Never guessed: a model no source knows is [`Error::UnknownModel`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -89,6 +90,17 @@ struct Sightings<'v> {
     loaded: Option<(&'v NodeView, u64)>,
 }
 
+impl Sightings<'_> {
+    fn none() -> Self {
+        Sightings {
+            config: None,
+            tags: None,
+            loaded: None,
+        }
+    }
+}
+
+/// Walks every node's models: O(nodes) per call (see [`SizeCache`]).
 fn sightings<'v>(view: &'v StatusView, model: &str) -> Sightings<'v> {
     let tags = view.nodes.iter().find_map(|n| {
         n.installed_models
@@ -183,7 +195,11 @@ fn unknown(model: &str, e: vramroute_alloc::Error) -> Error {
 /// # Ok::<(), vramroute_cluster::Error>(())
 /// ```
 pub fn model_size(view: &StatusView, model: &str, explicit_mb: Option<u64>) -> Result<ModelSize> {
-    let s = sightings(view, model);
+    // An explicit size wins over every source, so the view is not searched for one.
+    let s = match explicit_mb {
+        Some(_) => Sightings::none(),
+        None => sightings(view, model),
+    };
     let e = sizer(&s, explicit_mb, None, None)
         .estimate(model, DEFAULT_CTX)
         .map_err(|e| unknown(model, e))?;
@@ -192,6 +208,79 @@ pub fn model_size(view: &StatusView, model: &str, explicit_mb: Option<u64>) -> R
         size_mb: e.routing_mib(),
         source: source_text(&e, &s, None),
     })
+}
+
+/// Most answers a [`SizeCache`] keeps for one view (a view holds far fewer models; more
+/// distinct names than this are someone probing, and the cache starts over).
+const SIZES_KEPT: usize = 4096;
+
+/// [`model_size`] answers (without an explicit size) kept for the one view they were
+/// resolved on, so that routing a model again on the same view costs a lookup, not a
+/// walk over every node's models (≈ 10,000 nodes × their models per request at
+/// 10,000 nodes). A model no source knows is kept too: asking for it again answers
+/// [`Error::UnknownModel`] without a walk. A newer view (another `Arc`) empties it;
+/// the view is never changed in place while shared, so an answer kept for it stays
+/// exact. [`LiveCluster::model_size`](crate::LiveCluster::model_size) keeps one.
+#[derive(Debug, Default)]
+pub struct SizeCache {
+    kept: Mutex<Option<SizesOf>>,
+}
+
+/// Answers kept for one view: the size, or `None` for a model no source knows.
+type SizesOf = (Arc<StatusView>, HashMap<String, Option<ModelSize>>);
+
+impl SizeCache {
+    /// [`model_size`] of `model` on `view`, from what is kept for `view` when it was
+    /// asked before. An explicit size is answered without the cache (it needs no walk).
+    pub fn model_size(
+        &self,
+        view: &Arc<StatusView>,
+        model: &str,
+        explicit_mb: Option<u64>,
+    ) -> Result<ModelSize> {
+        if explicit_mb.is_some() {
+            return model_size(view, model, explicit_mb);
+        }
+        let kept = |answer: &Option<ModelSize>| match answer {
+            Some(size) => Ok(size.clone()),
+            None => Err(Error::UnknownModel {
+                model: model.to_owned(),
+            }),
+        };
+        if let Some((v, sizes)) = self.lock().as_ref() {
+            if let Some(answer) = sizes.get(model).filter(|_| Arc::ptr_eq(v, view)) {
+                return kept(answer);
+            }
+        }
+        // Resolved outside the lock: requests for other models are not held up.
+        let answer = match model_size(view, model, None) {
+            Ok(size) => Some(size),
+            Err(Error::UnknownModel { .. }) => None,
+            // Not a plain "unknown" (an estimate that failed): not kept.
+            Err(e) => return Err(e),
+        };
+        let mut cache = self.lock();
+        match cache.as_mut() {
+            Some((v, sizes)) if Arc::ptr_eq(v, view) => {
+                if sizes.len() >= SIZES_KEPT {
+                    sizes.clear();
+                }
+                sizes.insert(model.to_owned(), answer.clone());
+            }
+            // A request that loaded its view just before a newer one was stored does
+            // not throw out the newer view's answers.
+            Some((v, _)) if v.generated_at > view.generated_at => {}
+            _ => {
+                let sizes = HashMap::from([(model.to_owned(), answer.clone())]);
+                *cache = Some((Arc::clone(view), sizes));
+            }
+        }
+        kept(&answer)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<SizesOf>> {
+        self.kept.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 /// How [`model_estimate`] may ask Ollama nodes.
@@ -376,6 +465,73 @@ pub fn model_catalogue(view: &StatusView) -> Vec<ModelRow> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A view of one node with `model` loaded, `size_mb` big, built at `at`.
+    fn view_with(model: &str, size_mb: u64, at: f64) -> Arc<StatusView> {
+        let json = format!(
+            r#"{{"source":"t","generated_at":{at},"stale_after_s":30.0,"vram_safety_margin":0.8,"nodes":[{{"id":"10.1.2.3:11434","vendor":"nvidia","writer":"t","timestamp":{at},"age_s":0.0,"stale":false,"gpus":[],"loaded_models":[{{"name":"{model}","size_mb":{size_mb}}}]}}],"rpc_backends":[]}}"#
+        );
+        Arc::new(serde_json::from_str(&json).expect("view"))
+    }
+
+    fn kept(cache: &SizeCache, model: &str) -> Option<Option<u64>> {
+        let kept = cache.lock();
+        let (_, sizes) = kept.as_ref()?;
+        sizes.get(model).map(|a| a.as_ref().map(|s| s.size_mb))
+    }
+
+    #[test]
+    fn the_size_cache_answers_as_model_size_and_keeps_answers_per_view() {
+        let cache = SizeCache::default();
+        let old = view_with("my-finetune:7b", 5000, 1.8e9);
+        for _ in 0..2 {
+            let got = cache
+                .model_size(&old, "My-Finetune:7B", None)
+                .expect("known");
+            assert_eq!(
+                got,
+                model_size(&old, "My-Finetune:7B", None).expect("known")
+            );
+            assert_eq!(got.size_mb, 5000);
+            assert!(got.source.contains("10.1.2.3:11434"), "{}", got.source);
+        }
+        assert_eq!(kept(&cache, "My-Finetune:7B"), Some(Some(5000)));
+        // A model no source knows is answered as unknown, and that is kept too.
+        for _ in 0..2 {
+            let err = cache.model_size(&old, "nowhere:1b", None).unwrap_err();
+            assert!(matches!(&err, Error::UnknownModel { model } if model == "nowhere:1b"));
+        }
+        assert_eq!(kept(&cache, "nowhere:1b"), Some(None));
+        // An explicit size needs no walk and is not kept.
+        let explicit = cache
+            .model_size(&old, "nowhere:1b", Some(1234))
+            .expect("explicit");
+        assert_eq!(
+            explicit,
+            model_size(&old, "nowhere:1b", Some(1234)).expect("explicit")
+        );
+        assert_eq!(explicit.size_mb, 1234);
+        // A newer view starts over: its own answers, nothing of the old view's.
+        let new = view_with("my-finetune:7b", 6000, 1.8e9 + 1.0);
+        assert_eq!(
+            cache
+                .model_size(&new, "my-finetune:7b", None)
+                .expect("known")
+                .size_mb,
+            6000
+        );
+        assert_eq!(kept(&cache, "nowhere:1b"), None);
+        // A request still holding the older view gets that view's answer, and does not
+        // throw out the newer view's.
+        assert_eq!(
+            cache
+                .model_size(&old, "my-finetune:7b", None)
+                .expect("known")
+                .size_mb,
+            5000
+        );
+        assert_eq!(kept(&cache, "my-finetune:7b"), Some(Some(6000)));
+    }
 
     #[test]
     fn configured_sizes_are_checked_at_both_bounds_and_by_name() {

@@ -3,7 +3,6 @@
 //! before the first byte fail over to the next-best node; after it, the stream ends with
 //! an error in the protocol's own shape.
 
-use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::future::Future;
 use std::pin::Pin;
@@ -20,9 +19,7 @@ use http_body_util::Full;
 use prometheus_client::metrics::gauge::Gauge;
 use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
 use tracing::{debug, warn};
-use vramroute_cluster::{
-    model_size, InFlight, LiveCluster, ModelSize, Placement, RecentDecision, StatusView,
-};
+use vramroute_cluster::{InFlight, LiveCluster, Placement, RecentDecision};
 use vramroute_router::{Decision, Request};
 
 use crate::breaker::Breaker;
@@ -52,51 +49,19 @@ pub(crate) struct Shared {
 /// The HTTP client requests are forwarded with.
 pub(crate) type Upstream = Arc<crate::conn::Upstream>;
 
-/// Most model sizes kept for one view (a view holds far fewer models).
-const SIZES_KEPT: usize = 4096;
-
 /// What the forwarding path would otherwise compute again on every request, each kept
 /// for the view or snapshot it was computed from (a new one empties it).
 #[derive(Default)]
 pub(crate) struct Caches {
-    /// Model sizes resolved on a view (`model_size` walks every node's models); holds
-    /// that view until a request sees a newer one.
-    sizes: Mutex<Option<SizesOf>>,
     /// The snapshot's nodes without an Ollama URL (nothing to forward to).
     urlless: Mutex<Option<(Arc<vramroute_router::Snapshot>, Vec<String>)>>,
 }
-
-/// Model sizes (MiB) resolved on one view.
-type SizesOf = (Arc<StatusView>, HashMap<String, u64>);
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Caches {
-    /// `model`'s size on `view`, resolved once per view.
-    fn size_mb(&self, view: &Arc<StatusView>, model: &str) -> vramroute_cluster::Result<u64> {
-        if let Some((v, sizes)) = lock(&self.sizes).as_ref() {
-            if Arc::ptr_eq(v, view) {
-                if let Some(mb) = sizes.get(model) {
-                    return Ok(*mb);
-                }
-            }
-        }
-        let ModelSize { size_mb, .. } = model_size(view, model, None)?;
-        let mut cache = lock(&self.sizes);
-        match cache.as_mut() {
-            Some((v, sizes)) if Arc::ptr_eq(v, view) => {
-                if sizes.len() >= SIZES_KEPT {
-                    sizes.clear();
-                }
-                sizes.insert(model.to_owned(), size_mb);
-            }
-            _ => *cache = Some((view.clone(), HashMap::from([(model.to_owned(), size_mb)]))),
-        }
-        Ok(size_mb)
-    }
-
     /// Adds the ids of `snap`'s nodes without an Ollama URL to `out` (scanned once
     /// per snapshot, not per request).
     fn add_urlless(&self, snap: &Arc<vramroute_router::Snapshot>, out: &mut Vec<String>) {
@@ -260,9 +225,8 @@ pub(crate) async fn forward(
             return resp;
         }
     };
-    let view = shared.live.view();
-    let size_mb = match shared.caches.size_mb(&view, &model) {
-        Ok(s) => s,
+    let size_mb = match shared.live.model_size(&model, None) {
+        Ok(s) => s.size_mb,
         Err(_) => {
             shared.metrics.request(&model, "-", 404);
             return proto.error(
@@ -271,7 +235,6 @@ pub(crate) async fn forward(
             );
         }
     };
-    drop(view);
     let fwd_headers = request_headers(&shared, &headers);
     let mut failures: Vec<String> = Vec::new();
     let mut tried: Vec<String> = Vec::new();
