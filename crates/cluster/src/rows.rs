@@ -27,6 +27,29 @@ use crate::view::{
     Registered, Registrations, RpcBackendView, SkippedView, StatusView, Totals, FUTURE_SKEW_S,
 };
 
+/// The hosts whose registrations came, went or changed in an update (sorted), or
+/// `None`: not known (a read out of order), so every host counts as touched. A node
+/// whose record is unchanged and whose registration's host was not touched keeps the
+/// registration its row took, without looking it up again.
+struct Touched(Option<Vec<SmolStr>>);
+
+impl Touched {
+    fn hosts(known: bool, mut hosts: Vec<SmolStr>) -> Touched {
+        if !known {
+            return Touched(None);
+        }
+        hosts.sort_unstable();
+        hosts.dedup();
+        Touched(Some(hosts))
+    }
+
+    fn includes(&self, host: &str) -> bool {
+        self.0
+            .as_ref()
+            .is_none_or(|h| h.binary_search_by(|x| x.as_str().cmp(host)).is_ok())
+    }
+}
+
 /// What one node's record gave last time.
 struct Row {
     /// The record the row was built from, to recognise it in the next read (the same
@@ -177,7 +200,7 @@ impl ViewBuilder {
         self.last_read = changes_only.then_some(cluster.sequence);
         // The backends first: with changes only, a node's registration may be known
         // only from its backend's row.
-        let mut lost_track = self.update_backends(cluster);
+        let (mut lost_track, touched) = self.update_backends(cluster);
         let backends = &self.backends;
         let backends_sorted = self.backends_sorted;
         let registrations = Registrations::of(&cluster.rpc_nodes);
@@ -239,38 +262,46 @@ impl ViewBuilder {
                     build_row(id, &record, own, registration, now, config, changes_only)
                 }
                 Some(mut row) if unchanged => {
-                    let registration = registrations
-                        .of_endpoint(id, row.own_rpc.as_ref())
-                        .and_then(registration_of);
-                    if registration != row.registration {
-                        with_registration(
-                            &mut row.node,
-                            row.own_rpc.is_some(),
-                            registration.as_ref(),
-                        );
-                        row.spec = Arc::new(node_spec(&row.node, snap_cfg));
-                        row.registration = registration;
+                    if touched.includes(Registrations::host_for(id, row.own_rpc.as_ref())) {
+                        let registration = registrations
+                            .of_endpoint(id, row.own_rpc.as_ref())
+                            .and_then(registration_of);
+                        row.registered(registration, snap_cfg);
                     }
                     row.aged(now, stale_after_s);
                     row
                 }
                 kept => {
                     let own = own_rpc(r);
-                    let registration = registrations
-                        .of_endpoint(id, own.as_ref())
-                        .and_then(registration_of);
                     let from_future = r.timestamp - now > FUTURE_SKEW_S;
-                    match kept {
-                        Some(mut row)
-                            if Arc::ptr_eq(&row.record, r)
-                                && row.registration == registration
-                                && !from_future
-                                && !row.future =>
+                    let same = kept.as_ref().is_some_and(|row| {
+                        Arc::ptr_eq(&row.record, r) && !from_future && !row.future
+                    });
+                    let lookup = || {
+                        registrations
+                            .of_endpoint(id, own.as_ref())
+                            .and_then(registration_of)
+                    };
+                    // Looked up unless the record is the same and no registration of
+                    // its host came, went or changed.
+                    let registration = (!same
+                        || touched.includes(Registrations::host_for(id, own.as_ref())))
+                    .then(lookup);
+                    match (kept, registration) {
+                        (Some(mut row), None) if same => {
+                            row.aged(now, stale_after_s);
+                            row
+                        }
+                        (Some(mut row), Some(registration))
+                            if same && row.registration == registration =>
                         {
                             row.aged(now, stale_after_s);
                             row
                         }
-                        _ => build_row(id, r, own, registration, now, config, changes_only),
+                        (_, registration) => {
+                            let registration = registration.unwrap_or_else(lookup);
+                            build_row(id, r, own, registration, now, config, changes_only)
+                        }
                     }
                 }
             };
@@ -299,8 +330,9 @@ impl ViewBuilder {
     }
 
     /// Brings the backends' rows up to `cluster`'s registrations; whether one was
-    /// handed back as unchanged without a row (left out).
-    fn update_backends(&mut self, cluster: &ClusterView) -> bool {
+    /// handed back as unchanged without a row (left out), and the hosts whose
+    /// registrations changed.
+    fn update_backends(&mut self, cluster: &ClusterView) -> (bool, Touched) {
         let changes_only = cluster.changes_only;
         let sorted = cluster
             .rpc_nodes
@@ -311,15 +343,15 @@ impl ViewBuilder {
         let mut old = old.into_iter().peekable();
         let mut rows = Vec::with_capacity(cluster.rpc_nodes.len());
         let mut lost_track = false;
+        // Hosts with a registration that came, went or changed: only when both reads
+        // are in order are the two compared (else every host counts as touched).
+        let mut touched = Vec::new();
         for e in &cluster.rpc_nodes {
             let mut kept = None;
             if matching {
                 let key = (e.host.as_str(), e.port);
-                while old
-                    .peek()
-                    .is_some_and(|o| (o.view.host.as_str(), o.view.port) < key)
-                {
-                    old.next();
+                while let Some(gone) = old.next_if(|o| (o.view.host.as_str(), o.view.port) < key) {
+                    touched.push(gone.view.host.clone());
                 }
                 if old
                     .peek()
@@ -330,9 +362,13 @@ impl ViewBuilder {
             }
             let unchanged = changes_only && is_unchanged_rpc(&e.record);
             let b = match kept {
-                Some(b) if unchanged || Arc::ptr_eq(&b.record, &e.record) => b,
+                Some(b) if unchanged || Arc::ptr_eq(&b.record, &e.record) => {
+                    rows.push(b);
+                    continue;
+                }
                 None if unchanged => {
                     lost_track = true;
+                    touched.push(e.host.clone());
                     continue;
                 }
                 _ => Backend {
@@ -344,11 +380,14 @@ impl ViewBuilder {
                     view: rpc_view(&e.host, e.port, &e.record),
                 },
             };
+            // New, or changed.
+            touched.push(e.host.clone());
             rows.push(b);
         }
+        touched.extend(old.map(|gone| gone.view.host.clone()));
         self.backends = rows;
         self.backends_sorted = sorted;
-        lost_track
+        (lost_track, Touched::hosts(matching, touched))
     }
 
     /// The view of `cluster` at `now` (without Ollama answers) from the rows the last
@@ -391,6 +430,20 @@ impl ViewBuilder {
 }
 
 impl Row {
+    /// Brings the row to `registration` (its record unchanged): what the node takes
+    /// from it, and the spec made again when that changed.
+    fn registered(&mut self, registration: Option<Registered>, snap_cfg: &SnapshotConfig) {
+        if registration != self.registration {
+            with_registration(
+                &mut self.node,
+                self.own_rpc.is_some(),
+                registration.as_ref(),
+            );
+            self.spec = Arc::new(node_spec(&self.node, snap_cfg));
+            self.registration = registration;
+        }
+    }
+
     /// The row at `now`: its report age and staleness brought up to date.
     fn aged(&mut self, now: f64, stale_after_s: f64) {
         let age_s = (now - self.node.timestamp).max(0.0);

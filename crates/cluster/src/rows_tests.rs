@@ -90,16 +90,27 @@ fn churn(rng: &mut Rng, ids: &mut Vec<u64>, cluster: &mut ClusterView, now: &mut
     cluster.stats.sort_by(|a, b| a.0.cmp(&b.0));
     let old_regs = std::mem::take(&mut cluster.rpc_nodes);
     for &i in ids.iter() {
-        if rng.below(3) == 0 {
-            continue;
-        }
         let h = host(i);
-        let kept = old_regs.iter().find(|e| e.host == h);
-        let rec = match kept {
-            Some(e) if rng.below(5) != 0 => Arc::clone(&e.record),
-            _ => Arc::new(registration(rng)),
-        };
-        cluster.rpc_nodes.push(RpcNodeEntry::new(h, 50052, rec));
+        // The node's own port (most hosts), and on some hosts a second rpc-server: a
+        // node naming no endpoint takes the first of its host, which changes when the
+        // first comes or goes.
+        for (port, one_in) in [(50052, 3), (50053, 4)] {
+            let present = match port {
+                50052 => rng.below(one_in) != 0,
+                _ => rng.below(one_in) == 0,
+            };
+            if !present {
+                continue;
+            }
+            let kept = old_regs.iter().find(|e| e.host == h && e.port == port);
+            let rec = match kept {
+                Some(e) if rng.below(5) != 0 => Arc::clone(&e.record),
+                _ => Arc::new(registration(rng)),
+            };
+            cluster
+                .rpc_nodes
+                .push(RpcNodeEntry::new(h.clone(), port, rec));
+        }
     }
     cluster
         .rpc_nodes

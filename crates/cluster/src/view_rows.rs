@@ -51,6 +51,11 @@ impl<'a> Registrations<'a> {
         }
     }
 
+    /// The host whose registrations [`of_endpoint`](Self::of_endpoint) looks among.
+    pub(crate) fn host_for<'i>(id: &'i str, own: Option<&'i (SmolStr, u16)>) -> &'i str {
+        own.map_or_else(|| host_of(id), |(h, _)| h.as_str())
+    }
+
     /// The registration of `host:port`, or with `port: None` the first of `host`.
     fn find(&self, host: &str, port: Option<u16>) -> Option<&'a RpcNodeEntry> {
         let matches = |e: &RpcNodeEntry| e.host == host && port.is_none_or(|p| e.port == p);

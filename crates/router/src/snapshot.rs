@@ -366,7 +366,9 @@ impl Snapshot {
             .enumerate()
             .map(|(bit, l)| (Box::from(*l), bit as u8))
             .collect();
-        let model_set: BTreeSet<Cow<'_, str>> = nodes
+        // Every loaded model's name normalised once, in node order: interned here and
+        // looked up by the rows below.
+        let normalized: Vec<Cow<'_, str>> = nodes
             .iter()
             .flat_map(|n| {
                 n.loaded_models
@@ -374,9 +376,10 @@ impl Snapshot {
                     .map(|m| normalize_model_name(&m.name))
             })
             .collect();
+        let model_set: BTreeSet<&str> = normalized.iter().map(|m| &**m).collect();
         let mut models: HashMap<Box<str>, u32> = HashMap::with_capacity(model_set.len() * 2);
         for (id, m) in model_set.iter().enumerate() {
-            models.insert(Box::from(&**m), id as u32);
+            models.insert(Box::from(*m), id as u32);
             // `llama3.1` for `llama3.1:latest`: see `model_id`. Never a canonical name
             // (those are tagged), so it cannot collide.
             if let Some(alias) = untagged_alias(m) {
@@ -403,7 +406,11 @@ impl Snapshot {
         let mut loaded_vram_mib = Vec::with_capacity(loaded_rows);
         let mut eligible = 0;
 
+        let mut name_at = 0;
         for (node, &age_ms) in nodes.iter().zip(&ages) {
+            // This node's normalised names (passed over whether or not it is valid).
+            let node_names = &normalized[name_at..name_at + node.loaded_models.len()];
+            name_at += node.loaded_models.len();
             let st = match node.validate() {
                 Err(e) => NodeStatus::Invalid(e),
                 Ok(()) if !node.healthy => NodeStatus::Unhealthy,
@@ -427,11 +434,9 @@ impl Snapshot {
                 let mut lm: Vec<(u32, u32, u64)> = node
                     .loaded_models
                     .iter()
-                    .map(|m| {
-                        let id = models
-                            .get(&*normalize_model_name(&m.name))
-                            .copied()
-                            .unwrap_or(u32::MAX);
+                    .zip(node_names)
+                    .map(|(m, name)| {
+                        let id = models.get(&**name).copied().unwrap_or(u32::MAX);
                         let slot = match m.gpu {
                             Some(g) => node
                                 .gpus

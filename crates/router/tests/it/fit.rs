@@ -1,8 +1,8 @@
 //! Fit checks: exact fit, 1 MiB over, unknown free, zero GPUs, every GPU, splits, RAM.
 
 use vramroute_router::{
-    FitKind, FreeSource, GpuSpec, NoRoute, NodeSpec, Policy, RejectReason, Request, ResidentModel,
-    Target,
+    FitKind, FreeSource, GpuSpec, NoRoute, NodeSpec, NodeStatus, Policy, RejectReason, Request,
+    ResidentModel, Target,
 };
 
 use crate::common::{neutral, snap};
@@ -196,4 +196,29 @@ fn split_across_gpus_only_when_allowed() {
                 .allow_cpu(false)
         )
         .is_err());
+}
+
+#[test]
+fn an_invalid_node_before_a_valid_one_leaves_its_models_where_they_are() {
+    // The invalid node's loaded models are passed over, not handed to the next node.
+    let mut bad = neutral("a-bad", &[(10_000, 20_000)]);
+    bad.loaded_models
+        .push(ResidentModel::new("other:1b", 1_000, 1_000));
+    let mut good = neutral("b", &[(10_000, 9_000)]);
+    let mut m = ResidentModel::new("Mistral:7B", 3_000, 3_000);
+    m.gpu = Some(0);
+    good.loaded_models.push(m);
+    let s = snap(vec![bad, good]);
+    assert!(matches!(
+        s.node_status(s.node_index("a-bad").expect("present"))
+            .expect("a node"),
+        NodeStatus::Invalid(_)
+    ));
+    let d = s
+        .route(&Policy::default(), &Request::new("mistral:7b", 3_000))
+        .expect("routed");
+    assert_eq!(
+        (s.node(d.node).id.as_str(), d.fit),
+        ("b", FitKind::AlreadyLoaded)
+    );
 }
