@@ -55,13 +55,7 @@ impl RedisRegistry {
         // Ids keyspace events named since the last discovery, put back if this one fails
         // or times out (taken out here, outside the timeout, so a cancelled discovery
         // cannot lose them).
-        let dirty = {
-            let mut st = self.scan_state();
-            (
-                std::mem::take(&mut st.dirty_gpu),
-                std::mem::take(&mut st.dirty_rpc),
-            )
-        };
+        let dirty = std::mem::take(&mut *self.dirty());
         let result = match tokio::time::timeout(timeout, self.discover_inner(&dirty)).await {
             Ok(r) => r,
             Err(_) => Err(Error::Timeout {
@@ -71,9 +65,9 @@ impl RedisRegistry {
             }),
         };
         if result.is_err() {
-            let mut st = self.scan_state();
-            st.dirty_gpu.extend(dirty.0);
-            st.dirty_rpc.extend(dirty.1);
+            let mut d = self.dirty();
+            d.0.extend(dirty.0);
+            d.1.extend(dirty.1);
         }
         result
     }
@@ -99,8 +93,8 @@ impl RedisRegistry {
         // What the last discovery kept is taken out while this one runs (a concurrent
         // discovery does a full read rather than waiting), and is only put back by a
         // discovery that succeeded.
-        let epoch = self.inner.known_epoch.load(Ordering::SeqCst);
-        let sequence = self.inner.reads.fetch_add(1, Ordering::SeqCst) + 1;
+        let epoch = self.reader.known_epoch.load(Ordering::SeqCst);
+        let sequence = self.reader.reads.fetch_add(1, Ordering::SeqCst) + 1;
         let known = self.known().take();
         // What this read's markers (changes only) refer to.
         let since = known.as_ref().map(|k| k.sequence);
@@ -317,7 +311,7 @@ impl RedisRegistry {
                 .chain(wrong_rpc.iter().map(|(m, t)| (rpc_key(m), not_a_string(t)))),
         );
         let mut slot = self.known();
-        if self.inner.known_epoch.load(Ordering::SeqCst) == epoch && !head.broken {
+        if self.reader.known_epoch.load(Ordering::SeqCst) == epoch && !head.broken {
             *slot = Some(Known {
                 cursor: head.cursor,
                 stats: stats.kept,

@@ -128,10 +128,10 @@ impl RedisRegistry {
         // no change log) makes the next discovery read the key again.
         match change {
             Change::Updated(id) | Change::Removed(id) => {
-                self.scan_state().dirty_gpu.insert(id.clone());
+                self.dirty().0.insert(id.clone());
             }
             Change::RpcUpdated(m) | Change::RpcRemoved(m) => {
-                self.scan_state().dirty_rpc.insert(m.clone());
+                self.dirty().1.insert(m.clone());
             }
             Change::MetadataChanged => {}
             Change::Resync => self.clear_decode_cache(),
@@ -180,6 +180,9 @@ pub(super) async fn watch_task(
 ) {
     let mut sink = Sink::new(tx.clone());
     let mut poll_state = PollState::default();
+    // The polling fallback reads as a reader of its own: its discoveries run beside
+    // the caller's and must not take what the caller's delta reads rest on.
+    let poller = reg.own_reader();
     let cfg = reg.inner.config.clone();
     let mut backoff = cfg.reconnect_min_delay;
     loop {
@@ -192,8 +195,8 @@ pub(super) async fn watch_task(
         // hold back the push of a write announced meanwhile. Its first pass (a discovery
         // that primes the differ, or after a reconnect reports what changed) starts now.
         let mut polling: Option<PollWork> = (mode == PushMode::ChannelAndPolling).then(|| {
-            let reg = reg.clone();
-            Box::pin(async move { reg.discover().await }) as PollWork
+            let poller = poller.clone();
+            Box::pin(async move { poller.discover().await }) as PollWork
         });
         loop {
             tokio::select! {
@@ -212,7 +215,7 @@ pub(super) async fn watch_task(
                     }
                 }
                 _ = poll.tick(), if mode == PushMode::ChannelAndPolling && polling.is_none() => {
-                    polling = Some(Box::pin(poll_once(reg.clone())));
+                    polling = Some(Box::pin(poll_once(poller.clone())));
                 }
                 view = async { polling.as_mut().expect("guarded by is_some").await }, if polling.is_some() => {
                     polling = None;

@@ -49,10 +49,6 @@ pub(super) struct ScanState {
     /// Ids whose keys exist without our index (found by SCAN or keyspace events).
     pub(super) legacy_gpu: BTreeSet<String>,
     pub(super) legacy_rpc: BTreeSet<String>,
-    /// Ids whose keys someone wrote or deleted (keyspace events) since the last
-    /// discovery: read again by the next one.
-    pub(super) dirty_gpu: BTreeSet<String>,
-    pub(super) dirty_rpc: BTreeSet<String>,
 }
 
 /// Keys found holding junk (a value over the size cap, one that does not decode, another
@@ -116,23 +112,37 @@ pub(super) struct Inner {
     /// Our own keys (indexes, change log, history stream) last found holding the wrong
     /// Redis type: warned about once until they are usable again.
     pub(super) wrong_type: Mutex<HashSet<&'static str>>,
-    pub(super) known: Mutex<Option<Known>>,
     /// Junk keys discovery does not read again while they stay the same.
     pub(super) junk: Mutex<Junk>,
     /// The server refused one of discovery's `EVAL`s (an ACL without `+eval`, scripting
     /// disabled): discovery uses plain commands instead (see `bounded`).
     pub(super) no_scripts: AtomicBool,
+}
+
+/// What one reader's delta reads rest on: what its last discovery kept and what was
+/// announced since. A registry and its clones are one reader; the watch's polling
+/// fallback reads as another ([`RedisRegistry::own_reader`]), so that its discoveries,
+/// running beside the caller's, neither take what the caller's next delta read needs
+/// nor make the caller's reads refer to a read the caller never saw.
+#[derive(Default)]
+pub(super) struct Reader {
+    pub(super) known: Mutex<Option<Known>>,
     /// Bumped by whatever invalidates what discovery keeps (a `Resync`, a cleared
     /// cache): a discovery that started before does not put its records back.
     pub(super) known_epoch: AtomicU64,
     /// Discoveries started (`ClusterView::sequence`).
     pub(super) reads: AtomicU64,
+    /// Ids whose keys someone wrote or deleted (keyspace events, our channel) since the
+    /// last discovery, stats and registrations: read again by the next one.
+    pub(super) dirty: Mutex<(BTreeSet<String>, BTreeSet<String>)>,
 }
 
-/// The Redis [`Registry`](crate::Registry). Cheap to clone; clones share one connection.
+/// The Redis [`Registry`](crate::Registry). Cheap to clone; clones share one connection
+/// and one reader's state (what the last discovery kept).
 #[derive(Clone)]
 pub struct RedisRegistry {
     pub(super) inner: Arc<Inner>,
+    pub(super) reader: Arc<Reader>,
 }
 
 impl std::fmt::Debug for RedisRegistry {
@@ -167,7 +177,21 @@ impl RedisRegistry {
     }
 
     pub(super) fn known(&self) -> MutexGuard<'_, Option<Known>> {
-        self.inner.known.lock().unwrap_or_else(|p| p.into_inner())
+        self.reader.known.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Ids announced as written or deleted since this reader's last discovery.
+    pub(super) fn dirty(&self) -> MutexGuard<'_, (BTreeSet<String>, BTreeSet<String>)> {
+        self.reader.dirty.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The same registry (connection, junk memory, SCAN findings) as a reader of its
+    /// own: its discoveries keep their own records for delta reads.
+    pub(super) fn own_reader(&self) -> RedisRegistry {
+        RedisRegistry {
+            inner: Arc::clone(&self.inner),
+            reader: Arc::new(Reader::default()),
+        }
     }
 
     /// Forgets the decoded records kept from the previous discovery, so the next
@@ -175,7 +199,7 @@ impl RedisRegistry {
     /// decoded (benchmarks use it to measure a cold read). Discovery itself keeps only
     /// the last read's records.
     pub fn clear_decode_cache(&self) {
-        self.inner.known_epoch.fetch_add(1, Ordering::SeqCst);
+        self.reader.known_epoch.fetch_add(1, Ordering::SeqCst);
         *self.known() = None;
     }
 

@@ -12,7 +12,7 @@ use redis::cluster::ClusterClientBuilder;
 use redis::{IntoConnectionInfo, RedisError};
 
 use super::scripts::Scripts;
-use super::state::{Inner, Junk, RedisRegistry, ScanState, Slot, Target};
+use super::state::{Inner, Junk, Reader, RedisRegistry, ScanState, Slot, Target};
 use crate::config::{RegistryConfig, DEFAULT_REDIS_URL, REDIS_URL_ENV};
 use crate::error::{redact_url, Error, Result};
 use crate::registry::Registry;
@@ -111,12 +111,10 @@ impl RedisRegistry {
                 scripts: Scripts::new(),
                 warned: Mutex::new(HashSet::new()),
                 wrong_type: Mutex::new(HashSet::new()),
-                known: Mutex::new(None),
                 junk: Mutex::new(Junk::default()),
                 no_scripts: AtomicBool::new(false),
-                known_epoch: AtomicU64::new(0),
-                reads: AtomicU64::new(0),
             }),
+            reader: Arc::new(Reader::default()),
         })
     }
 }

@@ -164,6 +164,45 @@ async fn channel_and_polling_fallback_when_keyspace_events_are_off() {
     assert!(got.is_some(), "polling missed an expiry");
 }
 
+/// The polling fallback discovers on its own clock, beside the caller's discoveries (a
+/// coordinator's follow loop). Its reads must neither take what the caller's next delta
+/// read rests on (the caller would read everything again) nor make the caller's reads
+/// refer to a read the caller never saw (a changes-only follower would refuse them): in
+/// a 3-master Cluster, where this fallback is the push, both made a follower re-read
+/// 10,000 records every few seconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_polling_fallback_reads_beside_the_caller_without_taking_its_delta_reads() {
+    let server = RedisServer::start().unwrap();
+    let config = {
+        let mut registry_config = cfg();
+        registry_config.keyspace_events = KeyspaceEvents::Off;
+        registry_config.poll_interval = Duration::from_millis(10);
+        registry_config.changes_only = true;
+        registry_config
+    };
+    let reg = RedisRegistry::connect(&server.url(), config).await.unwrap();
+    for i in 0..50 {
+        reg.publish_stats(&node(i)).await.unwrap();
+    }
+    let changes = reg.watch().await.unwrap();
+    assert_eq!(changes.mode(), PushMode::ChannelAndPolling);
+    let mut last = reg.discover().await.unwrap();
+    assert_eq!(last.stats.len(), 50);
+    for round in 0..40 {
+        reg.publish_stats(&node(round % 50)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(7)).await;
+        let view = reg.discover().await.unwrap();
+        assert_eq!(
+            view.changes_since,
+            Some(last.sequence),
+            "round {round}: this read does not follow the caller's last one"
+        );
+        assert_eq!(view.stats.len(), 50, "round {round}");
+        last = view;
+    }
+    drop(changes);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn if_enabled_mode_leaves_server_config_alone() {
     let server = RedisServer::start().unwrap();
