@@ -344,7 +344,7 @@ impl LiveCluster {
         let mut builder = locked(&self.builder);
         if !ollama.is_empty() {
             let built = builder.build(&self.config, cluster, ollama, source, now);
-            if builder.take_lost_track() {
+            if refused(&mut builder) {
                 return false;
             }
             drop(builder);
@@ -352,7 +352,7 @@ impl LiveCluster {
             return true;
         }
         let update = builder.update(&self.config, cluster, now);
-        if builder.take_lost_track() {
+        if refused(&mut builder) {
             return false;
         }
         let due = self.view_due(update.members_changed);
@@ -660,11 +660,9 @@ impl LiveCluster {
             if self.publish_records(&cluster, &ollama, feed.describe(), unix_now(), skipped) {
                 settle(&mut cluster);
             } else {
-                // Not published: read every record again, now.
-                warn!(
-                    "a changes-only registry read named records unchanged that this \
-                     follower has no rows for: reading every record again"
-                );
+                // Not published (`publish_records` said why): read every record
+                // again, now.
+                debug!("reading every record again");
                 feed.resync();
                 match feed.discover().await {
                     Ok(c) => {
@@ -687,6 +685,19 @@ impl LiveCluster {
             }
         }
     }
+}
+
+/// Whether the builder's last update lost track of a changes-only read (said in the
+/// log, with what happened): nothing is published from it.
+fn refused(builder: &mut ViewBuilder) -> bool {
+    let Some(why) = builder.take_lost_track_reason() else {
+        return false;
+    };
+    warn!(
+        "a changes-only registry read cannot be applied ({why}): nothing published \
+         from it; the registry should hand back every record again"
+    );
+    true
 }
 
 /// The follow loop on its own thread ([`LiveCluster::spawn_follow`]). Dropping it stops

@@ -103,8 +103,8 @@ pub struct ViewBuilder {
     built_with: Option<(f64, f64, SnapshotConfig)>,
     /// The rows are in id order (the last read was sorted): they can be matched.
     rows_sorted: bool,
-    /// See [`ViewBuilder::take_lost_track`].
-    lost_track: bool,
+    /// See [`ViewBuilder::take_lost_track`]: why (the first cause), if it did.
+    lost_track: Option<String>,
     /// The last changes-only read applied (its `ClusterView::sequence`).
     last_read: Option<u64>,
 }
@@ -190,7 +190,13 @@ impl ViewBuilder {
         // the last applied here (or this one, applied again).
         if let Some(since) = cluster.changes_since.filter(|_| changes_only) {
             if self.last_read != Some(since) && self.last_read != Some(cluster.sequence) {
-                self.lost_track = true;
+                self.lost_track.get_or_insert_with(|| {
+                    format!(
+                        "read {} follows read {since}, but the last read applied was {}",
+                        cluster.sequence,
+                        self.last_read.map_or("none".to_owned(), |r| r.to_string())
+                    )
+                });
                 return SpecUpdate {
                     specs: Vec::new(),
                     members_changed: true,
@@ -201,6 +207,10 @@ impl ViewBuilder {
         // The backends first: with changes only, a node's registration may be known
         // only from its backend's row.
         let (mut lost_track, touched) = self.update_backends(cluster);
+        let order = |matching: bool| match matching {
+            true => "",
+            false => " (this read or the last was not in order)",
+        };
         let backends = &self.backends;
         let backends_sorted = self.backends_sorted;
         let registrations = Registrations::of(&cluster.rpc_nodes);
@@ -249,7 +259,9 @@ impl ViewBuilder {
             let unchanged = changes_only && is_unchanged_stats(r);
             let row = match kept {
                 None if unchanged => {
-                    lost_track = true;
+                    lost_track.get_or_insert_with(|| {
+                        format!("node {id} was handed back unchanged{}", order(matching))
+                    });
                     continue;
                 }
                 // Built again from the record it kept (dated in the future).
@@ -312,7 +324,9 @@ impl ViewBuilder {
         let members_changed = !matching || same_ids != old_len || same_ids != rows.len();
         self.rows = rows;
         self.rows_sorted = sorted;
-        self.lost_track |= lost_track;
+        if self.lost_track.is_none() {
+            self.lost_track = lost_track;
+        }
         SpecUpdate {
             specs,
             members_changed,
@@ -326,13 +340,20 @@ impl ViewBuilder {
     /// ([`Registry::forget_discovered`](vramroute_registry::Registry::forget_discovered)),
     /// so that its next read hands back every record.
     pub fn take_lost_track(&mut self) -> bool {
-        std::mem::take(&mut self.lost_track)
+        self.take_lost_track_reason().is_some()
+    }
+
+    /// [`take_lost_track`](Self::take_lost_track) with what happened (for the log): a
+    /// read that does not follow the last one applied, or the first node or
+    /// registration handed back unchanged without a row.
+    pub fn take_lost_track_reason(&mut self) -> Option<String> {
+        self.lost_track.take()
     }
 
     /// Brings the backends' rows up to `cluster`'s registrations; whether one was
-    /// handed back as unchanged without a row (left out), and the hosts whose
-    /// registrations changed.
-    fn update_backends(&mut self, cluster: &ClusterView) -> (bool, Touched) {
+    /// handed back as unchanged without a row (left out; the first, said), and the
+    /// hosts whose registrations changed.
+    fn update_backends(&mut self, cluster: &ClusterView) -> (Option<String>, Touched) {
         let changes_only = cluster.changes_only;
         let sorted = cluster
             .rpc_nodes
@@ -342,7 +363,7 @@ impl ViewBuilder {
         let old = std::mem::take(&mut self.backends);
         let mut old = old.into_iter().peekable();
         let mut rows = Vec::with_capacity(cluster.rpc_nodes.len());
-        let mut lost_track = false;
+        let mut lost_track = None;
         // Hosts with a registration that came, went or changed: only when both reads
         // are in order are the two compared (else every host counts as touched).
         let mut touched = Vec::new();
@@ -367,7 +388,17 @@ impl ViewBuilder {
                     continue;
                 }
                 None if unchanged => {
-                    lost_track = true;
+                    lost_track.get_or_insert_with(|| {
+                        let order = if matching {
+                            ""
+                        } else {
+                            " (this read or the last was not in order)"
+                        };
+                        format!(
+                            "registration {}:{} was handed back unchanged{order}",
+                            e.host, e.port
+                        )
+                    });
                     touched.push(e.host.clone());
                     continue;
                 }
