@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use vramroute_cluster::{model_size, LiveCluster, LiveConfig, RegistryFeed};
+use vramroute_cluster::{LiveCluster, LiveConfig, RegistryFeed};
 use vramroute_registry::{redact_url, RedisRegistry, Registry, RegistryConfig};
 use vramroute_router::{Policy, Request, Target};
 
@@ -89,7 +89,7 @@ async fn run(args: Args) -> Result<()> {
             last_nodes = nodes;
         }
         for (model, last) in args.models.iter().zip(last.iter_mut()) {
-            let size = model_size(&view, model, None)?;
+            let size = live.model_size(model, None)?;
             let req = Request::new(model, size.size_mb);
             let snap = live.router().snapshot();
             let line = match live.router().route(&req) {
