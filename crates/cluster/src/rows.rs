@@ -50,6 +50,15 @@ impl Touched {
     }
 }
 
+/// What a lost-track reason adds when rows could not be matched (`matching` false).
+fn out_of_order(matching: bool) -> &'static str {
+    if matching {
+        ""
+    } else {
+        " (this read or the last was not in order)"
+    }
+}
+
 /// What one node's record gave last time.
 struct Row {
     /// The record the row was built from, to recognise it in the next read (the same
@@ -207,10 +216,6 @@ impl ViewBuilder {
         // The backends first: with changes only, a node's registration may be known
         // only from its backend's row.
         let (mut lost_track, touched) = self.update_backends(cluster);
-        let order = |matching: bool| match matching {
-            true => "",
-            false => " (this read or the last was not in order)",
-        };
         let backends = &self.backends;
         let backends_sorted = self.backends_sorted;
         let registrations = Registrations::of(&cluster.rpc_nodes);
@@ -260,7 +265,10 @@ impl ViewBuilder {
             let row = match kept {
                 None if unchanged => {
                     lost_track.get_or_insert_with(|| {
-                        format!("node {id} was handed back unchanged{}", order(matching))
+                        format!(
+                            "node {id} was handed back unchanged{}",
+                            out_of_order(matching)
+                        )
                     });
                     continue;
                 }
@@ -389,14 +397,11 @@ impl ViewBuilder {
                 }
                 None if unchanged => {
                     lost_track.get_or_insert_with(|| {
-                        let order = if matching {
-                            ""
-                        } else {
-                            " (this read or the last was not in order)"
-                        };
                         format!(
-                            "registration {}:{} was handed back unchanged{order}",
-                            e.host, e.port
+                            "registration {}:{} was handed back unchanged{}",
+                            e.host,
+                            e.port,
+                            out_of_order(matching)
                         )
                     });
                     touched.push(e.host.clone());
