@@ -139,51 +139,57 @@ pub(crate) fn parse_keyspace(channel: &str, event: &str) -> Option<Change> {
     None
 }
 
-/// What the polling fallback remembers of the previous view.
+/// What the polling fallback remembers of its previous read: per id, the timestamp of
+/// a record no index lists (read whole: SOLLOL's writes announce nothing) or `None` for
+/// an id an index lists (our writers announce their writes; only its coming and going
+/// matter here: an expiry or a removal without a word).
 #[derive(Debug, Default)]
 pub(crate) struct PollState {
-    stats: HashMap<String, u64>,
-    rpc: HashMap<String, Arc<RpcNodeRecord>>,
+    stats: HashMap<String, Option<u64>>,
+    rpc: HashMap<String, Option<Arc<RpcNodeRecord>>>,
     metadata: Option<RouterMetadata>,
     primed: bool,
 }
 
 impl PollState {
-    /// Records `view` and returns what changed since the previous call (nothing on the
-    /// first call).
-    pub(crate) fn diff(&mut self, view: &ClusterView) -> Vec<Change> {
+    /// Records `view` (the records no index lists, and the metadata) and `listed` (the
+    /// ids the indexes list: stats, registrations) and returns what changed since the
+    /// previous call (nothing on the first call).
+    pub(crate) fn diff(
+        &mut self,
+        view: &ClusterView,
+        listed: &(Vec<String>, Vec<String>),
+    ) -> Vec<Change> {
+        let mut stats: HashMap<String, Option<u64>> =
+            listed.0.iter().map(|id| (id.clone(), None)).collect();
+        stats.extend(
+            view.stats
+                .iter()
+                .map(|(id, r)| (id.to_string(), Some(r.timestamp.to_bits()))),
+        );
+        let mut rpc: HashMap<String, Option<Arc<RpcNodeRecord>>> =
+            listed.1.iter().map(|m| (m.clone(), None)).collect();
+        rpc.extend(
+            view.rpc_nodes
+                .iter()
+                .map(|e| (keys::rpc_member(&e.host, e.port), Some(e.record.clone()))),
+        );
         let mut changes = Vec::new();
-        let stats: HashMap<String, u64> = view
-            .stats
-            .iter()
-            .map(|(id, r)| (id.to_string(), r.timestamp.to_bits()))
-            .collect();
-        let rpc: HashMap<String, Arc<RpcNodeRecord>> = view
-            .rpc_nodes
-            .iter()
-            .map(|e| (keys::rpc_member(&e.host, e.port), e.record.clone()))
-            .collect();
         if self.primed {
-            for (id, ts) in &stats {
-                if self.stats.get(id) != Some(ts) {
-                    changes.push(Change::Updated(id.clone()));
-                }
-            }
-            for id in self.stats.keys() {
-                if !stats.contains_key(id) {
-                    changes.push(Change::Removed(id.clone()));
-                }
-            }
-            for (m, r) in &rpc {
-                if self.rpc.get(m) != Some(r) {
-                    changes.push(Change::RpcUpdated(m.clone()));
-                }
-            }
-            for m in self.rpc.keys() {
-                if !rpc.contains_key(m) {
-                    changes.push(Change::RpcRemoved(m.clone()));
-                }
-            }
+            changed(
+                &self.stats,
+                &stats,
+                &mut changes,
+                Change::Updated,
+                Change::Removed,
+            );
+            changed(
+                &self.rpc,
+                &rpc,
+                &mut changes,
+                Change::RpcUpdated,
+                Change::RpcRemoved,
+            );
             if self.metadata != view.metadata {
                 changes.push(Change::MetadataChanged);
             }
@@ -193,6 +199,27 @@ impl PollState {
         self.metadata = view.metadata.clone();
         self.primed = true;
         changes
+    }
+}
+
+/// Adds to `changes` what differs from `before` to `now`: an id new or with another
+/// value is `updated`, an id gone is `removed`.
+fn changed<V: PartialEq>(
+    before: &HashMap<String, V>,
+    now: &HashMap<String, V>,
+    changes: &mut Vec<Change>,
+    updated: fn(String) -> Change,
+    removed: fn(String) -> Change,
+) {
+    for (id, v) in now {
+        if before.get(id) != Some(v) {
+            changes.push(updated(id.clone()));
+        }
+    }
+    for id in before.keys() {
+        if !now.contains_key(id) {
+            changes.push(removed(id.clone()));
+        }
     }
 }
 
@@ -258,20 +285,55 @@ mod tests {
             stats: vec![("a".into(), Arc::new(rec(1.0)))],
             ..Default::default()
         };
-        assert!(st.diff(&view).is_empty());
+        let none = (Vec::new(), Vec::new());
+        assert!(st.diff(&view, &none).is_empty());
         view.stats = vec![
             ("a".into(), Arc::new(rec(2.0))),
             ("b".into(), Arc::new(rec(1.0))),
         ];
-        let mut got = st.diff(&view);
+        let mut got = st.diff(&view, &none);
         got.sort_by_key(|c| format!("{c:?}"));
         assert_eq!(
             got,
             vec![Change::Updated("a".into()), Change::Updated("b".into())]
         );
         view.stats.remove(0);
-        assert_eq!(st.diff(&view), vec![Change::Removed("a".into())]);
-        assert!(st.diff(&view).is_empty());
+        assert_eq!(st.diff(&view, &none), vec![Change::Removed("a".into())]);
+        assert!(st.diff(&view, &none).is_empty());
+    }
+
+    /// Ids the indexes list count by their coming and going only (our writers announce
+    /// their writes); a record moving between listed and read whole is a change.
+    #[test]
+    fn poll_diff_reports_listed_ids_coming_and_going() {
+        let mut st = PollState::default();
+        let ids = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let view = ClusterView::default();
+        assert!(st
+            .diff(&view, &(ids(&["a", "b"]), ids(&["h:1"])))
+            .is_empty());
+        assert!(st
+            .diff(&view, &(ids(&["a", "b"]), ids(&["h:1"])))
+            .is_empty());
+        let mut got = st.diff(&view, &(ids(&["b", "c"]), Vec::new()));
+        got.sort_by_key(|c| format!("{c:?}"));
+        assert_eq!(
+            got,
+            vec![
+                Change::Removed("a".into()),
+                Change::RpcRemoved("h:1".into()),
+                Change::Updated("c".into()),
+            ]
+        );
+        // "b" is no longer listed but read whole (its index entry went, its key stayed).
+        let with_b = ClusterView {
+            stats: vec![("b".into(), Arc::new(crate::GpuStatsRecord::default()))],
+            ..Default::default()
+        };
+        assert_eq!(
+            st.diff(&with_b, &(ids(&["c"]), Vec::new())),
+            vec![Change::Updated("b".into())]
+        );
     }
 
     #[tokio::test]

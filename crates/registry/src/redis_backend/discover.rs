@@ -102,6 +102,7 @@ impl RedisRegistry {
         // A full read shares what the last discovery kept: a record decoded now equal to
         // the kept one is handed back as that one (see `delta::Plan::sharing`).
         let mut head = match known {
+            _ if self.reader.poll_only => self.read_unlisted(dirty).await?,
             Some(known) if known.at.elapsed() < cfg.index_prune_grace / 2 => {
                 match self.read_changes(known, dirty).await? {
                     Ok(head) => head,
@@ -480,6 +481,63 @@ impl RedisRegistry {
             meta,
             meta_wrong_type,
             broken,
+        })
+    }
+
+    /// Round trip 1 of a poll-only read (the watch's polling fallback, see
+    /// `RedisRegistry::poll_reader`): every live id of both indexes, listed for the poll
+    /// ([`RedisRegistry::take_listed`]) instead of read, and the metadata. The plan
+    /// reads only the ids SCAN or keyspace events found that no index lists (records
+    /// SOLLOL's tools wrote); nothing is kept (`broken`), so every poll reads the same
+    /// way. An index holding another Redis type lists nothing (its records are then read
+    /// as SCAN found them; the caller's discovery warns about it).
+    async fn read_unlisted(&self, dirty: &(BTreeSet<String>, BTreeSet<String>)) -> Result<Head> {
+        let now = unix_ms();
+        let op = "poll (index)";
+        let mut replies = self
+            .exec_staged_each(
+                op,
+                vec![vec![
+                    self.live_ids(keys::INDEX_GPU, now),
+                    self.live_ids(keys::INDEX_RPC, now),
+                    redis::cmd("GET").arg(keys::ROUTER_METADATA).clone(),
+                ]],
+            )
+            .await?
+            .into_iter();
+        let mut next = || self.unless_wrong_type(op, replies.next());
+        let (gpu_live, rpc_live, meta) = (next()?, next()?, next()?);
+        let listed = |live: Option<redis::Value>| {
+            let mut ids = live.map(strings_of).unwrap_or_default();
+            ids.sort_unstable();
+            ids.dedup();
+            ids
+        };
+        let (gpu_live, rpc_live) = (listed(gpu_live), listed(rpc_live));
+        // Found by SCAN or named by keyspace events, and not listed.
+        let unlisted = |found: &BTreeSet<String>, named: &BTreeSet<String>, live: &[String]| {
+            found
+                .iter()
+                .chain(named)
+                .filter(|id| live.binary_search(id).is_err())
+                .cloned()
+                .collect::<BTreeSet<String>>()
+        };
+        let st = self.scan_state();
+        let stats = delta::plan_full(Vec::new(), &unlisted(&st.legacy_gpu, &dirty.0, &gpu_live));
+        let rpc = delta::plan_full(Vec::new(), &unlisted(&st.legacy_rpc, &dirty.1, &rpc_live));
+        drop(st);
+        *self.reader.listed.lock().unwrap_or_else(|p| p.into_inner()) = Some((gpu_live, rpc_live));
+        let meta_wrong_type = meta.is_none();
+        Ok(Head {
+            cursor: None,
+            last_listed: None,
+            audit: Default::default(),
+            stats,
+            rpc,
+            meta: meta.and_then(bytes_of),
+            meta_wrong_type,
+            broken: true,
         })
     }
 

@@ -9,7 +9,7 @@ use futures_util::StreamExt;
 use redis::RedisError;
 use tokio::sync::mpsc;
 
-use super::state::{RedisRegistry, Target};
+use super::state::{Listed, RedisRegistry, Target};
 use crate::change::{Change, PushMode};
 use crate::config::{KeyspaceEvents, ScanStrategy};
 use crate::error::{Error, Result};
@@ -154,19 +154,28 @@ fn keyspace_flags(current: &str) -> String {
     flags
 }
 
+/// What one pass of the polling fallback read: the records no index lists, the
+/// metadata, and the ids the indexes list (see `RedisRegistry::poll_reader`).
+type Polled = (crate::view::ClusterView, Listed);
+
 /// One pass of the polling fallback in flight.
-type PollWork =
-    std::pin::Pin<Box<dyn std::future::Future<Output = Result<crate::view::ClusterView>> + Send>>;
+type PollWork = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Polled>> + Send>>;
+
+/// One read of the polling fallback by `poller` (a [`RedisRegistry::poll_reader`]).
+async fn poll_read(poller: RedisRegistry) -> Result<Polled> {
+    let view = poller.discover().await?;
+    Ok((view, poller.take_listed()))
+}
 
 /// One pass of the polling fallback: without keyspace events, new SOLLOL-written keys
-/// are only visible to a SCAN, so sweep (unless scanning is off), then discover.
-async fn poll_once(reg: RedisRegistry) -> Result<crate::view::ClusterView> {
-    if reg.inner.config.scan != ScanStrategy::Never {
-        if let Err(e) = reg.scan_sweep().await {
+/// are only visible to a SCAN, so sweep (unless scanning is off), then read.
+async fn poll_once(poller: RedisRegistry) -> Result<Polled> {
+    if poller.inner.config.scan != ScanStrategy::Never {
+        if let Err(e) = poller.scan_sweep().await {
             tracing::debug!(error = %e, "watch poll sweep failed");
         }
     }
-    reg.discover().await
+    poll_read(poller).await
 }
 
 /// The background task behind a [`ChangeStream`](crate::ChangeStream): forwards
@@ -180,9 +189,10 @@ pub(super) async fn watch_task(
 ) {
     let mut sink = Sink::new(tx.clone());
     let mut poll_state = PollState::default();
-    // The polling fallback reads as a reader of its own: its discoveries run beside
-    // the caller's and must not take what the caller's delta reads rest on.
-    let poller = reg.own_reader();
+    // The polling fallback reads as a reader of its own: its reads run beside the
+    // caller's and must not take what the caller's delta reads rest on, and they read
+    // only what no push announces.
+    let poller = reg.poll_reader();
     let cfg = reg.inner.config.clone();
     let mut backoff = cfg.reconnect_min_delay;
     loop {
@@ -194,10 +204,8 @@ pub(super) async fn watch_task(
         // front of them: a slow sweep (a SCAN of every master) or discovery must not
         // hold back the push of a write announced meanwhile. Its first pass (a discovery
         // that primes the differ, or after a reconnect reports what changed) starts now.
-        let mut polling: Option<PollWork> = (mode == PushMode::ChannelAndPolling).then(|| {
-            let poller = poller.clone();
-            Box::pin(async move { poller.discover().await }) as PollWork
-        });
+        let mut polling: Option<PollWork> = (mode == PushMode::ChannelAndPolling)
+            .then(|| Box::pin(poll_read(poller.clone())) as PollWork);
         loop {
             tokio::select! {
                 msg = messages.next() => {
@@ -220,8 +228,8 @@ pub(super) async fn watch_task(
                 view = async { polling.as_mut().expect("guarded by is_some").await }, if polling.is_some() => {
                     polling = None;
                     match view {
-                        Ok(view) => {
-                            for change in poll_state.diff(&view) {
+                        Ok((view, listed)) => {
+                            for change in poll_state.diff(&view, &listed) {
                                 if !sink.send(change) {
                                     return;
                                 }

@@ -78,6 +78,10 @@ impl Junk {
     pub(super) const MAX: usize = 100_000;
 }
 
+/// The live ids of both indexes (stats, registrations), sorted, as a poll-only
+/// discovery listed them.
+pub(super) type Listed = (Vec<String>, Vec<String>);
+
 /// What a registry kept from its previous discovery (see `delta`).
 pub(super) struct Known {
     /// Id of the newest change-log entry seen; `None` when the log was empty.
@@ -121,11 +125,18 @@ pub(super) struct Inner {
 
 /// What one reader's delta reads rest on: what its last discovery kept and what was
 /// announced since. A registry and its clones are one reader; the watch's polling
-/// fallback reads as another ([`RedisRegistry::own_reader`]), so that its discoveries,
+/// fallback reads as another ([`RedisRegistry::poll_reader`]), so that its discoveries,
 /// running beside the caller's, neither take what the caller's next delta read needs
 /// nor make the caller's reads refer to a read the caller never saw.
 #[derive(Default)]
 pub(super) struct Reader {
+    /// The polling fallback's reader ([`RedisRegistry::poll_reader`]): its discoveries
+    /// list the indexes' live ids instead of reading their records, and read only the
+    /// records no index lists (and the metadata). It keeps nothing for delta reads.
+    pub(super) poll_only: bool,
+    /// The live ids (stats, registrations) the last poll-only discovery listed, for
+    /// the poll to take ([`RedisRegistry::take_listed`]).
+    pub(super) listed: Mutex<Option<Listed>>,
     pub(super) known: Mutex<Option<Known>>,
     /// Bumped by whatever invalidates what discovery keeps (a `Resync`, a cleared
     /// cache): a discovery that started before does not put its records back.
@@ -185,13 +196,31 @@ impl RedisRegistry {
         self.reader.dirty.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The same registry (connection, junk memory, SCAN findings) as a reader of its
-    /// own: its discoveries keep their own records for delta reads.
-    pub(super) fn own_reader(&self) -> RedisRegistry {
+    /// The same registry (connection, junk memory, SCAN findings) as the polling
+    /// fallback's reader of its own (see [`Reader::poll_only`]): a poll must neither
+    /// take what the caller's delta reads rest on nor read again and decode every record
+    /// our writers changed since the last poll — they announce each write on our channel,
+    /// and the caller reads those itself. What a poll is for is what no push announces:
+    /// SOLLOL's writes (keys no index lists), the metadata, and our records expiring or
+    /// removed without a word (their ids leaving the indexes).
+    pub(super) fn poll_reader(&self) -> RedisRegistry {
         RedisRegistry {
             inner: Arc::clone(&self.inner),
-            reader: Arc::new(Reader::default()),
+            reader: Arc::new(Reader {
+                poll_only: true,
+                ..Reader::default()
+            }),
         }
+    }
+
+    /// The live ids the last poll-only discovery listed (empty when none did).
+    pub(super) fn take_listed(&self) -> Listed {
+        self.reader
+            .listed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .unwrap_or_default()
     }
 
     /// Forgets the decoded records kept from the previous discovery, so the next
