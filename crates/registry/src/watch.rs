@@ -10,6 +10,7 @@ use crate::change::Change;
 use crate::keys;
 use crate::record::{RouterMetadata, RpcNodeRecord};
 use crate::view::ClusterView;
+use crate::SmolStr;
 
 /// Capacity of each subscriber's queue; when full, changes are dropped and a
 /// [`Change::Resync`] follows as soon as there is room.
@@ -139,61 +140,63 @@ pub(crate) fn parse_keyspace(channel: &str, event: &str) -> Option<Change> {
     None
 }
 
-/// What the polling fallback remembers of its previous read: per id, the timestamp of
-/// a record no index lists (read whole: SOLLOL's writes announce nothing) or `None` for
-/// an id an index lists (our writers announce their writes; only its coming and going
-/// matter here: an expiry or a removal without a word).
+/// The live ids of both indexes (stats, registrations), each sorted, as the polling
+/// fallback listed them.
+pub(crate) type Listed = (Vec<SmolStr>, Vec<SmolStr>);
+
+/// What the polling fallback remembers of its previous read: the ids the indexes listed
+/// (our writers announce their writes, so only an id's coming and going matters here:
+/// an expiry or a removal without a word), and of the records no index lists (read
+/// whole: SOLLOL's writes announce nothing) the timestamp or the registration.
 #[derive(Debug, Default)]
 pub(crate) struct PollState {
-    stats: HashMap<String, Option<u64>>,
-    rpc: HashMap<String, Option<Arc<RpcNodeRecord>>>,
+    listed: Listed,
+    stats: HashMap<SmolStr, u64>,
+    rpc: HashMap<String, Arc<RpcNodeRecord>>,
     metadata: Option<RouterMetadata>,
     primed: bool,
 }
 
 impl PollState {
     /// Records `view` (the records no index lists, and the metadata) and `listed` (the
-    /// ids the indexes list: stats, registrations) and returns what changed since the
-    /// previous call (nothing on the first call).
-    pub(crate) fn diff(
-        &mut self,
-        view: &ClusterView,
-        listed: &(Vec<String>, Vec<String>),
-    ) -> Vec<Change> {
-        let mut stats: HashMap<String, Option<u64>> =
-            listed.0.iter().map(|id| (id.clone(), None)).collect();
-        stats.extend(
-            view.stats
-                .iter()
-                .map(|(id, r)| (id.to_string(), Some(r.timestamp.to_bits()))),
-        );
-        let mut rpc: HashMap<String, Option<Arc<RpcNodeRecord>>> =
-            listed.1.iter().map(|m| (m.clone(), None)).collect();
-        rpc.extend(
-            view.rpc_nodes
-                .iter()
-                .map(|e| (keys::rpc_member(&e.host, e.port), Some(e.record.clone()))),
-        );
+    /// ids the indexes list) and returns what changed since the previous call (nothing
+    /// on the first call). An id that moved between listed and read whole is updated.
+    pub(crate) fn diff(&mut self, view: &ClusterView, listed: Listed) -> Vec<Change> {
+        let stats: HashMap<SmolStr, u64> = view
+            .stats
+            .iter()
+            .map(|(id, r)| (id.clone(), r.timestamp.to_bits()))
+            .collect();
+        let rpc: HashMap<String, Arc<RpcNodeRecord>> = view
+            .rpc_nodes
+            .iter()
+            .map(|e| (keys::rpc_member(&e.host, e.port), e.record.clone()))
+            .collect();
         let mut changes = Vec::new();
         if self.primed {
+            let stats_change = |id: &str| Change::Updated(id.to_owned());
+            let stats_gone = |id: &str| Change::Removed(id.to_owned());
             changed(
-                &self.stats,
-                &stats,
+                (&self.listed.0, &self.stats),
+                (&listed.0, &stats),
                 &mut changes,
-                Change::Updated,
-                Change::Removed,
+                stats_change,
+                stats_gone,
             );
+            let rpc_change = |m: &str| Change::RpcUpdated(m.to_owned());
+            let rpc_gone = |m: &str| Change::RpcRemoved(m.to_owned());
             changed(
-                &self.rpc,
-                &rpc,
+                (&self.listed.1, &self.rpc),
+                (&listed.1, &rpc),
                 &mut changes,
-                Change::RpcUpdated,
-                Change::RpcRemoved,
+                rpc_change,
+                rpc_gone,
             );
             if self.metadata != view.metadata {
                 changes.push(Change::MetadataChanged);
             }
         }
+        self.listed = listed;
         self.stats = stats;
         self.rpc = rpc;
         self.metadata = view.metadata.clone();
@@ -202,23 +205,39 @@ impl PollState {
     }
 }
 
-/// Adds to `changes` what differs from `before` to `now`: an id new or with another
-/// value is `updated`, an id gone is `removed`.
-fn changed<V: PartialEq>(
-    before: &HashMap<String, V>,
-    now: &HashMap<String, V>,
+/// Adds to `changes` what differs from `before` to `now`, each given as the sorted ids
+/// an index listed and the records read whole by id: an id new, or read whole with
+/// another value or after being listed, or listed after being read whole, is
+/// `updated`; an id in neither any more is `removed`.
+fn changed<K, V>(
+    before: (&[SmolStr], &HashMap<K, V>),
+    now: (&[SmolStr], &HashMap<K, V>),
     changes: &mut Vec<Change>,
-    updated: fn(String) -> Change,
-    removed: fn(String) -> Change,
-) {
-    for (id, v) in now {
-        if before.get(id) != Some(v) {
-            changes.push(updated(id.clone()));
+    updated: impl Fn(&str) -> Change,
+    removed: impl Fn(&str) -> Change,
+) where
+    K: std::borrow::Borrow<str> + std::hash::Hash + Eq,
+    V: PartialEq,
+{
+    let listed = |ids: &[SmolStr], id: &str| ids.binary_search_by(|l| l.as_str().cmp(id)).is_ok();
+    for id in now.0 {
+        if !listed(before.0, id) {
+            changes.push(updated(id));
         }
     }
-    for id in before.keys() {
-        if !now.contains_key(id) {
-            changes.push(removed(id.clone()));
+    for (id, v) in now.1 {
+        if before.1.get(id.borrow()) != Some(v) {
+            changes.push(updated(id.borrow()));
+        }
+    }
+    for id in before.0 {
+        if !listed(now.0, id) && !now.1.contains_key(id.as_str()) {
+            changes.push(removed(id));
+        }
+    }
+    for id in before.1.keys() {
+        if !now.1.contains_key(id.borrow()) && !listed(now.0, id.borrow()) {
+            changes.push(removed(id.borrow()));
         }
     }
 }
@@ -285,21 +304,21 @@ mod tests {
             stats: vec![("a".into(), Arc::new(rec(1.0)))],
             ..Default::default()
         };
-        let none = (Vec::new(), Vec::new());
-        assert!(st.diff(&view, &none).is_empty());
+        let none = || (Vec::new(), Vec::new());
+        assert!(st.diff(&view, none()).is_empty());
         view.stats = vec![
             ("a".into(), Arc::new(rec(2.0))),
             ("b".into(), Arc::new(rec(1.0))),
         ];
-        let mut got = st.diff(&view, &none);
+        let mut got = st.diff(&view, none());
         got.sort_by_key(|c| format!("{c:?}"));
         assert_eq!(
             got,
             vec![Change::Updated("a".into()), Change::Updated("b".into())]
         );
         view.stats.remove(0);
-        assert_eq!(st.diff(&view, &none), vec![Change::Removed("a".into())]);
-        assert!(st.diff(&view, &none).is_empty());
+        assert_eq!(st.diff(&view, none()), vec![Change::Removed("a".into())]);
+        assert!(st.diff(&view, none()).is_empty());
     }
 
     /// Ids the indexes list count by their coming and going only (our writers announce
@@ -307,15 +326,11 @@ mod tests {
     #[test]
     fn poll_diff_reports_listed_ids_coming_and_going() {
         let mut st = PollState::default();
-        let ids = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let ids = |v: &[&str]| v.iter().map(|s| SmolStr::new(s)).collect::<Vec<_>>();
         let view = ClusterView::default();
-        assert!(st
-            .diff(&view, &(ids(&["a", "b"]), ids(&["h:1"])))
-            .is_empty());
-        assert!(st
-            .diff(&view, &(ids(&["a", "b"]), ids(&["h:1"])))
-            .is_empty());
-        let mut got = st.diff(&view, &(ids(&["b", "c"]), Vec::new()));
+        assert!(st.diff(&view, (ids(&["a", "b"]), ids(&["h:1"]))).is_empty());
+        assert!(st.diff(&view, (ids(&["a", "b"]), ids(&["h:1"]))).is_empty());
+        let mut got = st.diff(&view, (ids(&["b", "c"]), Vec::new()));
         got.sort_by_key(|c| format!("{c:?}"));
         assert_eq!(
             got,
@@ -331,8 +346,19 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            st.diff(&with_b, &(ids(&["c"]), Vec::new())),
+            st.diff(&with_b, (ids(&["c"]), Vec::new())),
             vec![Change::Updated("b".into())]
+        );
+        // Listed again (a writer of ours took it over), then everything gone.
+        assert_eq!(
+            st.diff(&view, (ids(&["b", "c"]), Vec::new())),
+            vec![Change::Updated("b".into())]
+        );
+        let mut got = st.diff(&view, (Vec::new(), Vec::new()));
+        got.sort_by_key(|c| format!("{c:?}"));
+        assert_eq!(
+            got,
+            vec![Change::Removed("b".into()), Change::Removed("c".into())]
         );
     }
 

@@ -507,19 +507,25 @@ impl RedisRegistry {
             .into_iter();
         let mut next = || self.unless_wrong_type(op, replies.next());
         let (gpu_live, rpc_live, meta) = (next()?, next()?, next()?);
+        // Ids fit inline (`ip:port`): no heap block each.
         let listed = |live: Option<redis::Value>| {
-            let mut ids = live.map(strings_of).unwrap_or_default();
+            let mut ids: Vec<SmolStr> = live
+                .map(strings_of)
+                .unwrap_or_default()
+                .into_iter()
+                .map(SmolStr::from)
+                .collect();
             ids.sort_unstable();
             ids.dedup();
             ids
         };
         let (gpu_live, rpc_live) = (listed(gpu_live), listed(rpc_live));
         // Found by SCAN or named by keyspace events, and not listed.
-        let unlisted = |found: &BTreeSet<String>, named: &BTreeSet<String>, live: &[String]| {
+        let unlisted = |found: &BTreeSet<String>, named: &BTreeSet<String>, live: &[SmolStr]| {
             found
                 .iter()
                 .chain(named)
-                .filter(|id| live.binary_search(id).is_err())
+                .filter(|id| live.binary_search_by(|l| l.as_str().cmp(id)).is_err())
                 .cloned()
                 .collect::<BTreeSet<String>>()
         };

@@ -9,13 +9,13 @@ use futures_util::StreamExt;
 use redis::RedisError;
 use tokio::sync::mpsc;
 
-use super::state::{Listed, RedisRegistry, Target};
+use super::state::{RedisRegistry, Target};
 use crate::change::{Change, PushMode};
 use crate::config::{KeyspaceEvents, ScanStrategy};
 use crate::error::{Error, Result};
 use crate::keys;
 use crate::registry::Registry;
-use crate::watch::{self, PollState, Sink};
+use crate::watch::{self, Listed, PollState, Sink};
 
 impl RedisRegistry {
     /// Sets up a pub/sub connection for [`Registry::watch`](crate::Registry::watch): keyspace notifications when
@@ -229,7 +229,7 @@ pub(super) async fn watch_task(
                     polling = None;
                     match view {
                         Ok((view, listed)) => {
-                            for change in poll_state.diff(&view, &listed) {
+                            for change in poll_state.diff(&view, listed) {
                                 if !sink.send(change) {
                                     return;
                                 }

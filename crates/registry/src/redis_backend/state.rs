@@ -19,6 +19,7 @@ use crate::delta::Kept;
 use crate::error::Error;
 use crate::record::{GpuStatsRecord, RpcNodeRecord};
 use crate::validate::SkippedRecord;
+use crate::watch::Listed;
 use crate::SmolStr;
 
 /// What a registry connects to.
@@ -77,10 +78,6 @@ impl Junk {
     /// Most keys remembered (a flood beyond this is read again, still size-checked).
     pub(super) const MAX: usize = 100_000;
 }
-
-/// The live ids of both indexes (stats, registrations), sorted, as a poll-only
-/// discovery listed them.
-pub(super) type Listed = (Vec<String>, Vec<String>);
 
 /// What a registry kept from its previous discovery (see `delta`).
 pub(super) struct Known {
