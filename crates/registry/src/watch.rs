@@ -326,7 +326,7 @@ mod tests {
     #[test]
     fn poll_diff_reports_listed_ids_coming_and_going() {
         let mut st = PollState::default();
-        let ids = |v: &[&str]| v.iter().map(|s| SmolStr::new(s)).collect::<Vec<_>>();
+        let ids = |v: &[&str]| v.iter().map(SmolStr::new).collect::<Vec<_>>();
         let view = ClusterView::default();
         assert!(st.diff(&view, (ids(&["a", "b"]), ids(&["h:1"]))).is_empty());
         assert!(st.diff(&view, (ids(&["a", "b"]), ids(&["h:1"]))).is_empty());
