@@ -174,23 +174,19 @@ impl PollState {
             .collect();
         let mut changes = Vec::new();
         if self.primed {
-            let stats_change = |id: &str| Change::Updated(id.to_owned());
-            let stats_gone = |id: &str| Change::Removed(id.to_owned());
             changed(
                 (&self.listed.0, &self.stats),
                 (&listed.0, &stats),
                 &mut changes,
-                stats_change,
-                stats_gone,
+                |id| Change::Updated(id.to_owned()),
+                |id| Change::Removed(id.to_owned()),
             );
-            let rpc_change = |m: &str| Change::RpcUpdated(m.to_owned());
-            let rpc_gone = |m: &str| Change::RpcRemoved(m.to_owned());
             changed(
                 (&self.listed.1, &self.rpc),
                 (&listed.1, &rpc),
                 &mut changes,
-                rpc_change,
-                rpc_gone,
+                |m| Change::RpcUpdated(m.to_owned()),
+                |m| Change::RpcRemoved(m.to_owned()),
             );
             if self.metadata != view.metadata {
                 changes.push(Change::MetadataChanged);

@@ -312,7 +312,11 @@ impl RedisRegistry {
                 .chain(wrong_rpc.iter().map(|(m, t)| (rpc_key(m), not_a_string(t)))),
         );
         let mut slot = self.known();
-        if self.reader.known_epoch.load(Ordering::SeqCst) == epoch && !head.broken {
+        // A poll-only reader keeps nothing: its reads are never delta reads.
+        if self.reader.known_epoch.load(Ordering::SeqCst) == epoch
+            && !head.broken
+            && !self.reader.poll_only
+        {
             *slot = Some(Known {
                 cursor: head.cursor,
                 stats: stats.kept,
@@ -488,8 +492,8 @@ impl RedisRegistry {
     /// `RedisRegistry::poll_reader`): every live id of both indexes, listed for the poll
     /// ([`RedisRegistry::take_listed`]) instead of read, and the metadata. The plan
     /// reads only the ids SCAN or keyspace events found that no index lists (records
-    /// SOLLOL's tools wrote); nothing is kept (`broken`), so every poll reads the same
-    /// way. An index holding another Redis type lists nothing (its records are then read
+    /// SOLLOL's tools wrote); a poll-only reader keeps nothing, so every poll reads the
+    /// same way. An index holding another Redis type lists nothing (its records are then read
     /// as SCAN found them; the caller's discovery warns about it).
     async fn read_unlisted(&self, dirty: &(BTreeSet<String>, BTreeSet<String>)) -> Result<Head> {
         let now = unix_ms();
@@ -543,7 +547,7 @@ impl RedisRegistry {
             rpc,
             meta: meta.and_then(bytes_of),
             meta_wrong_type,
-            broken: true,
+            broken: false,
         })
     }
 
