@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use async_trait::async_trait;
 use vramroute_alloc::ReserveConfig;
-use vramroute_cluster::{unix_now, Feed, LiveConfig, OllamaNodeInfo, StatusView};
+use vramroute_cluster::{ask_ollama_nodes, unix_now, Feed, LiveConfig, OllamaNodeInfo, StatusView};
 use vramroute_node::{NodeIdentity, NodeReport, OllamaState};
 use vramroute_ollama::OllamaClient;
 use vramroute_probe::local_file::read_local_text;
@@ -291,7 +291,7 @@ impl Feed for Source {
     }
 
     async fn ollama_nodes(&self) -> Vec<OllamaNodeInfo> {
-        query_ollama_nodes(&self.nodes, self.ollama_timeout).await
+        ask_ollama_nodes(&self.nodes, self.ollama_timeout).await
     }
 
     fn saved_view(&self) -> Option<StatusView> {
@@ -306,25 +306,6 @@ impl Feed for Source {
             _ => None,
         }
     }
-}
-
-/// Asks every Ollama node of the config (`/api/ps`, `/api/tags`) at once, each request
-/// bounded by the config's `ollama_timeout`.
-pub(crate) async fn query_ollama_nodes(nodes: &[String], timeout: Duration) -> Vec<OllamaNodeInfo> {
-    let asks = nodes.iter().map(|url| async move {
-        match OllamaClient::new(url, timeout) {
-            Ok(client) => {
-                let (ps, tags) = tokio::join!(client.ps(), client.tags());
-                OllamaNodeInfo::new(
-                    url.clone(),
-                    ps.map_err(|e| e.to_string()),
-                    tags.map_err(|e| e.to_string()),
-                )
-            }
-            Err(e) => OllamaNodeInfo::new(url.clone(), Err(e.to_string()), Err(e.to_string())),
-        }
-    });
-    futures_util::future::join_all(asks).await
 }
 
 /// One-shot commands: open the source, read it once, merge the Ollama nodes.

@@ -101,6 +101,7 @@ pub use sizes::{
     ModelSize, SizeCache, SizeSeen, MAX_MODEL_SIZE_MIB,
 };
 pub use view::{
-    derived_ollama_url, GpuView, InstalledView, LoadedView, NodeFacts, NodeView, OllamaNodeInfo,
-    RpcBackendFacts, RpcBackendView, SkippedView, StatusView, Totals, FUTURE_SKEW_S,
+    ask_ollama_nodes, derived_ollama_url, GpuView, InstalledView, LoadedView, NodeFacts, NodeView,
+    OllamaNodeInfo, RpcBackendFacts, RpcBackendView, SkippedView, StatusView, Totals,
+    FUTURE_SKEW_S,
 };

@@ -358,6 +358,30 @@ pub struct OllamaNodeInfo {
     pub tags: Result<TagsResponse, String>,
 }
 
+/// Asks every Ollama at `urls` (`/api/ps`, `/api/tags`) at once, each request bounded
+/// by `timeout`: what a [`Feed::ollama_nodes`](crate::Feed::ollama_nodes) over a list
+/// of configured Ollama nodes returns. A node that cannot be asked (a bad URL, refused,
+/// timed out) is in the answer with why, in `urls` order.
+pub async fn ask_ollama_nodes(
+    urls: &[String],
+    timeout: std::time::Duration,
+) -> Vec<OllamaNodeInfo> {
+    let asks = urls.iter().map(|url| async move {
+        match vramroute_ollama::OllamaClient::new(url, timeout) {
+            Ok(client) => {
+                let (ps, tags) = tokio::join!(client.ps(), client.tags());
+                OllamaNodeInfo::new(
+                    url.clone(),
+                    ps.map_err(|e| e.to_string()),
+                    tags.map_err(|e| e.to_string()),
+                )
+            }
+            Err(e) => OllamaNodeInfo::new(url.clone(), Err(e.to_string()), Err(e.to_string())),
+        }
+    });
+    futures_util::future::join_all(asks).await
+}
+
 /// `http://{node_id}` when the node id is `ip:port` (or `host:port`).
 pub fn derived_ollama_url(node_id: &str) -> Option<String> {
     let (host, port) = node_id.rsplit_once(':')?;

@@ -109,3 +109,35 @@ async fn a_failed_load_is_not_in_flight_and_is_tried_again() {
     }
     assert_eq!(ollama.stats("/api/generate").received, 2);
 }
+
+/// `ask_ollama_nodes` asks every node at once over real HTTP and answers in the order
+/// asked: a node that answers with its `/api/ps` and `/api/tags`, one that refuses the
+/// connection and a URL that cannot be used, each with why.
+#[tokio::test]
+async fn ollama_nodes_are_asked_at_once_and_answer_in_order() {
+    use vramroute_ollama::testing::{FakeModel, FakeOllama};
+    let fake = FakeOllama::start().unwrap();
+    fake.install(FakeModel::new("llama3.1:8b", 4_920_000_000));
+    fake.set_loaded("llama3.1:8b", 4_920_000_000, 4_920_000_000);
+    let refused = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", l.local_addr().unwrap())
+    };
+    let urls = vec![fake.url(), refused.clone(), "not a url".to_owned()];
+    let got = vramroute_cluster::ask_ollama_nodes(&urls, std::time::Duration::from_secs(2)).await;
+    let asked: Vec<&str> = got.iter().map(|n| n.url.as_str()).collect();
+    assert_eq!(asked, [fake.url().as_str(), refused.as_str(), "not a url"]);
+    let ps = got[0].ps.as_ref().expect("the fake's /api/ps");
+    assert_eq!(ps.models.len(), 1);
+    assert_eq!(ps.models[0].name, "llama3.1:8b");
+    let tags = got[0].tags.as_ref().expect("the fake's /api/tags");
+    assert!(tags.models.iter().any(|m| m.name == "llama3.1:8b"));
+    for node in &got[1..] {
+        assert!(
+            node.ps.is_err() && node.tags.is_err(),
+            "{}: {:?}",
+            node.url,
+            node.ps
+        );
+    }
+}
