@@ -63,8 +63,8 @@ impl Prepared {
         prev: Option<(&Snapshot, &Prepared)>,
     ) -> Prepared {
         let n = s.rows.len();
-        let mut bounds = vec![[0.0f64; BOUND_CLASSES]; n];
-        let mut warm_of = vec![[0.0f64; WARM_CLASSES]; s.loaded_model.len()];
+        let mut bounds = vec![[0.0f32; BOUND_CLASSES]; n];
+        let mut warm_of = vec![[0.0f32; WARM_CLASSES]; s.loaded_model.len()];
         // Per new node: its bounds (and warm bounds) were reused from `prev`.
         let mut reused = vec![false; n];
         let mut reused_warm = vec![false; n];
@@ -113,24 +113,27 @@ impl Prepared {
             }
             let st = node_static(s, p, ni);
             if !reused[ni] {
-                bounds[ni] = node_bounds(s, p, ni, &st);
+                bounds[ni] = node_bounds(s, p, ni, &st).map(up);
             }
             if !reused_warm[ni] {
+                // From the bounds as kept (rounded up), whether computed here or
+                // reused: a fresh build and an incremental one give the same.
+                let node = bounds[ni].map(f64::from);
                 for k in s.rows[ni].loaded() {
-                    warm_of[k] = warm_bounds(s, p, ni, s.loaded_model[k], &st, &bounds[ni]);
+                    warm_of[k] = warm_bounds(s, p, ni, s.loaded_model[k], &st, &node).map(up);
                 }
             }
         }
         // The eligible nodes not reused, by (descending bound, ascending index).
         let fresh = |col: usize| {
-            let mut list: Vec<(f64, u32)> = (0..n)
+            let mut list: Vec<(f32, u32)> = (0..n)
                 .filter(|&ni| s.rows[ni].flags & ELIGIBLE != 0 && !reused[ni])
                 .map(|ni| (bounds[ni][col], ni as u32))
                 .collect();
             list.sort_by(by_bound);
             list
         };
-        let orders: [Vec<(f64, u32)>; BOUND_CLASSES] = std::array::from_fn(|col| match prev {
+        let orders: [Vec<(f32, u32)>; BOUND_CLASSES] = std::array::from_fn(|col| match prev {
             Some((_, op)) => merge(&op.orders[col], &to_new, fresh(col)),
             None => fresh(col),
         });
@@ -147,7 +150,7 @@ impl Prepared {
                         .and_then(|om| op.warm.get(om as usize))
                 });
                 std::array::from_fn::<_, WARM_CLASSES, _>(|c| {
-                    let mut list: Vec<(f64, u32)> = nodes
+                    let mut list: Vec<(f32, u32)> = nodes
                         .iter()
                         .filter(|&&ni| {
                             s.rows[ni as usize].flags & ELIGIBLE != 0 && !reused_warm[ni as usize]
@@ -182,13 +185,25 @@ impl Prepared {
 /// No such node or model.
 const NONE: u32 = u32::MAX;
 
-fn by_bound(a: &(f64, u32), b: &(f64, u32)) -> std::cmp::Ordering {
+/// `b` as the least `f32` not below it. The prepared sets keep their bounds in half the
+/// room this way (an order's entry is 8 bytes instead of 16), and a bound rounded up is
+/// still a bound: the search may score a node more before it stops, never fewer.
+fn up(b: f64) -> f32 {
+    let f = b as f32;
+    if f64::from(f) < b {
+        f.next_up()
+    } else {
+        f
+    }
+}
+
+fn by_bound(a: &(f32, u32), b: &(f32, u32)) -> std::cmp::Ordering {
     b.0.total_cmp(&a.0).then(a.1.cmp(&b.1))
 }
 
 /// `old` entries whose node has a new index in `to_new`, relabelled, merged with
 /// `fresh`; both sorted by [`by_bound`], and so is the result.
-fn merge(old: &[(f64, u32)], to_new: &[u32], fresh: Vec<(f64, u32)>) -> Vec<(f64, u32)> {
+fn merge(old: &[(f32, u32)], to_new: &[u32], fresh: Vec<(f32, u32)>) -> Vec<(f32, u32)> {
     // Exactly the rows kept: the order lives as long as its snapshot, and `old.len()`
     // counts the changed nodes twice (once here, dropped, and once in `fresh`).
     let new_index = |oi: u32| to_new.get(oi as usize).copied().unwrap_or(NONE);
@@ -389,7 +404,10 @@ pub(crate) fn run_pruned(s: &Snapshot, sc: &Sollol<'_>, r: &Resolved<'_>) -> Out
     let strict = r.needs_gpu && !fallback;
     if let Some(m) = r.model {
         for &(bound, ni) in &prep.warm[m as usize][warm_class(complex, strict)] {
-            if best.as_ref().is_some_and(|&(bs, _, _)| bound < bs) {
+            if best
+                .as_ref()
+                .is_some_and(|&(bs, _, _)| f64::from(bound) < bs)
+            {
                 break;
             }
             visit(&mut best, ni as usize);
@@ -397,7 +415,10 @@ pub(crate) fn run_pruned(s: &Snapshot, sc: &Sollol<'_>, r: &Resolved<'_>) -> Out
     }
     let order = &prep.orders[bound_class(r.size < p.overwhelmed_below_mib, complex, strict)];
     for &(bound, ni) in order {
-        if best.as_ref().is_some_and(|&(bs, _, _)| bound < bs) {
+        if best
+            .as_ref()
+            .is_some_and(|&(bs, _, _)| f64::from(bound) < bs)
+        {
             break;
         }
         visit(&mut best, ni as usize);
@@ -492,7 +513,7 @@ mod tests {
     }
 
     fn assert_same(a: &Prepared, b: &Prepared) {
-        let bits = |v: &[(f64, u32)]| v.iter().map(|(b, i)| (b.to_bits(), *i)).collect::<Vec<_>>();
+        let bits = |v: &[(f32, u32)]| v.iter().map(|(b, i)| (b.to_bits(), *i)).collect::<Vec<_>>();
         for (x, y) in a.orders.iter().zip(&b.orders) {
             assert_eq!(bits(x), bits(y));
         }
@@ -503,11 +524,27 @@ mod tests {
             }
         }
         let flat =
-            |v: &[[f64; BOUND_CLASSES]]| v.iter().map(|b| b.map(f64::to_bits)).collect::<Vec<_>>();
+            |v: &[[f32; BOUND_CLASSES]]| v.iter().map(|b| b.map(f32::to_bits)).collect::<Vec<_>>();
         assert_eq!(flat(&a.bounds), flat(&b.bounds));
         let flat_warm =
-            |v: &[[f64; WARM_CLASSES]]| v.iter().map(|b| b.map(f64::to_bits)).collect::<Vec<_>>();
+            |v: &[[f32; WARM_CLASSES]]| v.iter().map(|b| b.map(f32::to_bits)).collect::<Vec<_>>();
         assert_eq!(flat_warm(&a.warm_of), flat_warm(&b.warm_of));
+    }
+
+    /// A kept bound is the least `f32` at or above the computed one.
+    #[test]
+    fn bounds_round_up_to_the_next_f32() {
+        let mut rng = Rng(7);
+        let mut cases = vec![0.0, 1.0, 0.1, 1e-40, 3.0e38, 4.0e38, f64::from(f32::MAX)];
+        cases.extend(
+            (0..2_000).map(|_| rng.below(1 << 40) as f64 / (1 + rng.below(1 << 20)) as f64),
+        );
+        for b in cases {
+            let u = up(b);
+            assert!(f64::from(u) >= b, "{b} -> {u}");
+            assert!(f64::from(u.next_down()) < b, "{b} -> {u} is not the least");
+        }
+        assert_eq!(up(2.5), 2.5);
     }
 
     /// The incremental preparation (`build_reusing`) gives exactly what a fresh one

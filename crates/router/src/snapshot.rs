@@ -153,8 +153,9 @@ pub enum NodeStatus {
         /// The configured limit, ms.
         limit_ms: u64,
     },
-    /// The node's description failed [`NodeSpec::validate`].
-    Invalid(Error),
+    /// The node's description failed [`NodeSpec::validate`]. Boxed: the snapshot keeps
+    /// a status per node, and an [`Error`] is ~90 bytes against 24 for the others.
+    Invalid(Box<Error>),
 }
 
 /// How a GPU's free VRAM was obtained.
@@ -412,7 +413,7 @@ impl Snapshot {
             let node_names = &normalized[name_at..name_at + node.loaded_models.len()];
             name_at += node.loaded_models.len();
             let st = match node.validate() {
-                Err(e) => NodeStatus::Invalid(e),
+                Err(e) => NodeStatus::Invalid(Box::new(e)),
                 Ok(()) if !node.healthy => NodeStatus::Unhealthy,
                 Ok(()) if age_ms > config.stale_after_ms => NodeStatus::Stale {
                     age_ms,
@@ -707,21 +708,22 @@ impl Snapshot {
 }
 
 /// Per-policy score bounds of one snapshot: built and read by the pruned search
-/// (`prune.rs`); the snapshot only holds the cache slot.
+/// (`prune.rs`); the snapshot only holds the cache slot. Bounds are kept as `f32`
+/// rounded up (`prune::up`): still bounds, in half the room.
 #[derive(Debug)]
 pub(crate) struct Prepared {
     pub(crate) params: SollolParams,
     /// Per bound class (`sollol::bound_class`: models of at least
     /// `overwhelmed_below_mib` or smaller, complex requests or not, GPU mode or not):
     /// eligible nodes by descending bound, then ascending index.
-    pub(crate) orders: [Vec<(f64, u32)>; BOUND_CLASSES],
+    pub(crate) orders: [Vec<(f32, u32)>; BOUND_CLASSES],
     /// Per interned model and warm class (`sollol::warm_class`): eligible nodes where
     /// it is loaded, by descending bound of the warm placement's score.
-    pub(crate) warm: Vec<[Vec<(f64, u32)>; WARM_CLASSES]>,
+    pub(crate) warm: Vec<[Vec<(f32, u32)>; WARM_CLASSES]>,
     /// Per node: its bound per class (0 for ineligible nodes), kept for the next
     /// snapshot's `build_reusing`.
-    pub(crate) bounds: Vec<[f64; BOUND_CLASSES]>,
+    pub(crate) bounds: Vec<[f32; BOUND_CLASSES]>,
     /// Per loaded entry: the warm bounds of its model on its node per warm class (0 for
     /// ineligible nodes).
-    pub(crate) warm_of: Vec<[f64; WARM_CLASSES]>,
+    pub(crate) warm_of: Vec<[f32; WARM_CLASSES]>,
 }
