@@ -252,12 +252,19 @@ impl ViewBuilder {
             // Rows of ids that left (or, for unsorted input, everything) are dropped.
             let mut kept = None;
             if matching {
-                while old.peek().is_some_and(|o| o.node.id < *id) {
-                    old.next();
-                }
-                if old.peek().is_some_and(|o| o.node.id == *id) {
-                    kept = old.next();
-                    same_ids += 1;
+                // One comparison of ids a step.
+                while let Some(o) = old.peek() {
+                    match o.node.id.as_str().cmp(id.as_str()) {
+                        std::cmp::Ordering::Less => {
+                            old.next();
+                        }
+                        std::cmp::Ordering::Equal => {
+                            kept = old.next();
+                            same_ids += 1;
+                            break;
+                        }
+                        std::cmp::Ordering::Greater => break,
+                    }
                 }
             }
             // A changes-only read's unchanged record: the row built from it stands in.

@@ -330,8 +330,15 @@ impl Snapshot {
         config: &SnapshotConfig,
     ) -> Result<Snapshot> {
         config.validate()?;
+        // Strictly ascending ids (what a follower passes) are sorted and unique at once;
+        // otherwise sort, then look for a duplicate.
         if !nodes.windows(2).all(|w| w[0].0.id < w[1].0.id) {
             nodes.sort_by(|a, b| a.0.id.cmp(&b.0.id));
+            if let Some(w) = nodes.windows(2).find(|w| w[0].0.id == w[1].0.id) {
+                return Err(Error::DuplicateNode {
+                    node: w[0].0.id.to_string(),
+                });
+            }
         }
         for (n, _) in &mut nodes {
             if !n.gpus.windows(2).all(|w| w[0].index <= w[1].index) {
@@ -339,11 +346,6 @@ impl Snapshot {
             }
         }
         let (nodes, ages): (Vec<Arc<NodeSpec>>, Vec<u64>) = nodes.into_iter().unzip();
-        if let Some(w) = nodes.windows(2).find(|w| w[0].id == w[1].id) {
-            return Err(Error::DuplicateNode {
-                node: w[0].id.to_string(),
-            });
-        }
         if nodes.len() >= u32::MAX as usize {
             return Err(invalid_config(
                 "nodes",
