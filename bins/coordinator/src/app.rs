@@ -1,9 +1,10 @@
 //! What the daemon's tasks and HTTP handlers share.
 
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use serde::Serialize;
-use vramroute_cluster::{LiveCluster, Outcome};
+use vramroute_cluster::{optimize_lock_ttl, LiveCluster, Outcome};
 
 use crate::metrics::Metrics;
 use crate::source::{Settings, Source};
@@ -40,4 +41,11 @@ impl App {
     pub(crate) fn optimize_state(&self) -> OptimizeState {
         locked(&self.optimize).clone()
     }
+}
+
+/// The optimize lock's time to live for this daemon's `check_interval`.
+pub(crate) fn lock_ttl(app: &App) -> Duration {
+    optimize_lock_ttl(Duration::from_secs_f64(
+        app.settings.config.check_interval_s(),
+    ))
 }

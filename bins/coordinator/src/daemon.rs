@@ -11,14 +11,16 @@ use std::time::Duration;
 use anyhow::Context as _;
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{debug, info, warn};
-use vramroute_cluster::{optimize_tracked, unix_now, Feed, LiveCluster, PendingLoads};
+use vramroute_cluster::{
+    keep_lock_renewed, lock_owner_id, optimize_tracked, unix_now, Feed, LiveCluster, PendingLoads,
+    OPTIMIZE_LOCK,
+};
 use vramroute_gateway::{ApiKeys, Gateway, GatewayMetrics};
 use vramroute_registry::RegistryConfig;
 
 use crate::app::{locked, App, OptimizeState};
 use crate::cli::DaemonArgs;
 use crate::config::{gateway_addr, DEFAULT_GATEWAY_LISTEN, DEFAULT_LISTEN};
-use crate::lock::{keep_renewed, lock_ttl, owner_id, OPTIMIZE_LOCK};
 use crate::metrics::{Metrics, MetricsObserver};
 use crate::source::{Backend, Settings, Source};
 use crate::UsageError;
@@ -147,7 +149,7 @@ pub(crate) fn run(mut settings: Settings, args: &DaemonArgs) -> anyhow::Result<(
             auto_optimize = app.settings.config.auto_optimize,
             "vramroute-coordinator daemon started"
         );
-        let owner = owner_id();
+        let owner = lock_owner_id();
         // Stops when dropped, once the API has stopped serving.
         let _follow = live
             .spawn_follow(source.clone())
@@ -216,7 +218,7 @@ fn load_keys(file: Option<&std::path::Path>) -> anyhow::Result<ApiKeys> {
 async fn optimize_loop(app: Arc<App>, source: Arc<Source>, owner: String) {
     let every = Duration::from_secs_f64(app.settings.config.check_interval_s());
     // The lock outlives one pass; a dead holder's lock expires and another takes over.
-    let ttl = lock_ttl(&app);
+    let ttl = crate::app::lock_ttl(&app);
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Loads in flight, remembered across passes: one load per model until confirmed.
@@ -240,7 +242,7 @@ async fn optimize_loop(app: Arc<App>, source: Arc<Source>, owner: String) {
             continue;
         }
         // Loads can take longer than the lock's time to live: keep it while the pass runs.
-        let _renewal = keep_renewed(source.clone(), owner.clone(), ttl);
+        let _renewal = keep_lock_renewed(source.clone(), OPTIMIZE_LOCK, owner.clone(), ttl);
         let view = app.live.view();
         let snap = app.live.router().snapshot();
         let policy = app.live.router().policy();

@@ -21,7 +21,6 @@ mod daemon;
 mod dashboard;
 mod http;
 mod install;
-mod lock;
 #[path = "../../shared/logging.rs"]
 mod logging;
 mod metadata;

@@ -7,10 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tracing::{debug, info, warn};
-use vramroute_cluster::{sync_router_metadata, MetadataLock, MetadataSync};
+use vramroute_cluster::{sync_router_metadata, MetadataLock, MetadataSync, OPTIMIZE_LOCK};
 
-use crate::app::{locked, App};
-use crate::lock::{lock_ttl, OPTIMIZE_LOCK};
+use crate::app::{lock_ttl, locked, App};
 use crate::source::Source;
 use vramroute_cluster::Feed;
 

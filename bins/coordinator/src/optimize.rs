@@ -3,12 +3,13 @@
 
 use std::fmt::Write as _;
 
-use vramroute_cluster::{optimize, OptimizeOptions, Outcome};
+use vramroute_cluster::{
+    keep_lock_renewed, lock_owner_id, optimize, OptimizeOptions, Outcome, OPTIMIZE_LOCK,
+};
 
 use vramroute_cluster::Feed as _;
 
 use crate::cli::OptimizeArgs;
-use crate::lock;
 
 /// The CLI's hold on the optimize lock (renewed while loads run).
 const LOCK_TTL: std::time::Duration = std::time::Duration::from_secs(60);
@@ -63,24 +64,29 @@ pub(crate) fn run(settings: &Settings, args: &OptimizeArgs) -> anyhow::Result<()
         let models = &settings.config.priority_models;
         let opts = options(settings, args.dry_run);
         // Loading takes the same lock as the daemons' auto_optimize: one optimizer at a time.
-        let owner = lock::owner_id();
+        let owner = lock_owner_id();
         let mut renewal = None;
         if !args.dry_run && !models.is_empty() {
             if let Some(reg) = source.registry() {
-                if !reg.try_lock(lock::OPTIMIZE_LOCK, &owner, LOCK_TTL).await? {
+                if !reg.try_lock(OPTIMIZE_LOCK, &owner, LOCK_TTL).await? {
                     anyhow::bail!(
                         "another coordinator holds the optimize lock (a daemon with \
                          auto_optimize, or another `optimize`): try again later, or use \
                          --dry-run to see where the models would go"
                     );
                 }
-                renewal = Some(lock::keep_renewed(source.clone(), owner.clone(), LOCK_TTL));
+                renewal = Some(keep_lock_renewed(
+                    source.clone(),
+                    OPTIMIZE_LOCK,
+                    owner.clone(),
+                    LOCK_TTL,
+                ));
             }
         }
         let outcomes = optimize(&view, &snap, &policy, models, &opts).await;
         if renewal.take().is_some() {
             if let Some(reg) = source.registry() {
-                let _ = reg.unlock(lock::OPTIMIZE_LOCK, &owner).await;
+                let _ = reg.unlock(OPTIMIZE_LOCK, &owner).await;
             }
         }
         if args.output.json {

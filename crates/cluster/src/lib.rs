@@ -64,6 +64,7 @@ mod feed;
 mod history;
 mod live;
 mod live_config;
+mod lock;
 mod metadata;
 pub mod optimize;
 pub mod plan;
@@ -87,6 +88,7 @@ pub use live::{
     unix_now, Feed, FollowThread, Health, LiveCluster, LiveConfig, Observer, RegistryFeed,
     ReservationId,
 };
+pub use lock::{keep_lock_renewed, lock_owner_id, optimize_lock_ttl, LockRenewal, OPTIMIZE_LOCK};
 pub use metadata::{registered_backends, sync_router_metadata, MetadataLock, MetadataSync};
 pub use optimize::{optimize, optimize_tracked, OptimizeOptions, Outcome, PendingLoads};
 pub use plan::PlanAnswer;

@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use vramroute_cluster::{
-    registered_backends, sync_router_metadata, MetadataLock, MetadataSync, StatusView,
+    keep_lock_renewed, lock_owner_id, optimize_lock_ttl, registered_backends, sync_router_metadata,
+    Feed, MetadataLock, MetadataSync, RegistryFeed, StatusView, OPTIMIZE_LOCK,
 };
 use vramroute_registry::{MemoryRegistry, Registry, RouterMetadata, RpcBackend};
 
@@ -103,4 +104,44 @@ async fn another_owners_lock_means_nothing_is_written() {
         sync_router_metadata(&reg, &v, MetadataLock::new("optimize", "other", TTL)).await,
         MetadataSync::Written { rpc_backends: 1 }
     ));
+}
+
+/// A held optimize lock stays held past its time to live while its renewal runs, and
+/// expires once the renewal is dropped, so another owner can take it.
+#[tokio::test]
+async fn a_renewed_lock_outlives_its_ttl_and_expires_once_dropped() {
+    let ttl = Duration::from_millis(600);
+    let feed = std::sync::Arc::new(RegistryFeed::new(MemoryRegistry::default(), "memory"));
+    let me = lock_owner_id();
+    let reg = feed.registry().expect("a registry");
+    assert!(reg.try_lock(OPTIMIZE_LOCK, &me, ttl).await.expect("lock"));
+    let renewal = keep_lock_renewed(feed.clone(), OPTIMIZE_LOCK, me.clone(), ttl);
+    tokio::time::sleep(ttl * 2).await;
+    let reg = feed.registry().expect("a registry");
+    assert!(
+        !reg.try_lock(OPTIMIZE_LOCK, "other", ttl)
+            .await
+            .expect("lock"),
+        "renewed: still mine after twice its ttl"
+    );
+    drop(renewal);
+    tokio::time::sleep(ttl + Duration::from_millis(200)).await;
+    assert!(
+        reg.try_lock(OPTIMIZE_LOCK, "other", ttl)
+            .await
+            .expect("lock"),
+        "not renewed: expired"
+    );
+}
+
+/// Two owner ids made in one process differ (the random part), and name the process.
+#[test]
+fn lock_owner_ids_are_unique_and_name_the_process() {
+    let (a, b) = (lock_owner_id(), lock_owner_id());
+    assert_ne!(a, b);
+    assert!(a.contains(&format!(":{}:", std::process::id())), "{a}");
+    assert_eq!(
+        optimize_lock_ttl(Duration::from_secs(60)),
+        Duration::from_secs(90)
+    );
 }
